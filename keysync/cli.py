@@ -1,0 +1,265 @@
+"""The ``keysync`` command line: parse options, call the library, print. No logic here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from keysync import __version__
+from keysync.config import DEFAULT_CONFIG_PATH, Config, load_config
+from keysync.errors import EXIT_USAGE, KeysyncError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AppContext:
+    """What the global options decided, handed to every command."""
+
+    def __init__(self, config_path: str, log_format: str, quiet: bool, verbose: int) -> None:
+        self.config_path = config_path
+        self.log_format = log_format
+        self.quiet = quiet
+        self.verbose = verbose
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def setup_logging(self) -> None:
+        from keysync.logs import setup_logging
+
+        config = self.config
+        setup_logging(
+            level=config.logging.level,
+            log_file=config.log_file,
+            stderr_format=self.log_format,
+            quiet=self.quiet,
+            verbose=self.verbose,
+        )
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+class KeysyncGroup(click.Group):
+    """Turns foreseeable errors into one line on stderr and the exit code of SPEC.md."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeysyncError as exc:
+            click.echo(f"keysync: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def fail(message: str, exit_code: int = EXIT_USAGE) -> None:
+    """Stop the command with one line on stderr."""
+    raise KeysyncError(message, exit_code)
+
+
+@click.group(cls=KeysyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG_PATH,
+    envvar="KEYSYNC_CONFIG",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Configuration file (env KEYSYNC_CONFIG).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="Format of the log lines on stderr (the log file is always JSON Lines).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")
+@click.option("-v", "--verbose", count=True, help="More detail (-vv for debug).")
+@click.version_option(__version__, prog_name="keysync")
+@click.pass_context
+def main(ctx: click.Context, config_path: str, log_format: str, quiet: bool, verbose: int) -> None:
+    """Reconcile business keys across systems: A is the authority, B..E its peers.
+
+    \b
+    Example:
+      keysync generate            # mock A.csv..E.csv into ./input
+      keysync run                 # reconcile, write ./output, update ./data/keysync.db
+      keysync registry list --status Proposed
+    """
+    ctx.obj = AppContext(config_path, log_format, quiet, verbose)
+
+
+@main.command()
+@click.option("--keys", type=click.IntRange(min=1), help="Keys per system (default: config).")
+@click.option("--seed", type=int, help="Random seed (default: simulation.seed).")
+@click.option(
+    "--scenario",
+    type=click.Choice(["normal", "drift", "failure", "recovery"]),
+    help="Scenario (default: simulation.scenario).",
+)
+@click.option("--days", type=click.IntRange(min=1), help="Days of history snapshots to write.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Output folder (default: the folder of source A's path).",
+)
+@pass_app
+def generate(
+    app: AppContext,
+    keys: int | None,
+    seed: int | None,
+    scenario: str | None,
+    days: int | None,
+    out: str | None,
+) -> None:
+    """Write mock A.csv..E.csv and manifest.json (the ground truth).
+
+    \b
+    Example:
+      keysync generate --keys 10000 --seed 7 --scenario drift --days 10 --out ./input
+    """
+    from keysync.mockdata import generate as generate_mock_data
+
+    app.setup_logging()
+    result = generate_mock_data(
+        app.config,
+        keys=keys,
+        seed=seed,
+        scenario=scenario,
+        days=days,
+        out=Path(out) if out else None,
+    )
+    if not app.quiet:
+        click.echo(result.describe())
+
+
+@main.command()
+@click.option(
+    "--mode",
+    type=click.Choice(["full", "incremental"]),
+    help="full: read everything; incremental: only what changed (default: processing.mode).",
+)
+@click.option("--dry-run", is_flag=True, help="Write the reports, change no registry row.")
+@click.option("--auto-approve", is_flag=True, help="New master keys become Active at once.")
+@click.option("--resume", is_flag=True, help="Continue the latest interrupted run.")
+@click.option(
+    "--keys",
+    type=click.IntRange(min=1),
+    help="First regenerate mock inputs with N keys per system (stress runs).",
+)
+@click.option("--systems", help="Reconcile only these systems, e.g. A,C (A is always included).")
+@click.option("--fail-on-diff", is_flag=True, help="Exit 1 when any discrepancy is found.")
+@pass_app
+def run(
+    app: AppContext,
+    mode: str | None,
+    dry_run: bool,
+    auto_approve: bool,
+    resume: bool,
+    keys: int | None,
+    systems: str | None,
+    fail_on_diff: bool,
+) -> None:
+    """Reconcile the sources, write the reports and update the state.
+
+    \b
+    Example:
+      keysync run --keys 10000 --auto-approve
+      keysync run --mode incremental --fail-on-diff
+      keysync run --resume
+    """
+    from keysync.console import print_run_result
+    from keysync.runner import RunOptions
+    from keysync.runner import run as run_reconciliation
+
+    app.setup_logging()
+    options = RunOptions(
+        mode=mode,
+        dry_run=dry_run,
+        auto_approve=auto_approve,
+        resume=resume,
+        regenerate_keys=keys,
+        systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
+        fail_on_diff=fail_on_diff,
+        progress=not app.quiet and sys.stderr.isatty(),
+    )
+    result = run_reconciliation(app.config, options)
+    if not app.quiet:
+        print_run_result(result)
+    elif result.message:
+        click.echo(f"keysync: {result.message}", err=True)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    type=click.Choice(["normal", "drift", "failure", "recovery"]),
+    help="Scenario (default: simulation.scenario).",
+)
+@click.option("--days", type=click.IntRange(min=1), help="Days to simulate (default: config).")
+@pass_app
+def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
+    """Run one reconciliation per simulated day and write timeline.csv.
+
+    \b
+    Example:
+      keysync simulate --scenario recovery --days 30
+    """
+    fail("simulate is not built yet (issue 9)", 3)
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the configuration.
+
+    \b
+    Example:
+      keysync -c ./keysync-config.yaml config check
+    """
+
+
+@config_group.command("check")
+@pass_app
+def config_check(app: AppContext) -> None:
+    """Validate the config and print the effective one with all defaults.
+
+    \b
+    Example:
+      keysync config check
+    """
+    from keysync.cron import CronSchedule
+
+    config = app.config
+    click.echo(f"# {Path(app.config_path).resolve()}: valid")
+    click.echo(config.to_yaml().rstrip())
+    now = datetime.now(timezone.utc)
+    times = CronSchedule(config.schedule).next_times(now, 3)
+    click.echo("# next scheduled runs (UTC):")
+    for moment in times:
+        click.echo(f"#   {moment.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+
+
+def _register_state_commands() -> None:
+    from keysync.cli_state import STATE_COMMANDS
+
+    for command in STATE_COMMANDS:
+        main.add_command(command)
+
+
+_register_state_commands()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

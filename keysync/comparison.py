@@ -1,0 +1,93 @@
+"""Compare the authority with every peer: matches, out-of-authority keys, gaps.
+
+All set algebra between systems runs on dict key views, in C.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from keysync.stages.merger import KeyIndex
+
+
+@dataclass
+class SystemSummary:
+    """One row of ``reconciliation_summary.csv``; counts are None for an unavailable system."""
+
+    system: str
+    available: bool
+    rows_read: int | None = None
+    rows_rejected: int | None = None
+    unique_keys: int | None = None
+    duplicate_keys: int | None = None
+    matched: int | None = None
+    missing_in_a: int | None = None
+    missing_from_system: int | None = None
+    match_rate: float | None = None
+    unavailable_reason: str = ""
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing the authority with each available peer."""
+
+    authority: str
+    index: KeyIndex
+    summaries: dict[str, SystemSummary]
+    missing_in_a: dict[str, set[str]] = field(default_factory=dict)
+    gaps: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def available_peers(self) -> list[str]:
+        return [s for s, row in self.summaries.items() if row.available and s != self.authority]
+
+    def out_of_authority(self) -> dict[str, list[str]]:
+        """Every key held by some peer but not by A, with the peers that hold it (sorted)."""
+        holders: dict[str, list[str]] = {}
+        for system in sorted(self.missing_in_a):
+            for key in self.missing_in_a[system]:
+                holders.setdefault(key, []).append(system)
+        return holders
+
+    def has_discrepancies(self) -> bool:
+        """True when any peer differs from A, or any system has duplicates or rejected rows."""
+        if any(self.missing_in_a.values()) or any(self.gaps.values()):
+            return True
+        return any(
+            (row.duplicate_keys or 0) > 0 or (row.rows_rejected or 0) > 0
+            for row in self.summaries.values()
+        )
+
+
+def compare(index: KeyIndex, authority: str, unavailable: dict[str, str]) -> Comparison:
+    """Compare A with every available peer; ``unavailable`` maps system -> reason."""
+    summaries: dict[str, SystemSummary] = {}
+    result = Comparison(authority, index, summaries)
+    a_keys = index[authority].keys()
+    for name in sorted(index.systems, key=lambda s: (s != authority, s)):
+        if name in unavailable:
+            summaries[name] = SystemSummary(name, False, unavailable_reason=unavailable[name])
+            continue
+        system = index[name]
+        keys = system.keys()
+        if name == authority:
+            matched, only_here, only_a = len(keys), 0, 0
+        else:
+            result.missing_in_a[name] = set(keys - a_keys)
+            result.gaps[name] = set(a_keys - keys)
+            only_here, only_a = len(result.missing_in_a[name]), len(result.gaps[name])
+            matched = len(keys) - only_here
+        union = matched + only_here + only_a
+        summaries[name] = SystemSummary(
+            system=name,
+            available=True,
+            rows_read=system.rows_read,
+            rows_rejected=len(system.rejected),
+            unique_keys=len(keys),
+            duplicate_keys=len(system.repeats),
+            matched=matched,
+            missing_in_a=only_here,
+            missing_from_system=only_a,
+            match_rate=round(matched / union, 4) if union else 1.0,
+        )
+    return result

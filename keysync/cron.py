@@ -1,0 +1,110 @@
+"""A small five-field cron parser: enough to validate ``schedule`` and list next times.
+
+Supports ``*``, numbers, ranges ``a-b``, lists ``a,b``, steps ``*/n`` and ``a-b/n``,
+and month/day names (``jan``, ``mon``). Day-of-month and day-of-week follow the
+classic Vixie rule: when both are restricted, a day matching either one fires.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+_FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    (
+        "month",
+        1,
+        12,
+        {m: i + 1 for i, m in enumerate(
+            "jan feb mar apr may jun jul aug sep oct nov dec".split())},
+    ),
+    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+)
+
+
+class CronError(ValueError):
+    """The expression is not a valid five-field cron expression."""
+
+
+def _value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
+    token = text.lower()
+    if token in names:
+        return names[token]
+    if not token.isdigit():
+        raise CronError(f"{name} field: {text!r} is not a number")
+    number = int(token)
+    if not low <= number <= high:
+        raise CronError(f"{name} field: {number} is outside {low}-{high}")
+    return number
+
+
+def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> set[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        if not part:
+            raise CronError(f"{name} field: empty list item in {text!r}")
+        base, _, step_text = part.partition("/")
+        step = 1
+        if step_text:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise CronError(f"{name} field: bad step {step_text!r}")
+            step = int(step_text)
+        if base == "*":
+            start, end = low, high
+        elif "-" in base:
+            first, _, last = base.partition("-")
+            start = _value(first, name, low, high, names)
+            end = _value(last, name, low, high, names)
+            if start > end:
+                raise CronError(f"{name} field: range {base!r} runs backwards")
+        else:
+            start = _value(base, name, low, high, names)
+            end = high if step_text else start
+        values.update(range(start, end + 1, step))
+    return values
+
+
+class CronSchedule:
+    """A parsed cron expression that can list its next firing times."""
+
+    def __init__(self, expression: str) -> None:
+        fields = expression.split()
+        if len(fields) != 5:
+            raise CronError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
+        parsed = [
+            _parse_field(text, name, low, high, names)
+            for text, (name, low, high, names) in zip(fields, _FIELDS)
+        ]
+        self.expression = expression
+        self.minutes, self.hours, self.days, self.months, weekdays = parsed
+        self.weekdays = {d % 7 for d in weekdays}
+        self._dom_any = fields[2] == "*"
+        self._dow_any = fields[4] == "*"
+
+    def _day_matches(self, moment: datetime) -> bool:
+        dom = moment.day in self.days
+        dow = (moment.isoweekday() % 7) in self.weekdays
+        if self._dom_any or self._dow_any:
+            return dom and dow
+        return dom or dow
+
+    def next_times(self, after: datetime, count: int = 3) -> list[datetime]:
+        """The next ``count`` firing times strictly after ``after`` (minute resolution)."""
+        found: list[datetime] = []
+        moment = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        limit = moment + timedelta(days=366 * 5)
+        while len(found) < count and moment < limit:
+            if moment.month not in self.months or not self._day_matches(moment):
+                moment = (moment + timedelta(days=1)).replace(hour=0, minute=0)
+                continue
+            if moment.hour not in self.hours:
+                moment = (moment + timedelta(hours=1)).replace(minute=0)
+                continue
+            if moment.minute in self.minutes:
+                found.append(moment)
+            moment += timedelta(minutes=1)
+        if len(found) < count:
+            raise CronError("the expression never fires")
+        return found

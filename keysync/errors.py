@@ -1,0 +1,37 @@
+"""Errors a user can foresee, each carrying the exit code of SPEC.md.
+
+The CLI turns a ``KeysyncError`` into one line on stderr and its exit code;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_DIFF = 1
+EXIT_USAGE = 2
+EXIT_CANNOT_RUN = 3
+EXIT_DEGRADED = 4
+EXIT_INTERRUPTED = 130
+
+
+class KeysyncError(Exception):
+    """A foreseeable problem: one line for the user, and the exit code to end with."""
+
+    exit_code = EXIT_CANNOT_RUN
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(KeysyncError):
+    """The configuration file is missing, malformed or invalid (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class RunError(KeysyncError):
+    """The run could not be done: A unreadable, no peer, lock held, stale checkpoint (exit 3)."""
+
+    exit_code = EXIT_CANNOT_RUN

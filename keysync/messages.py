@@ -1,0 +1,86 @@
+"""Messages that cross process boundaries between the pipeline stages.
+
+Batches, never single rows, cross a queue. A batch carries everything the next
+stage needs and the position in its source (``start_offset``/``end_offset``
+in bytes, ``first_line``/``next_line`` physical lines, ``seq``), so that the
+merger can apply each source strictly in order and a checkpoint can record
+exactly where every source stands.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class RejectedRow(msgspec.Struct, array_like=True, frozen=True):
+    """A row that could not be used, with the reason (one row of ``rejected_rows.csv``)."""
+
+    system: str
+    line: int
+    error_type: str
+    message: str
+    raw: str
+
+
+class RawBatch(msgspec.Struct, array_like=True):
+    """Rows as read from one source: raw keys and where they came from.
+
+    ``raw_keys``, ``lines`` and ``timestamps`` are aligned; rows that failed to
+    parse are already in ``rejected``. ``rows_read`` counts every data record of
+    the batch, rejected ones included.
+    """
+
+    system: str
+    seq: int
+    start_offset: int
+    end_offset: int
+    first_line: int
+    next_line: int
+    raw_keys: list[str]
+    lines: list[int]
+    timestamps: list[str]
+    rejected: list[RejectedRow]
+    rows_read: int
+
+
+class KeyBatch(msgspec.Struct, array_like=True):
+    """A ``RawBatch`` after normalization: only usable rows, with their normalized keys.
+
+    ``raws[i]`` is the raw form of ``keys[i]``; where normalization changed
+    nothing it is the very same string object, so it costs nothing to send.
+    """
+
+    system: str
+    seq: int
+    start_offset: int
+    end_offset: int
+    first_line: int
+    next_line: int
+    keys: list[str]
+    raws: list[str]
+    lines: list[int]
+    timestamps: list[str]
+    rejected: list[RejectedRow]
+    rows_read: int
+
+
+class SourceOpened(msgspec.Struct, array_like=True):
+    """A reader found its source readable with a usable header; ``size`` in bytes."""
+
+    system: str
+    size: int
+    header: list[str]
+
+
+class SourceFinished(msgspec.Struct, array_like=True):
+    """A reader reached the end of its source after ``batches`` batches."""
+
+    system: str
+    batches: int
+
+
+class SourceFailed(msgspec.Struct, array_like=True):
+    """A source could not be read at all; ``message`` says what and where."""
+
+    system: str
+    message: str

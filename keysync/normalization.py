@@ -1,0 +1,101 @@
+"""The key rules of SPEC.md "Normalization", compiled once into fast functions.
+
+``compile_rules`` turns the ``normalize`` config into a ``KeyNormalizer``. Most
+keys in real exports are already in normal form, so the normalizer first asks
+one regex whether a whole batch is already normal (one pass in C) and only
+runs the step-by-step rules on keys that are not.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+
+from keysync.config import NormalizeConfig
+
+
+def _fold_to_ascii(text: str) -> str:
+    """NFKD, then drop combining marks: "Café" -> "Cafe"."""
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _normal_form_pattern(rules: NormalizeConfig) -> str | None:
+    """A regex that a key already in normal form matches, or None if no cheap one exists.
+
+    Only when the output alphabet is closed (uppercase + strip_non_alnum) can a
+    regex tell that the rules would leave a key unchanged.
+    """
+    if not (rules.uppercase and rules.strip_non_alnum):
+        return None
+    width = rules.pad_numbers
+    segment = f"(?:[A-Z]+|[0-9]{{{width},}})+" if width > 1 else "[A-Z0-9]+"
+    separator = rules.collapse_delims
+    if separator is None:
+        return segment
+    if rules.trim and separator.isspace():
+        return None
+    return f"{segment}(?:{re.escape(separator)}{segment})*"
+
+
+class KeyNormalizer:
+    """The compiled rules: ``normalize(raw) -> key`` ("" means the row is rejected)."""
+
+    def __init__(self, rules: NormalizeConfig) -> None:
+        self.rules = rules
+        steps: list[Callable[[str], str]] = []
+        if rules.trim:
+            steps.append(str.strip)
+        if rules.ascii_fold:
+            steps.append(_fold_to_ascii)
+        if rules.uppercase:
+            steps.append(str.upper)
+        separator = rules.collapse_delims
+        if separator is not None and rules.delimiters:
+            delimiter_runs = re.compile(f"[{re.escape(rules.delimiters)}]+")
+            steps.append(lambda text: delimiter_runs.sub(separator, text))
+        if rules.strip_non_alnum:
+            keep = "A-Z0-9" + (re.escape(separator) if separator else "")
+            not_kept = re.compile(f"[^{keep}]+")
+            steps.append(lambda text: not_kept.sub("", text))
+            if separator:
+                separator_runs = re.compile(f"{re.escape(separator)}{{2,}}")
+                steps.append(lambda text: separator_runs.sub(separator, text).strip(separator))
+        if rules.pad_numbers > 0:
+            width = rules.pad_numbers
+            digit_runs = re.compile("[0-9]+")
+            steps.append(lambda text: digit_runs.sub(lambda m: m.group().zfill(width), text))
+        self._steps = tuple(steps)
+        pattern = _normal_form_pattern(rules)
+        self._is_normal = re.compile(pattern).fullmatch if pattern else None
+        self._batch_is_normal = (
+            re.compile(f"(?:{pattern})(?:\n(?:{pattern}))*").fullmatch if pattern else None
+        )
+
+    def normalize(self, raw: str) -> str:
+        """The normalized key for one raw key; "" when nothing is left (``empty-key``)."""
+        if self._is_normal is not None and self._is_normal(raw):
+            return raw
+        text = raw
+        for step in self._steps:
+            text = step(text)
+        return text
+
+    def normalize_many(self, raws: list[str]) -> list[str]:
+        """Normalize a batch; when every key is already normal, return the batch itself."""
+        if not raws:
+            return []
+        if self._batch_is_normal is not None:
+            joined = "\n".join(raws)
+            if joined.count("\n") == len(raws) - 1 and self._batch_is_normal(joined):
+                return raws
+        normalize = self.normalize
+        return [normalize(raw) for raw in raws]
+
+
+def compile_rules(rules: NormalizeConfig) -> KeyNormalizer:
+    """Compile the ``normalize`` config section once, for use on millions of keys."""
+    return KeyNormalizer(rules)

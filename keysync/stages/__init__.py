@@ -1,0 +1,1 @@
+"""The pipeline stages: reader -> normalizer -> merger -> reporter / provisioner."""

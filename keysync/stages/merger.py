@@ -1,0 +1,119 @@
+"""The merger: applies normalized batches, in source order, into the key index.
+
+The index keeps, per system, a hash map from normalized key to the first line
+it was seen on, plus only what a report can need: the timestamp of that first
+row, the raw form where it differs from the normalized key, and every
+occurrence of keys seen more than once. Batches are applied with dict and set
+operations that run in C; only duplicates and messy keys cost Python work.
+
+Batches of one source are applied strictly in ``seq`` order (early arrivals
+wait), so the index always equals "every row of source S before offset O_S":
+a consistent cut that a checkpoint can store.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, KeysView
+from dataclasses import dataclass, field
+
+from keysync.messages import KeyBatch, RejectedRow
+
+
+@dataclass
+class SourcePosition:
+    """Where a source stands: the next byte, line and batch ``seq`` to apply."""
+
+    offset: int = 0
+    line: int = 2
+    seq: int = 0
+
+
+@dataclass
+class SystemKeys:
+    """Everything the index knows about one system's keys."""
+
+    name: str
+    first_line: dict[str, int] = field(default_factory=dict)
+    timestamps: dict[str, str] = field(default_factory=dict)
+    raw_forms: dict[str, str] = field(default_factory=dict)
+    repeats: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    rejected: list[RejectedRow] = field(default_factory=list)
+    rows_read: int = 0
+    position: SourcePosition = field(default_factory=SourcePosition)
+
+    def keys(self) -> KeysView[str]:
+        return self.first_line.keys()
+
+    def raw_form(self, key: str) -> str:
+        """The raw key as written on the first row that had ``key``."""
+        return self.raw_forms.get(key, key)
+
+    def apply(self, batch: KeyBatch) -> None:
+        """Add one batch's rows; the caller guarantees ``seq`` order."""
+        keys, lines = batch.keys, batch.lines
+        self.rows_read += batch.rows_read
+        self.rejected.extend(batch.rejected)
+        self.position = SourcePosition(batch.end_offset, batch.next_line, batch.seq + 1)
+        if not keys:
+            return
+        # First occurrence within the batch wins: build from the reversed rows.
+        first_in_batch = dict(zip(reversed(keys), reversed(range(len(keys)))))
+        seen_before = first_in_batch.keys() & self.first_line.keys()
+        repeated_in_batch = len(first_in_batch) != len(keys)
+        if seen_before or repeated_in_batch:
+            self._record_repeats(batch, first_in_batch, seen_before, repeated_in_batch)
+        for key in seen_before:
+            del first_in_batch[key]
+        timestamps, raws = batch.timestamps, batch.raws
+        self.first_line.update({key: lines[i] for key, i in first_in_batch.items()})
+        self.timestamps.update({key: timestamps[i] for key, i in first_in_batch.items()})
+        self.raw_forms.update(
+            {key: raws[i] for key, i in first_in_batch.items() if raws[i] is not key and raws[i] != key}
+        )
+
+    def _record_repeats(
+        self,
+        batch: KeyBatch,
+        first_in_batch: dict[str, int],
+        seen_before: set[str],
+        repeated_in_batch: bool,
+    ) -> None:
+        keys, lines, raws = batch.keys, batch.lines, batch.raws
+        repeated = set(seen_before)
+        if repeated_in_batch:
+            repeated.update(key for key, n in Counter(keys).items() if n > 1)
+        for key in seen_before:
+            if key not in self.repeats:
+                self.repeats[key] = [(self.first_line[key], self.raw_form(key))]
+        for i, key in enumerate(keys):
+            if key in repeated:
+                occurrences = self.repeats.setdefault(key, [])
+                occurrences.append((lines[i], raws[i]))
+
+
+class KeyIndex:
+    """The merged key index of every system, fed batch by batch in source order."""
+
+    def __init__(self, systems: Iterable[str]) -> None:
+        self.systems: dict[str, SystemKeys] = {name: SystemKeys(name) for name in systems}
+        self._waiting: dict[str, dict[int, KeyBatch]] = {name: {} for name in self.systems}
+
+    def add(self, batch: KeyBatch) -> list[KeyBatch]:
+        """Accept a batch in any order; apply it and any waiting successors. Returns the applied."""
+        system = self.systems[batch.system]
+        waiting = self._waiting[batch.system]
+        waiting[batch.seq] = batch
+        applied = []
+        while system.position.seq in waiting:
+            ready = waiting.pop(system.position.seq)
+            system.apply(ready)
+            applied.append(ready)
+        return applied
+
+    def pending(self) -> int:
+        """Batches received but not yet applied (waiting for an earlier ``seq``)."""
+        return sum(len(waiting) for waiting in self._waiting.values())
+
+    def __getitem__(self, system: str) -> SystemKeys:
+        return self.systems[system]

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# keysync in two commands:
+#   ./run.sh        set up .venv, generate mock data, reconcile, print the summary
+#   ./run.sh test   set up .venv with the dev tools, run ruff, mypy and pytest
+# Extra arguments after `test` go to pytest (e.g. ./run.sh test -m slow).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+ensure_venv() {
+    local extra=$1 stamp="$VENV/.installed$1"
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+            || { echo "keysync needs Python 3.10 or newer ($PYTHON is older)" >&2; exit 2; }
+        "$PYTHON" -m venv "$VENV"
+    fi
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+        "$VENV/bin/python" -m pip install --quiet -e ".$extra"
+        touch "$stamp"
+    fi
+}
+
+if [ "${1:-}" = "test" ]; then
+    shift
+    ensure_venv "[dev]"
+    export PATH="$PWD/$VENV/bin:$PATH"
+    echo "== ruff" && ruff check keysync tests bench && ruff format --check keysync tests bench
+    echo "== mypy" && mypy
+    echo "== pytest" && exec pytest "$@"
+fi
+
+ensure_venv ""
+"$VENV/bin/keysync" -c keysync-config.yaml generate
+"$VENV/bin/keysync" -c keysync-config.yaml run "$@"
