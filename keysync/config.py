@@ -178,7 +178,9 @@ def _validate(config: Config) -> None:
         )
     collapse = config.normalize.collapse_delims
     if collapse is not None and len(collapse) != 1:
-        raise ConfigError(f"normalize.collapse_delims: must be one character or null, got {collapse!r}")
+        raise ConfigError(
+            f"normalize.collapse_delims: must be one character or null, got {collapse!r}"
+        )
     rate = config.simulation.failures.inject_corruption
     if not 0 <= rate <= 1:
         raise ConfigError(f"simulation.failures.inject_corruption: must be within 0-1, got {rate}")
@@ -192,11 +194,15 @@ def _validate(config: Config) -> None:
         if not source.path.strip():
             raise ConfigError(f"sources.{name}.path: must not be empty")
         if len(source.delimiter) != 1:
-            raise ConfigError(f"sources.{name}.delimiter: must be one character, got {source.delimiter!r}")
+            raise ConfigError(
+                f"sources.{name}.delimiter: must be one character, got {source.delimiter!r}"
+            )
         try:
             "".encode(source.encoding)
         except LookupError:
-            raise ConfigError(f"sources.{name}.encoding: unknown encoding {source.encoding!r}") from None
+            raise ConfigError(
+                f"sources.{name}.encoding: unknown encoding {source.encoding!r}"
+            ) from None
 
 
 def _format_validation_error(exc: msgspec.ValidationError) -> str:
@@ -245,7 +251,9 @@ def parse_config(data: Any, base_dir: Path) -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
     if "base_dir" in data:
-        raise ConfigError("base_dir: unknown key (check the spelling against `keysync config check`)")
+        raise ConfigError(
+            "base_dir: unknown key (check the spelling against `keysync config check`)"
+        )
     config = msgspec.structs.replace(config, base_dir=str(base_dir))
     _validate(config)
     return config

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-_FIELDS = (
+_MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()  # noqa: SIM905
+_WEEKDAYS = "sun mon tue wed thu fri sat".split()  # noqa: SIM905
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
-    (
-        "month",
-        1,
-        12,
-        {m: i + 1 for i, m in enumerate(
-            "jan feb mar apr may jun jul aug sep oct nov dec".split())},
-    ),
-    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate(_MONTHS)}),
+    ("day of week", 0, 7, {d: i for i, d in enumerate(_WEEKDAYS)}),
 )
 
 

@@ -69,7 +69,11 @@ class SystemKeys:
         self.first_line.update({key: lines[i] for key, i in first_in_batch.items()})
         self.timestamps.update({key: timestamps[i] for key, i in first_in_batch.items()})
         self.raw_forms.update(
-            {key: raws[i] for key, i in first_in_batch.items() if raws[i] is not key and raws[i] != key}
+            {
+                key: raws[i]
+                for key, i in first_in_batch.items()
+                if raws[i] is not key and raws[i] != key
+            }
         )
 
     def _record_repeats(

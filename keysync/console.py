@@ -1,0 +1,60 @@
+"""What ``keysync run`` prints at the end: the summary table and where the reports are."""
+
+from __future__ import annotations
+
+import click
+
+from keysync.runner import RunResult
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def print_run_result(result: RunResult) -> None:
+    headers = [
+        "system",
+        "matched",
+        "missing in A",
+        "missing from system",
+        "duplicates",
+        "rejected",
+        "match rate",
+    ]
+    rows = []
+    for s in result.summaries:
+        if not s.available:
+            rows.append([s.system, "unavailable", "", "", "", "", ""])
+            continue
+        rate = "" if s.match_rate is None else f"{s.match_rate:.2%}"
+        rows.append(
+            [
+                s.system,
+                _cell(s.matched),
+                _cell(s.missing_in_a),
+                _cell(s.missing_from_system),
+                _cell(s.duplicate_keys),
+                _cell(s.rows_rejected),
+                rate,
+            ]
+        )
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    line = "  ".join(
+        h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))
+    )
+    click.echo(f"run {result.run_id} ({result.mode}{', dry run' if result.dry_run else ''})")
+    click.echo(line)
+    click.echo("  ".join("-" * w for w in widths))
+    for row in rows:
+        click.echo(
+            "  ".join(
+                str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths))
+            )
+        )
+    for s in result.summaries:
+        if not s.available:
+            click.echo(f"{s.system} unavailable: {s.unavailable_reason}")
+    click.echo(f"reports: {result.output_dir}")
+    if result.message:
+        click.echo(f"keysync: {result.message}", err=True)

@@ -1,0 +1,389 @@
+"""Wires the stages together: readers -> normalizer workers -> merger, in processes or not.
+
+``parallel: true`` starts one reader process per source and ``workers``
+normalizer processes, connected by bounded multiprocessing queues; the merger
+runs here, in the parent. ``parallel: false`` calls the very same stage
+functions in one process, source after source. Both give the same index,
+because the merger applies every source's batches in ``seq`` order.
+
+Children are started with the ``forkserver`` method so they inherit no open
+SQLite connection, lock file or log file from the parent. They watch their
+parent and exit if it dies, so a ``kill -9`` of the run leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from multiprocessing.context import ForkServerContext
+from pathlib import Path
+from typing import Any
+
+from keysync import logs
+from keysync.config import Config, NormalizeConfig, SourceConfig
+from keysync.errors import RunError
+from keysync.messages import KeyBatch, RawBatch, SourceFailed, SourceFinished, SourceOpened
+from keysync.normalization import compile_rules
+from keysync.stages.merger import KeyIndex, SourcePosition
+from keysync.stages.normalizer import normalize_batch
+from keysync.stages.reader import Header, SourceUnavailable, read_batches, read_header
+
+POLL_S = 0.2
+# Called after every applied batch: (system, batch). The checkpointer and progress bar hook in here.
+BatchHook = Callable[[KeyBatch], None]
+
+
+@dataclass
+class PipelineResult:
+    """The merged index, and which systems could not be read (system -> reason)."""
+
+    index: KeyIndex
+    unavailable: dict[str, str]
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SourceJob:
+    """One source to read, and where to start (a resumed run starts mid-file)."""
+
+    system: str
+    path: Path
+    source: SourceConfig
+    position: SourcePosition | None = None
+    stall: bool = False
+
+
+def _parent_alive() -> bool:
+    parent = mp.parent_process()
+    return parent is None or parent.is_alive()
+
+
+def _put(target: Any, item: Any) -> bool:
+    """Put with backpressure, giving up when the parent is gone (no orphans)."""
+    while True:
+        try:
+            target.put(item, timeout=1.0)
+            return True
+        except queue.Full:
+            if not _parent_alive():
+                return False
+
+
+def _start_positions(job: SourceJob, header: Header) -> dict[str, int]:
+    if job.position is None or job.position.offset == 0:
+        return {"start_offset": header.data_offset, "start_line": 2, "start_seq": 0}
+    return {
+        "start_offset": job.position.offset,
+        "start_line": job.position.line,
+        "start_seq": job.position.seq,
+    }
+
+
+def reader_main(
+    job: SourceJob,
+    batch_size: int,
+    raw_queue: Any,
+    out_queue: Any,
+    log_queue: Any,
+    log_level: str,
+    run_id: str | None,
+) -> None:
+    """Reader process: stream one source into ``raw_queue``; control messages go to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logs.setup_worker_logging(log_queue, level=log_level, run_id=run_id, stage="reader")
+    log = logs.get_logger(system=job.system)
+    if job.stall:
+        log.warning("source.stalling", reason="simulation.failures.simulate_timeout")
+        while _parent_alive():
+            time.sleep(0.5)
+        return
+    try:
+        header = read_header(job.system, job.path, job.source)
+        size = job.path.stat().st_size
+    except SourceUnavailable as exc:
+        _put(out_queue, SourceFailed(job.system, str(exc)))
+        return
+    if not _put(out_queue, SourceOpened(job.system, size, header.columns)):
+        return
+    batches = 0
+    try:
+        for batch in read_batches(
+            job.system,
+            job.path,
+            job.source,
+            batch_size,
+            header=header,
+            **_start_positions(job, header),
+        ):
+            if not _put(raw_queue, batch):
+                return
+            batches += 1
+    except OSError as exc:
+        _put(out_queue, SourceFailed(job.system, f"{job.path}: read failed: {exc}"))
+        return
+    _put(out_queue, SourceFinished(job.system, batches))
+
+
+def normalizer_main(
+    rules: NormalizeConfig,
+    max_key_length: int,
+    raw_queue: Any,
+    out_queue: Any,
+    log_queue: Any,
+    log_level: str,
+    run_id: str | None,
+) -> None:
+    """Normalizer process: ``RawBatch`` in, ``KeyBatch`` out, until a ``None`` arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logs.setup_worker_logging(log_queue, level=log_level, run_id=run_id, stage="normalizer")
+    normalizer = compile_rules(rules)
+    while True:
+        try:
+            batch: RawBatch | None = raw_queue.get(timeout=1.0)
+        except queue.Empty:
+            if not _parent_alive():
+                return
+            continue
+        if batch is None:
+            return
+        if not _put(out_queue, normalize_batch(batch, normalizer, max_key_length)):
+            return
+
+
+class Pipeline:
+    """Reads every source into one ``KeyIndex``."""
+
+    def __init__(
+        self,
+        config: Config,
+        jobs: Iterable[SourceJob],
+        *,
+        index: KeyIndex,
+        run_id: str | None = None,
+        on_batch: BatchHook | None = None,
+    ) -> None:
+        self.config = config
+        self.jobs = list(jobs)
+        self.index = index
+        self.run_id = run_id
+        self.on_batch = on_batch
+        self.log = logs.get_logger(stage="pipeline")
+
+    def run(self) -> PipelineResult:
+        if self.config.processing.parallel:
+            return self._run_parallel()
+        return self._run_sequential()
+
+    # -- one process -----------------------------------------------------------------
+
+    def _run_sequential(self) -> PipelineResult:
+        processing = self.config.processing
+        normalizer = compile_rules(self.config.normalize)
+        unavailable: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        for job in self.jobs:
+            if job.stall:
+                time.sleep(processing.source_timeout_s)
+                unavailable[job.system] = self._timeout_reason()
+                self.log.warning(
+                    "source.unavailable", system=job.system, reason=unavailable[job.system]
+                )
+                continue
+            try:
+                header = read_header(job.system, job.path, job.source)
+                sizes[job.system] = job.path.stat().st_size
+            except SourceUnavailable as exc:
+                unavailable[job.system] = str(exc)
+                self.log.warning("source.unavailable", system=job.system, reason=str(exc))
+                continue
+            self.log.info(
+                "source.available", system=job.system, path=str(job.path), bytes=sizes[job.system]
+            )
+            try:
+                for raw in read_batches(
+                    job.system,
+                    job.path,
+                    job.source,
+                    processing.batch_size,
+                    header=header,
+                    **_start_positions(job, header),
+                ):
+                    self._apply(normalize_batch(raw, normalizer, processing.max_key_length))
+            except OSError as exc:
+                unavailable[job.system] = f"{job.path}: read failed: {exc}"
+                self.log.warning(
+                    "source.unavailable", system=job.system, reason=unavailable[job.system]
+                )
+                continue
+            self._finished(job.system)
+        return PipelineResult(self.index, unavailable, sizes)
+
+    def _apply(self, batch: KeyBatch) -> None:
+        for applied in self.index.add(batch):
+            if self.on_batch is not None:
+                self.on_batch(applied)
+
+    def _finished(self, system: str) -> None:
+        keys = self.index[system]
+        self.log.info(
+            "source.finished",
+            system=system,
+            rows_read=keys.rows_read,
+            rows_rejected=len(keys.rejected),
+            unique_keys=len(keys.first_line),
+        )
+        if keys.rejected:
+            self.log.info("source.rejected_rows", system=system, count=len(keys.rejected))
+            for row in keys.rejected:
+                self.log.debug(
+                    "row.rejected",
+                    system=system,
+                    line=row.line,
+                    error_type=row.error_type,
+                    message=row.message,
+                )
+
+    def _timeout_reason(self) -> str:
+        seconds = self.config.processing.source_timeout_s
+        return f"no data for {seconds:g} s (processing.source_timeout_s); treated as unavailable"
+
+    # -- many processes ------------------------------------------------------------------
+
+    def _context(self) -> ForkServerContext:
+        context = mp.get_context("forkserver")
+        context.set_forkserver_preload(["keysync.pipeline"])
+        return context
+
+    def _run_parallel(self) -> PipelineResult:
+        processing = self.config.processing
+        context = self._context()
+        workers = processing.workers or os.cpu_count() or 1
+        raw_queue = context.Queue(maxsize=workers * 4)
+        out_queue = context.Queue(maxsize=workers * 8 + len(self.jobs) * 2)
+        relay = logs.LogRelay(context)
+        relay.start()
+        level = self.config.logging.level
+        readers = {
+            job.system: context.Process(
+                target=reader_main,
+                name=f"keysync-reader-{job.system}",
+                args=(
+                    job,
+                    processing.batch_size,
+                    raw_queue,
+                    out_queue,
+                    relay.queue,
+                    level,
+                    self.run_id,
+                ),
+                daemon=True,
+            )
+            for job in self.jobs
+        }
+        normalizers = [
+            context.Process(
+                target=normalizer_main,
+                name=f"keysync-normalizer-{n}",
+                args=(
+                    self.config.normalize,
+                    processing.max_key_length,
+                    raw_queue,
+                    out_queue,
+                    relay.queue,
+                    level,
+                    self.run_id,
+                ),
+                daemon=True,
+            )
+            for n in range(workers)
+        ]
+        for process in [*readers.values(), *normalizers]:
+            process.start()
+        try:
+            result = self._merge(readers, normalizers, out_queue)
+        except BaseException:
+            for process in [*readers.values(), *normalizers]:
+                if process.is_alive():
+                    process.terminate()
+            raise
+        finally:
+            for _ in normalizers:
+                try:
+                    raw_queue.put(None, timeout=1.0)
+                except queue.Full:
+                    break
+            for process in [*readers.values(), *normalizers]:
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+            relay.stop()
+        return result
+
+    def _merge(
+        self,
+        readers: dict[str, Any],
+        normalizers: list[Any],
+        out_queue: Any,
+    ) -> PipelineResult:
+        """The parent's loop: apply batches, watch for finished, failed and stalled sources."""
+        timeout_s = self.config.processing.source_timeout_s
+        unavailable: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        expected: dict[str, int] = {}
+        last_seen = dict.fromkeys(readers, time.monotonic())
+        dead_since: dict[str, float] = {}
+        done: set[str] = set()
+        while len(done) < len(readers):
+            try:
+                message = out_queue.get(timeout=POLL_S)
+            except queue.Empty:
+                message = None
+            now = time.monotonic()
+            if isinstance(message, KeyBatch):
+                if message.system not in unavailable:
+                    last_seen[message.system] = now
+                    self._apply(message)
+            elif isinstance(message, SourceOpened):
+                last_seen[message.system] = now
+                sizes[message.system] = message.size
+                self.log.info("source.available", system=message.system, bytes=message.size)
+            elif isinstance(message, SourceFinished):
+                last_seen[message.system] = now
+                expected[message.system] = message.batches
+            elif isinstance(message, SourceFailed):
+                unavailable[message.system] = message.message
+                done.add(message.system)
+                self.log.warning(
+                    "source.unavailable", system=message.system, reason=message.message
+                )
+            for system, process in readers.items():
+                if system in done:
+                    continue
+                if system in expected and self.index[system].position.seq >= expected[system]:
+                    done.add(system)
+                    self._finished(system)
+                elif system not in expected and now - last_seen[system] > timeout_s:
+                    process.terminate()
+                    unavailable[system] = self._timeout_reason()
+                    done.add(system)
+                    self.log.warning(
+                        "source.unavailable", system=system, reason=unavailable[system]
+                    )
+                elif system not in expected and not process.is_alive():
+                    # Its last messages may still be in the pipe: give them a moment.
+                    if now - dead_since.setdefault(system, now) < 1.0:
+                        continue
+                    unavailable[system] = f"reader process died (exit code {process.exitcode})"
+                    done.add(system)
+                    self.log.warning(
+                        "source.unavailable", system=system, reason=unavailable[system]
+                    )
+            if message is None and not all(p.is_alive() for p in normalizers):
+                dead = next(p for p in normalizers if not p.is_alive())
+                raise RunError(f"a normalizer worker died (exit code {dead.exitcode}); run again")
+        return PipelineResult(self.index, unavailable, sizes)

@@ -1,0 +1,346 @@
+"""The reporter: writes every report of SPEC.md "Reports" from the comparison.
+
+Each file is written to a staging folder (temp file, fsync), and only after
+the run's state is committed are the files renamed into ``paths.output``: a
+report is always whole, and the set of reports always belongs to one run.
+
+Cells that come from the inputs (raw keys, timestamps, messages) are made safe
+for spreadsheets (a leading ``'`` before ``= + - @``, tab, CR) and are quoted
+when they contain ``#``, so that ``pandas.read_csv(f, comment="#")`` never
+mistakes data for a comment.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from keysync.comparison import Comparison, SystemSummary
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+SUMMARY_COLUMNS = {
+    "system": "system name; the authority comes first",
+    "available": "false when the source could not be read (then the counts are empty)",
+    "rows_read": "data records read, rejected ones included",
+    "rows_rejected": "records rejected (see rejected_rows.csv)",
+    "unique_keys": "distinct normalized keys",
+    "duplicate_keys": "normalized keys that occur more than once (see duplicates.csv)",
+    "matched": "keys in both A and this system",
+    "missing_in_a": "keys in this system, not in A",
+    "missing_from_system": "keys in A, not in this system",
+    "match_rate": "matched / |A ∪ system|, 4 decimals",
+}
+MISSING_IN_A_COLUMNS = {
+    "key": "normalized key",
+    "system": "system that holds the key (A does not)",
+    "source_key": "the key as written on the first row that had it",
+    "source_line": "physical line of that row (header = line 1)",
+    "last_seen_at": "timestamp column of that row",
+    "proposed_master_key": "master key proposed for it",
+    "registry_status": "status of that master key after this run",
+}
+MISSING_FROM_SYSTEM_COLUMNS = {
+    "key": "normalized key",
+    "system": "system that lacks the key (A has it)",
+    "a_source_key": "the key as written in A",
+    "a_last_seen_at": "timestamp column of that row in A",
+    "missing_since": "start of the current stretch of runs in which the system lacked it",
+}
+DUPLICATES_COLUMNS = {
+    "system": "system",
+    "key": "normalized key that occurs more than once",
+    "occurrences": "number of rows with the key",
+    "distinct_raw_keys": "number of different raw forms among them",
+    "collision": "true when different raw keys normalize to this key",
+    "source_lines": "physical lines of every occurrence, ;-joined",
+}
+REJECTED_COLUMNS = {
+    "system": "system",
+    "file": "source file",
+    "line": "physical line where the record starts",
+    "error_type": (
+        "encoding | extra-cell | missing-cell | empty-key | bad-quoting | nul-byte | too-long"
+    ),
+    "message": "what is wrong",
+    "raw": "the record as read (shortened)",
+}
+
+
+class RegistryView(Protocol):
+    """What the reporter needs from the provisioning plan."""
+
+    def master_key_for(self, system: str, key: str) -> str: ...
+
+    def status_for(self, system: str, key: str) -> str: ...
+
+
+class GapHistory(Protocol):
+    """What the reporter needs from the key history."""
+
+    def missing_since(self, system: str, key: str) -> str: ...
+
+
+def safe(value: str) -> str:
+    """Neutralize a cell a spreadsheet would run as a formula."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ReportFile:
+    """One CSV being written: a header block, then rows; committed by ``close``."""
+
+    path: Path
+    handle: io.TextIOWrapper
+    writer: Any
+
+    def row(self, cells: Sequence[object]) -> None:
+        """Write one row; quote it by hand when a cell holds ``#`` (csv would not)."""
+        if any(isinstance(c, str) and "#" in c for c in cells):
+            line = ",".join(
+                _quote(c) if isinstance(c, str) else "" if c is None else str(c) for c in cells
+            )
+            self.handle.write(line + "\n")
+        else:
+            self.writer.writerow(cells)
+
+    def rows(self, rows: Iterable[Sequence[object]]) -> None:
+        for cells in rows:
+            self.row(cells)
+
+    def close(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+
+
+class ReportWriter:
+    """Writes a run's reports into a staging folder, then publishes them all at once."""
+
+    def __init__(self, output_dir: Path, run_id: str, generated_at: str) -> None:
+        self.output_dir = output_dir
+        self.run_id = run_id
+        self.generated_at = generated_at
+        self.staging = output_dir / f".staging-{run_id}"
+        self.written: list[str] = []
+
+    def open(
+        self,
+        name: str,
+        columns: dict[str, str] | Sequence[str],
+        *,
+        row_count: int | None = None,
+        totals: str = "",
+        description: str = "",
+    ) -> ReportFile:
+        """Start a report; with ``row_count`` set, it gets the ``# name: value`` header block."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        path = self.staging / name
+        handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by ReportFile
+        if row_count is not None:
+            handle.write(f"# report: {name.removesuffix('.csv')}\n")
+            if description:
+                handle.write(f"# description: {description}\n")
+            handle.write(f"# run_id: {self.run_id}\n# generated_at: {self.generated_at}\n")
+            handle.write(f"# rows: {row_count}\n")
+            if totals:
+                handle.write(f"# totals: {totals}\n")
+            if isinstance(columns, dict):
+                for column, meaning in columns.items():
+                    handle.write(f"# column {column}: {meaning}\n")
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(list(columns))
+        self.written.append(name)
+        return ReportFile(path, handle, writer)
+
+    def write_json(self, name: str, data: Any) -> None:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        path = self.staging / name
+        with open(path, "wb") as handle:
+            handle.write(msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.written.append(name)
+
+    def publish(self) -> list[Path]:
+        """Rename every staged report into the output folder (each rename is atomic)."""
+        published = []
+        for name in self.written:
+            target = self.output_dir / name
+            os.replace(self.staging / name, target)
+            published.append(target)
+        _fsync_dir(self.output_dir)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return published
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _count(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def summary_rows(summaries: Iterable[SystemSummary]) -> list[list[str]]:
+    rows = []
+    for s in summaries:
+        rows.append(
+            [
+                s.system,
+                "true" if s.available else "false",
+                _count(s.rows_read),
+                _count(s.rows_rejected),
+                _count(s.unique_keys),
+                _count(s.duplicate_keys),
+                _count(s.matched),
+                _count(s.missing_in_a),
+                _count(s.missing_from_system),
+                "" if s.match_rate is None else repr(s.match_rate),
+            ]
+        )
+    return rows
+
+
+def write_reconciliation_reports(
+    writer: ReportWriter,
+    comparison: Comparison,
+    files: dict[str, Path],
+    registry: RegistryView,
+    history: GapHistory,
+) -> dict[str, int]:
+    """Write the summary and the four detail reports; returns rows written per report."""
+    index = comparison.index
+    authority = comparison.authority
+    counts: dict[str, int] = {}
+
+    summaries = list(comparison.summaries.values())
+    report = writer.open("reconciliation_summary.csv", SUMMARY_COLUMNS)
+    report.rows(summary_rows(summaries))
+    report.close()
+    counts["reconciliation_summary.csv"] = len(summaries)
+
+    pairs = sorted(
+        (key, system) for system, keys in comparison.missing_in_a.items() for key in keys
+    )
+    report = writer.open(
+        "diff_missing_in_A.csv",
+        MISSING_IN_A_COLUMNS,
+        row_count=len(pairs),
+        totals=_per_system(comparison.missing_in_a),
+        description=f"keys held by a peer but not by the authority {authority} (out-of-authority)",
+    )
+    for key, system in pairs:
+        held = index[system]
+        report.row(
+            [
+                key,
+                system,
+                safe(held.raw_form(key)),
+                held.first_line[key],
+                safe(held.timestamps[key]),
+                registry.master_key_for(system, key),
+                registry.status_for(system, key),
+            ]
+        )
+    report.close()
+    counts["diff_missing_in_A.csv"] = len(pairs)
+
+    a_keys = index[authority]
+    gaps = sorted((system, key) for system, keys in comparison.gaps.items() for key in keys)
+    report = writer.open(
+        "diff_missing_from_system.csv",
+        MISSING_FROM_SYSTEM_COLUMNS,
+        row_count=len(gaps),
+        totals=_per_system(comparison.gaps),
+        description=f"keys held by the authority {authority} but not by a peer (propagation gaps)",
+    )
+    for system, key in gaps:
+        report.row(
+            [
+                key,
+                system,
+                safe(a_keys.raw_form(key)),
+                safe(a_keys.timestamps[key]),
+                history.missing_since(system, key),
+            ]
+        )
+    report.close()
+    counts["diff_missing_from_system.csv"] = len(gaps)
+
+    available = [s.system for s in summaries if s.available]
+    duplicates = []
+    for system in available:
+        repeats = index[system].repeats
+        for key in sorted(repeats):
+            occurrences = sorted(repeats[key])
+            raws = {raw for _, raw in occurrences}
+            duplicates.append(
+                [
+                    system,
+                    key,
+                    len(occurrences),
+                    len(raws),
+                    "true" if len(raws) > 1 else "false",
+                    ";".join(str(line) for line, _ in occurrences),
+                ]
+            )
+    report = writer.open(
+        "duplicates.csv",
+        DUPLICATES_COLUMNS,
+        row_count=len(duplicates),
+        totals="; ".join(f"{s}={len(index[s].repeats)}" for s in available),
+        description="normalized keys occurring more than once within one system",
+    )
+    report.rows(duplicates)
+    report.close()
+    counts["duplicates.csv"] = len(duplicates)
+
+    rejected = []
+    for system in available:
+        file_name = str(files[system])
+        for row in sorted(index[system].rejected, key=lambda r: r.line):
+            rejected.append(
+                [
+                    system,
+                    safe(file_name),
+                    row.line,
+                    row.error_type,
+                    safe(row.message),
+                    safe(row.raw),
+                ]
+            )
+    report = writer.open(
+        "rejected_rows.csv",
+        REJECTED_COLUMNS,
+        row_count=len(rejected),
+        totals="; ".join(f"{s}={len(index[s].rejected)}" for s in available),
+        description="rows that could not be used, with the reason",
+    )
+    report.rows(rejected)
+    report.close()
+    counts["rejected_rows.csv"] = len(rejected)
+    return counts
+
+
+def _per_system(keys_by_system: dict[str, set[str]]) -> str:
+    return "; ".join(f"{system}={len(keys)}" for system, keys in sorted(keys_by_system.items()))
