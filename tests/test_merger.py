@@ -1,0 +1,70 @@
+"""The merger and the comparison: in-order application, duplicates, set algebra."""
+
+from __future__ import annotations
+
+from keysync.comparison import compare
+from keysync.messages import KeyBatch, RejectedRow
+from keysync.stages.merger import KeyIndex
+
+
+def batch(system: str, seq: int, rows: list[tuple[str, str, int]], next_line: int = 0) -> KeyBatch:
+    keys = [k for k, _, _ in rows]
+    return KeyBatch(
+        system=system,
+        seq=seq,
+        start_offset=seq * 100,
+        end_offset=seq * 100 + 100,
+        first_line=rows[0][2] if rows else 2,
+        next_line=next_line or (rows[-1][2] + 1 if rows else 2),
+        keys=keys,
+        raws=[raw for _, raw, _ in rows],
+        lines=[line for _, _, line in rows],
+        timestamps=[f"t{line}" for _, _, line in rows],
+        rejected=[],
+        rows_read=len(rows),
+    )
+
+
+def test_batches_apply_in_seq_order_whatever_the_arrival() -> None:
+    index = KeyIndex(["A"])
+    second = batch("A", 1, [("K2", "k2", 3)])
+    first = batch("A", 0, [("K1", "K1", 2)])
+    assert index.add(second) == []
+    assert index.pending() == 1
+    assert index.add(first) == [first, second]
+    assert index["A"].position.seq == 2
+    assert index["A"].position.offset == 200
+    assert dict(index["A"].first_line) == {"K1": 2, "K2": 3}
+    assert index["A"].raw_form("K2") == "k2"
+    assert index["A"].raw_form("K1") == "K1"
+
+
+def test_duplicates_within_and_across_batches_keep_first_row() -> None:
+    index = KeyIndex(["A"])
+    index.add(batch("A", 0, [("K1", "K1", 2), ("K2", "k 2", 3), ("K1", "K1", 4)]))
+    index.add(batch("A", 1, [("K2", "K2", 5), ("K3", "K3", 6), ("K2", "k_2", 7)]))
+    a = index["A"]
+    assert a.first_line == {"K1": 2, "K2": 3, "K3": 6}
+    assert a.timestamps["K2"] == "t3"
+    assert a.repeats == {
+        "K1": [(2, "K1"), (4, "K1")],
+        "K2": [(3, "k 2"), (5, "K2"), (7, "k_2")],
+    }
+
+
+def test_compare_counts_and_rates() -> None:
+    index = KeyIndex(["A", "B", "C"])
+    index.add(batch("A", 0, [(f"K{i}", f"K{i}", i + 2) for i in range(8)]))
+    index.add(batch("B", 0, [(f"K{i}", f"K{i}", i + 2) for i in range(2, 10)]))
+    index["A"].rejected.append(RejectedRow("A", 99, "empty-key", "m", "#"))
+    result = compare(index, "A", {"C": "gone"})
+    assert result.missing_in_a == {"B": {"K8", "K9"}}
+    assert result.gaps == {"B": {"K0", "K1"}}
+    b = result.summaries["B"]
+    assert (b.matched, b.missing_in_a, b.missing_from_system, b.match_rate) == (6, 2, 2, 0.6)
+    a = result.summaries["A"]
+    assert (a.matched, a.missing_in_a, a.missing_from_system, a.match_rate) == (8, 0, 0, 1.0)
+    assert a.rows_rejected == 1
+    assert not result.summaries["C"].available
+    assert result.out_of_authority() == {"K8": ["B"], "K9": ["B"]}
+    assert list(result.summaries) == ["A", "B", "C"]

@@ -1,0 +1,168 @@
+"""The CSV reader: records, physical line numbers, offsets and row-level errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keysync.config import SourceConfig
+from keysync.stages.reader import SourceUnavailable, read_batches, read_header
+
+SOURCE = SourceConfig(path="unused")
+
+
+def read_all(path: Path, batch_size: int = 1000, source: SourceConfig = SOURCE):
+    rows, rejected, rows_read = [], [], 0
+    batches = list(read_batches("B", path, source, batch_size))
+    for batch in batches:
+        rows.extend(zip(batch.raw_keys, batch.lines, batch.timestamps))
+        rejected.extend((r.line, r.error_type) for r in batch.rejected)
+        rows_read += batch.rows_read
+    return rows, rejected, rows_read, batches
+
+
+def write(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "B.csv"
+    path.write_bytes(data)
+    return path
+
+
+def test_every_error_type_on_its_physical_line(tmp_path: Path) -> None:
+    data = (
+        b"key,name,last_seen_at\n"
+        b"cust_1,Acme,2026-01-01T00:00:00Z\n"  # 2
+        b"\n"  # 3 blank: skipped, not counted
+        b'"cust 2","two\nlines",t2\n'  # 4-5: one record
+        b"CUST-3,a,b,c\n"  # 6 extra-cell
+        b"CUST-4,a\n"  # 7 missing-cell
+        b'"CUST-5"x,a,b\n'  # 8 bad-quoting
+        b"CU\x00ST,a,b\n"  # 9 nul-byte
+        b"CU\xffST,a,b\n"  # 10 encoding
+        b"last,a,t\r\n"  # 11 CRLF is fine
+        b'"never closed,a,b\n'  # 12 bad-quoting, reading resumes at 13
+        b"after,a,b"  # 13, no final newline
+    )
+    rows, rejected, rows_read, _ = read_all(write(tmp_path, data), batch_size=3)
+    assert rows == [
+        ("cust_1", 2, "2026-01-01T00:00:00Z"),
+        ("cust 2", 4, "t2"),
+        ("last", 11, "t"),
+        ("after", 13, "b"),
+    ]
+    assert rejected == [
+        (6, "extra-cell"),
+        (7, "missing-cell"),
+        (8, "bad-quoting"),
+        (9, "nul-byte"),
+        (10, "encoding"),
+        (12, "bad-quoting"),
+    ]
+    assert rows_read == 10
+
+
+def test_batches_tile_the_file_exactly(tmp_path: Path) -> None:
+    lines = [f"K{i},n,t" for i in range(2500)]
+    path = write(tmp_path, ("key,name,last_seen_at\n" + "\n".join(lines) + "\n").encode())
+    _, _, _, batches = read_all(path, batch_size=1000)
+    assert [b.seq for b in batches] == [0, 1, 2]
+    assert batches[0].start_offset == len(b"key,name,last_seen_at\n")
+    for before, after in itertools.pairwise(batches):
+        assert before.end_offset == after.start_offset
+        assert before.next_line == after.first_line
+    assert batches[-1].end_offset == path.stat().st_size
+
+
+def test_resume_from_a_batch_boundary_gives_the_rest(tmp_path: Path) -> None:
+    lines = [f"K{i},n,t" if i % 7 else f'"K{i}","x\ny",t' for i in range(300)]
+    path = write(tmp_path, ("key,name,last_seen_at\n" + "\n".join(lines) + "\n").encode())
+    batches = list(read_batches("B", path, SOURCE, 50))
+    middle = batches[2]
+    rest = list(
+        read_batches(
+            "B",
+            path,
+            SOURCE,
+            50,
+            start_offset=middle.start_offset,
+            start_line=middle.first_line,
+            start_seq=middle.seq,
+        )
+    )
+    assert [b.raw_keys for b in rest] == [b.raw_keys for b in batches[2:]]
+    assert [b.lines for b in rest] == [b.lines for b in batches[2:]]
+
+
+def test_header_without_key_column_names_file_and_columns(tmp_path: Path) -> None:
+    path = write(tmp_path, b"id,name\n1,a\n")
+    with pytest.raises(SourceUnavailable) as err:
+        read_header("B", path, SOURCE)
+    assert str(err.value) == (
+        f"{path}: header has no column 'key' (columns: id, name); set sources.B.key_column"
+    )
+
+
+def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(SourceUnavailable, match="file not found"):
+        read_header("B", tmp_path / "nope.csv", SOURCE)
+    with pytest.raises(SourceUnavailable, match="empty file"):
+        read_header("B", write(tmp_path, b""), SOURCE)
+
+
+def test_bom_and_other_delimiter(tmp_path: Path) -> None:
+    source = SourceConfig(path="x", delimiter=";", timestamp_column="seen")
+    path = write(tmp_path, "\ufeffseen;key\n2026;a,b\n".encode())
+    rows, rejected, _, _ = read_all(path, source=source)
+    assert rows == [("a,b", 2, "2026")]
+    assert rejected == []
+
+
+def test_a_quoted_record_longer_than_a_batch(tmp_path: Path) -> None:
+    name = "\n".join(f"part {i}" for i in range(30))
+    data = f'key,name,last_seen_at\nA1,x,t\n"A2","{name}",t\nA3,x,t\n'.encode()
+    rows, rejected, rows_read, _ = read_all(write(tmp_path, data), batch_size=2)
+    assert rows == [("A1", 2, "t"), ("A2", 3, "t"), ("A3", 33, "t")]
+    assert rejected == []
+    assert rows_read == 3
+
+
+cell = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(st.tuples(cell, cell, cell), max_size=40),
+    blank_after=st.sets(st.integers(min_value=0, max_value=40)),
+    batch_size=st.integers(min_value=1, max_value=7),
+)
+def test_reader_agrees_with_python_csv(
+    tmp_path: Path, rows: list[tuple[str, str, str]], blank_after: set[int], batch_size: int
+) -> None:
+    """Any CSV that csv.writer produces reads back as the same records, on the right lines."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["key", "name", "last_seen_at"])
+    expected = []
+    line = 2
+    for i, row in enumerate(rows):
+        before = out.getvalue().count("\n")
+        writer.writerow(row)
+        used = out.getvalue().count("\n") - before
+        expected.append((row[0], line, row[2]))
+        line += used
+        if i in blank_after:
+            out.write("\n")
+            line += 1
+    path = write(tmp_path, out.getvalue().encode())
+    got, rejected, rows_read, _ = read_all(path, batch_size=batch_size)
+    assert rejected == []
+    assert rows_read == len(rows)
+    assert got == expected
