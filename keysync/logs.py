@@ -1,11 +1,599 @@
-"""Structured logging (placeholder API; see issue 7 for the full implementation)."""
+"""Structured logs for every keysync process: configured here, written by the parent alone.
+
+Why it is built this way:
+
+- structlog is configured in this module only. Every event becomes one flat dict
+  (``timestamp``, ``level``, ``event``, ``run_id``, ``pid``, ``stage``, then its own
+  fields) encoded once with msgspec. Exceptions become a structured ``exception`` field,
+  so no event is ever more than one line, on stderr or in the file.
+- The parent process is the only writer of the JSON Lines file: one ``write()`` of a
+  complete line per event, with ``O_APPEND``, so a collector tailing the file never sees
+  a torn or interleaved line. Before each write the path is compared with the open file
+  (device and inode, as ``logging.handlers.WatchedFileHandler`` does): when a rotation
+  tool has moved or deleted it, the file is reopened.
+- Worker processes do not write the file. They send each event to the parent over one
+  pipe shared by all workers (``LogRelay``). Each frame is written with a single
+  ``write()`` of at most ``PIPE_BUF`` bytes, which POSIX makes atomic for pipes: frames of
+  different workers never interleave, and a worker killed mid-send leaves a whole frame or
+  nothing. No lock is shared between processes, so a dead worker cannot block the others.
+  (``multiprocessing.Queue``/``SimpleQueue`` hold a cross-process lock while writing, which
+  a ``kill -9`` leaves held forever, and ``Queue`` loses what its feeder thread had not
+  flushed yet.) An event larger than one frame is sent as numbered chunks and reassembled
+  by the parent; a worker that dies between chunks loses only that event, and the parent
+  says so (``log.event_lost``).
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import select
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Final, Protocol, TextIO, cast
 
+import msgspec
 import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
+
+from keysync.errors import ConfigError
+
+__all__ = [
+    "EVENTS",
+    "LEVELS",
+    "EventSpec",
+    "LogQueue",
+    "LogRelay",
+    "bind_run",
+    "effective_level",
+    "exception_fields",
+    "get_logger",
+    "render_console",
+    "setup_logging",
+    "setup_worker_logging",
+    "shutdown_logging",
+    "unbind_run",
+]
+
+LEVELS: Final[dict[str, int]] = {
+    "debug": 10,
+    "info": 20,
+    "warning": 30,
+    "error": 40,
+    "critical": 50,
+}
+_LEVEL_NAMES: Final[dict[int, str]] = {number: name for name, number in LEVELS.items()}
+# structlog passes the name of the method called; map it to the level it stands for.
+_METHOD_LEVEL: Final[dict[str, str]] = {
+    "debug": "debug",
+    "info": "info",
+    "msg": "info",
+    "warning": "warning",
+    "warn": "warning",
+    "error": "error",
+    "exception": "error",
+    "critical": "critical",
+    "fatal": "critical",
+}
+# Fields every line carries first, in this order; the event's own fields follow.
+_HEAD_FIELDS: Final = ("timestamp", "level", "event", "run_id", "pid", "stage")
+_MAX_FRAMES: Final = 20  # innermost frames kept per exception
+_MAX_CAUSES: Final = 3  # depth of __cause__/__context__ chains kept
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One documented event: its level and the fields it carries besides the common ones."""
+
+    level: str
+    fields: tuple[str, ...]
+    description: str
+
+
+EVENTS: Final[dict[str, EventSpec]] = {
+    "run.started": EventSpec(
+        "info",
+        ("mode", "dry_run", "auto_approve", "resume", "systems"),
+        "a run begins (after the lock is taken)",
+    ),
+    "run.completed": EventSpec(
+        "info",
+        ("exit_code", "duration_s", "rows_read", "rows_rejected"),
+        "a run ended with reports written; counts and durations",
+    ),
+    "run.failed": EventSpec(
+        "error",
+        ("exit_code", "reason", "duration_s"),
+        "the run could not be done; `exception` when a bug caused it",
+    ),
+    "run.interrupted": EventSpec(
+        "warning",
+        ("exit_code", "duration_s"),
+        "Ctrl-C or SIGTERM; the checkpoint is kept for `--resume`",
+    ),
+    "run.resumed": EventSpec(
+        "info",
+        ("resumed_run_id", "resume_s"),
+        "`--resume` restored a checkpoint; `resume_s` is how long that took",
+    ),
+    "source.available": EventSpec("info", ("system", "path"), "a source file can be read"),
+    "source.unavailable": EventSpec(
+        "warning",
+        ("system", "path", "reason"),
+        "a peer is missing, unreadable or timed out; the run goes on degraded",
+    ),
+    "source.finished": EventSpec(
+        "info",
+        ("system", "rows_read", "rows_rejected", "duration_s"),
+        "a source has been read to its end",
+    ),
+    "row.rejected": EventSpec(
+        "debug",
+        ("system", "line", "error_type", "message"),
+        "one rejected row (debug: one event per row)",
+    ),
+    "source.rejected_rows": EventSpec(
+        "info",
+        ("system", "count", "by_type"),
+        "rejected rows of one source, counted by error_type",
+    ),
+    "checkpoint.saved": EventSpec(
+        "info",
+        ("rows", "duration_s"),
+        "a checkpoint was written (every `checkpoint_interval` rows)",
+    ),
+    "key.proposed": EventSpec(
+        "debug",
+        ("master_key", "system", "key"),
+        "provisioning decision: a master key is proposed for an out-of-authority key",
+    ),
+    "key.approved": EventSpec("info", ("master_key",), "a master key became Active"),
+    "key.deprecated": EventSpec("info", ("master_key", "reason"), "a master key became Deprecated"),
+    "key.resolved": EventSpec("info", ("master_key",), "a key with a master key now appears in A"),
+    "registry.changed": EventSpec(
+        "info",
+        ("proposed", "approved", "deprecated", "resolved", "dry_run"),
+        "the registry changes of one run (counts), committed or, with --dry-run, not",
+    ),
+    "report.written": EventSpec("info", ("report", "path", "rows"), "a report file is in place"),
+    "lock.stale_cleared": EventSpec(
+        "warning", ("path", "pid"), "a lock left by a dead run was removed"
+    ),
+    "log.event_lost": EventSpec(
+        "warning",
+        ("worker_pid", "bytes"),
+        "a worker died while sending a large event; that one event is lost",
+    ),
+}
+"""The event catalogue (docs/logging.md lists it). Fields are the ones each event carries
+at least, besides ``timestamp``, ``level``, ``event``, ``run_id``, ``pid`` and ``stage``."""
+
+
+# ----------------------------------------------------------------- rendering helpers
+
+_ts_cache: tuple[int, str] = (-1, "")
+
+
+def _timestamp() -> str:
+    """RFC 3339 UTC with microseconds; the seconds part is cached (it is the costly one)."""
+    global _ts_cache
+    now = time.time()
+    second = int(now)
+    cached_second, prefix = _ts_cache
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _ts_cache = (second, prefix)
+    return f"{prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+def _json_fallback(obj: Any) -> Any:
+    """Types msgspec cannot encode (paths, custom objects) are logged as their text."""
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return str(obj)
+
+
+_ENCODER: Final = msgspec.json.Encoder(enc_hook=_json_fallback)
+_DECODER: Final = msgspec.json.Decoder()
+
+
+def _encode_line(event: Mapping[str, Any]) -> bytes:
+    """One event as one JSON line. Never raises: a value that cannot be encoded is shown."""
+    try:
+        return _ENCODER.encode(event) + b"\n"
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        safe = {key: value if key in _HEAD_FIELDS else repr(value) for key, value in event.items()}
+        return _ENCODER.encode(safe) + b"\n"
+
+
+def exception_fields(exc_info: Any) -> dict[str, Any] | None:
+    """An exception as a dict: ``type``, ``message``, ``frames`` (``file:line in func``),
+    and ``cause`` for a chained exception. ``exc_info`` is what logging APIs accept:
+    ``True`` (the exception being handled), an exception, or a ``sys.exc_info()`` tuple."""
+    exc: BaseException | None
+    if isinstance(exc_info, BaseException):
+        exc = exc_info
+    elif isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc = exc_info[1]
+    elif exc_info:
+        exc = sys.exc_info()[1]
+    else:
+        exc = None
+    return None if exc is None else _describe_exception(exc, 0)
+
+
+def _describe_exception(exc: BaseException, depth: int) -> dict[str, Any]:
+    kind = type(exc)
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
+    summary = traceback.extract_tb(exc.__traceback__)[-_MAX_FRAMES:]
+    described: dict[str, Any] = {
+        "type": name,
+        "message": str(exc),
+        "frames": [f"{frame.filename}:{frame.lineno} in {frame.name}" for frame in summary],
+    }
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None and depth < _MAX_CAUSES:
+        described["cause"] = _describe_exception(cause, depth + 1)
+    return described
+
+
+_COLORS: Final[dict[str, str]] = {
+    "debug": "\x1b[2m",
+    "info": "\x1b[32m",
+    "warning": "\x1b[33m",
+    "error": "\x1b[31m",
+    "critical": "\x1b[1;31m",
+}
+_RESET: Final = "\x1b[0m"
+_BOLD: Final = "\x1b[1m"
+_DIM: Final = "\x1b[2m"
+_CONSOLE_SKIP: Final = frozenset({"timestamp", "level", "event", "pid"})
+_PLAIN_UNSAFE: Final = frozenset(' \t\r\n"=\\\x1b')
+
+
+_CONSOLE_MAX: Final = 200  # characters of one value on a console line; the file keeps all
+
+
+def _console_value(value: Any) -> str:
+    """A value on one console line: bare when unambiguous, JSON otherwise; long ones cut."""
+    if isinstance(value, str) and len(value) > _CONSOLE_MAX:
+        value = value[:_CONSOLE_MAX] + "…"
+    if isinstance(value, str):
+        if value and not any(char in _PLAIN_UNSAFE or not char.isprintable() for char in value):
+            return value
+        return _ENCODER.encode(value).decode()
+    if isinstance(value, dict) and "type" in value and "message" in value and "frames" in value:
+        where = f" ({value['frames'][-1]})" if value["frames"] else ""
+        return _ENCODER.encode(f"{value['type']}: {value['message']}{where}").decode()
+    return _encode_line(value)[:-1].decode() if not isinstance(value, bool) else str(value).lower()
+
+
+def render_console(event: Mapping[str, Any], colors: bool = False) -> str:
+    """The human-readable line: ``2026-11-28T00:10:00Z info     run.started  mode=full``.
+
+    Always exactly one line (newlines inside values are escaped); colours only on request."""
+    stamp = str(event.get("timestamp", ""))
+    if len(stamp) > 19 and stamp.endswith("Z"):
+        stamp = stamp[:19] + "Z"  # seconds are enough for a reader; the file keeps µs
+    level = str(event.get("level", ""))
+    name = str(event.get("event", ""))
+    pairs = [
+        f"{key}={_console_value(value)}"
+        for key, value in event.items()
+        if key not in _CONSOLE_SKIP and value is not None
+    ]
+    if colors:
+        color = _COLORS.get(level, "")
+        pairs = [f"{_DIM}{pair.split('=', 1)[0]}={_RESET}{pair.split('=', 1)[1]}" for pair in pairs]
+        head = f"{_DIM}{stamp}{_RESET} {color}{level:<8}{_RESET} {_BOLD}{name}{_RESET}"
+    else:
+        head = f"{stamp} {level:<8} {name}"
+    return head + ("  " + " ".join(pairs) if pairs else "") + "\n"
+
+
+# ----------------------------------------------------------------------------- sinks
+
+
+class _Sink(Protocol):
+    def emit(self, event: dict[str, Any]) -> None: ...
+
+
+class _JsonLinesFile:
+    """The log file: append-only, one write per line, reopened after an external rotation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self._identity: tuple[int, int] = (-1, -1)
+        self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        status = os.fstat(fd)
+        self._fd, self._identity = fd, (status.st_dev, status.st_ino)
+
+    def _rotated(self) -> bool:
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (status.st_dev, status.st_ino) != self._identity
+
+    def write(self, line: bytes) -> None:
+        if self._rotated():
+            self.close()
+            self._open()
+        view = memoryview(line)
+        while view:  # a regular file takes it in one write; loop only for safety
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _ParentSink:
+    """Sinks of the parent process: the JSON Lines file and stderr, behind one lock.
+
+    The lock serialises the main thread and the relay thread (worker events). It is
+    re-entrant so that a signal handler logging in the middle of a write cannot deadlock;
+    each line is still one ``write()``, so lines never mix."""
+
+    def __init__(
+        self,
+        *,
+        file: _JsonLinesFile | None,
+        file_level: int,
+        stderr_level: int,
+        stderr_format: str,
+        stream: TextIO | None,
+        colors: bool,
+    ) -> None:
+        self.file = file
+        self.file_level = file_level
+        self.stderr_level = stderr_level
+        self.stderr_json = stderr_format == "json"
+        self.stream = stream
+        self.colors = colors
+        self._lock = threading.RLock()
+        self._file_broken = False
+
+    def emit(self, event: dict[str, Any]) -> None:
+        levelno = LEVELS.get(event["level"], 20)
+        self.write(levelno, _encode_line(event), event)
+
+    def write(self, levelno: int, line: bytes, event: dict[str, Any] | None) -> None:
+        """Write one encoded line (and its dict, when the caller has it) to every sink."""
+        with self._lock:
+            if self.file is not None and levelno >= self.file_level and not self._file_broken:
+                try:
+                    self.file.write(line)
+                except OSError as exc:
+                    # The run goes on; the user is told once, on stderr, what broke.
+                    self._file_broken = True
+                    self._to_stderr(
+                        f"keysync: warning: cannot write log file {self.file.path}: "
+                        f"{exc.strerror or exc}; file logging stopped\n"
+                    )
+            if levelno >= self.stderr_level:
+                if self.stderr_json:
+                    self._to_stderr(line.decode("utf-8", "replace"))
+                else:
+                    if event is None:
+                        event = _DECODER.decode(line)
+                    self._to_stderr(render_console(event, self.colors))
+
+    def _to_stderr(self, text: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stderr
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # stderr closed (e.g. a pipe whose reader went away): the file still has it
+
+    def close(self) -> None:
+        with self._lock:
+            if self.file is not None:
+                self.file.close()
+                self.file = None
+
+
+class _WorkerSink:
+    """Sink of a worker process: each event goes to the parent through the ``LogQueue``."""
+
+    def __init__(self, queue: LogQueue) -> None:
+        self.queue = queue
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.queue.put(LEVELS.get(event["level"], 20), _encode_line(event))
+
+
+class _State:
+    """What the process-wide configuration decided."""
+
+    sink: _Sink
+    min_level: int = LEVELS["info"]
+    run_id: str | None = None  # fallback for threads that do not share the contextvars
+    stage: str | None = None  # a worker's stage, set once per process
+
+
+_state = _State()
+
+
+# ------------------------------------------------------------------ structlog glue
+
+
+def _finalize(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
+    """The one processor doing the work: head fields first, plain values, exception dict."""
+    event: dict[str, Any] = {
+        "timestamp": _timestamp(),
+        "level": _METHOD_LEVEL.get(method_name, method_name),
+        "event": str(event_dict.pop("event", "")),
+    }
+    run_id = event_dict.pop("run_id", None) or _state.run_id
+    if run_id is not None:
+        event["run_id"] = run_id
+    event["pid"] = os.getpid()
+    stage = event_dict.pop("stage", None) or _state.stage
+    if stage is not None:
+        event["stage"] = stage
+    exc_info = event_dict.pop("exc_info", None)
+    event_dict.pop("stack_info", None)
+    for key, value in event_dict.items():
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", "backslashreplace")
+        if isinstance(value, str) and "\x00" in value:
+            # Valid JSON, but C collectors (rsyslog's json-c) cut strings at U+0000.
+            value = value.replace("\x00", "\\x00")
+        event[key] = value
+    if exc_info:
+        described = exception_fields(exc_info)
+        if described is not None:
+            event["exception"] = described
+    return (event,), {}
+
+
+class _SinkLogger:
+    """The "logger" structlog wraps: hands the finished event dict to the process's sink."""
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        _state.sink.emit(event)
+
+    debug = info = msg = warning = warn = error = exception = critical = fatal = _emit
+
+
+_SINK_LOGGER: Final = _SinkLogger()
+
+
+def _sink_logger_factory(*args: Any) -> _SinkLogger:
+    return _SINK_LOGGER
+
+
+class _Logger(structlog.BoundLoggerBase):
+    """A bound logger whose level test reads the process's current setting.
+
+    structlog's filtering loggers bake the level into their class when they are bound, so
+    a logger made at import time would keep the level of that moment. This one stays right
+    across ``setup_logging`` calls and costs one comparison for a disabled level (~0.2 µs;
+    the per-row ``row.rejected`` debug events rely on that)."""
+
+    def _at(self, levelno: int, method: str, event: str, args: Any, kw: Any) -> Any:
+        if levelno < _state.min_level:
+            return None
+        return self._proxy_to_logger(method, event % args if args else event, **kw)
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any:
+        if _state.min_level > 10:
+            return None
+        return self._proxy_to_logger("debug", event % args if args else event, **kw)
+
+    def info(self, event: str, *args: Any, **kw: Any) -> Any:
+        if _state.min_level > 20:
+            return None
+        return self._proxy_to_logger("info", event % args if args else event, **kw)
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._at(30, "warning", event, args, kw)
+
+    def error(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._at(40, "error", event, args, kw)
+
+    def critical(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._at(50, "critical", event, args, kw)
+
+    def exception(self, event: str, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self._at(40, "error", event, args, kw)
+
+    def log(self, level: int, event: str, *args: Any, **kw: Any) -> Any:
+        name = _LEVEL_NAMES.get(level, "info")
+        return self._at(LEVELS[name], name, event, args, kw)
+
+    msg = info
+    warn = warning
+    err = error
+    fatal = critical
+
+    def is_enabled_for(self, level: int) -> bool:
+        return level >= _state.min_level
+
+    def get_effective_level(self) -> int:
+        return _state.min_level
+
+    # Logging is a quick in-memory hand-off, so the async variants simply call through.
+    async def adebug(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self.debug(event, *args, **kw)
+
+    async def ainfo(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self.info(event, *args, **kw)
+
+    async def awarning(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self.warning(event, *args, **kw)
+
+    async def aerror(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self.error(event, *args, **kw)
+
+    async def acritical(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self.critical(event, *args, **kw)
+
+    async def aexception(self, event: str, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", sys.exc_info())
+        return self.exception(event, *args, **kw)
+
+    async def alog(self, level: int, event: str, *args: Any, **kw: Any) -> Any:
+        return self.log(level, event, *args, **kw)
+
+    amsg = ainfo
+    awarn = awarning
+    afatal = acritical
+
+
+def _configure_structlog() -> None:
+    """The one structlog configuration of keysync; what it writes to is in ``_state``."""
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, _finalize],
+        wrapper_class=_Logger,
+        logger_factory=_sink_logger_factory,
+        cache_logger_on_first_use=True,
+    )
+
+
+def _install(sink: _Sink, min_level: int) -> None:
+    previous = getattr(_state, "sink", None)
+    _state.sink = sink
+    _state.min_level = min_level
+    _configure_structlog()
+    if isinstance(previous, _ParentSink) and previous is not sink:
+        previous.close()
+
+
+def _level_number(level: str, what: str) -> int:
+    try:
+        return LEVELS[level.lower()]
+    except KeyError:
+        raise ConfigError(
+            f"{what}: unknown log level {level!r}; use one of {', '.join(LEVELS)}"
+        ) from None
+
+
+# ---------------------------------------------------------------------- public API
 
 
 def setup_logging(
@@ -15,17 +603,266 @@ def setup_logging(
     stderr_format: str = "console",
     quiet: bool = False,
     verbose: int = 0,
+    stream: TextIO | None = None,
 ) -> None:
-    structlog.configure()
+    """Configure logging of the parent process, once per command.
+
+    Levels: the file gets ``level`` (``logging.level``), or debug with ``-v``; ``-q`` never
+    removes anything from the file, which is the record of what happened. stderr gets
+    ``level``, debug with ``-v``, and at least warning with ``-q`` (``-q`` wins over ``-v``
+    on stderr). ``stream`` replaces ``sys.stderr`` (tests); by default the current
+    ``sys.stderr`` is looked up at each write."""
+    if stderr_format not in ("console", "json"):
+        raise ConfigError(f"--log-format: expected console or json, got {stderr_format!r}")
+    configured = _level_number(level, "logging.level")
+    file_level = min(configured, LEVELS["debug"]) if verbose else configured
+    if quiet:
+        stderr_level = max(configured, LEVELS["warning"])
+    elif verbose:
+        stderr_level = LEVELS["debug"]
+    else:
+        stderr_level = configured
+    target = stream if stream is not None else sys.stderr
+    colors = _isatty(target) and "NO_COLOR" not in os.environ and stderr_format == "console"
+    file = None
+    if log_file is not None:
+        try:
+            file = _JsonLinesFile(Path(log_file).absolute())
+        except OSError as exc:
+            raise ConfigError(
+                f"logging.file: cannot open {log_file}: {exc.strerror or exc}; "
+                "fix the path or its permissions"
+            ) from None
+    sink = _ParentSink(
+        file=file,
+        file_level=file_level,
+        stderr_level=stderr_level,
+        stderr_format=stderr_format,
+        stream=stream,
+        colors=colors,
+    )
+    _state.stage = None
+    _install(sink, min(file_level, stderr_level) if file is not None else stderr_level)
 
 
-def get_logger(**initial: Any) -> Any:
-    return structlog.get_logger(**initial)
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _default_sink() -> _ParentSink:
+    return _ParentSink(
+        file=None,
+        file_level=LEVELS["warning"],
+        stderr_level=LEVELS["warning"],
+        stderr_format="console",
+        stream=None,
+        colors=False,
+    )
+
+
+def shutdown_logging() -> None:
+    """Close the log file and go back to the import-time default (warnings on stderr)."""
+    _install(_default_sink(), LEVELS["warning"])
+
+
+def effective_level() -> str:
+    """The lowest level any sink of this process accepts: what workers should filter at."""
+    return _LEVEL_NAMES.get(_state.min_level, "info")
+
+
+def get_logger(**initial: Any) -> FilteringBoundLogger:
+    """A logger with ``initial`` fields bound, e.g. ``get_logger(stage="merger")``.
+
+    Events below the configured level cost one comparison. A logger made before
+    ``setup_logging`` (at import time) follows the configuration made later."""
+    return cast(FilteringBoundLogger, structlog.get_logger().bind(**initial))
 
 
 def bind_run(run_id: str) -> None:
+    """Every later event of this process carries ``run_id`` (all threads, all workers
+    started with it)."""
+    _state.run_id = run_id
     structlog.contextvars.bind_contextvars(run_id=run_id)
 
 
 def unbind_run() -> None:
+    _state.run_id = None
     structlog.contextvars.unbind_contextvars("run_id")
+
+
+# ------------------------------------------------------------- worker -> parent pipe
+
+_FRAME_MAX: Final = min(getattr(select, "PIPE_BUF", 512), 4096)
+_LENGTH: Final = struct.Struct("!i")  # the framing of multiprocessing.Connection.recv_bytes
+_CHUNK_HEAD: Final = struct.Struct("!cI")  # kind, worker pid
+_WHOLE, _FIRST, _MIDDLE, _LAST, _STOP = b"E", b"F", b"M", b"L", b"S"
+
+
+class LogQueue:
+    """The write end of the log pipe, shared by every worker of a relay.
+
+    Picklable while processes are started (pass it in ``Process(args=...)``). ``put`` writes
+    each frame with one ``os.write`` of at most ``PIPE_BUF`` bytes: atomic, lock-free across
+    processes, never torn by a killed writer."""
+
+    def __init__(self, writer: Connection) -> None:
+        self._writer = writer
+        self._lock = threading.RLock()  # only orders the chunks of one process's threads
+        self._broken = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"writer": self._writer}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._writer = state["writer"]
+        self._lock = threading.RLock()
+        self._broken = False
+
+    def put(self, levelno: int, line: bytes) -> None:
+        """Send one encoded event (``line`` ends with a newline) to the parent."""
+        payload = bytes((levelno,)) + line
+        if _LENGTH.size + 1 + len(payload) <= _FRAME_MAX:
+            self._send(_WHOLE + payload)
+            return
+        room = _FRAME_MAX - _LENGTH.size - _CHUNK_HEAD.size
+        pid = os.getpid()
+        pieces = [payload[start : start + room] for start in range(0, len(payload), room)]
+        with self._lock:
+            for index, piece in enumerate(pieces):
+                kind = _FIRST if index == 0 else _LAST if index == len(pieces) - 1 else _MIDDLE
+                self._send(_CHUNK_HEAD.pack(kind, pid) + piece)
+
+    def _send(self, message: bytes) -> None:
+        if self._broken:
+            return
+        frame = _LENGTH.pack(len(message)) + message
+        try:
+            written = os.write(self._writer.fileno(), frame)
+        except (BrokenPipeError, OSError):
+            self._broken = True  # the parent is gone: nobody is left to read logs
+            return
+        if written != len(frame):  # pragma: no cover - POSIX forbids it for <= PIPE_BUF
+            raise OSError(f"log pipe took {written} of {len(frame)} bytes")
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class LogRelay:
+    """Parent side of worker logging: a thread drains the pipe into the parent's sinks.
+
+    Usage::
+
+        relay = LogRelay(ctx)          # ctx = multiprocessing.get_context("forkserver")
+        relay.start()
+        proc = ctx.Process(target=work, args=(relay.queue, relay.level, ...))
+        ...                            # in work(): setup_worker_logging(queue, level=..., ...)
+        proc.join()
+        relay.stop()                   # after the workers have ended: drains what is left
+    """
+
+    def __init__(self, context: BaseContext | None = None) -> None:
+        ctx = context if context is not None else multiprocessing.get_context()
+        reader, writer = ctx.Pipe(duplex=False)
+        self._reader: Connection = reader
+        self.queue = LogQueue(writer)
+        self.level = effective_level()
+        self._thread: threading.Thread | None = None
+        self._partial: dict[int, list[bytes]] = {}
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._drain, name="keysync-log-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Deliver every event already sent, then stop. Call after the workers ended."""
+        if self._thread is None:
+            return
+        self.queue._send(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+        for pid, pieces in self._partial.items():
+            _lost(pid, sum(len(piece) for piece in pieces))
+        self._partial.clear()
+        self.queue.close()
+        self._reader.close()
+
+    def __enter__(self) -> LogRelay:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                message = self._reader.recv_bytes()
+            except (EOFError, OSError):
+                return
+            kind = message[:1]
+            if kind == _WHOLE:
+                _deliver(message[1], message[2:])
+            elif kind == _STOP:
+                return
+            else:
+                self._chunk(kind, message)
+
+    def _chunk(self, kind: bytes, message: bytes) -> None:
+        _, pid = _CHUNK_HEAD.unpack_from(message)
+        piece = message[_CHUNK_HEAD.size :]
+        if kind == _FIRST:
+            stale = self._partial.pop(pid, None)
+            if stale is not None:  # that pid died mid-event and the number was reused
+                _lost(pid, sum(len(part) for part in stale))
+            self._partial[pid] = [piece]
+            return
+        pieces = self._partial.get(pid)
+        if pieces is None:
+            return  # the start of this event was never seen: nothing sound to write
+        pieces.append(piece)
+        if kind == _LAST:
+            payload = b"".join(self._partial.pop(pid))
+            try:
+                _DECODER.decode(payload[1:])
+            except msgspec.DecodeError:  # chunks mixed by a signal handler: never write junk
+                _lost(pid, len(payload))
+                return
+            _deliver(payload[0], payload[1:])
+
+
+def _deliver(levelno: int, line: bytes) -> None:
+    sink = _state.sink
+    if isinstance(sink, _ParentSink):
+        sink.write(levelno, line, None)
+
+
+def _lost(pid: int, size: int) -> None:
+    get_logger().warning("log.event_lost", worker_pid=pid, bytes=size)
+
+
+def setup_worker_logging(queue: LogQueue, *, level: str, run_id: str | None, stage: str) -> None:
+    """Configure logging in a child process; call it first thing in the child.
+
+    Events are filtered at ``level`` here (pass ``relay.level``), stamped with this
+    process's pid, ``run_id`` and ``stage``, and sent to the parent, which writes them."""
+    _state.run_id = run_id
+    _state.stage = stage
+    structlog.contextvars.clear_contextvars()
+    if run_id is not None:
+        structlog.contextvars.bind_contextvars(run_id=run_id)
+    _install(_WorkerSink(queue), _level_number(level, "worker log level"))
+
+
+# Until a command configures logging (library use, tests), warnings and errors go to stderr.
+_install(_default_sink(), LEVELS["warning"])
