@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -106,6 +107,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Finds, in cells joined by \x1f, a "#" anywhere or a formula character at a cell start.
+_NEEDS_CARE = re.compile("#|(?:^|\x1f)[=+\\-@\t\r]")
+_CHUNK = 10_000
+
+
 @dataclass
 class ReportFile:
     """One CSV being written: a header block, then rows; committed by ``close``."""
@@ -114,19 +120,30 @@ class ReportFile:
     handle: io.TextIOWrapper
     writer: Any
 
-    def row(self, cells: Sequence[object]) -> None:
-        """Write one row; quote it by hand when a cell holds ``#`` (csv would not)."""
+    def rows(self, rows: Sequence[Sequence[Any]], risky: Sequence[int] = ()) -> None:
+        """Write rows; cells in the ``risky`` columns (input text) are made spreadsheet-safe.
+
+        A chunk whose risky cells hold no ``#`` and no formula start (the usual case)
+        goes to ``csv.writer.writerows`` in one C call.
+        """
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            if any(_NEEDS_CARE.search("\x1f".join([r[c] for r in chunk])) for c in risky):
+                for row in chunk:
+                    self._careful_row(row, risky)
+            else:
+                self.writer.writerows(chunk)
+
+    def _careful_row(self, row: Sequence[Any], risky: Sequence[int]) -> None:
+        cells = list(row)
+        for column in risky:
+            cells[column] = safe(cells[column])
         if any(isinstance(c, str) and "#" in c for c in cells):
-            line = ",".join(
-                _quote(c) if isinstance(c, str) else "" if c is None else str(c) for c in cells
-            )
+            # csv would leave "#" unquoted, and pandas' comment="#" would cut the line there.
+            line = ",".join(_quote(c) if isinstance(c, str) else str(c) for c in cells)
             self.handle.write(line + "\n")
         else:
             self.writer.writerow(cells)
-
-    def rows(self, rows: Iterable[Sequence[object]]) -> None:
-        for cells in rows:
-            self.row(cells)
 
     def close(self) -> None:
         self.handle.flush()
@@ -235,7 +252,7 @@ def write_reconciliation_reports(
 
     summaries = list(comparison.summaries.values())
     report = writer.open("reconciliation_summary.csv", SUMMARY_COLUMNS)
-    report.rows(summary_rows(summaries))
+    report.rows(summary_rows(summaries), risky=(0,))
     report.close()
     counts["reconciliation_summary.csv"] = len(summaries)
 
@@ -249,19 +266,22 @@ def write_reconciliation_reports(
         totals=_per_system(comparison.missing_in_a),
         description=f"keys held by a peer but not by the authority {authority} (out-of-authority)",
     )
-    for key, system in pairs:
-        held = index[system]
-        report.row(
-            [
+    systems = {name: index[name] for name in comparison.missing_in_a}
+    report.rows(
+        [
+            (
                 key,
                 system,
-                safe(held.raw_form(key)),
-                held.first_line[key],
-                safe(held.timestamps[key]),
+                systems[system].raw_forms.get(key, key),
+                systems[system].first_line[key],
+                systems[system].timestamps[key],
                 registry.master_key_for(system, key),
                 registry.status_for(system, key),
-            ]
-        )
+            )
+            for key, system in pairs
+        ],
+        risky=(2, 4),
+    )
     report.close()
     counts["diff_missing_in_A.csv"] = len(pairs)
 
@@ -274,16 +294,14 @@ def write_reconciliation_reports(
         totals=_per_system(comparison.gaps),
         description=f"keys held by the authority {authority} but not by a peer (propagation gaps)",
     )
-    for system, key in gaps:
-        report.row(
-            [
-                key,
-                system,
-                safe(a_keys.raw_form(key)),
-                safe(a_keys.timestamps[key]),
-                history.missing_since(system, key),
-            ]
-        )
+    a_raw, a_stamps = a_keys.raw_forms, a_keys.timestamps
+    report.rows(
+        [
+            (key, system, a_raw.get(key, key), a_stamps[key], history.missing_since(system, key))
+            for system, key in gaps
+        ],
+        risky=(2, 3),
+    )
     report.close()
     counts["diff_missing_from_system.csv"] = len(gaps)
 
@@ -311,7 +329,7 @@ def write_reconciliation_reports(
         totals="; ".join(f"{s}={len(index[s].repeats)}" for s in available),
         description="normalized keys occurring more than once within one system",
     )
-    report.rows(duplicates)
+    report.rows(duplicates)  # normalized keys and numbers only: nothing to neutralize
     report.close()
     counts["duplicates.csv"] = len(duplicates)
 
@@ -336,7 +354,7 @@ def write_reconciliation_reports(
         totals="; ".join(f"{s}={len(index[s].rejected)}" for s in available),
         description="rows that could not be used, with the reason",
     )
-    report.rows(rejected)
+    report.rows(rejected, risky=(1, 4, 5))
     report.close()
     counts["rejected_rows.csv"] = len(rejected)
     return counts

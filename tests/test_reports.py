@@ -1,0 +1,120 @@
+"""Reports end to end on small hand-written inputs: exact rows, order, safety, atomicity."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+A = (
+    b"key,name,last_seen_at\n"
+    b"CUST-00001,a,2026-11-01T00:00:00Z\n"
+    b"cust 00002,b,2026-11-02T00:00:00Z\n"
+    b"CUST-00003,c,2026-11-03T00:00:00Z\n"
+)
+B = (
+    b"key,name,last_seen_at\n"
+    b"CUST-00001,a,2026-11-04T00:00:00Z\n"
+    b"=cust-#-00009,evil,+2026\n"  # out-of-authority; formula and '#' in the raw key
+    b"cust_00001,dup,2026-11-05T00:00:00Z\n"  # collision with line 2
+    b"\n"
+    b"#!?,empty,x\n"
+)
+
+
+def setup(tmp_path: Path, parallel: bool = False, b: bytes = B) -> Path:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "A.csv").write_bytes(A)
+    (tmp_path / "in" / "B.csv").write_bytes(b)
+    config = tmp_path / "keysync-config.yaml"
+    config.write_text(
+        "sources:\n  A: {path: in/A.csv}\n  B: {path: in/B.csv}\n"
+        f"processing: {{parallel: {str(parallel).lower()}}}\n"
+    )
+    return config
+
+
+def keysync(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "keysync", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def data_rows(path: Path) -> list[list[str]]:
+    lines = [
+        line for line in path.read_text().splitlines(keepends=True) if not line.startswith("#")
+    ]
+    return list(csv.reader(io.StringIO("".join(lines))))
+
+
+def test_reports_hold_exact_rows(tmp_path: Path) -> None:
+    config = setup(tmp_path)
+    done = keysync(config, "run")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "output"
+    assert data_rows(out / "reconciliation_summary.csv") == [
+        ["system", "available", "rows_read", "rows_rejected", "unique_keys", "duplicate_keys",
+         "matched", "missing_in_a", "missing_from_system", "match_rate"],
+        ["A", "true", "3", "0", "3", "0", "3", "0", "0", "1.0"],
+        ["B", "true", "4", "1", "2", "1", "1", "1", "2", "0.25"],
+    ]  # fmt: skip
+    rows = data_rows(out / "diff_missing_in_A.csv")
+    assert rows[1] == [
+        "CUST-00009", "B", "'=cust-#-00009", "3", "'+2026", "CUST-00009", "Proposed",
+    ]  # fmt: skip
+    gaps = data_rows(out / "diff_missing_from_system.csv")[1:]
+    assert [row[:4] for row in gaps] == [
+        ["CUST-00002", "B", "cust 00002", "2026-11-02T00:00:00Z"],
+        ["CUST-00003", "B", "CUST-00003", "2026-11-03T00:00:00Z"],
+    ]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row[4]) for row in gaps)
+    assert data_rows(out / "duplicates.csv")[1:] == [["B", "CUST-00001", "2", "2", "true", "2;4"]]
+    rejected = data_rows(out / "rejected_rows.csv")[1:]
+    assert [(r[0], r[2], r[3], r[5]) for r in rejected] == [("B", "6", "empty-key", "#!?")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 0 and summary["discrepancies"] is True
+    assert not list(out.glob(".staging-*"))
+
+
+def test_header_block_and_comment_safety(tmp_path: Path) -> None:
+    """Lines starting with '#' are the header block; no data line contains an unquoted '#'."""
+    config = setup(tmp_path)
+    assert keysync(config, "run").returncode == 0
+    text = (tmp_path / "output" / "diff_missing_in_A.csv").read_text()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert header[0] == "# report: diff_missing_in_A"
+    assert any(line.startswith("# run_id: ") for line in header)
+    assert "# rows: 1" in header
+    assert "# column source_line: physical line of that row (header = line 1)" in header
+    data = [line for line in text.splitlines() if not line.startswith("#")]
+    assert data[1] == '"CUST-00009","B","\'=cust-#-00009",3,"\'+2026","CUST-00009","Proposed"'
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_fail_on_diff_exits_1(tmp_path: Path, parallel: bool) -> None:
+    config = setup(tmp_path, parallel=parallel)
+    done = keysync(config, "run", "--fail-on-diff")
+    assert done.returncode == 1
+    assert "discrepancies found (--fail-on-diff)" in done.stderr
+
+
+def test_same_inputs_give_same_rows_in_both_modes(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = setup(tmp_path / "one", parallel=False)
+    two = setup(tmp_path / "two", parallel=True)
+    assert keysync(one, "run").returncode == 0
+    assert keysync(two, "run").returncode == 0
+    for name in ["diff_missing_in_A.csv", "diff_missing_from_system.csv", "duplicates.csv"]:
+        rows_one = data_rows(tmp_path / "one" / "output" / name)
+        rows_two = data_rows(tmp_path / "two" / "output" / name)
+        assert [r[:4] for r in rows_one] == [r[:4] for r in rows_two]
