@@ -35,3 +35,9 @@ class RunError(KeysyncError):
     """The run could not be done: A unreadable, no peer, lock held, stale checkpoint (exit 3)."""
 
     exit_code = EXIT_CANNOT_RUN
+
+
+class Interrupted(KeysyncError):
+    """Ctrl-C or SIGTERM: the run stopped at a clean point and kept a checkpoint (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED

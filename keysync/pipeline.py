@@ -18,7 +18,7 @@ import os
 import queue
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any
 
 from keysync import logs
 from keysync.config import Config, NormalizeConfig, SourceConfig
-from keysync.errors import RunError
+from keysync.errors import Interrupted, RunError
 from keysync.messages import KeyBatch, RawBatch, SourceFailed, SourceFinished, SourceOpened
 from keysync.normalization import compile_rules
 from keysync.stages.merger import KeyIndex, SourcePosition
@@ -34,8 +34,26 @@ from keysync.stages.normalizer import normalize_batch
 from keysync.stages.reader import Header, SourceUnavailable, read_batches, read_header
 
 POLL_S = 0.2
-# Called after every applied batch: (system, batch). The checkpointer and progress bar hook in here.
-BatchHook = Callable[[KeyBatch], None]
+
+
+class PipelineObserver:
+    """Hooks the runner uses to follow the merge: checkpoints, progress, resume timing.
+
+    The default does nothing; ``should_stop`` is polled between batches so that
+    Ctrl-C stops the merge at a clean point instead of in the middle of a write.
+    """
+
+    def batch_applied(self, batch: KeyBatch) -> None:
+        """A batch is now part of the index."""
+
+    def source_finished(self, system: str) -> None:
+        """Every batch of ``system`` is applied."""
+
+    def source_unavailable(self, system: str, reason: str) -> None:
+        """``system`` cannot be (fully) read; it is left out of the comparison."""
+
+    def should_stop(self) -> bool:
+        return False
 
 
 @dataclass
@@ -126,7 +144,9 @@ def reader_main(
     except OSError as exc:
         _put(out_queue, SourceFailed(job.system, f"{job.path}: read failed: {exc}"))
         return
-    _put(out_queue, SourceFinished(job.system, batches))
+    _put(
+        out_queue, SourceFinished(job.system, _start_positions(job, header)["start_seq"] + batches)
+    )
 
 
 def normalizer_main(
@@ -165,13 +185,13 @@ class Pipeline:
         *,
         index: KeyIndex,
         run_id: str | None = None,
-        on_batch: BatchHook | None = None,
+        observer: PipelineObserver | None = None,
     ) -> None:
         self.config = config
         self.jobs = list(jobs)
         self.index = index
         self.run_id = run_id
-        self.on_batch = on_batch
+        self.observer = observer or PipelineObserver()
         self.log = logs.get_logger(stage="pipeline")
 
     def run(self) -> PipelineResult:
@@ -187,19 +207,16 @@ class Pipeline:
         unavailable: dict[str, str] = {}
         sizes: dict[str, int] = {}
         for job in self.jobs:
+            self._check_stop()
             if job.stall:
                 time.sleep(processing.source_timeout_s)
-                unavailable[job.system] = self._timeout_reason()
-                self.log.warning(
-                    "source.unavailable", system=job.system, reason=unavailable[job.system]
-                )
+                self._unavailable(unavailable, job.system, self._timeout_reason())
                 continue
             try:
                 header = read_header(job.system, job.path, job.source)
                 sizes[job.system] = job.path.stat().st_size
             except SourceUnavailable as exc:
-                unavailable[job.system] = str(exc)
-                self.log.warning("source.unavailable", system=job.system, reason=str(exc))
+                self._unavailable(unavailable, job.system, str(exc))
                 continue
             self.log.info(
                 "source.available", system=job.system, path=str(job.path), bytes=sizes[job.system]
@@ -214,21 +231,28 @@ class Pipeline:
                     **_start_positions(job, header),
                 ):
                     self._apply(normalize_batch(raw, normalizer, processing.max_key_length))
+                    self._check_stop()
             except OSError as exc:
-                unavailable[job.system] = f"{job.path}: read failed: {exc}"
-                self.log.warning(
-                    "source.unavailable", system=job.system, reason=unavailable[job.system]
-                )
+                self._unavailable(unavailable, job.system, f"{job.path}: read failed: {exc}")
                 continue
             self._finished(job.system)
         return PipelineResult(self.index, unavailable, sizes)
 
     def _apply(self, batch: KeyBatch) -> None:
         for applied in self.index.add(batch):
-            if self.on_batch is not None:
-                self.on_batch(applied)
+            self.observer.batch_applied(applied)
+
+    def _unavailable(self, unavailable: dict[str, str], system: str, reason: str) -> None:
+        unavailable[system] = reason
+        self.observer.source_unavailable(system, reason)
+        self.log.warning("source.unavailable", system=system, reason=reason)
+
+    def _check_stop(self) -> None:
+        if self.observer.should_stop():
+            raise Interrupted("interrupted")
 
     def _finished(self, system: str) -> None:
+        self.observer.source_finished(system)
         keys = self.index[system]
         self.log.info(
             "source.finished",
@@ -339,6 +363,7 @@ class Pipeline:
         dead_since: dict[str, float] = {}
         done: set[str] = set()
         while len(done) < len(readers):
+            self._check_stop()
             try:
                 message = out_queue.get(timeout=POLL_S)
             except queue.Empty:
@@ -356,11 +381,8 @@ class Pipeline:
                 last_seen[message.system] = now
                 expected[message.system] = message.batches
             elif isinstance(message, SourceFailed):
-                unavailable[message.system] = message.message
                 done.add(message.system)
-                self.log.warning(
-                    "source.unavailable", system=message.system, reason=message.message
-                )
+                self._unavailable(unavailable, message.system, message.message)
             for system, process in readers.items():
                 if system in done:
                     continue
@@ -369,19 +391,15 @@ class Pipeline:
                     self._finished(system)
                 elif system not in expected and now - last_seen[system] > timeout_s:
                     process.terminate()
-                    unavailable[system] = self._timeout_reason()
                     done.add(system)
-                    self.log.warning(
-                        "source.unavailable", system=system, reason=unavailable[system]
-                    )
+                    self._unavailable(unavailable, system, self._timeout_reason())
                 elif system not in expected and not process.is_alive():
                     # Its last messages may still be in the pipe: give them a moment.
                     if now - dead_since.setdefault(system, now) < 1.0:
                         continue
-                    unavailable[system] = f"reader process died (exit code {process.exitcode})"
                     done.add(system)
-                    self.log.warning(
-                        "source.unavailable", system=system, reason=unavailable[system]
+                    self._unavailable(
+                        unavailable, system, f"reader process died (exit code {process.exitcode})"
                     )
             if message is None and not all(p.is_alive() for p in normalizers):
                 dead = next(p for p in normalizers if not p.is_alive())

@@ -8,19 +8,45 @@ reports. A kill at any point before the commit leaves the state as it was.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from keysync import logs
+from keysync import checkpoint, logs
+from keysync.checkpoint import CheckpointHeader, CheckpointWriter, RestoredRun
 from keysync.comparison import Comparison, SystemSummary, compare
 from keysync.config import Config
-from keysync.errors import EXIT_DEGRADED, EXIT_DIFF, EXIT_OK, ConfigError, RunError
-from keysync.pipeline import Pipeline, SourceJob
+from keysync.errors import (
+    EXIT_DEGRADED,
+    EXIT_DIFF,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    Interrupted,
+    RunError,
+)
+from keysync.messages import KeyBatch
+from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
 from keysync.stages.merger import KeyIndex
 from keysync.stages.reporter import ReportWriter, summary_rows, write_reconciliation_reports
+
+_IMPORTED = time.monotonic()
+
+
+def seconds_since_process_start() -> float:
+    """How long this process has lived (Linux /proc; elsewhere since keysync was imported)."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            return float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
 
 
 @dataclass
@@ -116,47 +142,154 @@ def _stalled_system(config: Config, systems: list[str]) -> str | None:
     return stalled if stalled in systems else None
 
 
+class _RunObserver(PipelineObserver):
+    """Feeds the checkpoint, and turns Ctrl-C / SIGTERM into a clean stop."""
+
+    def __init__(self, checkpoint: CheckpointWriter, resumed_at: float | None) -> None:
+        self.checkpoint = checkpoint
+        self.stop_requested = False
+        self.resumed_at = resumed_at
+        self.log = logs.get_logger(stage="checkpoint")
+
+    def batch_applied(self, batch: KeyBatch) -> None:
+        if self.resumed_at is not None:
+            # The first batch after a resume: rows are being processed again.
+            logs.get_logger(stage="runner").info(
+                "run.resumed",
+                resume_s=round(seconds_since_process_start(), 3),
+                replay_s=round(self.resumed_at, 3),
+            )
+            self.resumed_at = None
+        frames = self.checkpoint.frames
+        if self.checkpoint.add(batch):
+            self.log.debug("checkpoint.saved", frame=frames, system=batch.system)
+
+    def source_finished(self, system: str) -> None:
+        self.checkpoint.source_finished(system)
+
+    def source_unavailable(self, system: str, reason: str) -> None:
+        self.checkpoint.source_unavailable(system, reason)
+
+    def should_stop(self) -> bool:
+        return self.stop_requested
+
+
+@contextmanager
+def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
+    """First Ctrl-C / SIGTERM: stop at the next clean point. Second: exit at once."""
+
+    def handle(signum: int, frame: object) -> None:
+        if observer.stop_requested:
+            os._exit(EXIT_INTERRUPTED)
+        observer.stop_requested = True
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _resumable(config: Config, options: RunOptions) -> RestoredRun | None:
+    """The latest interrupted run to continue, or None (said in the log) if there is none."""
+    log = logs.get_logger(stage="runner")
+    for folder in checkpoint.interrupted_runs(config.checkpoint_dir):
+        header = checkpoint.read_header(folder)
+        checkpoint.verify_inputs(header, config)
+        restored = checkpoint.load(folder)
+        if restored.torn_tail:
+            log.warning(
+                "checkpoint.torn",
+                run_id=header.run_id,
+                frames=restored.frames,
+                detail="the last checkpoint was cut short; continuing from the one before it",
+            )
+        return restored
+    log.warning("run.nothing_to_resume", detail="no interrupted run to resume; running normally")
+    return None
+
+
 def run(config: Config, options: RunOptions | None = None) -> RunResult:
     """Reconcile the configured sources; see SPEC.md "Commands" for the contract."""
     options = options or RunOptions()
     started = utc_now()
     clock = time.monotonic()
-    systems = select_systems(config, options.systems)
-    mode = options.mode or config.processing.mode
-    run_id = new_run_id(started)
     log = logs.get_logger(stage="runner")
     if options.regenerate_keys is not None:
         from keysync.mockdata import generate
 
         generate(config, keys=options.regenerate_keys)
-    logs.bind_run(run_id)
-    try:
-        log.info(
-            "run.started",
-            mode=mode,
-            systems=systems,
-            dry_run=options.dry_run,
-            auto_approve=options.auto_approve or config.provisioning.auto_approve,
+    restored = _resumable(config, options) if options.resume else None
+    if restored is not None:
+        run_id = restored.header.run_id
+        systems = restored.header.systems
+        mode = restored.header.mode
+        index = restored.index
+        unavailable = dict(restored.unavailable)
+        writer = CheckpointWriter(
+            restored.directory, None, config.processing.checkpoint_interval, restored.frames
         )
-        stalled = _stalled_system(config, systems)
-        jobs = [
-            SourceJob(s, config.source_path(s), config.sources[s], stall=(s == stalled))
-            for s in systems
-        ]
+    else:
+        systems = select_systems(config, options.systems)
+        mode = options.mode or config.processing.mode
+        run_id = new_run_id(started)
         index = KeyIndex(systems)
-        result = Pipeline(config, jobs, index=index, run_id=run_id).run()
-        read_s = time.monotonic() - clock
-        authority = config.authority
-        if authority in result.unavailable:
-            raise RunError(
-                f"the authority {authority} is unavailable: {result.unavailable[authority]}"
+        unavailable = {}
+        header = CheckpointHeader(
+            format=checkpoint.FORMAT_VERSION,
+            run_id=run_id,
+            created_at=iso(started),
+            settings_hash=checkpoint.settings_hash(config, systems),
+            systems=systems,
+            mode=mode,
+            flags={"dry_run": options.dry_run, "auto_approve": options.auto_approve},
+            inputs=[checkpoint.fingerprint(s, config.source_path(s)) for s in systems],
+        )
+        writer = CheckpointWriter(
+            config.checkpoint_dir / run_id, header, config.processing.checkpoint_interval
+        )
+    logs.bind_run(run_id)
+    observer = _RunObserver(writer, time.monotonic() - clock if restored else None)
+    try:
+        with _stop_on_signals(observer):
+            log.info(
+                "run.started",
+                mode=mode,
+                systems=systems,
+                dry_run=options.dry_run,
+                auto_approve=options.auto_approve or config.provisioning.auto_approve,
+                resumed=restored is not None,
             )
-        peers = [s for s in systems if s != authority]
-        if all(p in result.unavailable for p in peers):
-            reasons = "; ".join(f"{p}: {result.unavailable[p]}" for p in peers)
-            raise RunError(f"no peer of {authority} is available ({reasons})")
-        comparison = compare(index, authority, result.unavailable)
-        run_result = _report(config, options, run_id, mode, started, comparison, systems)
+            stalled = _stalled_system(config, systems)
+            jobs = [
+                SourceJob(
+                    s,
+                    config.source_path(s),
+                    config.sources[s],
+                    position=index[s].position,
+                    stall=(s == stalled),
+                )
+                for s in systems
+                if s not in unavailable
+            ]
+            result = Pipeline(config, jobs, index=index, run_id=run_id, observer=observer).run()
+            writer.flush()
+            unavailable.update(result.unavailable)
+            read_s = time.monotonic() - clock
+            authority = config.authority
+            if authority in unavailable:
+                raise RunError(
+                    f"the authority {authority} is unavailable: {unavailable[authority]}"
+                )
+            peers = [s for s in systems if s != authority]
+            if all(p in unavailable for p in peers):
+                reasons = "; ".join(f"{p}: {unavailable[p]}" for p in peers)
+                raise RunError(f"no peer of {authority} is available ({reasons})")
+            comparison = compare(index, authority, unavailable)
+            run_result = _report(config, options, run_id, mode, started, comparison, systems)
+        writer.close()
+        checkpoint.remove(writer.directory)
         run_result.durations = {
             "read_s": round(read_s, 3),
             "total_s": round(time.monotonic() - clock, 3),
@@ -169,7 +302,16 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
             **{f"{s.system}_matched": s.matched for s in run_result.summaries if s.available},
         )
         return run_result
+    except Interrupted:
+        writer.flush()
+        writer.close()
+        log.warning("run.interrupted", checkpoint=str(writer.directory), frames=writer.frames)
+        raise Interrupted(
+            f"run {run_id} interrupted; a checkpoint is kept: `keysync run --resume` continues it"
+        ) from None
     except RunError as exc:
+        writer.close()
+        checkpoint.remove(writer.directory)
         log.error("run.failed", reason=str(exc))
         raise
     finally:

@@ -1,0 +1,320 @@
+"""Checkpoints: what a killed run needs to continue exactly where it stopped.
+
+A checkpoint folder (``paths.checkpoints/<run_id>/``) holds:
+
+- ``header.msgpack``: format version, run id, a hash of the settings that shape
+  the index, and a fingerprint of every input (size, mtime, hash of head and
+  tail). Written once, atomically (temp, fsync, rename).
+- ``log.bin``: an append-only log of frames. Each frame carries the batches
+  the merger applied since the previous frame (normalized keys, lines,
+  timestamps, rejected rows, new source positions) and which sources finished
+  or failed. A frame is ``length | crc32 | msgpack``; appending one and
+  fsyncing it *is* taking a checkpoint, so its cost grows with the rows since
+  the last one, never with the whole index.
+
+Loading replays every complete frame into a fresh ``KeyIndex`` and stops at
+the first torn or corrupt one: a kill during a checkpoint write falls back to
+the previous checkpoint (Flink: restore only complete checkpoints). The stored
+source positions are the next byte and line to read (Kafka: the committed
+offset is the next record).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from keysync.config import Config
+from keysync.errors import RunError
+from keysync.messages import KeyBatch, RejectedRow
+from keysync.stages.merger import KeyIndex
+
+FORMAT_VERSION = 1
+HEADER_FILE = "header.msgpack"
+LOG_FILE = "log.bin"
+_FRAME = struct.Struct("<II")  # payload length, crc32 of payload
+_SAMPLE = 64 * 1024
+
+
+class InputFingerprint(msgspec.Struct, array_like=True, frozen=True):
+    """Enough of a file to notice that it changed: size, mtime and its two ends."""
+
+    system: str
+    path: str
+    size: int
+    mtime_ns: int
+    head_tail_sha256: str
+
+
+class CheckpointHeader(msgspec.Struct, frozen=True):
+    format: int
+    run_id: str
+    created_at: str
+    settings_hash: str
+    systems: list[str]
+    mode: str
+    flags: dict[str, bool]
+    inputs: list[InputFingerprint]
+
+
+class StoredBatch(msgspec.Struct, array_like=True):
+    """A ``KeyBatch`` as stored: raw forms only where they differ from the key."""
+
+    system: str
+    seq: int
+    start_offset: int
+    end_offset: int
+    first_line: int
+    next_line: int
+    keys: list[str]
+    raw_changes: list[tuple[int, str]]
+    lines: list[int]
+    timestamps: list[str]
+    rejected: list[RejectedRow]
+    rows_read: int
+
+    @classmethod
+    def from_batch(cls, batch: KeyBatch) -> StoredBatch:
+        keys = batch.keys
+        changes = [
+            (i, raw) for i, raw in enumerate(batch.raws) if raw is not keys[i] and raw != keys[i]
+        ]
+        return cls(
+            batch.system,
+            batch.seq,
+            batch.start_offset,
+            batch.end_offset,
+            batch.first_line,
+            batch.next_line,
+            keys,
+            changes,
+            batch.lines,
+            batch.timestamps,
+            batch.rejected,
+            batch.rows_read,
+        )
+
+    def to_batch(self) -> KeyBatch:
+        raws = list(self.keys)
+        for i, raw in self.raw_changes:
+            raws[i] = raw
+        return KeyBatch(
+            self.system,
+            self.seq,
+            self.start_offset,
+            self.end_offset,
+            self.first_line,
+            self.next_line,
+            self.keys,
+            raws,
+            self.lines,
+            self.timestamps,
+            self.rejected,
+            self.rows_read,
+        )
+
+
+class Frame(msgspec.Struct, array_like=True):
+    number: int
+    batches: list[StoredBatch]
+    unavailable: dict[str, str]
+    finished: list[str]
+
+
+def settings_hash(config: Config, systems: Iterable[str]) -> str:
+    """A hash of every setting that shapes the index: rules, limits, and how sources are read."""
+    shaping = {
+        "normalize": config.normalize,
+        "max_key_length": config.processing.max_key_length,
+        "sources": {name: config.sources[name] for name in systems},
+    }
+    return hashlib.sha256(msgspec.msgpack.encode(shaping)).hexdigest()[:16]
+
+
+def fingerprint(system: str, path: Path) -> InputFingerprint:
+    """Size, mtime and a hash of the first and last 64 KiB; (0, 0, "") for a missing file."""
+    try:
+        stat = path.stat()
+        with open(path, "rb") as handle:
+            digest = hashlib.sha256(handle.read(_SAMPLE))
+            if stat.st_size > _SAMPLE:
+                handle.seek(max(_SAMPLE, stat.st_size - _SAMPLE))
+                digest.update(handle.read(_SAMPLE))
+    except OSError:
+        return InputFingerprint(system, str(path), 0, 0, "")
+    return InputFingerprint(system, str(path), stat.st_size, stat.st_mtime_ns, digest.hexdigest())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CheckpointWriter:
+    """Appends a frame every ``interval`` rows; ``flush`` takes one now (e.g. on Ctrl-C)."""
+
+    def __init__(
+        self, directory: Path, header: CheckpointHeader | None, interval: int, frames: int = 0
+    ) -> None:
+        """Start a checkpoint (with ``header``) or continue a restored one (``frames`` so far)."""
+        self.directory = directory
+        self.interval = interval
+        self._pending: list[KeyBatch] = []
+        self._rows = 0
+        self._unavailable: dict[str, str] = {}
+        self._finished: list[str] = []
+        self.frames = frames
+        directory.mkdir(parents=True, exist_ok=True)
+        if header is not None:
+            _write_atomically(directory / HEADER_FILE, msgspec.msgpack.encode(header))
+        self._log = open(directory / LOG_FILE, "ab")  # noqa: SIM115 - closed by close()
+
+    def add(self, batch: KeyBatch) -> bool:
+        """Remember an applied batch; take a checkpoint when the interval is reached."""
+        self._pending.append(batch)
+        self._rows += batch.rows_read
+        if self._rows >= self.interval:
+            self.flush()
+            return True
+        return False
+
+    def source_unavailable(self, system: str, reason: str) -> None:
+        self._unavailable[system] = reason
+
+    def source_finished(self, system: str) -> None:
+        self._finished.append(system)
+
+    def flush(self) -> int:
+        """Append and fsync one frame with everything since the last; returns its row count."""
+        if not (self._pending or self._unavailable or self._finished):
+            return 0
+        frame = Frame(
+            self.frames,
+            [StoredBatch.from_batch(b) for b in self._pending],
+            self._unavailable,
+            self._finished,
+        )
+        payload = msgspec.msgpack.encode(frame)
+        self._log.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
+        self._log.flush()
+        os.fdatasync(self._log.fileno())
+        rows = self._rows
+        self.frames += 1
+        self._pending, self._rows, self._unavailable, self._finished = [], 0, {}, []
+        return rows
+
+    def close(self) -> None:
+        self._log.close()
+
+
+@dataclass
+class RestoredRun:
+    """An interrupted run rebuilt from its checkpoint."""
+
+    directory: Path
+    header: CheckpointHeader
+    index: KeyIndex
+    unavailable: dict[str, str] = field(default_factory=dict)
+    finished: list[str] = field(default_factory=list)
+    frames: int = 0
+    torn_tail: bool = False
+
+
+def read_header(directory: Path) -> CheckpointHeader:
+    try:
+        header = msgspec.msgpack.decode(
+            (directory / HEADER_FILE).read_bytes(), type=CheckpointHeader
+        )
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RunError(
+            f"checkpoint {directory} is unreadable ({exc}); run without --resume"
+        ) from None
+    if header.format != FORMAT_VERSION:
+        raise RunError(
+            f"checkpoint {directory} has format {header.format}, this keysync reads "
+            f"{FORMAT_VERSION}; run without --resume"
+        )
+    return header
+
+
+def load(directory: Path) -> RestoredRun:
+    """Replay every complete frame of the checkpoint into a fresh index."""
+    header = read_header(directory)
+    restored = RestoredRun(directory, header, KeyIndex(header.systems))
+    try:
+        data = (directory / LOG_FILE).read_bytes()
+    except FileNotFoundError:
+        data = b""
+    position = 0
+    decoder = msgspec.msgpack.Decoder(Frame)
+    while position < len(data):
+        if position + _FRAME.size > len(data):
+            restored.torn_tail = True
+            break
+        length, crc = _FRAME.unpack_from(data, position)
+        payload = data[position + _FRAME.size : position + _FRAME.size + length]
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            restored.torn_tail = True
+            break
+        try:
+            frame = decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            restored.torn_tail = True
+            break
+        for stored in frame.batches:
+            restored.index.add(stored.to_batch())
+        restored.unavailable.update(frame.unavailable)
+        restored.finished.extend(frame.finished)
+        restored.frames += 1
+        position += _FRAME.size + length
+    if restored.torn_tail:
+        # Cut the torn frame off, so the frames this run appends next are readable.
+        with open(directory / LOG_FILE, "r+b") as handle:
+            handle.truncate(position)
+            os.fsync(handle.fileno())
+    return restored
+
+
+def verify_inputs(header: CheckpointHeader, config: Config) -> None:
+    """Refuse (exit 3) when the settings or any input changed since the checkpoint."""
+    if settings_hash(config, header.systems) != header.settings_hash:
+        raise RunError(
+            f"cannot resume run {header.run_id}: the normalization or source settings changed "
+            "since its checkpoint; run without --resume to start over"
+        )
+    for stored in header.inputs:
+        current = fingerprint(stored.system, config.source_path(stored.system))
+        if current != stored:
+            raise RunError(
+                f"cannot resume run {header.run_id}: input {stored.system} ({stored.path}) changed "
+                "since its checkpoint; run without --resume to start over"
+            )
+
+
+def interrupted_runs(root: Path) -> list[Path]:
+    """Checkpoint folders, newest first (run ids sort by start time)."""
+    if not root.is_dir():
+        return []
+    folders = [p for p in root.iterdir() if p.is_dir() and (p / HEADER_FILE).exists()]
+    return sorted(folders, key=lambda p: p.name, reverse=True)
+
+
+def remove(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
