@@ -88,6 +88,14 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     return Header(columns, columns.index(source.key_column), ts_index, offset)
 
 
+def _next_other(whole: tuple[str, ...], start: int) -> int:
+    """Index of the next line the fast pattern refused (or blank), or len(whole)."""
+    try:
+        return whole.index("", start)
+    except ValueError:
+        return len(whole)
+
+
 class _RecordParser:
     """Turns complete physical lines into records, rows and rejections."""
 
@@ -119,42 +127,48 @@ class _RecordParser:
         Stops early (consumed < len(lines)) only when a quoted record continues past
         the last line given and more input may follow.
         """
+        if not lines:
+            return [], [], [], [], 0, 0
         block = b"\n".join(lines)
         try:
             text = block.decode(self.encoding)
         except UnicodeDecodeError:
             text = block.decode(self.encoding, "surrogateescape")
         matches = self._line_pattern.findall(text)
-        if len(matches) != len(lines):  # pragma: no cover - a regex invariant
-            raise AssertionError(f"{len(matches)} matches for {len(lines)} lines")
+        count = len(lines)
+        if len(matches) != count:  # pragma: no cover - a regex invariant
+            raise AssertionError(f"{len(matches)} matches for {count} lines")
+        # Columns of the findall tuples, built in C: whole good line, key, timestamp, other.
+        columns = list(zip(*matches))
+        whole = columns[0]
+        key_column = columns[self._key_group]
+        ts_column = columns[self._ts_group] if self._ts_group else ("",) * count
         keys: list[str] = []
         numbers: list[int] = []
         stamps: list[str] = []
         rejected: list[RejectedRow] = []
-        key_group, ts_group, other_group = self._key_group, self._ts_group, self._other_group
         records = 0
-        i = 0
-        count = len(lines)
-        while i < count:
-            match = matches[i]
-            if match[0]:
-                keys.append(match[key_group])
-                stamps.append(match[ts_group] if ts_group else "")
-                numbers.append(first_line + i)
+        good_from = 0  # start of the current run of well-formed lines
+        i = _next_other(whole, 0)
+        while True:
+            # Lines good_from..i-1 are well-formed records: take them as slices, in C.
+            keys.extend(key_column[good_from:i])
+            stamps.extend(ts_column[good_from:i])
+            numbers.extend(range(first_line + good_from, first_line + i))
+            records += i - good_from
+            if i >= count:
+                return keys, numbers, stamps, rejected, records, count
+            if not columns[self._other_group][i].rstrip("\r"):
+                used = 1  # a blank line: not a record, but it still has a line number
+            else:
+                used = self._parse_careful(
+                    lines, i, first_line, at_eof, keys, numbers, stamps, rejected
+                )
+                if used == 0:
+                    return keys, numbers, stamps, rejected, records, i
                 records += 1
-                i += 1
-                continue
-            if not match[other_group].rstrip("\r"):
-                i += 1  # a blank line: not a record, but it still has a line number
-                continue
-            used = self._parse_careful(
-                lines, i, first_line, at_eof, keys, numbers, stamps, rejected
-            )
-            if used == 0:
-                return keys, numbers, stamps, rejected, records, i
-            records += 1
-            i += used
-        return keys, numbers, stamps, rejected, records, count
+            good_from = i + used
+            i = _next_other(whole, good_from)
 
     def _reject(
         self, rejected: list[RejectedRow], line: int, error: str, message: str, raw: str
