@@ -179,7 +179,7 @@ def run(
       keysync run --mode incremental --fail-on-diff
       keysync run --resume
     """
-    from keysync.console import print_run_result
+    from keysync.console import ProgressLine, print_run_result
     from keysync.runner import RunOptions
     from keysync.runner import run as run_reconciliation
 
@@ -192,9 +192,15 @@ def run(
         regenerate_keys=keys,
         systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
         fail_on_diff=fail_on_diff,
-        progress=not app.quiet and sys.stderr.isatty(),
     )
-    result = run_reconciliation(app.config, options)
+    progress = ProgressLine() if not app.quiet and sys.stderr.isatty() else None
+    if progress is not None:
+        options.on_progress = progress.update
+    try:
+        result = run_reconciliation(app.config, options)
+    finally:
+        if progress is not None:
+            progress.clear()
     if not app.quiet:
         print_run_result(result)
     elif result.message:

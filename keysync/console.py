@@ -7,6 +7,27 @@ import click
 from keysync.runner import RunResult
 
 
+class ProgressLine:
+    """A one-line progress bar on stderr: bytes read of all sources, rows per system."""
+
+    WIDTH = 24
+
+    def __init__(self) -> None:
+        self._shown = False
+
+    def update(self, done: int, total: int, rows: dict[str, int]) -> None:
+        fraction = done / total if total else 1.0
+        filled = int(fraction * self.WIDTH)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        counts = "  ".join(f"{system} {count:,}" for system, count in rows.items())
+        click.echo(f"\r\x1b[Kreading [{bar}] {fraction:4.0%}  {counts}", nl=False, err=True)
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            click.echo("\r\x1b[K", nl=False, err=True)
+
+
 def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 

@@ -12,7 +12,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -60,7 +60,8 @@ class RunOptions:
     regenerate_keys: int | None = None
     systems: list[str] | None = None
     fail_on_diff: bool = False
-    progress: bool = False
+    # Called now and then while reading: (bytes done, total bytes, rows read per system).
+    on_progress: Callable[[int, int, dict[str, int]], None] | None = None
 
 
 @dataclass
@@ -145,11 +146,30 @@ def _stalled_system(config: Config, systems: list[str]) -> str | None:
 class _RunObserver(PipelineObserver):
     """Feeds the checkpoint, and turns Ctrl-C / SIGTERM into a clean stop."""
 
-    def __init__(self, checkpoint: CheckpointWriter, resumed_at: float | None) -> None:
+    def __init__(
+        self,
+        checkpoint: CheckpointWriter,
+        resumed_at: float | None,
+        index: KeyIndex,
+        total_bytes: int,
+        on_progress: Callable[[int, int, dict[str, int]], None] | None,
+    ) -> None:
         self.checkpoint = checkpoint
         self.stop_requested = False
         self.resumed_at = resumed_at
         self.log = logs.get_logger(stage="checkpoint")
+        self.index = index
+        self.total_bytes = total_bytes
+        self.on_progress = on_progress
+        self._shown = 0.0
+
+    def _progress(self) -> None:
+        if self.on_progress is None or time.monotonic() - self._shown < 0.1:
+            return
+        self._shown = time.monotonic()
+        done = sum(s.position.offset for s in self.index.systems.values())
+        rows = {name: s.rows_read for name, s in self.index.systems.items()}
+        self.on_progress(min(done, self.total_bytes), self.total_bytes, rows)
 
     def batch_applied(self, batch: KeyBatch) -> None:
         if self.resumed_at is not None:
@@ -160,6 +180,7 @@ class _RunObserver(PipelineObserver):
                 replay_s=round(self.resumed_at, 3),
             )
             self.resumed_at = None
+        self._progress()
         frames = self.checkpoint.frames
         if self.checkpoint.add(batch):
             self.log.debug("checkpoint.saved", frame=frames, system=batch.system)
@@ -222,7 +243,8 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
         generate(config, keys=options.regenerate_keys)
     restored = _resumable(config, options) if options.resume else None
     if restored is not None:
-        run_id = restored.header.run_id
+        header = restored.header
+        run_id = header.run_id
         systems = restored.header.systems
         mode = restored.header.mode
         index = restored.index
@@ -250,7 +272,13 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
             config.checkpoint_dir / run_id, header, config.processing.checkpoint_interval
         )
     logs.bind_run(run_id)
-    observer = _RunObserver(writer, time.monotonic() - clock if restored else None)
+    observer = _RunObserver(
+        writer,
+        time.monotonic() - clock if restored else None,
+        index,
+        sum(f.size for f in header.inputs),
+        options.on_progress,
+    )
     try:
         with _stop_on_signals(observer):
             log.info(
