@@ -105,39 +105,50 @@ class EventSpec:
 EVENTS: Final[dict[str, EventSpec]] = {
     "run.started": EventSpec(
         "info",
-        ("mode", "dry_run", "auto_approve", "resume", "systems"),
-        "a run begins (after the lock is taken)",
+        ("mode", "systems", "dry_run", "auto_approve", "resumed"),
+        "a run begins (or continues, `resumed: true`); what it was asked to do",
     ),
     "run.completed": EventSpec(
         "info",
-        ("exit_code", "duration_s", "rows_read", "rows_rejected"),
-        "a run ended with reports written; counts and durations",
+        ("exit_code", "duration_s"),
+        "a run ended with its reports written; outcome, counts and durations",
     ),
     "run.failed": EventSpec(
         "error",
-        ("exit_code", "reason", "duration_s"),
-        "the run could not be done; `exception` when a bug caused it",
+        ("reason",),
+        "the run could not be done (exit 3); `exception` too when a bug caused it",
     ),
     "run.interrupted": EventSpec(
         "warning",
-        ("exit_code", "duration_s"),
-        "Ctrl-C or SIGTERM; the checkpoint is kept for `--resume`",
+        ("checkpoint", "frames"),
+        "Ctrl-C or SIGTERM (exit 130); the checkpoint folder is kept for `--resume`",
     ),
     "run.resumed": EventSpec(
         "info",
-        ("resumed_run_id", "resume_s"),
-        "`--resume` restored a checkpoint; `resume_s` is how long that took",
+        ("resume_s", "replay_s"),
+        "`--resume` is processing rows again: `resume_s` after the process started, "
+        "`replay_s` spent restoring the checkpoint",
     ),
-    "source.available": EventSpec("info", ("system", "path"), "a source file can be read"),
+    "run.nothing_to_resume": EventSpec(
+        "warning", ("detail",), "`--resume` found no interrupted run; a normal run follows"
+    ),
+    "source.available": EventSpec(
+        "info", ("system", "bytes"), "a source file was opened and its header read"
+    ),
     "source.unavailable": EventSpec(
         "warning",
-        ("system", "path", "reason"),
-        "a peer is missing, unreadable or timed out; the run goes on degraded",
+        ("system", "reason"),
+        "a source is missing, unreadable or silent too long; without a peer the run is degraded",
+    ),
+    "source.stalling": EventSpec(
+        "warning",
+        ("system", "reason"),
+        "a reader simulates a source that stops answering (`simulate_timeout`)",
     ),
     "source.finished": EventSpec(
         "info",
-        ("system", "rows_read", "rows_rejected", "duration_s"),
-        "a source has been read to its end",
+        ("system", "rows_read", "rows_rejected"),
+        "a source has been read to its end and merged",
     ),
     "row.rejected": EventSpec(
         "debug",
@@ -145,14 +156,17 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "one rejected row (debug: one event per row)",
     ),
     "source.rejected_rows": EventSpec(
-        "info",
-        ("system", "count", "by_type"),
-        "rejected rows of one source, counted by error_type",
+        "info", ("system", "count"), "how many rows of one source were rejected"
     ),
     "checkpoint.saved": EventSpec(
-        "info",
-        ("rows", "duration_s"),
-        "a checkpoint was written (every `checkpoint_interval` rows)",
+        "debug",
+        ("frame", "system"),
+        "a checkpoint frame was written (every `checkpoint_interval` rows)",
+    ),
+    "checkpoint.torn": EventSpec(
+        "warning",
+        ("frames", "detail"),
+        "the last checkpoint frame was cut short (a kill while writing); the one before is used",
     ),
     "key.proposed": EventSpec(
         "debug",
@@ -169,7 +183,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
     ),
     "report.written": EventSpec("info", ("report", "path", "rows"), "a report file is in place"),
     "lock.stale_cleared": EventSpec(
-        "warning", ("path", "pid"), "a lock left by a dead run was removed"
+        "warning", ("path", "pid", "stale_run_id"), "a lock left by a dead run was removed"
     ),
     "log.event_lost": EventSpec(
         "warning",

@@ -1,0 +1,250 @@
+"""A real log collector reads every event keysync writes: rsyslog (imfile + mmjsonparse).
+
+The collector runs on the configuration documented in docs/logging.md (only its paths
+are swapped for temporary ones), as its own foreground ``rsyslogd`` with its own pid file
+and work folder: no system socket, no ``/dev/log``. It tails the log file while real
+processes write it, re-serialises every event it parsed, and the test compares that,
+event by event, with the file. ``.ci/run`` installs rsyslog; without it the test is skipped
+locally and fails in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTED_PATHS = {
+    "work": "/var/spool/rsyslog-keysync",
+    "collected": "/var/log/keysync/collected.jsonl",
+    "unparsed": "/var/log/keysync/unparsed.log",
+    "log_file": "/srv/keysync/data/logs/keysync.jsonl",
+}
+
+
+def _rsyslogd() -> str | None:
+    found = shutil.which("rsyslogd")
+    if found:
+        return found
+    return "/usr/sbin/rsyslogd" if os.access("/usr/sbin/rsyslogd", os.X_OK) else None
+
+
+def documented_config() -> str:
+    """The rsyslog configuration block of docs/logging.md, as a user would copy it."""
+    docs = (ROOT / "docs" / "logging.md").read_text(encoding="utf-8")
+    match = re.search(r"^```\n(# keysync-rsyslog\.conf.*?)^```", docs, re.MULTILINE | re.DOTALL)
+    assert match, "docs/logging.md has no rsyslog configuration block"
+    return match.group(1)
+
+
+class Collector:
+    """One rsyslogd in the foreground, tailing ``log_file`` into ``collected``."""
+
+    def __init__(self, folder: Path, log_file: Path) -> None:
+        binary = _rsyslogd()
+        assert binary is not None
+        self.folder = folder
+        self.collected = folder / "collected.jsonl"
+        self.unparsed = folder / "unparsed.log"
+        work = folder / "work"
+        work.mkdir(parents=True)
+        config = documented_config()
+        for name, path in {
+            "work": work,
+            "collected": self.collected,
+            "unparsed": self.unparsed,
+            "log_file": log_file,
+        }.items():
+            assert DOCUMENTED_PATHS[name] in config
+            config = config.replace(DOCUMENTED_PATHS[name], str(path))
+        self.config = folder / "keysync-rsyslog.conf"
+        self.config.write_text(config, encoding="utf-8")
+        check = subprocess.run(
+            [binary, "-N1", "-f", str(self.config)], capture_output=True, text=True, check=False
+        )
+        assert check.returncode == 0, f"rsyslogd rejects the documented config:\n{check.stderr}"
+        self.pid_file = folder / "rsyslogd.pid"
+        self.output = (folder / "rsyslogd.out").open("wb")
+        self.process = subprocess.Popen(
+            [binary, "-n", "-f", str(self.config), "-i", str(self.pid_file)],
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 15
+        while not self.pid_file.exists():
+            assert self.process.poll() is None, f"rsyslogd exited: {self.diagnostics()}"
+            assert time.monotonic() < deadline, f"rsyslogd did not start: {self.diagnostics()}"
+            time.sleep(0.02)
+
+    def events(self, expected: int, timeout: float = 30) -> list[dict[str, Any]]:
+        """What the collector wrote, once it has ``expected`` events (or the time is up)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.collected.read_bytes().splitlines() if self.collected.exists() else []
+            if len(lines) >= expected or time.monotonic() > deadline:
+                return [json.loads(line) for line in lines]
+            assert self.process.poll() is None, f"rsyslogd died: {self.diagnostics()}"
+            time.sleep(0.05)
+
+    def diagnostics(self) -> str:
+        self.output.flush()
+        said = (self.folder / "rsyslogd.out").read_text(errors="replace")
+        unparsed = self.unparsed.read_text(errors="replace") if self.unparsed.exists() else ""
+        return f"rsyslogd said: {said[-2000:]!r}; unparsed lines: {unparsed[-2000:]!r}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.output.close()
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Callable[[Path], Collector]]:
+    if _rsyslogd() is None:
+        if os.environ.get("CI"):
+            pytest.fail("rsyslogd is missing and CI is set: .ci/run must install rsyslog")
+        pytest.skip("rsyslogd is not installed (Debian: apt-get install rsyslog)")
+    started: list[Collector] = []
+
+    def start(log_file: Path) -> Collector:
+        started.append(Collector(tmp_path / "collector", log_file))
+        return started[-1]
+
+    yield start
+    for one in started:
+        one.stop()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def assert_collected_everything(collector: Collector, log_file: Path) -> list[dict[str, Any]]:
+    written = read_events(log_file)
+    collected = collector.events(len(written))
+    assert len(collected) == len(written), (
+        f"the collector has {len(collected)} of {len(written)} events; {collector.diagnostics()}"
+    )
+    for number, (got, want) in enumerate(zip(collected, written), 1):
+        assert got == want, f"event {number} differs after collection"
+    assert not collector.unparsed.exists() or collector.unparsed.stat().st_size == 0
+    return written
+
+
+# A parent and two forkserver workers, all logging through keysync.logs, many events of
+# every shape: large ones (sent in chunks), exceptions, NUL, non-ASCII, nested values.
+EMITTER = textwrap.dedent(
+    """
+    import multiprocessing as mp
+    import sys
+    from pathlib import Path
+
+    from keysync import logs
+
+
+    def work(queue, level, worker):
+        logs.setup_worker_logging(queue, level=level, run_id="run-collector", stage="reader")
+        log = logs.get_logger(system="B", worker=worker)
+        for seq in range(400):
+            log.info("test.event", seq=seq, ratio=seq / 7, raw="nul\\x00 café\\nnext line",
+                     nested={"a": [1, 2.5, None, True], "b": {"c": "d"}})
+            if seq % 100 == 0:
+                log.info("test.large", seq=seq, blob="x" * 12000)
+        try:
+            raise ValueError("worker trouble\\nsecond line")
+        except ValueError:
+            log.exception("test.failed")
+
+
+    if __name__ == "__main__":
+        logs.setup_logging(level="info", log_file=Path(sys.argv[1]))
+        ctx = mp.get_context("forkserver")
+        logs.bind_run("run-collector")
+        log = logs.get_logger(stage="runner")
+        log.info("run.started", mode="full", systems=["A", "B"])
+        relay = logs.LogRelay(ctx)
+        relay.start()
+        workers = [ctx.Process(target=work, args=(relay.queue, relay.level, n)) for n in range(2)]
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join()
+        relay.stop()
+        log.info("run.completed", exit_code=0, duration_s=0.25)
+    """
+)
+
+
+def test_collector_reads_every_event_of_a_parent_and_its_workers(
+    tmp_path: Path, collector: Callable[[Path], Collector]
+) -> None:
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    log_file.parent.mkdir(parents=True)
+    running = collector(log_file)
+    script = tmp_path / "emit.py"
+    script.write_text(EMITTER, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script), str(log_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+    events = assert_collected_everything(running, log_file)
+    assert len(events) == 2 + 2 * (400 + 4 + 1)
+    worker_pids = {e["pid"] for e in events if e.get("stage") == "reader"}
+    assert len(worker_pids) == 2 and all(e["run_id"] == "run-collector" for e in events)
+    failed = [e for e in events if e["event"] == "test.failed"]
+    assert [e["exception"]["message"] for e in failed] == ["worker trouble\nsecond line"] * 2
+
+
+HEADER = "key,name,last_seen_at\n"
+
+
+def _rows(numbers: range) -> str:
+    return "".join(f"cust_{n:05d},Name {n},2026-01-0{1 + n % 9}T00:00:00Z\n" for n in numbers)
+
+
+def test_collector_reads_every_event_of_a_real_keysync_run(
+    tmp_path: Path, collector: Callable[[Path], Collector], write_config: Any, keysync: Any
+) -> None:
+    folder = tmp_path / "input"
+    folder.mkdir()
+    (folder / "A.csv").write_text(HEADER + _rows(range(3000)), encoding="utf-8")
+    corrupt = b"bad,extra,cell,here\nnul\x00key,x,y\n\xff\xfe,x,y\n#!?,x,y\n"
+    (folder / "B.csv").write_bytes((HEADER + _rows(range(100, 3100))).encode() + corrupt)
+    (folder / "C.csv").write_text(HEADER + _rows(range(2500)), encoding="utf-8")
+    (folder / "E.csv").write_text(HEADER + _rows(range(50, 3000)), encoding="utf-8")
+    write_config(
+        tmp_path, processing={"workers": 2, "batch_size": 200, "checkpoint_interval": 1000}
+    )
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    log_file.parent.mkdir(parents=True)
+    running = collector(log_file)
+
+    done = keysync("-v", "run")  # D is missing: a degraded run, exit 4
+    assert done.returncode == 4, done.stderr
+
+    events = assert_collected_everything(running, log_file)
+    names = {e["event"] for e in events}
+    assert {"run.started", "source.unavailable", "row.rejected", "source.rejected_rows"} <= names
+    assert {"checkpoint.saved", "run.completed"} <= names
+    assert len({e["run_id"] for e in events}) == 1
