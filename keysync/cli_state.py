@@ -1,7 +1,606 @@
-"""Commands over the state store: registry, runs, audit, history (issue 4)."""
+"""Commands over the state store: ``registry``, ``runs``, ``audit``, ``history``.
+
+Thin shells over ``keysync.state`` / ``keysync.history``: parse, call, print.
+Reading commands never create the database: with no runs yet they say so on
+stderr and print nothing (exit 0), because "nothing recorded" is a valid
+answer. Commands about one key (``registry show/approve/deprecate``,
+``history``) need a database (exit 3 without one) and a known key (exit 2
+naming the key otherwise). ``approve``/``deprecate`` take the run lock, so
+they wait for no one and never race a run: while a run holds it they exit 3.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
 import click
 
-STATE_COMMANDS: list[click.Command] = []
+from keysync.config import Config
+from keysync.errors import EXIT_USAGE, KeysyncError
+from keysync.state import (
+    AUDIT_COLUMNS,
+    REGISTRY_COLUMNS,
+    STATUSES,
+    NoStateError,
+    RegistryEntry,
+    RunRecord,
+    StateStore,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_CELL = 60
+
+
+class _App(Protocol):
+    """The part of ``keysync.cli.AppContext`` these commands use."""
+
+    quiet: bool
+
+    @property
+    def config(self) -> Config: ...
+
+    def setup_logging(self) -> None: ...
+
+
+def _db_path(app: _App) -> Path:
+    return app.config.data_dir / "keysync.db"
+
+
+def _open(app: _App) -> StateStore | None:
+    """The store, or None (after saying so on stderr) when nothing has run yet."""
+    try:
+        return StateStore.open(_db_path(app), create=False)
+    except NoStateError as exc:
+        click.echo(f"keysync: {exc}", err=True)
+        return None
+
+
+def _open_required(app: _App) -> StateStore:
+    return StateStore.open(_db_path(app), create=False)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        func
+    )
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print aligned columns; long cells (except the last column) are shortened with '…'."""
+    shown = [
+        [_short(str(c), last=i == len(headers) - 1) for i, c in enumerate(row)] for row in rows
+    ]
+    widths = [len(h) for h in headers]
+    for row in shown:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    out = io.StringIO()
+    line = "  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers))
+    out.write(line.rstrip() + "\n")
+    for row in shown:
+        out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() + "\n")
+    click.echo(out.getvalue(), nl=False)
+
+
+def _short(text: str, *, last: bool) -> str:
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    if last or len(text) <= MAX_CELL:
+        return text
+    return text[: MAX_CELL - 1] + "…"
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _utc_stamp() -> tuple[str, str]:
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def _normalize(app: _App, raw: str) -> str:
+    from keysync.normalization import compile_rules
+
+    return compile_rules(app.config.normalize).normalize(raw)
+
+
+# ------------------------------------------------------------------- registry
+
+
+@click.group("registry")
+def registry() -> None:
+    """Inspect master keys and move them through their lifecycle.
+
+    \b
+    Proposed -> Active      keysync registry approve KEY... | --all
+    Active   -> Deprecated  keysync registry deprecate KEY...
+
+    \b
+    Example:
+      keysync registry list --status Proposed
+      keysync registry approve CUST-00042 PROD-ABC-789
+    """
+
+
+@registry.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES, case_sensitive=False),
+    help="Only master keys with this status.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most N master keys.")
+@json_option
+@click.pass_obj
+def registry_list(app: _App, status: str | None, limit: int | None, as_json: bool) -> None:
+    """List master keys, sorted by master key.
+
+    \b
+    Example:
+      keysync registry list --status Proposed --limit 20
+      keysync registry list --json > registry.json
+    """
+    store = _open(app)
+    if store is None:
+        if as_json:
+            _print_json([])
+        return
+    with store:
+        canonical = {s.lower(): s for s in STATUSES}
+        entries = store.registry_entries(canonical[status.lower()] if status else None)
+    if limit is not None:
+        entries = entries[:limit]
+    if as_json:
+        _print_json([_entry_json(e) for e in entries])
+        return
+    if not entries:
+        click.echo(f"no master keys{f' with status {status}' if status else ''}", err=True)
+        return
+    _table(
+        ["master_key", "status", "strategy", "source", "source_key", "seen_in", "last_seen_at"],
+        (
+            [
+                e.master_key,
+                e.status,
+                e.strategy,
+                e.source_system,
+                e.source_key,
+                e.seen_in or "-",
+                e.last_seen_at,
+            ]
+            for e in entries
+        ),
+    )
+
+
+def _entry_json(entry: RegistryEntry) -> dict[str, Any]:
+    data: dict[str, Any] = {name: getattr(entry, name) for name in REGISTRY_COLUMNS}
+    data["key"] = entry.key
+    data["in_authority"] = entry.in_authority
+    return data
+
+
+def _find_entries(app: _App, store: StateStore, name: str) -> list[RegistryEntry]:
+    """A master key by its exact name, else every entry for the normalized form of ``name``."""
+    entry = store.registry_entry(name)
+    if entry is not None:
+        return [entry]
+    normalized = _normalize(app, name)
+    if not normalized:
+        return []
+    entry = store.registry_entry(normalized)
+    if entry is not None:
+        return [entry]
+    return store.entries_for_key(normalized)
+
+
+def _unknown(name: str) -> KeysyncError:
+    return KeysyncError(
+        f"unknown master key {name!r}: no registry entry has it (see `keysync registry list`)",
+        EXIT_USAGE,
+    )
+
+
+@registry.command("show")
+@click.argument("key")
+@json_option
+@click.pass_obj
+def registry_show(app: _App, key: str, as_json: bool) -> None:
+    """Show one master key: every column and its audit events.
+
+    KEY is a master key; a raw or normalized key finds its entries too
+    (namespaced: one per system).
+
+    \b
+    Example:
+      keysync registry show CUST-00042
+      keysync registry show B:CUST-00042
+    """
+    with _open_required(app) as store:
+        entries = _find_entries(app, store, key)
+        if not entries:
+            raise _unknown(key)
+        events = {e.master_key: _entry_events(store, e) for e in entries}
+    if as_json:
+        _print_json(
+            [
+                {
+                    **_entry_json(e),
+                    "events": [dict(zip(AUDIT_COLUMNS, r)) for r in events[e.master_key]],
+                }
+                for e in entries
+            ]
+        )
+        return
+    for number, entry in enumerate(entries):
+        if number:
+            click.echo()
+        data = _entry_json(entry)
+        width = max(len(name) for name in data)
+        for name, value in data.items():
+            click.echo(f"{name.ljust(width)}  {value if value != '' else '-'}")
+        click.echo()
+        rows = events[entry.master_key]
+        if rows:
+            _table(
+                ["timestamp", "run_id", "event", "detail"], ([r[0], r[1], r[3], r[6]] for r in rows)
+            )
+        else:
+            click.echo("(no audit events)")
+
+
+def _entry_events(store: StateStore, entry: RegistryEntry) -> list[tuple[Any, ...]]:
+    marker = f"master key {entry.master_key}"
+    return [
+        row
+        for row in store.audit_rows_for_key(entry.key)
+        if str(row[6]).startswith(marker + " ") or str(row[6]).startswith(marker + ":")
+    ]
+
+
+def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, verb: str) -> None:
+    from keysync.lock import RunLock
+
+    app.setup_logging()
+    if not keys and not all_proposed:
+        raise KeysyncError(
+            f"name the master keys to {verb}, e.g. `keysync registry {verb} CUST-00042`"
+            + (", or use --all" if verb == "approve" else ""),
+            EXIT_USAGE,
+        )
+    if keys and all_proposed:
+        raise KeysyncError("give master keys or --all, not both", EXIT_USAGE)
+    data_dir = app.config.data_dir
+    store = _open_required(app)
+    stamp, compact = _utc_stamp()
+    actor = f"manual-{compact}"
+    command = f"keysync registry {verb}"
+    with store, RunLock.acquire(data_dir, actor, purpose=command):
+        targets: list[str] | None = None
+        if not all_proposed:
+            targets = []
+            for name in keys:
+                found = _find_entries(app, store, name)
+                if not found:
+                    raise _unknown(name)
+                targets.extend(e.master_key for e in found)
+        changes = store.change_status(targets, target, actor=actor, now=stamp, command=command)
+    done = [c for c in changes if c.changed]
+    if not app.quiet:
+        for change in changes:
+            if change.changed:
+                click.echo(f"{change.master_key}: {change.old} -> {change.new}")
+            else:
+                click.echo(f"{change.master_key}: already {change.old} (unchanged)")
+    noun = "master key" if len(done) == 1 else "master keys"
+    past = "approved" if verb == "approve" else "deprecated"
+    click.echo(f"{past} {len(done)} {noun} (audit run id {actor})", err=True)
+
+
+@registry.command("approve")
+@click.argument("keys", nargs=-1)
+@click.option("--all", "all_proposed", is_flag=True, help="Approve every Proposed master key.")
+@click.pass_obj
+def registry_approve(app: _App, keys: tuple[str, ...], all_proposed: bool) -> None:
+    """Make master keys Active (Proposed or Deprecated -> Active).
+
+    Each change is an audit event with run id ``manual-<time>``. While a run
+    is in progress this exits 3: try again when it ends.
+
+    \b
+    Example:
+      keysync registry approve CUST-00042 PROD-ABC-789
+      keysync registry approve --all
+    """
+    _change(app, keys, all_proposed, "Active", "approve")
+
+
+@registry.command("deprecate")
+@click.argument("keys", nargs=-1)
+@click.pass_obj
+def registry_deprecate(app: _App, keys: tuple[str, ...]) -> None:
+    """Deprecate master keys (Proposed or Active -> Deprecated).
+
+    \b
+    Example:
+      keysync registry deprecate CUST-00042
+    """
+    _change(app, keys, False, "Deprecated", "deprecate")
+
+
+@registry.command("export")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write to this file (atomically) instead of stdout.",
+)
+@click.pass_obj
+def registry_export(app: _App, out: str | None) -> None:
+    """Export the whole registry as CSV (the columns of master_key_registry.csv).
+
+    \b
+    Example:
+      keysync registry export --out registry.csv
+      keysync registry export | grep ',Proposed,'
+    """
+    from keysync.stages.reporter import safe
+
+    store = _open(app)
+    rows: list[tuple[str, ...]] = []
+    if store is not None:
+        with store:
+            rows = [e.spec_row() for e in store.registry_entries()]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(REGISTRY_COLUMNS)
+    writer.writerows([safe(cell) for cell in row] for row in rows)
+    text = buffer.getvalue()
+    if out is None:
+        sys.stdout.write(text)
+        return
+    _write_atomically(Path(out), text)
+    click.echo(f"wrote {len(rows)} master keys to {out}", err=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------- runs
+
+RESUME_HINT = "resume with: keysync run --resume"
+
+
+def _run_status(app: _App, records: list[RunRecord]) -> list[str]:
+    """Outcome as shown: a `running` row whose process no longer holds the lock is interrupted."""
+    from keysync.lock import RunLock
+
+    holder = (
+        RunLock.holder(app.config.data_dir)
+        if any(r.outcome == "running" for r in records)
+        else None
+    )
+    shown = []
+    for record in records:
+        outcome = record.outcome
+        if outcome == "running" and (holder is None or holder.run_id != record.run_id):
+            outcome = "interrupted"
+        shown.append(outcome)
+    return shown
+
+
+def _flags_text(flags: dict[str, Any]) -> str:
+    parts = []
+    for name, value in sorted(flags.items()):
+        if value is True:
+            parts.append(name.replace("_", "-"))
+        elif value not in (False, None, "", [], {}):
+            shown = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(f"{name.replace('_', '-')}={shown}")
+    return " ".join(parts) or "-"
+
+
+def _counts_text(counts: dict[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in counts.items() if isinstance(v, (int, float)) and v]
+    registry_counts = counts.get("registry")
+    if isinstance(registry_counts, dict):
+        parts.extend(
+            f"{k}={v}"
+            for k, v in registry_counts.items()
+            if k in ("proposed", "approved", "deprecated", "resolved") and v
+        )
+    return " ".join(parts) or "-"
+
+
+@click.command("runs")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the latest N runs.")
+@json_option
+@click.pass_obj
+def runs(app: _App, limit: int | None, as_json: bool) -> None:
+    """List past runs: id, start, end, mode, flags, outcome and counts, oldest first.
+
+    \b
+    Example:
+      keysync runs --limit 10
+      keysync runs --json
+    """
+    store = _open(app)
+    if store is None:
+        if as_json:
+            _print_json([])
+        return
+    with store:
+        records = store.runs()
+    outcomes = _run_status(app, records)
+    last_success = max(
+        (i for i, o in enumerate(outcomes) if o in ("completed", "degraded")), default=-1
+    )
+    pairs = list(zip(records, outcomes))
+    first = len(pairs) - limit if limit else 0
+    pairs = pairs[max(first, 0) :]
+    if as_json:
+        _print_json([{**record.__dict__, "outcome": outcome} for record, outcome in pairs])
+        return
+    if not pairs:
+        click.echo("no runs recorded yet", err=True)
+        return
+    rows = []
+    for position, (record, outcome) in enumerate(pairs, start=max(first, 0)):
+        note = record.message
+        if outcome == "interrupted" and position > last_success:
+            note = f"{note}; {RESUME_HINT}" if note else RESUME_HINT
+        rows.append(
+            [
+                record.run_id,
+                record.started_at,
+                record.ended_at or "-",
+                record.mode + (" (dry run)" if record.dry_run else ""),
+                _flags_text(record.flags),
+                outcome,
+                "-" if record.exit_code is None else record.exit_code,
+                _counts_text(record.counts),
+                note or "",
+            ]
+        )
+    _table(
+        ["run_id", "started", "ended", "mode", "flags", "outcome", "exit", "counts", "note"], rows
+    )
+
+
+# ---------------------------------------------------------------------- audit
+
+
+@click.command("audit")
+@click.option("--run", "run_id", help="Only the events of this run (or manual-... session).")
+@json_option
+@click.pass_obj
+def audit(app: _App, run_id: str | None, as_json: bool) -> None:
+    """Show audit events (registry changes, provisioning decisions, run outcomes).
+
+    \b
+    Example:
+      keysync audit --run 20261127T020000Z-3f9a
+      keysync audit --json | jq '.[] | select(.event == "key.deprecated")'
+    """
+    store = _open(app)
+    if store is None:
+        if as_json:
+            _print_json([])
+        return
+    with store:
+        rows = list(store.audit_rows(run_id))
+        if run_id is not None and not rows and store.run(run_id) is None:
+            raise KeysyncError(
+                f"unknown run {run_id!r}: no run or manual change has that id (see `keysync runs`)",
+                EXIT_USAGE,
+            )
+    if as_json:
+        _print_json([dict(zip(AUDIT_COLUMNS, row)) for row in rows])
+        return
+    if not rows:
+        click.echo("no audit events" + (f" for run {run_id}" if run_id else ""), err=True)
+        return
+    _table(list(AUDIT_COLUMNS), rows)
+
+
+# -------------------------------------------------------------------- history
+
+
+@click.command("history")
+@click.argument("key")
+@json_option
+@click.pass_obj
+def history(app: _App, key: str, as_json: bool) -> None:
+    """One key's timeline: per system when it was first seen, last seen, and missing since.
+
+    KEY may be written raw; it is normalized with the configured rules first.
+    "missing since" for a key that A holds is the start of the current
+    propagation gap (as in diff_missing_from_system.csv).
+
+    \b
+    Example:
+      keysync history CUST-00042
+      keysync history " cust_00042 " --json
+    """
+    from keysync.history import key_timeline
+
+    normalized = _normalize(app, key)
+    if not normalized:
+        raise KeysyncError(
+            f"{key!r} normalizes to nothing (empty-key); give a key with letters or digits",
+            EXIT_USAGE,
+        )
+    with _open_required(app) as store:
+        timeline = key_timeline(store, normalized)
+        entries = store.entries_for_key(normalized)
+    known = any(s.first_seen or s.missing_since for s in timeline.systems) or entries
+    if not known:
+        raise KeysyncError(
+            f"key {normalized!r} was never seen in any system"
+            + (f" (normalized from {key!r})" if normalized != key else "")
+            + "; check the spelling, or `keysync registry list` for master keys",
+            EXIT_USAGE,
+        )
+    if as_json:
+        _print_json(
+            {
+                "key": normalized,
+                "systems": [s.__dict__ for s in timeline.systems],
+                "events": [
+                    dict(zip(("timestamp", "run_id", "system", "event"), e))
+                    for e in timeline.events
+                ],
+                "registry": [_entry_json(e) for e in entries],
+            }
+        )
+        return
+    title = f"history of {normalized}"
+    if normalized != key:
+        title += f" (normalized from {key!r})"
+    click.echo(title)
+    _table(
+        ["system", "status", "first_seen", "last_seen", "missing_since"],
+        (
+            [
+                s.system + (" (authority)" if s.role == "authority" else ""),
+                s.note,
+                _when(s.first_seen, s.first_seen_run),
+                _when(s.last_seen, s.last_seen_run),
+                _when(s.missing_since, s.missing_since_run),
+            ]
+            for s in timeline.systems
+        ),
+    )
+    if timeline.events:
+        click.echo("\nchanges:")
+        _table(["timestamp", "run_id", "system", "event"], timeline.events)
+    for entry in entries:
+        click.echo(
+            f"\nmaster key {entry.master_key}: {entry.status}"
+            f" (seen in {entry.seen_in or 'no system'}; last seen {entry.last_seen_at})"
+        )
+
+
+def _when(at: str, run_id: str) -> str:
+    return f"{at} ({run_id})" if at else "-"
+
+
+STATE_COMMANDS: list[click.Command] = [registry, runs, audit, history]

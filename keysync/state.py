@@ -1,0 +1,809 @@
+"""The state store: one SQLite file, ``<paths.data>/keysync.db``, one writer at a time.
+
+API (the runner and the CLI call these; everything else is internal)::
+
+    store = StateStore.open(path, create=True)        # NoStateError if missing and not create
+    seq = store.begin_run(run_id, started_at, mode, flags)   # commits a `running` row now
+    store.commit_run(run_id, ended_at=..., outcome="completed"|"degraded", exit_code=0,
+                     counts={...}, plan=ProvisioningPlan, history=HistoryPlan, dry_run=False)
+    store.end_run(run_id, outcome="failed"|"interrupted", message="...", exit_code=3)
+    store.runs() / store.run(run_id) -> RunRecord
+    store.registry_entries(status=None) / store.registry_entry(master_key) -> RegistryEntry
+    store.change_status(master_keys, "Active"|"Deprecated", actor=..., now=...) -> [StatusChange]
+    store.audit_rows(run_id=None) -> iterator of audit_log.csv rows (timestamp order)
+    store.key_timeline(key) -> KeyTimeline   # `keysync history KEY`
+    store.close()
+
+Why it is built this way:
+
+- **One transaction per run.** ``begin_run`` commits a ``running`` row at once
+  (so ``keysync runs`` shows a run in progress, and one killed shows up as
+  ``interrupted``); everything else the run changes (registry rows, history,
+  audit events) is written by ``commit_run`` in one ``BEGIN IMMEDIATE ...
+  COMMIT`` together with the run's final outcome. A process killed at any
+  point before ``COMMIT`` leaves the registry as it was: SQLite discards the
+  uncommitted WAL frames on the next open.
+- **WAL, ``synchronous=FULL``.** WAL lets ``keysync runs``/``registry list``
+  read while a run writes. FULL fsyncs the WAL at each commit; a run commits
+  once, so durability against power loss costs one fsync per run (measured:
+  no visible difference from NORMAL at 500k rows), and a report published
+  after the commit never describes state that a power cut could take back.
+- **History as transitions and small snapshots, never one row per key per
+  run.** A system's key set is described as its difference from the
+  authority: ``keys(X) = (keys(A) - gaps(X)) | extra(X)``. The authority's
+  keys are one msgpack blob; each peer keeps only its gaps (with the run in
+  which each gap began) and its out-of-authority keys, which are small. A run
+  writes a ``key_history`` row only when a key appears in or disappears from
+  a system, so an unchanged 1M-key source costs one blob comparison. See
+  ``keysync/history.py``.
+- **Schema versioned with ``PRAGMA user_version``**: migrations are applied in
+  order, each in its own transaction; a database written by a newer keysync
+  is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keysync.errors import KeysyncError, RunError
+
+if TYPE_CHECKING:
+    from keysync.history import HistoryPlan
+    from keysync.stages.provisioner import ProvisioningPlan
+
+DB_NAME = "keysync.db"
+
+REGISTRY_COLUMNS = (
+    "master_key",
+    "status",
+    "strategy",
+    "source_system",
+    "source_key",
+    "seen_in",
+    "created_at",
+    "updated_at",
+    "last_seen_at",
+    "created_run",
+    "updated_run",
+)
+"""The columns of ``master_key_registry.csv`` and of ``registry export``, in SPEC order."""
+
+AUDIT_COLUMNS = ("timestamp", "run_id", "seq", "event", "system", "key", "detail")
+
+STATUSES = ("Proposed", "Active", "Deprecated")
+SUCCESSFUL = ("completed", "degraded")
+OUTCOMES = ("running", "completed", "degraded", "failed", "interrupted")
+
+# Positions in a master_keys row as stored (SPEC columns first, then bookkeeping).
+MK_MASTER_KEY = 0
+MK_STATUS = 1
+MK_STRATEGY = 2
+MK_SOURCE_SYSTEM = 3
+MK_SOURCE_KEY = 4
+MK_SEEN_IN = 5
+MK_CREATED_AT = 6
+MK_UPDATED_AT = 7
+MK_LAST_SEEN_AT = 8
+MK_CREATED_RUN = 9
+MK_UPDATED_RUN = 10
+MK_SYSTEM = 11  # namespaced: the system the entry belongs to; mirror: ""
+MK_KEY = 12  # the normalized key
+MK_STATUS_SEQ = 13  # run seq of the last status change (manual: the latest run seq then)
+MK_UNSEEN_SINCE = 14  # first run seq of the current unseen stretch; NULL while seen
+MK_IN_AUTHORITY = 15  # 1 while the authority holds the key (it was resolved)
+
+RegistryRow = tuple[Any, ...]
+
+_MIGRATIONS: tuple[str, ...] = (
+    # v1: runs, registry, audit, history.
+    """
+    CREATE TABLE runs (
+        run_id      TEXT PRIMARY KEY,
+        seq         INTEGER NOT NULL UNIQUE,
+        started_at  TEXT NOT NULL,
+        ended_at    TEXT,
+        mode        TEXT NOT NULL,
+        flags       TEXT NOT NULL DEFAULT '{}',
+        dry_run     INTEGER NOT NULL DEFAULT 0,
+        outcome     TEXT NOT NULL,
+        exit_code   INTEGER,
+        counts      TEXT NOT NULL DEFAULT '{}',
+        message     TEXT NOT NULL DEFAULT '',
+        pid         INTEGER NOT NULL,
+        observed_at TEXT
+    );
+    CREATE TABLE master_keys (
+        master_key       TEXT PRIMARY KEY,
+        status           TEXT NOT NULL CHECK (status IN ('Proposed', 'Active', 'Deprecated')),
+        strategy         TEXT NOT NULL CHECK (strategy IN ('mirror', 'namespaced')),
+        source_system    TEXT NOT NULL,
+        source_key       TEXT NOT NULL,
+        seen_in          TEXT NOT NULL,
+        created_at       TEXT NOT NULL,
+        updated_at       TEXT NOT NULL,
+        last_seen_at     TEXT NOT NULL,
+        created_run      TEXT NOT NULL,
+        updated_run      TEXT NOT NULL,
+        system           TEXT NOT NULL,
+        key              TEXT NOT NULL,
+        status_seq       INTEGER NOT NULL,
+        unseen_since_seq INTEGER,
+        in_authority     INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE audit_events (
+        seq       INTEGER PRIMARY KEY,
+        timestamp TEXT NOT NULL,
+        run_id    TEXT NOT NULL,
+        event     TEXT NOT NULL,
+        system    TEXT NOT NULL DEFAULT '',
+        key       TEXT NOT NULL DEFAULT '',
+        detail    TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_events_order ON audit_events (timestamp, seq);
+    CREATE TABLE system_state (
+        system        TEXT PRIMARY KEY,
+        role          TEXT NOT NULL CHECK (role IN ('authority', 'peer')),
+        baseline_seq  INTEGER NOT NULL,
+        last_read_seq INTEGER NOT NULL,
+        key_count     INTEGER NOT NULL,
+        keys          BLOB,
+        gaps          BLOB,
+        extra         BLOB
+    );
+    CREATE TABLE key_history (
+        key           TEXT NOT NULL,
+        system        TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        event         TEXT NOT NULL CHECK (event IN ('appeared', 'disappeared')),
+        last_seen_seq INTEGER,
+        PRIMARY KEY (key, system, seq)
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class NoStateError(KeysyncError):
+    """There is no database yet: nothing has run."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no runs yet ({path} does not exist): run `keysync run` first")
+        self.path = path
+
+
+def utc_now() -> str:
+    """Now as ISO 8601 UTC with a ``Z``, to the second."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def as_iso(moment: datetime | str) -> str:
+    """Accept a datetime or an already formatted ISO string."""
+    if isinstance(moment, str):
+        return moment
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``runs``."""
+
+    run_id: str
+    seq: int
+    started_at: str
+    ended_at: str | None
+    mode: str
+    flags: dict[str, Any]
+    dry_run: bool
+    outcome: str
+    exit_code: int | None
+    counts: dict[str, Any]
+    message: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One master key, with the SPEC columns and what the lifecycle needs."""
+
+    master_key: str
+    status: str
+    strategy: str
+    source_system: str
+    source_key: str
+    seen_in: str
+    created_at: str
+    updated_at: str
+    last_seen_at: str
+    created_run: str
+    updated_run: str
+    system: str
+    key: str
+    status_seq: int
+    unseen_since_seq: int | None
+    in_authority: bool
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> RegistryEntry:
+        return cls(
+            master_key=row[0],
+            status=row[1],
+            strategy=row[2],
+            source_system=row[3],
+            source_key=row[4],
+            seen_in=row[5],
+            created_at=row[6],
+            updated_at=row[7],
+            last_seen_at=row[8],
+            created_run=row[9],
+            updated_run=row[10],
+            system=row[MK_SYSTEM],
+            key=row[MK_KEY],
+            status_seq=int(row[MK_STATUS_SEQ]),
+            unseen_since_seq=row[MK_UNSEEN_SINCE],
+            in_authority=bool(row[MK_IN_AUTHORITY]),
+        )
+
+    def spec_row(self) -> tuple[str, ...]:
+        return tuple(str(getattr(self, name)) for name in REGISTRY_COLUMNS)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One manual status change (or the reason it was not made)."""
+
+    master_key: str
+    old: str
+    new: str
+    changed: bool
+
+
+@dataclass
+class SystemHistoryState:
+    """What the history keeps about one system between runs (see keysync/history.py)."""
+
+    system: str
+    role: str
+    baseline_seq: int
+    last_read_seq: int
+    key_count: int
+    keys: bytes | None = None
+    gaps: bytes | None = None
+    extra: bytes | None = None
+
+
+@dataclass
+class HistoryState:
+    """Everything ``plan_history`` loads: per-system state and when each run observed."""
+
+    systems: dict[str, SystemHistoryState] = field(default_factory=dict)
+    observed: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def authority(self) -> SystemHistoryState | None:
+        for state in self.systems.values():
+            if state.role == "authority":
+                return state
+        return None
+
+
+@dataclass(frozen=True)
+class KeyEvent:
+    """One row of ``key_history``: a key appeared in or disappeared from a system."""
+
+    system: str
+    seq: int
+    event: str
+    last_seen_seq: int | None
+
+
+class StateStore:
+    """The open database. Not thread-safe; one per process."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> StateStore:
+        """Open (and migrate) the database; ``create=False`` refuses a missing file."""
+        path = Path(path)
+        if not create and not path.exists():
+            raise NoStateError(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connection = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise RunError(f"cannot open the state database {path}: {exc}") from None
+        store = cls(path, connection)
+        try:
+            store._configure()
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            raise RunError(
+                f"the state database {path} is unreadable ({exc}); move it aside to start afresh"
+            ) from None
+        except BaseException:
+            connection.close()
+            raise
+        return store
+
+    def _configure(self) -> None:
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA cache_size=-131072")  # up to 128 MiB: big registries insert faster
+        db.execute("PRAGMA busy_timeout=30000")
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise RunError(
+                f"the state database {self.path} has schema v{version}, newer than this "
+                f"keysync understands (v{SCHEMA_VERSION}); upgrade keysync"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            script = _MIGRATIONS[number - 1]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+                if current < number:  # another process may have migrated meanwhile
+                    for statement in _statements(script):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {number}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # --------------------------------------------------------------------- runs
+
+    def begin_run(
+        self,
+        run_id: str,
+        started_at: datetime | str,
+        mode: str,
+        flags: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool | None = None,
+    ) -> int:
+        """Record a run as ``running`` (committed at once); returns its ``seq``.
+
+        Any other run still marked ``running`` is from a process that died
+        (the caller holds the run lock), so it is marked ``interrupted`` here.
+        """
+        flags = dict(flags or {})
+        is_dry = bool(flags.get("dry_run", False)) if dry_run is None else dry_run
+        started = as_iso(started_at)
+        with self._transaction():
+            self._close_orphans(found_by=run_id, now=started)
+            seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0])
+            try:
+                self._db.execute(
+                    "INSERT INTO runs (run_id, seq, started_at, mode, flags, dry_run, outcome, pid)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                    (run_id, seq, started, mode, _json(flags), int(is_dry), os.getpid()),
+                )
+            except sqlite3.IntegrityError:
+                raise RunError(f"run id {run_id} is already recorded; start a new run") from None
+        return seq
+
+    def _close_orphans(self, *, found_by: str, now: str) -> None:
+        orphans = self._db.execute(
+            "SELECT run_id, dry_run, pid FROM runs WHERE outcome = 'running'"
+        ).fetchall()
+        for orphan_id, dry, pid in orphans:
+            message = f"process {pid} ended without finishing (found by run {found_by})"
+            self._db.execute(
+                "UPDATE runs SET outcome = 'interrupted', message = ? WHERE run_id = ?",
+                (message, orphan_id),
+            )
+            if not dry:
+                self._insert_events([(now, orphan_id, "run.interrupted", "", "", message)])
+
+    def commit_run(
+        self,
+        run_id: str,
+        *,
+        ended_at: datetime | str,
+        outcome: str,
+        exit_code: int,
+        counts: Mapping[str, Any] | None = None,
+        plan: ProvisioningPlan | None = None,
+        history: HistoryPlan | None = None,
+        dry_run: bool = False,
+        message: str = "",
+    ) -> None:
+        """Write everything the run decided and its final outcome, in one transaction.
+
+        With ``dry_run`` only the run's own row changes: no registry row, no
+        history, no audit event.
+        """
+        if outcome not in SUCCESSFUL:
+            raise ValueError(f"commit_run outcome must be completed or degraded, not {outcome!r}")
+        ended = as_iso(ended_at)
+        all_counts: dict[str, Any] = dict(counts or {})
+        if plan is not None:
+            all_counts["registry"] = plan.counts()
+        if history is not None:
+            all_counts["history"] = history.counts()
+        observed = (plan.now if plan is not None else None) or (
+            history.now if history is not None else None
+        )
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT outcome FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise RunError(f"run {run_id} was never begun in {self.path}")
+            if row[0] != "running":
+                raise RunError(f"run {run_id} is already {row[0]}; its changes were not saved")
+            if not dry_run:
+                if plan is not None:
+                    self._write_registry(plan)
+                if history is not None:
+                    self._write_history(history)
+                registry = all_counts.get("registry", {})
+                detail = f"outcome {outcome}, exit {exit_code}" + "".join(
+                    f", {name} {value}" for name, value in registry.items()
+                )
+                self._insert_events([(ended, run_id, f"run.{outcome}", "", "", detail)])
+            self._db.execute(
+                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, counts = ?,"
+                " message = ?, observed_at = ? WHERE run_id = ?",
+                (ended, outcome, exit_code, _json(all_counts), message, observed, run_id),
+            )
+        if plan is not None:
+            from keysync.stages.provisioner import log_committed
+
+            log_committed(plan)
+
+    def end_run(
+        self,
+        run_id: str,
+        *,
+        outcome: str,
+        message: str = "",
+        ended_at: datetime | str | None = None,
+        exit_code: int | None = None,
+        counts: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Mark a run ``failed`` or ``interrupted``; nothing else it planned is written."""
+        if outcome not in ("failed", "interrupted"):
+            raise ValueError(f"end_run outcome must be failed or interrupted, not {outcome!r}")
+        ended = as_iso(ended_at or utc_now())
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT outcome, dry_run FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None or row[0] != "running":
+                return
+            self._db.execute(
+                "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, message = ?,"
+                " counts = ? WHERE run_id = ?",
+                (ended, outcome, exit_code, message, _json(dict(counts or {})), run_id),
+            )
+            if not row[1]:
+                self._insert_events([(ended, run_id, f"run.{outcome}", "", "", message)])
+
+    def runs(self) -> list[RunRecord]:
+        """Every run, oldest first."""
+        rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY seq").fetchall()
+        return [_run_record(row) for row in rows]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        row = self._db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return _run_record(row) if row else None
+
+    def run_seq(self, run_id: str) -> int:
+        row = self._db.execute("SELECT seq FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunError(f"run {run_id} was never begun in {self.path}")
+        return int(row[0])
+
+    def successful_seqs(self) -> list[int]:
+        """Seqs of runs that committed their state (dry runs excluded), ascending."""
+        rows = self._db.execute(
+            "SELECT seq FROM runs WHERE outcome IN ('completed', 'degraded') AND dry_run = 0"
+            " ORDER BY seq"
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def max_seq(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM runs").fetchone()[0])
+
+    def observed_times(self) -> dict[int, str]:
+        """When each run looked at the world (its planning time), by seq."""
+        rows = self._db.execute("SELECT seq, COALESCE(observed_at, started_at) FROM runs")
+        return {int(seq): str(at) for seq, at in rows}
+
+    # ----------------------------------------------------------------- registry
+
+    def load_registry(self) -> list[RegistryRow]:
+        """Every master_keys row, all columns, sorted by master_key (the primary key)."""
+        return self._db.execute("SELECT * FROM master_keys ORDER BY master_key").fetchall()
+
+    def registry_entries(self, status: str | None = None) -> list[RegistryEntry]:
+        if status is None:
+            rows = self._db.execute("SELECT * FROM master_keys ORDER BY master_key")
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM master_keys WHERE status = ? ORDER BY master_key", (status,)
+            )
+        return [RegistryEntry.from_row(row) for row in rows]
+
+    def registry_entry(self, master_key: str) -> RegistryEntry | None:
+        row = self._db.execute(
+            "SELECT * FROM master_keys WHERE master_key = ?", (master_key,)
+        ).fetchone()
+        return RegistryEntry.from_row(row) if row else None
+
+    def entries_for_key(self, key: str) -> list[RegistryEntry]:
+        """Every entry whose normalized key is ``key`` (namespaced: one per system)."""
+        rows = self._db.execute(
+            "SELECT * FROM master_keys WHERE key = ? ORDER BY master_key", (key,)
+        )
+        return [RegistryEntry.from_row(row) for row in rows]
+
+    def registry_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM master_keys").fetchone()[0])
+
+    def change_status(
+        self,
+        master_keys: Iterable[str] | None,
+        target: str,
+        *,
+        actor: str,
+        now: datetime | str | None = None,
+        command: str = "",
+    ) -> list[StatusChange]:
+        """Move master keys to ``target`` by hand (``registry approve/deprecate``).
+
+        ``master_keys=None`` means every ``Proposed`` key (``approve --all``).
+        Unknown keys raise ``KeysyncError`` (exit 2) before anything changes.
+        Approve: Proposed or Deprecated -> Active. Deprecate: Proposed or Active
+        -> Deprecated. A key already in ``target`` is reported, not changed.
+        Each change is an audit event with ``run_id = actor``.
+        """
+        if target not in ("Active", "Deprecated"):
+            raise ValueError(target)
+        stamp = as_iso(now or utc_now())
+        event = "key.approved" if target == "Active" else "key.deprecated"
+        with self._transaction():
+            if master_keys is None:
+                rows = self._db.execute(
+                    "SELECT master_key, status, source_system, key FROM master_keys"
+                    " WHERE status = 'Proposed' ORDER BY master_key"
+                ).fetchall()
+            else:
+                wanted = list(dict.fromkeys(master_keys))
+                found = {
+                    row[0]: row
+                    for row in self._select_many(
+                        "SELECT master_key, status, source_system, key FROM master_keys"
+                        " WHERE master_key IN ({})",
+                        wanted,
+                    )
+                }
+                unknown = [key for key in wanted if key not in found]
+                if unknown:
+                    shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+                    raise KeysyncError(
+                        f"unknown master key{'s' if len(unknown) > 1 else ''}: {shown} "
+                        "(see `keysync registry list`); nothing was changed",
+                        2,
+                    )
+                rows = [found[key] for key in wanted]
+            status_seq = self.max_seq()
+            changes: list[StatusChange] = []
+            updates: list[tuple[Any, ...]] = []
+            events: list[tuple[str, str, str, str, str, str]] = []
+            for master_key, status, source_system, key in rows:
+                if status == target:
+                    changes.append(StatusChange(master_key, status, target, False))
+                    continue
+                changes.append(StatusChange(master_key, status, target, True))
+                updates.append((target, stamp, actor, status_seq, master_key))
+                how = f"by `{command}`" if command else "by hand"
+                events.append(
+                    (
+                        stamp,
+                        actor,
+                        event,
+                        source_system,
+                        key,
+                        f"master key {master_key}: {status} -> {target} {how}",
+                    )
+                )
+            self._db.executemany(
+                "UPDATE master_keys SET status = ?, updated_at = ?, updated_run = ?,"
+                " status_seq = ? WHERE master_key = ?",
+                updates,
+            )
+            self._insert_events(events)
+        return changes
+
+    def _write_registry(self, plan: ProvisioningPlan) -> None:
+        placeholders = ", ".join("?" * 16)
+        self._db.executemany(
+            f"INSERT INTO master_keys VALUES ({placeholders})", plan.new_rows_sorted()
+        )
+        self._db.executemany(
+            f"REPLACE INTO master_keys VALUES ({placeholders})", plan.changed_rows()
+        )
+        self._insert_events(plan.events)
+
+    # -------------------------------------------------------------------- audit
+
+    def _insert_events(self, events: Iterable[Sequence[str]]) -> None:
+        self._db.executemany(
+            "INSERT INTO audit_events (timestamp, run_id, event, system, key, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            events,
+        )
+
+    def audit_rows(self, run_id: str | None = None) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``audit_log.csv`` (``AUDIT_COLUMNS``), by timestamp then seq."""
+        columns = ", ".join(AUDIT_COLUMNS)
+        if run_id is None:
+            cursor = self._db.execute(f"SELECT {columns} FROM audit_events ORDER BY timestamp, seq")
+        else:
+            cursor = self._db.execute(
+                f"SELECT {columns} FROM audit_events WHERE run_id = ? ORDER BY timestamp, seq",
+                (run_id,),
+            )
+        while True:
+            chunk = cursor.fetchmany(10_000)
+            if not chunk:
+                return
+            yield from chunk
+
+    def audit_rows_for_key(self, key: str) -> list[tuple[Any, ...]]:
+        """Audit rows about one normalized key (``registry show``), by timestamp then seq."""
+        columns = ", ".join(AUDIT_COLUMNS)
+        return self._db.execute(
+            f"SELECT {columns} FROM audit_events WHERE key = ? ORDER BY timestamp, seq", (key,)
+        ).fetchall()
+
+    def audit_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0])
+
+    # ------------------------------------------------------------------ history
+
+    def load_history_state(self) -> HistoryState:
+        state = HistoryState(observed=self.observed_times())
+        for row in self._db.execute(
+            "SELECT system, role, baseline_seq, last_read_seq, key_count, keys, gaps, extra"
+            " FROM system_state"
+        ):
+            state.systems[row[0]] = SystemHistoryState(*row)
+        return state
+
+    def _write_history(self, history: HistoryPlan) -> None:
+        for system in history.removed_systems():
+            self._db.execute("DELETE FROM system_state WHERE system = ?", (system,))
+        for update in history.system_updates():
+            self._db.execute(
+                "INSERT INTO system_state (system, role, baseline_seq, last_read_seq, key_count)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (system) DO UPDATE SET"
+                " role = excluded.role, baseline_seq = excluded.baseline_seq,"
+                " last_read_seq = excluded.last_read_seq, key_count = excluded.key_count",
+                (
+                    update.system,
+                    update.role,
+                    update.baseline_seq,
+                    update.last_read_seq,
+                    update.key_count,
+                ),
+            )
+            for column, blob in update.blobs.items():
+                if column not in ("keys", "gaps", "extra"):
+                    raise ValueError(column)
+                self._db.execute(
+                    f"UPDATE system_state SET {column} = ? WHERE system = ?",
+                    (blob, update.system),
+                )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO key_history (key, system, seq, event, last_seen_seq)"
+            " VALUES (?, ?, ?, ?, ?)",
+            history.events,
+        )
+
+    def key_events(self, key: str) -> list[KeyEvent]:
+        rows = self._db.execute(
+            "SELECT system, seq, event, last_seen_seq FROM key_history WHERE key = ?"
+            " ORDER BY system, seq",
+            (key,),
+        )
+        return [KeyEvent(*row) for row in rows]
+
+    # ---------------------------------------------------------------- internals
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def _select_many(self, sql: str, values: Sequence[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
+            rows.extend(self._db.execute(sql.format(", ".join("?" * len(chunk))), chunk))
+        return rows
+
+    def table_dump(self, exclude: Sequence[str] = ()) -> list[str]:
+        """Every row of every table as SQL text (tests compare databases with it)."""
+        return [
+            line
+            for line in self._db.iterdump()
+            if not any(f'"{name}"' in line.split("VALUES")[0] for name in exclude)
+        ]
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+_RUN_COLUMNS = (
+    "run_id, seq, started_at, ended_at, mode, flags, dry_run, outcome, exit_code, counts,"
+    " message, pid"
+)
+
+
+def _run_record(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=row[0],
+        seq=int(row[1]),
+        started_at=row[2],
+        ended_at=row[3],
+        mode=row[4],
+        flags=json.loads(row[5] or "{}"),
+        dry_run=bool(row[6]),
+        outcome=row[7],
+        exit_code=row[8],
+        counts=json.loads(row[9] or "{}"),
+        message=row[10] or "",
+        pid=int(row[11]),
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
