@@ -34,7 +34,7 @@ import msgspec
 
 from keysync.config import Config
 from keysync.errors import RunError
-from keysync.messages import KeyBatch, RejectedRow
+from keysync.messages import KeyBatch
 from keysync.stages.merger import KeyIndex
 
 FORMAT_VERSION = 1
@@ -65,66 +65,9 @@ class CheckpointHeader(msgspec.Struct, frozen=True):
     inputs: list[InputFingerprint]
 
 
-class StoredBatch(msgspec.Struct, array_like=True):
-    """A ``KeyBatch`` as stored: raw forms only where they differ from the key."""
-
-    system: str
-    seq: int
-    start_offset: int
-    end_offset: int
-    first_line: int
-    next_line: int
-    keys: list[str]
-    raw_changes: list[tuple[int, str]]
-    lines: list[int]
-    timestamps: list[str]
-    rejected: list[RejectedRow]
-    rows_read: int
-
-    @classmethod
-    def from_batch(cls, batch: KeyBatch) -> StoredBatch:
-        keys = batch.keys
-        changes = [
-            (i, raw) for i, raw in enumerate(batch.raws) if raw is not keys[i] and raw != keys[i]
-        ]
-        return cls(
-            batch.system,
-            batch.seq,
-            batch.start_offset,
-            batch.end_offset,
-            batch.first_line,
-            batch.next_line,
-            keys,
-            changes,
-            batch.lines,
-            batch.timestamps,
-            batch.rejected,
-            batch.rows_read,
-        )
-
-    def to_batch(self) -> KeyBatch:
-        raws = list(self.keys)
-        for i, raw in self.raw_changes:
-            raws[i] = raw
-        return KeyBatch(
-            self.system,
-            self.seq,
-            self.start_offset,
-            self.end_offset,
-            self.first_line,
-            self.next_line,
-            self.keys,
-            raws,
-            self.lines,
-            self.timestamps,
-            self.rejected,
-            self.rows_read,
-        )
-
-
 class Frame(msgspec.Struct, array_like=True):
     number: int
-    batches: list[StoredBatch]
+    batches: list[KeyBatch]
     unavailable: dict[str, str]
     finished: list[str]
 
@@ -207,7 +150,7 @@ class CheckpointWriter:
             return 0
         frame = Frame(
             self.frames,
-            [StoredBatch.from_batch(b) for b in self._pending],
+            self._pending,
             self._unavailable,
             self._finished,
         )
@@ -278,8 +221,8 @@ def load(directory: Path) -> RestoredRun:
         except (msgspec.DecodeError, msgspec.ValidationError):
             restored.torn_tail = True
             break
-        for stored in frame.batches:
-            restored.index.add(stored.to_batch())
+        for batch in frame.batches:
+            restored.index.add(batch)
         restored.unavailable.update(frame.unavailable)
         restored.finished.extend(frame.finished)
         restored.frames += 1

@@ -46,8 +46,9 @@ class RawBatch(msgspec.Struct, array_like=True):
 class KeyBatch(msgspec.Struct, array_like=True):
     """A ``RawBatch`` after normalization: only usable rows, with their normalized keys.
 
-    ``raws[i]`` is the raw form of ``keys[i]``; where normalization changed
-    nothing it is the very same string object, so it costs nothing to send.
+    Most raw keys are already normal, so raw forms travel only where they differ:
+    ``raw_changes`` holds ``(i, raw)`` for each row whose raw key is not ``keys[i]``.
+    The same struct is what a checkpoint stores.
     """
 
     system: str
@@ -57,11 +58,25 @@ class KeyBatch(msgspec.Struct, array_like=True):
     first_line: int
     next_line: int
     keys: list[str]
-    raws: list[str]
+    raw_changes: list[tuple[int, str]]
     lines: list[int]
     timestamps: list[str]
     rejected: list[RejectedRow]
     rows_read: int
+
+    def raw(self, i: int) -> str:
+        """The raw key of row ``i`` (a linear search: for the few rows that need it)."""
+        for index, raw in self.raw_changes:
+            if index == i:
+                return raw
+        return self.keys[i]
+
+    def raws(self) -> list[str]:
+        """Every row's raw key."""
+        raws = list(self.keys)
+        for i, raw in self.raw_changes:
+            raws[i] = raw
+        return raws
 
 
 class SourceOpened(msgspec.Struct, array_like=True):

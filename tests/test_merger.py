@@ -17,7 +17,7 @@ def batch(system: str, seq: int, rows: list[tuple[str, str, int]], next_line: in
         first_line=rows[0][2] if rows else 2,
         next_line=next_line or (rows[-1][2] + 1 if rows else 2),
         keys=keys,
-        raws=[raw for _, raw, _ in rows],
+        raw_changes=[(i, raw) for i, (key, raw, _) in enumerate(rows) if raw != key],
         lines=[line for _, _, line in rows],
         timestamps=[f"t{line}" for _, _, line in rows],
         rejected=[],

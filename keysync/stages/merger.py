@@ -51,49 +51,41 @@ class SystemKeys:
 
     def apply(self, batch: KeyBatch) -> None:
         """Add one batch's rows; the caller guarantees ``seq`` order."""
-        keys, lines = batch.keys, batch.lines
+        keys = batch.keys
         self.rows_read += batch.rows_read
         self.rejected.extend(batch.rejected)
         self.position = SourcePosition(batch.end_offset, batch.next_line, batch.seq + 1)
         if not keys:
             return
+        if len(set(keys)) == len(keys) and self.first_line.keys().isdisjoint(keys):
+            # The common case, all in C: every key is new and occurs once.
+            self.first_line.update(zip(keys, batch.lines))
+            self.timestamps.update(zip(keys, batch.timestamps))
+            self.raw_forms.update((keys[i], raw) for i, raw in batch.raw_changes)
+            return
+        self._apply_with_repeats(batch)
+
+    def _apply_with_repeats(self, batch: KeyBatch) -> None:
+        keys, lines, stamps = batch.keys, batch.lines, batch.timestamps
+        raws = batch.raws()
         # First occurrence within the batch wins: build from the reversed rows.
         first_in_batch = dict(zip(reversed(keys), reversed(range(len(keys)))))
         seen_before = first_in_batch.keys() & self.first_line.keys()
-        repeated_in_batch = len(first_in_batch) != len(keys)
-        if seen_before or repeated_in_batch:
-            self._record_repeats(batch, first_in_batch, seen_before, repeated_in_batch)
-        for key in seen_before:
-            del first_in_batch[key]
-        timestamps, raws = batch.timestamps, batch.raws
-        self.first_line.update({key: lines[i] for key, i in first_in_batch.items()})
-        self.timestamps.update({key: timestamps[i] for key, i in first_in_batch.items()})
-        self.raw_forms.update(
-            {
-                key: raws[i]
-                for key, i in first_in_batch.items()
-                if raws[i] is not key and raws[i] != key
-            }
-        )
-
-    def _record_repeats(
-        self,
-        batch: KeyBatch,
-        first_in_batch: dict[str, int],
-        seen_before: set[str],
-        repeated_in_batch: bool,
-    ) -> None:
-        keys, lines, raws = batch.keys, batch.lines, batch.raws
         repeated = set(seen_before)
-        if repeated_in_batch:
+        if len(first_in_batch) != len(keys):
             repeated.update(key for key, n in Counter(keys).items() if n > 1)
         for key in seen_before:
             if key not in self.repeats:
                 self.repeats[key] = [(self.first_line[key], self.raw_form(key))]
+            del first_in_batch[key]
         for i, key in enumerate(keys):
             if key in repeated:
-                occurrences = self.repeats.setdefault(key, [])
-                occurrences.append((lines[i], raws[i]))
+                self.repeats.setdefault(key, []).append((lines[i], raws[i]))
+        self.first_line.update({key: lines[i] for key, i in first_in_batch.items()})
+        self.timestamps.update({key: stamps[i] for key, i in first_in_batch.items()})
+        self.raw_forms.update(
+            (keys[i], raw) for i, raw in batch.raw_changes if first_in_batch.get(keys[i]) == i
+        )
 
 
 class KeyIndex:

@@ -7,6 +7,9 @@ neither, is checked with two C-level passes and costs no per-row Python work.
 
 from __future__ import annotations
 
+from itertools import compress
+from operator import ne
+
 from keysync.messages import KeyBatch, RawBatch, RejectedRow
 from keysync.normalization import KeyNormalizer
 
@@ -54,6 +57,8 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
         stamps = [stamps[i] for i in keep]
     if too_long or len(rejected) > len(batch.rejected):
         rejected.sort(key=lambda row: row.line)
+    # Indices of rows whose key changed, found in C: compress(range, map(ne, ...)).
+    changed = compress(range(len(keys)), map(ne, raws, keys))
     return KeyBatch(
         system=batch.system,
         seq=batch.seq,
@@ -62,7 +67,7 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
         first_line=batch.first_line,
         next_line=batch.next_line,
         keys=keys,
-        raws=raws,
+        raw_changes=[(i, raws[i]) for i in changed],
         lines=lines,
         timestamps=stamps,
         rejected=rejected,

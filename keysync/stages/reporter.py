@@ -19,6 +19,8 @@ import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -256,37 +258,19 @@ def write_reconciliation_reports(
     report.close()
     counts["reconciliation_summary.csv"] = len(summaries)
 
-    pairs = sorted(
-        (key, system) for system, keys in comparison.missing_in_a.items() for key in keys
-    )
+    out_of_authority = _missing_in_a_rows(comparison, registry)
     report = writer.open(
         "diff_missing_in_A.csv",
         MISSING_IN_A_COLUMNS,
-        row_count=len(pairs),
+        row_count=len(out_of_authority),
         totals=_per_system(comparison.missing_in_a),
         description=f"keys held by a peer but not by the authority {authority} (out-of-authority)",
     )
-    systems = {name: index[name] for name in comparison.missing_in_a}
-    report.rows(
-        [
-            (
-                key,
-                system,
-                systems[system].raw_forms.get(key, key),
-                systems[system].first_line[key],
-                systems[system].timestamps[key],
-                registry.master_key_for(system, key),
-                registry.status_for(system, key),
-            )
-            for key, system in pairs
-        ],
-        risky=(2, 4),
-    )
+    report.rows(out_of_authority, risky=(2, 4))
     report.close()
-    counts["diff_missing_in_A.csv"] = len(pairs)
+    counts["diff_missing_in_A.csv"] = len(out_of_authority)
 
-    a_keys = index[authority]
-    gaps = sorted((system, key) for system, keys in comparison.gaps.items() for key in keys)
+    gaps = _gap_rows(comparison, history)
     report = writer.open(
         "diff_missing_from_system.csv",
         MISSING_FROM_SYSTEM_COLUMNS,
@@ -294,14 +278,7 @@ def write_reconciliation_reports(
         totals=_per_system(comparison.gaps),
         description=f"keys held by the authority {authority} but not by a peer (propagation gaps)",
     )
-    a_raw, a_stamps = a_keys.raw_forms, a_keys.timestamps
-    report.rows(
-        [
-            (key, system, a_raw.get(key, key), a_stamps[key], history.missing_since(system, key))
-            for system, key in gaps
-        ],
-        risky=(2, 3),
-    )
+    report.rows(gaps, risky=(2, 3))
     report.close()
     counts["diff_missing_from_system.csv"] = len(gaps)
 
@@ -358,6 +335,45 @@ def write_reconciliation_reports(
     report.close()
     counts["rejected_rows.csv"] = len(rejected)
     return counts
+
+
+def _missing_in_a_rows(comparison: Comparison, registry: RegistryView) -> list[tuple[Any, ...]]:
+    """Rows of diff_missing_in_A.csv sorted by key, system; built column-wise with map()."""
+    rows: list[tuple[Any, ...]] = []
+    for system in sorted(comparison.missing_in_a):
+        held = comparison.index[system]
+        keys = list(comparison.missing_in_a[system])
+        rows.extend(
+            zip(
+                keys,
+                repeat(system),
+                map(held.raw_forms.get, keys, keys),
+                map(held.first_line.__getitem__, keys),
+                map(held.timestamps.__getitem__, keys),
+                map(registry.master_key_for, repeat(system), keys),
+                map(registry.status_for, repeat(system), keys),
+            )
+        )
+    rows.sort(key=itemgetter(0, 1))
+    return rows
+
+
+def _gap_rows(comparison: Comparison, history: GapHistory) -> list[tuple[Any, ...]]:
+    """Rows of diff_missing_from_system.csv sorted by system, key."""
+    a_keys = comparison.index[comparison.authority]
+    rows: list[tuple[Any, ...]] = []
+    for system in sorted(comparison.gaps):
+        keys = sorted(comparison.gaps[system])
+        rows.extend(
+            zip(
+                keys,
+                repeat(system),
+                map(a_keys.raw_forms.get, keys, keys),
+                map(a_keys.timestamps.__getitem__, keys),
+                map(history.missing_since, repeat(system), keys),
+            )
+        )
+    return rows
 
 
 def _per_system(keys_by_system: dict[str, set[str]]) -> str:
