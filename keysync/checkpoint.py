@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import struct
+import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import msgspec
 
+from keysync import logs
 from keysync.config import Config
 from keysync.errors import RunError
 from keysync.messages import KeyBatch
@@ -111,7 +114,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 class CheckpointWriter:
-    """Appends a frame every ``interval`` rows; ``flush`` takes one now (e.g. on Ctrl-C)."""
+    """Takes a checkpoint every ``interval`` rows without holding up the merge.
+
+    The merger's thread only encodes a frame (msgspec, fast); a background thread
+    appends it and waits for ``fdatasync``, which releases the GIL. ``flush``
+    takes a checkpoint of everything applied so far and waits until it is safe.
+    """
 
     def __init__(
         self, directory: Path, header: CheckpointHeader | None, interval: int, frames: int = 0
@@ -128,15 +136,17 @@ class CheckpointWriter:
         if header is not None:
             _write_atomically(directory / HEADER_FILE, msgspec.msgpack.encode(header))
         self._log = open(directory / LOG_FILE, "ab")  # noqa: SIM115 - closed by close()
+        self._queue: queue.Queue[tuple[bytes, int, int] | None] = queue.Queue(maxsize=8)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._write_frames, name="checkpoint", daemon=True)
+        self._thread.start()
 
-    def add(self, batch: KeyBatch) -> bool:
+    def add(self, batch: KeyBatch) -> None:
         """Remember an applied batch; take a checkpoint when the interval is reached."""
         self._pending.append(batch)
         self._rows += batch.rows_read
         if self._rows >= self.interval:
-            self.flush()
-            return True
-        return False
+            self._submit()
 
     def source_unavailable(self, system: str, reason: str) -> None:
         self._unavailable[system] = reason
@@ -144,26 +154,44 @@ class CheckpointWriter:
     def source_finished(self, system: str) -> None:
         self._finished.append(system)
 
-    def flush(self) -> int:
-        """Append and fsync one frame with everything since the last; returns its row count."""
+    def _submit(self) -> None:
+        if self._error is not None:
+            raise RunError(f"cannot write checkpoint in {self.directory}: {self._error}")
         if not (self._pending or self._unavailable or self._finished):
-            return 0
-        frame = Frame(
-            self.frames,
-            self._pending,
-            self._unavailable,
-            self._finished,
-        )
-        payload = msgspec.msgpack.encode(frame)
-        self._log.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
-        self._log.flush()
-        os.fdatasync(self._log.fileno())
-        rows = self._rows
+            return
+        frame = Frame(self.frames, self._pending, self._unavailable, self._finished)
+        self._queue.put((msgspec.msgpack.encode(frame), self.frames, self._rows))
         self.frames += 1
         self._pending, self._rows, self._unavailable, self._finished = [], 0, {}, []
-        return rows
+
+    def _write_frames(self) -> None:
+        log = logs.get_logger(stage="checkpoint")
+        while (item := self._queue.get()) is not None:
+            payload, number, rows = item
+            try:
+                if self._error is None:
+                    self._log.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
+                    self._log.flush()
+                    os.fdatasync(self._log.fileno())
+                    log.info("checkpoint.saved", frame=number, rows=rows, bytes=len(payload))
+            except OSError as exc:
+                self._error = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def flush(self) -> None:
+        """Checkpoint everything applied so far and wait until it is on disk."""
+        self._submit()
+        self._queue.join()
+        if self._error is not None:
+            raise RunError(f"cannot write checkpoint in {self.directory}: {self._error}")
 
     def close(self) -> None:
+        """Stop the writer thread (after the frames already taken) and close the log."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
         self._log.close()
 
 

@@ -157,7 +157,6 @@ class _RunObserver(PipelineObserver):
         self.checkpoint = checkpoint
         self.stop_requested = False
         self.resumed_at = resumed_at
-        self.log = logs.get_logger(stage="checkpoint")
         self.index = index
         self.total_bytes = total_bytes
         self.on_progress = on_progress
@@ -181,9 +180,7 @@ class _RunObserver(PipelineObserver):
             )
             self.resumed_at = None
         self._progress()
-        frames = self.checkpoint.frames
-        if self.checkpoint.add(batch):
-            self.log.debug("checkpoint.saved", frame=frames, system=batch.system)
+        self.checkpoint.add(batch)
 
     def source_finished(self, system: str) -> None:
         self.checkpoint.source_finished(system)
