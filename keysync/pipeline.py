@@ -89,7 +89,14 @@ def _put(target: Any, item: Any) -> bool:
             return True
         except queue.Full:
             if not _parent_alive():
+                _abandon(target)
                 return False
+
+
+def _abandon(*queues: Any) -> None:
+    """The parent is gone: do not wait at exit to flush data nobody will read."""
+    for target in queues:
+        target.cancel_join_thread()
 
 
 def _start_positions(job: SourceJob, header: Header) -> dict[str, int]:
@@ -119,6 +126,7 @@ def reader_main(
         log.warning("source.stalling", reason="simulation.failures.simulate_timeout")
         while _parent_alive():
             time.sleep(0.5)
+        _abandon(out_queue, raw_queue)
         return
     try:
         header = read_header(job.system, job.path, job.source)
@@ -167,6 +175,7 @@ def normalizer_main(
             batch: RawBatch | None = raw_queue.get(timeout=1.0)
         except queue.Empty:
             if not _parent_alive():
+                _abandon(out_queue)
                 return
             continue
         if batch is None:
