@@ -279,6 +279,12 @@ def verify_inputs(header: CheckpointHeader, config: Config) -> None:
             )
 
 
+def load_verified(directory: Path, config: Config) -> RestoredRun:
+    """Load a checkpoint after checking that its settings and inputs are unchanged."""
+    verify_inputs(read_header(directory), config)
+    return load(directory)
+
+
 def interrupted_runs(root: Path) -> list[Path]:
     """Checkpoint folders, newest first (run ids sort by start time)."""
     if not root.is_dir():

@@ -8,6 +8,7 @@ reports. A kill at any point before the commit leaves the state as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import signal
@@ -17,9 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from keysync import checkpoint, logs
-from keysync.checkpoint import CheckpointHeader, CheckpointWriter, RestoredRun
+from keysync.checkpoint import CheckpointHeader, CheckpointWriter
 from keysync.comparison import Comparison, SystemSummary, compare
 from keysync.config import Config
 from keysync.errors import (
@@ -31,10 +33,19 @@ from keysync.errors import (
     Interrupted,
     RunError,
 )
+from keysync.history import plan_history
+from keysync.lock import RunLock
 from keysync.messages import KeyBatch
 from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
 from keysync.stages.merger import KeyIndex
-from keysync.stages.reporter import ReportWriter, summary_rows, write_reconciliation_reports
+from keysync.stages.provisioner import plan_provisioning
+from keysync.stages.reporter import (
+    SUMMARY_COLUMNS,
+    ReportWriter,
+    summary_rows,
+    write_reconciliation_reports,
+)
+from keysync.state import AUDIT_COLUMNS, DB_NAME, SUCCESSFUL, StateStore
 
 _IMPORTED = time.monotonic()
 
@@ -112,28 +123,6 @@ def select_systems(config: Config, requested: list[str] | None) -> list[str]:
     return [s for s in configured if s in chosen]
 
 
-class _Mirror:
-    """Registry view used until the state store answers (master key per strategy)."""
-
-    def __init__(self, config: Config) -> None:
-        self.namespaced = config.provisioning.strategy == "namespaced"
-        self.separator = config.provisioning.namespace_separator
-
-    def master_key_for(self, system: str, key: str) -> str:
-        return f"{system}{self.separator}{key}" if self.namespaced else key
-
-    def status_for(self, system: str, key: str) -> str:
-        return "Proposed"
-
-
-class _NoHistory:
-    def __init__(self, now: str) -> None:
-        self.now = now
-
-    def missing_since(self, system: str, key: str) -> str:
-        return self.now
-
-
 def _stalled_system(config: Config, systems: list[str]) -> str | None:
     if not config.simulation.failures.simulate_timeout:
         return None
@@ -209,210 +198,342 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _resumable(config: Config, options: RunOptions) -> RestoredRun | None:
-    """The latest interrupted run to continue, or None (said in the log) if there is none."""
-    log = logs.get_logger(stage="runner")
-    for folder in checkpoint.interrupted_runs(config.checkpoint_dir):
-        header = checkpoint.read_header(folder)
-        checkpoint.verify_inputs(header, config)
-        restored = checkpoint.load(folder)
-        if restored.torn_tail:
-            log.warning(
-                "checkpoint.torn",
-                run_id=header.run_id,
-                frames=restored.frames,
-                detail="the last checkpoint was cut short; continuing from the one before it",
-            )
-        return restored
-    log.warning("run.nothing_to_resume", detail="no interrupted run to resume; running normally")
-    return None
+def pause_for_tests(phase: str) -> None:
+    """Test hook: with ``KEYSYNC_TEST_PAUSE_AT=<phase>`` the run sleeps there, to be killed.
+
+    Phases: ``reading`` (after the first batch is merged), ``reporting`` (reports
+    staged, state not yet committed), ``committing`` (just before the state
+    commit), ``publishing`` (state committed, reports not yet renamed into place).
+    """
+    if os.environ.get("KEYSYNC_TEST_PAUSE_AT") == phase:
+        logs.get_logger(stage="runner").warning("run.paused_for_tests", phase=phase)
+        time.sleep(3600)
+
+
+def _latest_checkpoint(config: Config) -> Path | None:
+    folders = checkpoint.interrupted_runs(config.checkpoint_dir)
+    return folders[0] if folders else None
+
+
+def _write_audit_log(
+    writer: ReportWriter, store: StateStore, planned: list[tuple[Any, ...]] | None = None
+) -> None:
+    """audit_log.csv: every recorded event; in a dry run also what would be recorded."""
+    rows: list[tuple[Any, ...]] = list(store.audit_rows())
+    rows.extend(planned or [])
+    report = writer.open(
+        "audit_log.csv",
+        AUDIT_COLUMNS,
+        row_count=len(rows),
+        description="every run and registry decision of all runs, by timestamp and seq",
+    )
+    report.rows(rows, risky=(4, 5, 6))
+    report.close()
+
+
+def _publish_leftovers(config: Config, store: StateStore) -> None:
+    """Finish what a run killed after its commit left behind: publish its staged reports.
+
+    Staged reports of a run that never committed describe nothing real: removed.
+    """
+    output_dir = config.output_dir
+    if not output_dir.is_dir():
+        return
+    for staging in sorted(output_dir.glob(".staging-*")):
+        run_id = staging.name.removeprefix(".staging-")
+        record = store.run(run_id)
+        writer = ReportWriter(output_dir, run_id, iso(utc_now()))
+        if record is None or record.outcome not in SUCCESSFUL:
+            writer.discard()
+            continue
+        writer.written = sorted(
+            p.name for p in staging.iterdir() if p.name != "audit_log.csv" and "tmp" not in p.name
+        )
+        _write_audit_log(writer, store)
+        writer.publish()
+        logs.get_logger(stage="runner").warning(
+            "report.recovered", run_id=run_id, detail="published the reports of a committed run"
+        )
 
 
 def run(config: Config, options: RunOptions | None = None) -> RunResult:
     """Reconcile the configured sources; see SPEC.md "Commands" for the contract."""
     options = options or RunOptions()
-    started = utc_now()
-    clock = time.monotonic()
-    log = logs.get_logger(stage="runner")
     if options.regenerate_keys is not None:
         from keysync.mockdata import generate
 
         generate(config, keys=options.regenerate_keys)
-    restored = _resumable(config, options) if options.resume else None
-    if restored is not None:
-        header = restored.header
-        run_id = header.run_id
-        systems = restored.header.systems
-        mode = restored.header.mode
-        index = restored.index
-        unavailable = dict(restored.unavailable)
-        writer = CheckpointWriter(
-            restored.directory, None, config.processing.checkpoint_interval, restored.frames
-        )
-    else:
+    started = utc_now()
+    resume_dir = _latest_checkpoint(config) if options.resume else None
+    run_id = resume_dir.name if resume_dir is not None else new_run_id(started)
+    log = logs.get_logger(stage="runner")
+    with RunLock.acquire(config.data_dir, run_id):
+        store = StateStore.open(config.data_dir / DB_NAME)
+        try:
+            _publish_leftovers(config, store)
+            if resume_dir is not None:
+                record = store.run(run_id)
+                if record is not None and record.outcome in SUCCESSFUL:
+                    # Killed after its commit: that run is done; only its checkpoint was left.
+                    checkpoint.remove(resume_dir)
+                    resume_dir, run_id = None, new_run_id(started)
+            if options.resume and resume_dir is None:
+                log.warning(
+                    "run.nothing_to_resume",
+                    detail="no interrupted run to resume; running normally",
+                )
+            return _Run(config, options, store, run_id, started, resume_dir).execute()
+        finally:
+            store.close()
+
+
+class _Run:
+    """One run's phases: read (or resume), compare, plan, report, commit, publish."""
+
+    def __init__(
+        self,
+        config: Config,
+        options: RunOptions,
+        store: StateStore,
+        run_id: str,
+        started: datetime,
+        resume_dir: Path | None,
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.store = store
+        self.run_id = run_id
+        self.started = started
+        self.clock = time.monotonic()
+        self.read_s = 0.0
+        self.log = logs.get_logger(stage="runner")
+        self.resumed = resume_dir is not None
+        if resume_dir is not None:
+            restored = checkpoint.load_verified(resume_dir, config)
+            if restored.torn_tail:
+                self.log.warning(
+                    "checkpoint.torn",
+                    run_id=run_id,
+                    frames=restored.frames,
+                    detail="the last checkpoint was cut short; continuing from the one before",
+                )
+            self.header = restored.header
+            self.index = restored.index
+            self.unavailable = dict(restored.unavailable)
+            self.mode = restored.header.mode
+            # The run continues as it was started, whatever this command line says.
+            self.options.dry_run = restored.header.flags.get("dry_run", False)
+            self.options.auto_approve = restored.header.flags.get("auto_approve", False)
+            self.writer = CheckpointWriter(
+                resume_dir, None, config.processing.checkpoint_interval, restored.frames
+            )
+            store.resume_run(run_id)
+            return
         systems = select_systems(config, options.systems)
-        mode = options.mode or config.processing.mode
-        run_id = new_run_id(started)
-        index = KeyIndex(systems)
-        unavailable = {}
-        header = CheckpointHeader(
+        self.mode = options.mode or config.processing.mode
+        self.header = CheckpointHeader(
             format=checkpoint.FORMAT_VERSION,
             run_id=run_id,
             created_at=iso(started),
             settings_hash=checkpoint.settings_hash(config, systems),
             systems=systems,
-            mode=mode,
+            mode=self.mode,
             flags={"dry_run": options.dry_run, "auto_approve": options.auto_approve},
             inputs=[checkpoint.fingerprint(s, config.source_path(s)) for s in systems],
         )
-        writer = CheckpointWriter(
-            config.checkpoint_dir / run_id, header, config.processing.checkpoint_interval
+        self.index = KeyIndex(systems)
+        self.unavailable = {}
+        self.writer = CheckpointWriter(
+            config.checkpoint_dir / run_id, self.header, config.processing.checkpoint_interval
         )
-    logs.bind_run(run_id)
-    observer = _RunObserver(
-        writer,
-        time.monotonic() - clock if restored else None,
-        index,
-        sum(f.size for f in header.inputs),
-        options.on_progress,
-    )
-    try:
-        with _stop_on_signals(observer):
-            log.info(
-                "run.started",
-                mode=mode,
-                systems=systems,
-                dry_run=options.dry_run,
-                auto_approve=options.auto_approve or config.provisioning.auto_approve,
-                resumed=restored is not None,
-            )
-            stalled = _stalled_system(config, systems)
-            jobs = [
-                SourceJob(
-                    s,
-                    config.source_path(s),
-                    config.sources[s],
-                    position=index[s].position,
-                    stall=(s == stalled),
-                )
-                for s in systems
-                if s not in unavailable
-            ]
-            result = Pipeline(config, jobs, index=index, run_id=run_id, observer=observer).run()
-            writer.flush()
-            unavailable.update(result.unavailable)
-            read_s = time.monotonic() - clock
-            authority = config.authority
-            if authority in unavailable:
-                raise RunError(
-                    f"the authority {authority} is unavailable: {unavailable[authority]}"
-                )
-            peers = [s for s in systems if s != authority]
-            if all(p in unavailable for p in peers):
-                reasons = "; ".join(f"{p}: {unavailable[p]}" for p in peers)
-                raise RunError(f"no peer of {authority} is available ({reasons})")
-            comparison = compare(index, authority, unavailable)
-            run_result = _report(config, options, run_id, mode, started, comparison, systems)
-        writer.close()
-        checkpoint.remove(writer.directory)
-        run_result.durations = {
-            "read_s": round(read_s, 3),
-            "total_s": round(time.monotonic() - clock, 3),
+        store.begin_run(run_id, started, self.mode, self._flags(), dry_run=options.dry_run)
+
+    @property
+    def systems(self) -> list[str]:
+        return self.header.systems
+
+    def _flags(self) -> dict[str, Any]:
+        options = self.options
+        return {
+            "dry_run": options.dry_run,
+            "auto_approve": options.auto_approve,
+            "fail_on_diff": options.fail_on_diff,
+            "resume": options.resume,
+            "systems": ",".join(self.systems),
         }
-        log.info(
-            "run.completed",
-            exit_code=run_result.exit_code,
-            duration_s=run_result.durations["total_s"],
-            discrepancies=run_result.discrepancies,
-            **{f"{s.system}_matched": s.matched for s in run_result.summaries if s.available},
+
+    def execute(self) -> RunResult:
+        logs.bind_run(self.run_id)
+        observer = _RunObserver(
+            self.writer,
+            time.monotonic() - self.clock if self.resumed else None,
+            self.index,
+            sum(f.size for f in self.header.inputs),
+            self.options.on_progress,
         )
-        return run_result
-    except Interrupted:
-        writer.flush()
-        writer.close()
-        log.warning("run.interrupted", checkpoint=str(writer.directory), frames=writer.frames)
-        raise Interrupted(
-            f"run {run_id} interrupted; a checkpoint is kept: `keysync run --resume` continues it"
-        ) from None
-    except RunError as exc:
-        writer.close()
-        checkpoint.remove(writer.directory)
-        log.error("run.failed", reason=str(exc))
-        raise
-    finally:
-        logs.unbind_run()
+        try:
+            with _stop_on_signals(observer):
+                self.log.info(
+                    "run.started",
+                    mode=self.mode,
+                    systems=self.systems,
+                    dry_run=self.options.dry_run,
+                    auto_approve=self.options.auto_approve or self.config.provisioning.auto_approve,
+                    resumed=self.resumed,
+                )
+                comparison = self._read_and_compare(observer)
+                result = self._report_and_commit(comparison, observer)
+            self.writer.close()
+            checkpoint.remove(self.writer.directory)
+            self.log.info(
+                "run.completed",
+                exit_code=result.exit_code,
+                duration_s=result.durations["total_s"],
+                discrepancies=result.discrepancies,
+                **{f"{s.system}_matched": s.matched for s in result.summaries if s.available},
+            )
+            return result
+        except Interrupted:
+            self.writer.flush()
+            self.writer.close()
+            message = (
+                f"run {self.run_id} interrupted; a checkpoint is kept: "
+                "`keysync run --resume` continues it"
+            )
+            self.store.end_run(self.run_id, outcome="interrupted", message=message, exit_code=130)
+            self.log.warning("run.interrupted", checkpoint=str(self.writer.directory))
+            raise Interrupted(message) from None
+        except RunError as exc:
+            self.writer.close()
+            checkpoint.remove(self.writer.directory)
+            self.store.end_run(self.run_id, outcome="failed", message=str(exc), exit_code=3)
+            self.log.error("run.failed", reason=str(exc))
+            raise
+        finally:
+            logs.unbind_run()
 
+    def _read_and_compare(self, observer: _RunObserver) -> Comparison:
+        config = self.config
+        stalled = _stalled_system(config, self.systems)
+        jobs = [
+            SourceJob(
+                s,
+                config.source_path(s),
+                config.sources[s],
+                position=self.index[s].position,
+                stall=(s == stalled),
+            )
+            for s in self.systems
+            if s not in self.unavailable
+        ]
+        pipeline = Pipeline(config, jobs, index=self.index, run_id=self.run_id, observer=observer)
+        result = pipeline.run()
+        self.writer.flush()
+        self.read_s = time.monotonic() - self.clock
+        unavailable = {**self.unavailable, **result.unavailable}
+        authority = config.authority
+        if authority in unavailable:
+            raise RunError(f"the authority {authority} is unavailable: {unavailable[authority]}")
+        peers = [s for s in self.systems if s != authority]
+        if all(p in unavailable for p in peers):
+            reasons = "; ".join(f"{p}: {unavailable[p]}" for p in peers)
+            raise RunError(f"no peer of {authority} is available ({reasons})")
+        return compare(self.index, authority, unavailable)
 
-def _report(
-    config: Config,
-    options: RunOptions,
-    run_id: str,
-    mode: str,
-    started: datetime,
-    comparison: Comparison,
-    systems: list[str],
-) -> RunResult:
-    now = iso(utc_now())
-    output_dir = config.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
-    writer = ReportWriter(output_dir, run_id, now)
-    files = {s: config.source_path(s) for s in systems}
-    write_reconciliation_reports(writer, comparison, files, _Mirror(config), _NoHistory(now))
-    summaries = list(comparison.summaries.values())
-    degraded = any(not s.available for s in summaries)
-    discrepancies = comparison.has_discrepancies()
-    if degraded:
-        exit_code = EXIT_DEGRADED
+    def _report_and_commit(self, comparison: Comparison, observer: _RunObserver) -> RunResult:
+        config, options, store = self.config, self.options, self.store
+        now = utc_now()
+        plan = plan_provisioning(
+            store,
+            config,
+            comparison,
+            run_id=self.run_id,
+            now=now,
+            auto_approve=options.auto_approve,
+            dry_run=options.dry_run,
+        )
+        history = plan_history(store, comparison, self.run_id, now)
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        writer = ReportWriter(config.output_dir, self.run_id, iso(now))
+        files = {s: config.source_path(s) for s in self.systems}
+        write_reconciliation_reports(writer, comparison, files, plan, history)
+        registry_rows = list(plan.registry_rows())
+        registry = writer.open(
+            "master_key_registry.csv",
+            plan.registry_columns(),
+            row_count=len(registry_rows),
+            description="every master key after this run"
+            + (" (dry run: shows what would change; nothing was saved)" if options.dry_run else ""),
+        )
+        registry.rows(registry_rows, risky=(4, 5))
+        registry.close()
+        result = self._outcome(comparison)
+        writer.write_json("summary.json", self._summary_json(result, now))
+        pause_for_tests("reporting")
+        if observer.should_stop():
+            raise Interrupted("interrupted")
+        pause_for_tests("committing")
+        store.commit_run(
+            self.run_id,
+            ended_at=utc_now(),
+            outcome="degraded" if result.exit_code == EXIT_DEGRADED else "completed",
+            exit_code=result.exit_code,
+            counts={s.system: dataclasses.asdict(s) for s in result.summaries},
+            plan=plan,
+            history=history,
+            dry_run=options.dry_run,
+        )
+        # In a dry run nothing was recorded: show what would have been, after the real events.
+        planned = [(t, r, "", e, s, k, d) for t, r, e, s, k, d in plan.events]
+        _write_audit_log(writer, store, planned if options.dry_run else None)
+        pause_for_tests("publishing")
+        result.reports = writer.publish()
+        result.durations = {
+            "read_s": round(self.read_s, 3),
+            "total_s": round(time.monotonic() - self.clock, 3),
+        }
+        return result
+
+    def _outcome(self, comparison: Comparison) -> RunResult:
+        summaries = list(comparison.summaries.values())
+        discrepancies = comparison.has_discrepancies()
         missing = [s.system for s in summaries if not s.available]
-        message = f"degraded: {', '.join(missing)} unavailable, not compared"
-    elif discrepancies and options.fail_on_diff:
-        exit_code, message = EXIT_DIFF, "discrepancies found (--fail-on-diff)"
-    else:
-        exit_code, message = EXIT_OK, ""
-    columns = [
-        "system",
-        "available",
-        "rows_read",
-        "rows_rejected",
-        "unique_keys",
-        "duplicate_keys",
-        "matched",
-        "missing_in_a",
-        "missing_from_system",
-        "match_rate",
-    ]
-    writer.write_json(
-        "summary.json",
-        {
-            "run_id": run_id,
-            "mode": mode,
-            "started_at": iso(started),
-            "finished_at": now,
-            "flags": {
-                "dry_run": options.dry_run,
-                "auto_approve": options.auto_approve,
-                "resume": options.resume,
-                "fail_on_diff": options.fail_on_diff,
-                "systems": systems,
+        if missing:
+            exit_code = EXIT_DEGRADED
+            message = f"degraded: {', '.join(missing)} unavailable, not compared"
+        elif discrepancies and self.options.fail_on_diff:
+            exit_code, message = EXIT_DIFF, "discrepancies found (--fail-on-diff)"
+        else:
+            exit_code, message = EXIT_OK, ""
+        return RunResult(
+            run_id=self.run_id,
+            exit_code=exit_code,
+            mode=self.mode,
+            summaries=summaries,
+            output_dir=self.config.output_dir,
+            message=message,
+            dry_run=self.options.dry_run,
+            discrepancies=discrepancies,
+        )
+
+    def _summary_json(self, result: RunResult, now: datetime) -> dict[str, Any]:
+        columns = list(SUMMARY_COLUMNS)
+        return {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "started_at": iso(self.started),
+            "finished_at": iso(now),
+            "flags": self._flags(),
+            "resumed": self.resumed,
+            "durations": {
+                "read_s": round(self.read_s, 3),
+                "total_s": round(time.monotonic() - self.clock, 3),
             },
             "systems": [
                 {**dict(zip(columns, row)), "reason": s.unavailable_reason}
-                for row, s in zip(summary_rows(summaries), summaries)
+                for row, s in zip(summary_rows(result.summaries), result.summaries)
             ],
-            "discrepancies": discrepancies,
-            "exit_code": exit_code,
-            "message": message,
-        },
-    )
-    reports = writer.publish()
-    return RunResult(
-        run_id=run_id,
-        exit_code=exit_code,
-        mode=mode,
-        summaries=summaries,
-        output_dir=output_dir,
-        reports=reports,
-        message=message,
-        dry_run=options.dry_run,
-        discrepancies=discrepancies,
-    )
+            "discrepancies": result.discrepancies,
+            "exit_code": result.exit_code,
+            "message": result.message,
+        }

@@ -410,6 +410,17 @@ class StateStore:
                 raise RunError(f"run id {run_id} is already recorded; start a new run") from None
         return seq
 
+    def resume_run(self, run_id: str) -> None:
+        """Mark an interrupted run ``running`` again: ``keysync run --resume`` continues it."""
+        with self._transaction():
+            updated = self._db.execute(
+                "UPDATE runs SET outcome = 'running', ended_at = NULL, exit_code = NULL,"
+                " message = '', pid = ? WHERE run_id = ? AND outcome IN ('running', 'interrupted')",
+                (os.getpid(), run_id),
+            ).rowcount
+        if updated != 1:
+            raise RunError(f"run {run_id} is not an interrupted run; run without --resume")
+
     def _close_orphans(self, *, found_by: str, now: str) -> None:
         orphans = self._db.execute(
             "SELECT run_id, dry_run, pid FROM runs WHERE outcome = 'running'"
