@@ -120,7 +120,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
     ),
     "run.interrupted": EventSpec(
         "warning",
-        ("checkpoint", "frames"),
+        ("checkpoint",),
         "Ctrl-C or SIGTERM (exit 130); the checkpoint folder is kept for `--resume`",
     ),
     "run.resumed": EventSpec(
@@ -159,9 +159,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "info", ("system", "count"), "how many rows of one source were rejected"
     ),
     "checkpoint.saved": EventSpec(
-        "debug",
-        ("frame", "system"),
-        "a checkpoint frame was written (every `checkpoint_interval` rows)",
+        "info",
+        ("frame", "rows", "bytes"),
+        "a checkpoint frame is on disk (every `checkpoint_interval` rows)",
     ),
     "checkpoint.torn": EventSpec(
         "warning",
@@ -182,8 +182,16 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "the registry changes of one run (counts), committed or, with --dry-run, not",
     ),
     "report.written": EventSpec("info", ("report", "path", "rows"), "a report file is in place"),
+    "report.recovered": EventSpec(
+        "warning",
+        ("detail",),
+        "a run had committed its state but not yet published its reports; now published",
+    ),
     "lock.stale_cleared": EventSpec(
         "warning", ("path", "pid", "stale_run_id"), "a lock left by a dead run was removed"
+    ),
+    "run.paused_for_tests": EventSpec(
+        "warning", ("phase",), "test hook only (`KEYSYNC_TEST_PAUSE_AT`): the run waits here"
     ),
     "log.event_lost": EventSpec(
         "warning",
