@@ -800,6 +800,7 @@ class LogRelay:
         self.level = effective_level()
         self._thread: threading.Thread | None = None
         self._partial: dict[int, list[bytes]] = {}
+        self.dropped = 0  # events the relay could not write (never seen in practice)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -811,12 +812,15 @@ class LogRelay:
         """Deliver every event already sent, then stop. Call after the workers ended."""
         if self._thread is None:
             return
-        self.queue._send(_STOP)
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.queue._send(_STOP)
+            self._thread.join(timeout)
         self._thread = None
         for pid, pieces in self._partial.items():
             _lost(pid, sum(len(piece) for piece in pieces))
         self._partial.clear()
+        if self.dropped:
+            _lost(0, 0, count=self.dropped)
         self.queue.close()
         self._reader.close()
 
@@ -839,12 +843,17 @@ class LogRelay:
             except (EOFError, OSError):
                 return
             kind = message[:1]
-            if kind == _WHOLE:
-                _deliver(message[1], message[2:])
-            elif kind == _STOP:
+            if kind == _STOP:
                 return
-            else:
-                self._chunk(kind, message)
+            try:
+                if kind == _WHOLE:
+                    _deliver(message[1], message[2:])
+                else:
+                    self._chunk(kind, message)
+            except Exception:
+                # The relay must outlive any one bad event: a dead relay would leave the
+                # workers blocked on a full pipe. Counted, and said at stop().
+                self.dropped += 1
 
     def _chunk(self, kind: bytes, message: bytes) -> None:
         _, pid = _CHUNK_HEAD.unpack_from(message)
@@ -875,8 +884,8 @@ def _deliver(levelno: int, line: bytes) -> None:
         sink.write(levelno, line, None)
 
 
-def _lost(pid: int, size: int) -> None:
-    get_logger().warning("log.event_lost", worker_pid=pid, bytes=size)
+def _lost(pid: int, size: int, count: int = 1) -> None:
+    get_logger().warning("log.event_lost", worker_pid=pid, bytes=size, count=count)
 
 
 def setup_worker_logging(queue: LogQueue, *, level: str, run_id: str | None, stage: str) -> None:
