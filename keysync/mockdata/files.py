@@ -1,0 +1,74 @@
+"""Writing mock files safely: atomic replace, durable renames, stale history cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+import msgspec
+
+GENERATOR = "keysync.mockdata"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (no-op where folders cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def day_folder(history: Path, day: int, days: int) -> Path:
+    return history / f"day-{day:0{max(2, len(str(days)))}d}"
+
+
+def remove_stale_history(history: Path, days: int) -> None:
+    """Delete day folders of an earlier ``generate`` that this one does not rewrite.
+
+    Only folders named ``day-N`` holding one of our manifests are touched, and
+    only the files that manifest lists.
+    """
+    if not history.is_dir():
+        return
+    keep = {day_folder(history, d, days).name for d in range(1, days + 1)} if days > 1 else set()
+    for folder in sorted(history.iterdir()):
+        if folder.name in keep or not re.fullmatch(r"day-\d+", folder.name):
+            continue
+        manifest = folder / "manifest.json"
+        try:
+            old = msgspec.json.decode(manifest.read_bytes())
+        except (OSError, msgspec.DecodeError):
+            continue
+        if not isinstance(old, dict) or old.get("generator") != GENERATOR:
+            continue
+        for section in (old.get("systems") or {}).values():
+            name = str(section.get("file", ""))
+            if name and "/" not in name and "\\" not in name:
+                with contextlib.suppress(OSError):
+                    (folder / name).unlink()
+        with contextlib.suppress(OSError):
+            manifest.unlink()
+            folder.rmdir()
+    with contextlib.suppress(OSError):
+        history.rmdir()  # only if empty

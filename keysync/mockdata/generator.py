@@ -1,0 +1,509 @@
+"""``generate``: plan which keys every system holds each day, write the files and manifests.
+
+The plan, all from seeded ``random.Random`` streams (string seeds such as
+``"42:gaps:B"`` hash the same in every process):
+
+- A universe of canonical keys in creation order (``keys.build_universe``),
+  split evenly into the authority's pool and a pool of keys A never has.
+- The authority holds a sliding window of N keys of its pool: each day the
+  oldest 1 % leave and as many new ones arrive.
+- A peer holds the window minus its "gaps" (the first keys of a per-peer
+  random order that fall inside the window, as many as the day's target
+  says), plus a sliding window of its own keys from the other pool. Those
+  lists are shared in part between peers (a key created in B that reached C
+  but never A). As targets move, gaps and own keys grow or shrink at the end
+  of their orders, so most keys persist from one day to the next.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import msgspec
+
+from keysync.config import Config, NormalizeConfig
+from keysync.errors import EXIT_USAGE, ConfigError, KeysyncError
+from keysync.mockdata.files import (
+    GENERATOR,
+    day_folder,
+    remove_stale_history,
+    sync_folder,
+    write_atomic,
+)
+from keysync.mockdata.keys import KeyUniverse, build_universe, max_universe_size, random_words
+from keysync.mockdata.names import NAME_MASK, csv_cell, name_cells
+from keysync.mockdata.scenarios import SCENARIOS, DayTarget, day_targets
+from keysync.mockdata.snapshot import (
+    REFERENCE_DATE,
+    Snapshot,
+    SnapshotContext,
+    build_snapshot,
+    snapshot_at,
+    snapshot_date,
+)
+from keysync.normalization import compile_rules
+
+MANIFEST_VERSION = 1
+# Per-key first lines are stored in the manifest up to this many keys per system.
+FIRST_LINES_LIMIT = 100_000
+# Share of N the authority (and each peer's own keys) renews per day.
+DAILY_CHURN = 0.01
+# Chance that a peer's out-of-authority key is also held by a second peer.
+SHARED_EXTRA_CHANCE = 0.3
+# From this many keys per system, a forked helper process builds half of the peers.
+PARALLEL_MIN_KEYS = 200_000
+# keys_per_system: null draws one size from this range (inclusive).
+DEFAULT_SIZE_RANGE = (1000, 5000)
+
+
+@dataclass
+class GenerateResult:
+    """What ``generate`` wrote: top-level files (the last day), manifest, history folders."""
+
+    out_dir: Path
+    files: dict[str, Path]
+    manifest: Path
+    history: list[Path]
+    seed: int
+    scenario: str
+    days: int
+    keys_per_system: int
+    rows_read: dict[str, int] = field(default_factory=dict)
+    rows_rejected: dict[str, int] = field(default_factory=dict)
+    match_rates: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """A short human summary, as ``keysync generate`` prints it."""
+        day_text = "1 day" if self.days == 1 else f"{self.days} days"
+        lines = [
+            f"Generated mock data: scenario {self.scenario}, seed {self.seed}, "
+            f"{self.keys_per_system:,} keys per system, {day_text}"
+        ]
+        width = max(len(name) for name in self.files)
+        for name, path in self.files.items():
+            rate = self.match_rates.get(name)
+            rate_text = "authority" if rate is None else f"match rate {rate:.1%}"
+            lines.append(
+                f"  {name:<{width}}  {self.rows_read[name]:>10,} rows "
+                f"({self.rows_rejected[name]:,} corrupt)  {rate_text:<17}  {path}"
+            )
+        lines.append(f"manifest: {self.manifest}")
+        if self.history:
+            lines.append(
+                f"history:  {self.history[0]} .. {self.history[-1].name} "
+                f"({len(self.history)} daily snapshots; the files above are the last day)"
+            )
+        return "\n".join(lines)
+
+
+def stalled_system(config: Config) -> str | None:
+    """The peer whose reader the pipeline stalls when ``simulate_timeout`` is on, else None.
+
+    Chosen from ``simulation.seed`` alone, so the pipeline and the manifest agree.
+    """
+    peers = list(config.sources)[1:]
+    if not config.simulation.failures.simulate_timeout or not peers:
+        return None
+    return peers[int(Random(f"{config.simulation.seed}:stalled").random() * len(peers))]
+
+
+def default_keys(config: Config, seed: int) -> int:
+    """``simulation.keys_per_system``, or one size drawn from the seed in 1000..5000."""
+    if config.simulation.keys_per_system is not None:
+        return config.simulation.keys_per_system
+    low, high = DEFAULT_SIZE_RANGE
+    return Random(f"{seed}:keys_per_system").randint(low, high)
+
+
+class _GapOrder:
+    """A per-peer random order of the authority's pool positions, extended on demand.
+
+    The order is the de-duplicated stream of ``int(random() * size)`` draws, so
+    extending it in chunks of any size gives the same sequence.
+    """
+
+    def __init__(self, rng: Random, size: int) -> None:
+        self._draw = rng.random
+        self._size = size
+        self._order: dict[int, None] = {}
+
+    def first_in_window(self, start: int, stop: int, count: int) -> list[int]:
+        if count <= 0:
+            return []
+        span = max(1, stop - start)
+        wanted = min(self._size, int(count * self._size / span * 1.1) + 64)
+        while True:
+            if len(self._order) < wanted:
+                self._extend(wanted - len(self._order))
+            inside = [p for p in self._order if start <= p < stop]
+            if len(inside) >= count:
+                return inside[:count]
+            wanted = min(self._size, len(self._order) + self._size // 8 + 64)
+
+    def _extend(self, missing: int) -> None:
+        draw, size = self._draw, self._size
+        while missing > 0:
+            before = len(self._order)
+            batch = missing + missing // 4 + 16
+            self._order.update(dict.fromkeys([int(draw() * size) for _ in range(batch)]))
+            missing -= len(self._order) - before
+            if len(self._order) >= size:
+                return
+
+
+@dataclass
+class _Plan:
+    keys: int
+    days: int
+    peers: list[str]
+    targets: list[DayTarget]
+    churn: int
+    universe: KeyUniverse
+    a_pool: list[int]
+    extras: dict[str, list[int]]
+    gaps: dict[str, _GapOrder]
+
+    def held(self, system: str, day: int) -> list[int]:
+        """Universe indices (ascending) of the keys ``system`` holds on ``day``."""
+        start = self.churn * (day - 1)
+        stop = start + self.keys
+        if system not in self.extras:
+            return self.a_pool[start:stop]
+        target = self.targets[day - 1]
+        gaps = set(self.gaps[system].first_in_window(start, stop, target.missing_from_system))
+        a_pool = self.a_pool
+        matched = [a_pool[p] for p in range(start, stop) if p not in gaps]
+        own = self.extras[system][start : start + target.missing_in_a]
+        return sorted(matched + own)
+
+
+def _plan_sizes(keys: int, days: int, peers: int, targets: list[DayTarget]) -> tuple[int, int, int]:
+    churn = round(keys * DAILY_CHURN)
+    pool = keys + churn * (days - 1)
+    need = max(churn * (t.day - 1) + t.missing_in_a for t in targets)
+    return churn, pool, pool + peers * need
+
+
+def _make_plan(seed: int, keys: int, days: int, scenario: str, peers: list[str]) -> _Plan:
+    targets = day_targets(scenario, days, keys)
+    churn, pool, size = _plan_sizes(keys, days, len(peers), targets)
+    universe = build_universe(Random(f"{seed}:universe"), size)
+    # Spread the authority's pool evenly over creation order; the rest is the peers' pool.
+    a_pool = [i * size // pool for i in range(pool)]
+    in_a = set(a_pool)
+    others = [u for u in range(size) if u not in in_a]
+    extras: dict[str, list[int]] = {peer: [] for peer in peers}
+    lists = [extras[peer] for peer in peers]
+    count = len(peers)
+    draw = Random(f"{seed}:extras").random
+    for j, u in enumerate(others):
+        owner = j % count
+        lists[owner].append(u)
+        if count > 1 and draw() < SHARED_EXTRA_CHANCE:
+            lists[(owner + 1 + int(draw() * (count - 1))) % count].append(u)
+    gaps = {peer: _GapOrder(Random(f"{seed}:gaps:{peer}"), pool) for peer in peers}
+    return _Plan(keys, days, peers, targets, churn, universe, a_pool, extras, gaps)
+
+
+def _universe_names(universe: KeyUniverse, seed: int, delimiter: str) -> list[str]:
+    tables = name_cells(delimiter)
+    words = random_words(Random(f"{seed}:names"), len(universe), "H")
+    return [tables[f][w & NAME_MASK] for f, w in zip(universe.families, words)]
+
+
+def _check_sources(config: Config) -> None:
+    """Mock files can only be written for sources this generator knows how to write."""
+    for name, source in config.sources.items():
+        where = f"sources.{name}"
+        if codecs.lookup(source.encoding).name != "utf-8":
+            raise ConfigError(
+                f"{where}.encoding: mock data is written in UTF-8, not {source.encoding!r}; "
+                "set it to utf-8 to generate"
+            )
+        d = source.delimiter
+        if d.isalnum() or d in '"\r\n\x00':
+            raise ConfigError(f"{where}.delimiter: cannot write mock CSV with delimiter {d!r}")
+        columns = [source.key_column, "name", source.timestamp_column]
+        if len(set(columns)) != len(columns):
+            raise ConfigError(
+                f"{where}: key_column and timestamp_column must differ from each other "
+                f"and from 'name' to generate mock data (got {columns})"
+            )
+
+
+def _header(config: Config, system: str) -> str:
+    source = config.sources[system]
+    d = source.delimiter
+    return d.join(csv_cell(c, d) for c in (source.key_column, "name", source.timestamp_column))
+
+
+def _compare(snapshots: dict[str, Snapshot], authority: str) -> None:
+    """Expected summary counts per system, exactly as SPEC.md defines them."""
+    a = snapshots[authority]
+    use_ids = all(s.key_ids is not None for s in snapshots.values())
+    a_keys: set[Any] = set(a.key_ids if use_ids and a.key_ids is not None else a.keys)
+    for name, snap in snapshots.items():
+        if name == authority:
+            matched, only_here, only_a = len(a_keys), 0, 0
+        else:
+            keys: set[Any] = set(
+                snap.key_ids if use_ids and snap.key_ids is not None else snap.keys
+            )
+            matched = len(keys & a_keys)
+            only_here, only_a = len(keys) - matched, len(a_keys) - matched
+        union = matched + only_here + only_a
+        snap.section.update(
+            matched=matched,
+            missing_in_a=only_here,
+            missing_from_system=only_a,
+            match_rate=round(matched / union, 4) if union else 1.0,
+        )
+
+
+def _resolve(
+    config: Config, keys: int | None, seed: int | None, scenario: str | None, days: int | None
+) -> tuple[int, int, str, int]:
+    seed = config.simulation.seed if seed is None else seed
+    scenario = config.simulation.scenario if scenario is None else scenario
+    days = 1 if days is None else days
+    keys = default_keys(config, seed) if keys is None else keys
+    if scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+    if keys < 1:
+        raise ConfigError(f"keys per system must be at least 1, got {keys}")
+    if days < 1:
+        raise ConfigError(f"days must be at least 1, got {days}")
+    _check_sources(config)
+    return keys, seed, scenario, days
+
+
+class _Run:
+    """Everything needed to build and write one system's snapshot of one day.
+
+    A forked helper process inherits it, so nothing big is ever pickled on the
+    way in; only the manifest section comes back.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        ctx: SnapshotContext,
+        plan: _Plan,
+        files: dict[str, Path],
+        history: Path,
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.plan = plan
+        self.files = files
+        self.history = history
+        delimiters = sorted({source.delimiter for source in config.sources.values()})
+        self.names = {d: _universe_names(plan.universe, ctx.seed, d) for d in delimiters}
+
+    def build(self, system: str, day: int) -> Snapshot:
+        source = self.config.sources[system]
+        snap = build_snapshot(
+            self.ctx,
+            system,
+            day,
+            self.plan.held(system, day),
+            self.names[source.delimiter],
+            source.delimiter,
+            _header(self.config, system),
+        )
+        days = self.plan.days
+        if days > 1:
+            write_atomic(day_folder(self.history, day, days) / f"{system}.csv", snap.content)
+        if day == days:
+            write_atomic(self.files[system], snap.content)
+        snap.content = b""
+        return snap
+
+
+_FORKED_RUN: _Run | None = None
+
+
+def _build_in_helper(system: str, day: int) -> Snapshot:
+    assert _FORKED_RUN is not None, "the helper process inherits the run through fork"
+    return _FORKED_RUN.build(system, day)
+
+
+@contextlib.contextmanager
+def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
+    """Yields ``build_day(day) -> {system: Snapshot}``, in the config's system order.
+
+    From ``PARALLEL_MIN_KEYS`` keys on (and where ``fork`` exists), every other
+    peer is built by one forked helper process while this one builds the rest:
+    the same pure functions, so the files are the same bytes either way.
+    """
+    global _FORKED_RUN
+    systems = list(run.config.sources)
+    parallel = (
+        run.plan.keys >= PARALLEL_MIN_KEYS
+        and len(systems) > 1
+        and (os.cpu_count() or 1) > 1
+        and sys.platform.startswith("linux")
+        and "fork" in multiprocessing.get_all_start_methods()
+    )
+    if not parallel:
+        yield lambda day: {name: run.build(name, day) for name in systems}
+        return
+    helper_systems = systems[1::2]
+    _FORKED_RUN = run
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+
+            def build_day(day: int) -> dict[str, Snapshot]:
+                pending = {
+                    name: pool.submit(_build_in_helper, name, day) for name in helper_systems
+                }
+                built = {name: run.build(name, day) for name in systems if name not in pending}
+                built.update({name: future.result() for name, future in pending.items()})
+                return {name: built[name] for name in systems}
+
+            yield build_day
+    finally:
+        _FORKED_RUN = None
+
+
+def generate(
+    config: Config,
+    *,
+    keys: int | None = None,
+    seed: int | None = None,
+    scenario: str | None = None,
+    days: int | None = None,
+    out: Path | None = None,
+) -> GenerateResult:
+    """Write one CSV per configured source and ``manifest.json`` (see docs/mock-data.md).
+
+    Defaults come from ``config.simulation``; ``days`` > 1 also writes
+    ``history/day-NN/`` snapshots, and the top-level files are the last day.
+    """
+    keys, seed, scenario, days = _resolve(config, keys, seed, scenario, days)
+    systems = list(config.sources)
+    authority, peers = systems[0], systems[1:]
+    _check_capacity(keys, days, scenario, len(peers))
+    if out is not None:
+        out_dir = Path(out)
+        files = {name: out_dir / f"{name}.csv" for name in systems}
+    else:
+        files = {name: config.source_path(name) for name in systems}
+        out_dir = files[authority].parent
+    manifest_path = out_dir / "manifest.json"
+    history = out_dir / "history"
+
+    plan = _make_plan(seed, keys, days, scenario, peers)
+    ctx = SnapshotContext(
+        universe=plan.universe,
+        seed=seed,
+        normalizer=compile_rules(config.normalize),
+        default_rules=config.normalize == NormalizeConfig(),
+        max_key_length=config.processing.max_key_length,
+        corruption_rate=config.simulation.failures.inject_corruption,
+        history_days=config.simulation.temporal.days_of_history,
+        simulate_history=config.simulation.temporal.simulate_history,
+        store_first_lines=keys <= FIRST_LINES_LIMIT,
+    )
+    result = GenerateResult(out_dir, files, manifest_path, [], seed, scenario, days, keys)
+    try:
+        remove_stale_history(history, days)
+        with _builder(_Run(config, ctx, plan, files, history)) as build_day:
+            for day in range(1, days + 1):
+                snapshots = build_day(day)
+                _compare(snapshots, authority)
+                base = _manifest_base(config, seed, scenario, day, days, keys, plan.targets)
+                if days > 1:
+                    day_dir = day_folder(history, day, days)
+                    day_files = {name: f"{name}.csv" for name in systems}
+                    write_atomic(day_dir / "manifest.json", _manifest(base, snapshots, day_files))
+                    sync_folder(day_dir)
+                    result.history.append(day_dir)
+                if day == days:
+                    top_files = {name: _relative(files[name], out_dir) for name in systems}
+                    write_atomic(manifest_path, _manifest(base, snapshots, top_files))
+                    _record(result, snapshots, authority)
+        for folder in sorted({p.parent for p in [*files.values(), manifest_path]}):
+            sync_folder(folder)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise KeysyncError(
+            f"cannot write mock data{where}: {exc.strerror or exc}; check the output folder"
+        ) from None
+    return result
+
+
+def _check_capacity(keys: int, days: int, scenario: str, peers: int) -> None:
+    """Refuse, up front and in one line, a size the key formats cannot hold."""
+    _, _, size = _plan_sizes(keys, days, peers, day_targets(scenario, days, keys))
+    if size > max_universe_size():
+        most = int(max_universe_size() * keys / size)
+        raise KeysyncError(
+            f"{keys:,} keys per system is too many for the mock key formats with {peers} "
+            f"peers and scenario {scenario}: use at most {most:,}",
+            EXIT_USAGE,
+        )
+
+
+def _record(result: GenerateResult, snapshots: dict[str, Snapshot], authority: str) -> None:
+    for name, snap in snapshots.items():
+        result.rows_read[name] = snap.section["rows_read"]
+        result.rows_rejected[name] = snap.section["rows_rejected"]
+        if name != authority:
+            result.match_rates[name] = snap.section["match_rate"]
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return Path(os.path.relpath(path, folder)).as_posix()
+    except ValueError:  # another drive on Windows
+        return path.as_posix()
+
+
+def _manifest_base(
+    config: Config,
+    seed: int,
+    scenario: str,
+    day: int,
+    days: int,
+    keys: int,
+    targets: Sequence[DayTarget],
+) -> dict[str, Any]:
+    sim = config.simulation
+    return {
+        "format_version": MANIFEST_VERSION,
+        "generator": GENERATOR,
+        "seed": seed,
+        "scenario": scenario,
+        "day": day,
+        "days": days,
+        "keys_per_system": keys,
+        "reference_date": REFERENCE_DATE.isoformat(),
+        "snapshot_at": snapshot_at(day),
+        "days_of_history": sim.temporal.days_of_history,
+        "simulate_history": sim.temporal.simulate_history,
+        "inject_corruption": sim.failures.inject_corruption,
+        "normalize": msgspec.to_builtins(config.normalize),
+        "max_key_length": config.processing.max_key_length,
+        "authority": next(iter(config.sources)),
+        "stalled_system": stalled_system(config),
+        "first_lines_stored": keys <= FIRST_LINES_LIMIT,
+        "target": targets[day - 1].as_manifest(snapshot_date(day).isoformat()),
+        "targets": [t.as_manifest(snapshot_date(t.day).isoformat()) for t in targets],
+    }
+
+
+def _manifest(base: dict[str, Any], snapshots: dict[str, Snapshot], files: dict[str, str]) -> bytes:
+    systems = {name: {**snap.section, "file": files[name]} for name, snap in snapshots.items()}
+    return msgspec.json.encode({**base, "systems": systems}, order="sorted") + b"\n"
