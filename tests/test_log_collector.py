@@ -228,35 +228,39 @@ def test_collector_reads_every_event_of_a_parent_and_its_workers_across_a_rotati
     assert [e["exception"]["message"] for e in failed] == ["worker trouble\nsecond line"] * 2
 
 
-HEADER = "key,name,last_seen_at\n"
-
-
-def _rows(numbers: range) -> str:
-    return "".join(f"cust_{n:05d},Name {n},2026-01-0{1 + n % 9}T00:00:00Z\n" for n in numbers)
-
-
 def test_collector_reads_every_event_of_a_real_keysync_run(
     tmp_path: Path, collector: Callable[[Path], Collector], write_config: Any, keysync: Any
 ) -> None:
-    folder = tmp_path / "input"
-    folder.mkdir()
-    (folder / "A.csv").write_text(HEADER + _rows(range(3000)), encoding="utf-8")
-    corrupt = b"bad,extra,cell,here\nnul\x00key,x,y\n\xff\xfe,x,y\n#!?,x,y\n"
-    (folder / "B.csv").write_bytes((HEADER + _rows(range(100, 3100))).encode() + corrupt)
-    (folder / "C.csv").write_text(HEADER + _rows(range(2500)), encoding="utf-8")
-    (folder / "E.csv").write_text(HEADER + _rows(range(50, 3000)), encoding="utf-8")
+    # Mock data with 1 % corruption; one peer stops answering (its reader process says so,
+    # then the parent declares it unavailable after 1 s): events from both kinds of process.
     write_config(
-        tmp_path, processing={"workers": 2, "batch_size": 200, "checkpoint_interval": 1000}
+        tmp_path,
+        simulation={
+            "seed": 7,
+            "keys_per_system": 2000,
+            "failures": {"inject_corruption": 0.01, "simulate_timeout": True},
+        },
+        processing={
+            "workers": 2,
+            "batch_size": 200,
+            "checkpoint_interval": 1000,
+            "source_timeout_s": 1,
+        },
     )
+    generated = keysync("generate")
+    assert generated.returncode == 0, generated.stderr
     log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
-    log_file.parent.mkdir(parents=True)
+    log_file.unlink(missing_ok=True)  # only the run's events: the collector starts first
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     running = collector(log_file)
 
-    done = keysync("-v", "run")  # D is missing: a degraded run, exit 4
-    assert done.returncode == 4, done.stderr
+    done = keysync("-v", "run")
+    assert done.returncode == 4, done.stderr  # degraded: the silent peer is unavailable
 
     events = assert_collected_everything(running, log_file)
     names = {e["event"] for e in events}
-    assert {"run.started", "source.unavailable", "row.rejected", "source.rejected_rows"} <= names
-    assert {"checkpoint.saved", "run.completed"} <= names
+    assert {"run.started", "source.stalling", "source.unavailable", "row.rejected"} <= names
+    assert {"source.rejected_rows", "checkpoint.saved", "report.written", "run.completed"} <= names
     assert len({e["run_id"] for e in events}) == 1
+    (parent,) = {e["pid"] for e in events if e["stage"] == "runner"}
+    assert {e["pid"] for e in events} - {parent}, "no event of a worker process"
