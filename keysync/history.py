@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from keysync.comparison import Comparison
-from keysync.state import HistoryState, StateStore, SystemHistoryState, as_iso
+from keysync.state import HistoryState, StateStore, SystemHistoryState, as_iso, paused_gc
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_keys = msgspec.msgpack.Decoder(list[str]).decode
@@ -103,7 +103,8 @@ def plan_history(
     observed = dict(state.observed)
     observed[seq] = stamp
     plan = HistoryPlan(run_id, seq, stamp, observed)
-    _Planner(plan, state, comparison).run()
+    with paused_gc():
+        _Planner(plan, state, comparison).run()
     return plan
 
 
@@ -197,22 +198,24 @@ class _Planner:
         keys_now = self.comparison.index[system].first_line
         added, removed = self.added, self.removed
 
-        # Transitions, from small sets only (see the module docstring for the algebra).
-        disappeared = extra_before.difference(keys_now)
-        disappeared |= (gaps_now - added).difference(gap_start)
-        disappeared |= removed.difference(gap_start).difference(keys_now)
-        appeared = extra_now.difference(extra_before).difference(removed.difference(gap_start))
-        candidates = set(gap_start)
-        candidates |= added
-        candidates -= gaps_now
-        candidates -= extra_before
-        appeared |= {key for key in candidates if key in self.a_keys}
-        self._events(system, appeared, disappeared, stored.last_read_seq)
-
+        # Gaps opened and closed since X was last read; then X's transitions, from small
+        # sets only (the algebra is in the module docstring).
         opened = gaps_now.difference(gap_start)
-        closed = len(gap_start) - (len(gaps_now) - len(opened))
+        closed_count = len(gap_start) - (len(gaps_now) - len(opened))
+        closed = gap_start.keys() - gaps_now if closed_count else set()
+        dropped_from_a = removed.difference(gap_start)  # A lost it, X had it
+        disappeared = extra_before.difference(keys_now)
+        disappeared |= opened.difference(added)
+        disappeared |= dropped_from_a.difference(keys_now)
+        appeared = extra_now.difference(extra_before).difference(dropped_from_a)
+        appeared.update(
+            key
+            for key in (*closed, *added.difference(gaps_now))
+            if key not in extra_before and key in self.a_keys
+        )
+        self._events(system, appeared, disappeared, stored.last_read_seq)
         self.stats["gaps_opened"] += len(opened)
-        self.stats["gaps_closed"] += closed
+        self.stats["gaps_closed"] += closed_count
         self.plan.gap_starts[system] = gap_start
         blobs: dict[str, bytes | None] = {}
         if opened or closed:

@@ -43,10 +43,12 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -176,6 +178,20 @@ class NoStateError(KeysyncError):
     def __init__(self, path: Path) -> None:
         super().__init__(f"no runs yet ({path} does not exist): run `keysync run` first")
         self.path = path
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection inside: planning allocates millions of tuples and
+    creates no cycles, and with a multi-million-object heap each automatic full
+    collection costs more than the work itself (measured: 2-3x slower planning)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def utc_now() -> str:
@@ -463,7 +479,7 @@ class StateStore:
         observed = (plan.now if plan is not None else None) or (
             history.now if history is not None else None
         )
-        with self._transaction():
+        with paused_gc(), self._transaction():
             row = self._db.execute(
                 "SELECT outcome FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()

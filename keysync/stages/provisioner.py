@@ -68,6 +68,7 @@ from keysync.state import (
     RegistryRow,
     StateStore,
     as_iso,
+    paused_gc,
 )
 
 DRY_RUN_COLUMN = "dry_run_change"
@@ -126,7 +127,10 @@ class ProvisioningPlan:
             row = changed.get(master_key) or new.get(master_key) or existing[master_key]
             cells = [str(value) for value in row[:11]]
             if self.dry_run:
-                cells.append(notes.get(master_key, ""))
+                note = notes.get(master_key, "")
+                if not note and master_key in new:
+                    note = f"would add ({row[MK_STATUS]})"
+                cells.append(note)
             yield cells
 
     # ------------------------------------------------------------- for the store
@@ -158,6 +162,19 @@ def plan_provisioning(
     dry_run: bool = False,
 ) -> ProvisioningPlan:
     """Decide this run's registry changes (pure: the store is only read)."""
+    with paused_gc():
+        return _plan(store, config, comparison, run_id, now, auto_approve, dry_run)
+
+
+def _plan(
+    store: StateStore,
+    config: Config,
+    comparison: Comparison,
+    run_id: str,
+    now: object,
+    auto_approve: bool,
+    dry_run: bool,
+) -> ProvisioningPlan:
     provisioning = config.provisioning
     existing = {row[0]: row for row in store.load_registry()}
     plan = ProvisioningPlan(
@@ -200,6 +217,7 @@ class _Planner:
         self.peers = [s for s in self.read if s != self.authority]
         self.keys = {s: self.index[s].first_line for s in self.read}
         self.out_of_authority = comparison.out_of_authority()
+        self.namespaced_keys: dict[str, set[str]] = {}
         self.stats = {
             "proposed": 0,
             "approved": 0,
@@ -213,7 +231,7 @@ class _Planner:
     def event(self, event: str, system: str, key: str, detail: str) -> None:
         self.plan.events.append((self.plan.now, self.plan.run_id, event, system, key, detail))
 
-    def last_seen(self, key: str, holders: list[str]) -> str:
+    def last_seen(self, key: str, holders: list[str]) -> str:  # for new entries
         """The newest input timestamp among the holders read now; the run's time if none."""
         newest = ""
         for system in holders:
@@ -227,17 +245,25 @@ class _Planner:
 
     def propose(self) -> None:
         plan = self.plan
-        if plan.strategy == "mirror":
-            wanted = [(key, peers) for key, peers in self.out_of_authority.items()]
-            candidates = [(key, key, peers[0], peers) for key, peers in wanted]
-        else:
-            candidates = [
-                (f"{system}{plan.separator}{key}", key, system, [system])
-                for system in self.peers
-                for key in self.comparison.missing_in_a.get(system, ())
-            ]
         existing = plan.existing
-        fresh = [c for c in candidates if c[0] not in existing]
+        # Set differences in C: only keys without an entry cost Python work.
+        fresh: list[tuple[str, str, str, list[str]]]
+        if plan.strategy == "mirror":
+            out_of_authority = self.out_of_authority
+            fresh = [
+                (key, key, out_of_authority[key][0], out_of_authority[key])
+                for key in out_of_authority.keys() - existing.keys()
+            ]
+        else:
+            sep = plan.separator
+            fresh = []
+            for system in self.peers:
+                held = self.comparison.missing_in_a.get(system, set())
+                known = self.namespaced_keys.get(system, set())
+                fresh.extend(
+                    (f"{system}{sep}{key}", key, system, [system]) for key in held.difference(known)
+                )
+            fresh = [c for c in fresh if c[0] not in existing]
         fresh.sort()
         status = "Active" if self.approver else "Proposed"
         now, run_id, seq = plan.now, plan.run_id, plan.seq
@@ -262,7 +288,6 @@ class _Planner:
                 None,
                 0,
             )
-            plan.notes[master_key] = f"would add ({status})"
             self.event(
                 "key.proposed",
                 source,
@@ -284,43 +309,76 @@ class _Planner:
     # ------------------------------------------------------- existing entries
 
     def update_existing(self) -> None:
+        """Refresh seen_in/last_seen_at of every entry; hand real changes to ``_change``.
+
+        This loop runs once per registry row every run, so it is written for
+        speed: locals only, no call unless something changed.
+        """
         plan = self.plan
-        authority, a_keys = self.authority, self.keys[self.authority]
-        out_of_authority, keys = self.out_of_authority, self.keys
-        read_set = self.read_set
+        now, seq = plan.now, plan.seq
+        authority = self.authority
+        a_keys = self.keys[authority]
+        oa_get = self.out_of_authority.get
+        keys, read, read_set = self.keys, self.read, self.read_set
+        stamps = {s: self.index[s].timestamps for s in read}
+        namespaced_keys = self.namespaced_keys
+        carried_for: dict[str, list[str]] = {}
+        change = self._change
         for row in plan.existing.values():
             key = row[MK_KEY]
-            if row[MK_STRATEGY] == "mirror":
-                holders = out_of_authority.get(key)
-                if holders is None:
-                    holders = [s for s in self.read if key in keys[s]] if key in a_keys else []
-            else:
-                scope = sorted({authority, row[MK_SYSTEM]})
-                holders = [s for s in scope if s in read_set and key in keys[s]]
             old_seen = row[MK_SEEN_IN]
-            carried = [s for s in old_seen.split(";") if s and s not in read_set]
-            if carried:
-                holders = sorted(set(holders) | set(carried))
-            seen_in = ";".join(holders)
-            in_authority = 1 if key in a_keys else 0
-            if holders:
-                last_seen = self.last_seen(key, holders)
-                unseen_since = None
+            holders = oa_get(key)
+            if holders is not None and len(holders) == 1 and holders[0] == old_seen:
+                # Fast path, most rows: one peer holds it, as before; only the stamp may move.
+                stamp = stamps[old_seen].get(key, "") or now
+                if (
+                    stamp == row[MK_LAST_SEEN_AT]
+                    and row[MK_UNSEEN_SINCE] is None
+                    and not row[MK_IN_AUTHORITY]
+                    and row[MK_STRATEGY] == "mirror"
+                ):
+                    continue
+            carried = carried_for.get(old_seen)
+            if carried is None:
+                carried = [s for s in old_seen.split(";") if s and s not in read_set]
+                carried_for[old_seen] = carried
+            in_authority = holders is None and key in a_keys
+            if row[MK_STRATEGY] == "mirror":
+                if holders is None:
+                    holders = [s for s in read if key in keys[s]] if in_authority else []
             else:
-                last_seen = row[MK_LAST_SEEN_AT]
+                in_authority = key in a_keys
+                system = row[MK_SYSTEM]
+                namespaced_keys.setdefault(system, set()).add(key)
+                scope = (authority,) if system == authority else sorted((authority, system))
+                holders = [s for s in scope if s in read_set and key in keys[s]]
+            if carried:
+                holders = sorted(set(holders).union(carried))
+            if holders:
+                newest = ""
+                for system in holders:
+                    table = stamps.get(system)
+                    if table is not None:
+                        stamp = table.get(key, "")
+                        if stamp > newest:
+                            newest = stamp
+                last_seen = newest or now
+                seen_in = ";".join(holders)
+                if (
+                    seen_in == old_seen
+                    and last_seen == row[MK_LAST_SEEN_AT]
+                    and row[MK_UNSEEN_SINCE] is None
+                    and row[MK_IN_AUTHORITY] == in_authority
+                ):
+                    continue  # the usual case: nothing to write
+                change(row, seen_in, last_seen, None, int(in_authority))
+            else:
                 unseen_since = row[MK_UNSEEN_SINCE]
                 if unseen_since is None:
-                    unseen_since = plan.seq
-            status = row[MK_STATUS]
-            if (
-                seen_in == old_seen
-                and last_seen == row[MK_LAST_SEEN_AT]
-                and unseen_since == row[MK_UNSEEN_SINCE]
-                and in_authority == row[MK_IN_AUTHORITY]
-                and (status != "Active" or unseen_since is None)
-            ):
-                continue  # the usual case: nothing to write
-            self._change(row, seen_in, last_seen, unseen_since, in_authority)
+                    unseen_since = seq
+                elif row[MK_STATUS] != "Active" and row[MK_IN_AUTHORITY] == in_authority:
+                    continue  # still unseen, nothing to count for it
+                change(row, "", row[MK_LAST_SEEN_AT], unseen_since, int(in_authority))
 
     def _change(
         self,
@@ -411,6 +469,8 @@ class _Planner:
         if new_row == row:
             return
         plan.changed[master_key] = new_row
+        if not plan.dry_run:
+            return
         notes = [
             f"{column} {old or '(none)'} -> {new or '(none)'}"
             for column, old, new in (
