@@ -228,6 +228,35 @@ def test_manifest_stays_true_under_custom_rules_and_dialects(
         assert {r["error_type"] for r in section["rejected"]} == set(ERROR_TYPES)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    keys=st.integers(min_value=1, max_value=80),
+    days=st.integers(min_value=1, max_value=4),
+    scenario=st.sampled_from(["normal", "drift", "failure", "recovery"]),
+    seed=st.integers(min_value=0, max_value=10**9),
+    rate=st.sampled_from([0.0, 0.01, 0.3]),
+    peers=st.integers(min_value=1, max_value=4),
+)
+def test_tiny_runs_of_any_shape_keep_the_manifest_true(
+    tmp_path_factory: pytest.TempPathFactory,
+    keys: int,
+    days: int,
+    scenario: str,
+    seed: int,
+    rate: float,
+    peers: int,
+) -> None:
+    folder = tmp_path_factory.mktemp("tiny")
+    sources = {name: {"path": f"{name}.csv"} for name in "ABCDE"[: peers + 1]}
+    config = make_config(
+        folder, sources=sources, simulation={"failures": {"inject_corruption": rate}}
+    )
+    generate(config, keys=keys, days=days, scenario=scenario, seed=seed, out=folder / "out")
+    manifest = assert_manifest_matches_files(folder / "out", config)
+    assert all(s["unique_keys"] == keys for s in manifest["systems"].values())
+    assert all(t["matched"] + t["missing_in_a"] == keys for t in manifest["targets"])
+
+
 def test_short_max_key_length_rejects_long_valid_keys_as_too_long(tmp_path: Path) -> None:
     config = make_config(tmp_path, processing={"max_key_length": 12})
     generate(config, keys=1000, out=tmp_path / "out")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import gc
 import multiprocessing
 import os
 import sys
@@ -391,6 +392,24 @@ def generate(
     Defaults come from ``config.simulation``; ``days`` > 1 also writes
     ``history/day-NN/`` snapshots, and the top-level files are the last day.
     """
+    # Millions of lists and ints and no reference cycles: the cyclic GC would only rescan them.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _generate(config, keys, seed, scenario, days, out)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _generate(
+    config: Config,
+    keys: int | None,
+    seed: int | None,
+    scenario: str | None,
+    days: int | None,
+    out: Path | None,
+) -> GenerateResult:
     keys, seed, scenario, days = _resolve(config, keys, seed, scenario, days)
     systems = list(config.sources)
     authority, peers = systems[0], systems[1:]

@@ -69,6 +69,8 @@ def _sample_sorted(rng: Random, space: int, count: int) -> list[int]:
     Stratified sampling needs no de-duplication and no sort, and with at most
     half the space used the keys still look randomly spaced.
     """
+    if count <= 0:
+        return []
     draw = rng.random
     bounds = [i * space // count for i in range(count + 1)]
     return [low + int(draw() * (high - low)) for low, high in pairwise(bounds)]

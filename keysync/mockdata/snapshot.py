@@ -44,6 +44,9 @@ DUPLICATE_REACH = 1024
 BLANK_SHARE_OF_CORRUPTION = 0.1
 
 _TAG_DUPLICATE, _TAG_CORRUPT, _TAG_BLANK = 0, 1, 2
+# Corrupted rows copy their timestamps from the first rows; lines are encoded in chunks.
+_STAMP_SAMPLE = 1000
+_ENCODE_CHUNK = 65_536
 
 
 def snapshot_date(day: int) -> date:
@@ -161,12 +164,10 @@ def build_snapshot(
     ]
     if d != ",":
         cells = _protect(cells, d)
-    stamps = timestamps(words, day, ctx.history_days, ctx.simulate_history)
-    del words
-    stamp_cells = stamps if d not in "-:" else [csv_cell(t, d) for t in stamps]
     name_cells = list(map(names.__getitem__, held))
-    records = [f"{c}{d}{n}{d}{t}" for c, n, t in zip(cells, name_cells, stamp_cells)]
-    del stamp_cells
+    records = _records(cells, name_cells, words, day, ctx, d)
+    stamps = timestamps(words[:_STAMP_SAMPLE], day, ctx.history_days, ctx.simulate_history)
+    del words
 
     inserts = _duplicates(ctx, system, day, held, keys, cells, records, name_cells, d)
     duplicate_rows = len(inserts)
@@ -196,7 +197,10 @@ def build_snapshot(
     del records
     multiline = [f for f, record in enumerate(final) if "\n" in record]
     final.append("")
-    content = "\n".join(final).encode("utf-8", "surrogateescape")
+    content = b"\n".join(
+        "\n".join(final[i : i + _ENCODE_CHUNK]).encode("utf-8", "surrogateescape")
+        for i in range(0, len(final), _ENCODE_CHUNK)
+    )
     physical_lines = len(final) - 1 + len(multiline)
     del final
     positions = [ins.position for ins in inserts]
@@ -222,6 +226,28 @@ def build_snapshot(
         physical_lines=physical_lines,
     )
     return Snapshot(content, section, truth.sorted_keys, truth.key_ids)
+
+
+def _records(
+    cells: list[str],
+    name_cells: list[str],
+    words: list[int],
+    day: int,
+    ctx: SnapshotContext,
+    d: str,
+) -> list[str]:
+    """One CSV line per held key; the timestamp is built inline (no list of a million stamps)."""
+    if ctx.simulate_history and d not in "-:":
+        dates, offsets = _rhythm_table(day, ctx.history_days)
+        rhythms = len(offsets)
+        times = _times_of_day()
+        return [
+            f"{c}{d}{n}{d}{dates[offsets[(w >> 45) % rhythms]]}{times[(w >> 32) & 8191]}"
+            for c, n, w in zip(cells, name_cells, words)
+        ]
+    stamps = timestamps(words, day, ctx.history_days, ctx.simulate_history)
+    stamp_cells = [csv_cell(t, d) for t in stamps]
+    return [f"{c}{d}{n}{d}{t}" for c, n, t in zip(cells, name_cells, stamp_cells)]
 
 
 def _duplicates(

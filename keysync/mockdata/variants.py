@@ -23,16 +23,19 @@ _OTHER_DELIMITERS = (":", "|", "\\", "\t")
 _COMBO_DELIMITERS = ("..", "//", "_", " ", "-", ".", "/", "__")
 _SPECIALS = ("#", "*", "!", "?", "~", "§", "°")
 _FORMULA_PREFIXES = ("=", "-", "+", "@")
+# Accent tables: each maps every accentable capital to one accented form ("C" -> "Ç").
 _ACCENTS = {
     "A": "ÁÀÂÄ",
-    "C": "Ç",
+    "C": "ÇÇÇÇ",
     "E": "ÉÈÊË",
     "I": "ÍÌÎÏ",
-    "N": "Ñ",
+    "N": "ÑÑÑÑ",
     "O": "ÓÒÔÖ",
     "U": "ÚÙÛÜ",
-    "Y": "Ý",
 }
+_ACCENT_TABLES = tuple(
+    str.maketrans({plain: accented[n] for plain, accented in _ACCENTS.items()}) for n in range(4)
+)
 
 
 def _lower(key: str, sub: int) -> str:
@@ -40,10 +43,12 @@ def _lower(key: str, sub: int) -> str:
 
 
 def _mixed(key: str, sub: int) -> str:
-    if sub & 1:
+    style = sub % 3
+    if style == 0:
         return key.title()  # "Cust-12345", "Prod-Abc-789"
-    mixed = "".join(c.lower() if (sub >> (1 + i % 12)) & 1 else c for i, c in enumerate(key))
-    return mixed if mixed != key else key.title()
+    if style == 1:
+        return key.capitalize()  # "Prod-abc-789"
+    return key[:2].lower() + key[2:]  # "cuST-12345"
 
 
 def _space(key: str, sub: int) -> str:
@@ -86,14 +91,14 @@ def _special(key: str, sub: int) -> str:
 
 
 def _accent(key: str, sub: int) -> str:
-    chars = list(key)
-    positions = [i for i, c in enumerate(chars) if c in _ACCENTS]
-    chosen = [i for n, i in enumerate(positions) if (sub >> (n % 8)) & 1] or positions[:1]
-    for i in chosen:
-        options = _ACCENTS[chars[i]]
-        chars[i] = options[(sub >> 8) % len(options)]
-    accented = "".join(chars)
-    return accented.lower() if (sub >> 12) & 1 else accented
+    # Accent the prefix ("ÇÚST"), the whole key, or the prefix in lower case ("çúst-12345").
+    table = _ACCENT_TABLES[sub % len(_ACCENT_TABLES)]
+    style = (sub >> 2) % 3
+    if style == 0:
+        return key.translate(table)
+    head, dash, tail = key.partition("-")
+    accented = head.translate(table) + dash + tail
+    return accented.lower() if style == 1 else accented
 
 
 def _formula(key: str, sub: int) -> str:

@@ -1,0 +1,151 @@
+"""``keysync generate`` as a user runs it: real subprocess, real config file, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SYSTEM_FILES = ["A.csv", "B.csv", "C.csv", "D.csv", "E.csv"]
+
+
+def keysync(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env["PYTHONIOENCODING"] = "utf-8"
+    return subprocess.run(
+        [sys.executable, "-m", "keysync", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        check=False,
+    )
+
+
+def write_config(folder: Path, **sections: Any) -> Path:
+    path = folder / "keysync-config.yaml"
+    path.write_text(yaml.safe_dump(sections), encoding="utf-8")
+    return path
+
+
+def manifest(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    return data
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 3, result.stderr  # click usage errors add a "Usage:/Try" hint
+    return result.stderr
+
+
+def test_generate_writes_the_configured_sources_and_prints_a_summary(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    result = keysync(tmp_path, "generate", "--keys", "1000")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Generated mock data: scenario normal, seed 42, 1,000 keys per system, 1 day" in out
+    data = manifest(tmp_path / "input")
+    for name in "ABCDE":
+        path = tmp_path / "input" / f"{name}.csv"
+        assert path.is_file()
+        assert f"{data['systems'][name]['rows_read']:,} rows" in out
+        assert str(path) in out
+    assert f"manifest: {tmp_path / 'input' / 'manifest.json'}" in out
+    assert "match rate 80.0%" in out
+    header = (tmp_path / "input" / "A.csv").read_bytes().split(b"\n")[0]
+    assert header == b"key,name,last_seen_at"
+
+
+def test_out_seed_and_scenario_options(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    result = keysync(
+        tmp_path, "generate", "--keys", "1500", "--seed", "7", "--scenario", "failure",
+        "--out", "elsewhere",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "elsewhere"
+    assert sorted(p.name for p in out.iterdir()) == [*SYSTEM_FILES, "manifest.json"]
+    assert not (tmp_path / "input").exists()
+    data = manifest(out)
+    assert (data["seed"], data["scenario"], data["keys_per_system"]) == (7, "failure", 1500)
+    assert all(abs(data["systems"][p]["match_rate"] - 0.3) <= 0.05 for p in "BCDE")
+
+
+def test_days_writes_one_snapshot_per_day_and_the_last_day_on_top(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    result = keysync(tmp_path, "generate", "--keys", "1000", "--days", "3", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [*SYSTEM_FILES, "history", "manifest.json"]
+    days = sorted(p.name for p in (out / "history").iterdir())
+    assert days == ["day-01", "day-02", "day-03"]
+    for day in days:
+        files = sorted(p.name for p in (out / "history" / day).iterdir())
+        assert files == [*SYSTEM_FILES, "manifest.json"]
+        assert manifest(out / "history" / day)["day"] == int(day[-2:])
+    for name in [*SYSTEM_FILES, "manifest.json"]:
+        assert (out / name).read_bytes() == (out / "history" / "day-03" / name).read_bytes()
+    assert "3 days" in result.stdout and "history:" in result.stdout
+
+
+def test_keys_per_system_comes_from_the_config(tmp_path: Path) -> None:
+    write_config(tmp_path, simulation={"keys_per_system": 1200, "seed": 3})
+    result = keysync(tmp_path, "generate", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    data = manifest(tmp_path / "out")
+    assert (data["keys_per_system"], data["seed"]) == (1200, 3)
+    assert "1,200 keys per system" in result.stdout
+
+
+def test_quiet_prints_nothing(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    result = keysync(tmp_path, "-q", "generate", "--keys", "1000", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_zero_keys_is_a_usage_error(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    result = keysync(tmp_path, "generate", "--keys", "0", "--out", "out")
+    assert "--keys" in assert_one_line_error(result, 2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_scenario_is_a_usage_error(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    result = keysync(tmp_path, "generate", "--scenario", "chaos", "--out", "out")
+    assert "--scenario" in assert_one_line_error(result, 2)
+
+
+def test_a_source_that_cannot_be_generated_is_a_config_error(tmp_path: Path) -> None:
+    write_config(
+        tmp_path, sources={"A": {"path": "a.csv"}, "B": {"path": "b.csv", "encoding": "cp1252"}}
+    )
+    result = keysync(tmp_path, "generate", "--keys", "1000")
+    stderr = assert_one_line_error(result, 2)
+    assert "sources.B.encoding" in stderr and "UTF-8" in stderr
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    (tmp_path / "taken").write_text("a file, not a folder", encoding="utf-8")
+    result = keysync(tmp_path, "generate", "--keys", "1000", "--out", "taken/sub")
+    stderr = assert_one_line_error(result, 3)
+    assert stderr.startswith("keysync: error: cannot write mock data")
+
+
+def test_help_has_an_example(tmp_path: Path) -> None:
+    result = keysync(tmp_path, "generate", "--help")
+    assert result.returncode == 0
+    assert "Example:" in result.stdout and "keysync generate --keys" in result.stdout
