@@ -38,9 +38,12 @@ Lifecycle (SPEC.md "Registry and state"):
   included); a namespaced entry only in its own system and in A. A system
   not read in this run (unavailable, or left out by ``--systems``) keeps
   what it was last seen holding, so an outage never counts as "unseen".
-- ``updated_at``/``updated_run`` change with ``status`` or ``seen_in``;
-  ``last_seen_at`` (the newest input ``last_seen_at`` among the holders, or
-  the run's time when the inputs carry none) is refreshed without bumping them.
+- ``updated_at``/``updated_run`` change with ``status`` or ``seen_in``.
+  ``last_seen_at`` is the newest input ``last_seen_at`` among the systems
+  holding the key (as in the diff reports; empty when the inputs carry none),
+  kept when no system holds it; refreshing it does not bump ``updated_*``.
+  It is deliberately not "the time of this run": that would rewrite every
+  registry row on every run.
 """
 
 from __future__ import annotations
@@ -119,8 +122,9 @@ class ProvisioningPlan:
     def registry_rows(self) -> Iterator[list[str]]:
         """Rows of master_key_registry.csv after this run, by master_key.
 
-        In a dry run each row ends with ``dry_run_change``: ``would add``, or
-        ``would change <column> <old> -> <new>; ...``, or empty.
+        In a dry run each row ends with ``dry_run_change``: ``would add (<status>)``,
+        ``would change status <old> -> <new>; seen_in <old> -> <new>``, or empty
+        (``last_seen_at`` refreshes are not marked: they follow the inputs).
         """
         changed, new, existing, notes = self.changed, self.new, self.existing, self.notes
         for master_key in heapq.merge(existing, self.new_keys_sorted()):
@@ -232,14 +236,14 @@ class _Planner:
         self.plan.events.append((self.plan.now, self.plan.run_id, event, system, key, detail))
 
     def last_seen(self, key: str, holders: list[str]) -> str:  # for new entries
-        """The newest input timestamp among the holders read now; the run's time if none."""
+        """The newest input timestamp among the holders read now ("" if none has one)."""
         newest = ""
         for system in holders:
             if system in self.read_set:
                 stamp = self.index[system].timestamps.get(key, "")
                 if stamp > newest:
                     newest = stamp
-        return newest or self.plan.now
+        return newest
 
     # -------------------------------------------------------------- proposals
 
@@ -315,7 +319,7 @@ class _Planner:
         speed: locals only, no call unless something changed.
         """
         plan = self.plan
-        now, seq = plan.now, plan.seq
+        seq = plan.seq
         authority = self.authority
         a_keys = self.keys[authority]
         oa_get = self.out_of_authority.get
@@ -330,7 +334,7 @@ class _Planner:
             holders = oa_get(key)
             if holders is not None and len(holders) == 1 and holders[0] == old_seen:
                 # Fast path, most rows: one peer holds it, as before; only the stamp may move.
-                stamp = stamps[old_seen].get(key, "") or now
+                stamp = stamps[old_seen].get(key, "")
                 if (
                     stamp == row[MK_LAST_SEEN_AT]
                     and row[MK_UNSEEN_SINCE] is None
@@ -362,7 +366,7 @@ class _Planner:
                         stamp = table.get(key, "")
                         if stamp > newest:
                             newest = stamp
-                last_seen = newest or now
+                last_seen = newest or row[MK_LAST_SEEN_AT]
                 seen_in = ";".join(holders)
                 if (
                     seen_in == old_seen
@@ -473,11 +477,7 @@ class _Planner:
             return
         notes = [
             f"{column} {old or '(none)'} -> {new or '(none)'}"
-            for column, old, new in (
-                ("status", old_status, status),
-                ("seen_in", old_seen, seen_in),
-                ("last_seen_at", row[MK_LAST_SEEN_AT], last_seen),
-            )
+            for column, old, new in (("status", old_status, status), ("seen_in", old_seen, seen_in))
             if old != new
         ]
         if notes:
