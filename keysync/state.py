@@ -47,6 +47,7 @@ import gc
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -192,6 +193,21 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def pause_for_tests(phase: str) -> None:
+    """Test hook (as ``keysync.runner.pause_for_tests``): with ``KEYSYNC_TEST_PAUSE_AT=<phase>``
+    the process sleeps here so a test can ``kill -9`` it at a known point.
+
+    Phases in this package: ``planning`` (sources read, merged and compared; the
+    registry and history not yet planned) and ``mid-commit`` (every row of the
+    run written inside the open transaction, ``COMMIT`` not yet issued).
+    """
+    if os.environ.get("KEYSYNC_TEST_PAUSE_AT") == phase:
+        from keysync import logs
+
+        logs.get_logger(stage="state").warning("run.paused_for_tests", phase=phase)
+        time.sleep(3600)
 
 
 def utc_now() -> str:
@@ -497,6 +513,7 @@ class StateStore:
                     f", {name} {value}" for name, value in registry.items()
                 )
                 self._insert_events([(ended, run_id, f"run.{outcome}", "", "", detail)])
+                pause_for_tests("mid-commit")
             self._db.execute(
                 "UPDATE runs SET ended_at = ?, outcome = ?, exit_code = ?, counts = ?,"
                 " message = ?, observed_at = ? WHERE run_id = ?",

@@ -71,6 +71,7 @@ from keysync.state import (
     RegistryRow,
     StateStore,
     as_iso,
+    pause_for_tests,
     paused_gc,
 )
 
@@ -166,6 +167,7 @@ def plan_provisioning(
     dry_run: bool = False,
 ) -> ProvisioningPlan:
     """Decide this run's registry changes (pure: the store is only read)."""
+    pause_for_tests("planning")
     with paused_gc():
         return _plan(store, config, comparison, run_id, now, auto_approve, dry_run)
 
