@@ -6,15 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 SYSTEM_FILES = ["A.csv", "B.csv", "C.csv", "D.csv", "E.csv"]
 
 
-def keysync(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def keysync(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
     env["PYTHONIOENCODING"] = "utf-8"
     return subprocess.run(
@@ -24,7 +26,7 @@ def keysync(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         encoding="utf-8",
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 
@@ -149,3 +151,16 @@ def test_help_has_an_example(tmp_path: Path) -> None:
     result = keysync(tmp_path, "generate", "--help")
     assert result.returncode == 0
     assert "Example:" in result.stdout and "keysync generate --keys" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_million_keys_per_system_in_under_20_seconds(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    started = time.perf_counter()
+    result = keysync(tmp_path, "generate", "--keys", "1000000", "--out", "out", timeout=600)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    data = manifest(tmp_path / "out")
+    assert all(s["unique_keys"] == 1_000_000 for s in data["systems"].values())
+    assert all(abs(data["systems"][p]["match_rate"] - 0.8) <= 0.05 for p in "BCDE")
+    assert elapsed < 20, f"{elapsed:.1f} s (load average {os.getloadavg()[0]:.1f})"

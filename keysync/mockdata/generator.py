@@ -60,7 +60,7 @@ FIRST_LINES_LIMIT = 100_000
 # Share of N the authority (and each peer's own keys) renews per day.
 DAILY_CHURN = 0.01
 # Chance that a peer's out-of-authority key is also held by a second peer.
-SHARED_EXTRA_CHANCE = 0.3
+SHARED_EXTRA_CHANCE = 0.15
 # From this many keys per system, a forked helper process builds half of the peers.
 PARALLEL_MIN_KEYS = 200_000
 # keys_per_system: null draws one size from this range (inclusive).
