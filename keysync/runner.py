@@ -401,7 +401,9 @@ class _Run:
                 "`keysync run --resume` continues it"
             )
             self.store.end_run(self.run_id, outcome="interrupted", message=message, exit_code=130)
-            self.log.warning("run.interrupted", checkpoint=str(self.writer.directory))
+            self.log.warning(
+                "run.interrupted", checkpoint=str(self.writer.directory), frames=self.writer.frames
+            )
             raise Interrupted(message) from None
         except RunError as exc:
             self.writer.close()

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from keysync import logs
 from keysync.comparison import Comparison, SystemSummary
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -121,6 +122,7 @@ class ReportFile:
     path: Path
     handle: io.TextIOWrapper
     writer: Any
+    count: int = 0
 
     def rows(self, rows: Sequence[Sequence[Any]], risky: Sequence[int] = ()) -> None:
         """Write rows; cells in the ``risky`` columns (input text) are made spreadsheet-safe.
@@ -128,6 +130,7 @@ class ReportFile:
         A chunk whose risky cells hold no ``#`` and no formula start (the usual case)
         goes to ``csv.writer.writerows`` in one C call.
         """
+        self.count += len(rows)
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
             if any(_NEEDS_CARE.search("\x1f".join([r[c] for r in chunk])) for c in risky):
@@ -162,6 +165,7 @@ class ReportWriter:
         self.generated_at = generated_at
         self.staging = output_dir / f".staging-{run_id}"
         self.written: list[str] = []
+        self.files: dict[str, ReportFile] = {}
 
     def open(
         self,
@@ -190,7 +194,8 @@ class ReportWriter:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(list(columns))
         self.written.append(name)
-        return ReportFile(path, handle, writer)
+        self.files[name] = ReportFile(path, handle, writer)
+        return self.files[name]
 
     def write_json(self, name: str, data: Any) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -209,6 +214,15 @@ class ReportWriter:
             os.replace(self.staging / name, target)
             published.append(target)
         _fsync_dir(self.output_dir)
+        log = logs.get_logger(stage="reporter")
+        for target in published:
+            report = self.files.get(target.name)
+            log.info(
+                "report.written",
+                report=target.name,
+                path=str(target),
+                rows=report.count if report else None,
+            )
         shutil.rmtree(self.staging, ignore_errors=True)
         return published
 
