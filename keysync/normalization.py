@@ -54,16 +54,23 @@ class KeyNormalizer:
         if rules.uppercase:
             steps.append(str.upper)
         separator = rules.collapse_delims
+        # re.sub reads "\\" in a replacement as an escape: a "\\" separator must be doubled.
+        replacement = separator.replace("\\", "\\\\") if separator else ""
         if separator is not None and rules.delimiters:
             delimiter_runs = re.compile(f"[{re.escape(rules.delimiters)}]+")
-            steps.append(lambda text: delimiter_runs.sub(separator, text))
+            steps.append(lambda text: delimiter_runs.sub(replacement, text))
         if rules.strip_non_alnum:
             keep = "A-Z0-9" + (re.escape(separator) if separator else "")
             not_kept = re.compile(f"[^{keep}]+")
             steps.append(lambda text: not_kept.sub("", text))
             if separator:
                 separator_runs = re.compile(f"{re.escape(separator)}{{2,}}")
-                steps.append(lambda text: separator_runs.sub(separator, text).strip(separator))
+                steps.append(lambda text: separator_runs.sub(replacement, text).strip(separator))
+        if rules.trim and not rules.strip_non_alnum:
+            # Trim again: folding ("´" -> " ") or collapsing into a whitespace delimiter can
+            # leave whitespace at an end, and trim promises none (and idempotent rules).
+            # With strip_non_alnum on, stripping already removed it.
+            steps.append(str.strip)
         if rules.pad_numbers > 0:
             width = rules.pad_numbers
             digit_runs = re.compile("[0-9]+")

@@ -1,0 +1,281 @@
+"""The key rules of SPEC.md "Normalization": the table, each step, and properties.
+
+The properties compare ``keysync.normalization`` with ``reference_normalize``, a
+slow, obviously-correct transcription of SPEC.md written here independently, so
+the fast paths (the one-regex check for keys already in normal form, and the
+joined-batch check) are held to the plain rules on any input and any valid rule
+configuration.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from keysync.config import NormalizeConfig
+from keysync.normalization import _normal_form_pattern, compile_rules
+
+DEFAULT = NormalizeConfig()
+PAD6 = NormalizeConfig(pad_numbers=6)
+DEFAULT_OUTPUT = re.compile(r"[A-Z0-9]+(-[A-Z0-9]+)*")
+
+# --- the table of SPEC.md ------------------------------------------------------------
+
+SPEC_TABLE = [
+    # raw, default rules, with pad_numbers: 6  ("" = rejected as empty-key)
+    ("  cust_00123 ", "CUST-00123", "CUST-000123"),
+    ("prod..abc//789", "PROD-ABC-789", "PROD-ABC-000789"),
+    ("Txn-2024-001", "TXN-2024-001", "TXN-002024-000001"),
+    ("CUST-#-12", "CUST-12", "CUST-000012"),
+    ("café 7", "CAFE-7", "CAFE-000007"),
+    ("#!?", "", ""),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected", "_padded"), SPEC_TABLE)
+def test_spec_table_default_rules(raw: str, expected: str, _padded: str) -> None:
+    assert compile_rules(DEFAULT).normalize(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "_default", "expected"), SPEC_TABLE)
+def test_spec_table_pad_numbers_6(raw: str, _default: str, expected: str) -> None:
+    assert compile_rules(PAD6).normalize(raw) == expected
+
+
+def test_spec_table_as_one_batch() -> None:
+    raws = [raw for raw, _, _ in SPEC_TABLE]
+    assert compile_rules(DEFAULT).normalize_many(raws) == [row[1] for row in SPEC_TABLE]
+    assert compile_rules(PAD6).normalize_many(raws) == [row[2] for row in SPEC_TABLE]
+
+
+# --- each step on its own ------------------------------------------------------------
+
+NOTHING = {
+    "trim": False,
+    "ascii_fold": False,
+    "uppercase": False,
+    "collapse_delims": None,
+    "strip_non_alnum": False,
+    "pad_numbers": 0,
+}
+
+
+def only(**step: object) -> NormalizeConfig:
+    """Rules with every step off except the given ones."""
+    return NormalizeConfig(**{**NOTHING, **step})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("rules", "raw", "expected"),
+    [
+        pytest.param(only(), "  a_B é ", "  a_B é ", id="all-off-is-identity"),
+        pytest.param(only(trim=True), " \t ab c\u00a0\n", "ab c", id="trim"),
+        pytest.param(only(ascii_fold=True), "Café", "Cafe", id="fold-accent"),
+        pytest.param(only(ascii_fold=True), "ﬁ Ⅻ ①", "fi XII 1", id="fold-compatibility"),
+        pytest.param(only(ascii_fold=True), "Straße", "Straße", id="fold-keeps-letters"),
+        pytest.param(only(uppercase=True), "ab-c_d", "AB-C_D", id="uppercase"),
+        pytest.param(only(collapse_delims="-"), "a__b..c / d", "a-b-c-d", id="collapse"),
+        pytest.param(only(collapse_delims="_"), "a--b", "a_b", id="collapse-other-char"),
+        pytest.param(
+            only(collapse_delims="-", delimiters="."), "a.b_c", "a-b_c", id="collapse-delimiters"
+        ),
+        pytest.param(only(strip_non_alnum=True), "A#b-C9é", "AC9", id="strip-no-separator"),
+        pytest.param(
+            only(strip_non_alnum=True, collapse_delims="-", delimiters=""),
+            "-A-#-B--",
+            "A-B",
+            id="strip-recollapses-and-trims-separator",
+        ),
+        pytest.param(only(pad_numbers=3), "A7-12-1234", "A007-012-1234", id="pad"),
+        pytest.param(only(pad_numbers=1), "A7", "A7", id="pad-1-changes-nothing"),
+        pytest.param(only(pad_numbers=3), "x٣", "x٣", id="pad-only-ascii-digits"),
+    ],
+)
+def test_each_step_in_isolation(rules: NormalizeConfig, raw: str, expected: str) -> None:
+    normalizer = compile_rules(rules)
+    assert normalizer.normalize(raw) == expected
+    assert normalizer.normalize_many([raw]) == [expected]
+
+
+def test_steps_run_in_spec_order() -> None:
+    # Fold before uppercase before collapse before strip before pad.
+    assert compile_rules(PAD6).normalize(" ｃａｆé／／ｘ－٣ 12 ") == "CAFE-X-000012"
+
+
+def test_trim_leaves_no_whitespace_that_folding_creates() -> None:
+    # NFKD("´") is " " + a combining accent: after folding, a space sits at an end.
+    rules = only(trim=True, ascii_fold=True)
+    assert compile_rules(rules).normalize("´a´") == "a"
+    assert compile_rules(rules).normalize("´") == ""
+
+
+def test_trim_leaves_no_whitespace_that_collapsing_creates() -> None:
+    rules = only(trim=True, collapse_delims=" ")
+    assert compile_rules(rules).normalize("--a--b--") == "a b"
+
+
+def test_key_with_newline_in_a_batch_is_not_taken_for_two_keys() -> None:
+    # The batch fast path joins keys with "\n"; a key holding "\n" must not fool it.
+    normalizer = compile_rules(DEFAULT)
+    raws = ["CUST-1\nCUST-2", "PROD-ABC-789"]
+    assert normalizer.normalize_many(raws) == ["CUST-1CUST-2", "PROD-ABC-789"]
+    assert normalizer.normalize_many(["A", "\n", "B"]) == ["A", "", "B"]
+
+
+def test_empty_batch() -> None:
+    assert compile_rules(DEFAULT).normalize_many([]) == []
+
+
+# --- properties ----------------------------------------------------------------------
+
+
+def reference_normalize(raw: str, rules: NormalizeConfig) -> str:
+    """SPEC.md "Normalization" step by step, char by char: slow and plain on purpose."""
+    text = raw
+    if rules.trim:
+        text = text.strip()
+    if rules.ascii_fold:
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    if rules.uppercase:
+        text = text.upper()
+    separator = rules.collapse_delims
+    if separator is not None:
+        out: list[str] = []
+        in_run = False
+        for ch in text:
+            if ch in rules.delimiters:
+                if not in_run:
+                    out.append(separator)
+                in_run = True
+            else:
+                out.append(ch)
+                in_run = False
+        text = "".join(out)
+    if rules.strip_non_alnum:
+        kept = string.ascii_uppercase + string.digits + (separator or "")
+        text = "".join(ch for ch in text if ch in kept)
+        if separator:
+            parts = [part for part in text.split(separator) if part]
+            text = separator.join(parts)
+    if rules.trim:
+        # keysync trims again at the end so that trim holds for the result (see docs).
+        text = text.strip()
+    if rules.pad_numbers > 0:
+        width = rules.pad_numbers
+        text = re.sub("[0-9]+", lambda m: m.group().rjust(width, "0"), text)
+    return text
+
+
+# Characters that tend to break key rules: NUL, surrogates, combining marks, emoji,
+# right-to-left text and marks, compatibility forms, full-width ASCII, spacing accents
+# (NFKD gives a space), chars whose uppercase is longer ("ß", "ŉ"), line separators.
+SPECIAL_CHARS = list(
+    "\x00\ud800\udfff\u0301\u0308\u200b\u200d\u202e\u2066\u00a0\u2028\u3000\ufeff"
+    "😀👍🏽🇫🇷אבגمرحبا١٢٣٣ﬁﬀⅫ①²ＡＢＣ１２３／－＿´¨¸˜ßŉǰΐİıſ\r\n\t\x0b\x1c"
+)
+KEY_CHARS = list(string.ascii_letters + string.digits + " \t-_./:|\\#!?@,;") + SPECIAL_CHARS
+
+any_text = st.one_of(
+    st.text(),
+    st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=12),
+    st.text(st.sampled_from(KEY_CHARS), max_size=24),
+    st.from_regex(r"[A-Z]{1,4}([-_. ]{1,2}[0-9A-Za-z]{1,6}){0,3}", fullmatch=True),
+)
+
+# A valid configuration (config.py rejects the rest): separators are ASCII punctuation
+# or a space; delimiters are anything but ASCII letters and digits.
+separators = st.none() | st.sampled_from(list(string.punctuation + " "))
+delimiter_sets = st.one_of(
+    st.just(DEFAULT.delimiters),
+    st.text(
+        st.sampled_from(list(" \t-_./:|\\#,;~*+=·–—／\u00a0\u3000")),
+        max_size=6,
+    ),
+    st.text(st.characters(exclude_characters=string.ascii_letters + string.digits), max_size=4),
+)
+rule_sets = st.builds(
+    NormalizeConfig,
+    trim=st.booleans(),
+    ascii_fold=st.booleans(),
+    uppercase=st.booleans(),
+    collapse_delims=separators,
+    delimiters=delimiter_sets,
+    strip_non_alnum=st.booleans(),
+    pad_numbers=st.integers(min_value=0, max_value=8),
+)
+
+
+@given(any_text)
+@example("´")
+@example("CUST-00123")
+def test_default_rules_are_idempotent(raw: str) -> None:
+    normalize = compile_rules(DEFAULT).normalize
+    once = normalize(raw)
+    assert normalize(once) == once
+
+
+@given(rule_sets, any_text)
+@example(NormalizeConfig(strip_non_alnum=False), "´x")
+@example(NormalizeConfig(strip_non_alnum=False, collapse_delims=" "), "-x")
+def test_any_rules_are_idempotent(rules: NormalizeConfig, raw: str) -> None:
+    normalize = compile_rules(rules).normalize
+    once = normalize(raw)
+    assert normalize(once) == once
+
+
+@given(any_text)
+def test_default_output_is_in_normal_form_or_empty(raw: str) -> None:
+    key = compile_rules(DEFAULT).normalize(raw)
+    assert key == "" or DEFAULT_OUTPUT.fullmatch(key)
+
+
+@given(rule_sets, any_text)
+def test_never_raises_and_follows_the_spec(rules: NormalizeConfig, raw: str) -> None:
+    assert compile_rules(rules).normalize(raw) == reference_normalize(raw, rules)
+
+
+@given(rule_sets, st.lists(any_text, max_size=8))
+def test_normalize_many_equals_normalize_each(rules: NormalizeConfig, raws: list[str]) -> None:
+    normalizer = compile_rules(rules)
+    assert normalizer.normalize_many(raws) == [normalizer.normalize(raw) for raw in raws]
+
+
+@given(st.data())
+def test_batch_fast_path_with_normal_keys_and_newlines(data: st.DataObject) -> None:
+    """Mostly normal keys (so the joined-batch regex runs), sometimes holding a "\\n"."""
+    rules = data.draw(rule_sets)
+    normalizer = compile_rules(rules)
+    pattern = _normal_form_pattern(rules)
+    normal_keys = st.from_regex(pattern, fullmatch=True) if pattern else st.just("A1")
+    keys = st.one_of(
+        normal_keys,
+        st.tuples(normal_keys, st.sampled_from(["\n", "\n\n", "-\n"]), normal_keys).map("".join),
+    )
+    raws = data.draw(st.lists(keys, min_size=1, max_size=6))
+    assert normalizer.normalize_many(raws) == [reference_normalize(r, rules) for r in raws]
+
+
+@given(st.data())
+def test_fast_path_is_only_taken_when_correct(data: st.DataObject) -> None:
+    """Whatever the normal-form regex accepts, the step-by-step rules give back unchanged."""
+    rules = data.draw(rule_sets)
+    pattern = _normal_form_pattern(rules)
+    if pattern is None:
+        return
+    key = data.draw(st.from_regex(pattern, fullmatch=True))
+    assert reference_normalize(key, rules) == key
+    assert compile_rules(rules).normalize(key) == key
+
+
+@given(rule_sets, any_text)
+def test_fast_path_regex_matches_only_fixed_points(rules: NormalizeConfig, raw: str) -> None:
+    """The same property from the other side: arbitrary text, matched or not."""
+    pattern = _normal_form_pattern(rules)
+    if pattern is not None and re.fullmatch(pattern, raw):
+        assert reference_normalize(raw, rules) == raw
