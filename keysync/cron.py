@@ -7,6 +7,7 @@ classic Vixie rule: when both are restricted, a day matching either one fires.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 _MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()  # noqa: SIM905
@@ -20,6 +21,14 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
 )
 
 
+# ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+_NUMBER = re.compile("[0-9]+")
+# The longest a month can be (February: 29), to reject dates that never occur.
+_DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# How far next_times looks past each firing: 8 years separate some 29 Februaries (2096, 2104).
+_SEARCH_DAYS = 366 * 9
+
+
 class CronError(ValueError):
     """The expression is not a valid five-field cron expression."""
 
@@ -28,7 +37,7 @@ def _value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> 
     token = text.lower()
     if token in names:
         return names[token]
-    if not token.isdigit():
+    if not _NUMBER.fullmatch(token):
         raise CronError(f"{name} field: {text!r} is not a number")
     number = int(token)
     if not low <= number <= high:
@@ -41,10 +50,10 @@ def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int
     for part in text.split(","):
         if not part:
             raise CronError(f"{name} field: empty list item in {text!r}")
-        base, _, step_text = part.partition("/")
+        base, slash, step_text = part.partition("/")
         step = 1
-        if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
+        if slash:
+            if not _NUMBER.fullmatch(step_text) or int(step_text) == 0:
                 raise CronError(f"{name} field: bad step {step_text!r}")
             step = int(step_text)
         if base == "*":
@@ -57,7 +66,7 @@ def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int
                 raise CronError(f"{name} field: range {base!r} runs backwards")
         else:
             start = _value(base, name, low, high, names)
-            end = high if step_text else start
+            end = high if slash else start
         values.update(range(start, end + 1, step))
     return values
 
@@ -78,6 +87,13 @@ class CronSchedule:
         self.weekdays = {d % 7 for d in weekdays}
         self._dom_any = fields[2] == "*"
         self._dow_any = fields[4] == "*"
+        if self._dow_any and not any(
+            day <= _DAYS_IN_MONTH[month] for month in self.months for day in self.days
+        ):
+            raise CronError(
+                f"day of month {fields[2]!r} never occurs in month {fields[3]!r}: "
+                "the expression never fires"
+            )
 
     def _day_matches(self, moment: datetime) -> bool:
         dom = moment.day in self.days
@@ -90,7 +106,7 @@ class CronSchedule:
         """The next ``count`` firing times strictly after ``after`` (minute resolution)."""
         found: list[datetime] = []
         moment = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        limit = moment + timedelta(days=366 * 5)
+        limit = moment + timedelta(days=_SEARCH_DAYS)
         while len(found) < count and moment < limit:
             if moment.month not in self.months or not self._day_matches(moment):
                 moment = (moment + timedelta(days=1)).replace(hour=0, minute=0)
@@ -100,6 +116,7 @@ class CronSchedule:
                 continue
             if moment.minute in self.minutes:
                 found.append(moment)
+                limit = moment + timedelta(days=_SEARCH_DAYS)
             moment += timedelta(minutes=1)
         if len(found) < count:
             raise CronError("the expression never fires")
