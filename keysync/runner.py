@@ -170,6 +170,7 @@ class _RunObserver(PipelineObserver):
             self.resumed_at = None
         self._progress()
         self.checkpoint.add(batch)
+        pause_for_tests("reading")
 
     def source_finished(self, system: str) -> None:
         self.checkpoint.source_finished(system)
