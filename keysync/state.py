@@ -202,12 +202,14 @@ def pause_for_tests(phase: str) -> None:
     Phases in this package: ``planning`` (sources read, merged and compared; the
     registry and history not yet planned) and ``mid-commit`` (every row of the
     run written inside the open transaction, ``COMMIT`` not yet issued).
+    ``KEYSYNC_TEST_PAUSE_S`` shortens the pause (default 3600 s), so a test can
+    hold a run at a phase and let it finish.
     """
     if os.environ.get("KEYSYNC_TEST_PAUSE_AT") == phase:
         from keysync import logs
 
         logs.get_logger(stage="state").warning("run.paused_for_tests", phase=phase)
-        time.sleep(3600)
+        time.sleep(float(os.environ.get("KEYSYNC_TEST_PAUSE_S", "3600")))
 
 
 def utc_now() -> str:

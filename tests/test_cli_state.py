@@ -1,0 +1,534 @@
+"""State through the command line, as a user drives it: real files, real processes, real kills.
+
+Every test runs ``python -m keysync`` in a subprocess over CSV inputs written
+here, and checks what a user sees (exit codes, messages, reports, tables) and
+what the database holds (read with plain ``sqlite3``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunKeysync
+
+SYSTEMS = ("A", "B", "C")
+Inputs = Mapping[str, Sequence[str | tuple[str, str]]]
+
+
+def write_inputs(folder: Path, inputs: Inputs) -> None:
+    """``{system: [raw key | (raw key, last_seen_at)]}`` -> ``folder/input/<system>.csv``."""
+    (folder / "input").mkdir(parents=True, exist_ok=True)
+    for system, rows in inputs.items():
+        with open(folder / "input" / f"{system}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["key", "name", "last_seen_at"])
+            for row in rows:
+                raw, stamp = (row, "2026-01-01T00:00:00Z") if isinstance(row, str) else row
+                writer.writerow([raw, f"name of {raw}", stamp])
+
+
+@pytest.fixture
+def project(tmp_path: Path, write_config: Callable[..., Path]) -> Callable[..., Path]:
+    """Write a config for systems A, B, C under tmp_path; returns its path."""
+
+    def make(**provisioning: Any) -> Path:
+        return write_config(
+            tmp_path,
+            sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+            provisioning=provisioning,
+            processing={"workers": 1, "checkpoint_interval": 1000},
+        )
+
+    return make
+
+
+def read_report(path: Path) -> list[dict[str, str]]:
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line[:1] != "#"]
+    return list(csv.DictReader(lines))
+
+
+def db_rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    connection = sqlite3.connect(tmp_path / "data" / "keysync.db")
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+def state_dump(tmp_path: Path, *, with_runs: bool = False) -> list[str]:
+    """Every row of every table as SQL text; the runs table only if asked."""
+    connection = sqlite3.connect(tmp_path / "data" / "keysync.db")
+    try:
+        return [
+            line
+            for line in connection.iterdump()
+            if with_runs or '"runs"' not in line.split("VALUES")[0]
+        ]
+    finally:
+        connection.close()
+
+
+def statuses(tmp_path: Path) -> dict[str, str]:
+    return dict(db_rows(tmp_path, "SELECT master_key, status FROM master_keys"))
+
+
+def ok(result: subprocess.CompletedProcess[str], code: int = 0) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == code, result.stderr[-2000:]
+    return result
+
+
+# ------------------------------------------------------------ consecutive runs
+
+
+def test_three_runs_give_statuses_history_and_missing_since(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project(deprecate_after_runs=5)
+    write_inputs(
+        tmp_path,
+        {
+            "A": ["CUST-1", "CUST-2", "CUST-3"],
+            "B": ["cust_1", ("X-1", "2026-01-02T00:00:00Z")],
+            "C": ["CUST-1", "CUST-2", "x.1", "X-2"],
+        },
+    )
+    ok(keysync("-q", "run"))
+    missing = read_report(tmp_path / "output" / "diff_missing_from_system.csv")
+    first_run_time = missing[0]["missing_since"]
+    assert {(r["system"], r["key"]) for r in missing} == {
+        ("B", "CUST-2"),
+        ("B", "CUST-3"),
+        ("C", "CUST-3"),
+    }
+    in_a = read_report(tmp_path / "output" / "diff_missing_in_A.csv")
+    assert [
+        (r["key"], r["system"], r["proposed_master_key"], r["registry_status"]) for r in in_a
+    ] == [
+        ("X-1", "B", "X-1", "Proposed"),
+        ("X-1", "C", "X-1", "Proposed"),
+        ("X-2", "C", "X-2", "Proposed"),
+    ]
+    assert in_a[0]["last_seen_at"] == "2026-01-02T00:00:00Z"  # from the input
+
+    time.sleep(1.1)  # a new second: the next run's time differs
+    ok(keysync("registry", "approve", "X-1"))
+    write_inputs(
+        tmp_path,
+        {
+            "A": ["CUST-1", "CUST-2", "CUST-3", "CUST-4"],
+            "B": ["CUST-1", "CUST-3", "X-1"],
+            "C": ["CUST-1", "X-2"],
+        },
+    )
+    ok(keysync("-q", "run"))
+    missing = {
+        (r["system"], r["key"]): r["missing_since"]
+        for r in read_report(tmp_path / "output" / "diff_missing_from_system.csv")
+    }
+    second_run_time = missing[("B", "CUST-4")]
+    assert second_run_time > first_run_time
+    assert missing == {
+        ("B", "CUST-2"): first_run_time,  # the same stretch continues
+        ("B", "CUST-4"): second_run_time,  # new in A
+        ("C", "CUST-2"): second_run_time,  # C lost it
+        ("C", "CUST-3"): first_run_time,
+        ("C", "CUST-4"): second_run_time,
+    }
+
+    time.sleep(1.1)
+    write_inputs(
+        tmp_path,
+        {
+            "A": ["CUST-1", "CUST-2", "CUST-3", "CUST-4", "X-2"],
+            "B": ["CUST-1", "CUST-2", "CUST-4", "X-1"],
+            "C": ["CUST-1", "X-2"],
+        },
+    )
+    ok(keysync("-q", "run"))
+    missing = {
+        (r["system"], r["key"]): r["missing_since"]
+        for r in read_report(tmp_path / "output" / "diff_missing_from_system.csv")
+    }
+    third_run_time = missing[("B", "CUST-3")]
+    assert third_run_time > second_run_time
+    assert missing[("C", "CUST-2")] == second_run_time
+    assert missing[("C", "CUST-3")] == first_run_time
+    assert statuses(tmp_path) == {"X-1": "Active", "X-2": "Proposed"}
+    registry = {
+        r["master_key"]: r for r in read_report(tmp_path / "output" / "master_key_registry.csv")
+    }
+    assert registry["X-2"]["seen_in"] == "A;C"  # resolved: it is in A now
+    events = ok(keysync("audit", "--json")).stdout
+    kinds = [(e["event"], e["key"]) for e in json.loads(events)]
+    assert ("key.resolved", "X-2") in kinds and ("key.approved", "X-1") in kinds
+
+    history = ok(keysync("history", "cust_3")).stdout
+    assert "history of CUST-3 (normalized from 'cust_3')" in history
+    lines = {line.split()[0]: line for line in history.splitlines()[2:5]}
+    assert "present" in lines["A"]
+    runs = [r["run_id"] for r in json.loads(ok(keysync("runs", "--json")).stdout)]
+    # B got CUST-3 in run 2 and lost it in run 3: first seen, last seen, missing since.
+    assert lines["B"].split()[1:] == [
+        "missing",
+        "(in",
+        "A:",
+        "a",
+        "propagation",
+        "gap)",
+        second_run_time,
+        f"({runs[1]})",
+        second_run_time,
+        f"({runs[1]})",
+        third_run_time,
+        f"({runs[2]})",
+    ]
+    timeline = json.loads(ok(keysync("history", "CUST-3", "--json")).stdout)
+    c = next(s for s in timeline["systems"] if s["system"] == "C")
+    # C never had CUST-3: never seen, and a gap since A had it (run 1).
+    assert (c["present"], c["first_seen"], c["missing_since"]) == (False, "", first_run_time)
+    assert [(e["system"], e["event"], e["run_id"]) for e in timeline["events"]] == [
+        ("B", "appeared", runs[1]),
+        ("B", "disappeared", runs[2]),
+    ]
+
+
+def test_dry_run_leaves_the_database_unchanged_but_the_run_record(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project()
+    write_inputs(tmp_path, {"A": ["K-1", "K-2"], "B": ["K-1", "X-1"], "C": ["K-2"]})
+    ok(keysync("-q", "run"))
+    before = state_dump(tmp_path)
+    runs_before = db_rows(tmp_path, "SELECT * FROM runs ORDER BY seq")
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["X-3", "K-2"]})
+    ok(keysync("-q", "run", "--dry-run", "--auto-approve"))
+    assert state_dump(tmp_path) == before
+    runs_after = db_rows(tmp_path, "SELECT * FROM runs ORDER BY seq")
+    assert runs_after[:-1] == runs_before
+    assert runs_after[-1][6] == 1 and runs_after[-1][7] == "completed"  # dry_run, outcome
+    registry = read_report(tmp_path / "output" / "master_key_registry.csv")
+    marks = {r["master_key"]: (r["status"], r["dry_run_change"]) for r in registry}
+    assert marks == {
+        "K-2": ("Active", "would add (Active)"),
+        "X-1": ("Proposed", ""),
+        "X-2": ("Active", "would add (Active)"),
+        "X-3": ("Active", "would add (Active)"),
+    }
+    assert "dry run" in (tmp_path / "output" / "master_key_registry.csv").read_text()
+    assert statuses(tmp_path) == {"X-1": "Proposed"}
+
+
+def test_auto_approve_activates_new_master_keys(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    assert statuses(tmp_path) == {"X-1": "Proposed", "X-2": "Active"}
+    in_a = read_report(tmp_path / "output" / "diff_missing_in_A.csv")
+    assert {r["key"]: r["registry_status"] for r in in_a} == {"X-1": "Proposed", "X-2": "Active"}
+    listed = ok(keysync("registry", "list", "--status", "active")).stdout
+    assert "X-2" in listed and "X-1" not in listed
+
+
+def test_active_keys_are_deprecated_after_n_runs_unseen(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project(deprecate_after_runs=2, auto_approve=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    assert statuses(tmp_path) == {"X-1": "Active", "X-2": "Active"}
+    ok(keysync("-q", "run"))
+    assert statuses(tmp_path) == {"X-1": "Deprecated", "X-2": "Active"}
+    shown = ok(keysync("registry", "show", "X-1")).stdout
+    assert "seen in no system for 2 successful runs" in shown
+    # By hand too, and audited as such.
+    ok(keysync("registry", "deprecate", "X-2"))
+    assert statuses(tmp_path) == {"X-1": "Deprecated", "X-2": "Deprecated"}
+    manual = [e for e in json.loads(ok(keysync("audit", "--json")).stdout) if e["key"] == "X-2"]
+    assert manual[-1]["run_id"].startswith("manual-")
+    assert (
+        manual[-1]["detail"]
+        == "master key X-2: Active -> Deprecated by `keysync registry deprecate`"
+    )
+
+
+def test_namespaced_gives_one_master_key_per_system_and_key(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project(strategy="namespaced")
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["x_1"]})
+    ok(keysync("-q", "run"))
+    assert statuses(tmp_path) == {"B:X-1": "Proposed", "B:X-2": "Proposed", "C:X-1": "Proposed"}
+    in_a = read_report(tmp_path / "output" / "diff_missing_in_A.csv")
+    assert [(r["system"], r["key"], r["proposed_master_key"]) for r in in_a] == [
+        ("B", "X-1", "B:X-1"),
+        ("C", "X-1", "C:X-1"),
+        ("B", "X-2", "B:X-2"),
+    ]
+    shown = json.loads(ok(keysync("registry", "show", "x_1", "--json")).stdout)
+    assert [(e["master_key"], e["source_key"]) for e in shown] == [
+        ("B:X-1", "X-1"),
+        ("C:X-1", "x_1"),
+    ]
+
+
+# --------------------------------------------------------------- the commands
+
+
+def test_commands_before_any_run(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project()
+    for args in (["runs"], ["audit"], ["registry", "list"]):
+        result = ok(keysync(*args))
+        assert result.stdout == ""
+        assert "no runs yet" in result.stderr and "run `keysync run` first" in result.stderr
+    assert ok(keysync("runs", "--json")).stdout.strip() == "[]"
+    export = ok(keysync("registry", "export"))
+    assert export.stdout.splitlines() == [
+        "master_key,status,strategy,source_system,source_key,seen_in,created_at,updated_at,"
+        "last_seen_at,created_run,updated_run"
+    ]
+    for args in (["history", "K-1"], ["registry", "approve", "K-1"]):
+        result = keysync(*args)
+        assert result.returncode == 3
+        assert result.stderr.strip().endswith("run `keysync run` first")
+    assert not (tmp_path / "data" / "keysync.db").exists()
+
+
+def test_registry_commands(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "=cmd()", "X-3"], "C": ["X-1"]})
+    ok(keysync("-q", "run"))
+    listed = ok(keysync("registry", "list")).stdout.splitlines()
+    assert listed[0].split() == [
+        "MASTER_KEY",
+        "STATUS",
+        "STRATEGY",
+        "SOURCE",
+        "SOURCE_KEY",
+        "SEEN_IN",
+        "LAST_SEEN_AT",
+    ]
+    assert [line.split()[0] for line in listed[1:]] == ["CMD", "X-1", "X-3"]
+
+    unknown = keysync("registry", "approve", "X-1", "NOPE")
+    assert unknown.returncode == 2
+    assert (
+        "unknown master key 'NOPE'" in unknown.stderr and "keysync registry list" in unknown.stderr
+    )
+    assert statuses(tmp_path)["X-1"] == "Proposed"  # nothing changed
+
+    approved = ok(keysync("registry", "approve", "x_1"))
+    assert approved.stdout == "X-1: Proposed -> Active\n"
+    again = ok(keysync("registry", "approve", "--all"))
+    assert again.stdout.splitlines() == ["CMD: Proposed -> Active", "X-3: Proposed -> Active"]
+    assert ok(keysync("registry", "approve", "X-1")).stdout == "X-1: already Active (unchanged)\n"
+    assert keysync("registry", "approve").returncode == 2
+    assert keysync("registry", "approve", "X-1", "--all").returncode == 2
+
+    out = tmp_path / "exported" / "registry.csv"
+    ok(keysync("registry", "export", "--out", str(out)))
+    rows = list(csv.reader(out.open(encoding="utf-8")))
+    assert rows[0][:2] == ["master_key", "status"]
+    assert [(r[0], r[1], r[4]) for r in rows[1:]] == [
+        ("CMD", "Active", "'=cmd()"),  # a formula cell is neutralized
+        ("X-1", "Active", "X-1"),
+        ("X-3", "Active", "X-3"),
+    ]
+    assert ok(keysync("registry", "export")).stdout == out.read_text(encoding="utf-8")
+    shown = ok(keysync("registry", "show", "X-1")).stdout
+    assert "seen_in        B;C" in shown
+    assert "key.approved" in shown and "key.proposed" in shown
+
+
+def test_runs_and_audit(tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]) -> None:
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    (tmp_path / "input" / "C.csv").unlink()
+    ok(keysync("-q", "run", "--dry-run"), 4)  # degraded: C is missing
+    records = json.loads(ok(keysync("runs", "--json")).stdout)
+    assert [(r["mode"], r["dry_run"], r["outcome"], r["exit_code"]) for r in records] == [
+        ("full", False, "completed", 0),
+        ("full", True, "degraded", 4),
+    ]
+    assert records[0]["flags"]["auto_approve"] is True
+    assert records[0]["counts"]["registry"]["proposed"] == 1
+    table = ok(keysync("runs")).stdout.splitlines()
+    assert table[0].split()[:7] == [
+        "RUN_ID",
+        "STARTED",
+        "ENDED",
+        "MODE",
+        "FLAGS",
+        "OUTCOME",
+        "EXIT",
+    ]
+    assert "full (dry run)" in table[2] and "degraded" in table[2]
+    first = records[0]["run_id"]
+    audit = ok(keysync("audit", "--run", first)).stdout.splitlines()
+    assert [line.split()[3] for line in audit[1:]] == [
+        "key.proposed",
+        "key.approved",
+        "run.completed",
+    ]
+    missing = keysync("audit", "--run", "no-such-run")
+    assert missing.returncode == 2 and "unknown run 'no-such-run'" in missing.stderr
+    log = read_report(tmp_path / "output" / "audit_log.csv")
+    assert [(r["run_id"], r["event"]) for r in log][:3] == [
+        (first, "key.proposed"),
+        (first, "key.approved"),
+        (first, "run.completed"),
+    ]
+
+
+def test_every_state_command_has_help_with_an_example(keysync: RunKeysync) -> None:
+    for args in (
+        ["registry"],
+        ["registry", "list"],
+        ["registry", "show"],
+        ["registry", "approve"],
+        ["registry", "deprecate"],
+        ["registry", "export"],
+        ["runs"],
+        ["audit"],
+        ["history"],
+    ):
+        result = ok(keysync(*args, "--help"))
+        assert "Example:" in result.stdout, args
+
+
+# ------------------------------------------------------- kills and concurrency
+
+
+class Background:
+    """A ``keysync run`` in the background; waits for a line on its stderr."""
+
+    def __init__(self, folder: Path, *args: str, env: Mapping[str, str]) -> None:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+        full_env.update(env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "keysync", "run", *args],
+            cwd=folder,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+        self.lines: list[str] = []
+        self._seen = threading.Event()
+        self._wanted = ""
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if self._wanted and self._wanted in line:
+                self._seen.set()
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        self._wanted = text
+        if any(text in line for line in self.lines):
+            return
+        if not self._seen.wait(timeout):
+            raise AssertionError(f"never saw {text!r}; stderr:\n{''.join(self.lines)[-3000:]}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+
+PHASES = ["reading", "planning", "reporting", "committing", "mid-commit"]
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_kill_9_at_any_phase_leaves_the_state_as_before(
+    phase: str, tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project(deprecate_after_runs=1)
+    write_inputs(tmp_path, {"A": ["K-1", "K-2"], "B": ["K-1", "X-1"], "C": ["X-2"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    before = state_dump(tmp_path)
+    reports_before = (tmp_path / "output" / "master_key_registry.csv").read_bytes()
+    # A run that would change everything: new keys, a deprecation, new gaps.
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-3"], "C": ["X-2", "X-4"]})
+    run = Background(tmp_path, "--auto-approve", env={"KEYSYNC_TEST_PAUSE_AT": phase})
+    run.wait_for("run.paused_for_tests")
+    run.kill()
+    assert run.process.returncode == -signal.SIGKILL
+    assert state_dump(tmp_path) == before
+    assert (tmp_path / "output" / "master_key_registry.csv").read_bytes() == reports_before
+    assert db_rows(tmp_path, "PRAGMA integrity_check") == [("ok",)]
+    killed = db_rows(tmp_path, "SELECT run_id, outcome FROM runs ORDER BY seq")[-1]
+    assert killed[1] == "running"
+    shown = ok(keysync("runs")).stdout.splitlines()[-1]
+    assert "interrupted" in shown and "resume with: keysync run --resume" in shown
+    # The next run is not blocked by anything the killed one left, and records it.
+    ok(keysync("-q", "run", "--auto-approve"))
+    assert statuses(tmp_path) == {
+        "X-1": "Deprecated",
+        "X-2": "Active",
+        "X-3": "Active",
+        "X-4": "Active",
+    }
+    outcomes = dict(db_rows(tmp_path, "SELECT run_id, outcome FROM runs"))
+    assert outcomes[killed[0]] == "interrupted"
+
+
+def test_kill_9_after_the_commit_keeps_the_committed_state(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    run = Background(tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "publishing"})
+    run.wait_for("run.paused_for_tests")
+    run.kill()
+    assert statuses(tmp_path) == {"X-1": "Proposed"}
+    assert db_rows(tmp_path, "SELECT outcome FROM runs") == [("completed",)]
+
+
+def test_two_concurrent_runs_one_wins_the_other_exits_3(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    first = Background(
+        tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "planning", "KEYSYNC_TEST_PAUSE_S": "2"}
+    )
+    first.wait_for("run.paused_for_tests")
+    second = keysync("run")
+    assert second.returncode == 3
+    running = db_rows(tmp_path, "SELECT run_id FROM runs")[0][0]
+    message = second.stderr.strip().splitlines()[-1]
+    assert f"another run (run {running}, pid {first.process.pid}, started " in message
+    assert "holds the lock on" in message and "keysync.db" in message
+    # A manual registry change waits for no one either.
+    blocked = keysync("registry", "approve", "--all")
+    assert blocked.returncode == 3 and f"run {running}" in blocked.stderr
+    assert first.process.wait(60) == 0
+    assert db_rows(tmp_path, "SELECT run_id, outcome FROM runs") == [(running, "completed")]
+    assert db_rows(tmp_path, "PRAGMA integrity_check") == [("ok",)]
+    assert statuses(tmp_path) == {"X-1": "Proposed"}
+    ok(keysync("-q", "run"))  # and the lock is free again
