@@ -34,7 +34,7 @@ from pathlib import Path
 
 import msgspec
 
-from keysync import logs
+from keysync import logs, testhooks
 from keysync.config import Config
 from keysync.errors import RunError
 from keysync.messages import KeyBatch
@@ -169,6 +169,14 @@ class CheckpointWriter:
         while (item := self._queue.get()) is not None:
             payload, number, rows = item
             try:
+                if testhooks.pause_requested("checkpoint-write") == number:
+                    self._log.write(
+                        (_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)[
+                            : len(payload) // 2
+                        ]
+                    )
+                    self._log.flush()
+                    testhooks.pause("checkpoint-write")
                 if self._error is None:
                     self._log.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
                     self._log.flush()

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from keysync import checkpoint, logs
+from keysync import checkpoint, logs, testhooks
 from keysync.checkpoint import CheckpointHeader, CheckpointWriter
 from keysync.comparison import Comparison, SystemSummary, compare
 from keysync.config import Config
@@ -46,6 +46,7 @@ from keysync.stages.reporter import (
     write_reconciliation_reports,
 )
 from keysync.state import AUDIT_COLUMNS, DB_NAME, SUCCESSFUL, StateStore
+from keysync.testhooks import pause_for_tests
 
 _IMPORTED = time.monotonic()
 
@@ -150,6 +151,8 @@ class _RunObserver(PipelineObserver):
         self.total_bytes = total_bytes
         self.on_progress = on_progress
         self._shown = 0.0
+        self.rows_applied = 0
+        self.pause_at_rows = testhooks.pause_requested("reading")
 
     def _progress(self) -> None:
         if self.on_progress is None or time.monotonic() - self._shown < 0.1:
@@ -170,7 +173,11 @@ class _RunObserver(PipelineObserver):
             self.resumed_at = None
         self._progress()
         self.checkpoint.add(batch)
-        pause_for_tests("reading")
+        self.rows_applied += batch.rows_read
+        if self.pause_at_rows is not None and self.rows_applied >= self.pause_at_rows:
+            self.pause_at_rows = None
+            self.checkpoint.flush()
+            testhooks.pause("reading")
 
     def source_finished(self, system: str) -> None:
         self.checkpoint.source_finished(system)
@@ -197,18 +204,6 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def pause_for_tests(phase: str) -> None:
-    """Test hook: with ``KEYSYNC_TEST_PAUSE_AT=<phase>`` the run sleeps there, to be killed.
-
-    Phases: ``reading`` (after the first batch is merged), ``reporting`` (reports
-    staged, state not yet committed), ``committing`` (just before the state
-    commit), ``publishing`` (state committed, reports not yet renamed into place).
-    """
-    if os.environ.get("KEYSYNC_TEST_PAUSE_AT") == phase:
-        logs.get_logger(stage="runner").warning("run.paused_for_tests", phase=phase)
-        time.sleep(3600)
 
 
 def _latest_checkpoint(config: Config) -> Path | None:

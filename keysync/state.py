@@ -47,7 +47,6 @@ import gc
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keysync.errors import KeysyncError, RunError
+from keysync.testhooks import pause_for_tests
 
 if TYPE_CHECKING:
     from keysync.history import HistoryPlan
@@ -193,23 +193,6 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def pause_for_tests(phase: str) -> None:
-    """Test hook (as ``keysync.runner.pause_for_tests``): with ``KEYSYNC_TEST_PAUSE_AT=<phase>``
-    the process sleeps here so a test can ``kill -9`` it at a known point.
-
-    Phases in this package: ``planning`` (sources read, merged and compared; the
-    registry and history not yet planned) and ``mid-commit`` (every row of the
-    run written inside the open transaction, ``COMMIT`` not yet issued).
-    ``KEYSYNC_TEST_PAUSE_S`` shortens the pause (default 3600 s), so a test can
-    hold a run at a phase and let it finish.
-    """
-    if os.environ.get("KEYSYNC_TEST_PAUSE_AT") == phase:
-        from keysync import logs
-
-        logs.get_logger(stage="state").warning("run.paused_for_tests", phase=phase)
-        time.sleep(float(os.environ.get("KEYSYNC_TEST_PAUSE_S", "3600")))
 
 
 def utc_now() -> str:

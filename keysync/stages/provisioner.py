@@ -71,9 +71,9 @@ from keysync.state import (
     RegistryRow,
     StateStore,
     as_iso,
-    pause_for_tests,
     paused_gc,
 )
+from keysync.testhooks import pause_for_tests
 
 DRY_RUN_COLUMN = "dry_run_change"
 # (timestamp, run_id, event, system, key, detail) — audit_events without its seq.
@@ -237,28 +237,19 @@ class _Planner:
     def event(self, event: str, system: str, key: str, detail: str) -> None:
         self.plan.events.append((self.plan.now, self.plan.run_id, event, system, key, detail))
 
-    def last_seen(self, key: str, holders: list[str]) -> str:  # for new entries
-        """The newest input timestamp among the holders read now ("" if none has one)."""
-        newest = ""
-        for system in holders:
-            if system in self.read_set:
-                stamp = self.index[system].timestamps.get(key, "")
-                if stamp > newest:
-                    newest = stamp
-        return newest
-
     # -------------------------------------------------------------- proposals
 
     def propose(self) -> None:
+        """New master keys for out-of-authority keys that have none yet, in key order."""
         plan = self.plan
         existing = plan.existing
         # Set differences in C: only keys without an entry cost Python work.
-        fresh: list[tuple[str, str, str, list[str]]]
+        fresh: list[tuple[str, str, list[str]]]  # (master key, key, holders), sorted
         if plan.strategy == "mirror":
             out_of_authority = self.out_of_authority
             fresh = [
-                (key, key, out_of_authority[key][0], out_of_authority[key])
-                for key in out_of_authority.keys() - existing.keys()
+                (key, key, out_of_authority[key])
+                for key in sorted(out_of_authority.keys() - existing.keys())
             ]
         else:
             sep = plan.separator
@@ -267,49 +258,67 @@ class _Planner:
                 held = self.comparison.missing_in_a.get(system, set())
                 known = self.namespaced_keys.get(system, set())
                 fresh.extend(
-                    (f"{system}{sep}{key}", key, system, [system]) for key in held.difference(known)
+                    (f"{system}{sep}{key}", key, [system]) for key in held.difference(known)
                 )
-            fresh = [c for c in fresh if c[0] not in existing]
-        fresh.sort()
+            fresh = sorted(c for c in fresh if c[0] not in existing)
         status = "Active" if self.approver else "Proposed"
-        now, run_id, seq = plan.now, plan.run_id, plan.seq
-        for master_key, key, source, holders in fresh:
-            source_key = self.index[source].raw_form(key)
-            seen_in = ";".join(holders)
-            plan.new[master_key] = (
+        now, run_id, seq, strategy = plan.now, plan.run_id, plan.seq, plan.strategy
+        mirror = strategy == "mirror"
+        raw_forms = {s: self.index[s].raw_forms for s in self.read}
+        stamps = {s: self.index[s].timestamps for s in self.read}
+        new, events, approver = plan.new, plan.events, self.approver
+        for master_key, key, holders in fresh:
+            source = holders[0]
+            source_key = raw_forms[source].get(key, key)
+            seen_in = holders[0] if len(holders) == 1 else ";".join(holders)
+            last_seen = stamps[source].get(key, "")
+            for other in holders[1:]:
+                stamp = stamps[other].get(key, "")
+                if stamp > last_seen:
+                    last_seen = stamp
+            new[master_key] = (
                 master_key,
                 status,
-                plan.strategy,
+                strategy,
                 source,
                 source_key,
                 seen_in,
                 now,
                 now,
-                self.last_seen(key, holders),
+                last_seen,
                 run_id,
                 run_id,
-                "" if plan.strategy == "mirror" else source,
+                "" if mirror else source,
                 key,
                 seq,
                 None,
                 0,
             )
-            self.event(
-                "key.proposed",
-                source,
-                key,
-                f"master key {master_key} ({plan.strategy}) proposed for {source} key "
-                f"{source_key!r}; seen in {seen_in}",
-            )
-            if self.approver:
-                self.event(
-                    "key.approved",
+            events.append(
+                (
+                    now,
+                    run_id,
+                    "key.proposed",
                     source,
                     key,
-                    f"master key {master_key}: Proposed -> Active by {self.approver}",
+                    f"master key {master_key} ({strategy}) proposed for {source} key "
+                    f"{source_key!r}; seen in {seen_in}",
                 )
+            )
+            if approver:
+                events.append(
+                    (
+                        now,
+                        run_id,
+                        "key.approved",
+                        source,
+                        key,
+                        f"master key {master_key}: Proposed -> Active by {approver}",
+                    )
+                )
+        plan._sorted_new = [c[0] for c in fresh]
         self.stats["proposed"] += len(fresh)
-        if self.approver:
+        if approver:
             self.stats["approved"] += len(fresh)
 
     # ------------------------------------------------------- existing entries

@@ -1,0 +1,40 @@
+"""Test hooks: hold a run at a known point so a test can ``kill -9`` it there.
+
+With ``KEYSYNC_TEST_PAUSE_AT=<phase>`` (or ``<phase>:<n>``) the process logs
+``run.paused_for_tests`` and sleeps ``KEYSYNC_TEST_PAUSE_S`` seconds (default
+3600). Off unless the variable is set; documented in docs/testing.md.
+
+Phases: ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write:<frame>``
+(half of that checkpoint frame written, the rest not), ``planning``, ``reporting``
+(reports staged, state not committed), ``committing`` (just before the commit),
+``mid-commit`` (every row written inside the open transaction, no COMMIT yet),
+``publishing`` (state committed, reports not yet renamed into place).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def pause_requested(phase: str) -> int | None:
+    """The ``<n>`` of ``KEYSYNC_TEST_PAUSE_AT=<phase>[:<n>]`` (0 without one), or None."""
+    wanted = os.environ.get("KEYSYNC_TEST_PAUSE_AT", "")
+    name, _, number = wanted.partition(":")
+    if name != phase:
+        return None
+    return int(number) if number.isdigit() else 0
+
+
+def pause(phase: str) -> None:
+    """Log and sleep (the caller decided this is the point)."""
+    from keysync import logs
+
+    logs.get_logger(stage="testhooks").warning("run.paused_for_tests", phase=phase)
+    time.sleep(float(os.environ.get("KEYSYNC_TEST_PAUSE_S", "3600")))
+
+
+def pause_for_tests(phase: str) -> None:
+    """Pause here if ``KEYSYNC_TEST_PAUSE_AT`` names this phase (without a number)."""
+    if pause_requested(phase) == 0:
+        pause(phase)
