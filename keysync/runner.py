@@ -162,15 +162,18 @@ class _RunObserver(PipelineObserver):
         rows = {name: s.rows_read for name, s in self.index.systems.items()}
         self.on_progress(min(done, self.total_bytes), self.total_bytes, rows)
 
-    def batch_applied(self, batch: KeyBatch) -> None:
+    def announce_resumed(self) -> None:
+        """Log ``run.resumed`` once: at the first new batch, or when nothing was left to read."""
         if self.resumed_at is not None:
-            # The first batch after a resume: rows are being processed again.
             logs.get_logger(stage="runner").info(
                 "run.resumed",
                 resume_s=round(seconds_since_process_start(), 3),
                 replay_s=round(self.resumed_at, 3),
             )
             self.resumed_at = None
+
+    def batch_applied(self, batch: KeyBatch) -> None:
+        self.announce_resumed()
         self._progress()
         self.checkpoint.add(batch)
         self.rows_applied += batch.rows_read
@@ -426,6 +429,7 @@ class _Run:
         ]
         pipeline = Pipeline(config, jobs, index=self.index, run_id=self.run_id, observer=observer)
         result = pipeline.run()
+        observer.announce_resumed()
         self.writer.flush()
         self.read_s = time.monotonic() - self.clock
         unavailable = {**self.unavailable, **result.unavailable}

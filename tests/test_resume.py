@@ -1,0 +1,233 @@
+"""Kill -9 a real run at many points; ``keysync run --resume`` must end as if nothing happened.
+
+Each test runs ``keysync run`` in its own process group, holds it at a known
+point with the ``KEYSYNC_TEST_PAUSE_AT`` hook (or just lets it run for a
+while), kills the whole group with SIGKILL, resumes, and compares reports and
+state with an uninterrupted run on the same inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+KEYS = 20_000
+REPORTS = (
+    "reconciliation_summary.csv",
+    "diff_missing_in_A.csv",
+    "diff_missing_from_system.csv",
+    "duplicates.csv",
+    "rejected_rows.csv",
+    "master_key_registry.csv",
+)
+# Columns that hold the wall-clock time of the run: they differ between any two runs.
+CLOCK_COLUMNS = {"missing_since", "created_at", "updated_at", "created_run", "updated_run", "file"}
+
+
+def keysync_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "keysync", "-q", *args]
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env.update(extra)
+    return env
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    text = "\n".join(line for line in path.read_text().splitlines() if line[:1] != "#")
+    return [
+        {k: v for k, v in row.items() if k not in CLOCK_COLUMNS}
+        for row in csv.DictReader(io.StringIO(text))
+    ]
+
+
+def registry_state(folder: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(folder / "data" / "keysync.db") as db:
+        return db.execute(
+            "SELECT master_key, status, strategy, source_system, source_key, seen_in"
+            " FROM master_keys ORDER BY master_key"
+        ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Inputs plus the reports and state of one uninterrupted run on them."""
+    folder = tmp_path_factory.mktemp("reference")
+    (folder / "keysync-config.yaml").write_text(
+        "processing: {batch_size: 500, checkpoint_interval: 2000}\n"
+    )
+    config = str(folder / "keysync-config.yaml")
+    subprocess.run(keysync_cmd("-c", config, "generate", "--keys", str(KEYS)), check=True)
+    subprocess.run(keysync_cmd("-c", config, "run"), check=True, env=env_with())
+    return folder
+
+
+@pytest.fixture
+def fresh(reference: Path, tmp_path: Path) -> Path:
+    """A folder with the reference inputs and config, and no state yet."""
+    shutil.copytree(reference / "input", tmp_path / "input")
+    shutil.copy(reference / "keysync-config.yaml", tmp_path / "keysync-config.yaml")
+    return tmp_path
+
+
+def wait_for_event(log_file: Path, event: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log_file.exists() and f'"event":"{event}"' in log_file.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{event} never appeared in {log_file}")
+
+
+def kill_at(folder: Path, pause_at: str | None, after_s: float = 0.0) -> None:
+    """Start a run, wait for the pause point (or ``after_s``), kill -9 its process group."""
+    env = env_with(**({"KEYSYNC_TEST_PAUSE_AT": pause_at} if pause_at else {}))
+    process = subprocess.Popen(
+        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "run"),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if pause_at:
+            wait_for_event(folder / "data" / "logs" / "keysync.jsonl", "run.paused_for_tests")
+        else:
+            time.sleep(after_s)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def resume_and_compare(folder: Path, reference: Path) -> dict[str, object]:
+    done = subprocess.run(
+        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "run", "--resume"),
+        env=env_with(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for name in REPORTS:
+        assert rows_of(folder / "output" / name) == rows_of(reference / "output" / name), name
+    assert registry_state(folder) == registry_state(reference)
+    assert not any((folder / "checkpoints").iterdir()), "a completed run leaves no checkpoint"
+    with sqlite3.connect(folder / "data" / "keysync.db") as db:
+        outcomes = db.execute("SELECT outcome FROM runs ORDER BY seq").fetchall()
+    assert outcomes[-1] == ("completed",)
+    events = [
+        json.loads(line)
+        for line in (folder / "data" / "logs" / "keysync.jsonl").read_text().splitlines()
+    ]
+    resumed = [e for e in events if e["event"] == "run.resumed"]
+    return resumed[-1] if resumed else {}
+
+
+@pytest.mark.parametrize("rows", [1_000, 30_000, 60_000, 95_000])
+def test_kill_while_reading(fresh: Path, reference: Path, rows: int) -> None:
+    kill_at(fresh, f"reading:{rows}")
+    resumed = resume_and_compare(fresh, reference)
+    # The under-2-seconds target is measured on an idle machine in bench/ (docs/performance.md).
+    assert float(str(resumed["resume_s"])) > 0
+    assert float(str(resumed["replay_s"])) > 0
+
+
+def test_kill_at_a_random_moment(fresh: Path, reference: Path) -> None:
+    kill_at(fresh, None, after_s=1.0)
+    resume_and_compare(fresh, reference)
+
+
+def test_kill_during_a_checkpoint_write(fresh: Path, reference: Path) -> None:
+    kill_at(fresh, "checkpoint-write:5")
+    log = fresh / "data" / "logs" / "keysync.jsonl"
+    resume_and_compare(fresh, reference)
+    assert '"event":"checkpoint.torn"' in log.read_text()
+
+
+@pytest.mark.parametrize("phase", ["planning", "reporting", "committing", "mid-commit"])
+def test_kill_before_the_commit_leaves_state_as_before(
+    fresh: Path, reference: Path, phase: str
+) -> None:
+    kill_at(fresh, phase)
+    with sqlite3.connect(fresh / "data" / "keysync.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM master_keys").fetchone() == (0,)
+    assert not (fresh / "output" / "diff_missing_in_A.csv").exists()
+    resume_and_compare(fresh, reference)
+
+
+def test_kill_after_the_commit_publishes_the_reports(fresh: Path, reference: Path) -> None:
+    kill_at(fresh, "publishing")
+    # The state is committed; the next run (resume finds nothing to do) publishes the reports.
+    done = subprocess.run(
+        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run", "--resume"),
+        env=env_with(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    log = (fresh / "data" / "logs" / "keysync.jsonl").read_text()
+    assert '"event":"report.recovered"' in log
+    assert registry_state(fresh)[0][1] == "Proposed"
+
+
+def test_ctrl_c_keeps_a_checkpoint_and_exits_130(fresh: Path, reference: Path) -> None:
+    process = subprocess.Popen(
+        [*keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run")],
+        env=env_with(KEYSYNC_TEST_PAUSE_AT="reading:40000", KEYSYNC_TEST_PAUSE_S="2"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_event(fresh / "data" / "logs" / "keysync.jsonl", "run.paused_for_tests")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted; a checkpoint is kept: `keysync run --resume` continues it" in stderr
+    runs = subprocess.run(
+        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "runs"),
+        capture_output=True,
+        text=True,
+        env=env_with(),
+    )
+    assert "interrupted" in runs.stdout and "keysync run --resume" in runs.stdout
+    resume_and_compare(fresh, reference)
+
+
+def test_changed_input_refuses_to_resume(fresh: Path) -> None:
+    kill_at(fresh, "reading:30000")
+    with open(fresh / "input" / "C.csv", "a") as handle:
+        handle.write("CUST-99999,Late Row,2026-11-27T02:00:00Z\n")
+    done = subprocess.run(
+        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run", "--resume"),
+        env=env_with(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 3
+    assert "input C" in done.stderr and "changed since its checkpoint" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_nothing_to_resume_runs_normally(fresh: Path, write_config: Callable[..., Path]) -> None:
+    done = subprocess.run(
+        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run", "--resume"),
+        env=env_with(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0
+    assert "nothing_to_resume" in (fresh / "data" / "logs" / "keysync.jsonl").read_text()
