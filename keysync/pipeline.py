@@ -354,6 +354,9 @@ class Pipeline:
                 process.join(timeout=5)
                 if process.is_alive():
                     process.kill()
+            # The children are gone: nothing left in these queues needs delivering, and
+            # waiting at exit to flush them into a pipe nobody reads would hang forever.
+            _abandon(raw_queue, out_queue)
             relay.stop()
         return result
 
