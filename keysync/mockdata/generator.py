@@ -34,6 +34,7 @@ import msgspec
 
 from keysync.config import Config, NormalizeConfig
 from keysync.errors import EXIT_USAGE, ConfigError, KeysyncError
+from keysync.mockdata.clock import REFERENCE_DATE, snapshot_at, snapshot_date
 from keysync.mockdata.files import (
     GENERATOR,
     day_folder,
@@ -44,14 +45,8 @@ from keysync.mockdata.files import (
 from keysync.mockdata.keys import KeyUniverse, build_universe, max_universe_size, random_words
 from keysync.mockdata.names import NAME_MASK, csv_cell, name_cells
 from keysync.mockdata.scenarios import SCENARIOS, DayTarget, day_targets
-from keysync.mockdata.snapshot import (
-    REFERENCE_DATE,
-    Snapshot,
-    SnapshotContext,
-    build_snapshot,
-    snapshot_at,
-    snapshot_date,
-)
+from keysync.mockdata.snapshot import Snapshot, SnapshotContext, build_snapshot
+from keysync.mockdata.truth import TruthRules
 from keysync.normalization import compile_rules
 
 MANIFEST_VERSION = 1
@@ -216,8 +211,12 @@ def _make_plan(seed: int, keys: int, days: int, scenario: str, peers: list[str])
     return _Plan(keys, days, peers, targets, churn, universe, a_pool, extras, gaps)
 
 
-def _universe_names(universe: KeyUniverse, seed: int, delimiter: str) -> list[str]:
-    tables = name_cells(delimiter)
+def _universe_names(universe: KeyUniverse, seed: int, delimiter: str) -> list[bytes]:
+    """``,name,`` of every universe key (the same in every system), UTF-8 encoded."""
+    tables = [
+        [f"{delimiter}{name}{delimiter}".encode() for name in table]
+        for table in name_cells(delimiter)
+    ]
     words = random_words(Random(f"{seed}:names"), len(universe), "H")
     return [tables[f][w & NAME_MASK] for f, w in zip(universe.families, words)]
 
@@ -310,6 +309,8 @@ class _Run:
         self.history = history
         delimiters = sorted({source.delimiter for source in config.sources.values()})
         self.names = {d: _universe_names(plan.universe, ctx.seed, d) for d in delimiters}
+        any_names = self.names[delimiters[0]]
+        self.multiline_keys = [u for u, name in enumerate(any_names) if b"\n" in name]
 
     def build(self, system: str, day: int) -> Snapshot:
         source = self.config.sources[system]
@@ -319,6 +320,7 @@ class _Run:
             day,
             self.plan.held(system, day),
             self.names[source.delimiter],
+            self.multiline_keys,
             source.delimiter,
             _header(self.config, system),
         )
@@ -343,9 +345,10 @@ def _build_in_helper(system: str, day: int) -> Snapshot:
 def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
     """Yields ``build_day(day) -> {system: Snapshot}``, in the config's system order.
 
-    From ``PARALLEL_MIN_KEYS`` keys on (and where ``fork`` exists), every other
-    peer is built by one forked helper process while this one builds the rest:
-    the same pure functions, so the files are the same bytes either way.
+    From ``PARALLEL_MIN_KEYS`` keys on (and where ``fork`` exists), one forked
+    helper process builds the second half of the systems while this one builds
+    the first half: the same pure functions, so the files are the same bytes
+    either way.
     """
     global _FORKED_RUN
     systems = list(run.config.sources)
@@ -359,7 +362,8 @@ def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
     if not parallel:
         yield lambda day: {name: run.build(name, day) for name in systems}
         return
-    helper_systems = systems[1::2]
+    # The main process also plans, compares and writes the manifest: the helper takes more.
+    helper_systems = systems[len(systems) // 2 :]
     _FORKED_RUN = run
     try:
         context = multiprocessing.get_context("fork")
@@ -427,13 +431,15 @@ def _generate(
     ctx = SnapshotContext(
         universe=plan.universe,
         seed=seed,
-        normalizer=compile_rules(config.normalize),
-        default_rules=config.normalize == NormalizeConfig(),
-        max_key_length=config.processing.max_key_length,
+        rules=TruthRules(
+            normalizer=compile_rules(config.normalize),
+            default_rules=config.normalize == NormalizeConfig(),
+            max_key_length=config.processing.max_key_length,
+            store_first_lines=keys <= FIRST_LINES_LIMIT,
+        ),
         corruption_rate=config.simulation.failures.inject_corruption,
         history_days=config.simulation.temporal.days_of_history,
         simulate_history=config.simulation.temporal.simulate_history,
-        store_first_lines=keys <= FIRST_LINES_LIMIT,
     )
     result = GenerateResult(out_dir, files, manifest_path, [], seed, scenario, days, keys)
     try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import sys
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import compress, pairwise
 from random import Random
 
@@ -53,11 +53,25 @@ def max_universe_size() -> int:
 
 @dataclass
 class KeyUniverse:
-    """Canonical keys in creation order, their family, and their order as sorted strings."""
+    """Canonical keys in creation order, their family, and their order as sorted strings.
+
+    ``sorted_keys`` lists the keys in string order and ``rank[u]`` is key u's
+    place in it, so a system's sorted key list is a mark-and-compress pass
+    instead of a sort of a million strings.
+    """
 
     keys: list[str]
     families: bytes
     sorted_order: list[int]
+    sorted_keys: list[str] = field(default_factory=list)
+    rank: array[int] = field(default_factory=lambda: array("I"))
+
+    def __post_init__(self) -> None:
+        self.sorted_keys = list(map(self.keys.__getitem__, self.sorted_order))
+        self.rank = array("I", bytes(4 * len(self.keys)))
+        rank = self.rank
+        for position, u in enumerate(self.sorted_order):
+            rank[u] = position
 
     def __len__(self) -> int:
         return len(self.keys)
