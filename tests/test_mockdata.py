@@ -519,8 +519,17 @@ def test_helper_process_writes_the_same_bytes_as_one_process(
 ) -> None:
     config = make_config(tmp_path)
     generate(config, keys=5000, days=2, scenario="failure", out=tmp_path / "serial")
+    pools: list[Any] = []
+
+    class RecordingPool(generator_module.ProcessPoolExecutor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
     monkeypatch.setattr(generator_module, "PARALLEL_MIN_KEYS", 1)
+    monkeypatch.setattr(generator_module, "ProcessPoolExecutor", RecordingPool)
     generate(config, keys=5000, days=2, scenario="failure", out=tmp_path / "parallel")
+    assert len(pools) == 1, "the helper process was not used"
     assert file_hashes(tmp_path / "serial") == file_hashes(tmp_path / "parallel")
 
 

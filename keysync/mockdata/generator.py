@@ -23,6 +23,7 @@ import gc
 import multiprocessing
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -358,6 +359,7 @@ def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
         and (os.cpu_count() or 1) > 1
         and sys.platform.startswith("linux")
         and "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1  # forking a threaded process can deadlock the child
     )
     if not parallel:
         yield lambda day: {name: run.build(name, day) for name in systems}
