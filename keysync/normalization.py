@@ -32,7 +32,10 @@ def _normal_form_pattern(rules: NormalizeConfig) -> str | None:
     if not (rules.uppercase and rules.strip_non_alnum):
         return None
     width = rules.pad_numbers
-    segment = f"(?:[A-Z]+|[0-9]{{{width},}})+" if width > 1 else "[A-Z0-9]+"
+    # Each alternative must take a whole run (the lookaheads): "(?:[A-Z]+|...)+" alone can
+    # split a run of letters in 2^n ways, and a long key that is not normal then takes
+    # minutes to refuse (2^24 tries for 24 letters and a lowercase one).
+    segment = f"(?:[A-Z]+(?![A-Z])|[0-9]{{{width},}}(?![0-9]))+" if width > 1 else "[A-Z0-9]+"
     separator = rules.collapse_delims
     if separator is None:
         return segment

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import string
+import time
 import unicodedata
 
 import pytest
@@ -125,6 +126,17 @@ def test_key_with_newline_in_a_batch_is_not_taken_for_two_keys() -> None:
     raws = ["CUST-1\nCUST-2", "PROD-ABC-789"]
     assert normalizer.normalize_many(raws) == ["CUST-1CUST-2", "PROD-ABC-789"]
     assert normalizer.normalize_many(["A", "\n", "B"]) == ["A", "", "B"]
+
+
+@pytest.mark.parametrize("width", [2, 6])
+def test_long_keys_that_are_not_normal_are_refused_fast(width: int) -> None:
+    # The normal-form regex once split letter runs in 2^n ways: 30 letters took minutes.
+    normalizer = compile_rules(NormalizeConfig(pad_numbers=width))
+    raws = ["A" * 200 + "a", "CUST" + "7" * 300 + "x", "-".join(["AB12"] * 100) + "#"]
+    started = time.perf_counter()
+    keys = [normalizer.normalize(raw) for raw in raws] + normalizer.normalize_many(raws)
+    assert time.perf_counter() - started < 1.0
+    assert keys[0] == "A" * 201 and keys[1] == "CUST" + "7" * 300 + "X"
 
 
 def test_empty_batch() -> None:
