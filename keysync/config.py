@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,7 +150,11 @@ class Config(_Section):
         return hashlib.sha256(rules).hexdigest()[:16]
 
 
-_SYSTEM_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_SYSTEM_NAME = re.compile(r"[A-Za-z0-9_]+")
+# A separator must survive the rules it is part of: a letter would be uppercased or
+# stripped, an accented char folded, so keys would change on a second pass.
+_SEPARATORS = string.punctuation + " "
+_ALNUM = frozenset(string.ascii_letters + string.digits)
 
 
 def _validate(config: Config) -> None:
@@ -177,26 +183,39 @@ def _validate(config: Config) -> None:
             f"normalize.pad_numbers: must be 0 (off) or more, got {config.normalize.pad_numbers}"
         )
     collapse = config.normalize.collapse_delims
-    if collapse is not None and len(collapse) != 1:
+    if collapse is not None and (len(collapse) != 1 or collapse not in _SEPARATORS):
         raise ConfigError(
-            f"normalize.collapse_delims: must be one character or null, got {collapse!r}"
+            "normalize.collapse_delims: must be null or one ASCII punctuation character or "
+            f"a space, got {collapse!r}"
         )
-    rate = config.simulation.failures.inject_corruption
-    if not 0 <= rate <= 1:
-        raise ConfigError(f"simulation.failures.inject_corruption: must be within 0-1, got {rate}")
+    if _ALNUM.intersection(config.normalize.delimiters):
+        raise ConfigError(
+            "normalize.delimiters: must not contain letters or digits (they are key "
+            f"characters), got {config.normalize.delimiters!r}"
+        )
+    rates = {
+        "simulation.failures.inject_corruption": config.simulation.failures.inject_corruption,
+        "simulation.alert_threshold": config.simulation.alert_threshold,
+    }
+    for path, rate in rates.items():
+        if not 0 <= rate <= 1:
+            raise ConfigError(f"{path}: must be within 0-1, got {rate}")
     if not config.sources:
         raise ConfigError("sources: at least the authority source A is required")
     if len(config.sources) < 2:
         raise ConfigError("sources: the authority needs at least one peer to compare with")
     for name, source in config.sources.items():
-        if not _SYSTEM_NAME.match(name):
-            raise ConfigError(f"sources.{name}: system names may use only letters, digits and _")
+        if not _SYSTEM_NAME.fullmatch(name):
+            raise ConfigError(f"sources: system name {name!r} may use only letters, digits and _")
         if not source.path.strip():
             raise ConfigError(f"sources.{name}.path: must not be empty")
-        if len(source.delimiter) != 1:
+        if len(source.delimiter) != 1 or source.delimiter in '"\r\n':
             raise ConfigError(
-                f"sources.{name}.delimiter: must be one character, got {source.delimiter!r}"
+                f"sources.{name}.delimiter: must be one character other than a quote or a "
+                f"line break, got {source.delimiter!r}"
             )
+        if not source.key_column:
+            raise ConfigError(f"sources.{name}.key_column: must not be empty")
         try:
             "".encode(source.encoding)
         except LookupError:
@@ -205,15 +224,27 @@ def _validate(config: Config) -> None:
             ) from None
 
 
-def _format_validation_error(exc: msgspec.ValidationError) -> str:
+def _format_validation_error(exc: msgspec.ValidationError, root: type = Config) -> str:
     """Turn msgspec's "Expected `int`, got `str` - at `$.a.b`" into "a.b: expected int, got str"."""
     text = str(exc)
     message, _, where = text.rpartition(" - at `")
     if not message:
         message, where = text, ""
     path = where.rstrip("`").removeprefix("$").lstrip(".")
+    in_key = path.startswith("key` in `")  # a mapping key of the wrong type
+    path = path.removeprefix("key` in `").removeprefix("$").lstrip(".")
     message = message.replace("`", "")
     message = message[0].lower() + message[1:]
+    # msgspec speaks JSON; a YAML user writes mappings and lists.
+    message = re.sub(r"\bobject\b(?! (contains|missing))", "mapping", message)
+    message = re.sub(r"\barray\b", "list", message)
+    if in_key:
+        return f"{path or '(top level)'}: every key must be text, {message}"
+    if message.startswith("invalid enum value "):
+        choices = _choices(root, path)
+        if choices:
+            value = message.removeprefix("invalid enum value ")
+            return f"{path}: expected one of {', '.join(choices)}, got {value}"
     if message.startswith("object contains unknown field "):
         field = message.removeprefix("object contains unknown field ")
         key = f"{path}.{field}" if path else field
@@ -225,15 +256,37 @@ def _format_validation_error(exc: msgspec.ValidationError) -> str:
     return f"{path or '(top level)'}: {message}"
 
 
+def _choices(root: type, path: str) -> list[str]:
+    """The allowed values of the Literal-typed setting at ``path``, for the error message."""
+    kind: Any = root
+    for part in path.split("."):
+        if typing.get_origin(kind) is dict:  # sources.<name>: skip the system name
+            kind = typing.get_args(kind)[1]
+            continue
+        if not (isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
+            return []
+        by_name = {field.name: field.type for field in msgspec.structs.fields(kind)}
+        if part not in by_name:
+            return []
+        kind = by_name[part]
+    if typing.get_origin(kind) is Literal:
+        return [str(choice) for choice in typing.get_args(kind)]
+    return []
+
+
 def _check_sources(sources: Any) -> None:
     """Validate each source on its own, so an error names the system (msgspec says ``[...]``)."""
     if not isinstance(sources, dict):
         return
     for name, source in sources.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"sources: system name {name!r} must be text (quote it: '{name}')")
+        if not _SYSTEM_NAME.fullmatch(name):
+            raise ConfigError(f"sources: system name {name!r} may use only letters, digits and _")
         try:
             msgspec.convert(source, SourceConfig, strict=True)
         except msgspec.ValidationError as exc:
-            message = _format_validation_error(exc)
+            message = _format_validation_error(exc, SourceConfig)
             separator = ": " if message.startswith("(top level)") else "."
             message = message.removeprefix("(top level): ")
             raise ConfigError(f"sources.{name}{separator}{message}") from None
@@ -259,6 +312,34 @@ def parse_config(data: Any, base_dir: Path) -> Config:
     return config
 
 
+class _SafeLoaderNoDuplicates(yaml.SafeLoader):
+    """The safe loader, except that a key given twice in one mapping is an error.
+
+    Plain YAML keeps the last value silently: two ``processing:`` blocks would
+    drop the first one without a word, the same trap as a misspelt key.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *base" may be overridden by the keys given next to it
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"key {key!r} is given twice",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> Config:
     """Read, parse and validate the YAML file at ``path`` (safe loader only)."""
     config_path = Path(path)
@@ -268,18 +349,25 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(
             f"config file not found: {config_path} (pass -c PATH or set KEYSYNC_CONFIG)"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read config file {config_path}: {exc} (save it as UTF-8 text)"
+        ) from None
+    except OSError as exc:
         raise ConfigError(f"cannot read config file {config_path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoaderNoDuplicates)  # a SafeLoader: no python tags
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = "; ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
+        problem = " ".join(problem.split())
         raise ConfigError(f"{config_path}: invalid YAML at {where}: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{config_path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{config_path}: invalid YAML: {' '.join(str(exc).split())}") from None
     try:
         return parse_config(data, config_path.resolve().parent)
     except ConfigError as exc:
-        raise ConfigError(f"{config_path}: {exc}") from None
+        # One line whatever the YAML held: a key with a line break is shown escaped.
+        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        raise ConfigError(f"{config_path}: {one_line}") from None

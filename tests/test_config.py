@@ -1,0 +1,590 @@
+"""``keysync-config.yaml`` as a user meets it: ``keysync config check`` in a subprocess.
+
+Every bad config must end with exit 2 and exactly one line on stderr that names
+the file, the setting and what is wrong; never a traceback. A good config
+prints the effective settings with every default of SPEC.md and the next three
+scheduled times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from keysync.config import load_config
+
+if TYPE_CHECKING:
+    from conftest import RunKeysync
+
+UNKNOWN = "unknown key (check the spelling against `keysync config check`)"
+TWO_SOURCES = "sources:\n  A: {path: a.csv}\n  B: {path: b.csv}\n"
+
+# SPEC.md "Configuration", every default, as `config check` must print it.
+SPEC_DEFAULTS: dict[str, Any] = {
+    "schedule": "0 2 * * *",
+    "normalize": {
+        "trim": True,
+        "ascii_fold": True,
+        "uppercase": True,
+        "collapse_delims": "-",
+        "delimiters": " \t-_./:|\\",
+        "strip_non_alnum": True,
+        "pad_numbers": 0,
+    },
+    "provisioning": {
+        "strategy": "mirror",
+        "namespace_separator": ":",
+        "auto_approve": False,
+        "deprecate_after_runs": 3,
+    },
+    "sources": {
+        name: {
+            "path": f"./input/{name}.csv",
+            "type": "csv",
+            "key_column": "key",
+            "delimiter": ",",
+            "encoding": "utf-8",
+            "timestamp_column": "last_seen_at",
+        }
+        for name in "ABCDE"
+    },
+    "simulation": {
+        "seed": 42,
+        "keys_per_system": None,
+        "scenario": "normal",
+        "temporal": {"simulate_history": True, "days_of_history": 30},
+        "failures": {"inject_corruption": 0.01, "simulate_timeout": False},
+        "alert_threshold": 0.1,  # not in SPEC.md: the timeline's change flag (simulate)
+    },
+    "processing": {
+        "mode": "full",
+        "batch_size": 1000,
+        "parallel": True,
+        "workers": None,
+        "checkpoint_interval": 5000,
+        "source_timeout_s": 30,
+        "max_key_length": 256,
+    },
+    "paths": {"output": "./output", "data": "./data", "checkpoints": "./checkpoints"},
+    "logging": {"level": "info", "file": "./data/logs/keysync.jsonl"},
+}
+
+
+def write(folder: Path, text: str, name: str = "keysync-config.yaml") -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def assert_config_error(result: Any, message: str) -> None:
+    """Exit 2 and exactly one line: ``keysync: error: <message>``."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr == f"keysync: error: {message}\n"
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def check_text(keysync: RunKeysync, tmp_path: Path, text: str) -> tuple[Any, Path]:
+    path = write(tmp_path, text)
+    return keysync("-c", str(path), "config", "check"), path
+
+
+# --- errors ----------------------------------------------------------------------------
+
+BAD_CONFIGS = [
+    # unknown keys, at every depth
+    pytest.param("schedul: '0 2 * * *'\n", f"schedul: {UNKNOWN}", id="unknown-top"),
+    pytest.param("processing:\n  batch_sze: 10\n", f"processing.batch_sze: {UNKNOWN}", id="unk-2"),
+    pytest.param(
+        "simulation:\n  temporal:\n    days_of_histroy: 3\n",
+        f"simulation.temporal.days_of_histroy: {UNKNOWN}",
+        id="unknown-depth-3",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv, key_colum: id}\n  B: {path: b.csv}\n",
+        f"sources.A.key_colum: {UNKNOWN}",
+        id="unknown-source-key",
+    ),
+    pytest.param("base_dir: /tmp\n", f"base_dir: {UNKNOWN}", id="internal-field-is-unknown"),
+    # wrong types
+    pytest.param(
+        "processing:\n  batch_size: '1000'\n",
+        "processing.batch_size: expected int, got str",
+        id="spec-example-type",
+    ),
+    pytest.param(
+        "processing:\n  batch_size: 10.5\n",
+        "processing.batch_size: expected int, got float",
+        id="float-for-int",
+    ),
+    pytest.param(
+        "processing:\n  parallel: 'yes'\n",
+        "processing.parallel: expected bool, got str",
+        id="str-for-bool",
+    ),
+    pytest.param(
+        "normalize:\n  pad_numbers: true\n",
+        "normalize.pad_numbers: expected int, got bool",
+        id="bool-for-int",
+    ),
+    pytest.param(
+        "processing:\n  workers: 1.5\n",
+        "processing.workers: expected int | null, got float",
+        id="optional-int",
+    ),
+    pytest.param("schedule: 5\n", "schedule: expected str, got int", id="int-for-str"),
+    pytest.param("processing: 5\n", "processing: expected mapping, got int", id="section-int"),
+    pytest.param("sources: [a, b]\n", "sources: expected mapping, got list", id="sources-list"),
+    pytest.param(
+        "- a\n- b\n", "(top level): expected a mapping of settings, got list", id="top-list"
+    ),
+    pytest.param(
+        "provisioning:\n  strategy: mirrorr\n",
+        "provisioning.strategy: expected one of mirror, namespaced, got 'mirrorr'",
+        id="choice",
+    ),
+    pytest.param(
+        "processing:\n  mode: fast\n",
+        "processing.mode: expected one of full, incremental, got 'fast'",
+        id="choice-mode",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv, type: xlsx}\n  B: {path: b.csv}\n",
+        "sources.A.type: expected one of csv, got 'xlsx'",
+        id="choice-in-source",
+    ),
+    # cron
+    pytest.param(
+        "schedule: '0 2 * *'\n",
+        "schedule: invalid cron expression '0 2 * *': "
+        "expected 5 fields (minute hour day month weekday), got 4",
+        id="cron-field-count",
+    ),
+    pytest.param(
+        "schedule: '61 2 * * *'\n",
+        "schedule: invalid cron expression '61 2 * * *': minute field: 61 is outside 0-59",
+        id="cron-out-of-range",
+    ),
+    pytest.param(
+        "schedule: '0 2 * * 8'\n",
+        "schedule: invalid cron expression '0 2 * * 8': day of week field: 8 is outside 0-7",
+        id="cron-weekday-out-of-range",
+    ),
+    pytest.param(
+        "schedule: '*/0 * * * *'\n",
+        "schedule: invalid cron expression '*/0 * * * *': minute field: bad step '0'",
+        id="cron-zero-step",
+    ),
+    pytest.param(
+        "schedule: '0 */x * * *'\n",
+        "schedule: invalid cron expression '0 */x * * *': hour field: bad step 'x'",
+        id="cron-bad-step",
+    ),
+    pytest.param(
+        "schedule: '0 ² * * *'\n",
+        "schedule: invalid cron expression '0 ² * * *': hour field: '²' is not a number",
+        id="cron-unicode-digit",
+    ),
+    pytest.param(
+        "schedule: '0 0 31 2 *'\n",
+        "schedule: invalid cron expression '0 0 31 2 *': "
+        "day of month '31' never occurs in month '2': the expression never fires",
+        id="cron-never-fires",
+    ),
+    # numbers
+    pytest.param(
+        "processing:\n  batch_size: 0\n",
+        "processing.batch_size: must be greater than 0, got 0",
+        id="batch-size-zero",
+    ),
+    pytest.param(
+        "processing:\n  batch_size: -5\n",
+        "processing.batch_size: must be greater than 0, got -5",
+        id="batch-size-negative",
+    ),
+    pytest.param(
+        "processing:\n  workers: 0\n",
+        "processing.workers: must be greater than 0, got 0",
+        id="workers-zero",
+    ),
+    pytest.param(
+        "normalize:\n  pad_numbers: -1\n",
+        "normalize.pad_numbers: must be 0 (off) or more, got -1",
+        id="pad-negative",
+    ),
+    pytest.param(
+        "simulation:\n  failures: {inject_corruption: 1.5}\n",
+        "simulation.failures.inject_corruption: must be within 0-1, got 1.5",
+        id="corruption-above-1",
+    ),
+    pytest.param(
+        "simulation:\n  failures: {inject_corruption: -0.1}\n",
+        "simulation.failures.inject_corruption: must be within 0-1, got -0.1",
+        id="corruption-below-0",
+    ),
+    # normalize
+    pytest.param(
+        "normalize:\n  collapse_delims: '--'\n",
+        "normalize.collapse_delims: must be null or one ASCII punctuation character or a space, "
+        "got '--'",
+        id="separator-two-chars",
+    ),
+    pytest.param(
+        "normalize:\n  collapse_delims: x\n",
+        "normalize.collapse_delims: must be null or one ASCII punctuation character or a space, "
+        "got 'x'",
+        id="separator-letter",
+    ),
+    pytest.param(
+        "normalize:\n  delimiters: '-_0'\n",
+        "normalize.delimiters: must not contain letters or digits (they are key characters), "
+        "got '-_0'",
+        id="delimiters-digit",
+    ),
+    # sources
+    pytest.param(
+        "sources:\n  A: {key_column: id}\n  B: {path: b.csv}\n",
+        "sources.A.path: required key is missing",
+        id="source-without-path",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: ''}\n  B: {path: b.csv}\n",
+        "sources.A.path: must not be empty",
+        id="source-empty-path",
+    ),
+    pytest.param(
+        "sources:\n  A: ./a.csv\n  B: {path: b.csv}\n",
+        "sources.A: expected mapping, got str",
+        id="source-not-a-mapping",
+    ),
+    pytest.param(
+        "sources:\n  A:\n  B: {path: b.csv}\n",
+        "sources.A: expected mapping, got null",
+        id="source-null",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv, encoding: utf-9}\n  B: {path: b.csv}\n",
+        "sources.A.encoding: unknown encoding 'utf-9'",
+        id="bad-encoding",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv, encoding: rot13}\n  B: {path: b.csv}\n",
+        "sources.A.encoding: unknown encoding 'rot13'",
+        id="not-a-text-encoding",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv, delimiter: ';;'}\n  B: {path: b.csv}\n",
+        "sources.A.delimiter: must be one character other than a quote or a line break, got ';;'",
+        id="delimiter-two-chars",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv, delimiter: '\"'}\n  B: {path: b.csv}\n",
+        "sources.A.delimiter: must be one character other than a quote or a line break, got '\"'",
+        id="delimiter-quote",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv, key_column: ''}\n  B: {path: b.csv}\n",
+        "sources.A.key_column: must not be empty",
+        id="empty-key-column",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv}\n",
+        "sources: the authority needs at least one peer to compare with",
+        id="only-one-source",
+    ),
+    pytest.param(
+        "sources: {}\n", "sources: at least the authority source A is required", id="no-sources"
+    ),
+    pytest.param(
+        "sources:\n  A B: {path: a.csv}\n  C: {path: c.csv}\n",
+        "sources: system name 'A B' may use only letters, digits and _",
+        id="system-name-space",
+    ),
+    pytest.param(
+        "sources:\n  1: {path: a.csv}\n  B: {path: b.csv}\n",
+        "sources: system name 1 must be text (quote it: '1')",
+        id="system-name-number",
+    ),
+    pytest.param(
+        'sources:\n  "A\\nB": {path: a.csv, colour: red}\n  B: {path: b.csv}\n',
+        "sources: system name 'A\\nB' may use only letters, digits and _",
+        id="system-name-line-break",
+    ),
+    pytest.param('"a\\nb": 1\n', f"a\\nb: {UNKNOWN}", id="key-with-line-break-stays-one-line"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_CONFIGS)
+def test_bad_config_is_one_line_naming_the_file(
+    keysync: RunKeysync, tmp_path: Path, text: str, message: str
+) -> None:
+    result, path = check_text(keysync, tmp_path, text)
+    assert_config_error(result, f"{path}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        pytest.param(
+            "processing:\n  batch_size: 10\n  mode: [full\nlogging: {}\n",
+            "line 4, column 8",
+            "while parsing a flow sequence; expected ',' or ']', but got ':'",
+            id="unclosed-list",
+        ),
+        pytest.param(
+            "processing:\n\tbatch_size: 10\n",
+            "line 2, column 1",
+            "while scanning for the next token; found character '\\t' that cannot start any token",
+            id="tab-indent",
+        ),
+        pytest.param(
+            "schedule: '0 2 * * *'\nnormalize:\n  trim: true\n trim: false\n",
+            "line 4, column 2",
+            "while parsing a block mapping; "
+            "expected <block end>, but found '<block mapping start>'",
+            id="bad-indent",
+        ),
+        pytest.param(
+            "processing:\n  batch_size: 10\nlogging: {level: info}\nprocessing:\n  mode: full\n",
+            "line 4, column 1",
+            "while reading a mapping; key 'processing' is given twice",
+            id="duplicate-section",
+        ),
+        pytest.param(
+            "processing:\n  batch_size: 10\n  batch_size: 20\n",
+            "line 3, column 3",
+            "while reading a mapping; key 'batch_size' is given twice",
+            id="duplicate-key",
+        ),
+    ],
+)
+def test_invalid_yaml_names_line_and_column(
+    keysync: RunKeysync, tmp_path: Path, text: str, where: str, problem: str
+) -> None:
+    result, path = check_text(keysync, tmp_path, text)
+    assert_config_error(result, f"{path}: invalid YAML at {where}: {problem}")
+
+
+def test_yaml_merge_keys_may_be_overridden(keysync: RunKeysync, tmp_path: Path) -> None:
+    # "<<: *base" followed by the same key is an override, not a duplicate.
+    text = TWO_SOURCES.replace("B: {path: b.csv}", "B: {<<: *a, path: b.csv}").replace(
+        "A: {path", "A: &a {key_column: id, path"
+    )
+    result, _ = check_text(keysync, tmp_path, text)
+    assert result.returncode == 0, result.stderr
+    sources = _effective(result.stdout)["sources"]
+    assert sources["B"]["path"] == "b.csv" and sources["B"]["key_column"] == "id"
+
+
+def test_missing_config_file(keysync: RunKeysync, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "keysync-config.yaml"
+    result = keysync("-c", str(missing), "config", "check")
+    assert_config_error(
+        result, f"config file not found: {missing} (pass -c PATH or set KEYSYNC_CONFIG)"
+    )
+
+
+def test_missing_default_config_file(keysync: RunKeysync, tmp_path: Path) -> None:
+    result = keysync("config", "check", cwd=tmp_path)
+    assert_config_error(
+        result,
+        "config file not found: keysync-config.yaml (pass -c PATH or set KEYSYNC_CONFIG)",
+    )
+
+
+def test_config_that_is_not_utf8(keysync: RunKeysync, tmp_path: Path) -> None:
+    path = tmp_path / "keysync-config.yaml"
+    path.write_bytes("schedule: '0 2 * * *'  # caf\u00e9\n".encode("latin-1"))
+    result = keysync("-c", str(path), "config", "check")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"keysync: error: cannot read config file {path}: ")
+    assert result.stderr.endswith("(save it as UTF-8 text)\n")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["!!python/object/apply:os.mkdir", "!!python/object/new:os.mkdir", "!!python/name:os.mkdir"],
+)
+def test_yaml_is_loaded_with_the_safe_loader(keysync: RunKeysync, tmp_path: Path, tag: str) -> None:
+    marker = tmp_path / "executed"
+    result, path = check_text(keysync, tmp_path, f"schedule: {tag} [{str(marker)!r}]\n")
+    full_tag = "tag:yaml.org,2002:" + tag.removeprefix("!!")
+    assert_config_error(
+        result,
+        f"{path}: invalid YAML at line 1, column 11: "
+        f"could not determine a constructor for the tag {full_tag!r}",
+    )
+    assert not marker.exists()
+
+
+def test_python_object_tag_is_not_built(keysync: RunKeysync, tmp_path: Path) -> None:
+    result, _ = check_text(keysync, tmp_path, "!!python/object:keysync.config.Config {}\n")
+    assert result.returncode == 2
+    assert "could not determine a constructor" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_error_names_the_file_as_given(keysync: RunKeysync, tmp_path: Path) -> None:
+    write(tmp_path / "conf", "processing:\n  batch_size: x\n", name="mine.yaml")
+    result = keysync("-c", "conf/mine.yaml", "config", "check", cwd=tmp_path)
+    assert_config_error(result, "conf/mine.yaml: processing.batch_size: expected int, got str")
+
+
+# --- a valid config ----------------------------------------------------------------------
+
+
+def _effective(stdout: str) -> dict[str, Any]:
+    loaded = yaml.safe_load(stdout)  # the header and the times are YAML comments
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _scheduled_times(stdout: str) -> list[datetime]:
+    lines = stdout.splitlines()
+    start = lines.index("# next scheduled runs (UTC):")
+    times = lines[start + 1 :]
+    assert len(times) == 3 and all(
+        re.fullmatch(r"#   \d{4}-\d\d-\d\dT\d\d:\d\d:00Z", t) for t in times
+    )
+    return [
+        datetime.strptime(t[4:], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) for t in times
+    ]
+
+
+def test_empty_config_prints_every_spec_default(keysync: RunKeysync, tmp_path: Path) -> None:
+    before = datetime.now(timezone.utc)
+    result, path = check_text(keysync, tmp_path, "")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[0] == f"# {path.resolve()}: valid"
+    assert _effective(result.stdout) == SPEC_DEFAULTS
+    times = _scheduled_times(result.stdout)
+    assert all(t.hour == 2 and t.minute == 0 for t in times)
+    assert before < times[0] <= before + timedelta(days=1)
+    assert [b - a for a, b in itertools.pairwise(times)] == [timedelta(days=1)] * 2
+
+
+def test_effective_config_keeps_what_was_given_and_fills_the_rest(
+    keysync: RunKeysync, tmp_path: Path
+) -> None:
+    text = (
+        "schedule: '*/15 * * * *'\n"
+        "normalize: {pad_numbers: 6, collapse_delims: null}\n"
+        "processing:\n  batch_size: 50\n  workers: 2\n" + TWO_SOURCES
+    )
+    result, _ = check_text(keysync, tmp_path, text)
+    assert result.returncode == 0, result.stderr
+    effective = _effective(result.stdout)
+    expected = yaml.safe_load(yaml.safe_dump(SPEC_DEFAULTS))
+    expected["schedule"] = "*/15 * * * *"
+    expected["normalize"].update(pad_numbers=6, collapse_delims=None)
+    expected["processing"].update(batch_size=50, workers=2)
+    expected["sources"] = {
+        name: {**SPEC_DEFAULTS["sources"]["A"], "path": f"{name.lower()}.csv"} for name in "AB"
+    }
+    assert effective == expected
+    times = _scheduled_times(result.stdout)
+    assert all(t.minute % 15 == 0 for t in times)
+    assert [b - a for a, b in itertools.pairwise(times)] == [timedelta(minutes=15)] * 2
+
+
+def test_printed_config_is_itself_a_valid_config(keysync: RunKeysync, tmp_path: Path) -> None:
+    first, _ = check_text(keysync, tmp_path, 'normalize: {delimiters: " \\t-_./:|\\\\\'"}\n')
+    assert first.returncode == 0, first.stderr
+    again = write(tmp_path / "again", first.stdout)
+    second = keysync("-c", str(again), "config", "check")
+    assert second.returncode == 0, second.stderr
+    assert _effective(second.stdout) == _effective(first.stdout)
+    assert _effective(second.stdout)["normalize"]["delimiters"] == " \t-_./:|\\'"
+
+
+def test_keysync_config_env_var_is_honoured(keysync: RunKeysync, tmp_path: Path) -> None:
+    path = write(tmp_path / "conf", "processing: {batch_size: 7}\n" + TWO_SOURCES)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = keysync("config", "check", cwd=elsewhere, env={"KEYSYNC_CONFIG": str(path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"# {path.resolve()}: valid"
+    assert _effective(result.stdout)["processing"]["batch_size"] == 7
+
+
+def test_config_option_wins_over_env_var(keysync: RunKeysync, tmp_path: Path) -> None:
+    from_env = write(tmp_path / "env", "processing: {batch_size: 7}\n")
+    from_option = write(tmp_path / "opt", "processing: {batch_size: 9}\n")
+    result = keysync(
+        "-c", str(from_option), "config", "check", env={"KEYSYNC_CONFIG": str(from_env)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert _effective(result.stdout)["processing"]["batch_size"] == 9
+
+
+def test_env_var_naming_a_missing_file(keysync: RunKeysync, tmp_path: Path) -> None:
+    missing = tmp_path / "gone.yaml"
+    result = keysync("config", "check", env={"KEYSYNC_CONFIG": str(missing)})
+    assert_config_error(
+        result, f"config file not found: {missing} (pass -c PATH or set KEYSYNC_CONFIG)"
+    )
+
+
+# --- relative paths ----------------------------------------------------------------------
+
+
+def test_relative_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "project" / "conf"
+    write(
+        folder,
+        "sources:\n  A: {path: ../exports/A.csv}\n  B: {path: B.csv}\n"
+        f"  C: {{path: {tmp_path / 'abs' / 'C.csv'}}}\n"
+        "  D: {path: ~/D.csv}\n"
+        "paths: {output: out, data: ./state, checkpoints: ../ckpt}\n",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config("../project/conf/keysync-config.yaml")
+    base = folder.resolve()
+    assert config.source_path("A") == base / "../exports/A.csv"
+    assert config.source_path("B") == base / "B.csv"
+    assert config.source_path("C") == tmp_path / "abs" / "C.csv"
+    assert config.source_path("D") == Path.home() / "D.csv"
+    assert config.output_dir == base / "out"
+    assert config.data_dir == base / "state"
+    assert config.checkpoint_dir == base / "../ckpt"
+    assert config.log_file == base / "data/logs/keysync.jsonl"
+
+
+def test_commands_run_from_another_folder_use_the_config_folder(
+    keysync: RunKeysync, tmp_path: Path
+) -> None:
+    """generate and run from elsewhere: inputs, reports and state land next to the config."""
+    folder = tmp_path / "project"
+    write(folder, "simulation: {keys_per_system: 1000}\nprocessing: {parallel: false}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = "../project/keysync-config.yaml"
+    generated = keysync("-q", "-c", config, "generate", cwd=elsewhere)
+    assert generated.returncode == 0, generated.stderr
+    assert sorted(p.name for p in (folder / "input").iterdir()) == [
+        "A.csv",
+        "B.csv",
+        "C.csv",
+        "D.csv",
+        "E.csv",
+        "manifest.json",
+    ]
+    ran = keysync("-q", "-c", config, "run", cwd=elsewhere)
+    assert ran.returncode == 0, ran.stderr
+    assert (folder / "output" / "reconciliation_summary.csv").is_file()
+    assert (folder / "data" / "keysync.db").is_file()
+    assert (folder / "data" / "logs" / "keysync.jsonl").is_file()
+    assert list(elsewhere.iterdir()) == []
