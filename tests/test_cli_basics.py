@@ -1,0 +1,120 @@
+"""The command line shell: version, help with an example on every command, both entry points.
+
+Commands are found by walking the click group, so a new command or subcommand
+is covered (and must carry an example) without touching this file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+import pytest
+
+from keysync import __version__
+from keysync.cli import main
+
+if TYPE_CHECKING:
+    from conftest import RunKeysync
+
+
+def _commands(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    if isinstance(command, click.Group):
+        for name in sorted(command.commands):
+            yield from _commands(command.commands[name], (*path, name))
+
+
+COMMANDS = list(_commands(main))
+
+
+def test_the_walk_finds_the_commands_of_spec() -> None:
+    # A guard for the walk itself: SPEC.md's commands are all there.
+    found = {" ".join(path) for path in COMMANDS}
+    expected = {"generate", "run", "simulate", "config", "config check", "runs", "audit"}
+    expected |= {"history", "registry", "registry list", "registry show", "registry approve"}
+    expected |= {"registry deprecate", "registry export"}
+    assert expected <= found
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "keysync")
+def test_every_command_help_has_an_example(keysync: RunKeysync, path: tuple[str, ...]) -> None:
+    result = keysync(*path, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("Usage: ")
+    assert "Example" in result.stdout
+    # The example shows the command it belongs to.
+    assert f"keysync {' '.join(path)}".rstrip() in result.stdout
+
+
+def test_short_help_option(keysync: RunKeysync) -> None:
+    assert keysync("-h").stdout == keysync("--help").stdout
+    assert keysync("config", "check", "-h").stdout == keysync("config", "check", "--help").stdout
+
+
+def test_top_level_help_lists_global_options_and_commands(keysync: RunKeysync) -> None:
+    result = keysync("--help")
+    for option in ("-c, --config", "--log-format", "-q, --quiet", "-v, --verbose", "--version"):
+        assert option in result.stdout
+    assert "KEYSYNC_CONFIG" in result.stdout
+    for name in ("generate", "run", "simulate", "registry", "runs", "audit", "history", "config"):
+        assert f"\n  {name} " in result.stdout
+
+
+def test_version(keysync: RunKeysync) -> None:
+    result = keysync("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"keysync, version {__version__}\n"
+
+
+def test_version_needs_no_config(keysync: RunKeysync, tmp_path: Path) -> None:
+    # No keysync-config.yaml in the folder: --version and --help still work.
+    assert not (tmp_path / "keysync-config.yaml").exists()
+    assert keysync("--version", cwd=tmp_path).returncode == 0
+    assert keysync("run", "--help", cwd=tmp_path).returncode == 0
+
+
+def test_python_dash_m_keysync(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "keysync", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: ")
+
+
+def test_installed_console_script(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("keysync")
+    if not script.exists():
+        found = shutil.which("keysync")
+        if found is None:
+            pytest.skip("the keysync console script is not installed here")
+        script = Path(found)
+    result = subprocess.run(
+        [str(script), "--version"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"keysync, version {__version__}\n"
+
+
+def test_unknown_command_is_a_usage_error(keysync: RunKeysync) -> None:
+    result = keysync("reconcile")
+    assert result.returncode == 2
+    assert "No such command 'reconcile'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_global_option_value_is_a_usage_error(keysync: RunKeysync) -> None:
+    result = keysync("--log-format", "xml", "config", "check")
+    assert result.returncode == 2
+    assert "Invalid value for '--log-format'" in result.stderr
+    assert "Traceback" not in result.stderr
