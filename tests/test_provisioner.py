@@ -326,3 +326,21 @@ def test_the_registry_report_equals_the_registry_after_commit(
                     master_key = plan.master_key_for(system, key)
                     assert keys_in_report[master_key] == plan.status_for(system, key)
         runs.store.close()
+
+
+@pytest.mark.parametrize("strategy", ["mirror", "namespaced"])
+def test_recorded_audit_events_are_the_planned_ones(tmp_path: Path, strategy: str) -> None:
+    """The store writes proposal details in SQL; they must read exactly as planned."""
+    runs = Runs(tmp_path, strategy=strategy)
+    data = {
+        "A": ["K1"],
+        "B": [("X1", 'it\'s "x1"', "2026-01-01T00:00:00Z"), ("X2", "x|2", "")],
+        "C": [("X1", "'; DROP TABLE runs; --", ""), "X3"],
+    }
+    plan = runs.run(data, auto_approve=True)
+    recorded = [(r[0], r[1], r[3], r[4], r[5], r[6]) for r in runs.store.audit_rows("r1")]
+    assert recorded[:-1] == plan.events
+    assert recorded[-1][2] == "run.completed"
+    assert "proposed for B key 'it''s \"x1\"'; seen in B" in recorded[0][5]
+    assert [row[1] for row in plan.registry_rows()] == ["Active"] * len(runs.registry())
+    assert [tuple(row) for row in plan.registry_rows()] == list(runs.registry().values())

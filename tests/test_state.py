@@ -530,3 +530,14 @@ def test_the_lock_is_free_again_after_release(tmp_path: Path) -> None:
     started = time.monotonic()
     RunLock.acquire(tmp_path, "r2").release()
     assert time.monotonic() - started < 1
+
+
+def test_audit_rows_stay_in_timestamp_order_when_the_clock_went_back(
+    store: StateStore, config: Config
+) -> None:
+    one_run(store, config, "late", at(9), {"A": ["K1"], "B": ["X1"]})
+    one_run(store, config, "early", at(3), {"A": ["K1"], "B": ["X1", "X2"]})
+    rows = list(store.audit_rows())
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    assert [r[1] for r in rows] == ["early", "early", "late", "late"]
+    assert [r[1] for r in store.audit_rows("late")] == ["late", "late"]
