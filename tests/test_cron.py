@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keysync.cron import CronError, CronSchedule
@@ -249,6 +249,7 @@ def field(draw: st.DrawFn, low: int, high: int) -> tuple[str, set[int]]:
     dow=field(0, 7),
     start=st.datetimes(datetime(2024, 1, 1), datetime(2030, 12, 31)),
 )
+@settings(deadline=None)  # up to 4,320 minutes scanned per example
 def test_next_times_agree_with_a_minute_by_minute_scan(
     minute: tuple[str, set[int]],
     hour: tuple[str, set[int]],

@@ -15,7 +15,7 @@ import time
 import unicodedata
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from keysync.config import NormalizeConfig
@@ -259,6 +259,7 @@ def test_normalize_many_equals_normalize_each(rules: NormalizeConfig, raws: list
 
 
 @given(st.data())
+@settings(deadline=None)  # draws from_regex inside the test: slow on a busy machine
 def test_batch_fast_path_with_normal_keys_and_newlines(data: st.DataObject) -> None:
     """Mostly normal keys (so the joined-batch regex runs), sometimes holding a "\\n"."""
     rules = data.draw(rule_sets)
@@ -274,6 +275,7 @@ def test_batch_fast_path_with_normal_keys_and_newlines(data: st.DataObject) -> N
 
 
 @given(st.data())
+@settings(deadline=None)  # draws from_regex inside the test: slow on a busy machine
 def test_fast_path_is_only_taken_when_correct(data: st.DataObject) -> None:
     """Whatever the normal-form regex accepts, the step-by-step rules give back unchanged."""
     rules = data.draw(rule_sets)
