@@ -495,7 +495,7 @@ class StateStore:
                     self._write_history(history)
                 registry = all_counts.get("registry", {})
                 detail = f"outcome {outcome}, exit {exit_code}" + "".join(
-                    f", {name} {value}" for name, value in registry.items()
+                    f", {name} {value}" for name, value in registry.items() if value
                 )
                 self._insert_events([(ended, run_id, f"run.{outcome}", "", "", detail)])
                 pause_for_tests("mid-commit")
