@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from functools import partial
 
 from keysync.config import NormalizeConfig
 
@@ -44,41 +45,76 @@ def _normal_form_pattern(rules: NormalizeConfig) -> str | None:
     return f"{segment}(?:{re.escape(separator)}{segment})*"
 
 
+# Whitespace at either end of each line of a joined batch (never the newline itself).
+_LINE_EDGE_SPACE = re.compile(r"^[^\S\n]+|[^\S\n]+$", re.MULTILINE)
+
+
+def _fold_lines(text: str) -> str:
+    return text if text.isascii() else "\n".join(map(_fold_to_ascii, text.split("\n")))
+
+
+def _trim_lines(text: str) -> str:
+    return _LINE_EDGE_SPACE.sub("", text)
+
+
 class KeyNormalizer:
-    """The compiled rules: ``normalize(raw) -> key`` ("" means the row is rejected)."""
+    """The compiled rules: ``normalize(raw) -> key`` ("" means the row is rejected).
+
+    Every rule exists twice: as a step on one key, and as a step on a whole batch
+    joined with newlines, where each regex runs once over the batch in C. The
+    batch steps give exactly the per-key result (a property test checks this).
+    """
 
     def __init__(self, rules: NormalizeConfig) -> None:
         self.rules = rules
         steps: list[Callable[[str], str]] = []
+        batch: list[Callable[[str], str]] = []
+
+        def step(one: Callable[[str], str], many: Callable[[str], str]) -> None:
+            steps.append(one)
+            batch.append(many)
+
         if rules.trim:
-            steps.append(str.strip)
+            step(str.strip, _trim_lines)
         if rules.ascii_fold:
-            steps.append(_fold_to_ascii)
+            step(_fold_to_ascii, _fold_lines)
         if rules.uppercase:
-            steps.append(str.upper)
+            step(str.upper, str.upper)
         separator = rules.collapse_delims
         # re.sub reads "\\" in a replacement as an escape: a "\\" separator must be doubled.
         replacement = separator.replace("\\", "\\\\") if separator else ""
         if separator is not None and rules.delimiters:
             delimiter_runs = re.compile(f"[{re.escape(rules.delimiters)}]+")
-            steps.append(lambda text: delimiter_runs.sub(replacement, text))
+            collapse = partial(delimiter_runs.sub, replacement)
+            step(collapse, collapse)
         if rules.strip_non_alnum:
             keep = "A-Z0-9" + (re.escape(separator) if separator else "")
             not_kept = re.compile(f"[^{keep}]+")
-            steps.append(lambda text: not_kept.sub("", text))
+            not_kept_lines = re.compile(f"[^{keep}\n]+")
+            step(partial(not_kept.sub, ""), partial(not_kept_lines.sub, ""))
             if separator:
                 separator_runs = re.compile(f"{re.escape(separator)}{{2,}}")
-                steps.append(lambda text: separator_runs.sub(replacement, text).strip(separator))
+                edge_separators = re.compile(
+                    f"^{re.escape(separator)}+|{re.escape(separator)}+$", re.MULTILINE
+                )
+                step(
+                    lambda text: separator_runs.sub(replacement, text).strip(separator),
+                    lambda text: edge_separators.sub("", separator_runs.sub(replacement, text)),
+                )
         if rules.trim and not rules.strip_non_alnum:
             # Trim again: folding ("´" -> " ") or collapsing into a whitespace delimiter can
             # leave whitespace at an end, and trim promises none (and idempotent rules).
             # With strip_non_alnum on, stripping already removed it.
-            steps.append(str.strip)
+            step(str.strip, _trim_lines)
         if rules.pad_numbers > 0:
             width = rules.pad_numbers
             digit_runs = re.compile("[0-9]+")
-            steps.append(lambda text: digit_runs.sub(lambda m: m.group().zfill(width), text))
+            pad = partial(digit_runs.sub, lambda m: m.group().zfill(width))
+            step(pad, pad)
         self._steps = tuple(steps)
+        # A newline in the delimiters or as the separator would break the joined batch.
+        joinable = "\n" not in rules.delimiters and separator != "\n"
+        self._batch_steps = tuple(batch) if joinable else None
         pattern = _normal_form_pattern(rules)
         self._is_normal = re.compile(pattern).fullmatch if pattern else None
         self._batch_is_normal = (
@@ -95,13 +131,21 @@ class KeyNormalizer:
         return text
 
     def normalize_many(self, raws: list[str]) -> list[str]:
-        """Normalize a batch; when every key is already normal, return the batch itself."""
+        """Normalize a batch: the rules run once over the joined batch, not once per key.
+
+        When every key is already normal the batch itself is returned. A batch with
+        a newline inside a key cannot be joined; it goes key by key.
+        """
         if not raws:
             return []
-        if self._batch_is_normal is not None:
-            joined = "\n".join(raws)
-            if joined.count("\n") == len(raws) - 1 and self._batch_is_normal(joined):
+        joined = "\n".join(raws)
+        if joined.count("\n") == len(raws) - 1:
+            if self._batch_is_normal is not None and self._batch_is_normal(joined):
                 return raws
+            if self._batch_steps is not None:
+                for step in self._batch_steps:
+                    joined = step(joined)
+                return joined.split("\n")
         normalize = self.normalize
         return [normalize(raw) for raw in raws]
 
