@@ -45,81 +45,84 @@ def _normal_form_pattern(rules: NormalizeConfig) -> str | None:
     return f"{segment}(?:{re.escape(separator)}{segment})*"
 
 
-# Whitespace at either end of each line of a joined batch (never the newline itself).
-_LINE_EDGE_SPACE = re.compile(r"^[^\S\n]+|[^\S\n]+$", re.MULTILINE)
-
-
-def _fold_lines(text: str) -> str:
-    return text if text.isascii() else "\n".join(map(_fold_to_ascii, text.split("\n")))
-
-
-def _trim_lines(text: str) -> str:
-    return _LINE_EDGE_SPACE.sub("", text)
-
-
 class KeyNormalizer:
     """The compiled rules: ``normalize(raw) -> key`` ("" means the row is rejected).
 
-    Every rule exists twice: as a step on one key, and as a step on a whole batch
-    joined with newlines, where each regex runs once over the batch in C. The
-    batch steps give exactly the per-key result (a property test checks this).
+    Two paths give the same result (a property test checks it against a literal
+    reading of SPEC.md): keys already in normal form are recognised by one
+    ``fullmatch`` and returned as they are; the others take the steps. With
+    ``strip_non_alnum`` on, steps 4 and 5 collapse into one ``str.translate``
+    (delimiters become the separator, every other character outside
+    ``A-Z0-9`` is deleted) followed by squeezing separator runs.
     """
 
     def __init__(self, rules: NormalizeConfig) -> None:
         self.rules = rules
         steps: list[Callable[[str], str]] = []
-        batch: list[Callable[[str], str]] = []
-
-        def step(one: Callable[[str], str], many: Callable[[str], str]) -> None:
-            steps.append(one)
-            batch.append(many)
-
         if rules.trim:
-            step(str.strip, _trim_lines)
+            steps.append(str.strip)
         if rules.ascii_fold:
-            step(_fold_to_ascii, _fold_lines)
+            steps.append(_fold_to_ascii)
         if rules.uppercase:
-            step(str.upper, str.upper)
+            steps.append(str.upper)
         separator = rules.collapse_delims
         # re.sub reads "\\" in a replacement as an escape: a "\\" separator must be doubled.
         replacement = separator.replace("\\", "\\\\") if separator else ""
-        if separator is not None and rules.delimiters:
-            delimiter_runs = re.compile(f"[{re.escape(rules.delimiters)}]+")
-            collapse = partial(delimiter_runs.sub, replacement)
-            step(collapse, collapse)
         if rules.strip_non_alnum:
-            keep = "A-Z0-9" + (re.escape(separator) if separator else "")
-            not_kept = re.compile(f"[^{keep}]+")
-            not_kept_lines = re.compile(f"[^{keep}\n]+")
-            step(partial(not_kept.sub, ""), partial(not_kept_lines.sub, ""))
-            if separator:
-                separator_runs = re.compile(f"{re.escape(separator)}{{2,}}")
-                edge_separators = re.compile(
-                    f"^{re.escape(separator)}+|{re.escape(separator)}+$", re.MULTILINE
-                )
-                step(
-                    lambda text: separator_runs.sub(replacement, text).strip(separator),
-                    lambda text: edge_separators.sub("", separator_runs.sub(replacement, text)),
-                )
+            steps.append(self._strip_translated(rules.delimiters, separator, replacement))
+        elif separator is not None and rules.delimiters:
+            delimiter_runs = re.compile(f"[{re.escape(rules.delimiters)}]+")
+            steps.append(partial(delimiter_runs.sub, replacement))
         if rules.trim and not rules.strip_non_alnum:
             # Trim again: folding ("´" -> " ") or collapsing into a whitespace delimiter can
             # leave whitespace at an end, and trim promises none (and idempotent rules).
             # With strip_non_alnum on, stripping already removed it.
-            step(str.strip, _trim_lines)
+            steps.append(str.strip)
         if rules.pad_numbers > 0:
             width = rules.pad_numbers
             digit_runs = re.compile("[0-9]+")
-            pad = partial(digit_runs.sub, lambda m: m.group().zfill(width))
-            step(pad, pad)
+            steps.append(partial(digit_runs.sub, lambda m: m.group().zfill(width)))
         self._steps = tuple(steps)
-        # A newline in the delimiters or as the separator would break the joined batch.
-        joinable = "\n" not in rules.delimiters and separator != "\n"
-        self._batch_steps = tuple(batch) if joinable else None
         pattern = _normal_form_pattern(rules)
         self._is_normal = re.compile(pattern).fullmatch if pattern else None
         self._batch_is_normal = (
             re.compile(f"(?:{pattern})(?:\n(?:{pattern}))*").fullmatch if pattern else None
         )
+
+    @staticmethod
+    def _strip_translated(
+        delimiters: str, separator: str | None, replacement: str
+    ) -> Callable[[str], str]:
+        """Steps 4 and 5 (collapse delimiters, strip the rest) as one translate + squeeze."""
+        kept = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+        table: dict[int, str | None] = {}
+        for code in range(128):
+            if chr(code) not in kept and chr(code) != separator:
+                table[code] = None
+        if separator is not None:
+            for char in delimiters:
+                table[ord(char)] = separator
+            table.pop(ord(separator), None)
+        not_kept = re.compile(f"[^A-Z0-9{re.escape(separator or '')}]+")
+        if separator is None:
+
+            def strip(text: str) -> str:
+                text = text.translate(table)
+                return text if text.isascii() else not_kept.sub("", text)
+
+            return strip
+        doubled = separator * 2
+        separator_runs = re.compile(f"{re.escape(separator)}{{2,}}")
+
+        def strip_and_squeeze(text: str) -> str:
+            text = text.translate(table)
+            if not text.isascii():
+                text = not_kept.sub("", text)
+            if doubled in text:
+                text = separator_runs.sub(replacement, text)
+            return text.strip(separator)
+
+        return strip_and_squeeze
 
     def normalize(self, raw: str) -> str:
         """The normalized key for one raw key; "" when nothing is left (``empty-key``)."""
@@ -131,21 +134,13 @@ class KeyNormalizer:
         return text
 
     def normalize_many(self, raws: list[str]) -> list[str]:
-        """Normalize a batch: the rules run once over the joined batch, not once per key.
-
-        When every key is already normal the batch itself is returned. A batch with
-        a newline inside a key cannot be joined; it goes key by key.
-        """
+        """Normalize a batch; when every key is already normal, return the batch itself."""
         if not raws:
             return []
-        joined = "\n".join(raws)
-        if joined.count("\n") == len(raws) - 1:
-            if self._batch_is_normal is not None and self._batch_is_normal(joined):
+        if self._batch_is_normal is not None:
+            joined = "\n".join(raws)
+            if joined.count("\n") == len(raws) - 1 and self._batch_is_normal(joined):
                 return raws
-            if self._batch_steps is not None:
-                for step in self._batch_steps:
-                    joined = step(joined)
-                return joined.split("\n")
         normalize = self.normalize
         return [normalize(raw) for raw in raws]
 
