@@ -338,8 +338,20 @@ _FORKED_RUN: _Run | None = None
 
 
 def _build_in_helper(system: str, day: int) -> Snapshot:
+    """Build in the helper; a key list the main process can rebuild from the plan stays here."""
     assert _FORKED_RUN is not None, "the helper process inherits the run through fork"
-    return _FORKED_RUN.build(system, day)
+    snap = _FORKED_RUN.build(system, day)
+    if snap.key_ids is not None:  # canonical keys: cheaper to rebuild than to pickle
+        snap.keys, snap.key_ids, snap.section["keys"] = [], None, None
+    return snap
+
+
+def _restore_keys(run: _Run, system: str, day: int, snap: Snapshot) -> Snapshot:
+    if snap.section["keys"] is None:
+        held = run.plan.held(system, day)
+        snap.keys = snap.section["keys"] = run.plan.universe.sorted_keys_of(held)
+        snap.key_ids = held
+    return snap
 
 
 @contextlib.contextmanager
@@ -376,7 +388,8 @@ def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
                     name: pool.submit(_build_in_helper, name, day) for name in helper_systems
                 }
                 built = {name: run.build(name, day) for name in systems if name not in pending}
-                built.update({name: future.result() for name, future in pending.items()})
+                for name, future in pending.items():
+                    built[name] = _restore_keys(run, name, day, future.result())
                 return {name: built[name] for name in systems}
 
             yield build_day

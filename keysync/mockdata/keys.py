@@ -76,6 +76,13 @@ class KeyUniverse:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def sorted_keys_of(self, held: list[int]) -> list[str]:
+        """The keys of ``held`` in string order: mark them by rank, keep the marked (C speed)."""
+        marks = bytearray(len(self.keys))
+        for position in map(self.rank.__getitem__, held):
+            marks[position] = 1
+        return list(compress(self.sorted_keys, marks))
+
 
 def _sample_sorted(rng: Random, space: int, count: int) -> list[int]:
     """``count`` distinct integers from ``range(space)``, ascending: one per equal stratum.

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import compress
 from typing import Any
 
 from keysync.mockdata.keys import KeyUniverse
@@ -94,11 +93,7 @@ class GroundTruth:
         self, base_line: Callable[[int], int]
     ) -> tuple[dict[str, Any], dict[str, int] | None]:
         """Default rules: a row's normalized key is its canonical key, by construction."""
-        # Mark the held keys in universe string order, then keep the marked ones (C speed).
-        marks = bytearray(len(self.universe))
-        for position in map(self.universe.rank.__getitem__, self.held):
-            marks[position] = 1
-        self.sorted_keys = list(compress(self.universe.sorted_keys, marks))
+        self.sorted_keys = self.universe.sorted_keys_of(self.held)
         self.key_ids = self.held
         duplicates: dict[str, Any] = {}
         for row, cell, line in zip(self.dup_rows, self.dup_cells, self.dup_lines):
