@@ -7,7 +7,6 @@ default is the worst kind of configuration bug.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
 import typing
@@ -143,11 +142,6 @@ class Config(_Section):
         data = msgspec.to_builtins(self)
         data.pop("base_dir", None)
         return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-    def normalization_fingerprint(self) -> str:
-        """A hash of the rules: a change means earlier normalized keys are stale."""
-        rules = msgspec.json.encode(self.normalize) + str(self.processing.max_key_length).encode()
-        return hashlib.sha256(rules).hexdigest()[:16]
 
 
 _SYSTEM_NAME = re.compile(r"[A-Za-z0-9_]+")
