@@ -531,13 +531,13 @@ def test_every_line_of_an_interrupted_and_resumed_degraded_run_is_valid_json(
     )
     log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
 
+    stderr_file = (tmp_path / "first-run.stderr").open("w")  # a file never fills up
     first = subprocess.Popen(
         [sys.executable, "-m", "keysync", "-v", "run"],
         cwd=tmp_path,
         env=_clean_env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=stderr_file,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and first.poll() is None:
@@ -546,12 +546,15 @@ def test_every_line_of_an_interrupted_and_resumed_degraded_run_is_valid_json(
         time.sleep(0.01)
     first.send_signal(signal.SIGTERM)
     try:
-        _, first_stderr = first.communicate(timeout=90)
+        first.wait(timeout=90)
     except subprocess.TimeoutExpired:
         first.kill()
-        _, first_stderr = first.communicate()
+        first.wait()
         tail = log_file.read_text(errors="replace").splitlines()[-5:]
         pytest.fail(f"the run did not stop within 90 s of SIGTERM; log tail: {tail}")
+    finally:
+        stderr_file.close()
+    first_stderr = (tmp_path / "first-run.stderr").read_text(errors="replace")[-2000:]
     assert first.returncode == 130, f"not interrupted (exit {first.returncode}): {first_stderr}"
     resumed = keysync("-v", "run", "--resume")
     assert resumed.returncode == 4, resumed.stderr
