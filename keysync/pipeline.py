@@ -300,7 +300,7 @@ class Pipeline:
         out_queue = context.Queue(maxsize=workers * 8 + len(self.jobs) * 2)
         relay = logs.LogRelay(context)
         relay.start()
-        level = self.config.logging.level
+        level = relay.level  # what this command asked for (-v / -q / config)
         readers = {
             job.system: context.Process(
                 target=reader_main,
@@ -368,6 +368,7 @@ class Pipeline:
     ) -> PipelineResult:
         """The parent's loop: apply batches, watch for finished, failed and stalled sources."""
         timeout_s = self.config.processing.source_timeout_s
+        paths = {job.system: job.path for job in self.jobs}
         unavailable: dict[str, str] = {}
         sizes: dict[str, int] = {}
         expected: dict[str, int] = {}
@@ -388,7 +389,12 @@ class Pipeline:
             elif isinstance(message, SourceOpened):
                 last_seen[message.system] = now
                 sizes[message.system] = message.size
-                self.log.info("source.available", system=message.system, bytes=message.size)
+                self.log.info(
+                    "source.available",
+                    system=message.system,
+                    path=str(paths[message.system]),
+                    bytes=message.size,
+                )
             elif isinstance(message, SourceFinished):
                 last_seen[message.system] = now
                 expected[message.system] = message.batches

@@ -410,6 +410,12 @@ class _Run:
             self.store.end_run(self.run_id, outcome="failed", message=str(exc), exit_code=3)
             self.log.error("run.failed", reason=str(exc))
             raise
+        except Exception as exc:
+            # A bug: keep the checkpoint (a fixed keysync can resume) and say so in the log.
+            self.writer.close()
+            self.store.end_run(self.run_id, outcome="failed", message=repr(exc))
+            self.log.exception("run.failed", reason=repr(exc))
+            raise
         finally:
             logs.unbind_run()
 
