@@ -213,6 +213,8 @@ def test_manifest_matches_a_contract_reading_of_every_file(tmp_path: Path) -> No
                 "B": {"path": "b.csv", "delimiter": "|", "key_column": "id"},
                 "C": {"path": "c.csv", "delimiter": " "},
                 "D": {"path": "d.csv", "delimiter": "\t"},
+                "E": {"path": "e.csv", "delimiter": "-", "timestamp_column": "seen"},
+                "F": {"path": "f.csv", "delimiter": ":"},
             }
         },
     ],

@@ -4,7 +4,8 @@ The plan, all from seeded ``random.Random`` streams (string seeds such as
 ``"42:gaps:B"`` hash the same in every process):
 
 - A universe of canonical keys in creation order (``keys.build_universe``),
-  split evenly into the authority's pool and a pool of keys A never has.
+  split into the authority's pool (spread evenly over creation order) and a
+  pool of keys A never has.
 - The authority holds a sliding window of N keys of its pool: each day the
   oldest 1 % leave and as many new ones arrive.
 - A peer holds the window minus its "gaps" (the first keys of a per-peer
@@ -57,7 +58,7 @@ FIRST_LINES_LIMIT = 100_000
 DAILY_CHURN = 0.01
 # Chance that a peer's out-of-authority key is also held by a second peer.
 SHARED_EXTRA_CHANCE = 0.15
-# From this many keys per system, a forked helper process builds half of the peers.
+# From this many keys per system, a forked helper process builds half of the systems.
 PARALLEL_MIN_KEYS = 200_000
 # keys_per_system: null draws one size from this range (inclusive).
 DEFAULT_SIZE_RANGE = (1000, 5000)
