@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import filterfalse
 
 import msgspec
 
@@ -105,6 +106,7 @@ def plan_history(
     plan = HistoryPlan(run_id, seq, stamp, observed)
     with paused_gc():
         _Planner(plan, state, comparison).run()
+        plan.events.sort()  # key_history's primary-key order: its B-tree fills fastest so
     return plan
 
 
@@ -155,9 +157,11 @@ class _Planner:
             return {}
         blobs: dict[str, bytes | None] = {}
         if stored.keys != blob:
+            # filterfalse over a bound __contains__ runs the membership tests in C.
             previous = _decode_keys(stored.keys) if stored.keys else []
-            self.added = a_keys.keys() - previous
-            self.removed = {key for key in previous if key not in a_keys}
+            self.removed = set(filterfalse(a_keys.__contains__, previous))
+            if len(a_keys) != len(previous) - len(self.removed):
+                self.added = set(filterfalse(set(previous).__contains__, a_keys))
             blobs["keys"] = blob
             self._events(self.authority, self.added, self.removed, stored.last_read_seq)
         self.plan.updates.append(
@@ -184,8 +188,8 @@ class _Planner:
                     seq,
                     count,
                     {
-                        "gaps": _encode({seq: sorted(gaps_now)} if gaps_now else {}),
-                        "extra": _encode(sorted(extra_now)),
+                        "gaps": _encode({seq: list(gaps_now)} if gaps_now else {}),
+                        "extra": _encode(list(extra_now)),
                     },
                 )
             )
@@ -220,15 +224,15 @@ class _Planner:
         blobs: dict[str, bytes | None] = {}
         if opened or closed:
             new_groups = {
-                started: sorted(kept)
+                started: kept
                 for started, keys in groups.items()
                 if (kept := [key for key in keys if key in gaps_now])
             }
             if opened:
-                new_groups[seq] = sorted(opened)
+                new_groups[seq] = list(opened)
             blobs["gaps"] = _encode(new_groups)
         if extra_now != extra_before:
-            blobs["extra"] = _encode(sorted(extra_now))
+            blobs["extra"] = _encode(list(extra_now))
         self.plan.updates.append(
             SystemUpdate(system, "peer", stored.baseline_seq, seq, count, blobs)
         )
@@ -246,8 +250,8 @@ class _Planner:
         for started, keys in groups.items():
             kept = [key for key in keys if key in self.a_keys]
             if kept:
-                new_groups[started] = sorted(kept)
-        opened = sorted(self.added - extra)
+                new_groups[started] = kept
+        opened = list(self.added - extra)
         if opened:
             new_groups.setdefault(self.seq, []).extend(opened)
         new_extra = extra.difference(self.a_keys) | self.removed.difference(gap_start)
@@ -258,7 +262,7 @@ class _Planner:
                 stored.baseline_seq,
                 stored.last_read_seq,
                 stored.key_count,
-                {"gaps": _encode(new_groups), "extra": _encode(sorted(new_extra))},
+                {"gaps": _encode(new_groups), "extra": _encode(list(new_extra))},
             )
         )
 
@@ -267,10 +271,10 @@ class _Planner:
     ) -> None:
         seq, events = self.seq, self.plan.events
         before = len(events)
-        events.extend((key, system, seq, "appeared", None) for key in sorted(appeared))
+        events.extend((key, system, seq, "appeared", None) for key in appeared)
         self.stats["appeared"] += len(events) - before
         before = len(events)
-        events.extend((key, system, seq, "disappeared", last_read) for key in sorted(disappeared))
+        events.extend((key, system, seq, "disappeared", last_read) for key in disappeared)
         self.stats["disappeared"] += len(events) - before
 
 
