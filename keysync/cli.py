@@ -223,7 +223,33 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     Example:
       keysync simulate --scenario recovery --days 30
     """
-    fail("simulate is not built yet (issue 9)", 3)
+    from keysync.logs import setup_logging
+    from keysync.simulate import DayProgress, simulation_log_file
+    from keysync.simulate import simulate as run_simulation
+
+    config = app.config
+    # The simulation logs into its own folder: its runs are not the user's runs. Each
+    # day's run says a few dozen things; stderr shows warnings (alerts) unless -v.
+    setup_logging(
+        level=config.logging.level,
+        log_file=simulation_log_file(config, scenario),
+        stderr_format=app.log_format,
+        quiet=app.quiet or not app.verbose,
+        verbose=app.verbose,
+    )
+    progress = DayProgress() if not app.quiet and sys.stderr.isatty() else None
+    try:
+        result = run_simulation(
+            config, scenario=scenario, days=days, on_day=progress.update if progress else None
+        )
+    finally:
+        if progress is not None:
+            progress.clear()
+    if not app.quiet:
+        click.echo(result.describe())
+    if result.message:
+        click.echo(f"keysync: {result.message}", err=True)
+    sys.exit(result.exit_code)
 
 
 @main.group("config")

@@ -198,6 +198,31 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("worker_pid", "bytes"),
         "a worker died while sending a large event; that one event is lost",
     ),
+    "simulation.started": EventSpec(
+        "info",
+        ("scenario", "days", "keys_per_system", "seed", "folder"),
+        "`keysync simulate` begins a fresh simulation in its own folder",
+    ),
+    "simulation.day": EventSpec(
+        "info",
+        ("day", "date", "run_id", "match_rates"),
+        "one simulated day was reconciled; its match rate per system",
+    ),
+    "simulation.alert": EventSpec(
+        "warning",
+        ("system", "day", "match_rate", "change"),
+        "a system's match rate fell by more than `simulation.alert_threshold` in one day",
+    ),
+    "simulation.recovered": EventSpec(
+        "info",
+        ("system", "day", "match_rate", "change"),
+        "after an alert, the first day the rate is back within the threshold of its level",
+    ),
+    "simulation.completed": EventSpec(
+        "info",
+        ("scenario", "days", "alerts", "recovered", "duration_s", "timeline", "chart"),
+        "the timeline and chart of a simulation are in place",
+    ),
 }
 """The event catalogue (docs/logging.md lists it). Fields are the ones each event carries
 at least, besides ``timestamp``, ``level``, ``event``, ``run_id``, ``pid`` and ``stage``."""

@@ -1,0 +1,509 @@
+"""``keysync simulate``: watch a scenario unfold, one reconciliation per simulated day.
+
+Why it is built this way:
+
+- The simulation lives in its own folder, ``<paths.output>/simulation/<scenario>/``,
+  with its own inputs, registry, history, checkpoints, logs and reports. The user's
+  registry (``paths.data``) and reports are never read or written: a simulation is a
+  rehearsal, not a run.
+- Each day is a real ``keysync.runner.run`` on that day's snapshot, in day order, with
+  the configured mode and approval settings, so the registry and key history evolve
+  exactly as they would across real daily runs (a key proposed on day 3 is still
+  Proposed on day 4, a key gone for ``deprecate_after_runs`` runs is deprecated...).
+- Small simulations run the stages in one process (``parallel: false``): starting the
+  worker processes costs more than the few thousand rows a day they would share
+  (docs/performance.md has the figures). The output is identical either way.
+- The timeline and the chart are written like every report: staged, fsynced, renamed.
+
+API::
+
+    result = simulate(config, scenario="recovery", days=30)
+    result.timeline, result.chart          # paths of timeline.csv and timeline.svg
+    result.rows                            # TimelineRow per (day, system), sorted
+    print(result.describe())               # the table the CLI prints
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import msgspec
+from structlog.typing import FilteringBoundLogger
+
+from keysync import logs
+from keysync.chart import Series, line_chart
+from keysync.comparison import SystemSummary
+from keysync.config import Config, PathsConfig
+from keysync.errors import EXIT_DEGRADED, EXIT_OK, Interrupted, RunError
+from keysync.lock import RunLock
+from keysync.runner import RunOptions, iso, new_run_id
+from keysync.runner import run as run_reconciliation
+from keysync.stages.reporter import ReportWriter
+
+SIMULATION_FOLDER = "simulation"
+TIMELINE = "timeline.csv"
+CHART = "timeline.svg"
+# From this many keys per system the configured ``processing.parallel`` is used;
+# below it, one process is faster (process start-up outweighs the shared work).
+PARALLEL_FROM_KEYS = 100_000
+
+TIMELINE_COLUMNS = {
+    "day": "simulated day, 1-based",
+    "date": "the day's snapshot date (mock data: 2026-11-01 is day 1)",
+    "system": "system name",
+    "matched": "keys in both the authority and this system",
+    "missing_in_a": "keys in this system, not in the authority",
+    "missing_from_system": "keys in the authority, not in this system",
+    "duplicates": "normalized keys that occur more than once in this system",
+    "rejected": "rows of this system that could not be read",
+    "match_rate": "matched / |authority ∪ system|, 4 decimals; empty when unavailable",
+    "change": "match_rate minus the previous day's, 4 decimals; empty on day 1",
+    "flag": (
+        "alert: the rate fell by more than simulation.alert_threshold since the day before; "
+        "recovered: first day back within the threshold of the rate before the alert; "
+        "unavailable: the source could not be read that day"
+    ),
+}
+
+ALERT, RECOVERED, UNAVAILABLE = "alert", "recovered", "unavailable"
+_BP = 10_000  # rates have 4 decimals: compared as whole basis points, free of float noise
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One row of ``timeline.csv``: one system on one simulated day."""
+
+    day: int
+    date: str
+    system: str
+    matched: int | None
+    missing_in_a: int | None
+    missing_from_system: int | None
+    duplicates: int | None
+    rejected: int | None
+    match_rate: float | None
+    change: float | None
+    flag: str
+
+    def cells(self) -> list[str]:
+        def text(value: int | float | None) -> str:
+            return "" if value is None else str(value)
+
+        return [
+            str(self.day),
+            self.date,
+            self.system,
+            text(self.matched),
+            text(self.missing_in_a),
+            text(self.missing_from_system),
+            text(self.duplicates),
+            text(self.rejected),
+            text(self.match_rate),
+            text(self.change),
+            self.flag,
+        ]
+
+
+class AlertTracker:
+    """Decides each day's ``change`` and ``flag`` for every system, in day order.
+
+    - ``alert``: the rate fell by more than ``threshold`` since the previous day
+      (``change < -threshold``). The first alert of an episode remembers the rate of
+      the day before it: the *pre-alert level*. A further steep fall during the
+      episode is flagged ``alert`` again but keeps that level.
+    - ``recovered``: the first later day whose rate is back within ``threshold`` of the
+      pre-alert level (``rate >= level - threshold``); the episode ends there.
+    - A day without a rate (system unavailable) gets neither, and the day after it has
+      no ``change`` (there is nothing to compare with); an open episode stays open.
+
+    Comparisons are on the 4-decimal values the timeline shows (as whole basis
+    points), so what a reader computes from the CSV is exactly what was flagged.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold * _BP  # in basis points, like the rates below
+        self.previous: dict[str, int | None] = {}
+        self.level: dict[str, int] = {}  # open episodes: system -> pre-alert level
+
+    def observe(self, system: str, rate: float | None) -> tuple[float | None, str]:
+        """``(change, flag)`` of ``system``'s next day; ``rate`` None when unavailable."""
+        previous = self.previous.get(system)
+        points = None if rate is None else round(rate * _BP)
+        self.previous[system] = points
+        if points is None:
+            return None, UNAVAILABLE
+        if previous is None:
+            return None, ""
+        change = (points - previous) / _BP
+        if previous - points > self.threshold:
+            self.level.setdefault(system, previous)
+            return change, ALERT
+        level = self.level.get(system)
+        if level is not None and level - points <= self.threshold:
+            del self.level[system]
+            return change, RECOVERED
+        return change, ""
+
+
+@dataclass
+class SimulationResult:
+    """What ``simulate`` did: where everything is, the timeline rows, the outcome."""
+
+    scenario: str
+    days: int
+    keys_per_system: int
+    seed: int
+    authority: str
+    folder: Path
+    timeline: Path
+    chart: Path
+    rows: list[TimelineRow]
+    run_ids: list[str] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+    message: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def flagged(self) -> list[TimelineRow]:
+        return [row for row in self.rows if row.flag in (ALERT, RECOVERED)]
+
+    def describe(self) -> str:
+        """The table ``keysync simulate`` prints: one line per day, then the paths."""
+        lines = [
+            f"Simulated scenario {self.scenario}: {self.days} days, seed {self.seed}, "
+            f"{self.keys_per_system:,} keys per system ({self.duration_s:.1f} s)",
+            f"{'day':>4}  {'date':<10}  {'mean match rate':>15}  flags",
+        ]
+        by_day: dict[int, list[TimelineRow]] = {}
+        for row in self.rows:
+            by_day.setdefault(row.day, []).append(row)
+        for day, rows in sorted(by_day.items()):
+            peers = [r for r in rows if r.system != self.authority]
+            rates = [r.match_rate for r in peers if r.match_rate is not None]
+            mean = f"{sum(rates) / len(rates):.1%}" if rates else "-"
+            lines.append(f"{day:>4}  {rows[0].date:<10}  {mean:>15}  {_flags_text(peers)}")
+        lines.append(f"timeline: {self.timeline}")
+        lines.append(f"chart:    {self.chart}")
+        return "\n".join(lines)
+
+
+def _flags_text(rows: Sequence[TimelineRow]) -> str:
+    """``alert: B C D E`` (systems grouped by flag, in the timeline's order)."""
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if row.flag:
+            groups.setdefault(row.flag, []).append(row.system)
+    return "; ".join(f"{flag}: {' '.join(systems)}" for flag, systems in groups.items())
+
+
+class DayProgress:
+    """One self-erasing line on stderr while days are reconciled (terminals only)."""
+
+    def __init__(self) -> None:
+        self._shown = False
+
+    def update(self, day: int, days: int, rows: list[TimelineRow]) -> None:
+        import click
+
+        rates = "  ".join(
+            f"{row.system} {row.match_rate:.1%}" for row in rows if row.match_rate is not None
+        )
+        click.echo(f"\r\x1b[Ksimulated day {day}/{days}  {rates}", nl=False, err=True)
+        self._shown = True
+
+    def clear(self) -> None:
+        import click
+
+        if self._shown:
+            click.echo("\r\x1b[K", nl=False, err=True)
+
+
+def resolve_scenario(config: Config, scenario: str | None) -> str:
+    return config.simulation.scenario if scenario is None else scenario
+
+
+def simulation_folder(config: Config, scenario: str | None = None) -> Path:
+    """``<paths.output>/simulation/<scenario>/``: everything one simulation writes."""
+    return config.output_dir / SIMULATION_FOLDER / resolve_scenario(config, scenario)
+
+
+def simulation_log_file(config: Config, scenario: str | None = None) -> Path:
+    """The simulation's own JSON Lines log (kept across simulations, like any log)."""
+    return simulation_folder(config, scenario) / "data" / "logs" / "keysync.jsonl"
+
+
+def _day_name(day: int, days: int) -> str:
+    """``day-07``: the same folder name the mock data generator uses."""
+    return f"day-{day:0{max(2, len(str(days)))}d}"
+
+
+def _clear(folder: Path) -> None:
+    """Remove the previous simulation's state and outputs; its log stays (append-only)."""
+    for name in ("input", "checkpoints", "days", TIMELINE, CHART):
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    data = folder / "data"
+    if data.is_dir():
+        for entry in data.iterdir():
+            if entry.name == "logs":
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    for staging in folder.glob(".staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def day_config(config: Config, folder: Path, day_dir: Path, day: int, days: int) -> Config:
+    """The configuration of one simulated day: that day's inputs, the simulation's state."""
+    sources = {
+        name: msgspec.structs.replace(source, path=str(day_dir / f"{name}.csv"))
+        for name, source in config.sources.items()
+    }
+    keys = _keys_per_system(config)
+    parallel = config.processing.parallel and keys >= PARALLEL_FROM_KEYS
+    return msgspec.structs.replace(
+        config,
+        sources=sources,
+        processing=msgspec.structs.replace(config.processing, parallel=parallel),
+        paths=PathsConfig(
+            output=str(folder / "days" / _day_name(day, days)),
+            data=str(folder / "data"),
+            checkpoints=str(folder / "checkpoints"),
+        ),
+        logging=msgspec.structs.replace(
+            config.logging, file=str(folder / "data/logs/keysync.jsonl")
+        ),
+        base_dir=str(folder),
+    )
+
+
+def _keys_per_system(config: Config) -> int:
+    from keysync.mockdata.generator import default_keys
+
+    return default_keys(config, config.simulation.seed)
+
+
+def simulate(
+    config: Config,
+    *,
+    scenario: str | None = None,
+    days: int | None = None,
+    on_day: Callable[[int, int, list[TimelineRow]], None] | None = None,
+) -> SimulationResult:
+    """Generate the day series, reconcile each day in order, write the timeline and chart.
+
+    ``scenario`` defaults to ``simulation.scenario``, ``days`` to
+    ``simulation.temporal.days_of_history``. ``on_day(day, days, rows)`` is called
+    after each day. Raises ``RunError`` (exit 3) when a day cannot be reconciled and
+    ``Interrupted`` (exit 130) on Ctrl-C; a new ``keysync simulate`` starts over.
+    """
+    from keysync.mockdata import generate
+    from keysync.mockdata.clock import snapshot_date
+
+    clock = time.monotonic()
+    scenario = resolve_scenario(config, scenario)
+    days = config.simulation.temporal.days_of_history if days is None else days
+    if days < 1:
+        raise RunError(f"days must be at least 1, got {days}")
+    folder = simulation_folder(config, scenario)
+    started = datetime.now(timezone.utc)
+    simulation_id = new_run_id(started)
+    log = logs.get_logger(stage="simulate")
+    with RunLock.acquire(
+        folder, simulation_id, db_path=folder / "data" / "keysync.db", purpose="simulate"
+    ):
+        _clear(folder)
+        keys = _keys_per_system(config)
+        seed = config.simulation.seed
+        log.info(
+            "simulation.started",
+            scenario=scenario,
+            days=days,
+            keys_per_system=keys,
+            seed=seed,
+            folder=str(folder),
+        )
+        generated = generate(config, scenario=scenario, days=days, out=folder / "input")
+        day_dirs = generated.history if days > 1 else [generated.out_dir]
+        tracker = AlertTracker(config.simulation.alert_threshold)
+        rows: list[TimelineRow] = []
+        result = SimulationResult(
+            scenario,
+            days,
+            keys,
+            seed,
+            config.authority,
+            folder,
+            folder / TIMELINE,
+            folder / CHART,
+            rows,
+        )
+        for day, day_dir in enumerate(day_dirs, start=1):
+            date = snapshot_date(day).isoformat()
+            run_config = day_config(config, folder, day_dir, day, days)
+            try:
+                outcome = run_reconciliation(run_config, RunOptions())
+            except Interrupted:
+                raise Interrupted(
+                    f"simulation interrupted on day {day} of {days}; "
+                    "`keysync simulate` starts it over"
+                ) from None
+            except RunError as exc:
+                raise RunError(f"simulation day {day} of {days} ({date}): {exc}") from None
+            result.run_ids.append(outcome.run_id)
+            if outcome.exit_code == EXIT_DEGRADED:
+                result.exit_code = EXIT_DEGRADED
+            today = _day_rows(day, date, outcome.summaries, tracker)
+            rows.extend(today)
+            _log_day(log, day, date, outcome.run_id, today)
+            if on_day is not None:
+                on_day(day, days, today)
+        result.message = _degraded_message(rows)
+        _write_outputs(result, simulation_id, started)
+        result.duration_s = round(time.monotonic() - clock, 3)
+        log.info(
+            "simulation.completed",
+            scenario=scenario,
+            days=days,
+            alerts=sum(row.flag == ALERT for row in rows),
+            recovered=sum(row.flag == RECOVERED for row in rows),
+            duration_s=result.duration_s,
+            timeline=str(result.timeline),
+            chart=str(result.chart),
+        )
+        return result
+
+
+def _day_rows(
+    day: int, date: str, summaries: Sequence[SystemSummary], tracker: AlertTracker
+) -> list[TimelineRow]:
+    """The day's rows, by system; ``change`` and ``flag`` from the tracker."""
+    rows = []
+    for summary in sorted(summaries, key=lambda s: s.system):
+        rate = summary.match_rate if summary.available else None
+        change, flag = tracker.observe(summary.system, rate)
+        rows.append(
+            TimelineRow(
+                day=day,
+                date=date,
+                system=summary.system,
+                matched=summary.matched,
+                missing_in_a=summary.missing_in_a,
+                missing_from_system=summary.missing_from_system,
+                duplicates=summary.duplicate_keys,
+                rejected=summary.rows_rejected,
+                match_rate=rate,
+                change=change,
+                flag=flag,
+            )
+        )
+    return rows
+
+
+def _degraded_message(rows: Sequence[TimelineRow]) -> str:
+    """``degraded: D unavailable on days 1, 2, 3 (...)``, or "" when every source was read."""
+    days: dict[str, list[str]] = {}
+    for row in rows:
+        if row.flag == UNAVAILABLE:
+            days.setdefault(row.system, []).append(str(row.day))
+    if not days:
+        return ""
+    parts = [
+        f"{system} unavailable on day{'s' if len(found) > 1 else ''} {', '.join(found)}"
+        for system, found in days.items()
+    ]
+    return f"degraded: {'; '.join(parts)} (no match rate for it on those days)"
+
+
+def _log_day(
+    log: FilteringBoundLogger, day: int, date: str, run_id: str, rows: list[TimelineRow]
+) -> None:
+    log.info(
+        "simulation.day",
+        day=day,
+        date=date,
+        run_id=run_id,
+        match_rates={row.system: row.match_rate for row in rows},
+    )
+    for row in rows:
+        if row.flag == ALERT:
+            log.warning(
+                "simulation.alert",
+                system=row.system,
+                day=day,
+                date=date,
+                match_rate=row.match_rate,
+                change=row.change,
+            )
+        elif row.flag == RECOVERED:
+            log.info(
+                "simulation.recovered",
+                system=row.system,
+                day=day,
+                date=date,
+                match_rate=row.match_rate,
+                change=row.change,
+            )
+
+
+def _write_outputs(result: SimulationResult, simulation_id: str, started: datetime) -> None:
+    """timeline.csv and timeline.svg, staged and fsynced, then renamed into place together."""
+    writer = ReportWriter(result.folder, simulation_id, iso(started))
+    rows = result.rows
+    report = writer.open(
+        TIMELINE,
+        TIMELINE_COLUMNS,
+        row_count=len(rows),
+        totals=(
+            f"alerts={sum(r.flag == ALERT for r in rows)}; "
+            f"recovered={sum(r.flag == RECOVERED for r in rows)}"
+        ),
+        description=(
+            f"scenario {result.scenario}, {result.days} days, seed {result.seed}, "
+            f"{result.keys_per_system} keys per system: one row per day and system"
+        ),
+    )
+    report.rows([row.cells() for row in rows], risky=(2,))
+    report.close()
+    svg = _chart(result)
+    path = writer.staging / CHART
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(svg)
+        handle.flush()
+        os.fsync(handle.fileno())
+    writer.written.append(CHART)
+    writer.publish()
+
+
+def _chart(result: SimulationResult) -> str:
+    """One line per peer (the authority is 100 % by definition), alert days marked."""
+    systems = sorted({row.system for row in result.rows if row.system != result.authority})
+    series = []
+    for system in systems:
+        own = [row for row in result.rows if row.system == system]
+        marks: dict[str, list[int]] = {}
+        for row in own:
+            if row.flag in (ALERT, RECOVERED):
+                marks.setdefault(row.flag, []).append(row.day - 1)
+        series.append(Series(system, [row.match_rate for row in own], marks))
+    return line_chart(
+        series,
+        [str(day) for day in range(1, result.days + 1)],
+        title=f"Match rate per system: scenario {result.scenario}",
+        subtitle=(
+            f"{result.days} days from {result.rows[0].date if result.rows else ''}, seed "
+            f"{result.seed}, {result.keys_per_system:,} keys per system; "
+            f"match rate = matched / |{result.authority} ∪ peer|"
+        ),
+    )

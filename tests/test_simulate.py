@@ -1,0 +1,374 @@
+"""``keysync simulate``: the timeline shows each scenario's shape and the alerts land right.
+
+Every scenario runs once per module, for real (``python -m keysync simulate`` in a
+subprocess, 10 days of 1,000 keys per system), and the tests read what a user would:
+``timeline.csv``, ``timeline.svg``, stdout, the simulation's log, its SQLite registry.
+
+Expected days follow docs/mock-data.md with D = 10: ``failure`` breaks on day
+ceil(10/2) = 5; ``recovery`` drops on day 10//3 + 1 = 4 and is back to 80 % on day
+2*10//3 + 1 = 7 (4: 30 %, 5: 46.7 %, 6: 63.3 %, 7: 80 %).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keysync.lock import RunLock
+from keysync.simulate import AlertTracker
+
+DAYS = 10
+PEERS = ["B", "C", "D", "E"]
+SYSTEMS = ["A", *PEERS]
+COLUMNS = [
+    "day",
+    "date",
+    "system",
+    "matched",
+    "missing_in_a",
+    "missing_from_system",
+    "duplicates",
+    "rejected",
+    "match_rate",
+    "change",
+    "flag",
+]
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def _keysync(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "keysync", *args],
+        cwd=folder,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _config(folder: Path, **sections: Any) -> None:
+    simulation = {"keys_per_system": 1000, **sections.pop("simulation", {})}
+    text = yaml.safe_dump({"simulation": simulation, **sections}, sort_keys=False)
+    (folder / "keysync-config.yaml").write_text(text, encoding="utf-8")
+
+
+class Simulated:
+    """One finished ``keysync simulate`` and what it left behind."""
+
+    def __init__(self, project: Path, scenario: str, done: subprocess.CompletedProcess[str]):
+        self.project = project
+        self.done = done
+        self.folder = project / "output" / "simulation" / scenario
+        self.text = (self.folder / "timeline.csv").read_text(encoding="utf-8")
+        body = "".join(line for line in io.StringIO(self.text) if not line.startswith("#"))
+        self.header, *rows = list(csv.reader(io.StringIO(body)))
+        self.rows = [dict(zip(self.header, row)) for row in rows]
+
+    def rates(self, system: str) -> list[float]:
+        return [float(r["match_rate"]) for r in self.rows if r["system"] == system]
+
+    def flags(self, flag: str) -> list[tuple[int, str]]:
+        return [(int(r["day"]), r["system"]) for r in self.rows if r["flag"] == flag]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        log = self.folder / "data" / "logs" / "keysync.jsonl"
+        lines = log.read_text(encoding="utf-8").splitlines()
+        return [e for e in map(json.loads, lines) if e["event"] == name]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Simulated]:
+    """Each scenario simulated once. The recovery project also has a real registry first."""
+    results: dict[str, Simulated] = {}
+    for scenario in ("normal", "drift", "failure", "recovery"):
+        project = tmp_path_factory.mktemp(scenario)
+        _config(project)
+        if scenario == "recovery":
+            for args in (("generate",), ("run",)):
+                assert _keysync(project, *args).returncode == 0
+            before = {
+                p: _digest(p)
+                for p in [*(project / "data").rglob("*"), *(project / "output").rglob("*")]
+                if p.is_file()
+            }
+            (project / "before.json").write_text(json.dumps({str(k): v for k, v in before.items()}))
+        done = _keysync(project, "simulate", "--scenario", scenario, "--days", str(DAYS))
+        assert done.returncode == 0, done.stderr
+        results[scenario] = Simulated(project, scenario, done)
+    return results
+
+
+def test_normal_stays_within_5_points_of_80_percent_without_alerts(
+    simulated: dict[str, Simulated],
+) -> None:
+    sim = simulated["normal"]
+    for peer in PEERS:
+        rates = sim.rates(peer)
+        assert len(rates) == DAYS
+        assert all(abs(rate - 0.80) <= 0.05 for rate in rates), (peer, rates)
+    assert sim.rates("A") == [1.0] * DAYS
+    assert [r["flag"] for r in sim.rows] == [""] * len(sim.rows)
+    assert sim.events("simulation.alert") == []
+
+
+def test_drift_falls_every_day_from_80_to_50_percent_without_a_steep_day(
+    simulated: dict[str, Simulated],
+) -> None:
+    sim = simulated["drift"]
+    for peer in PEERS:
+        rates = sim.rates(peer)
+        assert all(later < earlier for earlier, later in itertools.pairwise(rates)), (peer, rates)
+        assert abs(rates[0] - 0.80) <= 0.01 and abs(rates[-1] - 0.50) <= 0.01
+    # 30 points over 9 steps: 3.3 points a day, never more than the 10-point threshold.
+    assert sim.flags("alert") == []
+
+
+def test_failure_drops_about_50_points_on_one_day_and_alerts_on_that_day(
+    simulated: dict[str, Simulated],
+) -> None:
+    sim = simulated["failure"]
+    for peer in PEERS:
+        rows = [r for r in sim.rows if r["system"] == peer]
+        changes = [float(r["change"]) for r in rows[1:]]
+        steep = [day for day, change in enumerate(changes, start=2) if change < -0.10]
+        assert steep == [5], (peer, changes)
+        assert abs(changes[5 - 2] + 0.50) <= 0.02
+        assert all(abs(rate - 0.80) <= 0.05 for rate in sim.rates(peer)[:4])
+        assert all(abs(rate - 0.30) <= 0.05 for rate in sim.rates(peer)[4:])
+    assert sim.flags("alert") == [(5, peer) for peer in PEERS]
+    assert sim.flags("recovered") == []
+    alerts = sim.events("simulation.alert")
+    assert [(e["day"], e["system"], e["level"]) for e in alerts] == [
+        (5, peer, "warning") for peer in PEERS
+    ]
+    assert all(e["change"] < -0.45 and abs(e["match_rate"] - 0.30) < 0.01 for e in alerts)
+
+
+def test_recovery_alerts_on_the_drop_and_flags_the_day_it_is_back(
+    simulated: dict[str, Simulated],
+) -> None:
+    sim = simulated["recovery"]
+    assert sim.flags("alert") == [(4, peer) for peer in PEERS]
+    assert sim.flags("recovered") == [(7, peer) for peer in PEERS]
+    for peer in PEERS:
+        rates = sim.rates(peer)
+        normal = rates[2]  # the day before the drop
+        assert rates[3] - normal < -0.45
+        assert rates[3] < rates[4] < rates[5] < rates[6]
+        assert all(abs(rate - normal) <= 0.05 for rate in rates[6:])  # back within ±5 points
+    recovered = sim.events("simulation.recovered")
+    assert {(e["day"], e["system"], e["level"]) for e in recovered} == {
+        (7, peer, "info") for peer in PEERS
+    }
+    # The printed table: one line per day, flags on the right days, then the paths.
+    lines = sim.done.stdout.splitlines()
+    day_lines = {int(line.split()[0]): line for line in lines if line[:4].strip().isdigit()}
+    assert sorted(day_lines) == list(range(1, DAYS + 1))
+    assert day_lines[4].split()[1:] == ["2026-11-04", "30.0%", "alert:", "B", "C", "D", "E"]
+    assert day_lines[7].endswith("recovered: B C D E")
+    mean = sum(sim.rates(peer)[4] for peer in PEERS) / len(PEERS)
+    assert day_lines[5].split()[1:] == ["2026-11-05", f"{mean:.1%}"]  # no flag that day
+    assert f"timeline: {sim.folder / 'timeline.csv'}" in lines
+    assert f"chart:    {sim.folder / 'timeline.svg'}" in lines
+    # Alerts are warnings, so they reach stderr without -v; the runs' chatter does not.
+    assert sim.done.stderr.count("simulation.alert") == 4
+    assert "run.started" not in sim.done.stderr
+
+
+def test_the_users_registry_reports_and_log_are_untouched(
+    simulated: dict[str, Simulated],
+) -> None:
+    sim = simulated["recovery"]
+    before = json.loads((sim.project / "before.json").read_text())
+    after = {
+        str(p): _digest(p)
+        for p in [*(sim.project / "data").rglob("*"), *(sim.project / "output").rglob("*")]
+        if p.is_file() and sim.folder not in p.parents
+    }
+    assert after == before
+    # The simulation has its own registry, with one successful run per day.
+    with sqlite3.connect(sim.folder / "data" / "keysync.db") as db:
+        outcomes = [row[0] for row in db.execute("SELECT outcome FROM runs ORDER BY seq")]
+    assert outcomes == ["completed"] * DAYS
+    with sqlite3.connect(sim.project / "data" / "keysync.db") as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    day_events = sim.events("simulation.day")
+    assert [e["day"] for e in day_events] == list(range(1, DAYS + 1))
+    assert sorted(p.name for p in (sim.folder / "days").iterdir()) == [
+        f"day-{d:02d}" for d in range(1, DAYS + 1)
+    ]
+
+
+def test_timeline_has_the_spec_columns_sorted_by_day_and_system(
+    simulated: dict[str, Simulated],
+) -> None:
+    sim = simulated["recovery"]
+    assert sim.header == COLUMNS
+    keys = [(int(r["day"]), r["system"]) for r in sim.rows]
+    assert keys == [(day, system) for day in range(1, DAYS + 1) for system in SYSTEMS]
+    assert [r["date"] for r in sim.rows[:: len(SYSTEMS)]] == [
+        f"2026-11-{day:02d}" for day in range(1, DAYS + 1)
+    ]
+    head = [line for line in sim.text.splitlines() if line.startswith("# ")]
+    assert head[0] == "# report: timeline"
+    assert f"# rows: {DAYS * len(SYSTEMS)}" in head
+    assert "# totals: alerts=4; recovered=4" in head
+    previous: dict[str, float] = {}
+    for row in sim.rows:
+        rate = float(row["match_rate"])
+        matched, only_peer, only_a = (
+            int(row[c]) for c in ("matched", "missing_in_a", "missing_from_system")
+        )
+        assert rate == round(matched / (matched + only_peer + only_a), 4)
+        expected = "" if row["day"] == "1" else str(round(rate - previous[row["system"]], 4))
+        assert row["change"] == expected
+        previous[row["system"]] = rate
+    # Each day's own reports agree with its timeline rows.
+    day7 = sim.folder / "days" / "day-07" / "reconciliation_summary.csv"
+    summary = {r["system"]: r for r in csv.DictReader(day7.open(encoding="utf-8"))}
+    for row in sim.rows[6 * len(SYSTEMS) : 7 * len(SYSTEMS)]:
+        assert summary[row["system"]]["matched"] == row["matched"]
+        assert summary[row["system"]]["match_rate"] == row["match_rate"]
+
+
+def test_the_chart_is_well_formed_svg_with_one_line_per_peer_and_the_flagged_days(
+    simulated: dict[str, Simulated],
+) -> None:
+    sim = simulated["recovery"]
+    root = ET.parse(sim.folder / "timeline.svg").getroot()
+    assert root.tag == f"{SVG}svg"
+    groups = [g for g in root.iter(f"{SVG}g") if g.get("class") == "series"]
+    assert [g.get("data-system") for g in groups] == PEERS
+    for group in groups:
+        (line,) = group.iter(f"{SVG}polyline")
+        assert len(line.get("points", "").split()) == DAYS
+    circles = [c.get("class") for c in root.iter(f"{SVG}circle") if c.get("class")]
+    assert circles.count("alert") >= 1 and circles.count("recovered") >= 1
+    texts = {t.text for t in root.iter(f"{SVG}text")}
+    assert {"0 %", "100 %", "1", str(DAYS), "alert d4", "recovered d7"} <= texts
+    assert {"B", "C", "D", "E"} <= texts  # the legend
+
+
+def test_a_second_simulation_starts_over_with_a_fresh_registry(tmp_path: Path) -> None:
+    _config(tmp_path)
+    first = _keysync(tmp_path, "simulate", "--scenario", "normal", "--days", "3")
+    assert first.returncode == 0, first.stderr
+    second = _keysync(tmp_path, "-q", "simulate", "--scenario", "normal", "--days", "1")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == ""
+    folder = tmp_path / "output" / "simulation" / "normal"
+    sim = Simulated(tmp_path, "normal", second)
+    assert [(r["day"], r["change"], r["flag"]) for r in sim.rows] == [("1", "", "")] * 5
+    with sqlite3.connect(folder / "data" / "keysync.db") as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    assert [p.name for p in (folder / "days").iterdir()] == ["day-01"]
+    # The log is kept across simulations, like any log.
+    assert len(sim.events("simulation.started")) == 2
+
+
+def test_an_unavailable_peer_is_flagged_and_the_simulation_exits_degraded(tmp_path: Path) -> None:
+    _config(
+        tmp_path,
+        simulation={"seed": 7, "failures": {"simulate_timeout": True}},
+        processing={"source_timeout_s": 0.3},
+    )
+    done = _keysync(tmp_path, "simulate", "--days", "2")
+    assert done.returncode == 4, done.stderr
+    sim = Simulated(tmp_path, "normal", done)
+    (stalled,) = {system for _, system in sim.flags("unavailable")}
+    assert sim.flags("unavailable") == [(1, stalled), (2, stalled)]
+    gone = [r for r in sim.rows if r["system"] == stalled]
+    assert {(r["matched"], r["match_rate"], r["change"]) for r in gone} == {("", "", "")}
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"keysync: degraded: {stalled} unavailable on days 1, 2 (no match rate for it on "
+        "those days)"
+    )
+
+
+def test_a_simulation_already_running_is_refused_with_one_line(tmp_path: Path) -> None:
+    _config(tmp_path)
+    folder = tmp_path / "output" / "simulation" / "normal"
+    with RunLock.acquire(folder, "sim-test", purpose="simulate"):
+        done = _keysync(tmp_path, "simulate", "--days", "2")
+    assert done.returncode == 3
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("keysync: error: another keysync command (simulate sim-test")
+    assert not (folder / "input").exists()
+
+
+@pytest.mark.parametrize("args", [("--days", "0"), ("--scenario", "chaos")])
+def test_bad_options_exit_2(tmp_path: Path, args: tuple[str, str]) -> None:
+    done = _keysync(tmp_path, "simulate", *args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+# Rates and thresholds in basis points: the timeline's 4 decimals, compared exactly.
+basis_points = st.lists(st.one_of(st.none(), st.integers(0, 10_000)), min_size=1, max_size=40)
+
+
+@given(basis_points, st.integers(1, 5_000))
+def test_flags_follow_their_definition(series: list[int | None], threshold: int) -> None:
+    """alert iff the rate fell by more than the threshold since the day before; recovered on
+    the first later day within the threshold of the rate before the first alert."""
+    tracker = AlertTracker(threshold / 10_000)
+    level: int | None = None
+    previous: int | None = None
+    for rate in series:
+        change, flag = tracker.observe("B", None if rate is None else rate / 10_000)
+        if rate is None:
+            assert (change, flag) == (None, "unavailable")
+        elif previous is None:
+            assert (change, flag) == (None, "")
+        else:
+            assert change == (rate - previous) / 10_000
+            if previous - rate > threshold:
+                assert flag == "alert"
+                level = previous if level is None else level
+            elif level is not None and level - rate <= threshold:
+                assert flag == "recovered"
+                level = None
+            else:
+                assert flag == ""
+        previous = rate
+
+
+@pytest.mark.slow
+def test_recovery_30_days_at_the_default_size_within_15_seconds(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = _keysync(tmp_path, "simulate", "--scenario", "recovery", "--days", "30")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    sim = Simulated(tmp_path, "recovery", done)
+    assert sim.flags("alert") == [(11, peer) for peer in PEERS]  # 30//3 + 1
+    assert len(sim.rows) == 30 * len(SYSTEMS)
