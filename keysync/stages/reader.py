@@ -17,6 +17,7 @@ import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import add
 from pathlib import Path
 
 from keysync.config import SourceConfig
@@ -96,6 +97,14 @@ def _next_other(whole: tuple[str, ...], start: int) -> int:
         return len(whole)
 
 
+def _cells(columns: list[tuple[str, ...]], group: int) -> tuple[str, ...]:
+    """One captured column: its plain cells, or plain + quoted contents when any was quoted."""
+    plain, quoted = columns[group], columns[group + 1]
+    if any(quoted):  # C-level scan; one of each pair is always empty
+        return tuple(map(add, plain, quoted))
+    return plain
+
+
 class _RecordParser:
     """Turns complete physical lines into records, rows and rejections."""
 
@@ -107,17 +116,42 @@ class _RecordParser:
         self.key_index = header.key_index
         self.ts_index = header.timestamp_index
         delim = re.escape(source.delimiter)
-        cell = f'[^{delim}"\\x00\\r\\n\\udc80-\\udcff]*'
-        parts = []
+        refused = "\\x00\\r\\n\\udc80-\\udcff"  # NUL, line ends, undecodable bytes
+        plain = f'[^{delim}"{refused}]*'
+        # A quoted cell on one line (may hold the delimiter and "" escapes): taken in C too.
+        # Text after a closing quote cannot match: a cell must end at a delimiter or line end.
+        quoted = f'"[^"{refused}]*(?:""[^"{refused}]*)*"'
+        # A captured cell is plain or quoted without "" escapes (anything else is careful).
+        captured_cell = f'(?:({plain})|"([^"{refused}]*)")'
+        # Build the line pattern, noting where each group lands in a findall tuple.
+        pattern = ""
+        index = 0  # the tuple index of the next group
+        group_of: dict[int, int] = {}
+        marker = 0
         for i in range(self.ncols):
-            parts.append(f"({cell})" if i in (self.key_index, self.ts_index) else cell)
-        good = delim.join(parts)
-        self._line_pattern = re.compile(f"^(?:({good})\\r?|(.*))$", re.MULTILINE)
-        # Group numbers inside each findall tuple: 0 = whole good line, last = other line.
-        captured = sorted(i for i in (self.key_index, self.ts_index) if i is not None)
-        self._key_group = 1 + captured.index(self.key_index)
-        self._ts_group = 1 + captured.index(self.ts_index) if self.ts_index is not None else None
-        self._other_group = 1 + len(captured)
+            if i == 1:
+                # A good line is told apart by a capture of its first delimiter: a
+                # one-character string that CPython caches, unlike a copy of the whole line.
+                pattern += f"({delim})"
+                marker = index
+                index += 1
+            elif i:
+                pattern += delim
+            if i in (self.key_index, self.ts_index):
+                group_of[i] = index
+                pattern += captured_cell
+                index += 2
+            else:
+                pattern += f"(?:{plain}|{quoted})"
+        if self.ncols == 1:  # no delimiter to capture: capture the whole line
+            pattern = f"({pattern})"
+            group_of = {i: n + 1 for i, n in group_of.items()}
+            index += 1
+        self._line_pattern = re.compile(f"^(?:{pattern}\\r?|(.*))$", re.MULTILINE)
+        self._good_group = marker
+        self._key_group = group_of[self.key_index]
+        self._ts_group = group_of[self.ts_index] if self.ts_index is not None else None
+        self._other_group = index
 
     def parse(
         self, lines: list[bytes], first_line: int, at_eof: bool
@@ -138,11 +172,12 @@ class _RecordParser:
         count = len(lines)
         if len(matches) != count:  # pragma: no cover - a regex invariant
             raise AssertionError(f"{len(matches)} matches for {count} lines")
-        # Columns of the findall tuples, built in C: whole good line, key, timestamp, other.
+        # Columns of the findall tuples, built in C: good-line marker, key, timestamp, other.
         columns = list(zip(*matches))
-        whole = columns[0]
-        key_column = columns[self._key_group]
-        ts_column = columns[self._ts_group] if self._ts_group else ("",) * count
+        whole = columns[self._good_group]
+        key_column = _cells(columns, self._key_group)
+        ts_group = self._ts_group
+        ts_column = _cells(columns, ts_group) if ts_group is not None else ("",) * count
         keys: list[str] = []
         numbers: list[int] = []
         stamps: list[str] = []
@@ -293,36 +328,38 @@ def read_batches(
     with open(path, "rb") as handle:
         size = handle.seek(0, 2)
         handle.seek(offset)
-        buffer = b""
+        # Each chunk is split into lines once; batches are slices of that list (copying
+        # or re-counting the rest of a chunk for every batch cost more than parsing it).
+        pending: list[bytes] = []  # complete physical lines, not yet in a batch from ``pos``
+        pos = 0
+        partial = b""  # the start of a line whose end is in the next chunk
         eof = False
         want = batch_size
         while True:
-            while not eof and buffer.count(b"\n") < want:
-                chunk = handle.read(max(READ_CHUNK, len(buffer)))
-                if chunk:
-                    buffer += chunk
-                else:
+            while not eof and len(pending) - pos < want:
+                chunk = handle.read(READ_CHUNK)
+                if not chunk:
                     eof = True
-            if not buffer:
+                    if partial:  # a last line without a newline
+                        pending.append(partial)
+                        partial = b""
+                    break
+                lines = (partial + chunk).split(b"\n") if partial else chunk.split(b"\n")
+                partial = lines.pop()
+                if pos:
+                    del pending[:pos]
+                    pos = 0
+                pending.extend(lines)
+            if pos >= len(pending):
                 return
-            parts = buffer.split(b"\n", want)
-            if len(parts) > want:
-                rest = parts.pop()
-            else:
-                rest = b""
-                if parts[-1] == b"":
-                    parts.pop()  # the buffer ended with a newline: no trailing partial line
-            at_eof = eof and not rest
+            parts = pending[pos : pos + want]
+            at_eof = eof and pos + len(parts) == len(pending)
             keys, numbers, stamps, rejected, records, consumed = parser.parse(parts, line, at_eof)
             if consumed == 0:
                 want *= 2  # one record spans more lines than a batch: read further
                 continue
-            used = parts[:consumed]
-            length = min(sum(map(len, used)) + consumed, size - offset)
-            leftover = parts[consumed:]
-            if leftover:
-                rest = b"\n".join(leftover) + b"\n" + rest
-            buffer = rest
+            length = min(sum(map(len, parts[:consumed])) + consumed, size - offset)
+            pos += consumed
             yield RawBatch(
                 system=system,
                 seq=seq,
