@@ -255,6 +255,30 @@ def _publish_leftovers(config: Config, store: StateStore) -> None:
         )
 
 
+def _usable_checkpoint(folder: Path, store: StateStore) -> bool:
+    """Whether the checkpoint in ``folder`` can be resumed; if not, say why and remove it.
+
+    A checkpoint whose run already committed (killed after the commit) has nothing
+    left to do; one that cannot be read, or whose run the database does not know,
+    cannot be trusted: the run starts afresh rather than failing.
+    """
+    record = store.run(folder.name)
+    if record is not None and record.outcome in SUCCESSFUL:
+        checkpoint.remove(folder)
+        return False
+    try:
+        checkpoint.read_header(folder)
+        if record is None:
+            raise RunError(f"the database has no run {folder.name}")
+    except RunError as exc:
+        logs.get_logger(stage="runner").warning(
+            "checkpoint.unusable", path=str(folder), reason=str(exc)
+        )
+        checkpoint.remove(folder)
+        return False
+    return True
+
+
 def run(config: Config, options: RunOptions | None = None) -> RunResult:
     """Reconcile the configured sources; see SPEC.md "Commands" for the contract."""
     options = options or RunOptions()
@@ -270,12 +294,8 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
         store = StateStore.open(config.data_dir / DB_NAME)
         try:
             _publish_leftovers(config, store)
-            if resume_dir is not None:
-                record = store.run(run_id)
-                if record is not None and record.outcome in SUCCESSFUL:
-                    # Killed after its commit: that run is done; only its checkpoint was left.
-                    checkpoint.remove(resume_dir)
-                    resume_dir, run_id = None, new_run_id(started)
+            if resume_dir is not None and not _usable_checkpoint(resume_dir, store):
+                resume_dir, run_id = None, new_run_id(started)
             if options.resume and resume_dir is None:
                 log.warning(
                     "run.nothing_to_resume",

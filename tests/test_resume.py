@@ -234,3 +234,20 @@ def test_nothing_to_resume_runs_normally(fresh: Path, write_config: Callable[...
     )
     assert done.returncode == 0
     assert "nothing_to_resume" in (fresh / "data" / "logs" / "keysync.jsonl").read_text()
+
+
+def test_unreadable_checkpoint_falls_back_to_a_fresh_run(fresh: Path, reference: Path) -> None:
+    kill_at(fresh, "reading:30000")
+    (header,) = (fresh / "checkpoints").glob("*/header.msgpack")
+    header.write_bytes(b"\x00garbage")
+    done = subprocess.run(
+        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run", "--resume"),
+        env=env_with(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "checkpoint.unusable" in done.stderr and "Traceback" not in done.stderr
+    for name in REPORTS:
+        assert rows_of(fresh / "output" / name) == rows_of(reference / "output" / name), name
