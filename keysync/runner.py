@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from keysync import checkpoint, logs, testhooks
+from keysync import checkpoint, incremental, logs, testhooks
 from keysync.checkpoint import CheckpointHeader, CheckpointWriter
 from keysync.comparison import Comparison, SystemSummary, compare
 from keysync.config import Config
@@ -383,6 +383,10 @@ class _Run:
 
     def execute(self) -> RunResult:
         logs.bind_run(self.run_id)
+        # Incremental mode (keysync/incremental.py): snapshots restore sources and are renewed.
+        self.snapshots = incremental.Snapshots(
+            self.config, self.run_id, save=not self.options.dry_run
+        )
         observer = _RunObserver(
             self.writer,
             time.monotonic() - self.clock if self.resumed else None,
@@ -402,6 +406,7 @@ class _Run:
                 )
                 comparison = self._read_and_compare(observer)
                 result = self._report_and_commit(comparison, observer)
+            self.snapshots.publish()  # incremental: only after the commit
             self.writer.close()
             checkpoint.remove(self.writer.directory)
             self.log.info(
@@ -437,11 +442,20 @@ class _Run:
             self.log.exception("run.failed", reason=repr(exc))
             raise
         finally:
+            self.snapshots.discard()  # incremental: a run that did not commit leaves none
             logs.unbind_run()
 
     def _read_and_compare(self, observer: _RunObserver) -> Comparison:
         config = self.config
         stalled = _stalled_system(config, self.systems)
+        restored: set[str] = set()
+        if self.mode == "incremental":  # keysync/incremental.py: sources not yet in the index
+            untouched = [
+                s
+                for s in self.systems
+                if s not in self.unavailable and s != stalled and self.index[s].rows_read == 0
+            ]
+            restored = self.snapshots.restore(self.index, untouched, self.store)
         jobs = [
             SourceJob(
                 s,
@@ -451,7 +465,7 @@ class _Run:
                 stall=(s == stalled),
             )
             for s in self.systems
-            if s not in self.unavailable
+            if s not in self.unavailable and s not in restored
         ]
         pipeline = Pipeline(config, jobs, index=self.index, run_id=self.run_id, observer=observer)
         result = pipeline.run()
@@ -466,6 +480,7 @@ class _Run:
         if all(p in unavailable for p in peers):
             reasons = "; ".join(f"{p}: {unavailable[p]}" for p in peers)
             raise RunError(f"no peer of {authority} is available ({reasons})")
+        self.snapshots.prepare(self.index, unavailable, self.header.inputs)  # incremental
         return compare(self.index, authority, unavailable)
 
     def _report_and_commit(self, comparison: Comparison, observer: _RunObserver) -> RunResult:

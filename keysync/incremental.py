@@ -1,0 +1,715 @@
+"""Incremental mode: rebuild the key index from what changed since the last successful run.
+
+A successful run leaves one snapshot per source, ``paths.data/snapshots/<system>.msgpack``:
+the bytes of the file it read and, for every physical line, what that line
+turned into (normalized key, raw form, timestamp, or why it was rejected). An
+incremental run then treats each source by what happened to it:
+
+- **unchanged** (the same bytes): its part of the index is rebuilt from the
+  snapshot's columns; nothing is parsed or normalized;
+- **changed**: every line is looked up by its exact bytes among the previous
+  file's lines (one dict lookup in C per line); only lines never seen before go
+  through the reader's parser and the normalizer; then the index is rebuilt in
+  file order with the new line numbers, so inserted or removed lines, reordered
+  files and moved duplicates come out exactly as a full read gives them;
+- **no usable snapshot** (none, unreadable, another format, other settings,
+  another header): the source is read in full by the pipeline, and an
+  ``incremental.fallback`` warning says why.
+
+Why the bytes of one line are enough: a line's outcome depends only on its
+bytes, the header and the settings (both checked), *provided a record starts
+there and ends on the same line*. Only a record whose quoted field runs over
+several lines (or is never closed) depends on its neighbours; such records are
+flagged ``BOUND`` and are never reused for another file, and a line that is not
+in the previous file is always parsed with the lines that follow it.
+
+Snapshots are written in a background thread while the run plans and reports,
+to temporary files that are renamed into place only after the run's state is
+committed; a failed, interrupted or dry run leaves the previous snapshots.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import queue
+import re
+import threading
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import compress, repeat
+from operator import gt, is_, ne, sub
+from pathlib import Path
+
+import msgspec
+
+from keysync import logs
+from keysync.checkpoint import InputFingerprint, fingerprint, settings_hash
+from keysync.config import Config, SourceConfig
+from keysync.messages import RawBatch, RejectedRow
+from keysync.normalization import KeyNormalizer, compile_rules
+from keysync.stages.merger import KeyIndex, SourcePosition, SystemKeys
+from keysync.stages.normalizer import normalize_batch
+from keysync.stages.reader import (
+    Header,
+    SourceUnavailable,
+    _RecordParser,
+    read_header,
+)
+from keysync.state import StateStore
+
+FORMAT_VERSION = 1
+FOLDER = "snapshots"
+
+# One byte per physical data line (line number = index + 2).
+VALID = 1  # a usable record starts on this line
+REJECTED = 2  # a rejected record starts on this line
+BOUND = 4  # that record's outcome depends on other lines: never reused for another file
+_RECORD = bytes(1 if code & (VALID | REJECTED) else 0 for code in range(256))
+_VALID = bytes(1 if code & VALID else 0 for code in range(256))
+_REJECTED = bytes(1 if code & REJECTED else 0 for code in range(256))
+_REUSABLE = bytes(1 if code & (VALID | REJECTED) and not code & BOUND else 0 for code in range(256))
+
+Rejection = tuple[str, str, str]  # error_type, message, raw (as in rejected_rows.csv)
+
+
+class Snapshot(msgspec.Struct, array_like=True):
+    """One source as a successful run read it; the columns are per physical data line."""
+
+    format: int
+    system: str
+    run_id: str
+    settings_hash: str
+    size: int
+    mtime_ns: int
+    header: bytes  # line 1 with its line end, as in the file
+    body: bytes  # every byte after line 1
+    kinds: bytes  # VALID / REJECTED / BOUND bits
+    keys: list[str]  # normalized key of a valid record starting on the line, else ""
+    stamps: list[str]  # its timestamp cell
+    raws: list[str]  # its raw key where that differs from the key, else ""
+    rejections: dict[int, Rejection]  # line index -> why the record starting there was rejected
+
+
+class _Version(msgspec.Struct, array_like=True):
+    format: int
+
+
+class Fallback(Exception):
+    """This source cannot be updated from its snapshot; the message says why."""
+
+
+def snapshot_path(config: Config, system: str) -> Path:
+    return config.data_dir / FOLDER / f"{system}.msgpack"
+
+
+def split_lines(body: bytes) -> list[bytes]:
+    """Physical lines as the reader sees them: split at ``\\n``, no empty piece after the last."""
+    lines = body.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def _consume(iterator: Iterable[object]) -> None:
+    deque(iterator, maxlen=0)
+
+
+# ----------------------------------------------------------------- parsing only what's new
+
+
+class _LineParser:
+    """Parses chosen lines of a file exactly as the reader would, given the whole file.
+
+    Lines that certainly hold one complete record (no quote, or quoted fields that
+    all close on the line) are context-free: they are parsed together in one call.
+    Any other line with a quote may open a record that runs over the next lines;
+    it is parsed with the lines that follow it, and the smallest window for which
+    the reader completes the record is the number of lines the record uses.
+    """
+
+    def __init__(self, system: str, source: SourceConfig, header: Header, config: Config) -> None:
+        self.system = system
+        self.parser = _RecordParser(system, source, header)
+        self.normalizer: KeyNormalizer = compile_rules(config.normalize)
+        self.max_key_length = config.processing.max_key_length
+        delim = re.escape(source.delimiter.encode(source.encoding))
+        cell = b'(?:"(?:[^"]|"")*"|[^"' + delim + b"]*)"
+        self._closed = re.compile(cell + b"(?:" + delim + cell + b")*\r?").fullmatch
+
+    def context_free(self, line: bytes) -> bool:
+        return b'"' not in line or self._closed(line) is not None
+
+    def parse(
+        self, lines: list[bytes], wanted: Sequence[int]
+    ) -> tuple[dict[int, tuple[str, str, str]], dict[int, Rejection], dict[int, int]]:
+        """Outcomes of the records starting at ``wanted`` (ascending indices into ``lines``).
+
+        Returns valid rows (index -> key, stamp, raw), rejections (index -> why) and, for
+        records that use more than one line, index -> lines used. Lines inside such a
+        record are not records; a wanted line inside one is skipped. Blank lines give nothing.
+        """
+        single: list[int] = []
+        raw_keys: list[str] = []
+        numbers: list[int] = []
+        stamps: list[str] = []
+        rejected: list[RejectedRow] = []
+        spans: dict[int, int] = {}
+        skip_until = 0
+        for index in wanted:
+            if index < skip_until:
+                continue
+            line = lines[index]
+            if self.context_free(line):
+                single.append(index)
+                continue
+            used = self._parse_in_context(lines, index, raw_keys, numbers, stamps, rejected)
+            if used > 1:
+                spans[index] = used
+                skip_until = index + used
+        if single:
+            keys, positions, found_stamps, found_rejected, _, _ = self.parser.parse(
+                [lines[i] for i in single], 0, True
+            )
+            raw_keys.extend(keys)
+            numbers.extend(single[p] + 2 for p in positions)
+            stamps.extend(found_stamps)
+            rejected.extend(
+                msgspec.structs.replace(row, line=single[row.line] + 2) for row in found_rejected
+            )
+        batch = normalize_batch(
+            RawBatch(self.system, 0, 0, 0, 0, 0, raw_keys, numbers, stamps, rejected, 0),
+            self.normalizer,
+            self.max_key_length,
+        )
+        raws = batch.raws()
+        valid = {
+            line - 2: (key, stamp, "" if raw == key else raw)
+            for key, line, stamp, raw in zip(batch.keys, batch.lines, batch.timestamps, raws)
+        }
+        rejections = {
+            row.line - 2: (row.error_type, row.message, row.raw) for row in batch.rejected
+        }
+        return valid, rejections, spans
+
+    def _parse_in_context(
+        self,
+        lines: list[bytes],
+        index: int,
+        raw_keys: list[str],
+        numbers: list[int],
+        stamps: list[str],
+        rejected: list[RejectedRow],
+    ) -> int:
+        """Parse the record starting at ``lines[index]`` with what follows; returns lines used."""
+        count = len(lines)
+        parse = self.parser.parse
+
+        def complete(width: int) -> bool:
+            return parse(lines[index : index + width], 0, index + width >= count)[5] > 0
+
+        # The reader completes the record once the window holds all of its lines (or at
+        # EOF, or at MAX_RECORD_LINES): find that smallest window by doubling, then bisect.
+        high = 1
+        while not complete(high):
+            high *= 2
+        low = high // 2 + 1 if high > 1 else 1
+        while low < high:
+            middle = (low + high) // 2
+            if complete(middle):
+                high = middle
+            else:
+                low = middle + 1
+        keys, positions, found_stamps, found_rejected, _, _ = parse(
+            lines[index : index + high], index + 2, index + high >= count
+        )
+        first = index + 2
+        for key, line, stamp in zip(keys, positions, found_stamps):
+            if line == first:
+                raw_keys.append(key)
+                numbers.append(line)
+                stamps.append(stamp)
+        for row in found_rejected:
+            if row.line == first:
+                rejected.append(row)
+                if row.error_type == "bad-quoting":
+                    return 1  # the reader resumes at the next line
+        return high
+
+
+# ------------------------------------------------------------------------ line tables
+
+
+@dataclass
+class LineTable:
+    """Per physical data line: kind bits, key, timestamp, raw form, rejection."""
+
+    kinds: bytes
+    keys: list[str]
+    stamps: list[str]
+    raws: list[str]
+    rejections: dict[int, Rejection]
+
+
+def system_keys(system: str, table: LineTable, size: int) -> SystemKeys:
+    """The index of one system from its line table: exactly what the merger builds.
+
+    First occurrences, their timestamps and raw forms come from dicts built in C
+    from whole columns; only keys that occur more than once cost Python work.
+    """
+    kinds = table.kinds
+    count = len(kinds)
+    valid = kinds.translate(_VALID)
+    lines = list(compress(range(2, count + 2), valid))
+    keys = list(compress(table.keys, valid))
+    stamps = list(compress(table.stamps, valid))
+    raws = list(compress(table.raws, valid))
+    # In file order, and for a key seen again, its *last* line and timestamp (fixed below).
+    first_line = dict(zip(keys, lines))
+    timestamps = dict(zip(keys, stamps))
+    raw_forms = dict(compress(zip(keys, raws), raws))
+    repeats: dict[str, list[tuple[int, str]]] = {}
+    if len(first_line) != len(keys):
+        # Positions whose line is not the last line of their key: every repeat but the last.
+        earlier = compress(range(len(keys)), map(ne, map(first_line.__getitem__, keys), lines))
+        positions: dict[str, list[int]] = {}
+        for position in earlier:
+            positions.setdefault(keys[position], []).append(position)
+        for key, where in positions.items():
+            where.append(bisect_left(lines, first_line[key]))
+            first = where[0]
+            first_line[key] = lines[first]
+            timestamps[key] = stamps[first]
+            if raws[first]:
+                raw_forms[key] = raws[first]
+            else:
+                raw_forms.pop(key, None)
+            repeats[key] = [(lines[p], raws[p] or key) for p in where]
+    rejected = [RejectedRow(system, i + 2, *table.rejections[i]) for i in sorted(table.rejections)]
+    return SystemKeys(
+        name=system,
+        first_line=first_line,
+        timestamps=timestamps,
+        raw_forms=raw_forms,
+        repeats=repeats,
+        rejected=rejected,
+        rows_read=kinds.translate(_RECORD).count(1),
+        position=SourcePosition(size, count + 2, 0),
+    )
+
+
+def update_table(
+    old: LineTable, old_lines: list[bytes], lines: list[bytes], parser: _LineParser
+) -> tuple[LineTable, int]:
+    """The line table of ``lines``, reusing ``old`` for every line seen before.
+
+    Returns the table and how many lines had to be parsed.
+    """
+    reusable = old.kinds.translate(_REUSABLE)
+    known = dict(zip(compress(old_lines, reusable), compress(range(len(old_lines)), reusable)))
+    where: list[int | None] = list(map(known.get, lines))
+    del known
+    count = len(lines)
+    misses = list(compress(range(count), map(is_, where, repeat(None))))
+    valid, rejections, spans = parser.parse(lines, misses)
+    # New outcomes go after the old ones; "nothing" (blank line, inside a record) is one more.
+    kinds = bytearray(old.kinds)
+    keys, stamps, raws = old.keys, old.stamps, old.raws
+    all_rejections = dict(old.rejections)
+    nothing = len(kinds)
+    kinds.append(0)
+    keys.append("")
+    stamps.append("")
+    raws.append("")
+    for index in misses:
+        outcome = valid.get(index)
+        if outcome is not None:
+            where[index] = len(kinds)
+            kinds.append(VALID)
+            keys.append(outcome[0])
+            stamps.append(outcome[1])
+            raws.append(outcome[2])
+            continue
+        why = rejections.get(index)
+        if why is not None:
+            where[index] = len(kinds)
+            all_rejections[len(kinds)] = why
+            kinds.append(REJECTED | (BOUND if why[0] == "bad-quoting" else 0))
+            keys.append("")
+            stamps.append("")
+            raws.append("")
+        else:
+            where[index] = nothing
+    for index, used in spans.items():
+        where[index + 1 : index + used] = [nothing] * (used - 1)
+    chosen: list[int] = where  # type: ignore[assignment] # every None was replaced above
+    new_kinds = bytearray(map(kinds.__getitem__, chosen))
+    for index in spans:
+        new_kinds[index] |= BOUND
+    rejected_at = list(compress(range(count), new_kinds.translate(_REJECTED)))
+    table = LineTable(
+        kinds=bytes(new_kinds),
+        keys=list(map(keys.__getitem__, chosen)),
+        stamps=list(map(stamps.__getitem__, chosen)),
+        raws=list(map(raws.__getitem__, chosen)),
+        rejections={i: all_rejections[chosen[i]] for i in rejected_at},
+    )
+    return table, len(misses)
+
+
+def table_from_index(keys: SystemKeys, lines: list[bytes], parser: _LineParser) -> LineTable | str:
+    """The line table of a source the pipeline read, from its index and its lines.
+
+    The index has everything but the timestamps of later occurrences of a key;
+    those few lines are parsed again. Returns a reason instead when the file
+    does not match the index (it changed after it was read).
+    """
+    count = len(lines)
+    if keys.position.line != count + 2:
+        return f"the file has {count + 1} lines, the run read {keys.position.line - 1}"
+    kinds = bytearray(count)
+    key_column = [""] * count
+    stamp_column = [""] * count
+    raw_column = [""] * count
+    first = keys.first_line
+    at = list(map(sub, first.values(), repeat(2)))
+    _consume(map(key_column.__setitem__, at, first))
+    _consume(map(stamp_column.__setitem__, at, map(keys.timestamps.__getitem__, first)))
+    _consume(map(kinds.__setitem__, at, repeat(VALID)))
+    raw_at = map(sub, map(first.__getitem__, keys.raw_forms), repeat(2))
+    _consume(map(raw_column.__setitem__, raw_at, keys.raw_forms.values()))
+    later: list[int] = []
+    for key, occurrences in keys.repeats.items():
+        first_at = first[key]
+        for line, raw in occurrences:
+            if line != first_at:
+                index = line - 2
+                key_column[index] = key
+                raw_column[index] = "" if raw == key else raw
+                kinds[index] = VALID
+                later.append(index)
+    rejections: dict[int, Rejection] = {}
+    for row in keys.rejected:
+        index = row.line - 2
+        kinds[index] = REJECTED | (BOUND if row.error_type == "bad-quoting" else 0)
+        rejections[index] = (row.error_type, row.message, row.raw)
+    if kinds.translate(_RECORD).count(1) != keys.rows_read:
+        return "the file does not match what the run read"
+    # A record starting on a line with a quote is bound unless the next line starts one.
+    starts = kinds.translate(_RECORD)
+    ends = list(compress(range(count - 1), map(gt, starts[:-1], starts[1:])))
+    if count and starts[-1]:
+        ends.append(count - 1)
+    for index in ends:
+        if b'"' in lines[index]:
+            kinds[index] |= BOUND
+    if later:
+        later.sort()
+        valid, _, _ = parser.parse(lines, later)
+        for index in later:
+            outcome = valid.get(index)
+            if outcome is None or outcome[0] != key_column[index]:
+                return f"line {index + 2} does not match what the run read"
+            stamp_column[index] = outcome[1]
+    return LineTable(bytes(kinds), key_column, stamp_column, raw_column, rejections)
+
+
+# ---------------------------------------------------------------------- the run's hooks
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).encode('\n",')[0] == b'\n",'
+    except LookupError:
+        return False
+
+
+@dataclass
+class _Restored:
+    keys: SystemKeys
+    unchanged: bool
+    lines: int
+    parsed: int
+    seconds: float
+    from_run: str
+
+
+@dataclass
+class Snapshots:
+    """One run's use of snapshots: restore sources from them, then leave new ones.
+
+    ``restore`` (incremental mode) puts the restorable sources into the index and
+    returns their names; ``prepare`` (every run, after reading) starts writing the
+    snapshots of this run's sources in the background; ``publish`` (after the
+    commit) puts them in place; ``discard`` (a run that did not commit) drops them.
+    """
+
+    config: Config
+    run_id: str
+    save: bool = True
+    restored: dict[str, _Restored] = field(default_factory=dict)
+    _queue: queue.Queue[tuple[str, Callable[[], Snapshot | str]] | None] = field(
+        default_factory=queue.Queue
+    )
+    _thread: threading.Thread | None = None
+    _ready: dict[str, Path] = field(default_factory=dict)
+    _skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return self.config.data_dir / FOLDER
+
+    # ---------------------------------------------------------------------- restore
+
+    def restore(self, index: KeyIndex, systems: Sequence[str], store: StateStore) -> set[str]:
+        """Rebuild every source that has a usable snapshot; returns the systems done."""
+        log = logs.get_logger(stage="incremental")
+        if not store.successful_seqs():
+            log.warning(
+                "incremental.fallback",
+                system=",".join(systems),
+                reason="no previous successful run: this run reads every source in full",
+            )
+            return set()
+        for system in systems:
+            started = time.monotonic()
+            try:
+                restored = self._restore(system, started)
+            except Fallback as exc:
+                log.warning(
+                    "incremental.fallback",
+                    system=system,
+                    reason=f"{exc}; reading {system} in full",
+                )
+                continue
+            index.systems[system] = restored.keys
+            self.restored[system] = restored
+            keys = restored.keys
+            common = {
+                "system": system,
+                "lines": restored.lines,
+                "rows_read": keys.rows_read,
+                "rows_rejected": len(keys.rejected),
+                "unique_keys": len(keys.first_line),
+                "seconds": round(restored.seconds, 3),
+            }
+            if restored.unchanged:
+                log.info(
+                    "incremental.unchanged",
+                    **common,
+                    detail=f"unchanged since run {restored.from_run}: skipped",
+                )
+            else:
+                log.info(
+                    "incremental.updated",
+                    **common,
+                    parsed=restored.parsed,
+                    reused=restored.lines - restored.parsed,
+                )
+        return set(self.restored)
+
+    def _load(self, system: str) -> Snapshot:
+        path = snapshot_path(self.config, system)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise Fallback("no snapshot from a previous run") from None
+        except OSError as exc:
+            raise Fallback(f"snapshot {path} unreadable: {exc.strerror or exc}") from None
+        try:
+            version = msgspec.msgpack.decode(data, type=_Version).format
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise Fallback(f"snapshot {path} is unreadable") from None
+        if version != FORMAT_VERSION:
+            raise Fallback(
+                f"snapshot {path} has format {version}, this keysync reads {FORMAT_VERSION}"
+            )
+        try:
+            return msgspec.msgpack.decode(data, type=Snapshot)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise Fallback(f"snapshot {path} is unreadable") from None
+
+    def _restore(self, system: str, started: float) -> _Restored:
+        config = self.config
+        source = config.sources[system]
+        if not _ascii_compatible(source.encoding):
+            raise Fallback(
+                f"incremental mode needs an ASCII-compatible encoding, not {source.encoding}"
+            )
+        snapshot = self._load(system)
+        if snapshot.settings_hash != settings_hash(config, [system]):
+            raise Fallback(
+                "the normalization rules or the source's settings changed since the snapshot"
+            )
+        path = config.source_path(system)
+        try:
+            stat = path.stat()
+            data = path.read_bytes()
+            header = read_header(system, path, source)
+        except (OSError, SourceUnavailable) as exc:
+            raise Fallback(str(exc)) from None
+        if data[: header.data_offset] != snapshot.header:
+            raise Fallback("the header line changed since the snapshot")
+        body = data[header.data_offset :]
+        del data
+        old = LineTable(
+            snapshot.kinds, snapshot.keys, snapshot.stamps, snapshot.raws, snapshot.rejections
+        )
+        size = len(snapshot.header) + len(body)
+        if body == snapshot.body:
+            keys = system_keys(system, old, size)
+            count = len(old.kinds)
+            return _Restored(keys, True, count, 0, time.monotonic() - started, snapshot.run_id)
+        parser = _LineParser(system, source, header, config)
+        lines = split_lines(body)
+        table, parsed = update_table(old, split_lines(snapshot.body), lines, parser)
+        keys = system_keys(system, table, size)
+        from_run = snapshot.run_id
+        snapshot = Snapshot(
+            FORMAT_VERSION,
+            system,
+            self.run_id,
+            snapshot.settings_hash,
+            stat.st_size,
+            stat.st_mtime_ns,
+            snapshot.header,
+            body,
+            table.kinds,
+            table.keys,
+            table.stamps,
+            table.raws,
+            table.rejections,
+        )
+        self._submit(system, lambda: snapshot)
+        return _Restored(keys, False, len(lines), parsed, time.monotonic() - started, from_run)
+
+    # ------------------------------------------------------------------------ save
+
+    def prepare(
+        self,
+        index: KeyIndex,
+        unavailable: dict[str, str] | Iterable[str],
+        inputs: Sequence[InputFingerprint],
+    ) -> None:
+        """Start writing snapshots of every source the pipeline read (restored ones are queued)."""
+        if not self.save:
+            return
+        fingerprints = {f.system: f for f in inputs}
+        for system in index.systems:
+            if system in self.restored or system in unavailable or system not in fingerprints:
+                continue
+            keys = index[system]
+            self._submit(system, partial(self._from_index, system, keys, fingerprints[system]))
+
+    def _from_index(
+        self, system: str, keys: SystemKeys, started: InputFingerprint
+    ) -> Snapshot | str:
+        config = self.config
+        source = config.sources[system]
+        if not _ascii_compatible(source.encoding):
+            return f"encoding {source.encoding} is not ASCII-compatible"
+        path = config.source_path(system)
+        try:
+            stat = path.stat()
+            data = path.read_bytes()
+            header = read_header(system, path, source)
+        except (OSError, SourceUnavailable) as exc:
+            return str(exc)
+        if fingerprint(system, path) != started or stat.st_size != len(data):
+            return f"{path} changed during the run"
+        body = data[header.data_offset :]
+        lines = split_lines(body) if body else []
+        table = table_from_index(keys, lines, _LineParser(system, source, header, config))
+        if isinstance(table, str):
+            return table
+        return Snapshot(
+            FORMAT_VERSION,
+            system,
+            self.run_id,
+            settings_hash(config, [system]),
+            stat.st_size,
+            stat.st_mtime_ns,
+            data[: header.data_offset],
+            body,
+            table.kinds,
+            table.keys,
+            table.stamps,
+            table.raws,
+            table.rejections,
+        )
+
+    def _submit(self, system: str, build: Callable[[], Snapshot | str]) -> None:
+        if not self.save:
+            return
+        if self._thread is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for stale in self.folder.glob("*.tmp"):
+                stale.unlink(missing_ok=True)
+            self._thread = threading.Thread(target=self._write, name="snapshots", daemon=True)
+            self._thread.start()
+        self._queue.put((system, build))
+
+    def _write(self) -> None:
+        while (job := self._queue.get()) is not None:
+            system, build = job
+            try:
+                snapshot = build()
+                if isinstance(snapshot, str):
+                    self._skipped[system] = snapshot
+                    continue
+                data = msgspec.msgpack.encode(snapshot)
+                del snapshot
+                temp = self.folder / f"{system}.msgpack.{self.run_id}.tmp"
+                with open(temp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                self._ready[system] = temp
+            except Exception as exc:  # a snapshot is a cache: it never fails the run
+                self._skipped[system] = f"{type(exc).__name__}: {exc}"
+
+    def _finish(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def publish(self) -> None:
+        """After the commit: put this run's snapshots in place (each rename is atomic)."""
+        self._finish()
+        log = logs.get_logger(stage="incremental")
+        for system, temp in sorted(self._ready.items()):
+            target = snapshot_path(self.config, system)
+            try:
+                os.replace(temp, target)
+            except OSError as exc:
+                self._skipped[system] = f"cannot write {target}: {exc.strerror or exc}"
+                continue
+            log.info("incremental.snapshot_saved", system=system, path=str(target))
+        if self._ready:
+            fd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for system, reason in sorted(self._skipped.items()):
+            log.warning(
+                "incremental.snapshot_skipped",
+                system=system,
+                reason=reason,
+                detail="the next incremental run reads this source in full",
+            )
+        self._ready.clear()
+        self._skipped.clear()
+
+    def discard(self) -> None:
+        """The run did not commit: keep the previous snapshots, drop this run's."""
+        self._finish()
+        for temp in self._ready.values():
+            temp.unlink(missing_ok=True)
+        self._ready.clear()
+        self._skipped.clear()
