@@ -52,6 +52,8 @@ import heapq
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from keysync import logs
@@ -80,9 +82,12 @@ DRY_RUN_COLUMN = "dry_run_change"
 AuditEvent = tuple[str, str, str, str, str, str]
 
 
+QUOTE, QUOTES = "'", "''"
+
+
 def sql_quote(text: str) -> str:
-    """Text as SQLite's ``quote()`` writes it: the store builds the same details in SQL."""
-    return "'" + text.replace("'", "''") + "'"
+    """A raw key in single quotes, inner quotes doubled (as SQL writes it): unambiguous."""
+    return QUOTE + text.replace(QUOTE, QUOTES) + QUOTE
 
 
 # A new master key, compactly: (master_key, source_system, source_key, seen_in,
@@ -158,24 +163,26 @@ class ProvisioningPlan:
     @property
     def events(self) -> list[AuditEvent]:
         """Every audit event of this run, in the order the store records them."""
-        now, run_id = self.now, self.run_id
+        now, run_id, strategy = self.now, self.run_id, self.strategy
         events = list(self.change_events)
-        for entry in self.new.values():
-            events.append(
-                (now, run_id, "key.proposed", entry[1], entry[5], self.proposal_detail(entry))
+        events.extend(
+            (
+                now,
+                run_id,
+                "key.proposed",
+                source,
+                key,
+                f"master key {master_key} ({strategy}) proposed for {source} key "
+                f"'{source_key.replace(QUOTE, QUOTES)}'; seen in {seen_in}",
             )
+            for master_key, source, source_key, seen_in, _, key in self.new.values()
+        )
         if self.approver:
-            for entry in self.new.values():
-                events.append(
-                    (
-                        now,
-                        run_id,
-                        "key.approved",
-                        entry[1],
-                        entry[5],
-                        self.approval_detail(entry[0]),
-                    )
-                )
+            tail = f": Proposed -> Active by {self.approver}"
+            events.extend(
+                (now, run_id, "key.approved", source, key, f"master key {master_key}{tail}")
+                for master_key, source, _, _, _, key in self.new.values()
+            )
         return events
 
     def proposal_detail(self, entry: NewEntry) -> str:
@@ -295,6 +302,7 @@ class _Planner:
         self.read_set = set(self.read)
         self.peers = [s for s in self.read if s != self.authority]
         self.keys = {s: self.index[s].first_line for s in self.read}
+        self.shared: set[str] = set()  # out-of-authority keys held by several peers
         self.seen_of = self._seen_in_by_key() if plan.strategy == "mirror" else {}
         self.namespaced_keys: dict[str, set[str]] = {}
         self.stats = {
@@ -319,6 +327,7 @@ class _Planner:
         peers cost a Python step (one string concatenation per extra peer).
         """
         seen: dict[str, str] = {}
+        shared = self.shared
         for system in self.peers:  # sorted by name, so the joined names are too
             held = self.comparison.missing_in_a.get(system)
             if not held:
@@ -327,6 +336,7 @@ class _Planner:
                 seen = dict.fromkeys(held, system)
                 continue
             both = seen.keys() & held
+            shared.update(both)
             suffix = ";" + system
             for key in both:
                 seen[key] += suffix
@@ -336,48 +346,65 @@ class _Planner:
     # -------------------------------------------------------------- proposals
 
     def propose(self) -> None:
-        """New master keys for out-of-authority keys that have none yet, in key order."""
+        """New master keys for out-of-authority keys that have none yet, in key order.
+
+        Entries of keys held by one peer are built per peer with ``zip``/``map``
+        (in C); only keys several peers hold take a Python step each.
+        """
         plan = self.plan
-        existing = plan.existing
+        known = plan.existing.keys()
         raw_forms = {s: self.index[s].raw_forms for s in self.read}
         stamps = {s: self.index[s].timestamps for s in self.read}
-        new = plan.new
-        # Set differences in C: only keys without an entry cost Python work.
+        fresh: list[NewEntry] = []
         if plan.strategy == "mirror":
-            seen_of = self.seen_of
-            for key in sorted(seen_of.keys() - existing.keys()):
-                seen_in = seen_of[key]
-                if ";" in seen_in:
-                    holders = seen_in.split(";")
-                    source = holders[0]
-                    last_seen = max(stamps[h].get(key, "") for h in holders)
-                else:
-                    source = seen_in
-                    last_seen = stamps[source].get(key, "")
-                new[key] = (key, source, raw_forms[source].get(key, key), seen_in, last_seen, key)
+            for system in self.peers:
+                held = self.comparison.missing_in_a.get(system)
+                if not held:
+                    continue
+                sole = list(held.difference(self.shared).difference(known))
+                fresh.extend(self._entries(sole, sole, system, raw_forms, stamps))
+            for key in self.shared.difference(known):
+                seen_in = self.seen_of[key]
+                holders = seen_in.split(";")
+                source = holders[0]
+                last_seen = max(stamps[h].get(key, "") for h in holders)
+                fresh.append(
+                    (key, source, raw_forms[source].get(key, key), seen_in, last_seen, key)
+                )
         else:
             sep = plan.separator
-            fresh: list[NewEntry] = []
             for system in self.peers:
                 held = self.comparison.missing_in_a.get(system, set())
-                known = self.namespaced_keys.get(system, set())
-                raws, times = raw_forms[system], stamps[system]
+                keys = list(held.difference(self.namespaced_keys.get(system, set())))
+                master_keys = [f"{system}{sep}{key}" for key in keys]
                 fresh.extend(
-                    (
-                        f"{system}{sep}{key}",
-                        system,
-                        raws.get(key, key),
-                        system,
-                        times.get(key, ""),
-                        key,
-                    )
-                    for key in held.difference(known)
+                    entry
+                    for entry in self._entries(master_keys, keys, system, raw_forms, stamps)
+                    if entry[0] not in known
                 )
-            fresh.sort()
-            new.update((entry[0], entry) for entry in fresh if entry[0] not in existing)
-        self.stats["proposed"] += len(new)
+        fresh.sort(key=itemgetter(0))
+        plan.new = dict(zip(map(itemgetter(0), fresh), fresh))
+        self.stats["proposed"] += len(fresh)
         if self.approver:
-            self.stats["approved"] += len(new)
+            self.stats["approved"] += len(fresh)
+
+    @staticmethod
+    def _entries(
+        master_keys: list[str],
+        keys: list[str],
+        system: str,
+        raw_forms: dict[str, dict[str, str]],
+        stamps: dict[str, dict[str, str]],
+    ) -> Iterator[NewEntry]:
+        """Entries of keys only ``system`` holds: (master_key, system, raw, system, stamp, key)."""
+        return zip(
+            master_keys,
+            repeat(system),
+            map(raw_forms[system].get, keys, keys),
+            repeat(system),
+            map(stamps[system].get, keys, repeat("")),
+            keys,
+        )
 
     # ------------------------------------------------------- existing entries
 
