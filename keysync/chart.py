@@ -119,7 +119,12 @@ def line_chart(
 
     # x axis: a tick per day, a label every few days (always the first and the last).
     step = _x_step(count)
-    labelled = {i for i in range(count) if (i + 1) % step == 0} | {0, count - 1}
+    ends = {0, count - 1}
+    labelled = ends | {
+        i
+        for i in range(count)
+        if (i + 1) % step == 0 and all(abs(i - end) >= 0.6 * step for end in ends - {i})
+    }
     base = TOP + plot_h
     out.append('<g class="x-axis" font-size="11" fill="#444" text-anchor="middle">')
     for index in range(count):
@@ -160,6 +165,12 @@ def line_chart(
                 f'stroke-width="{_fmt(width)}" stroke-linejoin="round" stroke-linecap="round">'
                 f"<title>{escape(one.name)}</title></polyline>"
             )
+            if len(run) == 1:  # a lone day draws no line: show it as a dot
+                (spot, level), radius = run[0], _fmt(width / 2 + 1.5)
+                out.append(
+                    f'<circle cx="{_fmt(x_at(spot))}" cy="{_fmt(y_at(level))}" r="{radius}" '
+                    f'fill="{color}"/>'
+                )
         out.append("</g>")
 
     # Rings on flagged points, above the lines.

@@ -40,7 +40,7 @@ from keysync import logs
 from keysync.chart import Series, line_chart
 from keysync.comparison import SystemSummary
 from keysync.config import Config, PathsConfig
-from keysync.errors import EXIT_DEGRADED, EXIT_OK, Interrupted, RunError
+from keysync.errors import EXIT_DEGRADED, EXIT_OK, ConfigError, Interrupted, RunError
 from keysync.lock import RunLock
 from keysync.runner import RunOptions, iso, new_run_id
 from keysync.runner import run as run_reconciliation
@@ -49,6 +49,8 @@ from keysync.stages.reporter import ReportWriter
 SIMULATION_FOLDER = "simulation"
 TIMELINE = "timeline.csv"
 CHART = "timeline.svg"
+STATE_CONFIG = "keysync-config.yaml"
+CUMULATIVE_REPORTS = ("audit_log.csv", "master_key_registry.csv")
 # From this many keys per system the configured ``processing.parallel`` is used;
 # below it, one process is faster (process start-up outweighs the shared work).
 PARALLEL_FROM_KEYS = 100_000
@@ -190,6 +192,7 @@ class SimulationResult:
             lines.append(f"{day:>4}  {rows[0].date:<10}  {mean:>15}  {_flags_text(peers)}")
         lines.append(f"timeline: {self.timeline}")
         lines.append(f"chart:    {self.chart}")
+        lines.append(f"state:    keysync -c {self.folder / STATE_CONFIG} runs")
         return "\n".join(lines)
 
 
@@ -245,7 +248,7 @@ def _day_name(day: int, days: int) -> str:
 
 def _clear(folder: Path) -> None:
     """Remove the previous simulation's state and outputs; its log stays (append-only)."""
-    for name in ("input", "checkpoints", "days", TIMELINE, CHART):
+    for name in ("input", "checkpoints", "days", "reports", TIMELINE, CHART, STATE_CONFIG):
         target = folder / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -309,13 +312,12 @@ def simulate(
     ``Interrupted`` (exit 130) on Ctrl-C; a new ``keysync simulate`` starts over.
     """
     from keysync.mockdata import generate
-    from keysync.mockdata.clock import snapshot_date
 
     clock = time.monotonic()
     scenario = resolve_scenario(config, scenario)
     days = config.simulation.temporal.days_of_history if days is None else days
     if days < 1:
-        raise RunError(f"days must be at least 1, got {days}")
+        raise ConfigError(f"days must be at least 1, got {days}")
     folder = simulation_folder(config, scenario)
     started = datetime.now(timezone.utc)
     simulation_id = new_run_id(started)
@@ -336,8 +338,7 @@ def simulate(
         )
         generated = generate(config, scenario=scenario, days=days, out=folder / "input")
         day_dirs = generated.history if days > 1 else [generated.out_dir]
-        tracker = AlertTracker(config.simulation.alert_threshold)
-        rows: list[TimelineRow] = []
+        _write_state_config(config, folder, days)
         result = SimulationResult(
             scenario,
             days,
@@ -347,42 +348,78 @@ def simulate(
             folder,
             folder / TIMELINE,
             folder / CHART,
-            rows,
+            rows=[],
         )
+        tracker = AlertTracker(config.simulation.alert_threshold)
         for day, day_dir in enumerate(day_dirs, start=1):
-            date = snapshot_date(day).isoformat()
-            run_config = day_config(config, folder, day_dir, day, days)
-            try:
-                outcome = run_reconciliation(run_config, RunOptions())
-            except Interrupted:
-                raise Interrupted(
-                    f"simulation interrupted on day {day} of {days}; "
-                    "`keysync simulate` starts it over"
-                ) from None
-            except RunError as exc:
-                raise RunError(f"simulation day {day} of {days} ({date}): {exc}") from None
-            result.run_ids.append(outcome.run_id)
-            if outcome.exit_code == EXIT_DEGRADED:
-                result.exit_code = EXIT_DEGRADED
-            today = _day_rows(day, date, outcome.summaries, tracker)
-            rows.extend(today)
-            _log_day(log, day, date, outcome.run_id, today)
+            today = _run_day(config, result, tracker, day, day_dir)
             if on_day is not None:
                 on_day(day, days, today)
-        result.message = _degraded_message(rows)
+        result.message = _degraded_message(result.rows)
         _write_outputs(result, simulation_id, started)
         result.duration_s = round(time.monotonic() - clock, 3)
         log.info(
             "simulation.completed",
             scenario=scenario,
             days=days,
-            alerts=sum(row.flag == ALERT for row in rows),
-            recovered=sum(row.flag == RECOVERED for row in rows),
+            alerts=sum(row.flag == ALERT for row in result.rows),
+            recovered=sum(row.flag == RECOVERED for row in result.rows),
             duration_s=result.duration_s,
             timeline=str(result.timeline),
             chart=str(result.chart),
         )
         return result
+
+
+def _run_day(
+    config: Config, result: SimulationResult, tracker: AlertTracker, day: int, day_dir: Path
+) -> list[TimelineRow]:
+    """Reconcile one day's snapshot against the simulation's state; its timeline rows."""
+    from keysync.mockdata.clock import snapshot_date
+
+    days, folder = result.days, result.folder
+    date = snapshot_date(day).isoformat()
+    run_config = day_config(config, folder, day_dir, day, days)
+    try:
+        outcome = run_reconciliation(run_config, RunOptions())
+    except Interrupted:
+        raise Interrupted(
+            f"simulation interrupted on day {day} of {days}; `keysync simulate` starts it over"
+        ) from None
+    except RunError as exc:
+        raise RunError(f"simulation day {day} of {days} ({date}): {exc}") from None
+    result.run_ids.append(outcome.run_id)
+    if outcome.exit_code == EXIT_DEGRADED:
+        result.exit_code = EXIT_DEGRADED
+    if day < days:
+        # The registry and the audit trail are cumulative: the last day's copies (and the
+        # simulation's database) hold them; a copy per day would grow the folder by the square.
+        for name in CUMULATIVE_REPORTS:
+            (run_config.output_dir / name).unlink(missing_ok=True)
+    today = _day_rows(day, date, outcome.summaries, tracker)
+    result.rows.extend(today)
+    _log_day(logs.get_logger(stage="simulate"), day, date, outcome.run_id, today)
+    return today
+
+
+def _write_state_config(config: Config, folder: Path, days: int) -> None:
+    """``keysync-config.yaml`` in the simulation folder, so that every command can look at
+    the simulation's state: ``keysync -c <folder>/keysync-config.yaml runs`` (or
+    ``registry list``, ``history KEY``, ``audit``). Its sources are the last day's files."""
+    last = day_config(config, folder, folder / "input", days, days)
+    settings = msgspec.structs.replace(
+        last, paths=msgspec.structs.replace(last.paths, output=str(folder / "reports"))
+    )
+    header = (
+        "# The state of a keysync simulation (docs/simulate.md); written by `keysync simulate`.\n"
+        f"# Inspect it with: keysync -c {folder / STATE_CONFIG} runs\n"
+    )
+    temporary = folder / f".{STATE_CONFIG}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(header + settings.to_yaml())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, folder / STATE_CONFIG)
 
 
 def _day_rows(

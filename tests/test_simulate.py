@@ -223,9 +223,32 @@ def test_the_users_registry_reports_and_log_are_untouched(
         assert db.execute("SELECT count(*) FROM runs").fetchone() == (1,)
     day_events = sim.events("simulation.day")
     assert [e["day"] for e in day_events] == list(range(1, DAYS + 1))
-    assert sorted(p.name for p in (sim.folder / "days").iterdir()) == [
-        f"day-{d:02d}" for d in range(1, DAYS + 1)
-    ]
+    # Every keysync command can look at the simulation's state through its config file.
+    state_config = sim.folder / "keysync-config.yaml"
+    assert f"state:    keysync -c {state_config} runs" in sim.done.stdout
+    runs = _keysync(sim.project, "-c", str(state_config), "runs")
+    assert runs.returncode == 0, runs.stderr
+    listed = [line.split()[0] for line in runs.stdout.splitlines()[1:] if line.strip()]
+    assert listed == [e["run_id"] for e in day_events]
+
+
+def test_each_day_keeps_its_reports_and_the_last_day_the_registry_and_audit_trail(
+    simulated: dict[str, Simulated],
+) -> None:
+    days = simulated["recovery"].folder / "days"
+    assert sorted(p.name for p in days.iterdir()) == [f"day-{d:02d}" for d in range(1, DAYS + 1)]
+    daily = {
+        "reconciliation_summary.csv",
+        "diff_missing_in_A.csv",
+        "diff_missing_from_system.csv",
+        "duplicates.csv",
+        "rejected_rows.csv",
+        "summary.json",
+    }
+    for day in range(1, DAYS):
+        assert {p.name for p in (days / f"day-{day:02d}").iterdir()} == daily
+    cumulative = {"audit_log.csv", "master_key_registry.csv"}
+    assert {p.name for p in (days / f"day-{DAYS}").iterdir()} == daily | cumulative
 
 
 def test_timeline_has_the_spec_columns_sorted_by_day_and_system(
