@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, KeysView
 from dataclasses import dataclass, field
+from itertools import compress
 
 from keysync.messages import KeyBatch, RejectedRow
 
@@ -57,35 +58,43 @@ class SystemKeys:
         self.position = SourcePosition(batch.end_offset, batch.next_line, batch.seq + 1)
         if not keys:
             return
-        if len(set(keys)) == len(keys) and self.first_line.keys().isdisjoint(keys):
+        first_line = self.first_line
+        fresh = dict(zip(keys, batch.lines))  # in C; a repeated key keeps its last line
+        if len(fresh) == len(keys) and first_line.keys().isdisjoint(fresh):
             # The common case, all in C: every key is new and occurs once.
-            self.first_line.update(zip(keys, batch.lines))
+            first_line.update(fresh)
             self.timestamps.update(zip(keys, batch.timestamps))
-            self.raw_forms.update((keys[i], raw) for i, raw in batch.raw_changes)
+            if batch.raw_changes:
+                self.raw_forms.update((keys[i], raw) for i, raw in batch.raw_changes)
             return
-        self._apply_with_repeats(batch)
+        self._apply_with_repeats(batch, len(fresh) != len(keys))
 
-    def _apply_with_repeats(self, batch: KeyBatch) -> None:
+    def _apply_with_repeats(self, batch: KeyBatch, repeats_inside: bool) -> None:
+        """Some key was seen before or occurs twice: only those rows cost a Python step."""
         keys, lines, stamps = batch.keys, batch.lines, batch.timestamps
-        raws = batch.raws()
+        first_line = self.first_line
         # First occurrence within the batch wins: build from the reversed rows.
-        first_in_batch = dict(zip(reversed(keys), reversed(range(len(keys)))))
-        seen_before = first_in_batch.keys() & self.first_line.keys()
+        first_in_batch = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1)))
+        seen_before = first_in_batch.keys() & first_line.keys()
         repeated = set(seen_before)
-        if len(first_in_batch) != len(keys):
+        if repeats_inside:
             repeated.update(key for key, n in Counter(keys).items() if n > 1)
+        raw_of = dict(batch.raw_changes) if batch.raw_changes else {}
         for key in seen_before:
             if key not in self.repeats:
-                self.repeats[key] = [(self.first_line[key], self.raw_form(key))]
+                self.repeats[key] = [(first_line[key], self.raw_form(key))]
             del first_in_batch[key]
-        for i, key in enumerate(keys):
-            if key in repeated:
-                self.repeats.setdefault(key, []).append((lines[i], raws[i]))
-        self.first_line.update({key: lines[i] for key, i in first_in_batch.items()})
-        self.timestamps.update({key: stamps[i] for key, i in first_in_batch.items()})
-        self.raw_forms.update(
-            (keys[i], raw) for i, raw in batch.raw_changes if first_in_batch.get(keys[i]) == i
-        )
+        # Rows of repeated keys, found in C; a Python step each for these few rows only.
+        for i in compress(range(len(keys)), map(repeated.__contains__, keys)):
+            key = keys[i]
+            self.repeats.setdefault(key, []).append((lines[i], raw_of.get(i, key)))
+        new_rows = first_in_batch.values()
+        first_line.update(zip(first_in_batch, map(lines.__getitem__, new_rows)))
+        self.timestamps.update(zip(first_in_batch, map(stamps.__getitem__, new_rows)))
+        if raw_of:
+            self.raw_forms.update(
+                (keys[i], raw) for i, raw in raw_of.items() if first_in_batch.get(keys[i]) == i
+            )
 
 
 class KeyIndex:
