@@ -17,9 +17,10 @@ import io
 import os
 import re
 import shutil
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import accumulate, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,6 +116,25 @@ _NEEDS_CARE = re.compile("#|(?:^|\x1f)[=+\\-@\t\r]")
 _CHUNK = 10_000
 
 
+def _rows_needing_care(chunk: Sequence[Sequence[Any]], risky: Sequence[int]) -> set[int]:
+    """Indices of rows with a risky cell that holds a ``#`` or starts like a formula.
+
+    May name a row that needs nothing (a cell holding the joining character): the
+    careful path is always right, only slower. Never misses one.
+    """
+    found: set[int] = set()
+    for column in risky:
+        cells = [row[column] for row in chunk]
+        joined = "\x1f".join(cells)
+        matches = [m.end() - 1 for m in _NEEDS_CARE.finditer(joined)]  # inside the cell
+        if not matches:
+            continue
+        # Start of each cell in ``joined``: the lengths so far plus one separator each.
+        starts = list(accumulate(map(len, cells), lambda total, n: total + n + 1, initial=0))
+        found.update(bisect_right(starts, position) - 1 for position in matches)
+    return found
+
+
 @dataclass
 class ReportFile:
     """One CSV being written: a header block, then rows; committed by ``close``."""
@@ -127,17 +147,22 @@ class ReportFile:
     def rows(self, rows: Sequence[Sequence[Any]], risky: Sequence[int] = ()) -> None:
         """Write rows; cells in the ``risky`` columns (input text) are made spreadsheet-safe.
 
-        A chunk whose risky cells hold no ``#`` and no formula start (the usual case)
-        goes to ``csv.writer.writerows`` in one C call.
+        The rows that need care (a ``#`` or a formula start in a risky cell) are found
+        with one regex per column over the joined cells; every run of rows between
+        them goes to ``csv.writer.writerows`` in one C call.
         """
         self.count += len(rows)
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
-            if any(_NEEDS_CARE.search("\x1f".join([r[c] for r in chunk])) for c in risky):
-                for row in chunk:
-                    self._careful_row(row, risky)
-            else:
-                self.writer.writerows(chunk)
+            careful = sorted(_rows_needing_care(chunk, risky))
+            done = 0
+            for i in careful:
+                if i > done:
+                    self.writer.writerows(chunk[done:i])
+                self._careful_row(chunk[i], risky)
+                done = i + 1
+            if done < len(chunk):
+                self.writer.writerows(chunk[done:] if done else chunk)
 
     def _careful_row(self, row: Sequence[Any], risky: Sequence[int]) -> None:
         cells = list(row)
