@@ -228,8 +228,10 @@ def test_the_users_registry_reports_and_log_are_untouched(
     assert f"state:    keysync -c {state_config} runs" in sim.done.stdout
     runs = _keysync(sim.project, "-c", str(state_config), "runs")
     assert runs.returncode == 0, runs.stderr
-    listed = [line.split()[0] for line in runs.stdout.splitlines()[1:] if line.strip()]
-    assert listed == [e["run_id"] for e in day_events]
+    listed = [line.split() for line in runs.stdout.splitlines()[1:] if line.strip()]
+    assert [cells[0] for cells in listed] == [e["run_id"] for e in day_events]
+    # Day 1 reads everything; later days are incremental, as a daily schedule would run.
+    assert [cells[3] for cells in listed] == ["full"] + ["incremental"] * (DAYS - 1)
 
 
 def test_each_day_keeps_its_reports_and_the_last_day_the_registry_and_audit_trail(
