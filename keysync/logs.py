@@ -168,6 +168,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("frames", "detail"),
         "the last checkpoint frame was cut short (a kill while writing); the one before is used",
     ),
+    "checkpoint.unusable": EventSpec(
+        "warning",
+        ("path", "reason"),
+        "`--resume` found a checkpoint it cannot trust (unreadable); a fresh run follows",
+    ),
     "key.proposed": EventSpec(
         "debug",
         ("master_key", "system", "key"),
