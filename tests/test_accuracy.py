@@ -108,18 +108,28 @@ def test_normal_rates_are_80_10_10(
         assert abs(int(row["missing_from_system"]) / union - 0.10) <= 0.05
 
 
-def test_sequential_and_parallel_give_identical_reports(
+def test_every_process_layout_gives_identical_reports(
     tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
 ) -> None:
+    """One process, readers that normalize, separate normalizer workers: the same rows."""
+    layouts = {
+        "sequential": {"parallel": False},
+        "readers-normalize": {"parallel": True},
+        "normalizer-workers": {"parallel": True, "workers": 2},
+    }
     reports = {}
-    for parallel in (True, False):
-        folder = tmp_path / f"parallel-{parallel}"
-        config = write_config(folder, processing={"parallel": parallel, "batch_size": 137})
+    for name, processing in layouts.items():
+        folder = tmp_path / name
+        config = write_config(folder, processing={**processing, "batch_size": 137})
         assert keysync("-q", "-c", str(config), "generate", "--keys", "3000").returncode == 0
         assert keysync("-q", "-c", str(config), "run").returncode == 0
-        reports[parallel] = {
-            name: [r for r in read_report(folder / "output" / name)]
-            for name in (
+        reports[name] = {
+            report: [
+                # Only the paths of the input files and the clock differ between folders.
+                {k: v for k, v in row.items() if k not in ("file", "missing_since")}
+                for row in read_report(folder / "output" / report)
+            ]
+            for report in (
                 "reconciliation_summary.csv",
                 "diff_missing_in_A.csv",
                 "diff_missing_from_system.csv",
@@ -127,11 +137,5 @@ def test_sequential_and_parallel_give_identical_reports(
                 "rejected_rows.csv",
             )
         }
-    for name, rows in reports[True].items():
-        other = reports[False][name]
-        # Only the paths of the input files differ between the two folders.
-        strip = [{k: v for k, v in r.items() if k not in ("file", "missing_since")} for r in rows]
-        strip_other = [
-            {k: v for k, v in r.items() if k not in ("file", "missing_since")} for r in other
-        ]
-        assert strip == strip_other, name
+    assert reports["readers-normalize"] == reports["sequential"]
+    assert reports["normalizer-workers"] == reports["sequential"]
