@@ -31,8 +31,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +48,14 @@ from keysync import logs
 from keysync.chart import Series, line_chart
 from keysync.comparison import SystemSummary
 from keysync.config import Config, PathsConfig
-from keysync.errors import EXIT_DEGRADED, EXIT_OK, ConfigError, Interrupted, RunError
+from keysync.errors import (
+    EXIT_DEGRADED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    Interrupted,
+    RunError,
+)
 from keysync.lock import RunLock
 from keysync.runner import RunOptions, iso, new_run_id
 from keysync.runner import run as run_reconciliation
@@ -301,6 +312,53 @@ def _keys_per_system(config: Config) -> int:
     return default_keys(config, config.simulation.seed)
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _stop_requests() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C / SIGTERM stop the simulation after the current day; a second one at once.
+
+    During a day the runner's own handlers take the signal: it stops at a clean point
+    (``Interrupted``), or, past its last check, finishes the day and forgets it. The
+    process-wide wake-up fd sees every handled signal whoever handles it, so a signal the
+    runner swallowed still stops the simulation before the next day.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False  # signals reach the main thread only; nothing to watch here
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    requested = False
+
+    def handle(signum: int, frame: object) -> None:
+        nonlocal requested
+        if requested:
+            os._exit(EXIT_INTERRUPTED)  # between days: nothing half-written to protect
+        requested = True
+
+    def stop_requested() -> bool:
+        nonlocal requested
+        try:
+            while data := reader.recv(256):
+                requested = requested or any(number in _STOP_SIGNALS for number in data)
+        except BlockingIOError:
+            pass
+        return requested
+
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    previous = {number: signal.signal(number, handle) for number in _STOP_SIGNALS}
+    try:
+        yield stop_requested
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        signal.set_wakeup_fd(previous_fd)
+        reader.close()
+        writer.close()
+
+
 def simulate(
     config: Config,
     *,
@@ -315,8 +373,6 @@ def simulate(
     after each day. Raises ``RunError`` (exit 3) when a day cannot be reconciled and
     ``Interrupted`` (exit 130) on Ctrl-C; a new ``keysync simulate`` starts over.
     """
-    from keysync.mockdata import generate
-
     clock = time.monotonic()
     scenario = resolve_scenario(config, scenario)
     days = config.simulation.temporal.days_of_history if days is None else days
@@ -340,26 +396,8 @@ def simulate(
             seed=seed,
             folder=str(folder),
         )
-        generated = generate(config, scenario=scenario, days=days, out=folder / "input")
-        day_dirs = generated.history if days > 1 else [generated.out_dir]
-        _write_state_config(config, folder, days)
-        result = SimulationResult(
-            scenario,
-            days,
-            keys,
-            seed,
-            config.authority,
-            folder,
-            folder / TIMELINE,
-            folder / CHART,
-            rows=[],
-        )
-        tracker = AlertTracker(config.simulation.alert_threshold)
-        for day, day_dir in enumerate(day_dirs, start=1):
-            today = _run_day(config, result, tracker, day, day_dir)
-            if on_day is not None:
-                on_day(day, days, today)
-        result.message = _degraded_message(result.rows)
+        with _stop_requests() as stop_requested:
+            result = _simulate_days(config, scenario, days, keys, folder, stop_requested, on_day)
         _write_outputs(result, simulation_id, started)
         result.duration_s = round(time.monotonic() - clock, 3)
         log.info(
@@ -373,6 +411,45 @@ def simulate(
             chart=str(result.chart),
         )
         return result
+
+
+def _simulate_days(
+    config: Config,
+    scenario: str,
+    days: int,
+    keys: int,
+    folder: Path,
+    stop_requested: Callable[[], bool],
+    on_day: Callable[[int, int, list[TimelineRow]], None] | None,
+) -> SimulationResult:
+    """Generate the series, then reconcile the days in order; stop early on request."""
+    from keysync.mockdata import generate
+
+    generated = generate(config, scenario=scenario, days=days, out=folder / "input")
+    day_dirs = generated.history if days > 1 else [generated.out_dir]
+    _write_state_config(config, folder, days)
+    result = SimulationResult(
+        scenario,
+        days,
+        keys,
+        config.simulation.seed,
+        config.authority,
+        folder,
+        folder / TIMELINE,
+        folder / CHART,
+        rows=[],
+    )
+    tracker = AlertTracker(config.simulation.alert_threshold)
+    for day, day_dir in enumerate(day_dirs, start=1):
+        if stop_requested():
+            raise Interrupted(
+                f"simulation stopped before day {day} of {days}; `keysync simulate` starts it over"
+            )
+        today = _run_day(config, result, tracker, day, day_dir)
+        if on_day is not None:
+            on_day(day, days, today)
+    result.message = _degraded_message(result.rows)
+    return result
 
 
 def _run_day(

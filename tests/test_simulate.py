@@ -17,6 +17,7 @@ import io
 import itertools
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -348,6 +349,39 @@ def test_a_simulation_already_running_is_refused_with_one_line(tmp_path: Path) -
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("keysync: error: another keysync command (simulate sim-test")
     assert not (folder / "input").exists()
+
+
+def test_ctrl_c_stops_the_simulation_with_one_line_and_the_next_one_starts_over(
+    tmp_path: Path,
+) -> None:
+    _config(tmp_path)
+    log = tmp_path / "output" / "simulation" / "normal" / "data" / "logs" / "keysync.jsonl"
+    running = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "simulate", "--days", "30"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A non-interactive shell may start us with SIGINT ignored; a user's terminal does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and running.poll() is None:
+        if log.exists() and b'"simulation.day"' in log.read_bytes():
+            break
+        time.sleep(0.02)
+    running.send_signal(signal.SIGINT)
+    stdout, stderr = running.communicate(timeout=60)
+    assert running.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("keysync: error: simulation ")
+    assert last.endswith("`keysync simulate` starts it over")
+    assert stdout == "" and "Traceback" not in stderr
+    assert not (log.parents[2] / "timeline.csv").exists()
+    again = _keysync(tmp_path, "simulate", "--days", "2")
+    assert again.returncode == 0, again.stderr
+    assert len(Simulated(tmp_path, "normal", again).rows) == 2 * len(SYSTEMS)
 
 
 @pytest.mark.parametrize("args", [("--days", "0"), ("--scenario", "chaos")])
