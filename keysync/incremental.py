@@ -37,7 +37,7 @@ import re
 import threading
 import time
 from bisect import bisect_left
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -60,7 +60,7 @@ from keysync.stages.reader import (
     _RecordParser,
     read_header,
 )
-from keysync.state import StateStore
+from keysync.state import StateStore, paused_gc
 
 FORMAT_VERSION = 1
 FOLDER = "snapshots"
@@ -93,6 +93,8 @@ class Snapshot(msgspec.Struct, array_like=True):
     stamps: list[str]  # its timestamp cell
     raws: list[str]  # its raw key where that differs from the key, else ""
     rejections: dict[int, Rejection]  # line index -> why the record starting there was rejected
+    spans: dict[int, int]  # line index -> lines used, for records over several lines
+    dup_keys: list[str]  # keys that occur more than once
 
 
 class _Version(msgspec.Struct, array_like=True):
@@ -122,6 +124,16 @@ def _consume(iterator: Iterable[object]) -> None:
 # ----------------------------------------------------------------- parsing only what's new
 
 
+@dataclass
+class _Parsed:
+    """Rows the reader's parser produced for chosen lines, before normalization."""
+
+    raw_keys: list[str] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    stamps: list[str] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+
 class _LineParser:
     """Parses chosen lines of a file exactly as the reader would, given the whole file.
 
@@ -129,7 +141,7 @@ class _LineParser:
     all close on the line) are context-free: they are parsed together in one call.
     Any other line with a quote may open a record that runs over the next lines;
     it is parsed with the lines that follow it, and the smallest window for which
-    the reader completes the record is the number of lines the record uses.
+    the reader completes the record is the number of lines it needs.
     """
 
     def __init__(self, system: str, source: SourceConfig, header: Header, config: Config) -> None:
@@ -144,74 +156,34 @@ class _LineParser:
     def context_free(self, line: bytes) -> bool:
         return b'"' not in line or self._closed(line) is not None
 
-    def parse(
-        self, lines: list[bytes], wanted: Sequence[int]
-    ) -> tuple[dict[int, tuple[str, str, str]], dict[int, Rejection], dict[int, int]]:
-        """Outcomes of the records starting at ``wanted`` (ascending indices into ``lines``).
-
-        Returns valid rows (index -> key, stamp, raw), rejections (index -> why) and, for
-        records that use more than one line, index -> lines used. Lines inside such a
-        record are not records; a wanted line inside one is skipped. Blank lines give nothing.
-        """
-        single: list[int] = []
-        raw_keys: list[str] = []
-        numbers: list[int] = []
-        stamps: list[str] = []
-        rejected: list[RejectedRow] = []
-        spans: dict[int, int] = {}
-        skip_until = 0
-        for index in wanted:
-            if index < skip_until:
-                continue
-            line = lines[index]
-            if self.context_free(line):
-                single.append(index)
-                continue
-            used = self._parse_in_context(lines, index, raw_keys, numbers, stamps, rejected)
-            if used > 1:
-                spans[index] = used
-                skip_until = index + used
-        if single:
-            keys, positions, found_stamps, found_rejected, _, _ = self.parser.parse(
-                [lines[i] for i in single], 0, True
-            )
-            raw_keys.extend(keys)
-            numbers.extend(single[p] + 2 for p in positions)
-            stamps.extend(found_stamps)
-            rejected.extend(
-                msgspec.structs.replace(row, line=single[row.line] + 2) for row in found_rejected
-            )
-        batch = normalize_batch(
-            RawBatch(self.system, 0, 0, 0, 0, 0, raw_keys, numbers, stamps, rejected, 0),
-            self.normalizer,
-            self.max_key_length,
+    def singles(self, lines: list[bytes], chosen: list[int], into: _Parsed) -> None:
+        """Parse context-free lines (indices into ``lines``) in one call."""
+        if not chosen:
+            return
+        keys, positions, stamps, rejected, _, _ = self.parser.parse(
+            [lines[i] for i in chosen], 0, True
         )
-        raws = batch.raws()
-        valid = {
-            line - 2: (key, stamp, "" if raw == key else raw)
-            for key, line, stamp, raw in zip(batch.keys, batch.lines, batch.timestamps, raws)
-        }
-        rejections = {
-            row.line - 2: (row.error_type, row.message, row.raw) for row in batch.rejected
-        }
-        return valid, rejections, spans
+        into.raw_keys.extend(keys)
+        into.numbers.extend(chosen[p] + 2 for p in positions)
+        into.stamps.extend(stamps)
+        into.rejected.extend(
+            msgspec.structs.replace(row, line=chosen[row.line] + 2) for row in rejected
+        )
 
-    def _parse_in_context(
-        self,
-        lines: list[bytes],
-        index: int,
-        raw_keys: list[str],
-        numbers: list[int],
-        stamps: list[str],
-        rejected: list[RejectedRow],
-    ) -> int:
-        """Parse the record starting at ``lines[index]`` with what follows; returns lines used."""
+    def in_context(self, lines: list[bytes], index: int, into: _Parsed) -> tuple[int, bool]:
+        """Parse the record starting at ``lines[index]``; returns (lines used, bound).
+
+        Bound: the outcome depends on what follows this line (more lines, or the end
+        of the file), so it cannot be reused where other lines follow.
+        """
         count = len(lines)
         parse = self.parser.parse
 
         def complete(width: int) -> bool:
             return parse(lines[index : index + width], 0, index + width >= count)[5] > 0
 
+        # Complete on its own line, with more input to come: it depends on nothing else.
+        bound = parse(lines[index : index + 1], 0, False)[5] == 0
         # The reader completes the record once the window holds all of its lines (or at
         # EOF, or at MAX_RECORD_LINES): find that smallest window by doubling, then bisect.
         high = 1
@@ -224,21 +196,49 @@ class _LineParser:
                 high = middle
             else:
                 low = middle + 1
-        keys, positions, found_stamps, found_rejected, _, _ = parse(
+        keys, numbers, stamps, rejected, _, _ = parse(
             lines[index : index + high], index + 2, index + high >= count
         )
         first = index + 2
-        for key, line, stamp in zip(keys, positions, found_stamps):
+        for key, line, stamp in zip(keys, numbers, stamps):
             if line == first:
-                raw_keys.append(key)
-                numbers.append(line)
-                stamps.append(stamp)
-        for row in found_rejected:
+                into.raw_keys.append(key)
+                into.numbers.append(line)
+                into.stamps.append(stamp)
+        for row in rejected:
             if row.line == first:
-                rejected.append(row)
+                into.rejected.append(row)
                 if row.error_type == "bad-quoting":
-                    return 1  # the reader resumes at the next line
-        return high
+                    return 1, bound  # the reader resumes at the next line
+        return high, bound
+
+    def outcomes(
+        self, parsed: _Parsed
+    ) -> tuple[dict[int, tuple[str, str, str]], dict[int, Rejection]]:
+        """Normalize: valid rows (line index -> key, stamp, raw or "") and rejections."""
+        batch = normalize_batch(
+            RawBatch(
+                self.system,
+                *(0, 0, 0, 0, 0),
+                parsed.raw_keys,
+                parsed.numbers,
+                parsed.stamps,
+                parsed.rejected,
+                0,
+            ),
+            self.normalizer,
+            self.max_key_length,
+        )
+        valid = {
+            line - 2: (key, stamp, "" if raw == key else raw)
+            for key, line, stamp, raw in zip(
+                batch.keys, batch.lines, batch.timestamps, batch.raws()
+            )
+        }
+        rejections = {
+            row.line - 2: (row.error_type, row.message, row.raw) for row in batch.rejected
+        }
+        return valid, rejections
 
 
 # ------------------------------------------------------------------------ line tables
@@ -246,21 +246,37 @@ class _LineParser:
 
 @dataclass
 class LineTable:
-    """Per physical data line: kind bits, key, timestamp, raw form, rejection."""
+    """Per physical data line: kind bits, key, timestamp, raw form, rejection.
+
+    ``spans`` holds, for each record that uses more than one line, how many.
+    """
 
     kinds: bytes
     keys: list[str]
     stamps: list[str]
     raws: list[str]
     rejections: dict[int, Rejection]
+    spans: dict[int, int]
 
 
-def system_keys(system: str, table: LineTable, size: int) -> SystemKeys:
+def system_keys(
+    system: str, table: LineTable, size: int, candidates: set[str] | None = None
+) -> SystemKeys:
     """The index of one system from its line table: exactly what the merger builds.
 
     First occurrences, their timestamps and raw forms come from dicts built in C
     from whole columns; only keys that occur more than once cost Python work.
+    ``candidates``, when given, holds every key that may occur more than once; it
+    is checked against the count of repeats, and a scan of all keys replaces it
+    when it falls short.
     """
+    with paused_gc():
+        return _system_keys(system, table, size, candidates)
+
+
+def _system_keys(
+    system: str, table: LineTable, size: int, candidates: set[str] | None
+) -> SystemKeys:
     kinds = table.kinds
     count = len(kinds)
     valid = kinds.translate(_VALID)
@@ -273,14 +289,22 @@ def system_keys(system: str, table: LineTable, size: int) -> SystemKeys:
     timestamps = dict(zip(keys, stamps))
     raw_forms = dict(compress(zip(keys, raws), raws))
     repeats: dict[str, list[tuple[int, str]]] = {}
-    if len(first_line) != len(keys):
-        # Positions whose line is not the last line of their key: every repeat but the last.
-        earlier = compress(range(len(keys)), map(ne, map(first_line.__getitem__, keys), lines))
+    extra = len(keys) - len(first_line)
+    if extra:
         positions: dict[str, list[int]] = {}
-        for position in earlier:
-            positions.setdefault(keys[position], []).append(position)
+        if candidates:
+            for position in compress(range(len(keys)), map(candidates.__contains__, keys)):
+                positions.setdefault(keys[position], []).append(position)
+            positions = {key: where for key, where in positions.items() if len(where) > 1}
+        if sum(map(len, positions.values())) - len(positions) != extra:
+            # Every position whose line is not its key's last line, then that last one.
+            positions = {}
+            earlier = compress(range(len(keys)), map(ne, map(first_line.__getitem__, keys), lines))
+            for position in earlier:
+                positions.setdefault(keys[position], []).append(position)
+            for key, where in positions.items():
+                where.append(bisect_left(lines, first_line[key]))
         for key, where in positions.items():
-            where.append(bisect_left(lines, first_line[key]))
             first = where[0]
             first_line[key] = lines[first]
             timestamps[key] = stamps[first]
@@ -304,18 +328,56 @@ def system_keys(system: str, table: LineTable, size: int) -> SystemKeys:
 
 def update_table(
     old: LineTable, old_lines: list[bytes], lines: list[bytes], parser: _LineParser
-) -> tuple[LineTable, int]:
-    """The line table of ``lines``, reusing ``old`` for every line seen before.
+) -> tuple[LineTable, list[str]]:
+    """The line table of ``lines``, reusing ``old`` for every record seen before.
 
-    Returns the table and how many lines had to be parsed.
+    A single-line record is reused by its bytes, a multi-line record by the bytes
+    of all its lines. Returns the table, and the keys that may occur more than once
+    now without doing so before (those of new rows and of lines used twice).
     """
+    with paused_gc():
+        return _update_table(old, old_lines, lines, parser)
+
+
+def _update_table(
+    old: LineTable, old_lines: list[bytes], lines: list[bytes], parser: _LineParser
+) -> tuple[LineTable, list[str]]:
     reusable = old.kinds.translate(_REUSABLE)
     known = dict(zip(compress(old_lines, reusable), compress(range(len(old_lines)), reusable)))
     where: list[int | None] = list(map(known.get, lines))
     del known
     count = len(lines)
     misses = list(compress(range(count), map(is_, where, repeat(None))))
-    valid, rejections, spans = parser.parse(lines, misses)
+    # Multi-line records of the old file, by their first line.
+    spanning = {old_lines[i]: i for i, used in old.spans.items()}
+    parsed = _Parsed()
+    singles: list[int] = []
+    spans: dict[int, int] = {}
+    bound: list[int] = []
+    skip_until = 0
+    for index in misses:
+        if index < skip_until:
+            continue
+        line = lines[index]
+        if parser.context_free(line):
+            singles.append(index)
+            continue
+        before = spanning.get(line)
+        if before is not None:
+            used = old.spans[before]
+            if lines[index : index + used] == old_lines[before : before + used]:
+                where[index] = before  # the same lines: the same record
+                spans[index] = used
+                skip_until = index + used
+                continue
+        used, depends = parser.in_context(lines, index, parsed)
+        if depends:
+            bound.append(index)
+        if used > 1:
+            spans[index] = used
+            skip_until = index + used
+    parser.singles(lines, singles, parsed)
+    valid, rejections = parser.outcomes(parsed)
     # New outcomes go after the old ones; "nothing" (blank line, inside a record) is one more.
     kinds = bytearray(old.kinds)
     keys, stamps, raws = old.keys, old.stamps, old.raws
@@ -326,6 +388,8 @@ def update_table(
     stamps.append("")
     raws.append("")
     for index in misses:
+        if where[index] is not None:
+            continue  # a multi-line record found in the old file
         outcome = valid.get(index)
         if outcome is not None:
             where[index] = len(kinds)
@@ -338,7 +402,7 @@ def update_table(
         if why is not None:
             where[index] = len(kinds)
             all_rejections[len(kinds)] = why
-            kinds.append(REJECTED | (BOUND if why[0] == "bad-quoting" else 0))
+            kinds.append(REJECTED)
             keys.append("")
             stamps.append("")
             raws.append("")
@@ -348,26 +412,38 @@ def update_table(
         where[index + 1 : index + used] = [nothing] * (used - 1)
     chosen: list[int] = where  # type: ignore[assignment] # every None was replaced above
     new_kinds = bytearray(map(kinds.__getitem__, chosen))
-    for index in spans:
+    for index in (*spans, *bound):
         new_kinds[index] |= BOUND
     rejected_at = list(compress(range(count), new_kinds.translate(_REJECTED)))
+    # Keys that may now occur more than once: those of new rows, and of lines used twice.
+    may_repeat = [outcome[0] for outcome in valid.values()]
+    used_ids = list(compress(chosen, new_kinds.translate(_VALID)))
+    if len(set(used_ids)) != len(used_ids):
+        may_repeat.extend(keys[i] for i, n in Counter(used_ids).items() if n > 1)
     table = LineTable(
         kinds=bytes(new_kinds),
         keys=list(map(keys.__getitem__, chosen)),
         stamps=list(map(stamps.__getitem__, chosen)),
         raws=list(map(raws.__getitem__, chosen)),
         rejections={i: all_rejections[chosen[i]] for i in rejected_at},
+        spans=spans,
     )
-    return table, len(misses)
+    return table, may_repeat
 
 
 def table_from_index(keys: SystemKeys, lines: list[bytes], parser: _LineParser) -> LineTable | str:
     """The line table of a source the pipeline read, from its index and its lines.
 
-    The index has everything but the timestamps of later occurrences of a key;
-    those few lines are parsed again. Returns a reason instead when the file
-    does not match the index (it changed after it was read).
+    The index has everything but the timestamps of later occurrences of a key
+    and the extent of multi-line records; those few lines are parsed again.
+    Returns a reason instead when the file does not match the index (it
+    changed after it was read).
     """
+    with paused_gc():
+        return _table_from_index(keys, lines, parser)
+
+
+def _table_from_index(keys: SystemKeys, lines: list[bytes], parser: _LineParser) -> LineTable | str:
     count = len(lines)
     if keys.position.line != count + 2:
         return f"the file has {count + 1} lines, the run read {keys.position.line - 1}"
@@ -395,30 +471,79 @@ def table_from_index(keys: SystemKeys, lines: list[bytes], parser: _LineParser) 
     rejections: dict[int, Rejection] = {}
     for row in keys.rejected:
         index = row.line - 2
-        kinds[index] = REJECTED | (BOUND if row.error_type == "bad-quoting" else 0)
+        kinds[index] = REJECTED
         rejections[index] = (row.error_type, row.message, row.raw)
     if kinds.translate(_RECORD).count(1) != keys.rows_read:
         return "the file does not match what the run read"
-    # A record starting on a line with a quote is bound unless the next line starts one.
+    # A record that may depend on the lines after it: a line with a quote whose next
+    # line starts no record, or bad quoting. Parse it again to learn its extent.
     starts = kinds.translate(_RECORD)
-    ends = list(compress(range(count - 1), map(gt, starts[:-1], starts[1:])))
+    check = list(compress(range(count - 1), map(gt, starts[:-1], starts[1:])))
     if count and starts[-1]:
-        ends.append(count - 1)
-    for index in ends:
-        if b'"' in lines[index]:
+        check.append(count - 1)
+    check.extend(i for i, why in rejections.items() if why[0] == "bad-quoting")
+    spans: dict[int, int] = {}
+    scratch = _Parsed()
+    for index in sorted(set(check)):
+        if parser.context_free(lines[index]):
+            continue
+        used, depends = parser.in_context(lines, index, scratch)
+        if depends:
             kinds[index] |= BOUND
+        if used > 1:
+            spans[index] = used
     if later:
-        later.sort()
-        valid, _, _ = parser.parse(lines, later)
+        parsed = _Parsed()
+        singles = []
+        for index in sorted(later):
+            if parser.context_free(lines[index]):
+                singles.append(index)
+            else:
+                parser.in_context(lines, index, parsed)
+        parser.singles(lines, singles, parsed)
+        valid, _ = parser.outcomes(parsed)
         for index in later:
             outcome = valid.get(index)
             if outcome is None or outcome[0] != key_column[index]:
                 return f"line {index + 2} does not match what the run read"
             stamp_column[index] = outcome[1]
-    return LineTable(bytes(kinds), key_column, stamp_column, raw_column, rejections)
+    return LineTable(bytes(kinds), key_column, stamp_column, raw_column, rejections, spans)
 
 
 # ---------------------------------------------------------------------- the run's hooks
+
+
+def _snapshot(
+    run_id: str, system: str, hashed: str, stat: os.stat_result, header: bytes, body: bytes
+) -> Snapshot:
+    return Snapshot(
+        FORMAT_VERSION,
+        system,
+        run_id,
+        hashed,
+        stat.st_size,
+        stat.st_mtime_ns,
+        header,
+        body,
+        b"",
+        [],
+        [],
+        [],
+        {},
+        {},
+        [],
+    )
+
+
+def _fill(snapshot: Snapshot, table: LineTable, keys: SystemKeys) -> Snapshot:
+    snapshot.kinds = table.kinds
+    snapshot.keys = table.keys
+    snapshot.stamps = table.stamps
+    snapshot.raws = table.raws
+    snapshot.rejections = table.rejections
+    snapshot.spans = table.spans
+    snapshot.dup_keys = list(keys.repeats)
+    return snapshot
 
 
 def _ascii_compatible(encoding: str) -> bool:
@@ -557,35 +682,26 @@ class Snapshots:
         body = data[header.data_offset :]
         del data
         old = LineTable(
-            snapshot.kinds, snapshot.keys, snapshot.stamps, snapshot.raws, snapshot.rejections
+            snapshot.kinds,
+            snapshot.keys,
+            snapshot.stamps,
+            snapshot.raws,
+            snapshot.rejections,
+            snapshot.spans,
         )
         size = len(snapshot.header) + len(body)
         if body == snapshot.body:
-            keys = system_keys(system, old, size)
+            keys = system_keys(system, old, size, set(snapshot.dup_keys))
             count = len(old.kinds)
             return _Restored(keys, True, count, 0, time.monotonic() - started, snapshot.run_id)
         parser = _LineParser(system, source, header, config)
         lines = split_lines(body)
         table, parsed = update_table(old, split_lines(snapshot.body), lines, parser)
-        keys = system_keys(system, table, size)
+        keys = system_keys(system, table, size, {*snapshot.dup_keys, *parsed})
         from_run = snapshot.run_id
-        snapshot = Snapshot(
-            FORMAT_VERSION,
-            system,
-            self.run_id,
-            snapshot.settings_hash,
-            stat.st_size,
-            stat.st_mtime_ns,
-            snapshot.header,
-            body,
-            table.kinds,
-            table.keys,
-            table.stamps,
-            table.raws,
-            table.rejections,
-        )
-        self._submit(system, lambda: snapshot)
-        return _Restored(keys, False, len(lines), parsed, time.monotonic() - started, from_run)
+        new = _snapshot(self.run_id, system, snapshot.settings_hash, stat, snapshot.header, body)
+        self._submit(system, partial(_fill, new, table, keys))
+        return _Restored(keys, False, len(lines), len(parsed), time.monotonic() - started, from_run)
 
     # ------------------------------------------------------------------------ save
 
@@ -626,21 +742,9 @@ class Snapshots:
         table = table_from_index(keys, lines, _LineParser(system, source, header, config))
         if isinstance(table, str):
             return table
-        return Snapshot(
-            FORMAT_VERSION,
-            system,
-            self.run_id,
-            settings_hash(config, [system]),
-            stat.st_size,
-            stat.st_mtime_ns,
-            data[: header.data_offset],
-            body,
-            table.kinds,
-            table.keys,
-            table.stamps,
-            table.raws,
-            table.rejections,
-        )
+        hashed = settings_hash(config, [system])
+        new = _snapshot(self.run_id, system, hashed, stat, data[: header.data_offset], body)
+        return _fill(new, table, keys)
 
     def _submit(self, system: str, build: Callable[[], Snapshot | str]) -> None:
         if not self.save:
