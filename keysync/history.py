@@ -25,7 +25,16 @@ A run compares the authority's keys with the stored blob; unchanged (the
 usual case) costs one encode and a byte comparison. If it changed, one set
 difference gives the keys added to and removed from A, and every peer's
 transitions follow from small set operations on its gaps, its extras and
-that delta — never from a pass over a peer's million keys.
+that delta — never from a pass over a peer's million keys. With A0/A1 the
+authority's keys before/now, ``added = A1 - A0``, ``removed = A0 - A1``, a
+peer's gaps G0/G1 and extras O0/O1 before/now, and X1 its keys read now
+(so its keys before were ``X0 = (A0 - G0) | O0``)::
+
+    disappeared = (O0 - X1) | ((G1 - G0) - added) | ((removed - G0) - X1)
+    appeared    = (O1 - O0 - (removed - G0))
+                | {k in (G0 - G1) | (added - G1) : k not in O0 and k in A1}
+
+(tests/test_state.py checks this against a brute-force model on random runs).
 
 ``missing_since(X, key)`` is when the current stretch began in which the key
 is in A but not in X: the run in which that gap was first seen (this run's
