@@ -111,8 +111,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-# Finds, in cells joined by \x1f, a "#" anywhere or a formula character at a cell start.
-_NEEDS_CARE = re.compile("#|(?:^|\x1f)[=+\\-@\t\r]")
+# Finds, in cells each preceded by \x1f, a "#" anywhere or a formula character at a cell
+# start. It begins with a character class, which re scans for fast (no "^" tried everywhere).
+_NEEDS_CARE = re.compile("#|\x1f[=+\\-@\t\r]")
 _CHUNK = 10_000
 
 
@@ -124,13 +125,13 @@ def _rows_needing_care(chunk: Sequence[Sequence[Any]], risky: Sequence[int]) -> 
     """
     found: set[int] = set()
     for column in risky:
-        cells = [row[column] for row in chunk]
-        joined = "\x1f".join(cells)
+        cells = list(map(itemgetter(column), chunk))
+        joined = "\x1f" + "\x1f".join(cells)  # a separator before every cell, the first too
         matches = [m.end() - 1 for m in _NEEDS_CARE.finditer(joined)]  # inside the cell
         if not matches:
             continue
-        # Start of each cell in ``joined``: the lengths so far plus one separator each.
-        starts = list(accumulate(map(len, cells), lambda total, n: total + n + 1, initial=0))
+        # Start of each cell in ``joined``: one separator before each, lengths so far.
+        starts = list(accumulate(map(len, cells), lambda total, n: total + n + 1, initial=1))
         found.update(bisect_right(starts, position) - 1 for position in matches)
     return found
 
@@ -381,7 +382,7 @@ def _missing_in_a_rows(comparison: Comparison, registry: RegistryView) -> list[t
     rows: list[tuple[Any, ...]] = []
     for system in sorted(comparison.missing_in_a):
         held = comparison.index[system]
-        keys = list(comparison.missing_in_a[system])
+        keys = sorted(comparison.missing_in_a[system])
         rows.extend(
             zip(
                 keys,
@@ -393,7 +394,9 @@ def _missing_in_a_rows(comparison: Comparison, registry: RegistryView) -> list[t
                 map(registry.status_for, repeat(system), keys),
             )
         )
-    rows.sort(key=itemgetter(0, 1))
+    # Each system's run is sorted and systems come in order: a stable sort on the key
+    # alone merges the runs (timsort) and keeps equal keys in system order.
+    rows.sort(key=itemgetter(0))
     return rows
 
 
