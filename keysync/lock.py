@@ -5,7 +5,7 @@ API::
     lock = RunLock.acquire(data_dir, run_id, db_path=None, purpose="run")  # RunError (exit 3)
     lock.stale          # LockHolder | None: what a dead holder had left in the file
     lock.release()      # also ``with RunLock.acquire(...) as lock: ...``
-    RunLock.holder(data_dir) -> LockHolder | None   # who holds it right now (None: free)
+    RunLock.holder(data_dir) -> LockHolder | None   # who holds it now (None: free); read-only
 
 Why ``fcntl.flock`` and not a pid file: the kernel releases a flock when the
 holding process dies, however it dies (``kill -9``, power loss, OOM). So a lock
@@ -150,20 +150,21 @@ class RunLock:
 
     @staticmethod
     def holder(data_dir: Path) -> LockHolder | None:
-        """Who holds the lock now, or None when nobody does (never takes it for long)."""
-        path = data_dir / LOCK_NAME
-        if not path.exists():
-            return None
-        fd = os.open(path, os.O_RDWR)
+        """Who holds the lock now, or None. Never touches the lock itself.
+
+        (Testing the flock would take it for an instant, and a run starting at
+        that instant would be refused.) A holder empties the file on release,
+        so text naming a live process means a holder; text naming a dead one is
+        what a killed run left behind, and the lock is free.
+        """
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _wait_for_holder_text(fd) or LockHolder("unknown", 0, "unknown")
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            text = (data_dir / LOCK_NAME).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
             return None
-        finally:
-            os.close(fd)
+        holder = _parse(text.strip()) if text.strip() else None
+        if holder is None or not _pid_alive(holder.pid):
+            return None
+        return holder
 
     def release(self) -> None:
         """Empty the file (so the next holder sees a clean release) and unlock."""
