@@ -41,14 +41,19 @@ def write_inputs(folder: Path, inputs: Inputs) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path, write_config: Callable[..., Path]) -> Callable[..., Path]:
-    """Write a config for systems A, B, C under tmp_path; returns its path."""
+    """Write a config for systems A, B, C under tmp_path; returns its path.
 
-    def make(**provisioning: Any) -> Path:
+    Runs are serial (``parallel: false``, the same output by design and about
+    twice as fast to start) except where ``parallel=True`` asks for the real
+    multi-process pipeline: the kill and concurrency tests.
+    """
+
+    def make(parallel: bool = False, **provisioning: Any) -> Path:
         return write_config(
             tmp_path,
             sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
             provisioning=provisioning,
-            processing={"workers": 1, "checkpoint_interval": 1000},
+            processing={"parallel": parallel, "workers": 1, "checkpoint_interval": 1000},
         )
 
     return make
@@ -467,7 +472,7 @@ PHASES = ["reading", "planning", "reporting", "committing", "mid-commit"]
 def test_kill_9_at_any_phase_leaves_the_state_as_before(
     phase: str, tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
-    project(deprecate_after_runs=1)
+    project(parallel=True, deprecate_after_runs=1)
     write_inputs(tmp_path, {"A": ["K-1", "K-2"], "B": ["K-1", "X-1"], "C": ["X-2"]})
     ok(keysync("-q", "run", "--auto-approve"))
     before = state_dump(tmp_path)
@@ -500,7 +505,7 @@ def test_kill_9_at_any_phase_leaves_the_state_as_before(
 def test_kill_9_after_the_commit_keeps_the_committed_state(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
-    project()
+    project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
     run = Background(tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "publishing"})
     run.wait_for("run.paused_for_tests")
@@ -512,7 +517,7 @@ def test_kill_9_after_the_commit_keeps_the_committed_state(
 def test_two_concurrent_runs_one_wins_the_other_exits_3(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
-    project()
+    project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
     first = Background(
         tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "planning", "KEYSYNC_TEST_PAUSE_S": "2"}
