@@ -207,6 +207,13 @@ def line_chart(
         )
         out.append(f'<text x="{lx + 32}" y="{y + 4}">{kind}</text>')
         y += 20
+    if len(series) > 1:
+        out.append(
+            f'<text x="{lx}" y="{y + 12}" font-size="10" fill="#777">lines that coincide</text>'
+        )
+        out.append(
+            f'<text x="{lx}" y="{y + 25}" font-size="10" fill="#777">are drawn nested</text>'
+        )
     out.append("</g>")
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -29,6 +29,8 @@ API::
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.process
 import os
 import shutil
 import signal
@@ -39,6 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import msgspec
@@ -54,6 +57,7 @@ from keysync.errors import (
     EXIT_OK,
     ConfigError,
     Interrupted,
+    KeysyncError,
     RunError,
 )
 from keysync.lock import RunLock
@@ -423,10 +427,6 @@ def _simulate_days(
     on_day: Callable[[int, int, list[TimelineRow]], None] | None,
 ) -> SimulationResult:
     """Generate the series, then reconcile the days in order; stop early on request."""
-    from keysync.mockdata import generate
-
-    generated = generate(config, scenario=scenario, days=days, out=folder / "input")
-    day_dirs = generated.history if days > 1 else [generated.out_dir]
     _write_state_config(config, folder, days)
     result = SimulationResult(
         scenario,
@@ -440,16 +440,110 @@ def _simulate_days(
         rows=[],
     )
     tracker = AlertTracker(config.simulation.alert_threshold)
-    for day, day_dir in enumerate(day_dirs, start=1):
-        if stop_requested():
-            raise Interrupted(
-                f"simulation stopped before day {day} of {days}; `keysync simulate` starts it over"
-            )
-        today = _run_day(config, result, tracker, day, day_dir)
-        if on_day is not None:
-            on_day(day, days, today)
+    with _Series(config, scenario, days, folder / "input") as series:
+        for day in range(1, days + 1):
+            day_dir = series.wait_for(day, stop_requested)
+            if stop_requested():
+                raise Interrupted(
+                    f"simulation stopped before day {day} of {days}; "
+                    "`keysync simulate` starts it over"
+                )
+            today = _run_day(config, result, tracker, day, day_dir)
+            if on_day is not None:
+                on_day(day, days, today)
     result.message = _degraded_message(result.rows)
     return result
+
+
+class _Series:
+    """The generated day series, written by a helper process while the days are reconciled.
+
+    Generating is about a fifth of a simulation's work and needs nothing from the runs,
+    so on two cores it overlaps them: day d can be reconciled as soon as its folder is
+    complete, which the generator marks by writing the day's ``manifest.json`` last.
+    The helper is spawned (a fresh interpreter: nothing inherited, not even the lock) and
+    ignores Ctrl-C, which the simulation handles; leaving the ``with`` block stops it.
+    A one-day series is generated in this process (there is nothing to overlap).
+    """
+
+    def __init__(self, config: Config, scenario: str, days: int, out: Path) -> None:
+        self.days, self.out = days, out
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.ended: tuple[str, int] | None = None  # the helper's report, once it is done
+        if days == 1:
+            from keysync.mockdata import generate
+
+            generate(config, scenario=scenario, days=1, out=out)
+            return
+        context = multiprocessing.get_context("spawn")
+        self.reader, writer = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_generate_series,
+            args=(config, scenario, days, out, writer),
+            name="keysync-simulate-generate",
+            daemon=True,
+        )
+        self.process.start()
+        writer.close()
+
+    def __enter__(self) -> _Series:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            if self.process.is_alive():
+                self.process.terminate()
+            self.process.join()
+            self.reader.close()
+
+    def wait_for(self, day: int, stop_requested: Callable[[], bool]) -> Path:
+        """The folder of ``day`` once it is complete; raises what the generator raised."""
+        from keysync.mockdata.files import day_folder
+
+        if self.process is None:
+            return self.out
+        folder = day_folder(self.out / "history", day, self.days)
+        manifest = folder / "manifest.json"
+        while not manifest.exists() and not stop_requested():
+            if self.ended is None:
+                if self.reader.poll(0.01):
+                    self.ended = self._receive()
+                continue
+            if manifest.exists():
+                break
+            message, code = self.ended
+            raise KeysyncError(message or f"the generated series has no day {day}", code or 3)
+        return folder
+
+    def _receive(self) -> tuple[str, int]:
+        """The helper's last word: ("", 0) when the whole series is written."""
+        try:
+            ended: tuple[str, int] = self.reader.recv()
+            return ended
+        except EOFError:  # it ended without a word: killed, or the interpreter failed
+            assert self.process is not None
+            self.process.join(1)
+            return f"generating the mock series failed (exit code {self.process.exitcode})", 3
+
+
+def _generate_series(
+    config: Config, scenario: str, days: int, out: Path, report: Connection
+) -> None:
+    """The helper process: write the whole series, then report ("", 0) or (message, exit)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    from keysync.mockdata import generate
+
+    try:
+        generate(config, scenario=scenario, days=days, out=out)
+    except KeysyncError as exc:
+        report.send((f"{exc}", exc.exit_code))
+    except BaseException as exc:  # a bug: say what, the parent ends with one line
+        report.send((f"generating the mock series failed: {type(exc).__name__}: {exc}", 3))
+        raise
+    else:
+        report.send(("", 0))
+    finally:
+        report.close()
 
 
 def _run_day(

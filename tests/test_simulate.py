@@ -384,6 +384,15 @@ def test_ctrl_c_stops_the_simulation_with_one_line_and_the_next_one_starts_over(
     assert len(Simulated(tmp_path, "normal", again).rows) == 2 * len(SYSTEMS)
 
 
+def test_a_series_the_generator_refuses_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
+    _config(tmp_path, simulation={"keys_per_system": 9_000_000})
+    done = _keysync(tmp_path, "simulate", "--days", "3")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("keysync: error: 9,000,000 keys per system is too many")
+    assert not (tmp_path / "output" / "simulation" / "normal" / "timeline.csv").exists()
+
+
 @pytest.mark.parametrize("args", [("--days", "0"), ("--scenario", "chaos")])
 def test_bad_options_exit_2(tmp_path: Path, args: tuple[str, str]) -> None:
     done = _keysync(tmp_path, "simulate", *args)
