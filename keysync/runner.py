@@ -9,6 +9,7 @@ reports. A kill at any point before the commit leaves the state as it was.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import secrets
 import signal
@@ -217,16 +218,18 @@ def _latest_checkpoint(config: Config) -> Path | None:
 def _write_audit_log(
     writer: ReportWriter, store: StateStore, planned: list[tuple[Any, ...]] | None = None
 ) -> None:
-    """audit_log.csv: every recorded event; in a dry run also what would be recorded."""
-    rows: list[tuple[Any, ...]] = list(store.audit_rows())
-    rows.extend(planned or [])
+    """audit_log.csv: every recorded event; in a dry run also what would be recorded.
+
+    Streamed from the database: the trail grows with every run, memory must not.
+    """
+    planned = planned or []
     report = writer.open(
         "audit_log.csv",
         AUDIT_COLUMNS,
-        row_count=len(rows),
+        row_count=store.audit_count() + len(planned),
         description="every run and registry decision of all runs, by timestamp and seq",
     )
-    report.rows(rows, risky=(4, 5, 6))
+    report.rows(itertools.chain(store.audit_rows(), planned), risky=(4, 5, 6))
     report.close()
 
 

@@ -92,8 +92,8 @@ def wait_for_event(log_file: Path, event: str, timeout: float = 60) -> None:
     raise AssertionError(f"{event} never appeared in {log_file}")
 
 
-def kill_at(folder: Path, pause_at: str | None, after_s: float = 0.0) -> None:
-    """Start a run, wait for the pause point (or ``after_s``), kill -9 its process group."""
+def kill_at(folder: Path, pause_at: str | None, after_event: str = "") -> None:
+    """Start a run, wait for the pause point (or a log event), kill -9 its process group."""
     env = env_with(**({"KEYSYNC_TEST_PAUSE_AT": pause_at} if pause_at else {}))
     process = subprocess.Popen(
         keysync_cmd("-c", str(folder / "keysync-config.yaml"), "run"),
@@ -103,10 +103,8 @@ def kill_at(folder: Path, pause_at: str | None, after_s: float = 0.0) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        if pause_at:
-            wait_for_event(folder / "data" / "logs" / "keysync.jsonl", "run.paused_for_tests")
-        else:
-            time.sleep(after_s)
+        log = folder / "data" / "logs" / "keysync.jsonl"
+        wait_for_event(log, "run.paused_for_tests" if pause_at else after_event)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -146,8 +144,9 @@ def test_kill_while_reading(fresh: Path, reference: Path, rows: int) -> None:
     assert float(str(resumed["replay_s"])) > 0
 
 
-def test_kill_at_a_random_moment(fresh: Path, reference: Path) -> None:
-    kill_at(fresh, None, after_s=1.0)
+def test_kill_without_a_hook_right_after_a_checkpoint(fresh: Path, reference: Path) -> None:
+    """No test hook in the run at all: kill it the moment its first checkpoint is logged."""
+    kill_at(fresh, None, after_event="checkpoint.saved")
     resume_and_compare(fresh, reference)
 
 

@@ -20,7 +20,7 @@ import shutil
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, repeat
+from itertools import accumulate, islice, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
@@ -145,16 +145,18 @@ class ReportFile:
     writer: Any
     count: int = 0
 
-    def rows(self, rows: Sequence[Sequence[Any]], risky: Sequence[int] = ()) -> None:
+    def rows(self, rows: Iterable[Sequence[Any]], risky: Sequence[int] = ()) -> None:
         """Write rows; cells in the ``risky`` columns (input text) are made spreadsheet-safe.
 
-        The rows that need care (a ``#`` or a formula start in a risky cell) are found
-        with one regex per column over the joined cells; every run of rows between
-        them goes to ``csv.writer.writerows`` in one C call.
+        Rows are taken ``_CHUNK`` at a time, so an iterator (a database cursor) is
+        never held in memory whole. The rows that need care (a ``#`` or a formula
+        start in a risky cell) are found with one regex per column over the joined
+        cells; every run of rows between them goes to ``csv.writer.writerows`` in
+        one C call.
         """
-        self.count += len(rows)
-        for start in range(0, len(rows), _CHUNK):
-            chunk = rows[start : start + _CHUNK]
+        source = iter(rows)
+        while chunk := list(islice(source, _CHUNK)):
+            self.count += len(chunk)
             careful = sorted(_rows_needing_care(chunk, risky))
             done = 0
             for i in careful:
