@@ -85,7 +85,7 @@ def fail(message: str, exit_code: int = EXIT_USAGE) -> None:
     help="Format of the log lines on stderr (the log file is always JSON Lines).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")
-@click.option("-v", "--verbose", count=True, help="More detail (-vv for debug).")
+@click.option("-v", "--verbose", count=True, help="Debug detail on stderr and in the log file.")
 @click.version_option(__version__, prog_name="keysync")
 @click.pass_context
 def main(ctx: click.Context, config_path: str, log_format: str, quiet: bool, verbose: int) -> None:
