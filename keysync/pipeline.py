@@ -226,9 +226,12 @@ class Pipeline:
         self.log = logs.get_logger(stage="pipeline")
 
     def run(self) -> PipelineResult:
-        if self.config.processing.parallel:
-            return self._run_parallel()
-        return self._run_sequential()
+        try:
+            if self.config.processing.parallel:
+                return self._run_parallel()
+            return self._run_sequential()
+        finally:
+            self.index.done_reading()
 
     # -- one process -----------------------------------------------------------------
 
