@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"round {round_number + 1} {contender.name:>12}: {result.wall_s:7.2f} s  "
                 f"peak RSS {result.peak_rss_mib:6.0f} MiB  PSS {result.peak_pss_mib:6.0f} MiB  "
+                f"CPU {result.cpu_s:5.1f} s  "
                 f"({result.peak_processes} procs, load {load})",
                 flush=True,
             )

@@ -38,6 +38,7 @@ class Measured:
     peak_processes: int
     returncode: int
     stderr: str = ""
+    cpu_s: float = 0.0  # user + system seconds of every process of the tree (last sample)
 
 
 class TreeSampler:
@@ -50,6 +51,7 @@ class TreeSampler:
         self.peak_rss = 0
         self.peak_pss = 0
         self.peak_processes = 0
+        self.cpu: dict[int, float] = {}  # pid -> user + system seconds at its last sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
 
@@ -81,6 +83,8 @@ class TreeSampler:
                         pss += info.pss
                     else:
                         rss += process.memory_info().rss
+                    times = process.cpu_times()
+                    self.cpu[process.pid] = times.user + times.system
                 except psutil.Error:
                     continue
             self.peak_rss = max(self.peak_rss, rss)
@@ -123,6 +127,7 @@ def run_measured(
         sampler.peak_processes,
         process.returncode,
         stderr,
+        sum(sampler.cpu.values()),
     )
 
 
@@ -140,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wall {result.wall_s:.2f} s, peak RSS (sum) {result.peak_rss_mib:.0f} MiB, "
         f"peak PSS (sum) {result.peak_pss_mib:.0f} MiB, {result.peak_processes} processes, "
+        f"CPU {result.cpu_s:.1f} s (sampled), "
         f"exit {result.returncode}, load {load_average()}"
     )
     return result.returncode

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import os
 import pstats
 import shutil
 import sys
@@ -37,6 +38,7 @@ T = TypeVar("T")
 
 
 PROFILE: set[str] = set()
+MEMORY: dict[str, float] = {}
 
 
 def timed(label: str, timings: dict[str, float], call: Callable[[], T]) -> T:
@@ -48,7 +50,14 @@ def timed(label: str, timings: dict[str, float], call: Callable[[], T]) -> T:
     else:
         result = call()
     timings[label] = timings.get(label, 0.0) + time.perf_counter() - started
+    MEMORY[label] = _rss_mib()
     return result
+
+
+def _rss_mib() -> float:
+    """This process's resident memory now (MiB): which phase holds the most."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def later_phases(config: Any, index: KeyIndex, unavailable: dict[str, str]) -> dict[str, float]:
@@ -124,13 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     result = Pipeline(config, jobs, index=index).run()
     read_s = time.perf_counter() - started
     rows = sum(index[s].rows_read for s in systems)
-    print(f"read (pipeline): {read_s:.2f} s for {rows:,} rows ({read_s / rows * 1e6:.2f} µs a row)")
+    print(
+        f"read (pipeline): {read_s:.2f} s for {rows:,} rows ({read_s / rows * 1e6:.2f} µs a row), "
+        f"parent RSS {_rss_mib():.0f} MiB"
+    )
     gc.collect()
     for round_number in range(args.rounds):
         timings = later_phases(config, index, result.unavailable)
         total = sum(timings.values())
         parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in timings.items())
         print(f"round {round_number + 1}: later phases {total:.2f} s: {parts}")
+        print("  parent RSS (MiB) after: " + ", ".join(f"{k} {v:.0f}" for k, v in MEMORY.items()))
     return 0
 
 
