@@ -432,6 +432,7 @@ def test_flags_follow_their_definition(series: list[int | None], threshold: int)
 
 @pytest.mark.slow
 def test_recovery_30_days_at_the_default_size_within_15_seconds(tmp_path: Path) -> None:
+    (tmp_path / "keysync-config.yaml").write_text("", encoding="utf-8")  # all defaults
     started = time.monotonic()
     done = _keysync(tmp_path, "simulate", "--scenario", "recovery", "--days", "30")
     elapsed = time.monotonic() - started
@@ -440,3 +441,4 @@ def test_recovery_30_days_at_the_default_size_within_15_seconds(tmp_path: Path) 
     sim = Simulated(tmp_path, "recovery", done)
     assert sim.flags("alert") == [(11, peer) for peer in PEERS]  # 30//3 + 1
     assert len(sim.rows) == 30 * len(SYSTEMS)
+    assert "3,888 keys per system" in done.stdout  # the size seed 42 draws
