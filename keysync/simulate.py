@@ -71,6 +71,8 @@ CHART = "timeline.svg"
 STATE_CONFIG = "keysync-config.yaml"
 CURRENT = "current"  # where each day's exports are placed for that day's run
 CUMULATIVE_REPORTS = ("audit_log.csv", "master_key_registry.csv")
+# What a simulation remakes from scratch in its folder (data/ too, except data/logs/).
+_REMADE = ("input", CURRENT, "checkpoints", "days", "reports", TIMELINE, CHART, STATE_CONFIG)
 
 TIMELINE_COLUMNS = {
     "day": "simulated day, 1-based",
@@ -82,7 +84,7 @@ TIMELINE_COLUMNS = {
     "duplicates": "normalized keys that occur more than once in this system",
     "rejected": "rows of this system that could not be read",
     "match_rate": "matched / |authority ∪ system|, 4 decimals; empty when unavailable",
-    "change": "match_rate minus the previous day's, 4 decimals; empty on day 1",
+    "change": "match_rate minus the previous day's, 4 decimals; empty on day 1 and after a gap",
     "flag": (
         "alert: the rate fell by more than simulation.alert_threshold since the day before; "
         "recovered: first day back within the threshold of the rate before the alert; "
@@ -265,7 +267,7 @@ def _day_name(day: int, days: int) -> str:
 
 def _clear(folder: Path) -> None:
     """Remove the previous simulation's state and outputs; its log stays (append-only)."""
-    for name in ("input", CURRENT, "checkpoints", "days", "reports", TIMELINE, CHART, STATE_CONFIG):
+    for name in _REMADE:
         target = folder / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -282,6 +284,7 @@ def _clear(folder: Path) -> None:
                 entry.unlink()
     for staging in folder.glob(".staging-*"):
         shutil.rmtree(staging, ignore_errors=True)
+    (folder / f".{STATE_CONFIG}.tmp").unlink(missing_ok=True)
 
 
 def day_config(config: Config, folder: Path, inputs: Path, day: int, days: int) -> Config:
