@@ -406,6 +406,7 @@ class Pipeline:
         last_seen = dict.fromkeys(readers, time.monotonic())
         dead_since: dict[str, float] = {}
         done: set[str] = set()
+        checked_alive = time.monotonic()
         while len(done) < len(readers):
             self._check_stop()
             try:
@@ -434,6 +435,10 @@ class Pipeline:
             elif isinstance(message, SourceFailed):
                 done.add(message.system)
                 self._unavailable(unavailable, message.system, message.message)
+            # is_alive() is a waitpid() call: a few times a second is enough, not per batch.
+            liveness_due = message is None or now - checked_alive >= POLL_S
+            if liveness_due:
+                checked_alive = now
             for system, process in readers.items():
                 if system in done:
                     continue
@@ -444,7 +449,7 @@ class Pipeline:
                     process.terminate()
                     done.add(system)
                     self._unavailable(unavailable, system, self._timeout_reason())
-                elif system not in expected and not process.is_alive():
+                elif system not in expected and liveness_due and not process.is_alive():
                     # Its last messages may still be in the pipe: give them a moment.
                     if now - dead_since.setdefault(system, now) < 1.0:
                         continue
