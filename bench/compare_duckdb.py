@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, help="reuse this folder (keeps generated input)")
     parser.add_argument("--baseline", help="PYTHONPATH of an older keysync to time alongside")
+    parser.add_argument("--pythonpath", help="PYTHONPATH of the keysync to time (default: this)")
     parser.add_argument("--variant", action="append", default=[], help="NAME:key.path=value,...")
     parser.add_argument("--no-duckdb", action="store_true", help="time keysync contenders only")
     parser.add_argument("--duckdb-threads", type=int, default=None)
@@ -134,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         generate(folder, args.keys)
         (folder / "input" / ".keys").write_text(str(args.keys))
 
-    contenders = [keysync_contender(folder, "keysync", {})]
+    contenders = [keysync_contender(folder, "keysync", {}, args.pythonpath)]
     if args.baseline:
         contenders.append(keysync_contender(folder, "baseline", {}, args.baseline))
     for variant in args.variant:
         name, overrides = parse_variant(variant)
-        contenders.append(keysync_contender(folder, name, overrides))
+        contenders.append(keysync_contender(folder, name, overrides, args.pythonpath))
     if not args.no_duckdb:
         reference = write_config(folder, "duckdb", {})
         command = [sys.executable, str(BENCH / "duckdb_reference.py"), "-c", str(reference)]

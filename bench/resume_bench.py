@@ -27,8 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_duckdb import clean_env, generate, write_config
+from compare_duckdb import clean_env as _clean_env
+from compare_duckdb import generate, write_config
 from measure import load_average, run_measured
+
+PYTHONPATH: list[str] = []  # --pythonpath: time another checkout's keysync
+
+
+def clean_env() -> dict[str, str]:
+    return _clean_env(PYTHONPATH[0] if PYTHONPATH else None)
 
 
 def rows_in(inputs: Path) -> int:
@@ -124,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=0.8, help="where to kill (of rows)")
     parser.add_argument("--resumes", type=int, default=3, help="kill + resume cycles")
     parser.add_argument("--overhead", type=int, default=0, help="rounds of the overhead test")
+    parser.add_argument("--pythonpath", help="PYTHONPATH of the keysync to time")
     args = parser.parse_args(argv)
+    if args.pythonpath:
+        PYTHONPATH.append(args.pythonpath)
     folder = args.workdir
     keys_file = folder / "input" / ".keys"
     if not keys_file.exists() or keys_file.read_text() != str(args.keys):
