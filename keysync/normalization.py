@@ -1,9 +1,11 @@
 """The key rules of SPEC.md "Normalization", compiled once into fast functions.
 
-``compile_rules`` turns the ``normalize`` config into a ``KeyNormalizer``. Most
-keys in real exports are already in normal form, so the normalizer first asks
-one regex whether a whole batch is already normal (one pass in C) and only
-runs the step-by-step rules on keys that are not.
+``compile_rules`` turns the ``normalize`` config into a ``KeyNormalizer``.
+``normalize_many`` takes a whole batch at once: with ``strip_non_alnum`` on,
+every ASCII key goes through a few C-level byte passes over the newline-joined
+batch (``_AsciiBatch``), and a batch that comes out unchanged is returned as it
+is; only keys that are not ASCII after folding take the step-by-step rules
+(``normalize``, itself with a one-regex fast path for keys already normal).
 """
 
 from __future__ import annotations
