@@ -795,11 +795,14 @@ class Snapshots:
                 continue
             log.info("incremental.snapshot_saved", system=system, path=str(target))
         if self._ready:
-            fd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            try:  # the run is committed: a snapshot problem is a warning, never a failure
+                fd = os.open(self.folder, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self._skipped["*"] = f"cannot sync {self.folder}: {exc.strerror or exc}"
         for system, reason in sorted(self._skipped.items()):
             log.warning(
                 "incremental.snapshot_skipped",
