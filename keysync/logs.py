@@ -168,6 +168,29 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("frames", "detail"),
         "the last checkpoint frame was cut short (a kill while writing); the one before is used",
     ),
+    "incremental.fallback": EventSpec(
+        "warning",
+        ("system", "reason"),
+        "incremental mode reads this source in full, and says why (no snapshot, settings...)",
+    ),
+    "incremental.unchanged": EventSpec(
+        "info",
+        ("system", "rows_read", "seconds"),
+        "a source is byte-identical to the last run's: rebuilt from its snapshot, not read",
+    ),
+    "incremental.updated": EventSpec(
+        "info",
+        ("system", "parsed", "reused"),
+        "a changed source: only lines not seen last time were parsed",
+    ),
+    "incremental.snapshot_saved": EventSpec(
+        "info", ("system", "path"), "a source snapshot for the next incremental run is in place"
+    ),
+    "incremental.snapshot_skipped": EventSpec(
+        "warning",
+        ("system", "reason"),
+        "no snapshot could be kept: the next incremental run reads this source in full",
+    ),
     "checkpoint.unusable": EventSpec(
         "warning",
         ("path", "reason"),
