@@ -530,6 +530,9 @@ def test_helper_process_writes_the_same_bytes_as_one_process(
 
     monkeypatch.setattr(generator_module, "PARALLEL_MIN_KEYS", 1)
     monkeypatch.setattr(generator_module, "ProcessPoolExecutor", RecordingPool)
+    # Earlier tests in the same pytest process may leave idle daemon threads (log relays),
+    # which make the generator refuse to fork; this test is about the bytes, not that guard.
+    monkeypatch.setattr(generator_module.threading, "active_count", lambda: 1)
     generate(config, keys=5000, days=2, scenario="failure", out=tmp_path / "parallel")
     assert len(pools) == 1, "the helper process was not used"
     assert file_hashes(tmp_path / "serial") == file_hashes(tmp_path / "parallel")
