@@ -111,14 +111,18 @@ def kill_at(folder: Path, pause_at: str | None, after_event: str = "") -> None:
     assert process.returncode == -signal.SIGKILL
 
 
-def resume_and_compare(folder: Path, reference: Path) -> dict[str, object]:
-    done = subprocess.run(
+def resume(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         keysync_cmd("-c", str(folder / "keysync-config.yaml"), "run", "--resume"),
         env=env_with(),
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def resume_and_compare(folder: Path, reference: Path) -> dict[str, object]:
+    done = resume(folder)
     assert done.returncode == 0, done.stderr
     for name in REPORTS:
         assert rows_of(folder / "output" / name) == rows_of(reference / "output" / name), name
@@ -171,13 +175,7 @@ def test_kill_before_the_commit_leaves_state_as_before(
 def test_kill_after_the_commit_publishes_the_reports(fresh: Path, reference: Path) -> None:
     kill_at(fresh, "publishing")
     # The state is committed; the next run (resume finds nothing to do) publishes the reports.
-    done = subprocess.run(
-        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run", "--resume"),
-        env=env_with(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = resume(fresh)
     assert done.returncode == 0, done.stderr
     log = (fresh / "data" / "logs" / "keysync.jsonl").read_text()
     assert '"event":"report.recovered"' in log
@@ -210,12 +208,7 @@ def test_changed_input_refuses_to_resume(fresh: Path) -> None:
     kill_at(fresh, "reading:30000")
     with open(fresh / "input" / "C.csv", "a") as handle:
         handle.write("CUST-99999,Late Row,2026-11-27T02:00:00Z\n")
-    done = subprocess.run(
-        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run", "--resume"),
-        env=env_with(),
-        capture_output=True,
-        text=True,
-    )
+    done = resume(fresh)
     assert done.returncode == 3
     # The only other stderr line allowed is the warning that the killed run's lock was cleared.
     *warnings, error = done.stderr.strip().splitlines()
@@ -225,12 +218,7 @@ def test_changed_input_refuses_to_resume(fresh: Path) -> None:
 
 
 def test_nothing_to_resume_runs_normally(fresh: Path, write_config: Callable[..., Path]) -> None:
-    done = subprocess.run(
-        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run", "--resume"),
-        env=env_with(),
-        capture_output=True,
-        text=True,
-    )
+    done = resume(fresh)
     assert done.returncode == 0
     assert "nothing_to_resume" in (fresh / "data" / "logs" / "keysync.jsonl").read_text()
 
@@ -239,13 +227,7 @@ def test_unreadable_checkpoint_falls_back_to_a_fresh_run(fresh: Path, reference:
     kill_at(fresh, "reading:30000")
     (header,) = (fresh / "checkpoints").glob("*/header.msgpack")
     header.write_bytes(b"\x00garbage")
-    done = subprocess.run(
-        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run", "--resume"),
-        env=env_with(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = resume(fresh)
     assert done.returncode == 0, done.stderr
     assert "checkpoint.unusable" in done.stderr and "Traceback" not in done.stderr
     for name in REPORTS:
