@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, islice, repeat
 from operator import itemgetter
@@ -29,6 +29,7 @@ import msgspec
 
 from keysync import logs
 from keysync.comparison import Comparison, SystemSummary
+from keysync.stages.merger import KeyIndex
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -292,46 +293,76 @@ def write_reconciliation_reports(
     """Write the summary and the four detail reports; returns rows written per report."""
     index = comparison.index
     authority = comparison.authority
+    summaries = list(comparison.summaries.values())
+    available = [s.system for s in summaries if s.available]
     counts: dict[str, int] = {}
 
-    summaries = list(comparison.summaries.values())
-    report = writer.open("reconciliation_summary.csv", SUMMARY_COLUMNS)
-    report.rows(summary_rows(summaries), risky=(0,))
-    report.close()
-    counts["reconciliation_summary.csv"] = len(summaries)
+    def write(name: str, columns: dict[str, str], rows: list[Any], **header: Any) -> None:
+        risky = header.pop("risky", ())
+        report = writer.open(name, columns, **header)
+        report.rows(rows, risky=risky)
+        report.close()
+        counts[name] = len(rows)
 
-    out_of_authority = _missing_in_a_rows(comparison, registry)
-    report = writer.open(
+    def per_system(count: Callable[[str], int]) -> str:
+        return "; ".join(f"{system}={count(system)}" for system in available)
+
+    write("reconciliation_summary.csv", SUMMARY_COLUMNS, summary_rows(summaries), risky=(0,))
+    rows: list[Any] = _missing_in_a_rows(comparison, registry)
+    write(
         "diff_missing_in_A.csv",
         MISSING_IN_A_COLUMNS,
-        row_count=len(out_of_authority),
+        rows,
+        row_count=len(rows),
         totals=_per_system(comparison.missing_in_a),
         description=f"keys held by a peer but not by the authority {authority} (out-of-authority)",
+        risky=(2, 4),
     )
-    report.rows(out_of_authority, risky=(2, 4))
-    report.close()
-    counts["diff_missing_in_A.csv"] = len(out_of_authority)
-
-    gaps = _gap_rows(comparison, history)
-    report = writer.open(
+    rows = _gap_rows(comparison, history)
+    write(
         "diff_missing_from_system.csv",
         MISSING_FROM_SYSTEM_COLUMNS,
-        row_count=len(gaps),
+        rows,
+        row_count=len(rows),
         totals=_per_system(comparison.gaps),
         description=f"keys held by the authority {authority} but not by a peer (propagation gaps)",
+        risky=(2, 3),
     )
-    report.rows(gaps, risky=(2, 3))
-    report.close()
-    counts["diff_missing_from_system.csv"] = len(gaps)
+    rows = _duplicate_rows(index, available)
+    write(
+        "duplicates.csv",
+        DUPLICATES_COLUMNS,
+        rows,  # normalized keys and numbers only: nothing to neutralize
+        row_count=len(rows),
+        totals=per_system(lambda system: len(index[system].repeats)),
+        description="normalized keys occurring more than once within one system",
+    )
+    rows = [
+        [system, str(files[system]), row.line, row.error_type, row.message, row.raw]
+        for system in available
+        for row in sorted(index[system].rejected, key=lambda r: r.line)
+    ]
+    write(
+        "rejected_rows.csv",
+        REJECTED_COLUMNS,
+        rows,
+        row_count=len(rows),
+        totals=per_system(lambda system: len(index[system].rejected)),
+        description="rows that could not be used, with the reason",
+        risky=(1, 4, 5),
+    )
+    return counts
 
-    available = [s.system for s in summaries if s.available]
-    duplicates = []
-    for system in available:
+
+def _duplicate_rows(index: KeyIndex, systems: list[str]) -> list[list[Any]]:
+    """Rows of duplicates.csv sorted by system, key; source lines in ascending order."""
+    rows: list[list[Any]] = []
+    for system in systems:
         repeats = index[system].repeats
         for key in sorted(repeats):
             occurrences = sorted(repeats[key])
             raws = {raw for _, raw in occurrences}
-            duplicates.append(
+            rows.append(
                 [
                     system,
                     key,
@@ -341,42 +372,7 @@ def write_reconciliation_reports(
                     ";".join(str(line) for line, _ in occurrences),
                 ]
             )
-    report = writer.open(
-        "duplicates.csv",
-        DUPLICATES_COLUMNS,
-        row_count=len(duplicates),
-        totals="; ".join(f"{s}={len(index[s].repeats)}" for s in available),
-        description="normalized keys occurring more than once within one system",
-    )
-    report.rows(duplicates)  # normalized keys and numbers only: nothing to neutralize
-    report.close()
-    counts["duplicates.csv"] = len(duplicates)
-
-    rejected = []
-    for system in available:
-        file_name = str(files[system])
-        for row in sorted(index[system].rejected, key=lambda r: r.line):
-            rejected.append(
-                [
-                    system,
-                    safe(file_name),
-                    row.line,
-                    row.error_type,
-                    safe(row.message),
-                    safe(row.raw),
-                ]
-            )
-    report = writer.open(
-        "rejected_rows.csv",
-        REJECTED_COLUMNS,
-        row_count=len(rejected),
-        totals="; ".join(f"{s}={len(index[s].rejected)}" for s in available),
-        description="rows that could not be used, with the reason",
-    )
-    report.rows(rejected, risky=(1, 4, 5))
-    report.close()
-    counts["rejected_rows.csv"] = len(rejected)
-    return counts
+    return rows
 
 
 def _missing_in_a_rows(comparison: Comparison, registry: RegistryView) -> list[tuple[Any, ...]]:
