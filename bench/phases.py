@@ -16,6 +16,7 @@ import cProfile
 import gc
 import os
 import pstats
+import resource
 import shutil
 import sys
 import tempfile
@@ -39,10 +40,13 @@ T = TypeVar("T")
 
 PROFILE: set[str] = set()
 MEMORY: dict[str, float] = {}
+CPU: dict[str, float] = {}
 
 
 def timed(label: str, timings: dict[str, float], call: Callable[[], T]) -> T:
+    """Run one phase; wall seconds go to ``timings``, the parent's CPU seconds to ``CPU``."""
     started = time.perf_counter()
+    cpu = time.process_time()
     if label in PROFILE:
         profile = cProfile.Profile()
         result = profile.runcall(call)
@@ -50,6 +54,7 @@ def timed(label: str, timings: dict[str, float], call: Callable[[], T]) -> T:
     else:
         result = call()
     timings[label] = timings.get(label, 0.0) + time.perf_counter() - started
+    CPU[label] = time.process_time() - cpu
     MEMORY[label] = _rss_mib()
     return result
 
@@ -132,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result = Pipeline(config, jobs, index=index).run()
     read_s = time.perf_counter() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        f"read CPU: parent {time.process_time():.2f} s, "
+        f"children (readers via forkserver) {children.ru_utime + children.ru_stime:.2f} s"
+    )
     rows = sum(index[s].rows_read for s in systems)
     print(
         f"read (pipeline): {read_s:.2f} s for {rows:,} rows ({read_s / rows * 1e6:.2f} µs a row), "
@@ -143,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(timings.values())
         parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in timings.items())
         print(f"round {round_number + 1}: later phases {total:.2f} s: {parts}")
+        print("  CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in CPU.items()))
         print("  parent RSS (MiB) after: " + ", ".join(f"{k} {v:.0f}" for k, v in MEMORY.items()))
     return 0
 
