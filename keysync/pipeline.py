@@ -1,10 +1,14 @@
-"""Wires the stages together: readers -> normalizer workers -> merger, in processes or not.
+"""Wires the stages together: readers -> (normalizer workers) -> merger, in processes or not.
 
-``parallel: true`` starts one reader process per source and ``workers``
-normalizer processes, connected by bounded multiprocessing queues; the merger
-runs here, in the parent. ``parallel: false`` calls the very same stage
-functions in one process, source after source. Both give the same index,
-because the merger applies every source's batches in ``seq`` order.
+``parallel: true`` starts one reader process per source. With ``workers: null``
+(the default) each reader normalizes its own batches and sends ``KeyBatch``es
+to the parent: one queue hop per batch, measured fastest on 2 cores
+(docs/performance.md, "Pipeline"). An explicit ``workers: N`` starts N
+normalizer processes between the readers and the parent instead. Queues are
+bounded; batches cross them as msgpack bytes. The merger runs here, in the
+parent. ``parallel: false`` calls the very same stage functions in one
+process, source after source. All give the same index, because the merger
+applies every source's batches in ``seq`` order.
 
 Children are started with the ``forkserver`` method so they inherit no open
 SQLite connection, lock file or log file from the parent. They watch their
