@@ -7,8 +7,8 @@ A checkpoint folder (``paths.checkpoints/<run_id>/``) holds:
   tail). Written once, atomically (temp, fsync, rename).
 - ``log.bin``: an append-only log of frames. Each frame carries the batches
   the merger applied since the previous frame (normalized keys, lines,
-  timestamps, rejected rows, new source positions) and which sources finished
-  or failed. A frame is ``length | crc32 | msgpack``; appending one and
+  timestamps, rejected rows, new source positions) and which sources
+  failed. A frame is ``length | crc32 | msgpack``; appending one and
   fsyncing it *is* taking a checkpoint, so its cost grows with the rows since
   the last one, never with the whole index.
 
@@ -72,7 +72,6 @@ class Frame(msgspec.Struct, array_like=True):
     number: int
     batches: list[KeyBatch]
     unavailable: dict[str, str]
-    finished: list[str]
 
 
 def settings_hash(config: Config, systems: Iterable[str]) -> str:
@@ -130,7 +129,6 @@ class CheckpointWriter:
         self._pending: list[KeyBatch] = []
         self._rows = 0
         self._unavailable: dict[str, str] = {}
-        self._finished: list[str] = []
         self.frames = frames
         directory.mkdir(parents=True, exist_ok=True)
         if header is not None:
@@ -151,18 +149,15 @@ class CheckpointWriter:
     def source_unavailable(self, system: str, reason: str) -> None:
         self._unavailable[system] = reason
 
-    def source_finished(self, system: str) -> None:
-        self._finished.append(system)
-
     def _submit(self) -> None:
         if self._error is not None:
             raise RunError(f"cannot write checkpoint in {self.directory}: {self._error}")
-        if not (self._pending or self._unavailable or self._finished):
+        if not (self._pending or self._unavailable):
             return
-        frame = Frame(self.frames, self._pending, self._unavailable, self._finished)
+        frame = Frame(self.frames, self._pending, self._unavailable)
         self._queue.put((msgspec.msgpack.encode(frame), self.frames, self._rows))
         self.frames += 1
-        self._pending, self._rows, self._unavailable, self._finished = [], 0, {}, []
+        self._pending, self._rows, self._unavailable = [], 0, {}
 
     def _write_frames(self) -> None:
         log = logs.get_logger(stage="checkpoint")
@@ -211,7 +206,6 @@ class RestoredRun:
     header: CheckpointHeader
     index: KeyIndex
     unavailable: dict[str, str] = field(default_factory=dict)
-    finished: list[str] = field(default_factory=list)
     frames: int = 0
     torn_tail: bool = False
 
@@ -260,7 +254,6 @@ def load(directory: Path) -> RestoredRun:
         for batch in frame.batches:
             restored.index.add(batch)
         restored.unavailable.update(frame.unavailable)
-        restored.finished.extend(frame.finished)
         restored.frames += 1
         position += _FRAME.size + length
     if restored.torn_tail:

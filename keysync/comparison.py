@@ -37,18 +37,6 @@ class Comparison:
     missing_in_a: dict[str, set[str]] = field(default_factory=dict)
     gaps: dict[str, set[str]] = field(default_factory=dict)
 
-    @property
-    def available_peers(self) -> list[str]:
-        return [s for s, row in self.summaries.items() if row.available and s != self.authority]
-
-    def out_of_authority(self) -> dict[str, list[str]]:
-        """Every key held by some peer but not by A, with the peers that hold it (sorted)."""
-        holders: dict[str, list[str]] = {}
-        for system in sorted(self.missing_in_a):
-            for key in self.missing_in_a[system]:
-                holders.setdefault(key, []).append(system)
-        return holders
-
     def has_discrepancies(self) -> bool:
         """True when any peer differs from A, or any system has duplicates or rejected rows."""
         if any(self.missing_in_a.values()) or any(self.gaps.values()):

@@ -64,13 +64,6 @@ class KeyBatch(msgspec.Struct, array_like=True):
     rejected: list[RejectedRow]
     rows_read: int
 
-    def raw(self, i: int) -> str:
-        """The raw key of row ``i`` (a linear search: for the few rows that need it)."""
-        for index, raw in self.raw_changes:
-            if index == i:
-                return raw
-        return self.keys[i]
-
     def raws(self) -> list[str]:
         """Every row's raw key."""
         raws = list(self.keys)

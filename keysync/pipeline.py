@@ -24,7 +24,7 @@ import queue
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,6 @@ class PipelineObserver:
     def batch_applied(self, batch: KeyBatch) -> None:
         """A batch is now part of the index."""
 
-    def source_finished(self, system: str) -> None:
-        """Every batch of ``system`` is applied."""
-
     def source_unavailable(self, system: str, reason: str) -> None:
         """``system`` cannot be (fully) read; it is left out of the comparison."""
 
@@ -69,7 +66,6 @@ class PipelineResult:
 
     index: KeyIndex
     unavailable: dict[str, str]
-    sizes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -260,7 +256,6 @@ class Pipeline:
         processing = self.config.processing
         normalizer = compile_rules(self.config.normalize)
         unavailable: dict[str, str] = {}
-        sizes: dict[str, int] = {}
         for job in self.jobs:
             self._check_stop()
             if job.stall:
@@ -269,13 +264,11 @@ class Pipeline:
                 continue
             try:
                 header = read_header(job.system, job.path, job.source)
-                sizes[job.system] = job.path.stat().st_size
+                size = job.path.stat().st_size
             except SourceUnavailable as exc:
                 self._unavailable(unavailable, job.system, str(exc))
                 continue
-            self.log.info(
-                "source.available", system=job.system, path=str(job.path), bytes=sizes[job.system]
-            )
+            self.log.info("source.available", system=job.system, path=str(job.path), bytes=size)
             try:
                 for raw in read_batches(
                     job.system,
@@ -291,7 +284,7 @@ class Pipeline:
                 self._unavailable(unavailable, job.system, f"{job.path}: read failed: {exc}")
                 continue
             self._finished(job.system)
-        return PipelineResult(self.index, unavailable, sizes)
+        return PipelineResult(self.index, unavailable)
 
     def _apply(self, batch: KeyBatch) -> None:
         for applied in self.index.add(batch):
@@ -307,7 +300,6 @@ class Pipeline:
             raise Interrupted("interrupted")
 
     def _finished(self, system: str) -> None:
-        self.observer.source_finished(system)
         keys = self.index[system]
         self.log.info(
             "source.finished",
@@ -422,7 +414,6 @@ class Pipeline:
         timeout_s = self.config.processing.source_timeout_s
         paths = {job.system: job.path for job in self.jobs}
         unavailable: dict[str, str] = {}
-        sizes: dict[str, int] = {}
         expected: dict[str, int] = {}
         last_seen = dict.fromkeys(readers, time.monotonic())
         dead_since: dict[str, float] = {}
@@ -443,7 +434,6 @@ class Pipeline:
                     self._apply(message)
             elif isinstance(message, SourceOpened):
                 last_seen[message.system] = now
-                sizes[message.system] = message.size
                 self.log.info(
                     "source.available",
                     system=message.system,
@@ -481,4 +471,4 @@ class Pipeline:
             if message is None and not all(p.is_alive() for p in normalizers):
                 dead = next(p for p in normalizers if not p.is_alive())
                 raise RunError(f"a normalizer worker died (exit code {dead.exitcode}); run again")
-        return PipelineResult(self.index, unavailable, sizes)
+        return PipelineResult(self.index, unavailable)

@@ -183,9 +183,6 @@ class _RunObserver(PipelineObserver):
             self.checkpoint.flush()
             testhooks.pause("reading")
 
-    def source_finished(self, system: str) -> None:
-        self.checkpoint.source_finished(system)
-
     def source_unavailable(self, system: str, reason: str) -> None:
         self.checkpoint.source_unavailable(system, reason)
 

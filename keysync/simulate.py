@@ -668,19 +668,15 @@ def _log_day(
         run_id=run_id,
         match_rates={row.system: row.match_rate for row in rows},
     )
+    flagged = {
+        ALERT: (log.warning, "simulation.alert"),
+        RECOVERED: (log.info, "simulation.recovered"),
+    }
     for row in rows:
-        if row.flag == ALERT:
-            log.warning(
-                "simulation.alert",
-                system=row.system,
-                day=day,
-                date=date,
-                match_rate=row.match_rate,
-                change=row.change,
-            )
-        elif row.flag == RECOVERED:
-            log.info(
-                "simulation.recovered",
+        if row.flag in flagged:
+            emit, event = flagged[row.flag]
+            emit(
+                event,
                 system=row.system,
                 day=day,
                 date=date,

@@ -127,9 +127,5 @@ class KeyIndex:
         """Drop the table of shared key strings (batches added later still work)."""
         self._shared = None
 
-    def pending(self) -> int:
-        """Batches received but not yet applied (waiting for an earlier ``seq``)."""
-        return sum(len(waiting) for waiting in self._waiting.values())
-
     def __getitem__(self, system: str) -> SystemKeys:
         return self.systems[system]
