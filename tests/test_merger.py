@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from keysync.comparison import compare
 from keysync.messages import KeyBatch, RejectedRow
 from keysync.stages.merger import KeyIndex
@@ -67,3 +72,35 @@ def test_compare_counts_and_rates() -> None:
     assert a.rows_rejected == 1
     assert not result.summaries["C"].available
     assert list(result.summaries) == ["A", "B", "C"]
+
+
+_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["K1", "K2", "K3", "K4", "K5", "K6"]),  # few keys: many repeats
+        st.sampled_from(["", "raw-a", "raw b"]),  # "": the raw key equals the key
+    ),
+    max_size=60,
+)
+
+
+@given(rows=_rows, cuts=st.lists(st.integers(0, 60), max_size=6))
+def test_index_equals_first_row_wins_over_every_row(
+    rows: list[tuple[str, str]], cuts: list[int]
+) -> None:
+    """However rows fall into batches, each key keeps its first row and lists every occurrence."""
+    lines = [(key, raw or key, 2 + 3 * i) for i, (key, raw) in enumerate(rows)]
+    bounds = sorted({0, len(lines), *(c for c in cuts if c <= len(lines))})
+    index = KeyIndex(["A"])
+    for seq, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        index.add(batch("A", seq, lines[lo:hi]))
+    first: dict[str, tuple[str, int]] = {}
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for key, raw, line in lines:
+        first.setdefault(key, (raw, line))
+        seen.setdefault(key, []).append((line, raw))
+    a = index["A"]
+    assert a.first_line == {key: line for key, (_, line) in first.items()}
+    assert a.timestamps == {key: f"t{line}" for key, (_, line) in first.items()}
+    assert a.raw_forms == {key: raw for key, (raw, _) in first.items() if raw != key}
+    assert a.repeats == {key: rows for key, rows in seen.items() if len(rows) > 1}
+    assert a.rows_read == len(lines)

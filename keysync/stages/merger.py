@@ -13,10 +13,10 @@ a consistent cut that a checkpoint can store.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, KeysView
 from dataclasses import dataclass, field
 from itertools import compress
+from operator import ne
 
 from keysync.messages import KeyBatch, RejectedRow
 
@@ -60,41 +60,55 @@ class SystemKeys:
             return
         first_line = self.first_line
         fresh = dict(zip(keys, batch.lines))  # in C; a repeated key keeps its last line
-        if len(fresh) == len(keys) and first_line.keys().isdisjoint(fresh):
-            # The common case, all in C: every key is new and occurs once.
+        repeats_inside = len(fresh) != len(keys)
+        if not repeats_inside and first_line.keys().isdisjoint(fresh):
+            # Every key is new and occurs once: all in C.
             first_line.update(fresh)
             self.timestamps.update(zip(keys, batch.timestamps))
             if batch.raw_changes:
                 self.raw_forms.update((keys[i], raw) for i, raw in batch.raw_changes)
             return
-        self._apply_with_repeats(batch, len(fresh) != len(keys))
+        self._apply_with_repeats(batch, fresh, repeats_inside)
 
-    def _apply_with_repeats(self, batch: KeyBatch, repeats_inside: bool) -> None:
-        """Some key was seen before or occurs twice: only those rows cost a Python step."""
+    def _apply_with_repeats(
+        self, batch: KeyBatch, fresh: dict[str, int], repeats_inside: bool
+    ) -> None:
+        """Some keys were seen before or occur twice: apply as if not, then mend those keys.
+
+        Nearly every batch of a real export has a few such keys (duplicates sit close
+        together), so the rows are applied with the same C-level updates as unique
+        keys ("last row wins"), and only the handful of repeated keys take a Python
+        step to restore "first row wins" and record every occurrence.
+        """
         keys, lines, stamps = batch.keys, batch.lines, batch.timestamps
-        first_line = self.first_line
-        # First occurrence within the batch wins: build from the reversed rows.
-        first_in_batch = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1)))
-        seen_before = first_in_batch.keys() & first_line.keys()
-        repeated = set(seen_before)
+        first_line, timestamps, raw_forms = self.first_line, self.timestamps, self.raw_forms
+        repeated = fresh.keys() & first_line.keys()
+        before = {k: (first_line[k], timestamps[k], raw_forms.get(k)) for k in repeated}
         if repeats_inside:
-            repeated.update(key for key, n in Counter(keys).items() if n > 1)
-        raw_of = dict(batch.raw_changes) if batch.raw_changes else {}
-        for key in seen_before:
-            if key not in self.repeats:
-                self.repeats[key] = [(first_line[key], self.raw_form(key))]
-            del first_in_batch[key]
-        # Rows of repeated keys, found in C; a Python step each for these few rows only.
+            # A row whose line is not its key's last line in the batch: that key repeats.
+            repeated.update(compress(keys, map(ne, map(fresh.__getitem__, keys), lines)))
+        raw_of = dict(batch.raw_changes)
+        first_line.update(fresh)
+        timestamps.update(zip(keys, stamps))
+        raw_forms.update(zip(map(keys.__getitem__, raw_of), raw_of.values()))
+        mended: set[str] = set()
         for i in compress(range(len(keys)), map(repeated.__contains__, keys)):
             key = keys[i]
-            self.repeats.setdefault(key, []).append((lines[i], raw_of.get(i, key)))
-        new_rows = first_in_batch.values()
-        first_line.update(zip(first_in_batch, map(lines.__getitem__, new_rows)))
-        self.timestamps.update(zip(first_in_batch, map(stamps.__getitem__, new_rows)))
-        if raw_of:
-            self.raw_forms.update(
-                (keys[i], raw) for i, raw in raw_of.items() if first_in_batch.get(keys[i]) == i
-            )
+            raw = raw_of.get(i, key)
+            if key not in mended:  # its first row in this batch
+                mended.add(key)
+                if key in before:
+                    line, stamp, first_raw = before[key]
+                    self.repeats.setdefault(key, [(line, first_raw or key)])
+                else:
+                    line, stamp, first_raw = lines[i], stamps[i], (raw if raw != key else None)
+                    self.repeats[key] = []
+                first_line[key], timestamps[key] = line, stamp
+                if first_raw is None:
+                    raw_forms.pop(key, None)
+                else:
+                    raw_forms[key] = first_raw
+            self.repeats[key].append((lines[i], raw))
 
 
 class KeyIndex:
