@@ -218,16 +218,26 @@ def _write_audit_log(
     """audit_log.csv: every recorded event; in a dry run also what would be recorded.
 
     Streamed from the database: the trail grows with every run, memory must not.
+    When the previous file is verifiably the rendering of the events recorded up
+    to some seq (``keysync.audit_report``), its rows are copied as bytes and only
+    the events recorded since are rendered: the same bytes, in time proportional
+    to the new events. Otherwise every event is rendered.
     """
+    from keysync import audit_report
+
     planned = planned or []
+    log = audit_report.AuditLog(writer, store)
     report = writer.open(
         "audit_log.csv",
         AUDIT_COLUMNS,
-        row_count=store.audit_count() + len(planned),
-        description="every run and registry decision of all runs, by timestamp and seq",
+        row_count=log.total + len(planned),
+        description=audit_report.DESCRIPTION,
     )
-    report.rows(itertools.chain(store.audit_rows(), planned), risky=(4, 5, 6))
+    log.copy_previous(report)
+    recorded = store.audit_rows(after_seq=log.after_seq)
+    report.rows(itertools.chain(recorded, planned), risky=audit_report.RISKY)
     report.close()
+    log.finish(report, planned=planned)
 
 
 def _publish_leftovers(config: Config, store: StateStore) -> None:

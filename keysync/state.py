@@ -12,6 +12,7 @@ API (the runner and the CLI call these; everything else is internal)::
     store.registry_entries(status=None) / store.registry_entry(master_key) -> RegistryEntry
     store.change_status(master_keys, "Active"|"Deprecated", actor=..., now=...) -> [StatusChange]
     store.audit_rows(run_id=None) -> iterator of audit_log.csv rows (timestamp order)
+    store.audit_rows(after_seq=S) / audit_count(after_seq=S) / audit_tail() / audit_event(seq)
     store.key_events(key) -> [KeyEvent]       # keysync.history.key_timeline builds on it
     store.close()
 
@@ -748,10 +749,24 @@ class StateStore:
         """``seq`` order is timestamp order unless a clock moved back (then the index exists)."""
         return "timestamp, seq" if self._has_audit_index() else "seq"
 
-    def audit_rows(self, run_id: str | None = None) -> Iterator[tuple[Any, ...]]:
-        """Rows of ``audit_log.csv`` (``AUDIT_COLUMNS``), by timestamp then seq."""
+    def audit_rows(
+        self, run_id: str | None = None, *, after_seq: int | None = None
+    ) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``audit_log.csv`` (``AUDIT_COLUMNS``), by timestamp then seq.
+
+        ``after_seq``: only the events recorded after the event with that ``seq``
+        (``keysync.audit_report`` appends them to the previous file), read by a
+        ``seq`` range and, if the order index exists, sorted in a temporary b-tree:
+        the cost follows those events, not the whole trail.
+        """
         columns = ", ".join(AUDIT_COLUMNS)
-        if run_id is None:
+        if after_seq is not None:
+            cursor = self._db.execute(
+                f"SELECT {columns} FROM audit_events NOT INDEXED WHERE seq > ?"
+                f" ORDER BY {self._audit_order()}",
+                (after_seq,),
+            )
+        elif run_id is None:
             cursor = self._db.execute(
                 f"SELECT {columns} FROM audit_events ORDER BY {self._audit_order()}"
             )
@@ -775,8 +790,39 @@ class StateStore:
             (key,),
         ).fetchall()
 
-    def audit_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0])
+    def audit_count(self, *, after_seq: int | None = None) -> int:
+        """Number of audit events; with ``after_seq``, of those recorded after that one."""
+        if after_seq is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM audit_events").fetchone()[0])
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM audit_events NOT INDEXED WHERE seq > ?", (after_seq,)
+        ).fetchone()
+        return int(row[0])
+
+    def audit_tail(self) -> tuple[int, tuple[Any, ...] | None]:
+        """The highest ``seq`` recorded (0 if none) and the last row of ``audit_rows()``."""
+        top = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_events").fetchone()[0])
+        order = ", ".join(f"{column} DESC" for column in self._audit_order().split(", "))
+        columns = ", ".join(AUDIT_COLUMNS)
+        last = self._db.execute(
+            f"SELECT {columns} FROM audit_events ORDER BY {order} LIMIT 1"
+        ).fetchone()
+        return top, (tuple(last) if last is not None else None)
+
+    def audit_event(self, seq: int) -> tuple[Any, ...] | None:
+        """One ``audit_log.csv`` row by its ``seq``, or None."""
+        columns = ", ".join(AUDIT_COLUMNS)
+        row = self._db.execute(
+            f"SELECT {columns} FROM audit_events WHERE seq = ?", (seq,)
+        ).fetchone()
+        return tuple(row) if row is not None else None
+
+    def audit_earliest_after(self, seq: int) -> str | None:
+        """The earliest timestamp among the events recorded after ``seq`` (None: none)."""
+        row = self._db.execute(
+            "SELECT MIN(timestamp) FROM audit_events NOT INDEXED WHERE seq > ?", (seq,)
+        ).fetchone()
+        return None if row[0] is None else str(row[0])
 
     # ------------------------------------------------------------------ history
 
