@@ -46,7 +46,7 @@ from keysync.stages.reporter import (
     summary_rows,
     write_reconciliation_reports,
 )
-from keysync.state import AUDIT_COLUMNS, DB_NAME, SUCCESSFUL, StateStore
+from keysync.state import AUDIT_COLUMNS, DB_NAME, SUCCESSFUL, StateStore, paused_gc
 from keysync.testhooks import pause_for_tests
 
 _IMPORTED = time.monotonic()
@@ -311,7 +311,12 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
                     "run.nothing_to_resume",
                     detail="no interrupted run to resume; running normally",
                 )
-            return _Run(config, options, store, run_id, started, resume_dir).execute()
+            # No cyclic GC during the run: it allocates tens of millions of objects and
+            # makes no cycles that matter, and each automatic full collection walks the
+            # whole multi-million-object heap (checkpoint replay at 5 x 1M: 2.4 -> 1.1 s
+            # to decode the frames). The index is freed by reference counting anyway.
+            with paused_gc():
+                return _Run(config, options, store, run_id, started, resume_dir).execute()
         finally:
             store.close()
 
