@@ -93,3 +93,80 @@ def test_report_rows_are_written_as_if_each_were_checked(
         assert written(each=False) == written(each=True)
     finally:
         reporter._CHUNK = saved
+
+
+# Cells for the reporter's fast path: what needs csv quoting (, " \n \r), what needs
+# care (# and formula starts), the joining character of the care scan, non-ASCII, "".
+report_cell = st.text(alphabet=st.sampled_from(list('aZ9-,"\n\r#=+@\t é')), max_size=5)
+plain_cell = st.text(alphabet=st.sampled_from(list("AZ09-: é;")), max_size=5)
+
+
+@settings(max_examples=300)
+@given(
+    rows=st.lists(
+        st.lists(st.one_of(report_cell, plain_cell, st.integers(), st.none()), max_size=4),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_plain_text_is_what_csv_writes_or_nothing(rows: list[list[object]]) -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    text = reporter._plain_text(rows)
+    assert text is None or text == buffer.getvalue()
+
+
+@settings(max_examples=100)
+@given(rows=st.lists(st.lists(plain_cell, min_size=2, max_size=4), min_size=1, max_size=8))
+def test_plain_text_takes_rows_that_need_nothing(rows: list[list[str]]) -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    assert reporter._plain_text(rows) == buffer.getvalue()
+
+
+def _written_by_csv(rows: list[tuple[str, str, int, str]], risky: tuple[int, ...]) -> str:
+    """What the reporter wrote before its fast path: every row checked, numbers as ints."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        texts = {c: str(row[c]) for c in risky}
+        if not any("#" in t or t.startswith(reporter.FORMULA_STARTS) for t in texts.values()):
+            writer.writerow(row)
+            continue
+        cells = [reporter.safe(texts[i]) if i in texts else c for i, c in enumerate(row)]
+        if any(isinstance(c, str) and "#" in c for c in cells):
+            line = ",".join(reporter._quote(c) if isinstance(c, str) else str(c) for c in cells)
+            buffer.write(line + "\n")
+        else:
+            writer.writerow(cells)
+    return buffer.getvalue()
+
+
+@settings(max_examples=300)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(plain_cell, report_cell),
+            st.one_of(plain_cell, report_cell),
+            st.integers(0, 10**6),
+            st.one_of(plain_cell, report_cell),
+        ),
+        max_size=30,
+    ),
+    chunk=st.integers(min_value=1, max_value=8),
+)
+def test_report_rows_with_numbers_as_text_are_written_as_csv_wrote_the_numbers(
+    rows: list[tuple[str, str, int, str]], chunk: int
+) -> None:
+    """``rows(..., numbers=...)`` on str-formatted numbers == the old path on ints."""
+    as_text = [(a, b, str(n), c) for a, b, n, c in rows]
+    buffer = io.StringIO()
+    report = ReportFile(Path("unused"), buffer, csv.writer(buffer, lineterminator="\n"))
+    saved = reporter._CHUNK
+    reporter._CHUNK = chunk
+    try:
+        report.rows(as_text, risky=(1, 3), numbers=(2,))
+    finally:
+        reporter._CHUNK = saved
+    assert buffer.getvalue() == _written_by_csv(rows, (1, 3))
+    assert report.count == len(rows)
