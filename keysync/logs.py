@@ -100,6 +100,10 @@ class EventSpec:
     level: str
     fields: tuple[str, ...]
     description: str
+    # False: a routine event that comes many times a run (a checkpoint every 5,000 rows is
+    # ~1,000 lines at 5 x 1M keys). It is in the log file and in ``--log-format json`` as
+    # always, but the console shows it only with ``-v``: there it would bury what matters.
+    console: bool = True
 
 
 EVENTS: Final[dict[str, EventSpec]] = {
@@ -162,6 +166,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "info",
         ("frame", "rows", "bytes"),
         "a checkpoint frame is on disk (every `checkpoint_interval` rows)",
+        console=False,
     ),
     "checkpoint.torn": EventSpec(
         "warning",
@@ -184,7 +189,10 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "a changed source: only lines not seen last time were parsed",
     ),
     "incremental.snapshot_saved": EventSpec(
-        "info", ("system", "path"), "a source snapshot for the next incremental run is in place"
+        "info",
+        ("system", "path"),
+        "a source snapshot for the next incremental run is in place",
+        console=False,
     ),
     "incremental.snapshot_skipped": EventSpec(
         "warning",
@@ -209,7 +217,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("proposed", "approved", "deprecated", "resolved", "dry_run"),
         "the registry changes of one run (counts), committed or, with --dry-run, not",
     ),
-    "report.written": EventSpec("info", ("report", "path", "rows"), "a report file is in place"),
+    "report.written": EventSpec(
+        "info", ("report", "path", "rows"), "a report file is in place", console=False
+    ),
     "report.recovered": EventSpec(
         "warning",
         ("detail",),
@@ -424,6 +434,10 @@ class _JsonLinesFile:
             self._fd = -1
 
 
+# Routine events the console shows only with -v (see ``EventSpec.console``).
+_FILE_ONLY_AT_INFO: Final = frozenset(name for name, spec in EVENTS.items() if not spec.console)
+
+
 class _ParentSink:
     """Sinks of the parent process: the JSON Lines file and stderr, behind one lock.
 
@@ -446,6 +460,7 @@ class _ParentSink:
         self.file_level = file_level
         self.stderr_level = stderr_level
         self.stderr_json = stderr_format == "json"
+        self.console_detail = stderr_level <= LEVELS["debug"]  # -v: every event on the console
         self.stream = stream
         self.colors = colors
         # On a terminal a console line first clears the line it lands on: a progress line
@@ -477,7 +492,8 @@ class _ParentSink:
                 else:
                     if event is None:
                         event = _DECODER.decode(line)
-                    self._to_stderr(self.clear + render_console(event, self.colors))
+                    if self.console_detail or event.get("event") not in _FILE_ONLY_AT_INFO:
+                        self._to_stderr(self.clear + render_console(event, self.colors))
 
     def _to_stderr(self, text: str) -> None:
         stream = self.stream if self.stream is not None else sys.stderr

@@ -589,6 +589,24 @@ def test_quiet_keeps_stderr_to_warnings_but_the_file_keeps_everything(
     assert "source.rejected_rows" in {e["event"] for e in events}
 
 
+def test_routine_events_reach_the_console_only_with_verbose_but_always_the_file(
+    tmp_path: Path, corrupted_inputs: Path, keysync: Any
+) -> None:
+    """A checkpoint every few thousand rows would bury the console of a large run."""
+    routine = {"checkpoint.saved", "report.written", "incremental.snapshot_saved"}
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    default = keysync("run")
+    assert default.returncode == 4, default.stderr
+    shown = {line.split()[2] for line in default.stderr.splitlines() if line[:4].isdigit()}
+    assert {"run.started", "source.finished", "run.completed"} <= shown
+    assert not shown & routine
+    assert routine <= {e["event"] for e in read_events(log_file)}
+    log_file.unlink()
+    verbose = keysync("-v", "run")
+    shown = {line.split()[2] for line in verbose.stderr.splitlines() if line[:4].isdigit()}
+    assert routine <= shown
+
+
 def test_log_format_json_on_stderr_of_a_real_run(
     tmp_path: Path, corrupted_inputs: Path, keysync: Any
 ) -> None:
