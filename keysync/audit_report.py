@@ -62,6 +62,7 @@ RISKY = (4, 5, 6)  # system, key, detail: text that can come from the inputs
 LINK = "audit_log.last.csv"
 RECORD = "audit_log.last.json"
 FORMAT = 1
+_DIGESTS = ("header_sha256", "body_sha256")
 _COPY_CHUNK = 1 << 20
 
 # Rows whose rendering decides the bytes: formula starts in risky cells, "#" in risky
@@ -81,14 +82,23 @@ _PROBE: tuple[tuple[Any, ...], ...] = (
 
 
 @functools.cache
-def rendering_fingerprint() -> str:
-    """SHA-256 of the probe rows as ``ReportWriter``/``ReportFile`` write them now."""
-    with tempfile.TemporaryDirectory(prefix="keysync-audit-probe-") as folder:
-        writer = ReportWriter(Path(folder), "probe", "1970-01-01T00:00:00Z")
-        report = writer.open(NAME, AUDIT_COLUMNS, row_count=len(_PROBE), description=DESCRIPTION)
-        report.rows(_PROBE, risky=RISKY)
-        report.handle.close()  # flushed; a probe needs no fsync
-        return hashlib.sha256(report.path.read_bytes()).hexdigest()
+def rendering_fingerprint() -> str | None:
+    """SHA-256 of the probe rows as ``ReportWriter``/``ReportFile`` write them now.
+
+    Once per process. None if the probe cannot be written (no temporary folder):
+    then nothing is copied and nothing recorded.
+    """
+    try:
+        with tempfile.TemporaryDirectory(prefix="keysync-audit-probe-") as folder:
+            writer = ReportWriter(Path(folder), "probe", "1970-01-01T00:00:00Z")
+            report = writer.open(
+                NAME, AUDIT_COLUMNS, row_count=len(_PROBE), description=DESCRIPTION
+            )
+            report.rows(_PROBE, risky=RISKY)
+            report.handle.close()  # flushed; a probe needs no fsync
+            return hashlib.sha256(report.path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _hash_range(path: Path, start: int, digest: Any, end: int | None = None) -> int:
@@ -109,9 +119,13 @@ def _hash_range(path: Path, start: int, digest: Any, end: int | None = None) -> 
 
 
 class AuditLog:
-    """One write of ``audit_log.csv``: ``open``, ``rows_to_render``, then ``finish``.
+    """One write of ``audit_log.csv``, driven by ``runner._write_audit_log``.
 
-    ``runner._write_audit_log`` drives it; see the module docstring for the checks.
+    Made before ``writer.open`` (it checks the record and the database, and opens
+    the candidates); ``copy_previous(report)`` right after the header; then the
+    runner renders ``store.audit_rows(after_seq=self.after_seq)`` (every event
+    when nothing was copied) and a dry run's planned rows; ``finish`` after
+    ``report.close()``. See the module docstring for the checks.
     """
 
     def __init__(self, writer: ReportWriter, store: StateStore) -> None:
@@ -135,21 +149,23 @@ class AuditLog:
     # ------------------------------------------------------------------ checks
 
     def _usable_record(self) -> dict[str, Any] | None:
+        self.reason = "no usable record of the previous audit_log.csv"
         try:
             record = json.loads((self.state_dir / RECORD).read_text(encoding="utf-8"))
-            if not isinstance(record, dict) or record.get("format") != FORMAT:
-                self.reason = "no usable record of the previous audit_log.csv"
-                return None
-            rows, last_seq, last_row = record["rows"], record["last_seq"], record["last_row"]
-            int(record["header_len"]), int(record["body_len"])
-            str(record["header_sha256"]), str(record["body_sha256"])
-        except (OSError, ValueError, KeyError, TypeError):
-            self.reason = "no usable record of the previous audit_log.csv"
+        except (OSError, ValueError):
             return None
-        if record.get("fingerprint") != self.fingerprint:
+        if not isinstance(record, dict) or record.get("format") != FORMAT:
+            return None
+        numbers = ("rows", "last_seq", "header_len", "body_len")
+        if not all(type(record.get(name)) is int and record[name] >= 0 for name in numbers):
+            return None
+        if not all(isinstance(record.get(name), str) for name in _DIGESTS):
+            return None
+        rows, last_seq, last_row = record["rows"], record["last_seq"], record.get("last_row")
+        if self.fingerprint is None or record.get("fingerprint") != self.fingerprint:
             self.reason = "rows are rendered differently than when it was written"
             return None
-        if not isinstance(rows, int) or rows <= 0 or not isinstance(last_row, list):
+        if rows == 0 or not isinstance(last_row, list):
             self.reason = "the previous audit_log.csv holds no rows"
             return None
         if self.total - self.store.audit_count(after_seq=last_seq) != rows:
@@ -237,7 +253,7 @@ class AuditLog:
         A dry run's file also lists planned events: the record of the last file
         without them (and its link) stays as it was.
         """
-        if planned or report.count != self.total or self.total == 0:
+        if planned or report.count != self.total or not self.total or not self.fingerprint:
             return
         path = report.path
         if not self._hashed_to:
@@ -260,12 +276,15 @@ class AuditLog:
             "body_sha256": self._digest.hexdigest(),
         }
         link, temporary = self.state_dir / LINK, self.state_dir / f".{LINK}.tmp"
-        temporary.unlink(missing_ok=True)
         try:
-            os.link(path, temporary)
-            os.replace(temporary, link)
-        except OSError:  # another file system, or no hard links: the published file only
-            link.unlink(missing_ok=True)
-        staged = self.state_dir / f".{RECORD}.tmp"
-        staged.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(staged, self.state_dir / RECORD)
+            temporary.unlink(missing_ok=True)
+            try:
+                os.link(path, temporary)
+                os.replace(temporary, link)
+            except OSError:  # another file system, or no hard links: the published file only
+                link.unlink(missing_ok=True)
+            staged = self.state_dir / f".{RECORD}.tmp"
+            staged.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+            os.replace(staged, self.state_dir / RECORD)
+        except OSError:  # a record is only an offer to save work: never fail a run for it
+            (self.state_dir / RECORD).unlink(missing_ok=True)

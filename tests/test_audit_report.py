@@ -281,6 +281,13 @@ def _forge_record(path: Path) -> None:
     record_path.write_text(json.dumps(record))
 
 
+def _record_of_wrong_types(path: Path) -> None:
+    record_path = path.parent.parent / "data" / audit_report.RECORD
+    record = json.loads(record_path.read_text())
+    record["header_len"] = str(record["header_len"])
+    record_path.write_text(json.dumps(record))
+
+
 @pytest.mark.parametrize(
     ("damage", "appended"),
     [
@@ -293,6 +300,7 @@ def _forge_record(path: Path) -> None:
         (_spoil_record, False),
         (_delete_record, False),
         (_forge_record, False),
+        (_record_of_wrong_types, False),
     ],
 )
 def test_a_changed_or_missing_previous_file_gives_the_full_rewrite(
