@@ -148,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(folder.parent)
             with open("/proc/loadavg") as loadavg:
                 load_now = loadavg.read().split()[0]
+            times = "; ".join(
+                f"{name} {label} {wall[(name, label)][-1]:.2f} s (CPU {cpu[(name, label)][-1]:.2f})"
+                for name in variants
+                for label in ("reconciliation reports", "registry report")
+            )
             print(f"round {round_number + 1}: {len(names)} reports identical, load {load_now}")
+            print(f"  {times}")
         for label in ("reconciliation reports", "registry report"):
             medians = {n: statistics.median(wall[(n, label)]) for n in variants}
             cpus = {n: statistics.median(cpu[(n, label)]) for n in variants}

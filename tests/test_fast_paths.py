@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -97,7 +98,7 @@ def test_report_rows_are_written_as_if_each_were_checked(
 
 # Cells for the reporter's fast path: what needs csv quoting (, " \n \r), what needs
 # care (# and formula starts), the joining character of the care scan, non-ASCII, "".
-report_cell = st.text(alphabet=st.sampled_from(list('aZ9-,"\n\r#=+@\t é')), max_size=5)
+report_cell = st.text(alphabet=st.sampled_from(list('aZ9-,"\n\r#=+@\t é\x1f')), max_size=5)
 plain_cell = st.text(alphabet=st.sampled_from(list("AZ09-: é;")), max_size=5)
 
 
@@ -124,13 +125,23 @@ def test_plain_text_takes_rows_that_need_nothing(rows: list[list[str]]) -> None:
     assert reporter._plain_text(rows) == buffer.getvalue()
 
 
+_SEPARATED_FORMULA = re.compile("\x1f[=+\\-@\t\r]")
+
+
 def _written_by_csv(rows: list[tuple[str, str, int, str]], risky: tuple[int, ...]) -> str:
-    """What the reporter wrote before its fast path: every row checked, numbers as ints."""
+    """What the reporter wrote before its fast path: every row checked, numbers as ints.
+
+    A row took the careful path when a risky cell held "#", started like a formula,
+    or (the one-regex scan's over-approximation) held "\\x1f" and a formula character.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     for row in rows:
         texts = {c: str(row[c]) for c in risky}
-        if not any("#" in t or t.startswith(reporter.FORMULA_STARTS) for t in texts.values()):
+        if not any(
+            "#" in t or t.startswith(reporter.FORMULA_STARTS) or _SEPARATED_FORMULA.search(t)
+            for t in texts.values()
+        ):
             writer.writerow(row)
             continue
         cells = [reporter.safe(texts[i]) if i in texts else c for i, c in enumerate(row)]
@@ -170,3 +181,14 @@ def test_report_rows_with_numbers_as_text_are_written_as_csv_wrote_the_numbers(
         reporter._CHUNK = saved
     assert buffer.getvalue() == _written_by_csv(rows, (1, 3))
     assert report.count == len(rows)
+
+
+@settings(max_examples=300)
+@given(cells=st.lists(st.one_of(plain_cell, report_cell), min_size=1, max_size=30))
+def test_care_scan_names_the_cells_the_regex_scan_names(cells: list[str]) -> None:
+    """Every cell with a "#" or a formula start, and the same ones as the one-regex scan."""
+    found = set(reporter._cells_needing_care(cells))
+    assert found == set(reporter._cells_needing_care_by_regex(cells))
+    for i, cell in enumerate(cells):
+        if "#" in cell or cell.startswith(reporter.FORMULA_STARTS):
+            assert i in found

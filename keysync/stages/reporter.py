@@ -116,6 +116,8 @@ def _fsync_dir(path: Path) -> None:
 # Finds, in cells each preceded by \x1f, a "#" anywhere or a formula character at a cell
 # start. It begins with a character class, which re scans for fast (no "^" tried everywhere).
 _NEEDS_CARE = re.compile("#|\x1f[=+\\-@\t\r]")
+_FORMULA_START = re.compile("[=+\\-@\t\r]")
+_FIRST = itemgetter(slice(0, 1))
 _CHUNK = 10_000
 
 
@@ -127,16 +129,51 @@ def _rows_needing_care(chunk: Sequence[Sequence[Any]], risky: Sequence[int]) -> 
     """
     found: set[int] = set()
     for column in risky:
-        cells = list(map(itemgetter(column), chunk))
-        joined = "\x1f" + "\x1f".join(cells)  # a separator before every cell, the first too
-        matches = [m.end() - 1 for m in _NEEDS_CARE.finditer(joined)]  # inside the cell
-        if not matches:
-            continue
-        # Start of cell i in ``joined``: i + 1 separators and the lengths of the cells
-        # before it (``add`` over two iterators, so no Python call per cell).
-        starts = list(map(add, accumulate(map(len, cells), initial=0), count(1)))
-        found.update(bisect_right(starts, position) - 1 for position in matches)
+        found.update(_cells_needing_care(list(map(itemgetter(column), chunk))))
     return found
+
+
+def _cells_needing_care(cells: list[str]) -> list[int]:
+    """Indices of the cells that hold a ``#`` or start like a formula: two C-speed scans.
+
+    The first characters of all cells, joined, put cell ``i``'s at position ``i``
+    (an empty cell counts as a space), so the formula starts are one regex over a
+    string of one character per cell. The cells joined with ``\\x1f`` show each
+    ``#`` with ``str.find``; its cell is the number of separators before it.
+    That count is only right if no cell holds ``\\x1f`` itself: then (never in
+    practice) ``_cells_needing_care_by_regex`` decides, the one scan this used
+    to be, which may also name a cell holding ``\\x1f`` and a formula character.
+    """
+    joined = "\x1f".join(cells)
+    if joined.count("\x1f") != len(cells) - 1:
+        return _cells_needing_care_by_regex(cells)
+    firsts = "".join(map(_FIRST, cells))
+    if len(firsts) != len(cells):  # an empty cell: pad each first character to one
+        firsts = "".join(map(str.ljust, map(_FIRST, cells), repeat(1)))
+    found = [m.start() for m in _FORMULA_START.finditer(firsts)]
+    cell, scanned = 0, 0
+    position = joined.find("#")
+    while position >= 0:
+        cell += joined.count("\x1f", scanned, position)
+        scanned = position
+        found.append(cell)
+        position = joined.find("#", position + 1)
+    return found
+
+
+def _cells_needing_care_by_regex(cells: list[str]) -> list[int]:
+    """Indices of cells with a ``#`` or a formula start: one regex over the joined cells.
+
+    May name a cell that holds ``\\x1f`` followed by a formula character.
+    """
+    joined = "\x1f" + "\x1f".join(cells)  # a separator before every cell, the first too
+    matches = [m.end() - 1 for m in _NEEDS_CARE.finditer(joined)]  # inside the cell
+    if not matches:
+        return []
+    # Start of cell i in ``joined``: i + 1 separators and the lengths of the cells
+    # before it (``add`` over two iterators, so no Python call per cell).
+    starts = list(map(add, accumulate(map(len, cells), initial=0), count(1)))
+    return [bisect_right(starts, position) - 1 for position in matches]
 
 
 def _plain_text(rows: Sequence[Sequence[Any]]) -> str | None:
