@@ -13,7 +13,7 @@ import click
 
 from keysync import __version__
 from keysync.config import DEFAULT_CONFIG_PATH, Config, load_config
-from keysync.errors import EXIT_USAGE, KeysyncError
+from keysync.errors import EXIT_USAGE, ConfigError, KeysyncError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,6 +64,107 @@ class KeysyncGroup(click.Group):
 def fail(message: str, exit_code: int = EXIT_USAGE) -> None:
     """Stop the command with one line on stderr."""
     raise KeysyncError(message, exit_code)
+
+
+def _check_folders(app: AppContext, settings: tuple[str, ...]) -> None:
+    """Make sure each ``paths.<setting>`` is a folder keysync can write, before any work.
+
+    Otherwise a run would read every source and only then fail on the first report
+    (a traceback, exit 1); the setting is named so the user knows what to fix.
+    """
+    config = app.config
+    folders = {
+        "output": config.output_dir,
+        "data": config.data_dir,
+        "checkpoints": config.checkpoint_dir,
+    }
+    for setting in settings:
+        folder = folders[setting]
+        reason = None
+        if folder.exists() and not folder.is_dir():
+            reason = "it is a file, not a folder"
+        else:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = (exc.strerror or str(exc)).lower()
+                if isinstance(exc, (FileExistsError, NotADirectoryError)):
+                    reason = "a part of the path is a file, not a folder"
+            else:
+                if not os.access(folder, os.W_OK | os.X_OK):
+                    reason = "permission denied"
+        if reason is not None:
+            raise ConfigError(
+                f"{app.config_path}: paths.{setting}: cannot use {folder} as a folder: "
+                f"{reason}; fix paths.{setting} or the folder"
+            )
+
+
+def _split_systems(systems: str | None) -> list[str] | None:
+    if systems is None:
+        return None
+    names = [s.strip() for s in systems.split(",") if s.strip()]
+    if not names:
+        fail(f"--systems: no system named in {systems!r}; give names such as A,C")
+    return names
+
+
+def _check_resume_options(
+    app: AppContext,
+    *,
+    dry_run: bool,
+    auto_approve: bool,
+    mode: str | None,
+    systems: list[str] | None,
+    keys: int | None,
+) -> None:
+    """Refuse ``--resume`` with options that the interrupted run was not started with.
+
+    A resumed run continues exactly as it started (its mode, systems, dry run,
+    auto-approve): ``--resume --dry-run`` on an interrupted real run would
+    otherwise change the registry although the user asked for a dry run. With
+    nothing to resume, the options apply to the normal run as usual.
+    """
+    from keysync import checkpoint
+    from keysync.runner import select_systems
+    from keysync.state import DB_NAME, SUCCESSFUL, StateStore
+
+    config = app.config
+    folders = checkpoint.interrupted_runs(config.checkpoint_dir)
+    if not folders:
+        return
+    try:
+        header = checkpoint.read_header(folders[0])
+        store = StateStore.open(config.data_dir / DB_NAME, create=False)
+    except KeysyncError:
+        return  # the run itself says what is wrong with it (or that nothing is left)
+    with store:
+        record = store.run(header.run_id)
+    if record is None or record.outcome in SUCCESSFUL:
+        return  # not resumable: the run starts afresh with these options
+    started = header.flags
+    conflicts = []
+    if dry_run and not started.get("dry_run", False):
+        conflicts.append("--dry-run")
+    if auto_approve and not started.get("auto_approve", False):
+        conflicts.append("--auto-approve")
+    if mode is not None and mode != header.mode:
+        conflicts.append(f"--mode {mode}")
+    if systems is not None and select_systems(config, systems) != list(header.systems):
+        conflicts.append(f"--systems {','.join(systems)}")
+    if keys is not None:
+        conflicts.append(f"--keys {keys}")
+    if conflicts:
+        as_started = ", ".join(
+            [f"mode {header.mode}", f"systems {','.join(header.systems)}"]
+            + [flag.replace("_", "-") for flag, on in sorted(started.items()) if on]
+        )
+        fail(
+            f"--resume continues run {header.run_id} as it was started ({as_started}), "
+            f"so {' and '.join(conflicts)} would be ignored: drop "
+            f"{'it' if len(conflicts) == 1 else 'them'}, or run without --resume to start "
+            "a new run"
+        )
 
 
 @click.group(cls=KeysyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,7 +253,11 @@ def generate(
 )
 @click.option("--dry-run", is_flag=True, help="Write the reports, change no registry row.")
 @click.option("--auto-approve", is_flag=True, help="New master keys become Active at once.")
-@click.option("--resume", is_flag=True, help="Continue the latest interrupted run.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the latest interrupted run, with the options it was started with.",
+)
 @click.option(
     "--keys",
     type=click.IntRange(min=1),
@@ -183,6 +288,12 @@ def run(
     from keysync.runner import RunOptions
     from keysync.runner import run as run_reconciliation
 
+    chosen = _split_systems(systems)
+    _check_folders(app, ("output", "data", "checkpoints"))
+    if resume:
+        _check_resume_options(
+            app, dry_run=dry_run, auto_approve=auto_approve, mode=mode, systems=chosen, keys=keys
+        )
     app.setup_logging()
     options = RunOptions(
         mode=mode,
@@ -190,7 +301,7 @@ def run(
         auto_approve=auto_approve,
         resume=resume,
         regenerate_keys=keys,
-        systems=[s.strip() for s in systems.split(",") if s.strip()] if systems else None,
+        systems=chosen,
         fail_on_diff=fail_on_diff,
     )
     progress = ProgressLine() if not app.quiet and sys.stderr.isatty() else None
@@ -228,6 +339,7 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     from keysync.simulate import simulate as run_simulation
 
     config = app.config
+    _check_folders(app, ("output",))
     # The simulation logs into its own folder: its runs are not the user's runs. Each
     # day's run says a few dozen things; stderr shows warnings (alerts) unless -v.
     setup_logging(

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from keysync.config import Config
-from keysync.errors import EXIT_USAGE, KeysyncError
+from keysync.errors import EXIT_CANNOT_RUN, EXIT_USAGE, KeysyncError
 from keysync.state import (
     AUDIT_COLUMNS,
     REGISTRY_COLUMNS,
@@ -366,7 +366,16 @@ def registry_export(app: _App, out: str | None) -> None:
     if out is None:
         sys.stdout.write(text)
         return
-    _write_atomically(Path(out), text)
+    try:
+        _write_atomically(Path(out), text)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a part of the path is a file, not a folder"
+        raise KeysyncError(
+            f"cannot write {out}: {reason}; choose another --out",
+            EXIT_CANNOT_RUN,
+        ) from None
     click.echo(f"wrote {len(rows)} master keys to {out}", err=True)
 
 

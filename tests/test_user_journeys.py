@@ -1,0 +1,189 @@
+"""What users ran into, each pinned by a real ``keysync`` subprocess on real files.
+
+Every test here started as a session of someone using keysync (a data engineer,
+an architect trying rules, QA breaking things, a compliance officer reading the
+trail) and a result that a careful user would not accept: a traceback, a wrong
+exit code, a setting silently ignored, or state changed by a command that failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import RunKeysync
+
+SOURCES = {
+    "A": {"path": "in/A.csv"},
+    "B": {"path": "in/B.csv"},
+    "C": {"path": "in/C.csv"},
+}
+
+
+def _inputs(folder: Path, rows: int = 30) -> None:
+    (folder / "in").mkdir(parents=True, exist_ok=True)
+    a = "".join(f"CUST-{i:05d},a\n" for i in range(rows))
+    b = "".join(f"CUST-{i:05d},b\n" for i in range(5, rows + 5))
+    (folder / "in" / "A.csv").write_text("key,name\n" + a)
+    (folder / "in" / "B.csv").write_text("key,name\n" + b)
+    (folder / "in" / "C.csv").write_text("key,name\n" + a)
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("keysync:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _runs(folder: Path) -> list[tuple[str, str]]:
+    db = folder / "data" / "keysync.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT run_id, outcome FROM runs ORDER BY run_id").fetchall()
+
+
+def _registry(folder: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(folder / "data" / "keysync.db") as connection:
+        return connection.execute(
+            "SELECT master_key, status FROM master_keys ORDER BY master_key"
+        ).fetchall()
+
+
+# ------------------------------------------------------------ unusable output folders
+
+
+@pytest.mark.parametrize("setting", ["output", "data", "checkpoints"])
+@pytest.mark.parametrize("where", ["a-file", "a-file/below"])
+def test_a_folder_setting_that_names_a_file_is_one_line_and_exit_2(
+    keysync: RunKeysync,
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    setting: str,
+    where: str,
+) -> None:
+    """Seen: `paths.output: report.csv` (an existing file) read every source, then died
+    with a FileExistsError traceback and exit 1 (which means "discrepancies found")."""
+    _inputs(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder\n")
+    write_config(tmp_path, sources=SOURCES, paths={setting: where})
+    result = keysync("-q", "run")
+    assert result.returncode == 2, result.stderr
+    line = _one_error_line(result)
+    assert f"paths.{setting}" in line and "a-file" in line, line
+    assert (tmp_path / "a-file").read_text() == "not a folder\n"
+    assert _runs(tmp_path) == []  # refused before anything was recorded
+
+
+def test_simulate_names_paths_output_when_it_is_a_file(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: `simulate` with paths.output naming a file blamed `logging.file`."""
+    (tmp_path / "a-file").write_text("x\n")
+    write_config(tmp_path, paths={"output": "a-file"}, simulation={"keys_per_system": 50})
+    result = keysync("simulate", "--days", "1")
+    assert result.returncode == 2, result.stderr
+    assert "paths.output" in _one_error_line(result)
+
+
+def test_registry_export_into_a_missing_folder_under_a_file_is_one_line(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: `registry export --out a-file/registry.csv` ended in a FileExistsError traceback."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    assert keysync("-q", "run").returncode == 0
+    (tmp_path / "a-file").write_text("x\n")
+    result = keysync("registry", "export", "--out", "a-file/registry.csv")
+    assert result.returncode != 0
+    assert "a-file" in _one_error_line(result)
+
+
+# ------------------------------------------------------------ --systems
+
+
+def test_systems_with_no_name_is_a_usage_error_not_every_system(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: `run --systems ,` (a variable that expanded to nothing) compared every system."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    result = keysync("-q", "run", "--systems", ",")
+    assert result.returncode == 2, result.stderr
+    assert "--systems" in _one_error_line(result)
+    assert _runs(tmp_path) == []
+
+
+# ------------------------------------------------------------ --resume with other options
+
+
+def _interrupted_run(folder: Path) -> str:
+    """A run killed (-9) after reading everything: its checkpoint waits for --resume."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env.update(KEYSYNC_TEST_PAUSE_AT="planning", KEYSYNC_TEST_PAUSE_S="60")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "-q", "run"],
+        cwd=folder,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log = folder / "data" / "logs" / "keysync.jsonl"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if log.exists() and '"event":"run.paused_for_tests"' in log.read_text():
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the run never reached its pause point")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    (run_id, outcome), *_ = _runs(folder)
+    assert outcome == "running"
+    return str(run_id)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--dry-run"], ["--auto-approve"], ["--mode", "incremental"], ["--systems", "A,B"]],
+)
+def test_resume_refuses_options_the_interrupted_run_was_not_started_with(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path, extra: list[str]
+) -> None:
+    """Seen: `run --resume --dry-run` on an interrupted real run did a real run: 25 keys
+    became Proposed in the registry although the user asked for a dry run."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES, processing={"checkpoint_interval": 10})
+    run_id = _interrupted_run(tmp_path)
+    result = keysync("-q", "run", "--resume", *extra)
+    assert result.returncode == 2, result.stderr
+    line = _one_error_line(result)
+    assert run_id in line and extra[0] in line, line
+    assert _runs(tmp_path) == [(run_id, "running")]  # nothing recorded, nothing resumed
+    assert _registry(tmp_path) == []
+    resumed = keysync("-q", "run", "--resume")  # the run itself is still there to continue
+    assert resumed.returncode == 0, resumed.stderr
+    assert _runs(tmp_path) == [(run_id, "completed")]
+
+
+def test_resume_with_nothing_to_resume_still_honours_dry_run(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`--resume` in a cron line is "continue if interrupted, else run": options still count."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    result = keysync("-q", "run", "--resume", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert [outcome for _, outcome in _runs(tmp_path)] == ["completed"]
+    assert _registry(tmp_path) == []
