@@ -176,8 +176,8 @@ def _cells_needing_care_by_regex(cells: list[str]) -> list[int]:
     return [bisect_right(starts, position) - 1 for position in matches]
 
 
-def _plain_text(rows: Sequence[Sequence[Any]]) -> str | None:
-    """The rows as ``csv.writer`` (``lineterminator="\\n"``) writes them, or None.
+def _plain_lines(rows: Sequence[Sequence[Any]]) -> list[str] | None:
+    """Each row as ``csv.writer`` (``lineterminator="\\n"``) writes it, less the line end; or None.
 
     Joining cells with ``,`` is what ``csv`` does for a cell that needs no
     quotes: one without ``,``, ``"``, ``\\n`` or ``\\r`` (``\\r`` is left to ``csv``
@@ -188,9 +188,10 @@ def _plain_text(rows: Sequence[Sequence[Any]]) -> str | None:
     a ``str`` (a number, None) makes ``join`` fail: ``csv`` formats those.
     """
     try:
-        text = "\n".join(map(",".join, rows))
+        lines = list(map(",".join, rows))
     except TypeError:
         return None
+    text = "\n".join(lines)
     cells = sum(map(len, rows))
     if (
         min(map(len, rows)) < 2
@@ -200,7 +201,16 @@ def _plain_text(rows: Sequence[Sequence[Any]]) -> str | None:
         or "\r" in text
     ):
         return None
-    return text + "\n"
+    return lines
+
+
+def _plain_text(rows: Sequence[Sequence[Any]]) -> str | None:
+    """The rows as ``csv.writer`` writes them, line ends included; or None (``_plain_lines``)."""
+    lines = _plain_lines(rows)
+    if lines is None:
+        return None
+    lines.append("")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -226,21 +236,40 @@ class ReportFile:
 
         Rows are taken ``_CHUNK`` at a time, so an iterator (a database cursor) is
         never held in memory whole. The rows that need care (a ``#`` or a formula
-        start in a risky cell) are found with one regex per column over the joined
-        cells; every run of rows between them is written by ``_plain_rows``.
+        start in a risky cell) are found column by column (``_cells_needing_care``).
+        When no cell of the chunk needs csv's quotes (``_plain_lines``, the usual
+        case), the chunk is its joined lines with the careful ones put in, in one
+        write; otherwise the runs between careful rows go to ``_plain_rows``.
         """
         source = iter(rows)
         while chunk := list(islice(source, _CHUNK)):
             self.count += len(chunk)
-            careful = sorted(_rows_needing_care(chunk, risky))
-            done = 0
+            careful = _rows_needing_care(chunk, risky)
+            lines = _plain_lines(chunk)
+            if lines is None:  # a cell to quote, or not a str: csv writes the plain runs
+                self._runs(chunk, sorted(careful), risky, numbers)
+                continue
             for i in careful:
-                if i > done:
-                    self._plain_rows(chunk[done:i])
-                self._careful_row(chunk[i], risky, numbers)
-                done = i + 1
-            if done < len(chunk):
-                self._plain_rows(chunk[done:] if done else chunk)
+                lines[i] = self._careful_line(chunk[i], risky, numbers)
+            lines.append("")
+            self.handle.write("\n".join(lines))
+
+    def _runs(
+        self,
+        chunk: list[Sequence[Any]],
+        careful: list[int],
+        risky: Sequence[int],
+        numbers: Sequence[int],
+    ) -> None:
+        """A chunk with a cell for csv: the runs of rows between careful ones in one call each."""
+        done = 0
+        for i in careful:
+            if i > done:
+                self._plain_rows(chunk[done:i])
+            self._careful_row(chunk[i], risky, numbers)
+            done = i + 1
+        if done < len(chunk):
+            self._plain_rows(chunk[done:] if done else chunk)
 
     def _plain_rows(self, rows: Sequence[Sequence[Any]]) -> None:
         """Rows that need no formula guard, exactly as ``csv.writer.writerows`` writes them.
@@ -259,18 +288,27 @@ class ReportFile:
     def _careful_row(
         self, row: Sequence[Any], risky: Sequence[int], numbers: Sequence[int] = ()
     ) -> None:
+        self.handle.write(self._careful_line(row, risky, numbers) + "\n")
+
+    def _careful_line(
+        self, row: Sequence[Any], risky: Sequence[int], numbers: Sequence[int]
+    ) -> str:
+        """A row with its risky cells made safe, as one line without its end."""
         cells = list(row)
         for column in risky:
             cells[column] = safe(cells[column])
         if any(isinstance(c, str) and "#" in c for c in cells):
             # csv would leave "#" unquoted, and pandas' comment="#" would cut the line there.
-            line = ",".join(
+            return ",".join(
                 _quote(c) if isinstance(c, str) and i not in numbers else str(c)
                 for i, c in enumerate(cells)
             )
-            self.handle.write(line + "\n")
-        else:
-            self.writer.writerow(cells)
+        lines = _plain_lines([cells])
+        if lines is not None:
+            return lines[0]
+        buffer = io.StringIO()
+        csv.writer(buffer, self.writer.dialect).writerow(cells)
+        return buffer.getvalue().removesuffix(str(self.writer.dialect.lineterminator))
 
     def close(self) -> None:
         self.handle.flush()
