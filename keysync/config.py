@@ -7,6 +7,7 @@ default is the worst kind of configuration bug.
 
 from __future__ import annotations
 
+import codecs
 import re
 import string
 import typing
@@ -149,6 +150,23 @@ _SYSTEM_NAME = re.compile(r"[A-Za-z0-9_]+")
 # stripped, an accented char folded, so keys would change on a second pass.
 _SEPARATORS = string.punctuation + " "
 _ALNUM = frozenset(string.ascii_letters + string.digits)
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_")
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    """Whether ``encoding`` writes every printable ASCII character as that one byte.
+
+    The reader splits raw bytes on ``\n`` and the delimiter before decoding, so
+    UTF-16/32 or EBCDIC would never work. A byte-order mark before the first
+    character (``utf-8-sig``) is fine: the reader skips it.
+    """
+    text = string.printable
+    try:
+        encoder = codecs.getincrementalencoder(encoding)()
+        encoder.encode(text[:1])
+        return bool(encoder.encode(text[1:]) == text[1:].encode("ascii"))
+    except (LookupError, UnicodeError, TypeError):
+        return False
 
 
 def _validate(config: Config) -> None:
@@ -170,11 +188,23 @@ def _validate(config: Config) -> None:
     if config.simulation.keys_per_system is not None:
         positive["simulation.keys_per_system"] = config.simulation.keys_per_system
     for path, value in positive.items():
-        if value <= 0:
+        if not value > 0:  # also NaN, which compares false with everything
             raise ConfigError(f"{path}: must be greater than 0, got {value}")
     if config.normalize.pad_numbers < 0:
         raise ConfigError(
             f"normalize.pad_numbers: must be 0 (off) or more, got {config.normalize.pad_numbers}"
+        )
+    if config.normalize.pad_numbers > config.processing.max_key_length:
+        raise ConfigError(
+            "normalize.pad_numbers: must be at most processing.max_key_length "
+            f"({config.processing.max_key_length}), got {config.normalize.pad_numbers}"
+        )
+    separator = config.provisioning.namespace_separator
+    if not separator or any(c in _NAME_CHARS or not c.isprintable() for c in separator):
+        raise ConfigError(
+            "provisioning.namespace_separator: must be one or more printable characters "
+            "that cannot occur in a system name (not letters, digits or _), so that "
+            f"<system><separator><key> names one system and key, got {separator!r}"
         )
     collapse = config.normalize.collapse_delims
     if collapse is not None and (len(collapse) != 1 or collapse not in _SEPARATORS):
@@ -216,6 +246,13 @@ def _validate(config: Config) -> None:
             raise ConfigError(
                 f"sources.{name}.encoding: unknown encoding {source.encoding!r}"
             ) from None
+        if not _ascii_compatible(source.encoding):
+            raise ConfigError(
+                f"sources.{name}.encoding: {source.encoding!r} is not supported: keysync "
+                "splits the bytes on ASCII line breaks and delimiters, so it needs an "
+                "encoding that writes ASCII as single bytes (utf-8, utf-8-sig, latin-1, "
+                f"cp1252...); convert the export, e.g. iconv -f {source.encoding} -t utf-8"
+            )
 
 
 def _format_validation_error(exc: msgspec.ValidationError, root: type = Config) -> str:

@@ -187,3 +187,70 @@ def test_resume_with_nothing_to_resume_still_honours_dry_run(
     assert result.returncode == 0, result.stderr
     assert [outcome for _, outcome in _runs(tmp_path)] == ["completed"]
     assert _registry(tmp_path) == []
+
+
+# ------------------------------------------------------------ settings that cannot work
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "cp037"])
+def test_an_encoding_the_reader_cannot_split_is_a_config_error(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path, encoding: str
+) -> None:
+    """Seen: `encoding: utf-16` passed `config check`; the run then called a valid UTF-16
+    export "not valid utf-16" and left the system out (exit 3 or 4)."""
+    sources = {**SOURCES, "B": {"path": "in/B.csv", "encoding": encoding}}
+    write_config(tmp_path, sources=sources)
+    result = keysync("config", "check")
+    assert result.returncode == 2, result.stdout
+    line = _one_error_line(result)
+    assert "sources.B.encoding" in line and encoding in line and "utf-8" in line, line
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "latin-1", "cp1252"])
+def test_ascii_compatible_encodings_stay_valid(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path, encoding: str
+) -> None:
+    _inputs(tmp_path)
+    sources = {**SOURCES, "B": {"path": "in/B.csv", "encoding": encoding}}
+    write_config(tmp_path, sources=sources)
+    assert keysync("config", "check").returncode == 0
+    result = keysync("-q", "run")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "setting"),
+    [
+        ("processing", "{source_timeout_s: .nan}", "processing.source_timeout_s"),
+        ("provisioning", "{strategy: namespaced, namespace_separator: ''}", "namespace_separator"),
+        ("provisioning", "{namespace_separator: X}", "namespace_separator"),
+        ("provisioning", '{namespace_separator: "\\n"}', "namespace_separator"),
+        ("normalize", "{pad_numbers: 1000000000}", "normalize.pad_numbers"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_by_config_check(
+    keysync: RunKeysync, tmp_path: Path, section: str, values: str, setting: str
+) -> None:
+    """Seen, all accepted as valid: a NaN timeout; an empty namespace separator, which
+    makes "BC" + "UST-1" and "B" + "CUST-1" the same master key (a letter or a line break
+    is no better); `pad_numbers: 1000000000` (a typo) pads every number in every key to a
+    gigabyte."""
+    (tmp_path / "keysync-config.yaml").write_text(f"{section}: {values}\n")
+    result = keysync("config", "check")
+    assert result.returncode == 2, result.stdout
+    assert setting in _one_error_line(result)
+
+
+def test_namespaced_keys_with_the_default_separator_still_work(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    _inputs(tmp_path)
+    write_config(
+        tmp_path,
+        sources=SOURCES,
+        provisioning={"strategy": "namespaced", "namespace_separator": "::"},
+        normalize={"pad_numbers": 8},
+    )
+    result = keysync("-q", "run")
+    assert result.returncode == 0, result.stderr
+    assert ("B::CUST-00000030", "Proposed") in _registry(tmp_path)
