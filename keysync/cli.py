@@ -13,7 +13,7 @@ import click
 
 from keysync import __version__
 from keysync.config import DEFAULT_CONFIG_PATH, Config, load_config
-from keysync.errors import EXIT_USAGE, ConfigError, KeysyncError
+from keysync.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, KeysyncError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,6 +59,15 @@ class KeysyncGroup(click.Group):
         except KeysyncError as exc:
             click.echo(f"keysync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # Outside a run (which stops at a checkpoint itself): click would print
+            # "Aborted!" and exit 1, the code for "discrepancies found".
+            click.echo(
+                "keysync: error: interrupted; every file already written is complete, "
+                "run the command again to finish",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 def fail(message: str, exit_code: int = EXIT_USAGE) -> None:

@@ -254,3 +254,40 @@ def test_namespaced_keys_with_the_default_separator_still_work(
     result = keysync("-q", "run")
     assert result.returncode == 0, result.stderr
     assert ("B::CUST-00000030", "Proposed") in _registry(tmp_path)
+
+
+# ------------------------------------------------------------ Ctrl-C outside a run
+
+
+def test_ctrl_c_during_generate_exits_130_with_one_line(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: Ctrl-C in `keysync generate` printed click's "Aborted!" and exited 1, the code
+    for "discrepancies found"; SPEC.md: 130 interrupted."""
+    write_config(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "generate", "--keys", "100000", "--days", "5"],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "input" / "history").exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "Aborted" not in stderr and "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keysync: ") and "interrupted" in lines[0]
+    assert not list((tmp_path / "input").glob(".*.tmp")), "no half-written file is left"
