@@ -36,14 +36,15 @@ import queue
 import re
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress, repeat
-from operator import gt, is_, ne, sub
+from operator import gt, is_, ne
 from pathlib import Path
+from typing import BinaryIO, overload
 
 import msgspec
 
@@ -75,6 +76,7 @@ _REJECTED = bytes(1 if code & REJECTED else 0 for code in range(256))
 _REUSABLE = bytes(1 if code & (VALID | REJECTED) and not code & BOUND else 0 for code in range(256))
 
 Rejection = tuple[str, str, str]  # error_type, message, raw (as in rejected_rows.csv)
+_Parse = tuple[list[str], list[int], list[str], list[RejectedRow], int, int]  # _RecordParser.parse
 
 
 class Snapshot(msgspec.Struct, array_like=True):
@@ -117,6 +119,69 @@ def split_lines(body: bytes) -> list[bytes]:
     return lines
 
 
+class _Lines(Sequence[bytes]):
+    """``split_lines(body)`` without a million bytes objects at once: lines on demand.
+
+    The body is cut into blocks of whole lines (~64 KiB); a block is split when one
+    of its lines is asked for, and only the last two blocks split are kept. Deriving
+    a snapshot from the index looks at a few lines, in file order.
+    """
+
+    BLOCK = 1 << 16
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._count = body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+        starts = [0]  # byte offset of each block's first line
+        firsts = [0]  # that line's index
+        size = len(body)
+        while (end := body.find(b"\n", starts[-1] + self.BLOCK)) != -1 and end + 1 < size:
+            firsts.append(firsts[-1] + body.count(b"\n", starts[-1], end + 1))
+            starts.append(end + 1)
+        starts.append(size)
+        self._starts = starts
+        self._firsts = firsts
+        self._blocks: dict[int, list[bytes]] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _block(self, number: int) -> list[bytes]:
+        block = self._blocks.get(number)
+        if block is None:
+            block = split_lines(self._body[self._starts[number] : self._starts[number + 1]])
+            if len(self._blocks) > 1:
+                del self._blocks[min(self._blocks)]
+            self._blocks[number] = block
+        return block
+
+    @overload
+    def __getitem__(self, item: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> list[bytes]: ...
+
+    def __getitem__(self, item: int | slice) -> bytes | list[bytes]:
+        if isinstance(item, slice):
+            start, stop, step = item.indices(self._count)
+            if step != 1:
+                raise ValueError("only contiguous slices")
+            lines: list[bytes] = []
+            while start < stop:
+                number = bisect_right(self._firsts, start) - 1
+                first = self._firsts[number]
+                taken = self._block(number)[start - first : stop - first]
+                lines.extend(taken)
+                start += len(taken)
+            return lines
+        if not -self._count <= item < self._count:
+            raise IndexError("line index out of range")
+        if item < 0:
+            item += self._count
+        number = bisect_right(self._firsts, item) - 1
+        return self._block(number)[item - self._firsts[number]]
+
+
 def _consume(iterator: Iterable[object]) -> None:
     deque(iterator, maxlen=0)
 
@@ -156,13 +221,15 @@ class _LineParser:
     def context_free(self, line: bytes) -> bool:
         return b'"' not in line or self._closed(line) is not None
 
-    def singles(self, lines: list[bytes], chosen: list[int], into: _Parsed) -> None:
+    def singles(self, lines: Sequence[bytes], chosen: list[int], into: _Parsed) -> None:
         """Parse context-free lines (indices into ``lines``) in one call."""
+        self.singles_of([lines[i] for i in chosen], chosen, into)
+
+    def singles_of(self, texts: list[bytes], chosen: list[int], into: _Parsed) -> None:
+        """``singles`` given the lines' bytes (``texts[n]`` is line index ``chosen[n]``)."""
         if not chosen:
             return
-        keys, positions, stamps, rejected, _, _ = self.parser.parse(
-            [lines[i] for i in chosen], 0, True
-        )
+        keys, positions, stamps, rejected, _, _ = self.parser.parse(texts, 0, True)
         into.raw_keys.extend(keys)
         into.numbers.extend(chosen[p] + 2 for p in positions)
         into.stamps.extend(stamps)
@@ -170,20 +237,29 @@ class _LineParser:
             msgspec.structs.replace(row, line=chosen[row.line] + 2) for row in rejected
         )
 
-    def in_context(self, lines: list[bytes], index: int, into: _Parsed) -> tuple[int, bool]:
+    def in_context(self, lines: Sequence[bytes], index: int, into: _Parsed) -> tuple[int, bool]:
         """Parse the record starting at ``lines[index]``; returns (lines used, bound).
 
         Bound: the outcome depends on what follows this line (more lines, or the end
         of the file), so it cannot be reused where other lines follow.
         """
         count = len(lines)
-        parse = self.parser.parse
+        first = index + 2
+        done: dict[tuple[int, bool], _Parse] = {}
+
+        def parse(width: int, at_eof: bool) -> _Parse:
+            # The parser is a pure function of its arguments: each window is parsed once.
+            result = done.get((width, at_eof))
+            if result is None:
+                result = self.parser.parse(list(lines[index : index + width]), first, at_eof)
+                done[width, at_eof] = result
+            return result
 
         def complete(width: int) -> bool:
-            return parse(lines[index : index + width], 0, index + width >= count)[5] > 0
+            return parse(width, index + width >= count)[5] > 0
 
         # Complete on its own line, with more input to come: it depends on nothing else.
-        bound = parse(lines[index : index + 1], 0, False)[5] == 0
+        bound = parse(1, False)[5] == 0
         # The reader completes the record once the window holds all of its lines (or at
         # EOF, or at MAX_RECORD_LINES): find that smallest window by doubling, then bisect.
         high = 1
@@ -196,10 +272,7 @@ class _LineParser:
                 high = middle
             else:
                 low = middle + 1
-        keys, numbers, stamps, rejected, _, _ = parse(
-            lines[index : index + high], index + 2, index + high >= count
-        )
-        first = index + 2
+        keys, numbers, stamps, rejected, _, _ = parse(high, index + high >= count)
         for key, line, stamp in zip(keys, numbers, stamps):
             if line == first:
                 into.raw_keys.append(key)
@@ -431,7 +504,9 @@ def _update_table(
     return table, may_repeat
 
 
-def table_from_index(keys: SystemKeys, lines: list[bytes], parser: _LineParser) -> LineTable | str:
+def table_from_index(
+    keys: SystemKeys, lines: Sequence[bytes], parser: _LineParser
+) -> LineTable | str:
     """The line table of a source the pipeline read, from its index and its lines.
 
     The index has everything but the timestamps of later occurrences of a key
@@ -443,31 +518,43 @@ def table_from_index(keys: SystemKeys, lines: list[bytes], parser: _LineParser) 
         return _table_from_index(keys, lines, parser)
 
 
-def _table_from_index(keys: SystemKeys, lines: list[bytes], parser: _LineParser) -> LineTable | str:
+def _table_from_index(
+    keys: SystemKeys, lines: Sequence[bytes], parser: _LineParser
+) -> LineTable | str:
     count = len(lines)
     if keys.position.line != count + 2:
         return f"the file has {count + 1} lines, the run read {keys.position.line - 1}"
-    kinds = bytearray(count)
-    key_column = [""] * count
-    stamp_column = [""] * count
-    raw_column = [""] * count
+    # Columns indexed by line number (two unused slots in front, dropped at the end):
+    # the index's line numbers are used as they are, no list of indices is made.
+    width = count + 2
+    key_column = [""] * width
+    stamp_column = [""] * width
+    raw_column = [""] * width
     first = keys.first_line
-    at = list(map(sub, first.values(), repeat(2)))
-    _consume(map(key_column.__setitem__, at, first))
-    _consume(map(stamp_column.__setitem__, at, map(keys.timestamps.__getitem__, first)))
-    _consume(map(kinds.__setitem__, at, repeat(VALID)))
-    raw_at = map(sub, map(first.__getitem__, keys.raw_forms), repeat(2))
-    _consume(map(raw_column.__setitem__, raw_at, keys.raw_forms.values()))
+    timestamps = keys.timestamps
+    _consume(map(key_column.__setitem__, first.values(), first))
+    if len(timestamps) == len(first) and all(map(is_, timestamps, first)):
+        # The merger fills both dicts in the same order: no lookup per key.
+        _consume(map(stamp_column.__setitem__, first.values(), timestamps.values()))
+    else:
+        _consume(map(stamp_column.__setitem__, first.values(), map(timestamps.__getitem__, first)))
+    raw_forms = keys.raw_forms
+    _consume(map(raw_column.__setitem__, map(first.__getitem__, raw_forms), raw_forms.values()))
     later: list[int] = []
     for key, occurrences in keys.repeats.items():
         first_at = first[key]
         for line, raw in occurrences:
             if line != first_at:
-                index = line - 2
-                key_column[index] = key
-                raw_column[index] = "" if raw == key else raw
-                kinds[index] = VALID
-                later.append(index)
+                key_column[line] = key
+                raw_column[line] = "" if raw == key else raw
+                later.append(line - 2)
+    if key_column[0] or key_column[1]:
+        return "the file does not match what the run read"
+    del key_column[:2], stamp_column[:2], raw_column[:2]
+    # VALID where a key starts (a valid record's key is never empty), built in C.
+    kinds = bytearray(map(bool, key_column))
+    if kinds.count(VALID) != len(first) + len(later):
+        return "the file does not match what the run read"
     rejections: dict[int, Rejection] = {}
     for row in keys.rejected:
         index = row.line - 2
@@ -482,25 +569,32 @@ def _table_from_index(keys: SystemKeys, lines: list[bytes], parser: _LineParser)
     if count and starts[-1]:
         check.append(count - 1)
     check.extend(i for i, why in rejections.items() if why[0] == "bad-quoting")
+    # Also parse again the later occurrences of keys, for their timestamps. One pass
+    # in file order over both kinds of line (``lines`` may split blocks on demand).
     spans: dict[int, int] = {}
     scratch = _Parsed()
-    for index in sorted(set(check)):
-        if parser.context_free(lines[index]):
-            continue
-        used, depends = parser.in_context(lines, index, scratch)
-        if depends:
-            kinds[index] |= BOUND
-        if used > 1:
-            spans[index] = used
-    if later:
-        parsed = _Parsed()
-        singles = []
-        for index in sorted(later):
-            if parser.context_free(lines[index]):
+    parsed = _Parsed()
+    checked = set(check)
+    again = set(later)
+    singles: list[int] = []
+    texts: list[bytes] = []
+    for index in sorted(checked | again):
+        text = lines[index]
+        free = parser.context_free(text)
+        if index in checked and not free:
+            used, depends = parser.in_context(lines, index, scratch)
+            if depends:
+                kinds[index] |= BOUND
+            if used > 1:
+                spans[index] = used
+        if index in again:
+            if free:
                 singles.append(index)
+                texts.append(text)
             else:
                 parser.in_context(lines, index, parsed)
-        parser.singles(lines, singles, parsed)
+    if later:
+        parser.singles_of(texts, singles, parsed)
         valid, _ = parser.outcomes(parsed)
         for index in later:
             outcome = valid.get(index)
@@ -544,6 +638,23 @@ def _fill(snapshot: Snapshot, table: LineTable, keys: SystemKeys) -> Snapshot:
     snapshot.spans = table.spans
     snapshot.dup_keys = list(keys.repeats)
     return snapshot
+
+
+def _dump(snapshot: Snapshot, handle: BinaryIO) -> None:
+    """Write ``msgspec.msgpack.encode(snapshot)`` field by field: the same bytes.
+
+    A snapshot is a msgpack array (``array_like``) and each field's encoding stands
+    on its own, so no buffer the size of the whole snapshot is made, and a large
+    ``bytes`` field (the file's body) is written as it is, after its ``bin 32`` header.
+    """
+    fields = msgspec.structs.astuple(snapshot)
+    handle.write(msgspec.msgpack.encode([None] * len(fields))[: -len(fields)])
+    for value in fields:
+        if isinstance(value, bytes) and 1 << 16 <= len(value) < 1 << 32:
+            handle.write(b"\xc6" + len(value).to_bytes(4, "big"))
+            handle.write(value)
+        else:
+            handle.write(msgspec.msgpack.encode(value))
 
 
 def _ascii_compatible(encoding: str) -> bool:
@@ -731,19 +842,20 @@ class Snapshots:
         path = config.source_path(system)
         try:
             stat = path.stat()
-            data = path.read_bytes()
             header = read_header(system, path, source)
+            with open(path, "rb") as handle:  # two reads: the body is never copied
+                head = handle.read(header.data_offset)
+                body = handle.read()
         except (OSError, SourceUnavailable) as exc:
             return str(exc)
-        if fingerprint(system, path) != started or stat.st_size != len(data):
+        if fingerprint(system, path) != started or stat.st_size != len(head) + len(body):
             return f"{path} changed during the run"
-        body = data[header.data_offset :]
-        lines = split_lines(body) if body else []
-        table = table_from_index(keys, lines, _LineParser(system, source, header, config))
+        parser = _LineParser(system, source, header, config)
+        table = table_from_index(keys, _Lines(body), parser)
         if isinstance(table, str):
             return table
         hashed = settings_hash(config, [system])
-        new = _snapshot(self.run_id, system, hashed, stat, data[: header.data_offset], body)
+        new = _snapshot(self.run_id, system, hashed, stat, head, body)
         return _fill(new, table, keys)
 
     def _submit(self, system: str, build: Callable[[], Snapshot | str]) -> None:
@@ -765,11 +877,10 @@ class Snapshots:
                 if isinstance(snapshot, str):
                     self._skipped[system] = snapshot
                     continue
-                data = msgspec.msgpack.encode(snapshot)
-                del snapshot
                 temp = self.folder / f"{system}.msgpack.{self.run_id}.tmp"
                 with open(temp, "wb") as handle:
-                    handle.write(data)
+                    _dump(snapshot, handle)  # no buffer the size of the snapshot
+                    del snapshot
                     handle.flush()
                     os.fsync(handle.fileno())
                 self._ready[system] = temp

@@ -347,6 +347,72 @@ def test_snapshot_after_an_incremental_run_serves_the_next_one(config_a: Config)
     assert_same_index(again["A"], full_read(config_a, ["A"])["A"])
 
 
+class _SmallBlocks(incremental._Lines):
+    BLOCK = 5  # bytes: most lines start a block of their own
+
+
+PIECE = st.sampled_from([b"", b"a", b"bc", b"def,g", b"\r", b'"h', b"i\x00"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(PIECE, max_size=30), newline_at_end=st.booleans())
+def test_lines_on_demand_equal_split_lines(pieces: list[bytes], newline_at_end: bool) -> None:
+    """The derivation's lazy lines: every line, and every slice, as ``split_lines`` gives."""
+    body = b"\n".join(pieces) + (b"\n" if newline_at_end and pieces else b"")
+    want = incremental.split_lines(body) if body else []
+    for lines in (incremental._Lines(body), _SmallBlocks(body)):
+        assert len(lines) == len(want)
+        assert [lines[i] for i in range(-len(want), len(want))] == want + want
+        for start in range(len(want) + 2):
+            for stop in range(start, len(want) + 3):
+                assert lines[start:stop] == want[start:stop]
+        with pytest.raises(IndexError):
+            lines[len(want)]
+
+
+def test_snapshot_from_small_blocks_is_the_same(
+    config_a: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records over several lines, repeated keys and rejections across block boundaries."""
+    path = config_a.source_path("A")
+    path.write_bytes(rows(*BASE, *BASE))
+    index = full_read(config_a, ["A"])
+    tables = []
+    for block in (1 << 16, 7):
+        monkeypatch.setattr(incremental._Lines, "BLOCK", block)
+        snapshots = incremental.Snapshots(config_a, "run-1")
+        snapshot = snapshots._from_index("A", index["A"], fingerprint("A", path))
+        assert isinstance(snapshot, incremental.Snapshot)
+        tables.append(msgspec.msgpack.encode(snapshot))
+    assert tables[0] == tables[1]
+    check(config_a, rows(*BASE, *BASE), rows(*BASE[3:], *BASE))
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 70000])
+def test_streamed_snapshot_is_the_encoded_one(size: int) -> None:
+    """``_dump`` writes exactly ``msgspec.msgpack.encode(snapshot)``."""
+    snapshot = incremental.Snapshot(
+        incremental.FORMAT_VERSION,
+        "A",
+        "run-1",
+        "0123456789abcdef",
+        size + 9,
+        1_700_000_000_123_456_789,
+        b"key,name\n",
+        bytes(range(256)) * (size // 256) + b"x" * (size % 256),
+        bytes([1, 2, 5, 0]),
+        ["K-1", "", "K-2", ""],
+        ["t1", "", "t2", ""],
+        ["k 1", "", "", ""],
+        {1: ("bad-quoting", "never closed", '"x')},
+        {2: 2},
+        ["K-1"],
+    )
+    out = io.BytesIO()
+    incremental._dump(snapshot, out)
+    assert out.getvalue() == msgspec.msgpack.encode(snapshot)
+
+
 # ------------------------------------------------------------------ what a user sees (CLI)
 
 
