@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -53,9 +53,27 @@ pass_app = click.make_pass_decorator(AppContext)
 class KeysyncGroup(click.Group):
     """Turns foreseeable errors into one line on stderr and the exit code of SPEC.md."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # a global option: --log-format xml
+            _usage_error(exc)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # `keysync registry`: its help, as click shows it
+        except click.UsageError as exc:
+            _usage_error(exc)
         except KeysyncError as exc:
             click.echo(f"keysync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
@@ -68,6 +86,20 @@ class KeysyncGroup(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_INTERRUPTED)
+
+
+def _usage_error(exc: click.UsageError) -> NoReturn:
+    """One line instead of click's Usage / Try / Error block (SPEC.md: one line, exit 2)."""
+    names = []
+    context = exc.ctx
+    while context is not None and context.parent is not None:
+        names.append(context.info_name or "")
+        context = context.parent
+    command = " ".join(["keysync", *reversed(names)])
+    message = exc.format_message().rstrip(".")
+    where = f"{command.removeprefix('keysync ')}: " if names else ""
+    click.echo(f"keysync: error: {where}{message} (see `{command} --help`)", err=True)
+    sys.exit(EXIT_USAGE)
 
 
 def fail(message: str, exit_code: int = EXIT_USAGE) -> None:

@@ -291,3 +291,39 @@ def test_ctrl_c_during_generate_exits_130_with_one_line(
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("keysync: ") and "interrupted" in lines[0]
     assert not list((tmp_path / "input").glob(".*.tmp")), "no half-written file is left"
+
+
+# ------------------------------------------------------------ usage errors
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "--mode", "fast"], "`keysync run --help`"),
+        (["run", "--bogus"], "--bogus"),
+        (["registry", "list", "--status", "Bogus"], "`keysync registry list --help`"),
+        (["registry", "frobnicate"], "frobnicate"),
+        (["--log-format", "xml", "runs"], "xml"),
+        (["generate", "--keys", "0"], "--keys"),
+        (["history"], "KEY"),
+    ],
+)
+def test_a_usage_error_is_one_line_exit_2(
+    keysync: RunKeysync, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    """Seen: a mistyped option printed three lines (Usage, Try, Error) plus a blank one;
+    SPEC.md: every non-zero exit prints one line saying what is wrong and what to do."""
+    (tmp_path / "keysync-config.yaml").write_text("{}\n")
+    result = keysync(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("keysync: error: ") and expected in lines[0], lines[0]
+    assert "--help" in lines[0]
+
+
+def test_a_group_without_its_command_still_shows_its_help(keysync: RunKeysync) -> None:
+    result = keysync("registry")
+    shown = result.stdout + result.stderr
+    assert "Usage: " in shown and "approve" in shown
