@@ -557,7 +557,13 @@ def history(app: _App, key: str, as_json: bool) -> None:
             f"{key!r} normalizes to nothing (empty-key); give a key with letters or digits",
             EXIT_USAGE,
         )
+    master_key = None
     with _open_required(app) as store:
+        # A namespaced master key (B:CUST-00042) is not a raw key: its ":" would be
+        # normalized into a delimiter. Given as the registry lists it, use its key.
+        entry = store.registry_entry(key)
+        if entry is not None and entry.key != key:
+            normalized, master_key = entry.key, key
         timeline = key_timeline(store, normalized)
         entries = store.entries_for_key(normalized)
     known = any(s.first_seen or s.missing_since for s in timeline.systems) or entries
@@ -582,7 +588,9 @@ def history(app: _App, key: str, as_json: bool) -> None:
         )
         return
     title = f"history of {normalized}"
-    if normalized != key:
+    if master_key is not None:
+        title += f" (master key {master_key})"
+    elif normalized != key:
         title += f" (normalized from {key!r})"
     click.echo(title)
     _table(

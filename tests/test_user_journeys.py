@@ -327,3 +327,24 @@ def test_a_group_without_its_command_still_shows_its_help(keysync: RunKeysync) -
     result = keysync("registry")
     shown = result.stdout + result.stderr
     assert "Usage: " in shown and "approve" in shown
+
+
+# ------------------------------------------------------------ compliance: one key's trail
+
+
+def test_history_of_a_namespaced_master_key_shows_its_key(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: with `strategy: namespaced`, `keysync history B:CUST-00030` (the master key
+    the registry lists) said the key "B-CUST-00030" was never seen: the ":" was
+    normalized into a delimiter. A master key is now looked up as it is."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES, provisioning={"strategy": "namespaced"})
+    assert keysync("-q", "run").returncode == 0
+    result = keysync("history", "B:CUST-00030")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("history of CUST-00030 (master key B:CUST-00030)")
+    assert "present" in result.stdout and "B:CUST-00030" in result.stdout
+    unknown = keysync("history", "B:CUST-99999")
+    assert unknown.returncode == 2
+    assert "never seen" in _one_error_line(unknown)
