@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress, repeat
-from operator import gt, is_, ne
+from operator import is_, ne
 from pathlib import Path
 from typing import BinaryIO, overload
 
@@ -73,6 +73,7 @@ BOUND = 4  # that record's outcome depends on other lines: never reused for anot
 _RECORD = bytes(1 if code & (VALID | REJECTED) else 0 for code in range(256))
 _VALID = bytes(1 if code & VALID else 0 for code in range(256))
 _REJECTED = bytes(1 if code & REJECTED else 0 for code in range(256))
+_RECORD_THEN_NONE = re.compile(b"\x01\x00")  # in ``kinds.translate(_RECORD)``
 _REUSABLE = bytes(1 if code & (VALID | REJECTED) and not code & BOUND else 0 for code in range(256))
 
 Rejection = tuple[str, str, str]  # error_type, message, raw (as in rejected_rows.csv)
@@ -131,13 +132,14 @@ class _Lines(Sequence[bytes]):
 
     def __init__(self, body: bytes) -> None:
         self._body = body
-        self._count = body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
         starts = [0]  # byte offset of each block's first line
         firsts = [0]  # that line's index
         size = len(body)
         while (end := body.find(b"\n", starts[-1] + self.BLOCK)) != -1 and end + 1 < size:
             firsts.append(firsts[-1] + body.count(b"\n", starts[-1], end + 1))
             starts.append(end + 1)
+        last = body.count(b"\n", starts[-1]) + (1 if body and not body.endswith(b"\n") else 0)
+        self._count = firsts[-1] + last
         starts.append(size)
         self._starts = starts
         self._firsts = firsts
@@ -565,7 +567,7 @@ def _table_from_index(
     # A record that may depend on the lines after it: a line with a quote whose next
     # line starts no record, or bad quoting. Parse it again to learn its extent.
     starts = kinds.translate(_RECORD)
-    check = list(compress(range(count - 1), map(gt, starts[:-1], starts[1:])))
+    check = [found.start() for found in _RECORD_THEN_NONE.finditer(starts)]  # a few, in C
     if count and starts[-1]:
         check.append(count - 1)
     check.extend(i for i, why in rejections.items() if why[0] == "bad-quoting")
