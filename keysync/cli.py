@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -86,6 +87,10 @@ class KeysyncGroup(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_INTERRUPTED)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _usage_error(exc: click.UsageError) -> NoReturn:
@@ -274,6 +279,9 @@ def generate(
     from keysync.mockdata import generate as generate_mock_data
 
     app.setup_logging()
+    # SIGTERM (systemd, docker stop, kill) stops it as Ctrl-C does: pending files removed,
+    # the previous inputs left whole, one line and exit 130.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     result = generate_mock_data(
         app.config,
         keys=keys,

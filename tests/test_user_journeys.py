@@ -348,3 +348,58 @@ def test_history_of_a_namespaced_master_key_shows_its_key(
     unknown = keysync("history", "B:CUST-99999")
     assert unknown.returncode == 2
     assert "never seen" in _one_error_line(unknown)
+
+
+# ------------------------------------------------------------ interrupting generate
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_generate_keeps_the_previous_inputs_whole_and_leaves_no_process(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Seen: `keysync generate --keys 200000` stopped by SIGTERM (or Ctrl-C) while writing
+    left C.csv..E.csv of the new data next to A.csv, B.csv and manifest.json of the old,
+    a set no run should read; after SIGTERM its forked helper process lived on, orphaned,
+    forever. Now the new files replace the old ones only once all are written, and
+    the helper goes with the main process."""
+    write_config(tmp_path)
+    assert keysync("-q", "generate", "--keys", "50").returncode == 0
+    folder = tmp_path / "input"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "generate", "--keys", "200000"],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.startswith(".") for p in folder.iterdir()):
+            assert time.monotonic() < deadline and process.poll() is None, "never wrote"
+            time.sleep(0.005)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _group_alive(process.pid), "a helper process outlived generate"
+    finally:
+        if _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert after == before

@@ -29,6 +29,39 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def pending_path(path: Path, token: int) -> Path:
+    """Where ``path``'s new content waits until every file of the set is written."""
+    return path.with_name(f".{path.name}.{token}.pending")
+
+
+def write_pending(path: Path, data: bytes, token: int) -> None:
+    """Write ``data`` durably next to ``path`` (``pending_path``), not yet in its place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pending = pending_path(path, token)
+    try:
+        fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            pending.unlink()
+        raise
+
+
+def publish_pending(paths: list[Path], token: int) -> None:
+    """Rename every pending file into place, one quick rename each, in ``paths`` order."""
+    for path in paths:
+        os.replace(pending_path(path, token), path)
+
+
+def discard_pending(paths: list[Path], token: int) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            pending_path(path, token).unlink()
+
+
 def sync_folder(folder: Path) -> None:
     """Make the renames in ``folder`` durable (no-op where folders cannot be opened)."""
     with contextlib.suppress(OSError):

@@ -23,6 +23,7 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -40,9 +41,12 @@ from keysync.mockdata.clock import REFERENCE_DATE, snapshot_at, snapshot_date
 from keysync.mockdata.files import (
     GENERATOR,
     day_folder,
+    discard_pending,
+    publish_pending,
     remove_stale_history,
     sync_folder,
     write_atomic,
+    write_pending,
 )
 from keysync.mockdata.keys import KeyUniverse, build_universe, max_universe_size, random_words
 from keysync.mockdata.names import NAME_MASK, csv_cell, name_cells
@@ -309,6 +313,8 @@ class _Run:
         self.plan = plan
         self.files = files
         self.history = history
+        # Names the pending files of this generate (the helper inherits it through fork).
+        self.token = os.getpid()
         delimiters = sorted({source.delimiter for source in config.sources.values()})
         self.names = {d: _universe_names(plan.universe, ctx.seed, d) for d in delimiters}
         any_names = self.names[delimiters[0]]
@@ -329,8 +335,8 @@ class _Run:
         days = self.plan.days
         if days > 1:
             write_atomic(day_folder(self.history, day, days) / f"{system}.csv", snap.content)
-        if day == days:
-            write_atomic(self.files[system], snap.content)
+        if day == days:  # in place only once every file of the set is written
+            write_pending(self.files[system], snap.content, self.token)
         snap.content = b""
         return snap
 
@@ -380,22 +386,61 @@ def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
     # The main process also plans, compares and writes the manifest: the helper takes more.
     helper_systems = systems[len(systems) // 2 :]
     _FORKED_RUN = run
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_helper_started)
     try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
 
-            def build_day(day: int) -> dict[str, Snapshot]:
-                pending = {
-                    name: pool.submit(_build_in_helper, name, day) for name in helper_systems
-                }
-                built = {name: run.build(name, day) for name in systems if name not in pending}
-                for name, future in pending.items():
-                    built[name] = _restore_keys(run, name, day, future.result())
-                return {name: built[name] for name in systems}
+        def build_day(day: int) -> dict[str, Snapshot]:
+            pending = {name: pool.submit(_build_in_helper, name, day) for name in helper_systems}
+            built = {name: run.build(name, day) for name in systems if name not in pending}
+            for name, future in pending.items():
+                built[name] = _restore_keys(run, name, day, future.result())
+            return {name: built[name] for name in systems}
 
-            yield build_day
+        yield build_day
+    except BaseException:
+        # Interrupted or failed: stop the helper now rather than wait for its day.
+        processes = list(getattr(pool, "_processes", None) or {})
+        pool.shutdown(wait=False, cancel_futures=True)
+        for pid in processes:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        raise
+    else:
+        pool.shutdown(wait=True)
     finally:
         _FORKED_RUN = None
+
+
+def _helper_started() -> None:
+    """In the helper: die with the main process, leave Ctrl-C and SIGTERM to it.
+
+    The main process stops the helper when it is interrupted; if it is killed
+    outright, the kernel ends the helper too (Linux PR_SET_PDEATHSIG), so no
+    orphan keeps building files nobody waits for.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+    if _FORKED_RUN is not None and os.getppid() != _FORKED_RUN.token:
+        os._exit(1)  # the main process ended before the line above
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done (where the platform can hold them)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def generate(
@@ -458,9 +503,13 @@ def _generate(
         simulate_history=config.simulation.temporal.simulate_history,
     )
     result = GenerateResult(out_dir, files, manifest_path, [], seed, scenario, days, keys)
+    run = _Run(config, ctx, plan, files, history)
+    # The top-level set (every source file, then the manifest) is replaced only once
+    # all of it is written: an interrupted generate leaves the previous set whole.
+    top_level = [*files.values(), manifest_path]
     try:
         remove_stale_history(history, days)
-        with _builder(_Run(config, ctx, plan, files, history)) as build_day:
+        with _builder(run) as build_day:
             for day in range(1, days + 1):
                 snapshots = build_day(day)
                 _compare(snapshots, authority)
@@ -473,11 +522,16 @@ def _generate(
                     result.history.append(day_dir)
                 if day == days:
                     top_files = {name: _relative(files[name], out_dir) for name in systems}
-                    write_atomic(manifest_path, _manifest(base, snapshots, top_files))
+                    write_pending(manifest_path, _manifest(base, snapshots, top_files), run.token)
                     _record(result, snapshots, authority)
-        for folder in sorted({p.parent for p in [*files.values(), manifest_path]}):
+            with _signals_held():  # a signal now would leave half the set renamed
+                publish_pending(top_level, run.token)
+        for folder in sorted({p.parent for p in top_level}):
             sync_folder(folder)
-    except OSError as exc:
+    except BaseException as exc:
+        discard_pending(top_level, run.token)
+        if not isinstance(exc, OSError):
+            raise
         where = f" {exc.filename}" if exc.filename else ""
         raise KeysyncError(
             f"cannot write mock data{where}: {exc.strerror or exc}; check the output folder"
