@@ -388,6 +388,29 @@ def test_snapshot_from_small_blocks_is_the_same(
     check(config_a, rows(*BASE, *BASE), rows(*BASE[3:], *BASE))
 
 
+def test_snapshot_does_not_depend_on_the_index_dict_order(config_a: Config) -> None:
+    """A resumed run's index (from a checkpoint) may list keys in another order."""
+    path = config_a.source_path("A")
+    path.write_bytes(rows(*BASE, *BASE))
+    keys = full_read(config_a, ["A"])["A"]
+    snapshots = incremental.Snapshots(config_a, "run-1")
+    prints = fingerprint("A", path)
+    want = msgspec.msgpack.encode(snapshots._from_index("A", keys, prints))
+    for reorder_first, reorder_stamps in ((True, True), (False, True), (True, False)):
+        shuffled = SystemKeys(
+            "A",
+            dict(reversed(keys.first_line.items())) if reorder_first else keys.first_line,
+            dict(reversed(keys.timestamps.items())) if reorder_stamps else keys.timestamps,
+            dict(reversed(keys.raw_forms.items())),
+            keys.repeats,
+            keys.rejected,
+            keys.rows_read,
+            keys.position,
+        )
+        got = snapshots._from_index("A", shuffled, prints)
+        assert msgspec.msgpack.encode(got) == want
+
+
 @pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 70000])
 def test_streamed_snapshot_is_the_encoded_one(size: int) -> None:
     """``_dump`` writes exactly ``msgspec.msgpack.encode(snapshot)``."""
