@@ -128,14 +128,16 @@ def test_plain_text_takes_rows_that_need_nothing(rows: list[list[str]]) -> None:
 _SEPARATED_FORMULA = re.compile("\x1f[=+\\-@\t\r]")
 
 
-def _written_by_csv(rows: list[tuple[str, str, int, str]], risky: tuple[int, ...]) -> str:
+def _written_by_csv(
+    rows: list[tuple[str, str, int, str]], risky: tuple[int, ...], line_end: str = "\n"
+) -> str:
     """What the reporter wrote before its fast path: every row checked, numbers as ints.
 
     A row took the careful path when a risky cell held "#", started like a formula,
     or (the one-regex scan's over-approximation) held "\\x1f" and a formula character.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator=line_end)
     for row in rows:
         texts = {c: str(row[c]) for c in risky}
         if not any(
@@ -165,21 +167,25 @@ def _written_by_csv(rows: list[tuple[str, str, int, str]], risky: tuple[int, ...
         max_size=30,
     ),
     chunk=st.integers(min_value=1, max_value=8),
+    line_end=st.sampled_from(["\n", "\r\n"]),
 )
 def test_report_rows_with_numbers_as_text_are_written_as_csv_wrote_the_numbers(
-    rows: list[tuple[str, str, int, str]], chunk: int
+    rows: list[tuple[str, str, int, str]], chunk: int, line_end: str
 ) -> None:
-    """``rows(..., numbers=...)`` on str-formatted numbers == the old path on ints."""
+    """``rows(..., numbers=...)`` on str-formatted numbers == the old path on ints.
+
+    With another line end than the reports' "\\n" the fast path steps aside.
+    """
     as_text = [(a, b, str(n), c) for a, b, n, c in rows]
     buffer = io.StringIO()
-    report = ReportFile(Path("unused"), buffer, csv.writer(buffer, lineterminator="\n"))
+    report = ReportFile(Path("unused"), buffer, csv.writer(buffer, lineterminator=line_end))
     saved = reporter._CHUNK
     reporter._CHUNK = chunk
     try:
         report.rows(as_text, risky=(1, 3), numbers=(2,))
     finally:
         reporter._CHUNK = saved
-    assert buffer.getvalue() == _written_by_csv(rows, (1, 3))
+    assert buffer.getvalue() == _written_by_csv(rows, (1, 3), line_end)
     assert report.count == len(rows)
 
 

@@ -245,12 +245,12 @@ class ReportFile:
         while chunk := list(islice(source, _CHUNK)):
             self.count += len(chunk)
             careful = _rows_needing_care(chunk, risky)
-            lines = _plain_lines(chunk)
+            lines = _plain_lines(chunk) if self._joins_like_csv() else None
             if lines is None:  # a cell to quote, or not a str: csv writes the plain runs
                 self._runs(chunk, sorted(careful), risky, numbers)
                 continue
-            for i in careful:
-                lines[i] = self._careful_line(chunk[i], risky, numbers)
+            for i in careful:  # the dialect's line end is "\n" here, as _plain_lines joins
+                lines[i] = self._careful_line(chunk[i], risky, numbers).removesuffix("\n")
             lines.append("")
             self.handle.write("\n".join(lines))
 
@@ -279,36 +279,52 @@ class ReportFile:
         ``\\n`` and then checked as a whole (``_plain_text``). Only a run where
         that check fails, or with a cell that is not a ``str``, goes to ``csv``.
         """
-        text = _plain_text(rows)
+        text = _plain_text(rows) if self._joins_like_csv() else None
         if text is None:
             self.writer.writerows(rows)
         else:
             self.handle.write(text)
 
+    def _joins_like_csv(self) -> bool:
+        """Whether joining with "," and "\\n" is what this file's csv dialect writes.
+
+        ``ReportWriter.open`` always makes it so; a writer with another dialect
+        (a delimiter, a line end, other quoting) simply never takes the fast path.
+        """
+        dialect = self.writer.dialect
+        return (
+            dialect.delimiter == ","
+            and dialect.quotechar == '"'
+            and dialect.lineterminator == "\n"
+            and dialect.quoting == csv.QUOTE_MINIMAL
+            and dialect.escapechar is None
+        )
+
     def _careful_row(
         self, row: Sequence[Any], risky: Sequence[int], numbers: Sequence[int] = ()
     ) -> None:
-        self.handle.write(self._careful_line(row, risky, numbers) + "\n")
+        self.handle.write(self._careful_line(row, risky, numbers))
 
     def _careful_line(
         self, row: Sequence[Any], risky: Sequence[int], numbers: Sequence[int]
     ) -> str:
-        """A row with its risky cells made safe, as one line without its end."""
+        """A row with its risky cells made safe, as one line with its end."""
         cells = list(row)
         for column in risky:
             cells[column] = safe(cells[column])
         if any(isinstance(c, str) and "#" in c for c in cells):
             # csv would leave "#" unquoted, and pandas' comment="#" would cut the line there.
-            return ",".join(
+            line = ",".join(
                 _quote(c) if isinstance(c, str) and i not in numbers else str(c)
                 for i, c in enumerate(cells)
             )
-        lines = _plain_lines([cells])
-        if lines is not None:
-            return lines[0]
+            return line + "\n"
+        text = _plain_text([cells]) if self._joins_like_csv() else None
+        if text is not None:
+            return text
         buffer = io.StringIO()
         csv.writer(buffer, self.writer.dialect).writerow(cells)
-        return buffer.getvalue().removesuffix(str(self.writer.dialect.lineterminator))
+        return buffer.getvalue()
 
     def close(self) -> None:
         self.handle.flush()
