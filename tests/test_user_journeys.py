@@ -403,3 +403,39 @@ def test_interrupted_generate_keeps_the_previous_inputs_whole_and_leaves_no_proc
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
     after = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert after == before
+
+
+# ------------------------------------------------------------ sources that are not CSV files
+
+
+def _degraded_reason(folder: Path, result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 4, result.stderr
+    summary = (folder / "output" / "summary.json").read_text()
+    assert '"B"' in summary
+    return result.stdout + result.stderr
+
+
+def test_a_header_naming_the_key_column_twice_makes_the_source_unavailable(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: a peer exported as `key,name,key` was compared on its first `key` column
+    without a word; which of the two holds the business key is anyone's guess."""
+    _inputs(tmp_path)
+    (tmp_path / "in" / "B.csv").write_text("key,name,key\nCUST-00001,x,CUST-90001\n")
+    write_config(tmp_path, sources=SOURCES)
+    result = keysync("run")
+    text = _degraded_reason(tmp_path, result)
+    assert "column 'key' 2 times" in text, text
+
+
+def test_a_device_instead_of_a_file_is_unavailable_with_a_clear_reason(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: B.csv a link to /dev/zero: 'header has no column 'key' (columns: \\x00\\x00...'."""
+    _inputs(tmp_path)
+    (tmp_path / "in" / "B.csv").unlink()
+    (tmp_path / "in" / "B.csv").symlink_to("/dev/zero")
+    write_config(tmp_path, sources=SOURCES)
+    result = keysync("run")
+    text = _degraded_reason(tmp_path, result)
+    assert "not a regular file" in text, text

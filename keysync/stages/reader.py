@@ -14,7 +14,9 @@ precisely the next record.
 from __future__ import annotations
 
 import csv
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import add
@@ -52,6 +54,13 @@ def _preview(text: str) -> str:
 def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     """Open the source and parse line 1; raise ``SourceUnavailable`` with a clear reason."""
     try:
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # A pipe would block the open until someone writes to it; a device never ends.
+            raise SourceUnavailable(
+                f"{path}: is not a regular file (a pipe, socket or device); "
+                f"export the data to a file and point sources.{system}.path at it"
+            )
         with open(path, "rb") as handle:
             first = handle.readline(1 << 20)
     except FileNotFoundError:
@@ -82,6 +91,13 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
         raise SourceUnavailable(
             f"{path}: header has no column '{source.key_column}' "
             f"(columns: {', '.join(columns)}); set sources.{system}.key_column"
+        )
+    if columns.count(source.key_column) > 1:
+        raise SourceUnavailable(
+            f"{path}: header names column '{source.key_column}' "
+            f"{columns.count(source.key_column)} times (columns: {', '.join(columns)}); "
+            "rename the others in the export, or set "
+            f"sources.{system}.key_column to a column named once"
         )
     ts_index = (
         columns.index(source.timestamp_column) if source.timestamp_column in columns else None
