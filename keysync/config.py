@@ -190,6 +190,23 @@ def _validate(config: Config) -> None:
     for path, value in positive.items():
         if not value > 0:  # also NaN, which compares false with everything
             raise ConfigError(f"{path}: must be greater than 0, got {value}")
+    _check_int_range(msgspec.to_builtins(config), "")
+    days = config.simulation.temporal.days_of_history
+    if days > MAX_DAYS_OF_HISTORY:
+        raise ConfigError(
+            f"simulation.temporal.days_of_history: must be at most {MAX_DAYS_OF_HISTORY} "
+            f"(ten years), got {days}"
+        )
+    locations = {
+        "paths.output": config.paths.output,
+        "paths.data": config.paths.data,
+        "paths.checkpoints": config.paths.checkpoints,
+        "logging.file": config.logging.file,
+    }
+    for where, location in locations.items():
+        if not location.strip():
+            hint = "" if where == "logging.file" else " (./ is the config file's folder)"
+            raise ConfigError(f"{where}: must not be empty{hint}")
     if config.normalize.pad_numbers < 0:
         raise ConfigError(
             f"normalize.pad_numbers: must be 0 (off) or more, got {config.normalize.pad_numbers}"
@@ -253,6 +270,21 @@ def _validate(config: Config) -> None:
                 "encoding that writes ASCII as single bytes (utf-8, utf-8-sig, latin-1, "
                 f"cp1252...); convert the export, e.g. iconv -f {source.encoding} -t utf-8"
             )
+
+
+# Settings travel through SQLite and msgpack, which hold 64-bit integers.
+_INT_MAX = 2**63 - 1
+# The mock clock keeps a table that grows with the square of the days.
+MAX_DAYS_OF_HISTORY = 3660
+
+
+def _check_int_range(data: Any, path: str) -> None:
+    """Every integer setting fits in 64 bits (else a run fails on an OverflowError)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _check_int_range(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(data, int) and not isinstance(data, bool) and abs(data) > _INT_MAX:
+        raise ConfigError(f"{path}: must be between -{_INT_MAX} and {_INT_MAX}, got {data}")
 
 
 def _format_validation_error(exc: msgspec.ValidationError, root: type = Config) -> str:

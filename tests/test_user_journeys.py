@@ -226,6 +226,10 @@ def test_ascii_compatible_encodings_stay_valid(
         ("provisioning", "{namespace_separator: X}", "namespace_separator"),
         ("provisioning", '{namespace_separator: "\\n"}', "namespace_separator"),
         ("normalize", "{pad_numbers: 1000000000}", "normalize.pad_numbers"),
+        ("processing", "{max_key_length: 100000000000000000000}", "processing.max_key_length"),
+        ("simulation", "{temporal: {days_of_history: 1000000}}", "days_of_history"),
+        ("paths", "{output: ''}", "paths.output"),
+        ("logging", "{file: ''}", "logging.file"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_by_config_check(
@@ -234,7 +238,9 @@ def test_settings_that_cannot_work_are_refused_by_config_check(
     """Seen, all accepted as valid: a NaN timeout; an empty namespace separator, which
     makes "BC" + "UST-1" and "B" + "CUST-1" the same master key (a letter or a line break
     is no better); `pad_numbers: 1000000000` (a typo) pads every number in every key to a
-    gigabyte."""
+    gigabyte; a 21-digit max_key_length (the run died on an OverflowError traceback);
+    a million days of history (generate: OverflowError, date value out of range); an
+    empty paths.output (reports land next to the config file) or logging.file."""
     (tmp_path / "keysync-config.yaml").write_text(f"{section}: {values}\n")
     result = keysync("config", "check")
     assert result.returncode == 2, result.stdout
