@@ -14,7 +14,13 @@ import click
 
 from keysync import __version__
 from keysync.config import DEFAULT_CONFIG_PATH, Config, load_config
-from keysync.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, KeysyncError
+from keysync.errors import (
+    EXIT_CANNOT_RUN,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ConfigError,
+    KeysyncError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,6 +84,13 @@ class KeysyncGroup(click.Group):
         except KeysyncError as exc:
             click.echo(f"keysync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except BrokenPipeError:
+            raise  # `keysync audit | head`: click ends it quietly
+        except OSError as exc:
+            # A full disk, a permission, a folder in the way of a file: foreseeable, and
+            # the run has logged its traceback (run.failed) in the log file already.
+            click.echo(f"keysync: error: {_os_error_line(exc)}", err=True)
+            ctx.exit(EXIT_CANNOT_RUN)
         except KeyboardInterrupt:
             # Outside a run (which stops at a checkpoint itself): click would print
             # "Aborted!" and exit 1, the code for "discrepancies found".
@@ -87,6 +100,17 @@ class KeysyncGroup(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_INTERRUPTED)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``/out/duplicates.csv: is a directory; ...``: the file, the reason, what to do."""
+    where = exc.filename2 if exc.filename2 is not None else exc.filename
+    reason = (exc.strerror or str(exc)).lower()
+    place = f"{os.fsdecode(where)}: " if where is not None else ""
+    return (
+        f"{place}{reason}; make room, fix the permissions or move what is in the way, "
+        "then run again"
+    )
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

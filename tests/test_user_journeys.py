@@ -445,3 +445,26 @@ def test_a_device_instead_of_a_file_is_unavailable_with_a_clear_reason(
     result = keysync("run")
     text = _degraded_reason(tmp_path, result)
     assert "not a regular file" in text, text
+
+
+# ------------------------------------------------------------ disk-ish errors
+
+
+def test_a_report_that_cannot_be_put_in_place_is_one_line_exit_3(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: a folder in the way of output/duplicates.csv (or a full disk: ENOSPC while
+    writing a report) ended the run with an IsADirectoryError/OSError traceback and
+    exit 1, the code for "discrepancies found"."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    (tmp_path / "output" / "duplicates.csv" / "in-the-way").mkdir(parents=True)
+    result = keysync("-q", "run")
+    assert result.returncode == 3, result.stderr
+    line = _one_error_line(result)
+    assert "duplicates.csv" in line and "run again" in line, line
+    (tmp_path / "output" / "duplicates.csv" / "in-the-way").rmdir()
+    (tmp_path / "output" / "duplicates.csv").rmdir()
+    again = keysync("-q", "run")  # once the way is clear, the next run is whole again
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "output" / "duplicates.csv").is_file()
