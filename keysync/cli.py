@@ -357,7 +357,7 @@ def run(
       keysync run --mode incremental --fail-on-diff
       keysync run --resume
     """
-    from keysync.console import ProgressLine, print_run_result
+    from keysync.console import ProgressLine, final_line, print_run_result
     from keysync.runner import RunOptions
     from keysync.runner import run as run_reconciliation
 
@@ -388,7 +388,7 @@ def run(
     if not app.quiet:
         print_run_result(result)
     elif result.message:
-        click.echo(f"keysync: {result.message}", err=True)
+        click.echo(final_line(result), err=True)
     sys.exit(result.exit_code)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from keysync.errors import EXIT_DEGRADED, EXIT_DIFF
 from keysync.runner import RunResult
 
 
@@ -26,6 +27,25 @@ class ProgressLine:
     def clear(self) -> None:
         if self._shown:
             click.echo("\r\x1b[K", nl=False, err=True)
+
+
+def final_line(result: RunResult) -> str | None:
+    """The run's last line on stderr (a cron mail may hold nothing else): what, why, what to do."""
+    if not result.message:
+        return None
+    line = f"keysync: {result.message}"
+    if result.exit_code == EXIT_DEGRADED:
+        reasons = "; ".join(
+            f"{s.system}: {s.unavailable_reason}"
+            for s in result.summaries
+            if not s.available and s.unavailable_reason
+        )
+        if reasons:
+            line += f" ({reasons})"
+        line += f"; the reports in {result.output_dir} cover the others: run again once it is back"
+    elif result.exit_code == EXIT_DIFF:
+        line += f"; see the reports in {result.output_dir}"
+    return line
 
 
 def _cell(value: object) -> str:
@@ -77,5 +97,6 @@ def print_run_result(result: RunResult) -> None:
         if not s.available:
             click.echo(f"{s.system} unavailable: {s.unavailable_reason}")
     click.echo(f"reports: {result.output_dir}")
-    if result.message:
-        click.echo(f"keysync: {result.message}", err=True)
+    last = final_line(result)
+    if last:
+        click.echo(last, err=True)

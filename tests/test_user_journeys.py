@@ -468,3 +468,36 @@ def test_a_report_that_cannot_be_put_in_place_is_one_line_exit_3(
     again = keysync("-q", "run")  # once the way is clear, the next run is whole again
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "output" / "duplicates.csv").is_file()
+
+
+# ------------------------------------------------------------ the last line of a run
+
+
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_a_degraded_run_ends_with_a_line_that_says_why_and_what_to_do(
+    keysync: RunKeysync,
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    quiet: list[str],
+) -> None:
+    """Seen: a cron mail holding only `keysync: degraded: B unavailable, not compared`:
+    neither why B was left out nor what to do about it."""
+    _inputs(tmp_path)
+    (tmp_path / "in" / "B.csv").write_text("id,name\nCUST-00001,x\n")
+    write_config(tmp_path, sources=SOURCES)
+    result = keysync(*quiet, "run")
+    assert result.returncode == 4, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("keysync: degraded: B unavailable"), last
+    assert "header has no column 'key'" in last and "set sources.B.key_column" in last, last
+
+
+def test_fail_on_diff_says_where_the_discrepancies_are(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    result = keysync("-q", "run", "--fail-on-diff")
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "discrepancies found" in line and str(tmp_path / "output") in line, line
