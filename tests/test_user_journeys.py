@@ -501,3 +501,37 @@ def test_fail_on_diff_says_where_the_discrepancies_are(
     assert result.returncode == 1, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert "discrepancies found" in line and str(tmp_path / "output") in line, line
+
+
+# ------------------------------------------------------------ generate and real exports
+
+
+@pytest.mark.parametrize("command", [["generate", "--keys", "20"], ["run", "--keys", "20"]])
+def test_generate_never_overwrites_an_export_it_did_not_write(
+    keysync: RunKeysync,
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    command: list[str],
+) -> None:
+    """Seen: with sources pointing at real exports, `keysync generate` (or `run --keys 20`,
+    typed for a quick try) replaced A.csv and B.csv with mock data without a word."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()}
+    result = keysync("-q", *command)
+    assert result.returncode == 3, result.stderr
+    line = _one_error_line(result)
+    assert "A.csv" in line and "--out" in line, line
+    assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
+    assert _runs(tmp_path) == []
+
+
+def test_generate_still_replaces_its_own_files(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    write_config(tmp_path, sources=SOURCES)
+    assert keysync("-q", "generate", "--keys", "20").returncode == 0
+    first = (tmp_path / "in" / "A.csv").read_bytes()
+    assert keysync("-q", "generate", "--keys", "30").returncode == 0
+    assert (tmp_path / "in" / "A.csv").read_bytes() != first
+    assert keysync("-q", "run", "--keys", "25").returncode == 0

@@ -76,6 +76,29 @@ def day_folder(history: Path, day: int, days: int) -> Path:
     return history / f"day-{day:0{max(2, len(str(days)))}d}"
 
 
+def foreign_files(targets: list[Path], manifest_path: Path) -> list[Path]:
+    """The ``targets`` that exist but no keysync manifest next to them lists: real data.
+
+    ``generate`` writes at the configured source paths; if those hold someone's
+    exports, replacing them with mock data would lose them.
+    """
+    listed: set[str] = set()
+    ours = False
+    try:
+        old = msgspec.json.decode(manifest_path.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        old = None
+    if isinstance(old, dict) and old.get("generator") == GENERATOR:
+        ours = True
+        for section in (old.get("systems") or {}).values():
+            if isinstance(section, dict) and section.get("file"):
+                listed.add(os.path.normpath(manifest_path.parent / str(section["file"])))
+    foreign = [p for p in targets if p.exists() and os.path.normpath(p) not in listed]
+    if manifest_path.exists() and not ours:
+        foreign.append(manifest_path)
+    return foreign
+
+
 def remove_stale_history(history: Path, days: int) -> None:
     """Delete day folders of an earlier ``generate`` that this one does not rewrite.
 

@@ -42,6 +42,7 @@ from keysync.mockdata.files import (
     GENERATOR,
     day_folder,
     discard_pending,
+    foreign_files,
     publish_pending,
     remove_stale_history,
     sync_folder,
@@ -487,6 +488,13 @@ def _generate(
         out_dir = files[authority].parent
     manifest_path = out_dir / "manifest.json"
     history = out_dir / "history"
+    foreign = foreign_files(list(files.values()), manifest_path)
+    if foreign:
+        raise KeysyncError(
+            f"{foreign[0]} exists and was not written by keysync generate (no keysync "
+            "manifest.json next to it lists it): move it away, or write mock data "
+            "elsewhere (`keysync generate --out DIR`, and point sources there)"
+        )
 
     plan = _make_plan(seed, keys, days, scenario, peers)
     ctx = SnapshotContext(
