@@ -2,13 +2,19 @@
 
 ``parallel: true`` starts one reader process per source. With ``workers: null``
 (the default) each reader normalizes its own batches and sends ``KeyBatch``es
-to the parent: one queue hop per batch, measured fastest on 2 cores
+to the parent: one hop per batch, measured fastest on 2 cores
 (docs/performance.md, "Pipeline"). An explicit ``workers: N`` starts N
-normalizer processes between the readers and the parent instead. Queues are
-bounded; batches cross them as msgpack bytes. The merger runs here, in the
+normalizer processes between the readers and the parent instead (fed by a
+bounded queue). Batches cross as msgpack bytes. The merger runs here, in the
 parent. ``parallel: false`` calls the very same stage functions in one
 process, source after source. All give the same index, because the merger
 applies every source's batches in ``seq`` order.
+
+Every child talks to the parent through a pipe of its own, of which the parent
+keeps only the reading end. A child killed half-way through sending a batch
+(an OOM killer, ``kill -9``) then leaves its pipe at end-of-file: the parent
+drops the half batch and reports the source unavailable. With one queue
+shared by all children it would wait forever for the rest of that batch.
 
 Children are started with the ``forkserver`` method so they inherit no open
 SQLite connection, lock file or log file from the parent. They watch their
@@ -18,8 +24,11 @@ parent and exit if it dies, so a ``kill -9`` of the run leaves no orphans.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import multiprocessing as mp
+import multiprocessing.connection
 import os
+import pickle
 import queue
 import signal
 import time
@@ -96,6 +105,41 @@ def _put(target: Any, item: Any) -> bool:
                 return False
 
 
+# A control message (pickled) starts with this byte; a batch is a msgpack array, which
+# never does. The parent tells the two apart by the first byte of what it receives.
+_CONTROL = b"\x00"
+# Room for a few batches in each child's pipe (Linux; elsewhere the system's default),
+# so a reader can work ahead of the parent as a shared bounded queue let it.
+_PIPE_BYTES = 1 << 20
+
+
+def _send(conn: Any, message: bytes | SourceOpened | SourceFinished | SourceFailed) -> bool:
+    """Send to the parent (blocks while the pipe is full); False once the parent is gone."""
+    data = message if isinstance(message, bytes) else _CONTROL + pickle.dumps(message)
+    try:
+        conn.send_bytes(data)
+    except OSError:  # a broken pipe: the parent died; nobody is left to read
+        return False
+    return True
+
+
+def _receive(conn: Any) -> KeyBatch | SourceOpened | SourceFinished | SourceFailed | None:
+    """The next message from a child; None when its pipe is closed (finished or killed)."""
+    try:
+        data = conn.recv_bytes()
+    except (EOFError, OSError):  # includes a batch cut short by the sender's death
+        return None
+    if data[:1] == _CONTROL:
+        message: SourceOpened | SourceFinished | SourceFailed = pickle.loads(data[1:])
+        return message
+    return _decode_keys(data)
+
+
+def _widen(conn: Any) -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+
+
 def _abandon(*queues: Any) -> None:
     """The parent is gone: do not wait at exit to flush data nobody will read."""
     for target in queues:
@@ -137,7 +181,7 @@ def reader_main(
     job: SourceJob,
     batch_size: int,
     raw_queue: Any,
-    out_queue: Any,
+    to_parent: Any,
     log_queue: Any,
     log_level: str,
     run_id: str | None,
@@ -146,8 +190,8 @@ def reader_main(
     """Reader process: stream one source; control messages go to the parent.
 
     With ``normalize`` (rules, max key length) the reader normalizes its own batches
-    and sends ``KeyBatch``es straight to the parent (``out_queue``); without, it sends
-    ``RawBatch``es to the normalizer workers (``raw_queue``).
+    and sends ``KeyBatch``es straight to the parent (``to_parent``, its own pipe);
+    without, it sends ``RawBatch``es to the normalizer workers (``raw_queue``).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _yield_to_parent()
@@ -157,18 +201,17 @@ def reader_main(
         log.warning("source.stalling", reason="simulation.failures.simulate_timeout")
         while _parent_alive():
             time.sleep(0.5)
-        _abandon(out_queue, raw_queue)
+        _abandon(raw_queue)
         return
     try:
         header = read_header(job.system, job.path, job.source)
         size = job.path.stat().st_size
     except SourceUnavailable as exc:
-        _put(out_queue, SourceFailed(job.system, str(exc)))
+        _send(to_parent, SourceFailed(job.system, str(exc)))
         return
-    if not _put(out_queue, SourceOpened(job.system, size, header.columns)):
+    if not _send(to_parent, SourceOpened(job.system, size, header.columns)):
         return
     normalizer = compile_rules(normalize[0]) if normalize else None
-    target = out_queue if normalize else raw_queue
     batches = 0
     try:
         for batch in read_batches(
@@ -180,17 +223,17 @@ def reader_main(
             **_start_positions(job, header),
         ):
             if normalize and normalizer:
-                message = _encode(normalize_batch(batch, normalizer, normalize[1]))
+                sent = _send(to_parent, _encode(normalize_batch(batch, normalizer, normalize[1])))
             else:
-                message = _encode(batch)
-            if not _put(target, message):
+                sent = _put(raw_queue, _encode(batch))
+            if not sent:
                 return
             batches += 1
     except OSError as exc:
-        _put(out_queue, SourceFailed(job.system, f"{job.path}: read failed: {exc}"))
+        _send(to_parent, SourceFailed(job.system, f"{job.path}: read failed: {exc}"))
         return
-    _put(
-        out_queue, SourceFinished(job.system, _start_positions(job, header)["start_seq"] + batches)
+    _send(
+        to_parent, SourceFinished(job.system, _start_positions(job, header)["start_seq"] + batches)
     )
 
 
@@ -198,12 +241,12 @@ def normalizer_main(
     rules: NormalizeConfig,
     max_key_length: int,
     raw_queue: Any,
-    out_queue: Any,
+    to_parent: Any,
     log_queue: Any,
     log_level: str,
     run_id: str | None,
 ) -> None:
-    """Normalizer process: ``RawBatch`` in, ``KeyBatch`` out, until a ``None`` arrives."""
+    """Normalizer process: ``RawBatch`` in, ``KeyBatch`` out (its own pipe), until ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _yield_to_parent()
     logs.setup_worker_logging(log_queue, level=log_level, run_id=run_id, stage="normalizer")
@@ -213,13 +256,12 @@ def normalizer_main(
             message: bytes | None = raw_queue.get(timeout=1.0)
         except queue.Empty:
             if not _parent_alive():
-                _abandon(out_queue)
                 return
             continue
         if message is None:
             return
         batch = normalize_batch(_decode_raw(message), normalizer, max_key_length)
-        if not _put(out_queue, _encode(batch)):
+        if not _send(to_parent, _encode(batch)):
             return
 
 
@@ -338,9 +380,10 @@ class Pipeline:
         # (docs/performance.md). An explicit number starts that many normalizer workers.
         workers = processing.workers or 0
         normalize = None if workers else (self.config.normalize, processing.max_key_length)
-        cpus = os.cpu_count() or 1
         raw_queue = context.Queue(maxsize=max(workers, 1) * 4)
-        out_queue = context.Queue(maxsize=max(workers, cpus) * 8 + len(self.jobs) * 2)
+        # One pipe per child; the parent keeps the reading ends (see the module docstring).
+        pipes = {job.system: context.Pipe(duplex=False) for job in self.jobs}
+        pipes.update({f"normalizer-{n}": context.Pipe(duplex=False) for n in range(workers)})
         relay = logs.LogRelay(context)
         relay.start()
         level = relay.level  # what this command asked for (-v / -q / config)
@@ -352,7 +395,7 @@ class Pipeline:
                     job,
                     processing.batch_size,
                     raw_queue,
-                    out_queue,
+                    pipes[job.system][1],
                     relay.queue,
                     level,
                     self.run_id,
@@ -370,7 +413,7 @@ class Pipeline:
                     self.config.normalize,
                     processing.max_key_length,
                     raw_queue,
-                    out_queue,
+                    pipes[f"normalizer-{n}"][1],
                     relay.queue,
                     level,
                     self.run_id,
@@ -381,8 +424,13 @@ class Pipeline:
         ]
         for process in [*readers.values(), *normalizers]:
             process.start()
+        inboxes = {}
+        for name, (receiving, sending) in pipes.items():
+            sending.close()  # the child's copy is the only writer left: its death is EOF
+            _widen(receiving)
+            inboxes[receiving] = name
         try:
-            result = self._merge(readers, normalizers, out_queue)
+            result = self._merge(readers, normalizers, inboxes)
         except BaseException:
             for process in [*readers.values(), *normalizers]:
                 if process.is_alive():
@@ -398,9 +446,11 @@ class Pipeline:
                 process.join(timeout=5)
                 if process.is_alive():
                     process.kill()
-            # The children are gone: nothing left in these queues needs delivering, and
-            # waiting at exit to flush them into a pipe nobody reads would hang forever.
-            _abandon(raw_queue, out_queue)
+            # The children are gone: nothing left in this queue needs delivering, and
+            # waiting at exit to flush it into a pipe nobody reads would hang forever.
+            _abandon(raw_queue)
+            for receiving in inboxes:
+                receiving.close()
             relay.stop()
         return result
 
@@ -408,9 +458,12 @@ class Pipeline:
         self,
         readers: dict[str, Any],
         normalizers: list[Any],
-        out_queue: Any,
+        inboxes: dict[Any, str],
     ) -> PipelineResult:
-        """The parent's loop: apply batches, watch for finished, failed and stalled sources."""
+        """The parent's loop: apply batches, watch for finished, failed and stalled sources.
+
+        ``inboxes``: the reading end of each child's pipe -> the child's name.
+        """
         timeout_s = self.config.processing.source_timeout_s
         paths = {job.system: job.path for job in self.jobs}
         unavailable: dict[str, str] = {}
@@ -419,35 +472,37 @@ class Pipeline:
         dead_since: dict[str, float] = {}
         done: set[str] = set()
         checked_alive = time.monotonic()
+        open_inboxes = dict(inboxes)
         while len(done) < len(readers):
             self._check_stop()
-            try:
-                message = out_queue.get(timeout=POLL_S)
-            except queue.Empty:
-                message = None
+            ready = multiprocessing.connection.wait(list(open_inboxes), timeout=POLL_S)
             now = time.monotonic()
-            if isinstance(message, bytes):
-                message = _decode_keys(message)
-            if isinstance(message, KeyBatch):
-                if message.system not in unavailable:
+            for conn in ready:
+                message = _receive(conn)
+                if message is None:  # finished, or died (perhaps half-way through a batch)
+                    del open_inboxes[conn]
+                elif isinstance(message, KeyBatch):
+                    if message.system not in unavailable:
+                        last_seen[message.system] = now
+                        self._apply(message)
+                elif isinstance(message, SourceOpened):
                     last_seen[message.system] = now
-                    self._apply(message)
-            elif isinstance(message, SourceOpened):
-                last_seen[message.system] = now
-                self.log.info(
-                    "source.available",
-                    system=message.system,
-                    path=str(paths[message.system]),
-                    bytes=message.size,
-                )
-            elif isinstance(message, SourceFinished):
-                last_seen[message.system] = now
-                expected[message.system] = message.batches
-            elif isinstance(message, SourceFailed):
-                done.add(message.system)
-                self._unavailable(unavailable, message.system, message.message)
+                    self.log.info(
+                        "source.available",
+                        system=message.system,
+                        path=str(paths[message.system]),
+                        bytes=message.size,
+                    )
+                elif isinstance(message, SourceFinished):
+                    last_seen[message.system] = now
+                    expected[message.system] = message.batches
+                elif isinstance(message, SourceFailed):
+                    done.add(message.system)
+                    self._unavailable(unavailable, message.system, message.message)
+            if not open_inboxes:
+                time.sleep(POLL_S)  # every child is gone: only the liveness checks are left
             # is_alive() is a waitpid() call: a few times a second is enough, not per batch.
-            liveness_due = message is None or now - checked_alive >= POLL_S
+            liveness_due = not ready or now - checked_alive >= POLL_S
             if liveness_due:
                 checked_alive = now
             for system, process in readers.items():
@@ -468,7 +523,7 @@ class Pipeline:
                     self._unavailable(
                         unavailable, system, f"reader process died (exit code {process.exitcode})"
                     )
-            if message is None and not all(p.is_alive() for p in normalizers):
+            if not ready and not all(p.is_alive() for p in normalizers):
                 dead = next(p for p in normalizers if not p.is_alive())
                 raise RunError(f"a normalizer worker died (exit code {dead.exitcode}); run again")
         return PipelineResult(self.index, unavailable)

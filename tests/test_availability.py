@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import RunKeysync
 from test_accuracy import read_report
 
@@ -105,3 +113,72 @@ def test_systems_option_reconciles_a_subset(
     done = keysync("-q", "-c", str(config), "run", "--systems", "A,X")
     assert done.returncode == 2
     assert "--systems: unknown system X (configured: A, B, C, D, E)" in done.stderr
+
+
+def _pipeline_children(run_pid: int) -> list[int]:
+    """The run's reader and normalizer processes: children of its forkserver (Linux /proc)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = (int(fields[1]), fields[0], cmdline)
+    servers = {
+        pid for pid, (ppid, _, cmd) in stats.items() if ppid == run_pid and b"forkserver" in cmd
+    }
+    return [pid for pid, (ppid, state, _) in stats.items() if ppid in servers and state != "Z"]
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_readers_killed_mid_message_end_the_run_never_hang_it(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path], workers: int | None
+) -> None:
+    """An OOM killer may take a reader while it is half-way through sending a batch.
+
+    Each source is one batch (~2.4 MB) larger than a pipe holds. The run is held for a moment
+    after its first batch, so every other child blocks in the middle of sending its
+    batch; then every child process is killed with -9. The run must say what happened
+    and stop, not wait forever for the rest of a batch.
+    """
+    config = write_config(tmp_path, processing={"workers": workers, "batch_size": 100_000})
+    assert keysync("-q", "-c", str(config), "generate", "--keys", "60000").returncode == 0
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")} | {
+        "KEYSYNC_TEST_PAUSE_AT": "reading:1000",
+        "KEYSYNC_TEST_PAUSE_S": "3",
+    }
+    run = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "-c", str(config), "run"],
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while b"run.paused_for_tests" not in (log_file.read_bytes() if log_file.exists() else b""):
+            assert run.poll() is None and time.monotonic() < deadline, "the run did not pause"
+            time.sleep(0.05)
+        time.sleep(1.0)  # the readers fill their pipes and block mid-message
+        children = _pipeline_children(run.pid)
+        assert children  # the first source is merged; the others are still being sent
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode == 3, stderr
+    # Whichever source was merged first, the others' readers (or a normalizer) are gone.
+    assert re.match(
+        r"keysync: error: (the authority A is unavailable: reader process died"
+        r"|no peer of A is available \(\w: reader process died"
+        r"|a normalizer worker died)",
+        stderr.splitlines()[-1],
+    ), stderr
+    assert "Traceback" not in stderr
