@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 import msgspec
 
@@ -85,9 +86,15 @@ def settings_hash(config: Config, systems: Iterable[str]) -> str:
 
 
 def fingerprint(system: str, path: Path) -> InputFingerprint:
-    """Size, mtime and a hash of the first and last 64 KiB; (0, 0, "") for a missing file."""
+    """Size, mtime and a hash of the first and last 64 KiB; (0, 0, "") for a missing file.
+
+    Only a regular file is opened: opening a pipe would block until someone writes to
+    it (the reader then reports such a source unavailable, with the reason).
+    """
     try:
         stat = path.stat()
+        if not S_ISREG(stat.st_mode):
+            return InputFingerprint(system, str(path), 0, 0, "")
         with open(path, "rb") as handle:
             digest = hashlib.sha256(handle.read(_SAMPLE))
             if stat.st_size > _SAMPLE:

@@ -786,8 +786,8 @@ class Snapshots:
         path = config.source_path(system)
         try:
             stat = path.stat()
+            header = read_header(system, path, source)  # first: it refuses a pipe or device
             data = path.read_bytes()
-            header = read_header(system, path, source)
         except (OSError, SourceUnavailable) as exc:
             raise Fallback(str(exc)) from None
         if data[: header.data_offset] != snapshot.header:

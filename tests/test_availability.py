@@ -182,3 +182,29 @@ def test_readers_killed_mid_message_end_the_run_never_hang_it(
         stderr.splitlines()[-1],
     ), stderr
     assert "Traceback" not in stderr
+
+
+def test_a_source_that_is_a_pipe_is_unavailable_not_a_hang(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Opening a FIFO blocks until someone writes to it: keysync must never open one."""
+    config = generated(tmp_path, keysync, write_config)
+    peer = tmp_path / "input" / "C.csv"
+    peer.unlink()
+    os.mkfifo(peer)
+    done = keysync("-q", "-c", str(config), "run", timeout=30)
+    assert done.returncode == 4, done.stderr
+    assert f"{peer}: is not a regular file (a pipe, socket or device)" in done.stderr
+
+
+def test_a_source_replaced_by_a_pipe_before_an_incremental_run_is_unavailable(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    config = generated(tmp_path, keysync, write_config)
+    assert keysync("-q", "-c", str(config), "run").returncode == 0
+    peer = tmp_path / "input" / "C.csv"
+    peer.unlink()
+    os.mkfifo(peer)
+    done = keysync("-q", "-c", str(config), "run", "--mode", "incremental", timeout=30)
+    assert done.returncode == 4, done.stderr
+    assert f"{peer}: is not a regular file (a pipe, socket or device)" in done.stderr
