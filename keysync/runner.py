@@ -190,12 +190,20 @@ class _RunObserver(PipelineObserver):
         return self.stop_requested
 
 
+_STOPPED_AT_ONCE = (
+    b"\nkeysync: stopped at once (second interrupt); the last checkpoint is kept: "
+    b"`keysync run --resume` continues it\n"
+)
+
+
 @contextmanager
 def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
     """First Ctrl-C / SIGTERM: stop at the next clean point. Second: exit at once."""
 
     def handle(signum: int, frame: object) -> None:
         if observer.stop_requested:
+            # Frames on disk are whole or cut off by the loader: the checkpoint holds.
+            os.write(2, _STOPPED_AT_ONCE)
             os._exit(EXIT_INTERRUPTED)
         observer.stop_requested = True
 

@@ -204,6 +204,31 @@ def test_ctrl_c_keeps_a_checkpoint_and_exits_130(fresh: Path, reference: Path) -
     resume_and_compare(fresh, reference)
 
 
+def test_a_second_ctrl_c_exits_at_once_with_one_line_and_can_be_resumed(
+    fresh: Path, reference: Path
+) -> None:
+    process = subprocess.Popen(
+        [*keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run")],
+        env=env_with(KEYSYNC_TEST_PAUSE_AT="reading:40000", KEYSYNC_TEST_PAUSE_S="60"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_event(fresh / "data" / "logs" / "keysync.jsonl", "run.paused_for_tests")
+    process.send_signal(signal.SIGINT)  # stop at the next clean point (after the pause)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)  # ... no: now
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 130
+    # (multiprocessing's resource tracker may add its own warning about the queues'
+    # semaphores after this line: the process did not stay to close them.)
+    assert (
+        "keysync: stopped at once (second interrupt); the last checkpoint is kept: "
+        "`keysync run --resume` continues it"
+    ) in stderr.splitlines()
+    assert "Traceback" not in stderr
+    resume_and_compare(fresh, reference)
+
+
 def test_changed_input_refuses_to_resume(fresh: Path) -> None:
     kill_at(fresh, "reading:30000")
     with open(fresh / "input" / "C.csv", "a") as handle:
