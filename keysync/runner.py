@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from keysync import checkpoint, incremental, logs, testhooks
+from keysync import audit_report, checkpoint, incremental, logs, testhooks
 from keysync.checkpoint import CheckpointHeader, CheckpointWriter
 from keysync.comparison import Comparison, SystemSummary, compare
 from keysync.config import Config
@@ -231,8 +231,6 @@ def _write_audit_log(
     the events recorded since are rendered: the same bytes, in time proportional
     to the new events. Otherwise every event is rendered.
     """
-    from keysync import audit_report
-
     planned = planned or []
     log = audit_report.AuditLog(writer, store)
     report = writer.open(
@@ -535,6 +533,7 @@ class _Run:
         registry.close()
         result = self._outcome(comparison)
         writer.write_json("summary.json", self._summary_json(result, now))
+        writer.check_targets([*writer.written, audit_report.NAME])
         pause_for_tests("reporting")
         if observer.should_stop():
             raise Interrupted("interrupted")

@@ -8,6 +8,7 @@ exit code, a setting silently ignored, or state changed by a command that failed
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -463,6 +464,10 @@ def test_a_report_that_cannot_be_put_in_place_is_one_line_exit_3(
     assert result.returncode == 3, result.stderr
     line = _one_error_line(result)
     assert "duplicates.csv" in line and "run again" in line, line
+    # Refused before the commit: the run is failed, nothing of it is in the registry.
+    runs = json.loads(keysync("runs", "--json").stdout)
+    assert [r["outcome"] for r in runs] == ["failed"]
+    assert keysync("registry", "list").stdout.strip() in ("", "no master keys yet")
     (tmp_path / "output" / "duplicates.csv" / "in-the-way").rmdir()
     (tmp_path / "output" / "duplicates.csv").rmdir()
     again = keysync("-q", "run")  # once the way is clear, the next run is whole again

@@ -29,6 +29,7 @@ import msgspec
 
 from keysync import logs
 from keysync.comparison import Comparison, SystemSummary
+from keysync.errors import RunError
 from keysync.stages.merger import KeyIndex
 from keysync.state import paused_gc
 
@@ -381,6 +382,21 @@ class ReportWriter:
             handle.flush()
             os.fsync(handle.fileno())
         self.written.append(name)
+
+    def check_targets(self, names: Iterable[str]) -> None:
+        """Refuse now what would stop a report from being renamed into place later.
+
+        Called before the state is committed: a folder in the way of a report would
+        otherwise fail the publish after the commit, leaving a run recorded as
+        completed next to a mix of this run's reports and the previous run's.
+        """
+        for name in names:
+            target = self.output_dir / name
+            if target.is_dir():
+                raise RunError(
+                    f"cannot put report {name} in place: {target} is a folder; "
+                    "move it away and run again"
+                )
 
     def publish(self) -> list[Path]:
         """Rename every staged report into the output folder (each rename is atomic)."""
