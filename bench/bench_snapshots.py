@@ -1,18 +1,16 @@
-"""The snapshot work after a full run, in isolation: derive the columns, encode.
+"""The snapshot work after a full run, in isolation: what ``Snapshots.prepare`` costs.
 
 Reads every source of a config once through the real pipeline (as a full run
-does), then times, per source and ``--rounds`` times, what ``Snapshots.prepare``
-costs: ``Snapshots._from_index`` (read the file again, derive the per-line
-columns from the index) and the msgpack encoding (what the run's ``snapshots``
-thread does, holding the GIL most of the time). It prints wall and CPU time
-and a SHA-256 of every encoded snapshot, so that two versions of keysync can be
-checked to write the same bytes (set ``PYTHONHASHSEED``: the merger's order of
-repeated keys follows set order)::
+does), then times, per source and ``--rounds`` times, ``Snapshots._from_index``
+(since 2026-12-01: hash the file, take the index state; before: read the file
+again and derive per-line columns) and the msgpack encoding (what the run's
+``snapshots`` thread does). It prints wall and CPU time and a SHA-256 of every
+encoded snapshot; run it with ``PYTHONPATH=<other checkout>`` to compare trees::
 
     PYTHONHASHSEED=0 .venv/bin/python bench/bench_snapshots.py -c /tmp/inc/keysync-config.yaml
     PYTHONHASHSEED=0 PYTHONPATH=/tmp/base .venv/bin/python bench/bench_snapshots.py -c ...
 
-``--profile`` prints a cProfile of one derivation.
+``--profile`` prints a cProfile of one snapshot.
 """
 
 from __future__ import annotations
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 (args.dump / f"{system}.msgpack").write_bytes(data)
             del data
         print(
-            f"{system}: derive + encode {statistics.median(build_s):.3f} s wall, "
+            f"{system}: snapshot + encode {statistics.median(build_s):.3f} s wall, "
             f"{statistics.median(cpu_s):.3f} s CPU (medians of {args.rounds}), sha256 {digest}",
             flush=True,
         )

@@ -181,12 +181,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "incremental.unchanged": EventSpec(
         "info",
         ("system", "rows_read", "seconds"),
-        "a source is byte-identical to the last run's: rebuilt from its snapshot, not read",
+        "a source is byte-identical to the last run's (size and SHA-256): its index comes "
+        "from the snapshot, it is not read",
     ),
-    "incremental.updated": EventSpec(
+    "incremental.changed": EventSpec(
         "info",
-        ("system", "parsed", "reused"),
-        "a changed source: only lines not seen last time were parsed",
+        ("system", "detail"),
+        "a source changed since the last run's snapshot: the pipeline reads it in full",
     ),
     "incremental.snapshot_saved": EventSpec(
         "info",

@@ -4,12 +4,11 @@ Three layers:
 
 - every scenario over a 10-day ``--days`` series: each day, an incremental run in
   one folder and a full run in another give the same report rows, registry,
-  key history and audit trail, and the incremental run updated every source
-  from its snapshot (no fallback);
+  key history and audit trail;
 - targeted edits (rows added, removed, changed, moved, duplicates, corrupt and
   multi-line rows, blank lines, CRLF) and random files with random edits
-  (hypothesis): the index rebuilt from a snapshot equals a full read, field by
-  field;
+  (hypothesis): a changed file is never taken from its snapshot, and an
+  unchanged one is, equal to a full read field by field;
 - what a user sees: the fallbacks and their reasons on stderr, an unchanged
   source skipped, a dry run leaving the snapshots alone, a resumed run.
 """
@@ -118,8 +117,14 @@ class _Store:
         return [1]
 
 
-def snapshot_then_restore(config: Config, system: str, before: bytes, after: bytes) -> SystemKeys:
-    """Snapshot a full read of ``before``, then rebuild ``after`` from it; returns the index."""
+def snapshot_then_restore(
+    config: Config, system: str, before: bytes, after: bytes
+) -> SystemKeys | None:
+    """Snapshot a full read of ``before``, then offer ``after`` to it.
+
+    Returns the index restored from the snapshot, or None when the source is left
+    to the pipeline (read in full).
+    """
     path = config.source_path(system)
     path.write_bytes(before)
     index = full_read(config, [system])
@@ -129,16 +134,19 @@ def snapshot_then_restore(config: Config, system: str, before: bytes, after: byt
     path.write_bytes(after)
     rebuilt = KeyIndex([system])
     restored = incremental.Snapshots(config, "run-2").restore(rebuilt, [system], _Store())  # type: ignore[arg-type]
-    assert restored == {system}
-    return rebuilt[system]
+    return rebuilt[system] if restored == {system} else None
 
 
 def check(config: Config, before: bytes, after: bytes) -> SystemKeys:
-    """The index rebuilt from ``before``'s snapshot equals a full read of ``after``."""
+    """Only unchanged bytes come from ``before``'s snapshot, equal to a full read of them."""
     got = snapshot_then_restore(config, "A", before, after)
     want = full_read(config, ["A"])["A"]
-    assert_same_index(got, want)
-    return got
+    if after == before:
+        assert got is not None
+        assert_same_index(got, want)
+    else:
+        assert got is None  # changed: the pipeline reads it, as in a full run
+    return want
 
 
 @pytest.fixture
@@ -184,15 +192,20 @@ def test_each_day_incremental_equals_full(
         run(load_config(folders["full"]), RunOptions(mode="full"))
         config = load_config(folders["incremental"])
         if number > 1:
-            # Every source can be rebuilt from yesterday's snapshot, and equals a full read.
+            # Exactly the sources whose bytes did not change come from yesterday's snapshot.
             probe = KeyIndex(list(SYSTEMS))
             with StateStore.open(config.data_dir / DB_NAME) as store:
                 restored = incremental.Snapshots(config, "probe", save=False).restore(
                     probe, list(SYSTEMS), store
                 )
-            assert restored == set(SYSTEMS)
+            unchanged = {
+                s
+                for s in SYSTEMS
+                if (day / f"{s}.csv").read_bytes() == (days[number - 2] / f"{s}.csv").read_bytes()
+            }
+            assert restored == unchanged
             want = full_read(config, list(SYSTEMS))
-            for system in SYSTEMS:
+            for system in restored:
                 assert_same_index(probe[system], want[system])
         result = run(config, RunOptions(mode="incremental"))
         assert result.mode == "incremental"
@@ -332,108 +345,41 @@ def test_random_small_edits_rebuild_exactly(
     check(config_a, rows(*lines), rows(*after))
 
 
-def test_snapshot_after_an_incremental_run_serves_the_next_one(config_a: Config) -> None:
-    """Day 1 full, day 2 incremental (writes a new snapshot), day 3 from day 2's snapshot."""
+def test_snapshot_of_a_changed_source_serves_the_next_run(config_a: Config) -> None:
+    """Day 1 full; day 2 changed (read in full, new snapshot); day 3 = day 2, from it."""
     day1, day2 = rows(*BASE), rows(*BASE[2:], "NEW-1,x,t")
-    day3 = rows("NEW-0,y,t", *BASE[3:], "NEW-1,x,t")
-    snapshot_then_restore(config_a, "A", day1, day2)
+    assert snapshot_then_restore(config_a, "A", day1, day2) is None
+    path = config_a.source_path("A")
     snapshots = incremental.Snapshots(config_a, "run-3")
-    rebuilt = KeyIndex(["A"])
-    snapshots.restore(rebuilt, ["A"], _Store())  # type: ignore[arg-type]
-    snapshots.publish()  # the rebuilt day 2 is written as the new snapshot
-    config_a.source_path("A").write_bytes(day3)
+    read = KeyIndex(["A"])
+    assert snapshots.restore(read, ["A"], _Store()) == set()  # type: ignore[arg-type]
+    read = full_read(config_a, ["A"])  # what the pipeline does with it
+    snapshots.prepare(read, {}, [fingerprint("A", path)])
+    snapshots.publish()
     again = KeyIndex(["A"])
-    incremental.Snapshots(config_a, "run-4").restore(again, ["A"], _Store())  # type: ignore[arg-type]
+    assert incremental.Snapshots(config_a, "run-4").restore(again, ["A"], _Store()) == {"A"}  # type: ignore[arg-type]
     assert_same_index(again["A"], full_read(config_a, ["A"])["A"])
 
 
-class _SmallBlocks(incremental._Lines):
-    BLOCK = 5  # bytes: most lines start a block of their own
-
-
-PIECE = st.sampled_from([b"", b"a", b"bc", b"def,g", b"\r", b'"h', b"i\x00"])
-
-
-@settings(max_examples=300, deadline=None)
-@given(pieces=st.lists(PIECE, max_size=30), newline_at_end=st.booleans())
-def test_lines_on_demand_equal_split_lines(pieces: list[bytes], newline_at_end: bool) -> None:
-    """The derivation's lazy lines: every line, and every slice, as ``split_lines`` gives."""
-    body = b"\n".join(pieces) + (b"\n" if newline_at_end and pieces else b"")
-    want = incremental.split_lines(body) if body else []
-    for lines in (incremental._Lines(body), _SmallBlocks(body)):
-        assert len(lines) == len(want)
-        assert [lines[i] for i in range(-len(want), len(want))] == want + want
-        for start in range(len(want) + 2):
-            for stop in range(start, len(want) + 3):
-                assert lines[start:stop] == want[start:stop]
-        with pytest.raises(IndexError):
-            lines[len(want)]
-
-
-def test_snapshot_from_small_blocks_is_the_same(
-    config_a: Config, monkeypatch: pytest.MonkeyPatch
+def test_a_file_changed_in_place_with_the_same_size_and_time_is_read_again(
+    config_a: Config,
 ) -> None:
-    """Records over several lines, repeated keys and rejections across block boundaries."""
+    """The check is the bytes (SHA-256), not the size or the modification time."""
+    before = rows(*BASE)
+    after = before.replace(b"Alpha,", b"Alphb,")
     path = config_a.source_path("A")
-    path.write_bytes(rows(*BASE, *BASE))
+    path.write_bytes(before)
+    stat = path.stat()
     index = full_read(config_a, ["A"])
-    tables = []
-    for block in (1 << 16, 7):
-        monkeypatch.setattr(incremental._Lines, "BLOCK", block)
-        snapshots = incremental.Snapshots(config_a, "run-1")
-        snapshot = snapshots._from_index("A", index["A"], fingerprint("A", path))
-        assert isinstance(snapshot, incremental.Snapshot)
-        tables.append(msgspec.msgpack.encode(snapshot))
-    assert tables[0] == tables[1]
-    check(config_a, rows(*BASE, *BASE), rows(*BASE[3:], *BASE))
-
-
-def test_snapshot_does_not_depend_on_the_index_dict_order(config_a: Config) -> None:
-    """A resumed run's index (from a checkpoint) may list keys in another order."""
-    path = config_a.source_path("A")
-    path.write_bytes(rows(*BASE, *BASE))
-    keys = full_read(config_a, ["A"])["A"]
     snapshots = incremental.Snapshots(config_a, "run-1")
-    prints = fingerprint("A", path)
-    want = msgspec.msgpack.encode(snapshots._from_index("A", keys, prints))
-    for reorder_first, reorder_stamps in ((True, True), (False, True), (True, False)):
-        shuffled = SystemKeys(
-            "A",
-            dict(reversed(keys.first_line.items())) if reorder_first else keys.first_line,
-            dict(reversed(keys.timestamps.items())) if reorder_stamps else keys.timestamps,
-            dict(reversed(keys.raw_forms.items())),
-            keys.repeats,
-            keys.rejected,
-            keys.rows_read,
-            keys.position,
-        )
-        got = snapshots._from_index("A", shuffled, prints)
-        assert msgspec.msgpack.encode(got) == want
-
-
-@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 70000])
-def test_streamed_snapshot_is_the_encoded_one(size: int) -> None:
-    """``_dump`` writes exactly ``msgspec.msgpack.encode(snapshot)``."""
-    snapshot = incremental.Snapshot(
-        incremental.FORMAT_VERSION,
-        "A",
-        "run-1",
-        "0123456789abcdef",
-        size + 9,
-        1_700_000_000_123_456_789,
-        b"key,name\n",
-        bytes(range(256)) * (size // 256) + b"x" * (size % 256),
-        bytes([1, 2, 5, 0]),
-        ["K-1", "", "K-2", ""],
-        ["t1", "", "t2", ""],
-        ["k 1", "", "", ""],
-        {1: ("bad-quoting", "never closed", '"x')},
-        {2: 2},
-        ["K-1"],
-    )
-    out = io.BytesIO()
-    incremental._dump(snapshot, out)
-    assert out.getvalue() == msgspec.msgpack.encode(snapshot)
+    snapshots.prepare(index, {}, [fingerprint("A", path)])
+    snapshots.publish()
+    path.write_bytes(after)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert (
+        incremental.Snapshots(config_a, "run-2").restore(KeyIndex(["A"]), ["A"], _Store()) == set()
+    )  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ what a user sees (CLI)
@@ -482,17 +428,19 @@ def test_unchanged_sources_are_skipped(small: Path) -> None:
     assert "incremental.fallback" not in result.stderr
 
 
-def test_changed_header_falls_back_for_that_source(small: Path) -> None:
+def test_a_changed_source_is_read_in_full_and_the_others_are_skipped(small: Path) -> None:
     path = small / "input/B.csv"
     path.write_bytes(
         path.read_bytes().replace(b"key,name,last_seen_at", b"key,label,last_seen_at", 1)
     )
-    result = keysync(small, "-q", "run", "--mode", "incremental")
+    result = keysync(small, "run", "--mode", "incremental")
     assert result.returncode == 0, result.stderr
-    fallbacks = [line for line in result.stderr.splitlines() if "incremental.fallback" in line]
-    assert len(fallbacks) == 1
-    assert "system=B" in fallbacks[0]
-    assert "the header line changed since the snapshot; reading B in full" in fallbacks[0]
+    changed = [line for line in result.stderr.splitlines() if "incremental.changed" in line]
+    assert len(changed) == 1 and "system=B" in changed[0]
+    assert "changed since run" in changed[0] and "read in full" in changed[0]
+    assert result.stderr.count("incremental.unchanged") == len(SYSTEMS) - 1
+    assert "incremental.fallback" not in result.stderr
+    assert "source.finished" in result.stderr and "system=B" in result.stderr
 
 
 def test_changed_normalization_falls_back_for_every_source(small: Path) -> None:
