@@ -88,24 +88,12 @@ class IndexState(msgspec.Struct, array_like=True):
         )
 
 
-class Snapshot(msgspec.Struct, array_like=True):
-    """One source as a successful run read it: which bytes, and what the index made of them."""
-
-    format: int
-    system: str
-    run_id: str
-    settings_hash: str
-    size: int
-    sha256: str
-    state: IndexState
-
-
 class _Version(msgspec.Struct, array_like=True):
     format: int
 
 
 class _Head(msgspec.Struct, array_like=True):
-    """A snapshot without its index: decoded in well under a millisecond (the rest is skipped)."""
+    """A snapshot without its index: decoded alone in well under a millisecond."""
 
     format: int
     system: str
@@ -113,6 +101,12 @@ class _Head(msgspec.Struct, array_like=True):
     settings_hash: str
     size: int
     sha256: str
+
+
+class Snapshot(_Head):
+    """One source as a successful run read it: which bytes, and what the index made of them."""
+
+    state: IndexState
 
 
 class Fallback(Exception):
