@@ -28,8 +28,12 @@ if [ "${1:-}" = "test" ]; then
     ensure_venv "[dev]"
     export PATH="$PWD/$VENV/bin:$PATH"
     export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}  # no deadlines, fixed examples: stable on a busy CI machine
-    echo "== ruff" && ruff check keysync tests bench && ruff format --check keysync tests bench
-    echo "== mypy" && mypy
+    # One command per line: under `set -e` a failure inside an && chain does not stop the script.
+    echo "== ruff"
+    ruff check keysync tests bench
+    ruff format --check keysync tests bench
+    echo "== mypy"
+    mypy
     echo "== pytest" && exec pytest "$@"
 fi
 
