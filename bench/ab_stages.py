@@ -27,6 +27,9 @@ from keysync.messages import KeyBatch
 from keysync.normalization import compile_rules
 from keysync.stages import merger, normalizer, reader
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from merger_replay_ab import contents
+
 
 def load(baseline: Path, name: str) -> ModuleType:
     """``keysync.<name>`` as the baseline has it (its own imports resolve to this checkout)."""
@@ -122,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         index = module.KeyIndex("ABCDE")
         for batch in batches:
             index.add(KeyBatch(**{f: getattr(batch, f) for f in batch.__struct_fields__}))
-        return [
-            (s.first_line, s.timestamps, s.raw_forms, s.repeats, s.rows_read)
-            for s in index.systems.values()
-        ]
+        return [contents(s) for s in index.systems.values()]
 
     compare(
         "merger, 5 systems", "µs/row", merged_rows, lambda: merge(old_merger), lambda: merge(merger)

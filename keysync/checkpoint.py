@@ -259,7 +259,7 @@ def load(directory: Path) -> RestoredRun:
             restored.torn_tail = True
             break
         for batch in frame.batches:
-            restored.index.add(batch)
+            restored.index.restore(batch)
         restored.unavailable.update(frame.unavailable)
         restored.frames += 1
         position += _FRAME.size + length

@@ -126,7 +126,7 @@ class _Planner:
         self.comparison = comparison
         self.seq = plan.seq
         self.authority = comparison.authority
-        self.a_keys = comparison.index[self.authority].first_line
+        self.a_keys = comparison.index[self.authority].first_row
         self.added: set[str] = set()
         self.removed: set[str] = set()
         self.stats = {
@@ -184,7 +184,7 @@ class _Planner:
         seq = self.seq
         gaps_now = self.comparison.gaps.get(system, set())
         extra_now = self.comparison.missing_in_a.get(system, set())
-        count = len(self.comparison.index[system].first_line)
+        count = len(self.comparison.index[system].first_row)
         if stored is None or stored.role != "peer":
             self.stats["systems_baselined"] += 1
             self.stats["gaps_opened"] += len(gaps_now)
@@ -208,7 +208,7 @@ class _Planner:
         for started, keys in groups.items():
             gap_start.update(dict.fromkeys(keys, started))
         extra_before = set(_decode_keys(stored.extra)) if stored.extra else set()
-        keys_now = self.comparison.index[system].first_line
+        keys_now = self.comparison.index[system].first_row
         added, removed = self.added, self.removed
 
         # Gaps opened and closed since X was last read; then X's transitions, from small

@@ -31,6 +31,7 @@ import os
 import queue
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,18 +47,18 @@ from keysync.messages import RejectedRow
 from keysync.stages.merger import KeyIndex, SourcePosition, SystemKeys
 from keysync.state import StateStore
 
-FORMAT_VERSION = 2  # 2: the index and a hash of the file (1: the file and per-line columns)
+FORMAT_VERSION = 3  # 3: the rows and a hash of the file (2: the index; 1: the file and its lines)
 FOLDER = "snapshots"
 _CHUNK = 1 << 20
 
 
 class IndexState(msgspec.Struct, array_like=True):
-    """One source's part of the key index, as a run left it (a ``SystemKeys``)."""
+    """One source's rows as a run left them (a ``SystemKeys``); its index is rebuilt on use."""
 
-    first_line: dict[str, int]
-    timestamps: dict[str, str]
-    raw_forms: dict[str, str]
-    repeats: dict[str, list[tuple[int, str]]]
+    row_keys: list[str]
+    row_lines: bytes  # the array of lines, as bytes (machine order: snapshots stay local)
+    row_stamps: list[str]
+    row_raws: dict[int, str]
     rejected: list[RejectedRow]
     rows_read: int
     next_line: int  # after the file's last line, as a full read ends
@@ -65,23 +66,23 @@ class IndexState(msgspec.Struct, array_like=True):
     @classmethod
     def of(cls, keys: SystemKeys) -> IndexState:
         return cls(
-            keys.first_line,
-            keys.timestamps,
-            keys.raw_forms,
-            keys.repeats,
+            keys.row_keys,
+            keys.row_lines.tobytes(),
+            keys.row_stamps,
+            keys.row_raws,
             keys.rejected,
             keys.rows_read,
             keys.position.line,
         )
 
     def system_keys(self, system: str, size: int) -> SystemKeys:
-        """The index of the whole file again, positioned at its end."""
+        """The rows of the whole file again, positioned at its end."""
         return SystemKeys(
             name=system,
-            first_line=self.first_line,
-            timestamps=self.timestamps,
-            raw_forms=self.raw_forms,
-            repeats=self.repeats,
+            row_keys=self.row_keys,
+            row_lines=array("q", self.row_lines),
+            row_stamps=self.row_stamps,
+            row_raws=self.row_raws,
             rejected=self.rejected,
             rows_read=self.rows_read,
             position=SourcePosition(size, self.next_line, 0),
@@ -204,7 +205,7 @@ class Snapshots:
                 lines=keys.position.line - 2,
                 rows_read=keys.rows_read,
                 rows_rejected=len(keys.rejected),
-                unique_keys=len(keys.first_line),
+                unique_keys=len(keys),
                 seconds=round(restored.seconds, 3),
                 detail=f"unchanged since run {restored.from_run}: skipped",
             )

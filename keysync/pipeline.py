@@ -342,13 +342,13 @@ class Pipeline:
             raise Interrupted("interrupted")
 
     def _finished(self, system: str) -> None:
-        keys = self.index[system]
+        keys = self.index.finish(system)
         self.log.info(
             "source.finished",
             system=system,
             rows_read=keys.rows_read,
             rows_rejected=len(keys.rejected),
-            unique_keys=len(keys.first_line),
+            unique_keys=len(keys),
         )
         if keys.rejected:
             self.log.info("source.rejected_rows", system=system, count=len(keys.rejected))
@@ -469,9 +469,8 @@ class Pipeline:
         unavailable: dict[str, str] = {}
         expected: dict[str, int] = {}
         last_seen = dict.fromkeys(readers, time.monotonic())
-        dead_since: dict[str, float] = {}
         done: set[str] = set()
-        checked_alive = time.monotonic()
+        closed: set[str] = set()  # children whose pipe is at end-of-file: all read
         open_inboxes = dict(inboxes)
         while len(done) < len(readers):
             self._check_stop()
@@ -480,7 +479,7 @@ class Pipeline:
             for conn in ready:
                 message = _receive(conn)
                 if message is None:  # finished, or died (perhaps half-way through a batch)
-                    del open_inboxes[conn]
+                    closed.add(open_inboxes.pop(conn))
                 elif isinstance(message, KeyBatch):
                     if message.system not in unavailable:
                         last_seen[message.system] = now
@@ -500,11 +499,7 @@ class Pipeline:
                     done.add(message.system)
                     self._unavailable(unavailable, message.system, message.message)
             if not open_inboxes:
-                time.sleep(POLL_S)  # every child is gone: only the liveness checks are left
-            # is_alive() is a waitpid() call: a few times a second is enough, not per batch.
-            liveness_due = not ready or now - checked_alive >= POLL_S
-            if liveness_due:
-                checked_alive = now
+                time.sleep(POLL_S)  # every child is gone: only the checks below are left
             for system, process in readers.items():
                 if system in done:
                     continue
@@ -515,10 +510,10 @@ class Pipeline:
                     process.terminate()
                     done.add(system)
                     self._unavailable(unavailable, system, self._timeout_reason())
-                elif system not in expected and liveness_due and not process.is_alive():
-                    # Its last messages may still be in the pipe: give them a moment.
-                    if now - dead_since.setdefault(system, now) < 1.0:
-                        continue
+                elif system not in expected and system in closed:
+                    # Its pipe is at end-of-file, so every message it sent has been read,
+                    # and none said it finished: it died.
+                    process.join(timeout=1.0)
                     done.add(system)
                     self._unavailable(
                         unavailable, system, f"reader process died (exit code {process.exitcode})"

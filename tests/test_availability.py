@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 from conftest import RunKeysync
+from msgspec.structs import replace
 from test_accuracy import read_report
+
+from keysync.config import load_config
+from keysync.messages import KeyBatch
+from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
+from keysync.stages.merger import KeyIndex
 
 
 def generated(
@@ -208,3 +214,34 @@ def test_a_source_replaced_by_a_pipe_before_an_incremental_run_is_unavailable(
     done = keysync("-q", "-c", str(config), "run", "--mode", "incremental", timeout=30)
     assert done.returncode == 4, done.stderr
     assert f"{peer}: is not a regular file (a pipe, socket or device)" in done.stderr
+
+
+class _SlowMerge(PipelineObserver):
+    """A parent that takes its time over each batch, as a busy machine or a big index may."""
+
+    def batch_applied(self, batch: KeyBatch) -> None:
+        time.sleep(0.01)
+
+
+def test_a_reader_that_finished_while_the_parent_lagged_is_not_taken_for_dead(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Readers finish and exit with a pipe full of batches the parent has yet to merge.
+
+    The parent needs seconds to drain them; every batch must still count. (It used to give
+    a dead reader's pipe one second and then report it "died (exit code 0)".)
+    """
+    config_file = write_config(tmp_path, processing={"batch_size": 20})
+    assert keysync("-q", "-c", str(config_file), "generate", "--keys", "1500").returncode == 0
+    config = load_config(config_file)
+    systems = list(config.sources)
+    jobs = [SourceJob(s, config.source_path(s), config.sources[s]) for s in systems]
+    index = KeyIndex(systems)
+    result = Pipeline(config, jobs, index=index, observer=_SlowMerge()).run()
+    assert result.unavailable == {}
+    one_process = replace(config, processing=replace(config.processing, parallel=False))
+    want = KeyIndex(systems)
+    Pipeline(one_process, jobs, index=want).run()
+    for system in systems:
+        got = index[system]
+        assert (got.rows_read, got.as_dicts()) == (want[system].rows_read, want[system].as_dicts())

@@ -39,7 +39,7 @@ def test_batches_apply_in_seq_order_whatever_the_arrival() -> None:
     assert index.add(first) == [first, second]
     assert index["A"].position.seq == 2
     assert index["A"].position.offset == 200
-    assert dict(index["A"].first_line) == {"K1": 2, "K2": 3}
+    assert index["A"].as_dicts()[0] == {"K1": 2, "K2": 3}
     assert index["A"].raw_form("K2") == "k2"
     assert index["A"].raw_form("K1") == "K1"
 
@@ -49,8 +49,9 @@ def test_duplicates_within_and_across_batches_keep_first_row() -> None:
     index.add(batch("A", 0, [("K1", "K1", 2), ("K2", "k 2", 3), ("K1", "K1", 4)]))
     index.add(batch("A", 1, [("K2", "K2", 5), ("K3", "K3", 6), ("K2", "k_2", 7)]))
     a = index["A"]
-    assert a.first_line == {"K1": 2, "K2": 3, "K3": 6}
-    assert a.timestamps["K2"] == "t3"
+    assert a.as_dicts()[0] == {"K1": 2, "K2": 3, "K3": 6}
+    assert a.timestamp("K2") == "t3"
+    assert a.raw_form("K2") == "k 2"
     assert a.repeats == {
         "K1": [(2, "K1"), (4, "K1")],
         "K2": [(3, "k 2"), (5, "K2"), (7, "k_2")],
@@ -83,24 +84,40 @@ _rows = st.lists(
 )
 
 
-@given(rows=_rows, cuts=st.lists(st.integers(0, 60), max_size=6))
+@given(
+    rows=_rows,
+    cuts=st.lists(st.integers(0, 60), max_size=6),
+    restored=st.integers(0, 6),
+    peeks=st.sets(st.integers(0, 6)),
+)
 def test_index_equals_first_row_wins_over_every_row(
-    rows: list[tuple[str, str]], cuts: list[int]
+    rows: list[tuple[str, str]], cuts: list[int], restored: int, peeks: set[int]
 ) -> None:
-    """However rows fall into batches, each key keeps its first row and lists every occurrence."""
+    """However rows fall into batches, each key keeps its first row and lists every occurrence.
+
+    Also when the first ``restored`` batches come from a checkpoint (not indexed as they
+    arrive), and when the keys are asked for between batches (``peeks``).
+    """
     lines = [(key, raw or key, 2 + 3 * i) for i, (key, raw) in enumerate(rows)]
     bounds = sorted({0, len(lines), *(c for c in cuts if c <= len(lines))})
     index = KeyIndex(["A"])
     for seq, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-        index.add(batch("A", seq, lines[lo:hi]))
+        if seq < restored:
+            index.restore(batch("A", seq, lines[lo:hi]))
+        else:
+            index.add(batch("A", seq, lines[lo:hi]))
+        if seq in peeks:
+            assert set(index["A"].keys()) == {key for key, _, _ in lines[:hi]}
+    index.finish("A")
     first: dict[str, tuple[str, int]] = {}
     seen: dict[str, list[tuple[int, str]]] = {}
     for key, raw, line in lines:
         first.setdefault(key, (raw, line))
         seen.setdefault(key, []).append((line, raw))
     a = index["A"]
-    assert a.first_line == {key: line for key, (_, line) in first.items()}
-    assert a.timestamps == {key: f"t{line}" for key, (_, line) in first.items()}
-    assert a.raw_forms == {key: raw for key, (raw, _) in first.items() if raw != key}
+    first_lines, timestamps, raw_forms = a.as_dicts()
+    assert list(first_lines.items()) == [(key, line) for key, (_, line) in first.items()]
+    assert timestamps == {key: f"t{line}" for key, (_, line) in first.items()}
+    assert raw_forms == {key: raw for key, (raw, _) in first.items() if raw != key}
     assert a.repeats == {key: rows for key, rows in seen.items() if len(rows) > 1}
     assert a.rows_read == len(lines)

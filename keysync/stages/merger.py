@@ -1,24 +1,30 @@
-"""The merger: applies normalized batches, in source order, into the key index.
+"""The merger: appends normalized batches, in source order, to each system's rows.
 
-The index keeps, per system, a hash map from normalized key to the first line
-it was seen on, plus only what a report can need: the timestamp of that first
-row, the raw form where it differs from the normalized key, and every
-occurrence of keys seen more than once. Batches are applied with dict and set
-operations that run in C; only duplicates and messy keys cost Python work.
+The parent's work per batch is the serial part of the pipeline, and replaying a
+checkpoint repeats it, so it is kept to C calls over whole lists: a batch's
+keys, lines and timestamps are appended, and its keys go into a hash map from
+key to row with one ``dict.update`` ("last row wins"). When a system is first
+asked for its keys (after its last batch), one more pass gives every repeated
+key its first row back and lists its occurrences; only those keys cost a
+Python step. Lines, timestamps and raw forms are looked up through a key's
+first row, and only for the keys that end up in a report.
 
 Batches of one source are applied strictly in ``seq`` order (early arrivals
-wait), so the index always equals "every row of source S before offset O_S":
-a consistent cut that a checkpoint can store.
+wait), so the rows always equal "every row of source S before offset O_S": a
+consistent cut that a checkpoint can store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, KeysView
+from array import array
+from collections.abc import Iterable, Iterator, KeysView
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import ne
+from itertools import compress, islice
+from operator import itemgetter, ne
 
 from keysync.messages import KeyBatch, RejectedRow
+
+_index, _raw = itemgetter(0), itemgetter(1)
 
 
 @dataclass
@@ -32,83 +38,133 @@ class SourcePosition:
 
 @dataclass
 class SystemKeys:
-    """Everything the index knows about one system's keys."""
+    """One system's usable rows in file order, and the key index built from them.
+
+    ``row_keys``, ``row_lines`` and ``row_stamps`` are aligned, one entry per
+    usable row (the lines in an array: a list would hold an int object per row,
+    ~32 MB more per million); ``row_raws`` maps a row number to its raw key where that differs
+    from the normalized one. A key's first row decides its line, timestamp and
+    raw form ("first row wins"); every occurrence of a repeated key is kept.
+    """
 
     name: str
-    first_line: dict[str, int] = field(default_factory=dict)
-    timestamps: dict[str, str] = field(default_factory=dict)
-    raw_forms: dict[str, str] = field(default_factory=dict)
-    repeats: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    row_keys: list[str] = field(default_factory=list)
+    row_lines: array[int] = field(default_factory=lambda: array("q"))  # 8 bytes a row
+    row_stamps: list[str] = field(default_factory=list)
+    row_raws: dict[int, str] = field(default_factory=dict)
     rejected: list[RejectedRow] = field(default_factory=list)
     rows_read: int = 0
     position: SourcePosition = field(default_factory=SourcePosition)
+    # The index: key -> row. Kept up to date batch by batch while ``indexed`` covers
+    # every row (last row wins, in C); the first-row-wins repair runs on first use.
+    _first_row: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _indexed: int = field(default=0, repr=False, compare=False)
+    _complete: bool = field(default=False, repr=False, compare=False)
+    _repeats: dict[str, list[tuple[int, str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
-    def keys(self) -> KeysView[str]:
-        return self.first_line.keys()
+    def apply(self, batch: KeyBatch, *, index: bool = True) -> None:
+        """Append one batch's rows; the caller guarantees ``seq`` order.
 
-    def raw_form(self, key: str) -> str:
-        """The raw key as written on the first row that had ``key``."""
-        return self.raw_forms.get(key, key)
-
-    def apply(self, batch: KeyBatch) -> None:
-        """Add one batch's rows; the caller guarantees ``seq`` order."""
-        keys = batch.keys
+        With ``index`` the batch's keys also go into the index at once: the parent has
+        time for that while the readers parse the next batches. A checkpoint replay
+        passes False, to get the run reading again sooner; the index catches up on use.
+        """
         self.rows_read += batch.rows_read
         self.rejected.extend(batch.rejected)
         self.position = SourcePosition(batch.end_offset, batch.next_line, batch.seq + 1)
-        if not keys:
+        if not batch.keys:
             return
-        first_line = self.first_line
-        fresh = dict(zip(keys, batch.lines))  # in C; a repeated key keeps its last line
-        repeats_inside = len(fresh) != len(keys)
-        if not repeats_inside and first_line.keys().isdisjoint(fresh):
-            # Every key is new and occurs once: all in C.
-            first_line.update(fresh)
-            self.timestamps.update(zip(keys, batch.timestamps))
-            if batch.raw_changes:
-                self.raw_forms.update((keys[i], raw) for i, raw in batch.raw_changes)
-            return
-        self._apply_with_repeats(batch, fresh, repeats_inside)
+        base = len(self.row_keys)
+        self.row_keys.extend(batch.keys)
+        self.row_lines.extend(batch.lines)
+        self.row_stamps.extend(batch.timestamps)
+        if batch.raw_changes:
+            changes = batch.raw_changes
+            self.row_raws.update(zip(map(base.__add__, map(_index, changes)), map(_raw, changes)))
+        if index and self._indexed == base:
+            self._first_row.update(zip(batch.keys, range(base, len(self.row_keys))))
+            self._indexed = len(self.row_keys)
+        self._complete = False
 
-    def _apply_with_repeats(
-        self, batch: KeyBatch, fresh: dict[str, int], repeats_inside: bool
-    ) -> None:
-        """Some keys were seen before or occur twice: apply as if not, then mend those keys.
+    # -- the index ------------------------------------------------------------------
 
-        Nearly every batch of a real export has a few such keys (duplicates sit close
-        together), so the rows are applied with the same C-level updates as unique
-        keys ("last row wins"), and only the handful of repeated keys take a Python
-        step to restore "first row wins" and record every occurrence.
+    @property
+    def first_row(self) -> dict[str, int]:
+        """Every distinct key -> the number of its first row, in order of first occurrence."""
+        if not self._complete:
+            self._complete_index()
+        return self._first_row
+
+    @property
+    def repeats(self) -> dict[str, list[tuple[int, str]]]:
+        """Keys seen more than once -> every occurrence as (line, raw key), in file order."""
+        self.first_row  # noqa: B018 - completes the index, which finds the repeats
+        return self._repeats
+
+    def _complete_index(self) -> None:
+        """Index the rows not indexed yet, then give each repeated key its first row back."""
+        keys, first = self.row_keys, self._first_row
+        rows = len(keys)
+        if self._indexed < rows:
+            first.update(zip(islice(keys, self._indexed, None), range(self._indexed, rows)))
+            self._indexed = rows
+        repeats: dict[str, list[tuple[int, str]]] = {}
+        if len(first) != rows:
+            # A key whose row in the index is not this row has more than one row.
+            repeated = set(compress(keys, map(ne, map(first.__getitem__, keys), range(rows))))
+            lines, raws = self.row_lines, self.row_raws
+            for row in compress(range(rows), map(repeated.__contains__, keys)):
+                key = keys[row]
+                occurrences = repeats.get(key)
+                if occurrences is None:
+                    first[key] = row
+                    repeats[key] = occurrences = []
+                occurrences.append((lines[row], raws.get(row, key)))
+        self._repeats, self._complete = repeats, True
+
+    def keys(self) -> KeysView[str]:
+        return self.first_row.keys()
+
+    def __len__(self) -> int:
+        return len(self.first_row)
+
+    def first_line(self, key: str) -> int:
+        return self.row_lines[self.first_row[key]]
+
+    def timestamp(self, key: str, default: str = "") -> str:
+        """The timestamp of ``key``'s first row; ``default`` for a key this system lacks."""
+        row = self.first_row.get(key)
+        return default if row is None else self.row_stamps[row]
+
+    def raw_form(self, key: str) -> str:
+        """The raw key as written on the first row that had ``key``."""
+        return self.row_raws.get(self.first_row[key], key)
+
+    def as_dicts(self) -> tuple[dict[str, int], dict[str, str], dict[str, str]]:
+        """Every key's first line, its timestamp, and its raw form where that differs.
+
+        For tests and benchmarks that compare two indexes; a run never needs them all.
         """
-        keys, lines, stamps = batch.keys, batch.lines, batch.timestamps
-        first_line, timestamps, raw_forms = self.first_line, self.timestamps, self.raw_forms
-        repeated = fresh.keys() & first_line.keys()
-        before = {k: (first_line[k], timestamps[k], raw_forms.get(k)) for k in repeated}
-        if repeats_inside:
-            # A row whose line is not its key's last line in the batch: that key repeats.
-            repeated.update(compress(keys, map(ne, map(fresh.__getitem__, keys), lines)))
-        raw_of = dict(batch.raw_changes)
-        first_line.update(fresh)
-        timestamps.update(zip(keys, stamps))
-        raw_forms.update(zip(map(keys.__getitem__, raw_of), raw_of.values()))
-        mended: set[str] = set()
-        for i in compress(range(len(keys)), map(repeated.__contains__, keys)):
-            key = keys[i]
-            raw = raw_of.get(i, key)
-            if key not in mended:  # its first row in this batch
-                mended.add(key)
-                if key in before:
-                    line, stamp, first_raw = before[key]
-                    self.repeats.setdefault(key, [(line, first_raw or key)])
-                else:
-                    line, stamp, first_raw = lines[i], stamps[i], (raw if raw != key else None)
-                    self.repeats[key] = []
-                first_line[key], timestamps[key] = line, stamp
-                if first_raw is None:
-                    raw_forms.pop(key, None)
-                else:
-                    raw_forms[key] = first_raw
-            self.repeats[key].append((lines[i], raw))
+        keys = list(self.first_row)
+        raws = dict(zip(keys, self.raw_forms_of(keys)))
+        return (
+            dict(zip(keys, self.lines_of(keys))),
+            dict(zip(keys, self.timestamps_of(keys))),
+            {key: raw for key, raw in raws.items() if raw != key},
+        )
+
+    # Column-wise lookups for many keys at once (all in C), for the reports.
+
+    def lines_of(self, keys: Iterable[str]) -> Iterator[int]:
+        return map(self.row_lines.__getitem__, map(self.first_row.__getitem__, keys))
+
+    def timestamps_of(self, keys: Iterable[str]) -> Iterator[str]:
+        return map(self.row_stamps.__getitem__, map(self.first_row.__getitem__, keys))
+
+    def raw_forms_of(self, keys: list[str]) -> Iterator[str]:
+        return map(self.row_raws.get, map(self.first_row.__getitem__, keys), keys)
 
 
 class KeyIndex:
@@ -117,10 +173,13 @@ class KeyIndex:
     def __init__(self, systems: Iterable[str]) -> None:
         self.systems: dict[str, SystemKeys] = {name: SystemKeys(name) for name in systems}
         self._waiting: dict[str, dict[int, KeyBatch]] = {name: {} for name in self.systems}
-        # Most keys are held by several systems: while reading, every system's index uses
+        # Most keys are held by several systems: while reading, every system's rows use
         # one string object per distinct key (~50 MB less per million rows; see
         # docs/performance.md). ``done_reading`` drops this table.
         self._shared: dict[str, str] | None = {}
+        # Rows restored from a checkpoint skip that table, to get a resumed run reading
+        # again sooner (docs/performance.md, "Resume"); ``finish`` maps them through it.
+        self._restored_rows: dict[str, int] = {}
 
     def add(self, batch: KeyBatch) -> list[KeyBatch]:
         """Accept a batch in any order; apply it and any waiting successors. Returns the applied."""
@@ -136,6 +195,22 @@ class KeyIndex:
             system.apply(ready)
             applied.append(ready)
         return applied
+
+    def restore(self, batch: KeyBatch) -> None:
+        """Apply a batch replayed from a checkpoint (in ``seq`` order) as it was stored."""
+        system = self.systems[batch.system]
+        system.apply(batch, index=False)
+        self._restored_rows[batch.system] = len(system.row_keys)
+
+    def finish(self, system: str) -> SystemKeys:
+        """``system`` has all its rows: share its restored keys' strings, build its index."""
+        keys = self.systems[system]
+        restored = self._restored_rows.pop(system, 0)
+        if restored and self._shared is not None:
+            head = keys.row_keys[:restored]
+            keys.row_keys[:restored] = map(self._shared.setdefault, head, head)
+        keys.keys()
+        return keys
 
     def done_reading(self) -> None:
         """Drop the table of shared key strings (batches added later still work)."""

@@ -58,6 +58,7 @@ from typing import Any
 from keysync import logs
 from keysync.comparison import Comparison
 from keysync.config import Config
+from keysync.stages.merger import SystemKeys
 from keysync.state import (
     MK_IN_AUTHORITY,
     MK_KEY,
@@ -332,7 +333,7 @@ class _Planner:
         self.read = sorted(s for s, row in comparison.summaries.items() if row.available)
         self.read_set = set(self.read)
         self.peers = [s for s in self.read if s != self.authority]
-        self.keys = {s: self.index[s].first_line for s in self.read}
+        self.keys = {s: self.index[s].first_row for s in self.read}
         self.shared: set[str] = set()  # out-of-authority keys held by several peers
         self.seen_of = self._seen_in_by_key() if plan.strategy == "mirror" else {}
         self.namespaced_keys: dict[str, set[str]] = {}
@@ -384,8 +385,6 @@ class _Planner:
         """
         plan = self.plan
         known = plan.existing.keys()
-        raw_forms = {s: self.index[s].raw_forms for s in self.read}
-        stamps = {s: self.index[s].timestamps for s in self.read}
         fresh: list[NewEntry] = []
         if plan.strategy == "mirror":
             for system in self.peers:
@@ -393,14 +392,14 @@ class _Planner:
                 if not held:
                     continue
                 sole = list(held.difference(self.shared).difference(known))
-                fresh.extend(self._entries(sole, sole, system, raw_forms, stamps))
+                fresh.extend(self._entries(sole, sole, self.index[system]))
             for key in self.shared.difference(known):
                 seen_in = self.seen_of[key]
                 holders = seen_in.split(";")
                 source = holders[0]
-                last_seen = max(stamps[h].get(key, "") for h in holders)
+                last_seen = max(self.index[h].timestamp(key) for h in holders)
                 fresh.append(
-                    (key, source, raw_forms[source].get(key, key), seen_in, last_seen, key)
+                    (key, source, self.index[source].raw_form(key), seen_in, last_seen, key)
                 )
         else:
             sep = plan.separator
@@ -410,7 +409,7 @@ class _Planner:
                 master_keys = [f"{system}{sep}{key}" for key in keys]
                 fresh.extend(
                     entry
-                    for entry in self._entries(master_keys, keys, system, raw_forms, stamps)
+                    for entry in self._entries(master_keys, keys, self.index[system])
                     if entry[0] not in known
                 )
         fresh.sort(key=itemgetter(0))
@@ -420,20 +419,14 @@ class _Planner:
             self.stats["approved"] += len(fresh)
 
     @staticmethod
-    def _entries(
-        master_keys: list[str],
-        keys: list[str],
-        system: str,
-        raw_forms: dict[str, dict[str, str]],
-        stamps: dict[str, dict[str, str]],
-    ) -> Iterator[NewEntry]:
-        """Entries of keys only ``system`` holds: (master_key, system, raw, system, stamp, key)."""
+    def _entries(master_keys: list[str], keys: list[str], held: SystemKeys) -> Iterator[NewEntry]:
+        """Entries of keys only ``held`` has: (master_key, system, raw, system, stamp, key)."""
         return zip(
             master_keys,
-            repeat(system),
-            map(raw_forms[system].get, keys, keys),
-            repeat(system),
-            map(stamps[system].get, keys, repeat("")),
+            repeat(held.name),
+            held.raw_forms_of(keys),
+            repeat(held.name),
+            held.timestamps_of(keys),
             keys,
         )
 
@@ -451,7 +444,7 @@ class _Planner:
         a_keys = self.keys[authority]
         seen_get = self.seen_of.get
         keys, read, read_set = self.keys, self.read, self.read_set
-        stamps = {s: self.index[s].timestamps for s in read}
+        stamps = {s: self.index[s].timestamp for s in read}
         namespaced_keys = self.namespaced_keys
         carried_for: dict[str, list[str]] = {}
         change = self._change
@@ -463,9 +456,9 @@ class _Planner:
                 # Fast path, most rows: held by the same peers as before; only the stamp
                 # may move.
                 if ";" in seen:
-                    stamp = max(stamps[s].get(key, "") for s in seen.split(";"))
+                    stamp = max(stamps[s](key) for s in seen.split(";"))
                 else:
-                    stamp = stamps[seen].get(key, "")
+                    stamp = stamps[seen](key)
                 if (
                     (stamp or row[MK_LAST_SEEN_AT]) == row[MK_LAST_SEEN_AT]
                     and row[MK_UNSEEN_SINCE] is None
@@ -495,9 +488,9 @@ class _Planner:
             if holders:
                 newest = ""
                 for system in holders:
-                    table = stamps.get(system)
-                    if table is not None:
-                        stamp = table.get(key, "")
+                    stamp_of = stamps.get(system)
+                    if stamp_of is not None:
+                        stamp = stamp_of(key)
                         if stamp > newest:
                             newest = stamp
                 last_seen = newest or row[MK_LAST_SEEN_AT]

@@ -568,9 +568,9 @@ def _missing_in_a_rows(comparison: Comparison, registry: RegistryView) -> list[t
             zip(
                 keys,
                 repeat(system),
-                map(held.raw_forms.get, keys, keys),
-                map(str, map(held.first_line.__getitem__, keys)),
-                map(held.timestamps.__getitem__, keys),
+                held.raw_forms_of(keys),
+                map(str, held.lines_of(keys)),
+                held.timestamps_of(keys),
                 map(registry.master_key_for, repeat(system), keys),
                 map(registry.status_for, repeat(system), keys),
             )
@@ -591,8 +591,8 @@ def _gap_rows(comparison: Comparison, history: GapHistory) -> list[tuple[Any, ..
             zip(
                 keys,
                 repeat(system),
-                map(a_keys.raw_forms.get, keys, keys),
-                map(a_keys.timestamps.__getitem__, keys),
+                a_keys.raw_forms_of(keys),
+                a_keys.timestamps_of(keys),
                 map(history.missing_since, repeat(system), keys),
             )
         )
