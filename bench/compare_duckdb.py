@@ -49,6 +49,22 @@ class Contender:
     env: dict[str, str]
     fresh: list[Path] = field(default_factory=list)  # folders emptied before each round
     results: list[Measured] = field(default_factory=list)
+    # Run from the contender's own folder: `python -m` puts the working directory first on
+    # sys.path, so from a checkout it would import that checkout, whatever PYTHONPATH says.
+    cwd: Path | None = None
+
+
+def imported_from(env: dict[str, str], cwd: Path) -> str:
+    """Where the keysync that ``env`` and ``cwd`` give a subprocess is imported from."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import keysync; print(keysync.__file__)"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return str(Path(done.stdout.strip()).parent.parent)
 
 
 def clean_env(pythonpath: str | None = None) -> dict[str, str]:
@@ -108,11 +124,17 @@ def keysync_contender(
 ) -> Contender:
     config = write_config(folder, name, overrides)
     home = config.parent
+    env = clean_env(pythonpath)
+    tree = imported_from(env, home)
+    if pythonpath and Path(tree).resolve() != Path(pythonpath).resolve():
+        raise SystemExit(f"{name}: keysync is imported from {tree}, not from {pythonpath}")
+    print(f"{name:>12}: keysync from {tree}")
     return Contender(
         name,
         [sys.executable, "-m", "keysync", "-q", "-c", str(config), "run"],
-        clean_env(pythonpath),
+        env,
         [home / "data", home / "output", home / "checkpoints"],
+        cwd=home,
     )
 
 
@@ -157,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in contender.fresh:
                 shutil.rmtree(path, ignore_errors=True)
             load = load_average()
-            result = run_measured(contender.command, env=contender.env)
+            result = run_measured(contender.command, env=contender.env, cwd=contender.cwd)
             contender.results.append(result)
             print(
                 f"round {round_number + 1} {contender.name:>12}: {result.wall_s:7.2f} s  "

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_duckdb import clean_env as _clean_env
-from compare_duckdb import generate, write_config
+from compare_duckdb import generate, imported_from, write_config
 from measure import load_average, run_measured
 
 PYTHONPATH: list[str] = []  # --pythonpath: time another checkout's keysync
@@ -71,7 +71,12 @@ def resume_once(folder: Path, fraction: float) -> dict[str, float]:
     command = [sys.executable, "-m", "keysync", "-q", "-c", str(config), "run"]
     started = time.perf_counter()
     first = subprocess.Popen(
-        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command,
+        env=env,
+        cwd=home,  # not a checkout: `python -m` would import it first (compare_duckdb.py)
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     while not events(log_file, "run.paused_for_tests"):
         if first.poll() is not None:
@@ -83,7 +88,7 @@ def resume_once(folder: Path, fraction: float) -> dict[str, float]:
     checkpoint_bytes = sum(
         p.stat().st_size for p in (home / "checkpoints").rglob("*") if p.is_file()
     )
-    resumed = run_measured([*command, "--resume"], env=clean_env())
+    resumed = run_measured([*command, "--resume"], env=clean_env(), cwd=home)
     (event,) = events(log_file, "run.resumed")
     return {
         "paused_at_rows": float(pause_at),
@@ -112,7 +117,7 @@ def overhead(folder: Path, rounds: int) -> None:
                 shutil.rmtree(home / sub, ignore_errors=True)
             load = load_average()
             command = [sys.executable, "-m", "keysync", "-q", "-c", str(contenders[name]), "run"]
-            result = run_measured(command, env=clean_env())
+            result = run_measured(command, env=clean_env(), cwd=home)
             walls[name].append(result.wall_s)
             print(f"round {round_number + 1} {name:>15}: {result.wall_s:6.2f} s (load {load})")
     default, huge = walls["interval 5000"], walls["interval 10**9"]
@@ -140,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if not keys_file.exists() or keys_file.read_text() != str(args.keys):
         generate(folder, args.keys)
         keys_file.write_text(str(args.keys))
+    print(f"keysync from {imported_from(clean_env(), folder)}", flush=True)
     for attempt in range(args.resumes):
         figures = resume_once(folder, args.fraction)
         shown = ", ".join(
