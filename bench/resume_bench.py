@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if not keys_file.exists() or keys_file.read_text() != str(args.keys):
         generate(folder, args.keys)
         keys_file.write_text(str(args.keys))
-    print(f"keysync from {imported_from(clean_env(), folder)}", flush=True)
+    print(f"keysync from {imported_from(clean_env(), folder / 'input')}", flush=True)
     for attempt in range(args.resumes):
         figures = resume_once(folder, args.fraction)
         shown = ", ".join(

@@ -41,10 +41,10 @@ class SystemKeys:
     """One system's usable rows in file order, and the key index built from them.
 
     ``row_keys``, ``row_lines`` and ``row_stamps`` are aligned, one entry per
-    usable row (the lines in an array: a list would hold an int object per row,
-    ~32 MB more per million); ``row_raws`` maps a row number to its raw key where that differs
-    from the normalized one. A key's first row decides its line, timestamp and
-    raw form ("first row wins"); every occurrence of a repeated key is kept.
+    usable row (lines in an array: a list would hold an int object per row, ~32 MB
+    more per million); ``row_raws`` maps a row number to its raw key where that
+    differs from the normalized one. A key's first row decides its line, timestamp
+    and raw form ("first row wins"); every occurrence of a repeated key is kept.
     """
 
     name: str
@@ -55,8 +55,8 @@ class SystemKeys:
     rejected: list[RejectedRow] = field(default_factory=list)
     rows_read: int = 0
     position: SourcePosition = field(default_factory=SourcePosition)
-    # The index: key -> row. Kept up to date batch by batch while ``indexed`` covers
-    # every row (last row wins, in C); the first-row-wins repair runs on first use.
+    # The index, key -> row: updated batch by batch while ``_indexed`` covers every row
+    # (last row wins, in C); the first-row-wins repair runs when it is next used.
     _first_row: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _indexed: int = field(default=0, repr=False, compare=False)
     _complete: bool = field(default=False, repr=False, compare=False)
@@ -129,9 +129,6 @@ class SystemKeys:
 
     def __len__(self) -> int:
         return len(self.first_row)
-
-    def first_line(self, key: str) -> int:
-        return self.row_lines[self.first_row[key]]
 
     def timestamp(self, key: str, default: str = "") -> str:
         """The timestamp of ``key``'s first row; ``default`` for a key this system lacks."""
