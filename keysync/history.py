@@ -4,6 +4,7 @@ API::
 
     history = plan_history(store, comparison, run_id, now)    # pure: reads, never writes
     history.missing_since(system, key) -> "2026-11-27T02:00:00Z"  # diff_missing_from_system.csv
+    history.missing_since_all(system, keys) -> the same for many keys
     history.counts() -> {"appeared": ..., "disappeared": ..., "gaps_opened": ..., ...}
     store.commit_run(..., history=history)                  # writes it, with the run
     key_timeline(store, key) -> KeyTimeline                  # `keysync history KEY`
@@ -45,9 +46,9 @@ events, so a gap it had stays open with its original start.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import filterfalse
+from itertools import filterfalse, repeat
 
 import msgspec
 
@@ -92,6 +93,11 @@ class HistoryPlan:
         """When the current gap of ``key`` in ``system`` began (ISO UTC)."""
         started = self.gap_starts.get(system, {}).get(key, self.seq)
         return self.observed.get(started, self.now)
+
+    def missing_since_all(self, system: str, keys: Iterable[str]) -> Iterator[str]:
+        """``missing_since`` of many keys of one system, in C."""
+        starts = map(self.gap_starts.get(system, {}).get, keys, repeat(self.seq))
+        return map(self.observed.get, starts, repeat(self.now))
 
     def system_updates(self) -> list[SystemUpdate]:
         return self.updates

@@ -144,24 +144,30 @@ class SystemKeys:
 
         For tests and benchmarks that compare two indexes; a run never needs them all.
         """
-        keys = list(self.first_row)
-        raws = dict(zip(keys, self.raw_forms_of(keys)))
+        keys, rows = list(self.first_row), list(self.first_row.values())
+        raws = dict(zip(keys, self.raws_at(rows, keys)))
         return (
-            dict(zip(keys, self.lines_of(keys))),
-            dict(zip(keys, self.timestamps_of(keys))),
+            dict(zip(keys, self.lines_at(rows))),
+            dict(zip(keys, self.stamps_at(rows))),
             {key: raw for key, raw in raws.items() if raw != key},
         )
 
-    # Column-wise lookups for many keys at once (all in C), for the reports.
+    # Columns for many keys at once, all in C: look the keys' rows up once (``rows_of``),
+    # then read each column at those rows. For the reports.
 
-    def lines_of(self, keys: Iterable[str]) -> Iterator[int]:
-        return map(self.row_lines.__getitem__, map(self.first_row.__getitem__, keys))
+    def rows_of(self, keys: Iterable[str]) -> list[int]:
+        """The first row of each of ``keys`` (every one held by this system)."""
+        return list(map(self.first_row.__getitem__, keys))
 
-    def timestamps_of(self, keys: Iterable[str]) -> Iterator[str]:
-        return map(self.row_stamps.__getitem__, map(self.first_row.__getitem__, keys))
+    def lines_at(self, rows: Iterable[int]) -> Iterator[int]:
+        return map(self.row_lines.__getitem__, rows)
 
-    def raw_forms_of(self, keys: list[str]) -> Iterator[str]:
-        return map(self.row_raws.get, map(self.first_row.__getitem__, keys), keys)
+    def stamps_at(self, rows: Iterable[int]) -> Iterator[str]:
+        return map(self.row_stamps.__getitem__, rows)
+
+    def raws_at(self, rows: Iterable[int], keys: Iterable[str]) -> Iterator[str]:
+        """The raw key of each row, where ``keys`` holds the row's key."""
+        return map(self.row_raws.get, rows, keys)
 
 
 class KeyIndex:

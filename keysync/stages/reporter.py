@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, count, islice, repeat
 from operator import add, itemgetter
@@ -88,13 +88,13 @@ class RegistryView(Protocol):
 
     def master_key_for(self, system: str, key: str) -> str: ...
 
-    def status_for(self, system: str, key: str) -> str: ...
+    def statuses(self) -> dict[str, str]: ...
 
 
 class GapHistory(Protocol):
     """What the reporter needs from the key history."""
 
-    def missing_since(self, system: str, key: str) -> str: ...
+    def missing_since_all(self, system: str, keys: Iterable[str]) -> Iterator[str]: ...
 
 
 def safe(value: str) -> str:
@@ -543,7 +543,7 @@ def _duplicate_rows(index: KeyIndex, systems: list[str]) -> list[list[Any]]:
     for system in systems:
         repeats = index[system].repeats
         for key in sorted(repeats):
-            occurrences = sorted(repeats[key])
+            occurrences = repeats[key]  # in file order, so by line
             raws = {raw for _, raw in occurrences}
             rows.append(
                 [
@@ -561,18 +561,21 @@ def _duplicate_rows(index: KeyIndex, systems: list[str]) -> list[list[Any]]:
 def _missing_in_a_rows(comparison: Comparison, registry: RegistryView) -> list[tuple[Any, ...]]:
     """Rows of diff_missing_in_A.csv sorted by key, system; built column-wise with map()."""
     rows: list[tuple[Any, ...]] = []
+    statuses = registry.statuses()
     for system in sorted(comparison.missing_in_a):
         held = comparison.index[system]
         keys = sorted(comparison.missing_in_a[system])
+        at = held.rows_of(keys)
+        master_keys = list(map(registry.master_key_for, repeat(system), keys))
         rows.extend(
             zip(
                 keys,
                 repeat(system),
-                held.raw_forms_of(keys),
-                map(str, held.lines_of(keys)),
-                held.timestamps_of(keys),
-                map(registry.master_key_for, repeat(system), keys),
-                map(registry.status_for, repeat(system), keys),
+                held.raws_at(at, keys),
+                map(str, held.lines_at(at)),
+                held.stamps_at(at),
+                master_keys,
+                map(statuses.get, master_keys, repeat("")),
             )
         )
     # Each system's run is sorted and systems come in order: a stable sort on the key
@@ -587,13 +590,14 @@ def _gap_rows(comparison: Comparison, history: GapHistory) -> list[tuple[Any, ..
     rows: list[tuple[Any, ...]] = []
     for system in sorted(comparison.gaps):
         keys = sorted(comparison.gaps[system])
+        at = a_keys.rows_of(keys)
         rows.extend(
             zip(
                 keys,
                 repeat(system),
-                a_keys.raw_forms_of(keys),
-                a_keys.timestamps_of(keys),
-                map(history.missing_since, repeat(system), keys),
+                a_keys.raws_at(at, keys),
+                a_keys.stamps_at(at),
+                history.missing_since_all(system, keys),
             )
         )
     return rows
