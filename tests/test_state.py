@@ -30,7 +30,7 @@ from keysync.lock import RunLock
 from keysync.messages import KeyBatch
 from keysync.stages.merger import KeyIndex
 from keysync.stages.provisioner import ProvisioningPlan, plan_provisioning
-from keysync.state import SCHEMA_VERSION, StateStore
+from keysync.state import _ENTRIES_PER_INSERT, SCHEMA_VERSION, StateStore
 
 Rows = Sequence[str] | Sequence[tuple[str, str, str]]
 
@@ -245,6 +245,9 @@ def test_commit_is_all_or_nothing(tmp_path: Path, store: StateStore, config: Con
     after = store.table_dump()
     changed = [line for line in after if line not in before]
     assert len(changed) == 1 and '"runs"' in changed[0] and "'running'" in changed[0]
+    # Nothing of the failed attempt lingers (its temporary table went with the rollback).
+    store.commit_run("r2", ended_at=at(2), outcome="completed", exit_code=0, plan=plan)
+    assert [e.master_key for e in store.registry_entries()] == ["X1", "X2", "X3"]
 
 
 def test_dry_run_changes_nothing_but_its_run_record(store: StateStore, config: Config) -> None:
@@ -441,6 +444,42 @@ def test_audit_rows_are_in_timestamp_order_with_a_global_seq(
     ]
     assert rows[-1][6] == "master key X1: Proposed -> Active by `keysync registry approve`"
     assert [r[3] for r in store.audit_rows("manual-x")] == ["key.approved"]
+
+
+@pytest.mark.parametrize("strategy", ["mirror", "namespaced"])
+@pytest.mark.parametrize("auto_approve", [False, True])
+def test_the_store_records_exactly_the_planned_registry_rows_and_events(
+    tmp_path: Path, strategy: str, auto_approve: bool
+) -> None:
+    """New entries go through SQL (a temporary table, INSERT ... SELECT): the rows and
+    the event details it writes are the ones the plan describes, quotes included, in
+    the plan's order, across whole and partial batches of the multi-row INSERT."""
+    config = parse_config({"provisioning": {"strategy": strategy}}, tmp_path)
+    odd = [
+        ("Q1", "it's", "2026-01-01T00:00:00Z"),
+        ("Q2", "''quoted'' 'twice'", ""),
+        ("Q3", "Ünïcødé 鍵 '", "2026-01-02T00:00:00Z"),
+        ("Q4", "nul\x00byte", ""),
+    ]
+    many = [f"N{i:04d}" for i in range(2 * _ENTRIES_PER_INSERT + 7)]
+    with StateStore.open(tmp_path / "data" / "keysync.db") as store:
+        one_run(store, config, "r1", at(1), {"A": ["K1", "K2"], "B": ["K1", "X1"]})
+        seq = store.audit_count()
+        data: dict[str, Rows] = {
+            "A": ["K1"],
+            "B": [("K1", "K1", ""), *odd],
+            "C": many,
+            "D": ["X1", "Q1"],
+        }
+        plan, _, _ = one_run(store, config, "r2", at(2), data, auto_approve=auto_approve)
+        assert plan.change_events and len(plan.new) > 2 * _ENTRIES_PER_INSERT
+        recorded = [row[:2] + row[3:] for row in store.audit_rows(after_seq=seq)]
+        assert recorded[:-1] == plan.events
+        assert recorded[-1][2] == "run.completed"
+        assert sorted(store.load_registry()) == sorted(
+            [*plan.changed.values(), *(plan.new_row(e) for e in plan.new.values())]
+            + [row for key, row in plan.existing.items() if key not in plan.changed]
+        )
 
 
 def test_manual_changes_check_every_key_first(store: StateStore, config: Config) -> None:
