@@ -549,8 +549,11 @@ class _Run:
             dry_run=options.dry_run,
         )
         # In a dry run nothing was recorded: show what would have been, after the real events.
-        planned = [(t, r, "", e, s, k, d) for t, r, e, s, k, d in plan.events]
-        _write_audit_log(writer, store, planned if options.dry_run else None)
+        # (Only then: building these rows costs ~0.17 s at 5 x 1M.)
+        planned = None
+        if options.dry_run:
+            planned = [(t, r, "", e, s, k, d) for t, r, e, s, k, d in plan.events]
+        _write_audit_log(writer, store, planned)
         pause_for_tests("publishing")
         result.reports = writer.publish()
         result.durations = {
