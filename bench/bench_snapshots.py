@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [SourceJob(s, config.source_path(s), config.sources[s]) for s in systems]
     started = time.perf_counter()
     Pipeline(config, jobs, index=index).run()
-    index.done_reading()
     print(f"read: {time.perf_counter() - started:.2f} s", flush=True)
     snapshots = Snapshots(config, "bench")
     for system in systems:

@@ -44,10 +44,11 @@ from keysync import logs
 from keysync.checkpoint import InputFingerprint, fingerprint, settings_hash
 from keysync.config import Config
 from keysync.messages import RejectedRow
+from keysync.stages.columns import TextColumn
 from keysync.stages.merger import KeyIndex, SourcePosition, SystemKeys
 from keysync.state import StateStore
 
-FORMAT_VERSION = 3  # 3: the rows and a hash of the file (2: the index; 1: the file and its lines)
+FORMAT_VERSION = 4  # 4: timestamps as one text (3: as a list; 2: the index; 1: per line)
 FOLDER = "snapshots"
 _CHUNK = 1 << 20
 
@@ -57,7 +58,9 @@ class IndexState(msgspec.Struct, array_like=True):
 
     row_keys: list[str]
     row_lines: bytes  # the array of lines, as bytes (machine order: snapshots stay local)
-    row_stamps: list[str]
+    stamp_width: int | None
+    stamp_text: str  # the TextColumn of timestamps: fixed-width cells
+    stamp_odd: dict[int, str]
     row_raws: dict[int, str]
     rejected: list[RejectedRow]
     rows_read: int
@@ -68,7 +71,9 @@ class IndexState(msgspec.Struct, array_like=True):
         return cls(
             keys.row_keys,
             keys.row_lines.tobytes(),
-            keys.row_stamps,
+            keys.row_stamps.width,
+            keys.row_stamps.text(),
+            keys.row_stamps.odd,
             keys.row_raws,
             keys.rejected,
             keys.rows_read,
@@ -81,7 +86,9 @@ class IndexState(msgspec.Struct, array_like=True):
             name=system,
             row_keys=self.row_keys,
             row_lines=array("q", self.row_lines),
-            row_stamps=self.row_stamps,
+            row_stamps=TextColumn(
+                self.stamp_width, self.stamp_text, self.stamp_odd, len(self.row_keys)
+            ),
             row_raws=self.row_raws,
             rejected=self.rejected,
             rows_read=self.rows_read,

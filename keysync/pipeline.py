@@ -285,12 +285,9 @@ class Pipeline:
         self.log = logs.get_logger(stage="pipeline")
 
     def run(self) -> PipelineResult:
-        try:
-            if self.config.processing.parallel:
-                return self._run_parallel()
-            return self._run_sequential()
-        finally:
-            self.index.done_reading()
+        if self.config.processing.parallel:
+            return self._run_parallel()
+        return self._run_sequential()
 
     # -- one process -----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from keysync.comparison import compare
 from keysync.messages import KeyBatch, RejectedRow
+from keysync.stages.columns import TextColumn
 from keysync.stages.merger import KeyIndex
 
 
@@ -121,3 +122,26 @@ def test_index_equals_first_row_wins_over_every_row(
     assert raw_forms == {key: raw for key, (raw, _) in first.items() if raw != key}
     assert a.repeats == {key: rows for key, rows in seen.items() if len(rows) > 1}
     assert a.rows_read == len(lines)
+
+
+@given(
+    batches=st.lists(
+        st.lists(st.sampled_from(["2026-10-02T12:00:00Z", "2026-10-02T12:00:00Z\x00", "", "x"])),
+        max_size=6,
+    ),
+    data=st.data(),
+)
+def test_text_column_gives_back_every_cell(batches: list[list[str]], data: st.DataObject) -> None:
+    """Fixed-width cells, odd widths and empty batches read back exactly, one by one or many."""
+    column = TextColumn()
+    cells: list[str] = []
+    for batch in batches:
+        column.extend(batch)
+        cells.extend(batch)
+        assert len(column) == len(cells)
+    assert [column[row] for row in range(len(cells))] == cells
+    rows = data.draw(st.lists(st.integers(0, len(cells) - 1))) if cells else []
+    assert list(column.at(rows)) == [cells[row] for row in rows]
+    copy = TextColumn(column.width, column.text(), dict(column.odd), len(column))  # a snapshot's
+    copy.extend(["late", ""])
+    assert [copy[row] for row in range(len(copy))] == [*cells, "late", ""]

@@ -23,6 +23,7 @@ from itertools import compress, islice
 from operator import itemgetter, ne
 
 from keysync.messages import KeyBatch, RejectedRow
+from keysync.stages.columns import TextColumn
 
 _index, _raw = itemgetter(0), itemgetter(1)
 
@@ -41,16 +42,17 @@ class SystemKeys:
     """One system's usable rows in file order, and the key index built from them.
 
     ``row_keys``, ``row_lines`` and ``row_stamps`` are aligned, one entry per
-    usable row (lines in an array: a list would hold an int object per row, ~32 MB
-    more per million); ``row_raws`` maps a row number to its raw key where that
-    differs from the normalized one. A key's first row decides its line, timestamp
-    and raw form ("first row wins"); every occurrence of a repeated key is kept.
+    usable row (lines in an array, timestamps in a ``TextColumn``: as lists they
+    would hold an object per row, ~100 MB more per million); ``row_raws`` maps a
+    row number to its raw key where that differs from the normalized one. A key's
+    first row decides its line, timestamp and raw form ("first row wins"); every
+    occurrence of a repeated key is kept.
     """
 
     name: str
     row_keys: list[str] = field(default_factory=list)
     row_lines: array[int] = field(default_factory=lambda: array("q"))  # 8 bytes a row
-    row_stamps: list[str] = field(default_factory=list)
+    row_stamps: TextColumn = field(default_factory=TextColumn)
     row_raws: dict[int, str] = field(default_factory=dict)
     rejected: list[RejectedRow] = field(default_factory=list)
     rows_read: int = 0
@@ -162,8 +164,8 @@ class SystemKeys:
     def lines_at(self, rows: Iterable[int]) -> Iterator[int]:
         return map(self.row_lines.__getitem__, rows)
 
-    def stamps_at(self, rows: Iterable[int]) -> Iterator[str]:
-        return map(self.row_stamps.__getitem__, rows)
+    def stamps_at(self, rows: list[int]) -> Iterator[str]:
+        return self.row_stamps.at(rows)
 
     def raws_at(self, rows: Iterable[int], keys: Iterable[str]) -> Iterator[str]:
         """The raw key of each row, where ``keys`` holds the row's key."""
@@ -171,18 +173,17 @@ class SystemKeys:
 
 
 class KeyIndex:
-    """The merged key index of every system, fed batch by batch in source order."""
+    """The merged key index of every system, fed batch by batch in source order.
+
+    Each system keeps its own key strings. Sharing one string object per distinct key
+    between systems saved ~45 MB per million rows but cost the parent ~0.6 µs a row,
+    the largest single item of the serial read (docs/performance.md, "Session 3");
+    keeping timestamps as one text per system (``TextColumn``) saves more than that.
+    """
 
     def __init__(self, systems: Iterable[str]) -> None:
         self.systems: dict[str, SystemKeys] = {name: SystemKeys(name) for name in systems}
         self._waiting: dict[str, dict[int, KeyBatch]] = {name: {} for name in self.systems}
-        # Most keys are held by several systems: while reading, every system's rows use
-        # one string object per distinct key (~50 MB less per million rows; see
-        # docs/performance.md). ``done_reading`` drops this table.
-        self._shared: dict[str, str] | None = {}
-        # Rows restored from a checkpoint skip that table, to get a resumed run reading
-        # again sooner (docs/performance.md, "Resume"); ``finish`` maps them through it.
-        self._restored_rows: dict[str, int] = {}
 
     def add(self, batch: KeyBatch) -> list[KeyBatch]:
         """Accept a batch in any order; apply it and any waiting successors. Returns the applied."""
@@ -190,34 +191,25 @@ class KeyIndex:
         waiting = self._waiting[batch.system]
         waiting[batch.seq] = batch
         applied = []
-        shared = self._shared
         while system.position.seq in waiting:
             ready = waiting.pop(system.position.seq)
-            if shared is not None and ready.keys:
-                ready.keys = list(map(shared.setdefault, ready.keys, ready.keys))  # in C
             system.apply(ready)
             applied.append(ready)
         return applied
 
     def restore(self, batch: KeyBatch) -> None:
-        """Apply a batch replayed from a checkpoint (in ``seq`` order) as it was stored."""
-        system = self.systems[batch.system]
-        system.apply(batch, index=False)
-        self._restored_rows[batch.system] = len(system.row_keys)
+        """Apply a batch replayed from a checkpoint (stored in ``seq`` order), rows only.
+
+        The index of restored rows is built when the source finishes, so that a resumed
+        run is reading again sooner (docs/performance.md, "Resume").
+        """
+        self.systems[batch.system].apply(batch, index=False)
 
     def finish(self, system: str) -> SystemKeys:
-        """``system`` has all its rows: share its restored keys' strings, build its index."""
+        """``system`` has all its rows: complete its index now."""
         keys = self.systems[system]
-        restored = self._restored_rows.pop(system, 0)
-        if restored and self._shared is not None:
-            head = keys.row_keys[:restored]
-            keys.row_keys[:restored] = map(self._shared.setdefault, head, head)
         keys.keys()
         return keys
-
-    def done_reading(self) -> None:
-        """Drop the table of shared key strings (batches added later still work)."""
-        self._shared = None
 
     def __getitem__(self, system: str) -> SystemKeys:
         return self.systems[system]
