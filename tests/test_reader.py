@@ -66,6 +66,16 @@ def test_every_error_type_on_its_physical_line(tmp_path: Path) -> None:
     assert rows_read == 10
 
 
+def test_cell_count_messages_say_how_many_cells(tmp_path: Path) -> None:
+    data = b"key,name,last_seen_at\nCUST-1\nCUST-2,a\nCUST-3,a,b,c\n"
+    *_, batches = read_all(write(tmp_path, data))
+    assert [(r.line, r.message) for b in batches for r in b.rejected] == [
+        (2, "1 cell, the header has 3"),
+        (3, "2 cells, the header has 3"),
+        (4, "4 cells, the header has 3"),
+    ]
+
+
 def test_batches_tile_the_file_exactly(tmp_path: Path) -> None:
     lines = [f"K{i},n,t" for i in range(2500)]
     path = write(tmp_path, ("key,name,last_seen_at\n" + "\n".join(lines) + "\n").encode())

@@ -272,13 +272,8 @@ class _RecordParser:
             cells = text.rstrip("\r").split(self.delimiter)
         if len(cells) != self.ncols:
             kind = "extra-cell" if len(cells) > self.ncols else "missing-cell"
-            self._reject(
-                rejected,
-                line_no,
-                kind,
-                f"{len(cells)} cells, the header has {self.ncols}",
-                text,
-            )
+            found = "1 cell" if len(cells) == 1 else f"{len(cells)} cells"
+            self._reject(rejected, line_no, kind, f"{found}, the header has {self.ncols}", text)
             return used
         keys.append(cells[self.key_index])
         stamps.append(cells[self.ts_index] if self.ts_index is not None else "")
