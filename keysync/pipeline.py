@@ -201,7 +201,8 @@ def reader_main(
         log.warning("source.stalling", reason="simulation.failures.simulate_timeout")
         while _parent_alive():
             time.sleep(0.5)
-        _abandon(raw_queue)
+        if raw_queue is not None:
+            _abandon(raw_queue)
         return
     try:
         header = read_header(job.system, job.path, job.source)
@@ -377,7 +378,9 @@ class Pipeline:
         # (docs/performance.md). An explicit number starts that many normalizer workers.
         workers = processing.workers or 0
         normalize = None if workers else (self.config.normalize, processing.max_key_length)
-        raw_queue = context.Queue(maxsize=max(workers, 1) * 4)
+        # Only normalizer workers need a queue (its semaphores would otherwise be reported
+        # "leaked" by multiprocessing when a second Ctrl-C ends the run at once).
+        raw_queue = context.Queue(maxsize=workers * 4) if workers else None
         # One pipe per child; the parent keeps the reading ends (see the module docstring).
         pipes = {job.system: context.Pipe(duplex=False) for job in self.jobs}
         pipes.update({f"normalizer-{n}": context.Pipe(duplex=False) for n in range(workers)})
@@ -434,18 +437,20 @@ class Pipeline:
                     process.terminate()
             raise
         finally:
-            for _ in normalizers:
-                try:
-                    raw_queue.put(None, timeout=1.0)
-                except queue.Full:
-                    break
+            if raw_queue is not None:  # one stop message for each normalizer worker
+                for _ in normalizers:
+                    try:
+                        raw_queue.put(None, timeout=1.0)
+                    except queue.Full:
+                        break
             for process in [*readers.values(), *normalizers]:
                 process.join(timeout=5)
                 if process.is_alive():
                     process.kill()
             # The children are gone: nothing left in this queue needs delivering, and
             # waiting at exit to flush it into a pipe nobody reads would hang forever.
-            _abandon(raw_queue)
+            if raw_queue is not None:
+                _abandon(raw_queue)
             for receiving in inboxes:
                 receiving.close()
             relay.stop()
