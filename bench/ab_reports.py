@@ -30,15 +30,13 @@ from types import ModuleType
 from typing import Any
 
 from ab_stages import load
+from common import begin_fresh_run, read_index
 
 from keysync.comparison import compare
 from keysync.config import load_config
 from keysync.history import plan_history
-from keysync.pipeline import Pipeline, SourceJob
-from keysync.runner import iso, new_run_id, utc_now
+from keysync.runner import iso
 from keysync.stages import provisioner, reporter
-from keysync.stages.merger import KeyIndex
-from keysync.state import DB_NAME, StateStore
 
 
 def write_all(
@@ -101,16 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     old_reporter = load(args.baseline, "stages.reporter")
     old_provisioner = load(args.baseline, "stages.provisioner")
     config = load_config(args.config)
-    systems = list(config.sources)
-    index = KeyIndex(systems)
-    jobs = [SourceJob(s, config.source_path(s), config.sources[s]) for s in systems]
-    result = Pipeline(config, jobs, index=index).run()
+    result = read_index(config)
+    index = result.index
     work = Path(tempfile.mkdtemp(prefix="keysync-ab-reports-"))
     try:
-        store = StateStore.open(work / DB_NAME)
-        now = utc_now()
-        run_id = new_run_id(now)
-        store.begin_run(run_id, now, "full", {}, dry_run=args.dry_run)
+        store, run_id, now = begin_fresh_run(work, dry_run=args.dry_run)
         comparison = compare(index, config.authority, result.unavailable)
         plan = provisioner.plan_provisioning(
             store, config, comparison, run_id=run_id, now=now, dry_run=args.dry_run

@@ -20,11 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import read_index
+
 from keysync.checkpoint import CheckpointWriter
 from keysync.config import Config, load_config
 from keysync.messages import KeyBatch
-from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
-from keysync.stages.merger import KeyIndex
+from keysync.pipeline import PipelineObserver
 
 
 class _Checkpointing(PipelineObserver):
@@ -36,18 +37,16 @@ class _Checkpointing(PipelineObserver):
 
 
 def read(config: Config, checkpoints: bool) -> float:
-    systems = list(config.sources)
-    jobs = [SourceJob(s, config.source_path(s), config.sources[s]) for s in systems]
     folder = Path(tempfile.mkdtemp(prefix="keysync-ckpt-"))
     started = time.perf_counter()
     try:
         if checkpoints:
             writer = CheckpointWriter(folder, None, config.processing.checkpoint_interval)
-            Pipeline(config, jobs, index=KeyIndex(systems), observer=_Checkpointing(writer)).run()
+            read_index(config, _Checkpointing(writer))
             writer.flush()
             writer.close()
         else:
-            Pipeline(config, jobs, index=KeyIndex(systems)).run()
+            read_index(config)
         return time.perf_counter() - started
     finally:
         shutil.rmtree(folder, ignore_errors=True)

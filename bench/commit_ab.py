@@ -37,27 +37,19 @@ from typing import Any
 
 def plan(args: argparse.Namespace) -> int:
     """Read the sources, compare and plan a first run; pickle what ``commit_run`` takes."""
+    from common import begin_fresh_run, read_index
+
     from keysync.comparison import compare
     from keysync.config import load_config
     from keysync.history import plan_history
-    from keysync.pipeline import Pipeline, SourceJob
-    from keysync.runner import new_run_id, utc_now
-    from keysync.stages.merger import KeyIndex
     from keysync.stages.provisioner import plan_provisioning
-    from keysync.state import DB_NAME, StateStore
 
     config = load_config(args.config)
-    systems = list(config.sources)
-    index = KeyIndex(systems)
-    jobs = [SourceJob(s, config.source_path(s), config.sources[s]) for s in systems]
-    result = Pipeline(config, jobs, index=index).run()
+    result = read_index(config)
     work = Path(tempfile.mkdtemp(prefix="commit-ab-"))
     try:
-        store = StateStore.open(work / DB_NAME)
-        now = utc_now()
-        run_id = new_run_id(now)
-        store.begin_run(run_id, now, "full", {}, dry_run=False)
-        comparison = compare(index, config.authority, result.unavailable)
+        store, run_id, now = begin_fresh_run(work)
+        comparison = compare(result.index, config.authority, result.unavailable)
         provisioning = plan_provisioning(
             store,
             config,

@@ -25,15 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common import begin_fresh_run, read_index
+
 from keysync.comparison import compare
 from keysync.config import load_config
 from keysync.history import plan_history
-from keysync.pipeline import Pipeline, SourceJob
-from keysync.runner import _write_audit_log, iso, new_run_id, utc_now
+from keysync.runner import _write_audit_log, iso, utc_now
 from keysync.stages.merger import KeyIndex
 from keysync.stages.provisioner import plan_provisioning
 from keysync.stages.reporter import ReportWriter, write_reconciliation_reports
-from keysync.state import DB_NAME, StateStore
 
 T = TypeVar("T")
 
@@ -70,10 +70,7 @@ def later_phases(config: Any, index: KeyIndex, unavailable: dict[str, str]) -> d
     timings: dict[str, float] = {}
     work = Path(tempfile.mkdtemp(prefix="keysync-phases-"))
     try:
-        store = StateStore.open(work / DB_NAME)
-        now = utc_now()
-        run_id = new_run_id(now)
-        store.begin_run(run_id, now, "full", {}, dry_run=False)
+        store, run_id, now = begin_fresh_run(work)
         comparison = timed(
             "compare", timings, lambda: compare(index, config.authority, unavailable)
         )
@@ -132,10 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     PROFILE.update(args.profile)
     config = load_config(args.config)
     systems = list(config.sources)
-    index = KeyIndex(systems)
-    jobs = [SourceJob(s, config.source_path(s), config.sources[s]) for s in systems]
     started = time.perf_counter()
-    result = Pipeline(config, jobs, index=index).run()
+    result = read_index(config)
+    index = result.index
     read_s = time.perf_counter() - started
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(
