@@ -49,7 +49,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import groupby
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -59,6 +60,7 @@ from keysync.state import AUDIT_COLUMNS, StateStore
 NAME = "audit_log.csv"
 DESCRIPTION = "every run and registry decision of all runs, by timestamp and seq"
 RISKY = (4, 5, 6)  # system, key, detail: text that can come from the inputs
+NUMBERS = (2,)  # seq, given as text (``StateStore.audit_rows(seq_as_text=True)``)
 LINK = "audit_log.last.csv"
 RECORD = "audit_log.last.json"
 FORMAT = 1
@@ -81,6 +83,21 @@ _PROBE: tuple[tuple[Any, ...], ...] = (
 )
 
 
+def render_rows(
+    report: ReportFile, recorded: Iterable[Sequence[Any]], planned: Sequence[Sequence[Any]] = ()
+) -> None:
+    """Rows as ``audit_log.csv`` holds them: recorded events, then a dry run's planned ones.
+
+    Recorded events come with their ``seq`` as text
+    (``StateStore.audit_rows(seq_as_text=True)``): a row of text only takes the
+    reporter's fast path, and the ``seq`` is written as the number it is. A planned
+    event has no ``seq`` (an empty cell, quoted like any text where quoting applies).
+    """
+    report.rows(recorded, risky=RISKY, numbers=NUMBERS)
+    if planned:
+        report.rows(planned, risky=RISKY)
+
+
 @functools.cache
 def rendering_fingerprint() -> str | None:
     """SHA-256 of the probe rows as ``ReportWriter``/``ReportFile`` write them now.
@@ -94,7 +111,11 @@ def rendering_fingerprint() -> str | None:
             report = writer.open(
                 NAME, AUDIT_COLUMNS, row_count=len(_PROBE), description=DESCRIPTION
             )
-            report.rows(_PROBE, risky=RISKY)
+            for recorded, rows in groupby(_PROBE, lambda row: isinstance(row[2], int)):
+                if recorded:
+                    render_rows(report, [(*row[:2], str(row[2]), *row[3:]) for row in rows])
+                else:
+                    render_rows(report, (), list(rows))
             report.handle.close()  # flushed; a probe needs no fsync
             return hashlib.sha256(report.path.read_bytes()).hexdigest()
     except OSError:

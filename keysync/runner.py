@@ -9,7 +9,6 @@ reports. A kill at any point before the commit leaves the state as it was.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import secrets
 import signal
@@ -240,8 +239,9 @@ def _write_audit_log(
         description=audit_report.DESCRIPTION,
     )
     log.copy_previous(report)
-    recorded = store.audit_rows(after_seq=log.after_seq)
-    report.rows(itertools.chain(recorded, planned), risky=audit_report.RISKY)
+    audit_report.render_rows(
+        report, store.audit_rows(after_seq=log.after_seq, seq_as_text=True), planned
+    )
     report.close()
     log.finish(report, planned=planned)
 

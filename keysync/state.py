@@ -807,16 +807,20 @@ class StateStore:
         return "timestamp, seq" if self._has_audit_index() else "seq"
 
     def audit_rows(
-        self, run_id: str | None = None, *, after_seq: int | None = None
+        self, run_id: str | None = None, *, after_seq: int | None = None, seq_as_text: bool = False
     ) -> Iterator[tuple[Any, ...]]:
         """Rows of ``audit_log.csv`` (``AUDIT_COLUMNS``), by timestamp then seq.
 
         ``after_seq``: only the events recorded after the event with that ``seq``
         (``keysync.audit_report`` appends them to the previous file), read by a
         ``seq`` range and, if the order index exists, sorted in a temporary b-tree:
-        the cost follows those events, not the whole trail.
+        the cost follows those events, not the whole trail. ``seq_as_text``: the
+        ``seq`` as ``str`` (SQLite formats it), so that a row is all text and takes
+        the reporter's fast path (``ReportFile.rows`` with ``numbers``).
         """
-        columns = ", ".join(AUDIT_COLUMNS)
+        columns = ", ".join(
+            "CAST(seq AS TEXT)" if seq_as_text and c == "seq" else c for c in AUDIT_COLUMNS
+        )
         if after_seq is not None:
             cursor = self._db.execute(
                 f"SELECT {columns} FROM audit_events NOT INDEXED WHERE seq > ?"
