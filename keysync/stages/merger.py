@@ -3,11 +3,13 @@
 The parent's work per batch is the serial part of the pipeline, and replaying a
 checkpoint repeats it, so it is kept to C calls over whole lists: a batch's
 keys, lines and timestamps are appended, and its keys go into a hash map from
-key to row with one ``dict.update`` ("last row wins"). When a system is first
-asked for its keys (after its last batch), one more pass gives every repeated
-key its first row back and lists its occurrences; only those keys cost a
-Python step. Lines, timestamps and raw forms are looked up through a key's
-first row, and only for the keys that end up in a report.
+key to row with one ``dict.update`` ("last row wins"); one intersection with the
+index finds the keys that had a row before, which get it back ("first row
+wins"). Only rows whose key occurs more than once cost a Python step, to list
+the occurrences. Rows appended without indexing (a checkpoint replay) are
+indexed in one pass when the index is next used. Lines, timestamps and raw
+forms are looked up through a key's first row, and only for the keys that end
+up in a report.
 
 Batches of one source are applied strictly in ``seq`` order (early arrivals
 wait), so the rows always equal "every row of source S before offset O_S": a
@@ -17,6 +19,7 @@ consistent cut that a checkpoint can store.
 from __future__ import annotations
 
 from array import array
+from collections import Counter
 from collections.abc import Iterable, Iterator, KeysView
 from dataclasses import dataclass, field
 from itertools import compress, islice
@@ -57,11 +60,11 @@ class SystemKeys:
     rejected: list[RejectedRow] = field(default_factory=list)
     rows_read: int = 0
     position: SourcePosition = field(default_factory=SourcePosition)
-    # The index, key -> row: updated batch by batch while ``_indexed`` covers every row
-    # (last row wins, in C); the first-row-wins repair runs when it is next used.
+    # The index, key -> first row, and the repeated keys: kept complete batch by batch
+    # while ``_indexed`` covers every row; rows appended without indexing (a checkpoint
+    # replay, a snapshot) are indexed in one pass when the index is next used.
     _first_row: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _indexed: int = field(default=0, repr=False, compare=False)
-    _complete: bool = field(default=False, repr=False, compare=False)
     _repeats: dict[str, list[tuple[int, str]]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -86,16 +89,49 @@ class SystemKeys:
             changes = batch.raw_changes
             self.row_raws.update(zip(map(base.__add__, map(_index, changes)), map(_raw, changes)))
         if index and self._indexed == base:
-            self._first_row.update(zip(batch.keys, range(base, len(self.row_keys))))
-            self._indexed = len(self.row_keys)
-        self._complete = False
+            self._index_batch(batch.keys, base)
+
+    def _index_batch(self, keys: list[str], base: int) -> None:
+        """Index one batch's rows (``base`` onwards), keeping first rows and repeats right.
+
+        The batch goes in with one ``dict.update`` (last row wins); what that got
+        wrong is put back at once: the keys with an earlier row (one C-speed
+        intersection with the index) get it back, and only rows whose key occurs
+        more than once take a Python step, to keep the first row and list every
+        occurrence. So the index is complete after every batch and no pass over the
+        whole source is left for its end.
+        """
+        first = self._first_row
+        before = len(first)
+        earlier = {key: first[key] for key in first.keys() & keys}
+        end = base + len(keys)
+        first.update(zip(keys, range(base, end)))
+        self._indexed = end
+        if not earlier and len(first) - before == len(keys):
+            return  # every key of the batch is new, and occurs once
+        first.update(earlier)
+        suspects = set(earlier)
+        if len(first) - before != len(keys) - len(earlier):  # a key occurs twice here
+            suspects.update(key for key, times in Counter(keys).items() if times > 1)
+        lines, raws, repeats = self.row_lines, self.row_raws, self._repeats
+        for row in compress(range(base, end), map(suspects.__contains__, keys)):
+            key = keys[row - base]
+            occurrences = repeats.get(key)
+            if occurrences is None:
+                start = earlier.get(key)
+                if start is None:  # the key's first row, in this batch
+                    first[key] = row
+                    repeats[key] = [(lines[row], raws.get(row, key))]
+                    continue
+                repeats[key] = occurrences = [(lines[start], raws.get(start, key))]
+            occurrences.append((lines[row], raws.get(row, key)))
 
     # -- the index ------------------------------------------------------------------
 
     @property
     def first_row(self) -> dict[str, int]:
         """Every distinct key -> the number of its first row, in order of first occurrence."""
-        if not self._complete:
+        if self._indexed < len(self.row_keys):
             self._complete_index()
         return self._first_row
 
@@ -109,9 +145,8 @@ class SystemKeys:
         """Index the rows not indexed yet, then give each repeated key its first row back."""
         keys, first = self.row_keys, self._first_row
         rows = len(keys)
-        if self._indexed < rows:
-            first.update(zip(islice(keys, self._indexed, None), range(self._indexed, rows)))
-            self._indexed = rows
+        first.update(zip(islice(keys, self._indexed, None), range(self._indexed, rows)))
+        self._indexed = rows
         repeats: dict[str, list[tuple[int, str]]] = {}
         if len(first) != rows:
             # A key whose row in the index is not this row has more than one row.
@@ -124,7 +159,7 @@ class SystemKeys:
                     first[key] = row
                     repeats[key] = occurrences = []
                 occurrences.append((lines[row], raws.get(row, key)))
-        self._repeats, self._complete = repeats, True
+        self._repeats = repeats
 
     def keys(self) -> KeysView[str]:
         return self.first_row.keys()
