@@ -12,9 +12,13 @@ round and in alternating order, whole processes:
   overrides (``--variant big-interval:processing.checkpoint_interval=1000000000``).
 
 Peak memory is summed over each command's whole process tree (``measure.py``).
-The machine is shared, so only same-run ratios mean much; the load average is
-printed with every round. Prints the median wall time of each contender and
-the ratio keysync / duckdb per round and overall (<= 1.0: keysync is faster).
+Sampling it costs CPU (~7 % of a keysync run's wall time on 2 cores), so the
+first ``--memory-rounds`` rounds (default 1) sample memory and the others only
+time: the medians and ratios come from the timed rounds alone (from every round
+if there are no others). The machine is shared, so only same-run ratios mean
+much; the load average is printed with every round. Prints the median wall time
+of each contender and the ratio keysync / duckdb per round and overall (<= 1.0:
+keysync is faster).
 
     pip install -e '.[bench]'
     python bench/compare_duckdb.py --keys 1000000 --rounds 3
@@ -148,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], help="NAME:key.path=value,...")
     parser.add_argument("--no-duckdb", action="store_true", help="time keysync contenders only")
     parser.add_argument("--duckdb-threads", type=int, default=None)
+    parser.add_argument(
+        "--memory-rounds", type=int, default=1, help="first rounds that sample memory"
+    )
     args = parser.parse_args(argv)
 
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="keysync-bench-"))
@@ -179,21 +186,31 @@ def main(argv: list[str] | None = None) -> int:
             for path in contender.fresh:
                 shutil.rmtree(path, ignore_errors=True)
             load = load_average()
-            result = run_measured(contender.command, env=contender.env, cwd=contender.cwd)
+            sampled = round_number < args.memory_rounds
+            result = run_measured(
+                contender.command, env=contender.env, cwd=contender.cwd, sample=sampled
+            )
             contender.results.append(result)
+            sampled_figures = (
+                f"peak RSS {result.peak_rss_mib:6.0f} MiB  PSS {result.peak_pss_mib:6.0f} MiB  "
+                f"CPU {result.cpu_s:5.1f} s  ({result.peak_processes} procs, "
+                if sampled
+                else "timed only, no sampling  ("
+            )
             print(
                 f"round {round_number + 1} {contender.name:>12}: {result.wall_s:7.2f} s  "
-                f"peak RSS {result.peak_rss_mib:6.0f} MiB  PSS {result.peak_pss_mib:6.0f} MiB  "
-                f"CPU {result.cpu_s:5.1f} s  "
-                f"({result.peak_processes} procs, load {load})",
+                f"{sampled_figures}load {load})",
                 flush=True,
             )
+    timed = slice(args.memory_rounds, None) if args.rounds > args.memory_rounds else slice(None)
+    counted = len(range(args.rounds)[timed])
     print()
-    print(f"5 x {args.keys:,} keys, {args.rounds} rounds, medians:")
+    print(f"5 x {args.keys:,} keys, {args.rounds} rounds, medians of the {counted} timed:")
     for contender in contenders:
-        walls = [r.wall_s for r in contender.results]
-        pss = max(r.peak_pss_mib for r in contender.results)
-        rss = max(r.peak_rss_mib for r in contender.results)
+        walls = [r.wall_s for r in contender.results[timed]]
+        sampled_results = contender.results[: args.memory_rounds] or contender.results
+        pss = max(r.peak_pss_mib for r in sampled_results)
+        rss = max(r.peak_rss_mib for r in sampled_results)
         print(
             f"  {contender.name:>12}: {statistics.median(walls):7.2f} s "
             f"(min {min(walls):.2f}, max {max(walls):.2f}), "
@@ -201,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     base = contenders[0]
     for other in contenders[1:]:
-        ratios = [a.wall_s / b.wall_s for a, b in zip(base.results, other.results)]
+        ratios = [a.wall_s / b.wall_s for a, b in zip(base.results[timed], other.results[timed])]
         print(
             f"  ratio keysync / {other.name}: median {statistics.median(ratios):.2f} "
             f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})"
