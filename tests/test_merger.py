@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from unittest.mock import patch
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from keysync.comparison import compare
 from keysync.messages import KeyBatch, RejectedRow
+from keysync.stages import columns
 from keysync.stages.columns import TextColumn
 from keysync.stages.merger import KeyIndex
 
@@ -145,3 +147,34 @@ def test_text_column_gives_back_every_cell(batches: list[list[str]], data: st.Da
     copy = TextColumn(column.width, column.text(), dict(column.odd), len(column))  # a snapshot's
     copy.extend(["late", ""])
     assert [copy[row] for row in range(len(copy))] == [*cells, "late", ""]
+
+
+def test_a_column_widens_once_longer_cells_become_common() -> None:
+    """An export that switches to fractional seconds: the column widens, nothing stays aside."""
+    column = TextColumn()
+    cells = ["2026-10-02T12:00:00Z"] * 1_000 + ["2026-10-02"] * 10  # shorter ones: padded
+    cells += [f"2026-10-02T12:00:{i % 60:02d}.{i % 1000:03d}Z" for i in range(5_000)]
+    cells += ["x" * 100, ""]  # too long to widen for: stays aside
+    for start in range(0, len(cells), 1_000):
+        column.extend(cells[start : start + 1_000])
+    assert column.width == 24
+    assert column.odd == {len(cells) - 2: "x" * 100}
+    assert [column[row] for row in range(len(cells))] == cells
+    assert list(column.at(list(range(len(cells))))) == cells
+    copy = TextColumn(column.width, column.text(), dict(column.odd), len(column))
+    copy.extend(["2026-10-02T12:00:00.5Z"])
+    assert copy[len(cells)] == "2026-10-02T12:00:00.5Z" and not copy.odd.keys() - column.odd.keys()
+
+
+@given(batches=st.lists(st.lists(st.text(st.characters(blacklist_characters="\x00"), max_size=70))))
+def test_text_column_reads_back_whatever_widens_it(batches: list[list[str]]) -> None:
+    """With a tiny widening threshold, any mix of lengths still reads back exactly."""
+    with patch.object(columns, "_WIDEN_AT", 2):
+        column = TextColumn()
+        cells: list[str] = []
+        for batch in batches:
+            column.extend(batch)
+            cells.extend(batch)
+        assert [column[row] for row in range(len(cells))] == cells
+        assert list(column.at(list(range(len(cells))))) == cells
+        assert all(len(cell) > (column.width or 0) for cell in column.odd.values())

@@ -3,10 +3,12 @@
 A million timestamps as separate ``str`` objects take ~70 MB and as many
 allocations; as one string of 20-character cells they take 20 MB, and a batch
 is appended with one ``join``. The width is the commonest of the first
-non-empty cells. Empty cells cost nothing more: they are stored as padding,
-NUL characters, which a cell never holds (the reader rejects rows with NUL
-bytes). Cells of another width (a corrupt or differently written value) are
-kept aside by row and win on lookup. Lookups of many rows run in C (``at``).
+non-empty cells. Shorter and empty cells are padded with NUL characters, which
+a cell never holds (the reader rejects rows with NUL bytes). Longer cells (a
+corrupt or differently written value) are kept aside by row and win on lookup;
+should they become common (an export that switches to fractional seconds after
+its first rows), the column is widened once to hold them, so that a million
+cells never end up in the side table. Lookups of many rows run in C (``at``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Iterator
 from itertools import compress, repeat
 
 _PAD = "\x00"
+_MAX_WIDTH = 64  # a longer cell never widens the column: it stays aside
+_WIDEN_AT = 1024  # cells aside before widening is tried (then: once they double)
 
 
 class TextColumn:
@@ -34,6 +38,7 @@ class TextColumn:
         self._text = text
         self._parts: list[str] = []  # appended since ``_text`` was last joined
         self._rows = rows
+        self._widen_at = _WIDEN_AT
 
     def __len__(self) -> int:
         return self._rows
@@ -50,19 +55,37 @@ class TextColumn:
             self.width = widths.most_common(1)[0][0]
             self._parts.append(_PAD * (self.width * self._rows))  # the empty rows so far
         width = self.width
-        odd_at = list(compress(range(len(cells)), map(width.__ne__, map(len, cells))))
-        if odd_at:
+        other = list(compress(range(len(cells)), map(width.__ne__, map(len, cells))))
+        if other:  # a Python step for these only
             cells = cells.copy()  # the caller's list may still be needed (a checkpoint)
-            pad = _PAD * width
-            for i in odd_at:
-                if cells[i]:
-                    self.odd[self._rows + i] = cells[i]
-                cells[i] = pad
+            for i in other:
+                cell = cells[i]
+                if len(cell) > width:
+                    self.odd[self._rows + i] = cell
+                    cell = ""
+                cells[i] = cell.ljust(width, _PAD)
         self._parts.append("".join(cells))
         self._rows += len(cells)
+        if len(self.odd) > self._widen_at:
+            self._widen()
+
+    def _widen(self) -> None:
+        """Widen the column to the longest cell kept aside (up to ``_MAX_WIDTH``): one pass."""
+        fitting = [len(cell) for cell in self.odd.values() if len(cell) <= _MAX_WIDTH]
+        if fitting and self.width is not None:
+            width, wider = self.width, max(fitting)
+            text, ends = self.text(), range(width, width * self._rows + 1, width)
+            cells = list(map(text.__getitem__, map(slice, range(0, len(text), width), ends)))
+            for row, cell in list(self.odd.items()):
+                if len(cell) <= wider:
+                    cells[row] = cell
+                    del self.odd[row]
+            self._text = "".join(map(str.ljust, cells, repeat(wider), repeat(_PAD)))
+            self.width = wider
+        self._widen_at = max(_WIDEN_AT, 2 * len(self.odd))  # cells that still do not fit
 
     def text(self) -> str:
-        """Every row's cell, ``width`` characters each (empty and odd cells as padding)."""
+        """Every row's cell, ``width`` characters each (padded; cells kept aside as padding)."""
         if self._parts:
             self._text = "".join([self._text, *self._parts])
             self._parts = []
