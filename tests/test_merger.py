@@ -166,6 +166,17 @@ def test_a_column_widens_once_longer_cells_become_common() -> None:
     assert copy[len(cells)] == "2026-10-02T12:00:00.5Z" and not copy.odd.keys() - column.odd.keys()
 
 
+def test_a_few_longer_cells_stay_aside_without_widening_the_column() -> None:
+    column = TextColumn()
+    cells = ["2026-10-02T12:00:00Z"] * 100_000
+    for row in range(0, len(cells), 50):  # 2 % of the cells, 2,000 of them
+        cells[row] = "2026-10-02T12:00:00.123Z"
+    for start in range(0, len(cells), 1_000):
+        column.extend(cells[start : start + 1_000])
+    assert column.width == 20 and len(column.odd) == 2_000
+    assert list(column.at(list(range(len(cells))))) == cells
+
+
 @given(batches=st.lists(st.lists(st.text(st.characters(blacklist_characters="\x00"), max_size=70))))
 def test_text_column_reads_back_whatever_widens_it(batches: list[list[str]]) -> None:
     """With a tiny widening threshold, any mix of lengths still reads back exactly."""

@@ -19,7 +19,7 @@ from itertools import compress, repeat
 
 _PAD = "\x00"
 _MAX_WIDTH = 64  # a longer cell never widens the column: it stays aside
-_WIDEN_AT = 1024  # cells aside before widening is tried (then: once they double)
+_WIDEN_AT = 1024  # cells aside (and an eighth of the rows) before widening is tried
 
 
 class TextColumn:
@@ -66,7 +66,7 @@ class TextColumn:
                 cells[i] = cell.ljust(width, _PAD)
         self._parts.append("".join(cells))
         self._rows += len(cells)
-        if len(self.odd) > self._widen_at:
+        if len(self.odd) > max(self._widen_at, self._rows >> 3):  # many, and common
             self._widen()
 
     def _widen(self) -> None:
