@@ -191,26 +191,29 @@ def main(argv: list[str] | None = None) -> int:
                 contender.command, env=contender.env, cwd=contender.cwd, sample=sampled
             )
             contender.results.append(result)
-            sampled_figures = (
-                f"peak RSS {result.peak_rss_mib:6.0f} MiB  PSS {result.peak_pss_mib:6.0f} MiB  "
-                f"CPU {result.cpu_s:5.1f} s  ({result.peak_processes} procs, "
-                if sampled
-                else "timed only, no sampling  ("
-            )
+            if sampled:
+                detail = (
+                    f"peak RSS {result.peak_rss_mib:6.0f} MiB  PSS {result.peak_pss_mib:6.0f} MiB  "
+                    f"CPU {result.cpu_s:5.1f} s  ({result.peak_processes} procs, load {load})"
+                )
+            else:
+                detail = f"timed only, no sampling  (load {load})"
             print(
-                f"round {round_number + 1} {contender.name:>12}: {result.wall_s:7.2f} s  "
-                f"{sampled_figures}load {load})",
+                f"round {round_number + 1} {contender.name:>12}: {result.wall_s:7.2f} s  {detail}",
                 flush=True,
             )
-    timed = slice(args.memory_rounds, None) if args.rounds > args.memory_rounds else slice(None)
-    counted = len(range(args.rounds)[timed])
+    # Medians and ratios from the timed rounds; from every round if all were sampled.
+    first_timed = args.memory_rounds if args.rounds > args.memory_rounds else 0
     print()
-    print(f"5 x {args.keys:,} keys, {args.rounds} rounds, medians of the {counted} timed:")
+    print(
+        f"5 x {args.keys:,} keys, {args.rounds} rounds, "
+        f"medians of the {args.rounds - first_timed} timed:"
+    )
     for contender in contenders:
-        walls = [r.wall_s for r in contender.results[timed]]
-        sampled_results = contender.results[: args.memory_rounds] or contender.results
-        pss = max(r.peak_pss_mib for r in sampled_results)
-        rss = max(r.peak_rss_mib for r in sampled_results)
+        walls = [r.wall_s for r in contender.results[first_timed:]]
+        sampled_results = contender.results[: args.memory_rounds]
+        pss = max((r.peak_pss_mib for r in sampled_results), default=0.0)
+        rss = max((r.peak_rss_mib for r in sampled_results), default=0.0)
         print(
             f"  {contender.name:>12}: {statistics.median(walls):7.2f} s "
             f"(min {min(walls):.2f}, max {max(walls):.2f}), "
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     base = contenders[0]
     for other in contenders[1:]:
-        ratios = [a.wall_s / b.wall_s for a, b in zip(base.results[timed], other.results[timed])]
+        pairs = zip(base.results[first_timed:], other.results[first_timed:])
+        ratios = [a.wall_s / b.wall_s for a, b in pairs]
         print(
             f"  ratio keysync / {other.name}: median {statistics.median(ratios):.2f} "
             f"(per round: {', '.join(f'{r:.2f}' for r in ratios)})"
