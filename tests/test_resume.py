@@ -182,14 +182,20 @@ def test_kill_after_the_commit_publishes_the_reports(fresh: Path, reference: Pat
     assert registry_state(fresh)[0][1] == "Proposed"
 
 
-def test_ctrl_c_keeps_a_checkpoint_and_exits_130(fresh: Path, reference: Path) -> None:
+def run_paused_while_reading(fresh: Path, pause_s: int) -> subprocess.Popen[str]:
+    """A ``keysync run`` held ``pause_s`` seconds after 40,000 rows; returns once it is held."""
     process = subprocess.Popen(
         [*keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run")],
-        env=env_with(KEYSYNC_TEST_PAUSE_AT="reading:40000", KEYSYNC_TEST_PAUSE_S="2"),
+        env=env_with(KEYSYNC_TEST_PAUSE_AT="reading:40000", KEYSYNC_TEST_PAUSE_S=str(pause_s)),
         stderr=subprocess.PIPE,
         text=True,
     )
     wait_for_event(fresh / "data" / "logs" / "keysync.jsonl", "run.paused_for_tests")
+    return process
+
+
+def test_ctrl_c_keeps_a_checkpoint_and_exits_130(fresh: Path, reference: Path) -> None:
+    process = run_paused_while_reading(fresh, 2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
@@ -207,13 +213,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_exits_130(fresh: Path, reference: Path) -
 def test_a_second_ctrl_c_exits_at_once_with_one_line_and_can_be_resumed(
     fresh: Path, reference: Path
 ) -> None:
-    process = subprocess.Popen(
-        [*keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run")],
-        env=env_with(KEYSYNC_TEST_PAUSE_AT="reading:40000", KEYSYNC_TEST_PAUSE_S="60"),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for_event(fresh / "data" / "logs" / "keysync.jsonl", "run.paused_for_tests")
+    process = run_paused_while_reading(fresh, 60)
     process.send_signal(signal.SIGINT)  # stop at the next clean point (after the pause)
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)  # ... no: now
