@@ -1,14 +1,20 @@
 """The normalizer: turns a ``RawBatch`` into a ``KeyBatch`` with the compiled rules.
 
 Rejects rows whose raw key is over ``max_key_length`` (``too-long``) or whose
-key normalizes to nothing (``empty-key``). The common case, a batch with
-neither, is checked with two C-level passes and costs no per-row Python work.
+key normalizes to nothing (``empty-key``). Finding those rows, dropping them
+and listing the raw forms that changed are C-level passes over the batch
+(``compress``, ``map``, ``del``); only a rejected row costs a Python step. That
+matters because most batches hold one: the mock data's corrupted rows put a
+too-long or an empty key in three batches out of four, and a Python pass over
+every row of such a batch cost ~0.14 µs a row (docs/performance.md, "Session 5").
 """
 
 from __future__ import annotations
 
-from itertools import compress
-from operator import ne
+from collections.abc import Iterable
+from itertools import compress, count
+from operator import ne, not_
+from typing import Any
 
 from keysync.messages import KeyBatch, RawBatch, RejectedRow
 from keysync.normalization import KeyNormalizer
@@ -19,46 +25,37 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
     raws = batch.raw_keys
     lines, stamps = batch.lines, batch.timestamps
     rejected = list(batch.rejected)
-    too_long = bool(raws) and max(map(len, raws)) > max_key_length
+    too_long = _rows_where(map(max_key_length.__lt__, map(len, raws)))
     if too_long:
-        keep = [i for i, raw in enumerate(raws) if len(raw) <= max_key_length]
-        for i, raw in enumerate(raws):
-            if len(raw) > max_key_length:
-                rejected.append(
-                    RejectedRow(
-                        batch.system,
-                        lines[i],
-                        "too-long",
-                        f"key has {len(raw)} characters, the limit is {max_key_length} "
-                        "(processing.max_key_length)",
-                        raw[:200] + "…",
-                    )
-                )
-        raws = [raws[i] for i in keep]
-        lines = [lines[i] for i in keep]
-        stamps = [stamps[i] for i in keep]
+        rejected.extend(
+            RejectedRow(
+                batch.system,
+                lines[i],
+                "too-long",
+                f"key has {len(raws[i])} characters, the limit is {max_key_length} "
+                "(processing.max_key_length)",
+                raws[i][:200] + "…",
+            )
+            for i in too_long
+        )
+        raws, lines, stamps = _without(too_long, raws, lines, stamps)
     keys = normalizer.normalize_many(raws)
-    if not all(keys):
-        keep = [i for i, key in enumerate(keys) if key]
-        for i, key in enumerate(keys):
-            if not key:
-                rejected.append(
-                    RejectedRow(
-                        batch.system,
-                        lines[i],
-                        "empty-key",
-                        "the key normalizes to nothing (no letters or digits)",
-                        raws[i],
-                    )
-                )
-        keys = [keys[i] for i in keep]
-        raws = [raws[i] for i in keep]
-        lines = [lines[i] for i in keep]
-        stamps = [stamps[i] for i in keep]
-    if too_long or len(rejected) > len(batch.rejected):
+    empty = _rows_where(map(not_, keys))
+    if empty:
+        rejected.extend(
+            RejectedRow(
+                batch.system,
+                lines[i],
+                "empty-key",
+                "the key normalizes to nothing (no letters or digits)",
+                raws[i],
+            )
+            for i in empty
+        )
+        keys, raws, lines, stamps = _without(empty, keys, raws, lines, stamps)
+    if too_long or empty:
         rejected.sort(key=lambda row: row.line)
-    # Indices of rows whose key changed, found in C: compress(range, map(ne, ...)).
-    changed = compress(range(len(keys)), map(ne, raws, keys))
+    changed = _rows_where(map(ne, raws, keys))
     return KeyBatch(
         system=batch.system,
         seq=batch.seq,
@@ -67,9 +64,25 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
         first_line=batch.first_line,
         next_line=batch.next_line,
         keys=keys,
-        raw_changes=[(i, raws[i]) for i in changed],
+        raw_changes=list(zip(changed, map(raws.__getitem__, changed))),
         lines=lines,
         timestamps=stamps,
         rejected=rejected,
         rows_read=batch.rows_read,
     )
+
+
+def _rows_where(flags: Iterable[object]) -> list[int]:
+    """The positions of the true values in ``flags``, found in C."""
+    return list(compress(count(), flags))
+
+
+def _without(rows: list[int], *columns: list[Any]) -> list[list[Any]]:
+    """Copies of ``columns`` without the (ascending) ``rows``: a few ``del``s in a C array."""
+    kept = []
+    for column in columns:
+        column = column.copy()  # the batch's own lists stay as they were
+        for row in reversed(rows):
+            del column[row]
+        kept.append(column)
+    return kept
