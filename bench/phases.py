@@ -36,7 +36,7 @@ from keysync.history import plan_history
 from keysync.runner import _write_audit_log, iso, utc_now
 from keysync.stages.merger import KeyIndex
 from keysync.stages.provisioner import plan_provisioning
-from keysync.stages.reporter import ReportWriter, write_reconciliation_reports
+from keysync.stages.reporter import REGISTRY_RISKY, ReportWriter, write_reconciliation_reports
 from keysync.state import paused_gc
 
 T = TypeVar("T")
@@ -99,7 +99,7 @@ def later_phases(config: Any, index: KeyIndex, unavailable: dict[str, str]) -> d
         def registry_report() -> None:
             rows = list(plan.registry_rows())
             report = writer.open("master_key_registry.csv", plan.registry_columns(), row_count=0)
-            report.rows(rows, risky=(4, 5))
+            report.rows(rows, risky=REGISTRY_RISKY)
             report.close()
 
         timed("registry_report", timings, registry_report)

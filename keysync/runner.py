@@ -40,6 +40,7 @@ from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
 from keysync.stages.merger import KeyIndex
 from keysync.stages.provisioner import plan_provisioning
 from keysync.stages.reporter import (
+    REGISTRY_RISKY,
     SUMMARY_COLUMNS,
     ReportWriter,
     summary_rows,
@@ -529,7 +530,7 @@ class _Run:
             description="every master key after this run"
             + (" (dry run: shows what would change; nothing was saved)" if options.dry_run else ""),
         )
-        registry.rows(registry_rows, risky=(4, 5))
+        registry.rows(registry_rows, risky=REGISTRY_RISKY)
         registry.close()
         result = self._outcome(comparison)
         writer.write_json("summary.json", self._summary_json(result, now))

@@ -118,3 +118,126 @@ def test_same_inputs_give_same_rows_in_both_modes(tmp_path: Path) -> None:
         rows_one = data_rows(tmp_path / "one" / "output" / name)
         rows_two = data_rows(tmp_path / "two" / "output" / name)
         assert [r[:4] for r in rows_one] == [r[:4] for r in rows_two]
+
+
+# ----------------------------------------------- cells that readers must not misread
+
+STAMP = b"2026-11-01T00:00:00Z"
+REPORTS = [
+    "diff_missing_in_A.csv",
+    "diff_missing_from_system.csv",
+    "duplicates.csv",
+    "rejected_rows.csv",
+    "master_key_registry.csv",
+    "audit_log.csv",
+]
+
+
+def run_on(tmp_path: Path, a: bytes, b: bytes, settings: str = "") -> Path:
+    """Run keysync on A and B as given (bytes, as written); returns the output folder."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "A.csv").write_bytes(a)
+    (tmp_path / "in" / "B.csv").write_bytes(b)
+    config = tmp_path / "keysync-config.yaml"
+    config.write_text("sources:\n  A: {path: in/A.csv}\n  B: {path: in/B.csv}\n" + settings)
+    done = keysync(config, "run")
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "output"
+
+
+def records(path: Path) -> list[list[str]]:
+    """The data records of a report as a strict CSV reader sees them (no newline translation).
+
+    A bare carriage return outside quotes ends a record for ``csv`` (and pandas), so a
+    cell holding one unquoted shows up here as a record split in two.
+    """
+    text = path.read_bytes().decode("utf-8")
+    lines = text.split("\n")
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    return list(csv.reader(io.StringIO("\n".join(lines), newline="")))[1:]
+
+
+def unquoted_hashes(path: Path) -> list[int]:
+    """Offsets of each '#' outside quotes after the header block: where pandas'
+    ``comment="#"`` would cut a record."""
+    text = path.read_bytes().decode("utf-8")
+    start = 0
+    while text.startswith("#", start):
+        start = text.index("\n", start) + 1
+    found, quoted = [], False
+    for offset in range(start, len(text)):
+        char = text[offset]
+        if char == '"':
+            quoted = not quoted
+        elif char == "#" and not quoted:
+            found.append(offset)
+    return found
+
+
+def test_a_carriage_return_in_a_cell_stays_in_its_record(tmp_path: Path) -> None:
+    """A quoted CR in the input is quoted in every report (csv leaves it bare before 3.13)."""
+    out = run_on(
+        tmp_path,
+        b'key,name,last_seen_at\n"ab\rc",x,' + STAMP + b"\nA2,y," + STAMP + b"\n",
+        b'key,name,last_seen_at\nA2,x,2026-11-02T00:00:00Z\n"zz\ry",q,"2026-11\r03"\n',
+    )
+    assert [row[:4] for row in records(out / "diff_missing_from_system.csv")] == [
+        ["ABC", "B", "ab\rc", STAMP.decode()]
+    ]
+    assert records(out / "diff_missing_in_A.csv") == [
+        ["ZZY", "B", "zz\ry", "3", "2026-11\r03", "ZZY", "Proposed"]
+    ]
+    registry = records(out / "master_key_registry.csv")
+    assert [(row[0], row[4], row[8]) for row in registry] == [("ZZY", "zz\ry", "2026-11\r03")]
+    text = (out / "diff_missing_in_A.csv").read_bytes()
+    assert b'ZZY,B,"zz\ry",3,"2026-11\r03",ZZY,Proposed\n' in text
+
+
+def test_formula_timestamps_are_neutralized_in_the_registry(tmp_path: Path) -> None:
+    out = run_on(
+        tmp_path,
+        b"key,name,last_seen_at\nA1,x," + STAMP + b"\n",
+        b'key,name,last_seen_at\nB1,x,"=HYPERLINK(""http://x"",""y"")"\nB2,x,@SUM(1)\nB3,x,+1\n',
+    )
+    registry = records(out / "master_key_registry.csv")
+    assert [(row[0], row[8]) for row in registry] == [
+        ("B1", '\'=HYPERLINK("http://x","y")'),
+        ("B2", "'@SUM(1)"),
+        ("B3", "'+1"),
+    ]
+
+
+def test_keys_that_look_like_formulas_are_neutralized_in_every_report(tmp_path: Path) -> None:
+    """With strip_non_alnum off a normalized key may start with = + - @: no report cell may."""
+    out = run_on(
+        tmp_path,
+        b'key,name,last_seen_at\nA1,x,t\n"=1+2",x,t\n"=1+2",y,t\n',
+        b"key,name,last_seen_at\n@SUM(A1),x,t\n+5,x,t\n",
+        "normalize: {strip_non_alnum: false}\n",
+    )
+    cells = {name: [cell for row in records(out / name) for cell in row] for name in REPORTS}
+    for name, values in cells.items():
+        assert not [c for c in values if c.startswith(("=", "+", "-", "@"))], name
+    assert records(out / "duplicates.csv")[0][1:] == ["'=1+2", "2", "1", "false", "3;4"]
+    assert [row[0] for row in records(out / "diff_missing_in_A.csv")] == ["'+5", "'@SUM(A1)"]
+    assert [row[5] for row in records(out / "diff_missing_in_A.csv")] == ["'+5", "'@SUM(A1)"]
+    assert [row[0] for row in records(out / "master_key_registry.csv")] == ["'+5", "'@SUM(A1)"]
+    assert [row[0] for row in records(out / "diff_missing_from_system.csv")] == ["'=1+2", "A1"]
+
+
+def test_a_hash_in_a_normalized_key_is_quoted(tmp_path: Path) -> None:
+    """``collapse_delims: "#"`` puts '#' in keys: quoted, so comment="#" never cuts a row."""
+    out = run_on(
+        tmp_path,
+        b"key,name,last_seen_at\ncust 1,x," + STAMP + b"\ncust_1,y," + STAMP + b"\n",
+        b"key,name,last_seen_at\nprod 9,x," + STAMP + b"\n",
+        'normalize: {collapse_delims: "#"}\n',
+    )
+    for name in REPORTS:
+        assert unquoted_hashes(out / name) == [], name
+    assert records(out / "diff_missing_in_A.csv") == [
+        ["PROD#9", "B", "prod 9", "2", STAMP.decode(), "PROD#9", "Proposed"]
+    ]
+    assert records(out / "duplicates.csv") == [["A", "CUST#1", "2", "2", "true", "2;3"]]
+    assert b'"A","CUST#1",2,2,"true","2;3"\n' in (out / "duplicates.csv").read_bytes()

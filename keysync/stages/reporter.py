@@ -20,7 +20,7 @@ import shutil
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, count, islice, repeat
+from itertools import accumulate, chain, count, islice, repeat
 from operator import add, itemgetter
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +34,9 @@ from keysync.stages.merger import KeyIndex
 from keysync.state import paused_gc
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# master_key_registry.csv cells that can hold input text (or a key whose rules let
+# through any character): master_key, source_key, seen_in, last_seen_at.
+REGISTRY_RISKY = (0, 4, 5, 8)
 
 SUMMARY_COLUMNS = {
     "system": "system name; the authority comes first",
@@ -106,6 +109,22 @@ def _quote(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
+def _csv_cell(value: Any) -> str:
+    """A cell as ``csv.writer`` (QUOTE_MINIMAL) writes it, a carriage return quoted too."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return str(value)
+    return _quote(value) if _NEEDS_QUOTES.search(value) else value
+
+
+def _rows_with_cr(rows: Sequence[Sequence[Any]]) -> list[int]:
+    """Indices of the rows with a carriage return in a cell: one C-level scan, then per row."""
+    if "\r" not in "".join(map(str, chain.from_iterable(rows))):
+        return []
+    return [i for i, row in enumerate(rows) if any("\r" in str(cell) for cell in row)]
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -118,6 +137,7 @@ def _fsync_dir(path: Path) -> None:
 # start. It begins with a character class, which re scans for fast (no "^" tried everywhere).
 _NEEDS_CARE = re.compile("#|\x1f[=+\\-@\t\r]")
 _FORMULA_START = re.compile("[=+\\-@\t\r]")
+_NEEDS_QUOTES = re.compile('[,"\n\r]')
 _FIRST = itemgetter(slice(0, 1))
 _CHUNK = 10_000
 
@@ -262,7 +282,13 @@ class ReportFile:
         risky: Sequence[int],
         numbers: Sequence[int],
     ) -> None:
-        """A chunk with a cell for csv: the runs of rows between careful ones in one call each."""
+        """A chunk with a cell for csv: the runs of rows between careful ones in one call each.
+
+        Rows with a carriage return in a cell are careful too: ``csv`` quotes such a
+        cell only from Python 3.13 on (with ``lineterminator="\\n"``), and unquoted it
+        splits the row in two for every reader.
+        """
+        careful = sorted({*careful, *_rows_with_cr(chunk)})
         done = 0
         for i in careful:
             if i > done:
@@ -320,6 +346,8 @@ class ReportFile:
                 for i, c in enumerate(cells)
             )
             return line + "\n"
+        if any(isinstance(c, str) and "\r" in c for c in cells):
+            return ",".join(map(_csv_cell, cells)) + "\n"  # csv as Python 3.13 writes it
         text = _plain_text([cells]) if self._joins_like_csv() else None
         if text is not None:
             return text
@@ -497,7 +525,7 @@ def _write_reconciliation_reports(
         row_count=len(rows),
         totals=_per_system(comparison.missing_in_a),
         description=f"keys held by a peer but not by the authority {authority} (out-of-authority)",
-        risky=(2, 4),
+        risky=(0, 2, 4, 5),
         numbers=(3,),
     )
     rows = _gap_rows(comparison, history)
@@ -508,16 +536,18 @@ def _write_reconciliation_reports(
         row_count=len(rows),
         totals=_per_system(comparison.gaps),
         description=f"keys held by the authority {authority} but not by a peer (propagation gaps)",
-        risky=(2, 3),
+        risky=(0, 2, 3),
     )
     rows = _duplicate_rows(index, available)
     write(
         "duplicates.csv",
         DUPLICATES_COLUMNS,
-        rows,  # normalized keys and numbers only: nothing to neutralize
+        rows,
         row_count=len(rows),
         totals=per_system(lambda system: len(index[system].repeats)),
         description="normalized keys occurring more than once within one system",
+        risky=(1,),
+        numbers=(2, 3),
     )
     rows = [
         [system, str(files[system]), str(row.line), row.error_type, row.message, row.raw]
