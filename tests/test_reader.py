@@ -124,6 +124,32 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
         read_header("B", write(tmp_path, b""), SOURCE)
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\nkey,name\na1,x\n", "line 1 is blank, expected the header (a line with 'key'); "
+         "remove the blank lines before the header"),
+        (b"key,name,last_seen_at\ra1,x,t\ra2,y,t\r", "line 1 (header) holds a carriage return: "
+         "the file ends its lines with CR alone, and keysync reads LF or CRLF line ends; convert "
+         "the file (for example: tr '\\r' '\\n' < old.csv > new.csv)"),
+        (b'"key,name\na1,x\n', "line 1 (header) cannot be parsed as CSV (unexpected end of "
+         "data); fix the header line of the export"),
+        (b"key;name\na1;x\n", "header has no column 'key' (columns: key;name); the header looks "
+         'separated by ";": set sources.B.delimiter: ";"'),
+        (b"key\tname\na1\tx\n", "header has no column 'key' (columns: key\tname); the header "
+         'looks separated by "\\t": set sources.B.delimiter: "\\t"'),
+    ],
+    ids=["blank-first-line", "cr-only-line-ends", "stray-quote", "semicolons", "tabs"],
+)  # fmt: skip
+def test_a_bad_header_says_what_is_wrong_and_what_to_do(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = write(tmp_path, content)
+    with pytest.raises(SourceUnavailable) as err:
+        read_header("B", path, SOURCE)
+    assert str(err.value) == f"{path}: {expected}"
+
+
 def test_bom_and_other_delimiter(tmp_path: Path) -> None:
     source = SourceConfig(path="x", delimiter=";", timestamp_column="seen")
     path = write(tmp_path, "\ufeffseen;key\n2026;a,b\n".encode())

@@ -46,9 +46,38 @@ class Header:
     data_offset: int
 
 
-def _preview(text: str) -> str:
+def preview(text: str) -> str:
+    """A rejected row's text for ``rejected_rows.csv``: NULs shown, over 200 characters cut."""
     text = text.replace("\x00", "\\x00").rstrip("\r\n")
     return text if len(text) <= RAW_PREVIEW else text[:RAW_PREVIEW] + "…"
+
+
+def _header_problem(path: Path, text: str, problem: str, fix: str) -> str:
+    """The one line saying what is wrong with the header line and what to do about it.
+
+    A carriage return inside the header line means the file ends its lines with CR
+    alone (classic Mac exports): keysync reads lines ended by LF or CRLF, so the
+    whole file looked like one line. That is the fix to name, whatever else failed.
+    """
+    if "\r" in text:
+        return (
+            f"{path}: line 1 (header) holds a carriage return: the file ends its lines "
+            "with CR alone, and keysync reads LF or CRLF line ends; convert the file "
+            "(for example: tr '\\r' '\\n' < old.csv > new.csv)"
+        )
+    return f"{path}: {problem}; {fix}"
+
+
+def _delimiter_hint(system: str, columns: list[str], delimiter: str) -> str:
+    """``set sources.X.delimiter`` when the header is one column that another delimiter splits."""
+    if len(columns) != 1:
+        return ""
+    for other in (";", "\t", "|", ","):
+        if other != delimiter and other in columns[0]:
+            shown = "\\t" if other == "\t" else other
+            setting = f'sources.{system}.delimiter: "{shown}"'
+            return f'the header looks separated by "{shown}": set {setting}'
+    return ""
 
 
 def read_header(system: str, path: Path, source: SourceConfig) -> Header:
@@ -73,6 +102,11 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     if first.startswith(b"\xef\xbb\xbf"):
         first = first[3:]
     if not first.strip():
+        if offset < path.stat().st_size:  # something follows the blank first line
+            raise SourceUnavailable(
+                f"{path}: line 1 is blank, expected the header (a line with "
+                f"'{source.key_column}'); remove the blank lines before the header"
+            )
         raise SourceUnavailable(
             f"{path}: empty file, expected a header line with '{source.key_column}'"
         )
@@ -84,14 +118,16 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
         ) from None
     try:
         columns = next(csv.reader([text], delimiter=source.delimiter, strict=True))
-    except (csv.Error, StopIteration):
-        raise SourceUnavailable(f"{path}: line 1 (header) cannot be parsed as CSV") from None
+    except (csv.Error, StopIteration) as exc:
+        problem = f"line 1 (header) cannot be parsed as CSV ({exc})"
+        fix = "fix the header line of the export"
+        raise SourceUnavailable(_header_problem(path, text, problem, fix)) from None
     columns = [c.strip() for c in columns]
     if source.key_column not in columns:
-        raise SourceUnavailable(
-            f"{path}: header has no column '{source.key_column}' "
-            f"(columns: {', '.join(columns)}); set sources.{system}.key_column"
-        )
+        problem = f"header has no column '{source.key_column}' (columns: {', '.join(columns)})"
+        fix = _delimiter_hint(system, columns, source.delimiter)
+        fix = fix or f"set sources.{system}.key_column"
+        raise SourceUnavailable(_header_problem(path, text, problem, fix))
     if columns.count(source.key_column) > 1:
         raise SourceUnavailable(
             f"{path}: header names column '{source.key_column}' "
@@ -224,7 +260,7 @@ class _RecordParser:
     def _reject(
         self, rejected: list[RejectedRow], line: int, error: str, message: str, raw: str
     ) -> None:
-        rejected.append(RejectedRow(self.system, line, error, message, _preview(raw)))
+        rejected.append(RejectedRow(self.system, line, error, message, preview(raw)))
 
     def _parse_careful(
         self,
