@@ -351,7 +351,7 @@ def registry_export(app: _App, out: str | None) -> None:
       keysync registry export --out registry.csv
       keysync registry export | grep ',Proposed,'
     """
-    from keysync.stages.reporter import safe
+    from keysync.stages.reporter import csv_cell, safe
 
     store = _open(app)
     rows: list[tuple[str, ...]] = []
@@ -361,7 +361,12 @@ def registry_export(app: _App, out: str | None) -> None:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REGISTRY_COLUMNS)
-    writer.writerows([safe(cell) for cell in row] for row in rows)
+    for row in rows:
+        cells = [safe(cell) for cell in row]
+        if any("\r" in cell for cell in cells):  # csv leaves a CR bare before Python 3.13
+            buffer.write(",".join(map(csv_cell, cells)) + "\n")
+        else:
+            writer.writerow(cells)
     text = buffer.getvalue()
     if out is None:
         sys.stdout.write(text)

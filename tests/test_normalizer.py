@@ -23,6 +23,7 @@ raw_keys = st.one_of(
     st.sampled_from(["CUST-00042", " cust_00042 ", "#!?", "", "  ", "café 7", "ＣＵＳＴ１"]),
     st.text(st.sampled_from("aB9-_. #é"), max_size=12),
     st.text(st.sampled_from("X-"), min_size=9, max_size=14),  # around a limit of 10
+    st.text(st.sampled_from("#-"), min_size=198, max_size=203),  # around the preview's 200
 )
 
 
@@ -36,12 +37,14 @@ def model(batch: RawBatch, limit: int) -> KeyBatch:
         if len(raw) > limit:
             message = f"key has {len(raw)} characters, the limit is {limit} "
             message += "(processing.max_key_length)"
-            rejected.append(RejectedRow("B", line, "too-long", message, raw[:200] + "…"))
+            shown = raw if len(raw) <= 200 else raw[:200] + "…"
+            rejected.append(RejectedRow("B", line, "too-long", message, shown))
             continue
         key = NORMALIZER.normalize(raw)
         if not key:
             message = "the key normalizes to nothing (no letters or digits)"
-            rejected.append(RejectedRow("B", line, "empty-key", message, raw))
+            shown = raw if len(raw) <= 200 else raw[:200] + "…"
+            rejected.append(RejectedRow("B", line, "empty-key", message, shown))
             continue
         if key != raw:
             changes.append((len(keys), raw))

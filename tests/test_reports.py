@@ -192,6 +192,15 @@ def test_a_carriage_return_in_a_cell_stays_in_its_record(tmp_path: Path) -> None
     assert [(row[0], row[4], row[8]) for row in registry] == [("ZZY", "zz\ry", "2026-11\r03")]
     text = (out / "diff_missing_in_A.csv").read_bytes()
     assert b'ZZY,B,"zz\ry",3,"2026-11\r03",ZZY,Proposed\n' in text
+    config = str(tmp_path / "keysync-config.yaml")
+    export = subprocess.run(
+        [sys.executable, "-m", "keysync", "-c", config, "registry", "export"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    ).stdout.decode()
+    exported = list(csv.reader(io.StringIO(export, newline="")))
+    assert [(row[0], row[4], row[8]) for row in exported[1:]] == [("ZZY", "zz\ry", "2026-11\r03")]
 
 
 def test_formula_timestamps_are_neutralized_in_the_registry(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from keysync.messages import KeyBatch, RawBatch, RejectedRow
 from keysync.normalization import KeyNormalizer
+from keysync.stages.reader import preview
 
 
 def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: int) -> KeyBatch:
@@ -34,7 +35,7 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
                 "too-long",
                 f"key has {len(raws[i])} characters, the limit is {max_key_length} "
                 "(processing.max_key_length)",
-                raws[i][:200] + "…",
+                preview(raws[i]),
             )
             for i in too_long
         )
@@ -48,7 +49,7 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
                 lines[i],
                 "empty-key",
                 "the key normalizes to nothing (no letters or digits)",
-                raws[i],
+                preview(raws[i]),
             )
             for i in empty
         )

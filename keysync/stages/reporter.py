@@ -82,7 +82,7 @@ REJECTED_COLUMNS = {
         "encoding | extra-cell | missing-cell | empty-key | bad-quoting | nul-byte | too-long"
     ),
     "message": "what is wrong",
-    "raw": "the record as read (shortened)",
+    "raw": "the record as read (too-long, empty-key: the key), cut at 200 characters with …",
 }
 
 
@@ -109,7 +109,7 @@ def _quote(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def _csv_cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
     """A cell as ``csv.writer`` (QUOTE_MINIMAL) writes it, a carriage return quoted too."""
     if value is None:
         return ""
@@ -347,7 +347,7 @@ class ReportFile:
             )
             return line + "\n"
         if any(isinstance(c, str) and "\r" in c for c in cells):
-            return ",".join(map(_csv_cell, cells)) + "\n"  # csv as Python 3.13 writes it
+            return ",".join(map(csv_cell, cells)) + "\n"  # csv as Python 3.13 writes it
         text = _plain_text([cells]) if self._joins_like_csv() else None
         if text is not None:
             return text
