@@ -140,15 +140,24 @@ def _written_by_csv(
     writer = csv.writer(buffer, lineterminator=line_end)
     for row in rows:
         texts = {c: str(row[c]) for c in risky}
-        if not any(
+        cells = list(row)
+        has_cr = line_end == "\n" and any(isinstance(c, str) and "\r" in c for c in cells)
+        if has_cr or any(
             "#" in t or t.startswith(reporter.FORMULA_STARTS) or _SEPARATED_FORMULA.search(t)
             for t in texts.values()
-        ):
-            writer.writerow(row)
-            continue
-        cells = [reporter.safe(texts[i]) if i in texts else c for i, c in enumerate(row)]
-        if any(isinstance(c, str) and "#" in c for c in cells):
-            line = ",".join(reporter._quote(c) if isinstance(c, str) else str(c) for c in cells)
+        ):  # a careful row: a "#" in any of its cells quotes them all
+            cells = [reporter.safe(texts[i]) if i in texts else c for i, c in enumerate(row)]
+            if any(isinstance(c, str) and "#" in c for c in cells):
+                line = ",".join(reporter._quote(c) if isinstance(c, str) else str(c) for c in cells)
+                buffer.write(line + "\n")
+                continue
+        if has_cr:  # Python 3.13's csv quotes a cell with a CR even with this line end; so do we
+            line = ",".join(
+                '"' + c.replace('"', '""') + '"'
+                if isinstance(c, str) and any(ch in c for ch in ',"\n\r')
+                else str(c)
+                for c in cells
+            )
             buffer.write(line + "\n")
         else:
             writer.writerow(cells)

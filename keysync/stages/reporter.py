@@ -288,7 +288,8 @@ class ReportFile:
         cell only from Python 3.13 on (with ``lineterminator="\\n"``), and unquoted it
         splits the row in two for every reader.
         """
-        careful = sorted({*careful, *_rows_with_cr(chunk)})
+        if self._joins_like_csv():  # the reports' own dialect, with "\n" line ends
+            careful = sorted({*careful, *_rows_with_cr(chunk)})
         done = 0
         for i in careful:
             if i > done:
@@ -346,9 +347,10 @@ class ReportFile:
                 for i, c in enumerate(cells)
             )
             return line + "\n"
-        if any(isinstance(c, str) and "\r" in c for c in cells):
+        plain_dialect = self._joins_like_csv()
+        if plain_dialect and any(isinstance(c, str) and "\r" in c for c in cells):
             return ",".join(map(csv_cell, cells)) + "\n"  # csv as Python 3.13 writes it
-        text = _plain_text([cells]) if self._joins_like_csv() else None
+        text = _plain_text([cells]) if plain_dialect else None
         if text is not None:
             return text
         buffer = io.StringIO()
