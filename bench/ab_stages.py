@@ -127,9 +127,18 @@ def main(argv: list[str] | None = None) -> int:
             index.add(KeyBatch(**{f: getattr(batch, f) for f in batch.__struct_fields__}))
         return [contents(s) for s in index.systems.values()]
 
-    compare(
-        "merger, 5 systems", "µs/row", merged_rows, lambda: merge(old_merger), lambda: merge(merger)
-    )
+    if load(args.baseline, "messages").KeyBatch.__struct_fields__ != KeyBatch.__struct_fields__:
+        # The baseline's merger reads another batch layout (before 2026-12-01: lines and
+        # timestamps as lists); fed this one's, it would give wrong rows, not a figure.
+        print("merger, 5 systems: skipped: the baseline's KeyBatch has other fields")
+    else:
+        compare(
+            "merger, 5 systems",
+            "µs/row",
+            merged_rows,
+            lambda: merge(old_merger),
+            lambda: merge(merger),
+        )
     return 0 if all(r[3] == "same output" for r in results) else 1
 
 

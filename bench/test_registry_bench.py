@@ -44,7 +44,7 @@ def _index(data: dict[str, list[str]]) -> KeyIndex:
         for seq, start in enumerate(range(0, max(len(keys), 1), 100_000)):
             chunk = keys[start : start + 100_000]
             index.add(
-                KeyBatch(
+                KeyBatch.of(
                     system=system,
                     seq=seq,
                     start_offset=start,

@@ -41,7 +41,7 @@ from keysync.errors import RunError
 from keysync.messages import KeyBatch
 from keysync.stages.merger import KeyIndex
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: KeyBatch lines and timestamps packed (2026-12-01)
 HEADER_FILE = "header.msgpack"
 LOG_FILE = "log.bin"
 _FRAME = struct.Struct("<II")  # payload length, crc32 of payload

@@ -9,7 +9,11 @@ exactly where every source stands.
 
 from __future__ import annotations
 
+from array import array
+
 import msgspec
+
+from keysync.stages.columns import pack_cells, unpack_cells
 
 
 class RejectedRow(msgspec.Struct, array_like=True, frozen=True):
@@ -48,6 +52,12 @@ class KeyBatch(msgspec.Struct, array_like=True):
 
     Most raw keys are already normal, so raw forms travel only where they differ:
     ``raw_changes`` holds ``(i, raw)`` for each row whose raw key is not ``keys[i]``.
+    Lines and timestamps travel packed, two values instead of two thousand:
+    ``lines`` holds the rows' line numbers as 8-byte integers (``array("q")``, in
+    the machine's byte order: a checkpoint is resumed where it was written) and
+    ``stamps`` the timestamps as one string of ``stamp_width``-character cells
+    (``columns.pack_cells``). The parent appends both to its columns without an
+    object per row (docs/performance.md, "Session 5"). Build one with ``of``.
     The same struct is what a checkpoint stores.
     """
 
@@ -59,10 +69,56 @@ class KeyBatch(msgspec.Struct, array_like=True):
     next_line: int
     keys: list[str]
     raw_changes: list[tuple[int, str]]
-    lines: list[int]
-    timestamps: list[str]
+    lines: bytes
+    stamp_width: int
+    stamps: str
     rejected: list[RejectedRow]
     rows_read: int
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        system: str,
+        seq: int,
+        start_offset: int,
+        end_offset: int,
+        first_line: int,
+        next_line: int,
+        keys: list[str],
+        raw_changes: list[tuple[int, str]],
+        lines: list[int],
+        timestamps: list[str],
+        rejected: list[RejectedRow],
+        rows_read: int,
+    ) -> KeyBatch:
+        """A batch from its rows' lines and timestamps as lists (packed here)."""
+        width, stamps = pack_cells(timestamps)
+        return cls(
+            system,
+            seq,
+            start_offset,
+            end_offset,
+            first_line,
+            next_line,
+            keys,
+            raw_changes,
+            array("q", lines).tobytes(),
+            width,
+            stamps,
+            rejected,
+            rows_read,
+        )
+
+    def line_numbers(self) -> list[int]:
+        """Every row's line."""
+        numbers = array("q")
+        numbers.frombytes(self.lines)
+        return numbers.tolist()
+
+    def timestamps(self) -> list[str]:
+        """Every row's timestamp."""
+        return unpack_cells(self.stamp_width, self.stamps, len(self.keys))
 
     def raws(self) -> list[str]:
         """Every row's raw key."""

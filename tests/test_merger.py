@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from keysync.comparison import compare
 from keysync.messages import KeyBatch, RejectedRow
 from keysync.stages import columns
-from keysync.stages.columns import TextColumn
+from keysync.stages.columns import TextColumn, pack_cells, unpack_cells
 from keysync.stages.merger import KeyIndex
 
 
 def batch(system: str, seq: int, rows: list[tuple[str, str, int]], next_line: int = 0) -> KeyBatch:
     keys = [k for k, _, _ in rows]
-    return KeyBatch(
+    return KeyBatch.of(
         system=system,
         seq=seq,
         start_offset=seq * 100,
@@ -189,3 +189,36 @@ def test_text_column_reads_back_whatever_widens_it(batches: list[list[str]]) -> 
         assert [column[row] for row in range(len(cells))] == cells
         assert list(column.at(list(range(len(cells))))) == cells
         assert all(len(cell) > (column.width or 0) for cell in column.odd.values())
+
+
+@given(
+    batches=st.lists(
+        st.lists(
+            st.one_of(
+                st.sampled_from(["2026-10-02T12:00:00Z", "2026-10-02T12:00:00.5Z", "", "x"]),
+                st.text(st.characters(blacklist_characters="\x00"), max_size=70),
+            )
+        )
+    ),
+    widen_at=st.sampled_from([2, 1024]),
+)
+def test_packed_batches_fill_a_column_as_cell_lists_do(
+    batches: list[list[str]], widen_at: int
+) -> None:
+    """What the readers send (``pack_cells``) gives the very column that the cells give."""
+    with patch.object(columns, "_WIDEN_AT", widen_at):
+        by_cells, packed = TextColumn(), TextColumn()
+        cells: list[str] = []
+        for batch in batches:
+            width, text = pack_cells(batch)
+            assert unpack_cells(width, text, len(batch)) == batch
+            by_cells.extend(batch)
+            packed.extend_packed(width, text, len(batch))
+            cells.extend(batch)
+        assert (packed.width, packed.text(), packed.odd, len(packed)) == (
+            by_cells.width,
+            by_cells.text(),
+            by_cells.odd,
+            len(by_cells),
+        )
+        assert list(packed.at(list(range(len(cells))))) == cells

@@ -52,7 +52,20 @@ def model(batch: RawBatch, limit: int) -> KeyBatch:
         lines.append(line)
         stamps.append(stamp)
     rejected.sort(key=lambda row: row.line)
-    return KeyBatch("B", 3, 10, 90, 7, 40, keys, changes, lines, stamps, rejected, 33)
+    return KeyBatch.of(
+        system="B",
+        seq=3,
+        start_offset=10,
+        end_offset=90,
+        first_line=7,
+        next_line=40,
+        keys=keys,
+        raw_changes=changes,
+        lines=lines,
+        timestamps=stamps,
+        rejected=rejected,
+        rows_read=33,
+    )
 
 
 @given(st.lists(raw_keys, max_size=40), st.sampled_from([10, 256]), st.booleans())
@@ -75,7 +88,8 @@ def test_normalize_batch_equals_the_row_by_row_model(
 def test_a_batch_of_rejected_keys_only() -> None:
     batch = RawBatch("B", 0, 0, 9, 2, 5, ["#", "XXXXXXXXXXXX", "?"], [2, 3, 4], ["", "", ""], [], 3)
     result = normalize_batch(batch, NORMALIZER, 10)
-    assert (result.keys, result.lines, result.timestamps, result.raw_changes) == ([], [], [], [])
+    assert (result.keys, result.line_numbers(), result.timestamps()) == ([], [], [])
+    assert result.raw_changes == []
     assert [(r.line, r.error_type) for r in result.rejected] == [
         (2, "empty-key"),
         (3, "too-long"),

@@ -32,7 +32,7 @@ def comparison_of(data: Mapping[str, Rows], unavailable: Sequence[str] = ()) -> 
         parsed = [(r, r, "") if isinstance(r, str) else r for r in rows]
         keys = [k for k, _, _ in parsed]
         index.add(
-            KeyBatch(
+            KeyBatch.of(
                 system=system,
                 seq=0,
                 start_offset=0,

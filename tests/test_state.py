@@ -46,7 +46,7 @@ def make_index(data: Mapping[str, Rows]) -> KeyIndex:
             raws.append(raw)
             stamps.append(stamp)
         index.add(
-            KeyBatch(
+            KeyBatch.of(
                 system=system,
                 seq=0,
                 start_offset=0,

@@ -9,6 +9,9 @@ corrupt or differently written value) are kept aside by row and win on lookup;
 should they become common (an export that switches to fractional seconds after
 its first rows), the column is widened once to hold them, so that a million
 cells never end up in the side table. Lookups of many rows run in C (``at``).
+
+Batches cross from the readers already packed the same way (``pack_cells``), so
+the parent appends a batch's cells as one string, without an object per cell.
 """
 
 from __future__ import annotations
@@ -20,6 +23,26 @@ from itertools import compress, repeat
 _PAD = "\x00"
 _MAX_WIDTH = 64  # a longer cell never widens the column: it stays aside
 _WIDEN_AT = 1024  # cells aside (and an eighth of the rows) before widening is tried
+
+
+def pack_cells(cells: list[str]) -> tuple[int, str]:
+    """The cells as (width, text): each padded with NUL to the longest one's width."""
+    if not cells:
+        return 0, ""
+    width = max(map(len, cells))
+    text = "".join(cells)
+    if len(text) != width * len(cells):  # some are shorter: pad them (in C)
+        text = "".join(map(str.ljust, cells, repeat(width), repeat(_PAD)))
+    return width, text
+
+
+def unpack_cells(width: int, text: str, rows: int) -> list[str]:
+    """The cells that ``pack_cells`` gave (width, text) for; ``rows`` of them."""
+    if not width:
+        return [""] * rows
+    ends = range(width, width * rows + 1, width)
+    cells = map(text.__getitem__, map(slice, range(0, len(text), width), ends))
+    return list(map(str.rstrip, cells, repeat(_PAD)))
 
 
 class TextColumn:
@@ -68,6 +91,18 @@ class TextColumn:
         self._rows += len(cells)
         if len(self.odd) > max(self._widen_at, self._rows >> 3):  # many, and common
             self._widen()
+
+    def extend_packed(self, width: int, text: str, rows: int) -> None:
+        """Append ``rows`` cells packed by ``pack_cells``: as they are, when the widths agree.
+
+        Cells padded to this column's width are what ``extend`` would store, so the
+        text is appended whole; any other width takes ``extend``'s way, cell by cell.
+        """
+        if width and width == self.width:
+            self._parts.append(text)
+            self._rows += rows
+        else:
+            self.extend(unpack_cells(width, text, rows))
 
     def _widen(self) -> None:
         """Widen the column to the longest cell kept aside (up to ``_MAX_WIDTH``): one pass."""

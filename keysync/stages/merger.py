@@ -83,8 +83,8 @@ class SystemKeys:
             return
         base = len(self.row_keys)
         self.row_keys.extend(batch.keys)
-        self.row_lines.extend(batch.lines)
-        self.row_stamps.extend(batch.timestamps)
+        self.row_lines.frombytes(batch.lines)
+        self.row_stamps.extend_packed(batch.stamp_width, batch.stamps, len(batch.keys))
         if batch.raw_changes:
             changes = batch.raw_changes
             self.row_raws.update(zip(map(base.__add__, map(_index, changes)), map(_raw, changes)))

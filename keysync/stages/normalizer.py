@@ -57,7 +57,7 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
     if too_long or empty:
         rejected.sort(key=lambda row: row.line)
     changed = _rows_where(map(ne, raws, keys))
-    return KeyBatch(
+    return KeyBatch.of(
         system=batch.system,
         seq=batch.seq,
         start_offset=batch.start_offset,
