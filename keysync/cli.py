@@ -210,7 +210,8 @@ def _check_resume_options(
         return  # the run itself says what is wrong with it (or that nothing is left)
     with store:
         record = store.run(header.run_id)
-    if record is None or record.outcome in SUCCESSFUL:
+        superseded = record is not None and store.committed_after(record.seq)
+    if record is None or record.outcome in SUCCESSFUL or superseded:
         return  # not resumable: the run starts afresh with these options
     started = header.flags
     conflicts = []

@@ -464,8 +464,13 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
     with store:
         records = store.runs()
     outcomes = _run_status(app, records)
-    last_success = max(
-        (i for i, o in enumerate(outcomes) if o in ("completed", "degraded")), default=-1
+    last_success = max(  # the last run that committed its state (a dry run commits none)
+        (
+            i
+            for i, (record, outcome) in enumerate(zip(records, outcomes))
+            if outcome in ("completed", "degraded") and not record.dry_run
+        ),
+        default=-1,
     )
     pairs = list(zip(records, outcomes))
     first = len(pairs) - limit if limit else 0

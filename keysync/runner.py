@@ -272,6 +272,18 @@ def _publish_leftovers(config: Config, store: StateStore) -> None:
         )
 
 
+def _remove_superseded_checkpoints(config: Config, run_id: str) -> None:
+    """Checkpoints of runs interrupted before ``run_id`` committed: nothing to resume now."""
+    for folder in checkpoint.interrupted_runs(config.checkpoint_dir):
+        if folder.name < run_id:  # run ids sort by start time
+            logs.get_logger(stage="runner").info(
+                "checkpoint.superseded",
+                path=str(folder),
+                reason=f"run {folder.name} was interrupted and run {run_id} completed since",
+            )
+            checkpoint.remove(folder)
+
+
 def _usable_checkpoint(folder: Path, store: StateStore) -> bool:
     """Whether the checkpoint in ``folder`` can be resumed; if not, say why and remove it.
 
@@ -281,6 +293,16 @@ def _usable_checkpoint(folder: Path, store: StateStore) -> bool:
     """
     record = store.run(folder.name)
     if record is not None and record.outcome in SUCCESSFUL:
+        checkpoint.remove(folder)
+        return False
+    if record is not None and store.committed_after(record.seq):
+        # A run that completed since holds newer state: resuming this one would commit
+        # older inputs over it (and its inputs have usually changed anyway).
+        logs.get_logger(stage="runner").warning(
+            "checkpoint.superseded",
+            path=str(folder),
+            reason=f"run {folder.name} was interrupted and a later run completed since",
+        )
         checkpoint.remove(folder)
         return False
     try:
@@ -299,15 +321,17 @@ def _usable_checkpoint(folder: Path, store: StateStore) -> bool:
 def run(config: Config, options: RunOptions | None = None) -> RunResult:
     """Reconcile the configured sources; see SPEC.md "Commands" for the contract."""
     options = options or RunOptions()
-    if options.regenerate_keys is not None:
-        from keysync.mockdata import generate
-
-        generate(config, keys=options.regenerate_keys)
+    select_systems(config, options.systems)  # a usage error (exit 2) before anything changes
     started = utc_now()
     resume_dir = _latest_checkpoint(config) if options.resume else None
     run_id = resume_dir.name if resume_dir is not None else new_run_id(started)
     log = logs.get_logger(stage="runner")
     with RunLock.acquire(config.data_dir, run_id):
+        if options.regenerate_keys is not None:
+            # Only under the lock: another run may be reading the very files it rewrites.
+            from keysync.mockdata import generate
+
+            generate(config, keys=options.regenerate_keys)
         store = StateStore.open(config.data_dir / DB_NAME)
         try:
             _publish_leftovers(config, store)
@@ -431,6 +455,8 @@ class _Run:
             self.snapshots.publish()  # incremental: only after the commit
             self.writer.close()
             checkpoint.remove(self.writer.directory)
+            if not self.options.dry_run:
+                _remove_superseded_checkpoints(self.config, self.run_id)
             self.log.info(
                 "run.completed",
                 exit_code=result.exit_code,

@@ -576,6 +576,15 @@ class StateStore:
         ).fetchall()
         return [int(r[0]) for r in rows]
 
+    def committed_after(self, seq: int) -> bool:
+        """Whether a run begun after run ``seq`` committed its state (dry runs do not)."""
+        row = self._db.execute(
+            "SELECT 1 FROM runs WHERE seq > ? AND outcome IN ('completed', 'degraded')"
+            " AND dry_run = 0 LIMIT 1",
+            (seq,),
+        ).fetchone()
+        return row is not None
+
     def max_seq(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM runs").fetchone()[0])
 

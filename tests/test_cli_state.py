@@ -537,3 +537,38 @@ def test_two_concurrent_runs_one_wins_the_other_exits_3(
     assert db_rows(tmp_path, "PRAGMA integrity_check") == [("ok",)]
     assert statuses(tmp_path) == {"X-1": "Proposed"}
     ok(keysync("-q", "run"))  # and the lock is free again
+
+
+def test_a_refused_run_keys_leaves_the_inputs_alone(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """``run --keys N`` rewrites the inputs only once it may run: valid options, the lock."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "input").iterdir()}
+    bad = keysync("run", "--keys", "50", "--systems", "A,Z")
+    assert bad.returncode == 2 and "--systems: unknown system Z" in bad.stderr
+    assert not (tmp_path / "data" / "keysync.db").exists()  # a usage error changes nothing
+    reading = Background(tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "planning"})
+    reading.wait_for("run.paused_for_tests")
+    blocked = keysync("run", "--keys", "50")
+    assert blocked.returncode == 3 and "holds the lock" in blocked.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "input").iterdir()} == before
+    reading.kill()
+
+
+def test_run_systems_with_an_unknown_system_is_a_usage_error_even_during_a_run(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    reading = Background(tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "planning"})
+    reading.wait_for("run.paused_for_tests")
+    refused = keysync("run", "--systems", "A,Z")
+    assert refused.returncode == 2, refused.stderr
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .endswith("--systems: unknown system Z (configured: A, B, C)")
+    )
+    reading.kill()

@@ -256,3 +256,42 @@ def test_unreadable_checkpoint_falls_back_to_a_fresh_run(fresh: Path, reference:
     assert "checkpoint.unusable" in done.stderr and "Traceback" not in done.stderr
     for name in REPORTS:
         assert rows_of(fresh / "output" / name) == rows_of(reference / "output" / name), name
+
+
+def plain_run(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "run"),
+        env=env_with(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_run_that_completes_removes_the_checkpoints_it_supersedes(fresh: Path) -> None:
+    """Killed, then a plain run (as the refusal advises): nothing is left to resume."""
+    kill_at(fresh, "reading:30000")
+    with (fresh / "input" / "C.csv").open("a") as handle:
+        handle.write("CUST-99999,late,2026-11-30T00:00:00Z\n")  # the next day's export
+    assert plain_run(fresh).returncode == 0
+    assert list((fresh / "checkpoints").iterdir()) == []
+    done = resume(fresh)  # a cron job that always passes --resume keeps working
+    assert done.returncode == 0, done.stderr
+    assert "nothing_to_resume" in (fresh / "data" / "logs" / "keysync.jsonl").read_text()
+
+
+def test_a_superseded_checkpoint_is_not_resumed_over_newer_state(fresh: Path) -> None:
+    """A checkpoint left next to a later completed run (by an older keysync) is dropped."""
+    kill_at(fresh, "reading:30000")
+    (killed,) = (fresh / "checkpoints").iterdir()
+    shutil.copytree(killed, fresh / "kept")
+    assert plain_run(fresh).returncode == 0
+    shutil.copytree(fresh / "kept", killed)
+    done = resume(fresh)
+    assert done.returncode == 0, done.stderr
+    assert "checkpoint.superseded" in done.stderr
+    with sqlite3.connect(fresh / "data" / "keysync.db") as db:
+        runs = db.execute("SELECT run_id, outcome FROM runs ORDER BY seq").fetchall()
+    assert runs[0] == (killed.name, "interrupted")  # never brought back and committed late
+    assert [outcome for _, outcome in runs[1:]] == ["completed", "completed"]
+    assert killed.name not in (fresh / "output" / "diff_missing_in_A.csv").read_text()
