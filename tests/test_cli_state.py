@@ -294,6 +294,27 @@ def test_namespaced_gives_one_master_key_per_system_and_key(
     ]
 
 
+def test_switching_to_namespaced_keeps_mirror_entries_seen_where_they_are(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Existing mirror entries keep their systems; none is deprecated for being 'unseen'."""
+    project(deprecate_after_runs=2)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-2"], "C": ["X-2"]})
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "registry", "approve", "X-2"))
+    project(strategy="namespaced", deprecate_after_runs=2)
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "run"))
+    rows = db_rows(tmp_path, "SELECT master_key, status, strategy, seen_in FROM master_keys")
+    assert sorted(rows) == [
+        ("B:X-2", "Proposed", "namespaced", "B"),
+        ("C:X-2", "Proposed", "namespaced", "C"),
+        ("X-2", "Active", "mirror", "B;C"),
+    ]
+    events = db_rows(tmp_path, "SELECT event FROM audit_events WHERE key = 'X-2'")
+    assert ("key.deprecated",) not in events and ("key.seen_in_changed",) not in events
+
+
 # --------------------------------------------------------------- the commands
 
 

@@ -347,7 +347,12 @@ class _Planner:
         self.peers = [s for s in self.read if s != self.authority]
         self.keys = {s: self.index[s].first_row for s in self.read}
         self.shared: set[str] = set()  # out-of-authority keys held by several peers
-        self.seen_of = self._seen_in_by_key() if plan.strategy == "mirror" else {}
+        # Mirror entries need it whatever the strategy now: switching to namespaced keeps
+        # them, and without it every one would look seen in no system (then deprecated).
+        mirror_rows = plan.strategy == "mirror" or any(
+            row[MK_STRATEGY] == "mirror" for row in plan.existing.values()
+        )
+        self.seen_of = self._seen_in_by_key() if mirror_rows else {}
         self.namespaced_keys: dict[str, set[str]] = {}
         self.stats = {
             "proposed": 0,
