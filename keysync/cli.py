@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -90,6 +91,12 @@ class KeysyncGroup(click.Group):
             # A full disk, a permission, a folder in the way of a file: foreseeable, and
             # the run has logged its traceback (run.failed) in the log file already.
             click.echo(f"keysync: error: {_os_error_line(exc)}", err=True)
+            ctx.exit(EXIT_CANNOT_RUN)
+        except sqlite3.OperationalError as exc:
+            # The same for the state database: a read-only file, a full disk, an I/O error.
+            from keysync.state import state_write_error
+
+            click.echo(f"keysync: error: {state_write_error(exc)}", err=True)
             ctx.exit(EXIT_CANNOT_RUN)
         except KeyboardInterrupt:
             # Outside a run (which stops at a checkpoint itself): click would print

@@ -194,6 +194,16 @@ class NoStateError(KeysyncError):
         self.path = path
 
 
+def state_write_error(exc: sqlite3.OperationalError, path: Path | None = None) -> str:
+    """What a user can do when SQLite cannot use the database (it is not corrupt)."""
+    where = f" {path}" if path is not None else ""
+    return (
+        f"cannot use the state database{where} ({exc}); make paths.data and keysync.db in "
+        "it writable by this user (SQLite keeps keysync.db-wal and -shm files next to it, "
+        "even to read) and make room on the disk, then run again"
+    )
+
+
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """No cyclic garbage collection inside: planning allocates millions of tuples and
@@ -357,6 +367,9 @@ class StateStore:
         try:
             store._configure()
             store._migrate()
+        except sqlite3.OperationalError as exc:  # the file may be fine: its access is not
+            connection.close()
+            raise RunError(state_write_error(exc, path)) from None
         except sqlite3.DatabaseError as exc:
             connection.close()
             raise RunError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -593,3 +594,57 @@ def test_run_systems_with_an_unknown_system_is_a_usage_error_even_during_a_run(
         .endswith("--systems: unknown system Z (configured: A, B, C)")
     )
     reading.kill()
+
+
+def _as_a_user(keysync: RunKeysync) -> RunKeysync:
+    """``keysync`` run so that file modes apply: as root, without the capability to ignore them."""
+    if os.geteuid() != 0:
+        return keysync
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: file modes cannot be tested")
+
+    def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable]
+        return subprocess.run(
+            [*prefix, "-m", "keysync", *args],
+            cwd=kwargs.get("cwd"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")},
+        )
+
+    return run  # type: ignore[return-value]
+
+
+def test_a_state_database_that_cannot_be_written_is_one_line_and_exit_3(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    user = _as_a_user(keysync)
+    database, data = tmp_path / "data" / "keysync.db", tmp_path / "data"
+    database.chmod(0o444)
+    try:
+        for command in (("run",), ("registry", "approve", "--all")):
+            done = user("-q", *command, cwd=tmp_path)
+            assert done.returncode == 3, (command, done.stderr)
+            assert "Traceback" not in done.stderr
+            last = done.stderr.strip().splitlines()[-1]
+            assert last.startswith("keysync: error: cannot use the state database"), last
+            assert "attempt to write a readonly database" in last and "writable" in last
+    finally:
+        database.chmod(0o644)
+    ok(keysync("runs"))  # closes cleanly: SQLite removes keysync.db-wal and -shm
+    assert not list(data.glob("keysync.db-*"))
+    data.chmod(0o555)  # the file is readable, its folder is not writable (for -wal, -shm)
+    try:
+        done = user("runs", cwd=tmp_path)
+        assert done.returncode == 3
+        assert "move it aside" not in done.stderr  # the database is fine: keep it
+        assert "cannot use the state database" in done.stderr and "writable" in done.stderr
+    finally:
+        data.chmod(0o755)
+    ok(keysync("-q", "run"))
