@@ -436,13 +436,17 @@ class StateStore:
         """Record a run as ``running`` (committed at once); returns its ``seq``.
 
         Any other run still marked ``running`` is from a process that died
-        (the caller holds the run lock), so it is marked ``interrupted`` here.
+        (the caller holds the run lock), so it is marked ``interrupted`` here,
+        with an audit event; a dry run leaves that to the next real run, as it
+        changes nothing but its own row (``keysync runs`` shows such a run as
+        interrupted already, from the lock).
         """
         flags = dict(flags or {})
         is_dry = bool(flags.get("dry_run", False)) if dry_run is None else dry_run
         started = as_iso(started_at)
         with self._transaction():
-            self._close_orphans(found_by=run_id, now=started)
+            if not is_dry:
+                self._close_orphans(found_by=run_id, now=started)
             seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0])
             try:
                 self._db.execute(

@@ -524,6 +524,29 @@ def test_kill_9_at_any_phase_leaves_the_state_as_before(
     assert outcomes[killed[0]] == "interrupted"
 
 
+def test_a_dry_run_after_a_kill_leaves_the_killed_run_to_the_next_real_run(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    killed = Background(tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "planning"})
+    killed.wait_for("run.paused_for_tests")
+    killed.kill()
+    before = state_dump(tmp_path)
+    runs_before = db_rows(tmp_path, "SELECT * FROM runs ORDER BY seq")
+    ok(keysync("-q", "run", "--dry-run"))
+    assert state_dump(tmp_path) == before  # no audit event, no registry row
+    assert db_rows(tmp_path, "SELECT * FROM runs ORDER BY seq")[:-1] == runs_before
+    (shown,) = [
+        line for line in ok(keysync("runs")).stdout.splitlines() if runs_before[-1][0] in line
+    ]
+    assert "interrupted" in shown  # the lock shows it, though its row still says running
+    ok(keysync("-q", "run"))
+    events = db_rows(tmp_path, "SELECT run_id FROM audit_events WHERE event = 'run.interrupted'")
+    assert events == [(runs_before[-1][0],)]
+
+
 def test_kill_9_after_the_commit_keeps_the_committed_state(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
