@@ -205,6 +205,12 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("path", "reason"),
         "`--resume` found a checkpoint it cannot trust (unreadable); a fresh run follows",
     ),
+    "checkpoint.superseded": EventSpec(
+        "warning",
+        ("path", "reason"),
+        "a checkpoint of a run interrupted before a later run committed its state: removed,"
+        " nothing is left to resume",
+    ),
     "key.proposed": EventSpec(
         "debug",
         ("master_key", "system", "key"),

@@ -272,11 +272,13 @@ def _publish_leftovers(config: Config, store: StateStore) -> None:
         )
 
 
-def _remove_superseded_checkpoints(config: Config, run_id: str) -> None:
-    """Checkpoints of runs interrupted before ``run_id`` committed: nothing to resume now."""
+def _remove_superseded_checkpoints(config: Config, store: StateStore, run_id: str) -> None:
+    """Checkpoints of runs begun before ``run_id``, which committed: nothing to resume now."""
+    seq = store.run_seq(run_id)
     for folder in checkpoint.interrupted_runs(config.checkpoint_dir):
-        if folder.name < run_id:  # run ids sort by start time
-            logs.get_logger(stage="runner").info(
+        record = store.run(folder.name)
+        if record is not None and record.seq < seq:
+            logs.get_logger(stage="runner").warning(
                 "checkpoint.superseded",
                 path=str(folder),
                 reason=f"run {folder.name} was interrupted and run {run_id} completed since",
@@ -456,7 +458,7 @@ class _Run:
             self.writer.close()
             checkpoint.remove(self.writer.directory)
             if not self.options.dry_run:
-                _remove_superseded_checkpoints(self.config, self.run_id)
+                _remove_superseded_checkpoints(self.config, self.store, self.run_id)
             self.log.info(
                 "run.completed",
                 exit_code=result.exit_code,
