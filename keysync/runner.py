@@ -40,10 +40,11 @@ from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
 from keysync.stages.merger import KeyIndex
 from keysync.stages.provisioner import plan_provisioning
 from keysync.stages.reporter import (
+    AUDIT_MEANINGS,
+    REGISTRY_MEANINGS,
     REGISTRY_RISKY,
     SUMMARY_COLUMNS,
     ReportWriter,
-    summary_rows,
     write_reconciliation_reports,
 )
 from keysync.state import AUDIT_COLUMNS, DB_NAME, SUCCESSFUL, StateStore, paused_gc
@@ -235,7 +236,7 @@ def _write_audit_log(
     log = audit_report.AuditLog(writer, store)
     report = writer.open(
         "audit_log.csv",
-        AUDIT_COLUMNS,
+        {column: AUDIT_MEANINGS[column] for column in AUDIT_COLUMNS},
         row_count=log.total + len(planned),
         description=audit_report.DESCRIPTION,
     )
@@ -553,7 +554,7 @@ class _Run:
         registry_rows = list(plan.registry_rows())
         registry = writer.open(
             "master_key_registry.csv",
-            plan.registry_columns(),
+            {column: REGISTRY_MEANINGS[column] for column in plan.registry_columns()},
             row_count=len(registry_rows),
             description="every master key after this run"
             + (" (dry run: shows what would change; nothing was saved)" if options.dry_run else ""),
@@ -626,9 +627,14 @@ class _Run:
                 "read_s": round(self.read_s, 3),
                 "total_s": round(time.monotonic() - self.clock, 3),
             },
+            # The summary table's columns as JSON values: numbers, booleans, null when the
+            # system was not read (the CSV has empty cells there).
             "systems": [
-                {**dict(zip(columns, row)), "reason": s.unavailable_reason}
-                for row, s in zip(summary_rows(result.summaries), result.summaries)
+                {
+                    **{column: getattr(s, column) for column in columns},
+                    "reason": s.unavailable_reason,
+                }
+                for s in result.summaries
             ],
             "discrepancies": result.discrepancies,
             "exit_code": result.exit_code,

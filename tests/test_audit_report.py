@@ -30,7 +30,7 @@ import pytest
 from keysync import audit_report, runner
 from keysync.config import load_config
 from keysync.runner import RunOptions, run
-from keysync.stages.reporter import ReportFile, ReportWriter
+from keysync.stages.reporter import AUDIT_MEANINGS, ReportFile, ReportWriter
 from keysync.state import AUDIT_COLUMNS, DB_NAME, StateStore
 
 # A: the authority. B holds keys A lacks, some written to need care in a report:
@@ -82,7 +82,7 @@ def full_rewrite(
         writer = ReportWriter(Path(folder), run_id, generated_at)
         report = writer.open(
             "audit_log.csv",
-            AUDIT_COLUMNS,
+            {column: AUDIT_MEANINGS[column] for column in AUDIT_COLUMNS},
             row_count=store.audit_count() + len(planned),
             description="every run and registry decision of all runs, by timestamp and seq",
         )

@@ -250,3 +250,31 @@ def test_a_hash_in_a_normalized_key_is_quoted(tmp_path: Path) -> None:
     ]
     assert records(out / "duplicates.csv") == [["A", "CUST#1", "2", "2", "true", "2;3"]]
     assert b'"A","CUST#1",2,2,"true","2;3"\n' in (out / "duplicates.csv").read_bytes()
+
+
+def test_every_detail_report_describes_each_of_its_columns(tmp_path: Path) -> None:
+    """SPEC.md: the header block holds "a one-line description of each column"."""
+    config = setup(tmp_path)
+    assert keysync(config, "run").returncode == 0
+    for name in REPORTS:
+        lines = (tmp_path / "output" / name).read_text().splitlines()
+        block = [line for line in lines if line.startswith("#")]
+        (header,) = [line for line in lines if not line.startswith("#")][:1]
+        described = [line.split(":")[0].removeprefix("# column ") for line in block]
+        assert [c for c in header.split(",") if c not in described] == [], name
+
+
+def test_summary_json_holds_numbers_and_booleans(tmp_path: Path) -> None:
+    config = setup(tmp_path)
+    (tmp_path / "in" / "C.csv").write_bytes(b"")  # an unavailable peer: empty file
+    config.write_text(config.read_text().replace("  B:", "  C: {path: in/C.csv}\n  B:"))
+    assert keysync(config, "run").returncode == 4
+    summary = json.loads((tmp_path / "output" / "summary.json").read_text())
+    systems = {row["system"]: row for row in summary["systems"]}
+    assert systems["B"] == {
+        "system": "B", "available": True, "rows_read": 4, "rows_rejected": 1, "unique_keys": 2,
+        "duplicate_keys": 1, "matched": 1, "missing_in_a": 1, "missing_from_system": 2,
+        "match_rate": 0.25, "reason": "",
+    }  # fmt: skip
+    assert systems["C"]["available"] is False and systems["C"]["matched"] is None
+    assert "empty file" in systems["C"]["reason"]

@@ -85,6 +85,30 @@ REJECTED_COLUMNS = {
     "raw": "the record as read (too-long, empty-key: the key), cut at 200 characters with …",
 }
 
+REGISTRY_MEANINGS = {
+    "master_key": "the key (mirror), or <system><separator><key> (namespaced)",
+    "status": "Proposed | Active | Deprecated",
+    "strategy": "mirror | namespaced: how this master key was formed",
+    "source_system": "the system (first by name) the key was proposed from",
+    "source_key": "the key as written in that system",
+    "seen_in": "the systems holding the key after this run, ;-joined",
+    "created_at": "when the master key was proposed",
+    "updated_at": "when its status or seen_in last changed",
+    "last_seen_at": "the newest timestamp column among the rows that hold the key",
+    "created_run": "the run that proposed it",
+    "updated_run": "the run (or manual-<time> registry command) that last changed it",
+    "dry_run_change": "what this dry run would change (a dry run only)",
+}
+AUDIT_MEANINGS = {
+    "timestamp": "when the event was recorded",
+    "run_id": "the run, or manual-<time> for a registry command",
+    "seq": "the event's place in the trail; empty for what a dry run would record",
+    "event": "what happened: run.started, key.proposed, key.approved, key.deprecated...",
+    "system": "the system concerned, if any",
+    "key": "the key concerned, if any",
+    "detail": "what changed, in words",
+}
+
 
 class RegistryView(Protocol):
     """What the reporter needs from the provisioning plan."""
