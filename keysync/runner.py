@@ -279,34 +279,37 @@ def _remove_superseded_checkpoints(config: Config, store: StateStore, run_id: st
     for folder in checkpoint.interrupted_runs(config.checkpoint_dir):
         record = store.run(folder.name)
         if record is not None and record.seq < seq:
-            logs.get_logger(stage="runner").warning(
-                "checkpoint.superseded",
-                path=str(folder),
-                reason=f"run {folder.name} was interrupted and run {run_id} completed since",
-            )
-            checkpoint.remove(folder)
+            _drop_superseded(folder, f"run {run_id}")
+
+
+def _drop_superseded(folder: Path, by: str) -> None:
+    """Remove a checkpoint that newer committed state makes useless, and say so.
+
+    Resuming it would commit older inputs over that state (and they have usually
+    changed anyway, so ``--resume`` would refuse on every later run).
+    """
+    logs.get_logger(stage="runner").warning(
+        "checkpoint.superseded",
+        path=str(folder),
+        reason=f"run {folder.name} was interrupted and {by} completed since",
+    )
+    checkpoint.remove(folder)
 
 
 def _usable_checkpoint(folder: Path, store: StateStore) -> bool:
     """Whether the checkpoint in ``folder`` can be resumed; if not, say why and remove it.
 
     A checkpoint whose run already committed (killed after the commit) has nothing
-    left to do; one that cannot be read, or whose run the database does not know,
-    cannot be trusted: the run starts afresh rather than failing.
+    left to do, nor has one that a later committed run superseded; one that cannot
+    be read, or whose run the database does not know, cannot be trusted: the run
+    starts afresh rather than failing.
     """
     record = store.run(folder.name)
     if record is not None and record.outcome in SUCCESSFUL:
         checkpoint.remove(folder)
         return False
-    if record is not None and store.committed_after(record.seq):
-        # A run that completed since holds newer state: resuming this one would commit
-        # older inputs over it (and its inputs have usually changed anyway).
-        logs.get_logger(stage="runner").warning(
-            "checkpoint.superseded",
-            path=str(folder),
-            reason=f"run {folder.name} was interrupted and a later run completed since",
-        )
-        checkpoint.remove(folder)
+    if record is not None and store.committed_after(record.seq):  # left by an older keysync
+        _drop_superseded(folder, "a later run")
         return False
     try:
         checkpoint.read_header(folder)
