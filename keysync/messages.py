@@ -55,9 +55,10 @@ class KeyBatch(msgspec.Struct, array_like=True):
     Lines and timestamps travel packed, two values instead of two thousand:
     ``lines`` holds the rows' line numbers as 8-byte integers (``array("q")``, in
     the machine's byte order: a checkpoint is resumed where it was written) and
-    ``stamps`` the timestamps as one string of ``stamp_width``-character cells
-    (``columns.pack_cells``). The parent appends both to its columns without an
-    object per row (docs/performance.md, "Session 5"). Build one with ``of``.
+    ``stamps`` the timestamps as one string of ``stamp_width``-character cells,
+    with the few longer ones in ``long_stamps`` as ``(i, stamp)`` (``columns.pack_cells``).
+    The parent appends both to its columns without an object per row
+    (docs/performance.md, "Session 5"). Build one with ``of``.
     The same struct is what a checkpoint stores.
     """
 
@@ -72,6 +73,7 @@ class KeyBatch(msgspec.Struct, array_like=True):
     lines: bytes
     stamp_width: int
     stamps: str
+    long_stamps: list[tuple[int, str]]
     rejected: list[RejectedRow]
     rows_read: int
 
@@ -93,7 +95,7 @@ class KeyBatch(msgspec.Struct, array_like=True):
         rows_read: int,
     ) -> KeyBatch:
         """A batch from its rows' lines and timestamps as lists (packed here)."""
-        width, stamps = pack_cells(timestamps)
+        width, stamps, long_stamps = pack_cells(timestamps)
         return cls(
             system,
             seq,
@@ -106,6 +108,7 @@ class KeyBatch(msgspec.Struct, array_like=True):
             array("q", lines).tobytes(),
             width,
             stamps,
+            long_stamps,
             rejected,
             rows_read,
         )
@@ -118,7 +121,7 @@ class KeyBatch(msgspec.Struct, array_like=True):
 
     def timestamps(self) -> list[str]:
         """Every row's timestamp."""
-        return unpack_cells(self.stamp_width, self.stamps, len(self.keys))
+        return unpack_cells(self.stamp_width, self.stamps, len(self.keys), self.long_stamps)
 
     def raws(self) -> list[str]:
         """Every row's raw key."""

@@ -197,6 +197,7 @@ def test_text_column_reads_back_whatever_widens_it(batches: list[list[str]]) -> 
             st.one_of(
                 st.sampled_from(["2026-10-02T12:00:00Z", "2026-10-02T12:00:00.5Z", "", "x"]),
                 st.text(st.characters(blacklist_characters="\x00"), max_size=70),
+                st.text(st.sampled_from("x9"), min_size=60, max_size=200),  # past _MAX_WIDTH
             )
         )
     ),
@@ -210,10 +211,12 @@ def test_packed_batches_fill_a_column_as_cell_lists_do(
         by_cells, packed = TextColumn(), TextColumn()
         cells: list[str] = []
         for batch in batches:
-            width, text = pack_cells(batch)
-            assert unpack_cells(width, text, len(batch)) == batch
+            width, text, aside = pack_cells(batch)
+            assert unpack_cells(width, text, len(batch), aside) == batch
+            assert len(text) == width * len(batch)  # never more than the cells or 64 a cell:
+            assert len(text) <= max(sum(map(len, batch)), columns._MAX_WIDTH * len(batch))
             by_cells.extend(batch)
-            packed.extend_packed(width, text, len(batch))
+            packed.extend_packed(width, text, len(batch), aside)
             cells.extend(batch)
         assert (packed.width, packed.text(), packed.odd, len(packed)) == (
             by_cells.width,
@@ -222,3 +225,13 @@ def test_packed_batches_fill_a_column_as_cell_lists_do(
             len(by_cells),
         )
         assert list(packed.at(list(range(len(cells))))) == cells
+
+
+def test_one_huge_cell_does_not_widen_a_packed_batch() -> None:
+    """A corrupt timestamp of 100k characters stays aside: the text stays 20 a cell."""
+    cells = ["2026-10-02T12:00:00Z"] * 999 + ["x" * 100_000]
+    width, text, aside = pack_cells(cells)
+    assert (width, len(text), aside) == (20, 20 * 1000, [(999, "x" * 100_000)])
+    column = TextColumn()
+    column.extend_packed(width, text, len(cells), aside)
+    assert list(column.at(list(range(len(cells))))) == cells

@@ -17,7 +17,7 @@ the parent appends a batch's cells as one string, without an object per cell.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import compress, repeat
 
 _PAD = "\x00"
@@ -25,24 +25,50 @@ _MAX_WIDTH = 64  # a longer cell never widens the column: it stays aside
 _WIDEN_AT = 1024  # cells aside (and an eighth of the rows) before widening is tried
 
 
-def pack_cells(cells: list[str]) -> tuple[int, str]:
-    """The cells as (width, text): each padded with NUL to the longest one's width."""
+Aside = list[tuple[int, str]]  # (row in the batch, cell): cells too long for the text
+
+
+def pack_cells(cells: list[str]) -> tuple[int, str, Aside]:
+    """The cells as (width, text, aside), as ``TextColumn`` stores them.
+
+    ``text`` holds every cell padded with NUL to ``width``; a longer cell is empty
+    there and kept in ``aside``. A batch whose cells share one length (the usual
+    case) takes one ``join``. Otherwise the width is the commonest length up to
+    ``_MAX_WIDTH``, so that one odd cell (a corrupt value of megabytes) never
+    widens the text of the whole batch.
+    """
     if not cells:
-        return 0, ""
-    width = max(map(len, cells))
+        return 0, "", []
     text = "".join(cells)
-    if len(text) != width * len(cells):  # some are shorter: pad them (in C)
-        text = "".join(map(str.ljust, cells, repeat(width), repeat(_PAD)))
-    return width, text
+    width = len(cells[0])
+    if len(text) == width * len(cells) and max(map(len, cells)) == width:
+        return width, text, []
+    widths = Counter(map(len, cells))
+    widths.pop(0, None)
+    fitting = [length for length, _ in widths.most_common() if length <= _MAX_WIDTH]
+    width = fitting[0] if fitting else 0
+    aside = [(row, cell) for row, cell in enumerate(cells) if len(cell) > width]
+    if aside:
+        cells = cells.copy()
+        for row, _ in aside:
+            cells[row] = ""
+    text = "".join(map(str.ljust, cells, repeat(width), repeat(_PAD))) if width else ""
+    return width, text, aside
 
 
-def unpack_cells(width: int, text: str, rows: int) -> list[str]:
-    """The cells that ``pack_cells`` gave (width, text) for; ``rows`` of them."""
-    if not width:
-        return [""] * rows
-    ends = range(width, width * rows + 1, width)
-    cells = map(text.__getitem__, map(slice, range(0, len(text), width), ends))
-    return list(map(str.rstrip, cells, repeat(_PAD)))
+def unpack_cells(
+    width: int, text: str, rows: int, aside: Sequence[tuple[int, str]] = ()
+) -> list[str]:
+    """The ``rows`` cells that ``pack_cells`` gave (width, text, aside) for."""
+    if width:
+        ends = range(width, width * rows + 1, width)
+        padded = map(text.__getitem__, map(slice, range(0, len(text), width), ends))
+        cells = list(map(str.rstrip, padded, repeat(_PAD)))
+    else:
+        cells = [""] * rows
+    for row, cell in aside:
+        cells[row] = cell
+    return cells
 
 
 class TextColumn:
@@ -92,17 +118,20 @@ class TextColumn:
         if len(self.odd) > max(self._widen_at, self._rows >> 3):  # many, and common
             self._widen()
 
-    def extend_packed(self, width: int, text: str, rows: int) -> None:
+    def extend_packed(
+        self, width: int, text: str, rows: int, aside: Sequence[tuple[int, str]] = ()
+    ) -> None:
         """Append ``rows`` cells packed by ``pack_cells``: as they are, when the widths agree.
 
         Cells padded to this column's width are what ``extend`` would store, so the
-        text is appended whole; any other width takes ``extend``'s way, cell by cell.
+        text is appended whole; any other width, or cells aside, take ``extend``'s
+        way, cell by cell.
         """
-        if width and width == self.width:
+        if width and width == self.width and not aside:
             self._parts.append(text)
             self._rows += rows
         else:
-            self.extend(unpack_cells(width, text, rows))
+            self.extend(unpack_cells(width, text, rows, aside))
 
     def _widen(self) -> None:
         """Widen the column to the longest cell kept aside (up to ``_MAX_WIDTH``): one pass."""

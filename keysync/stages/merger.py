@@ -84,7 +84,9 @@ class SystemKeys:
         base = len(self.row_keys)
         self.row_keys.extend(batch.keys)
         self.row_lines.frombytes(batch.lines)
-        self.row_stamps.extend_packed(batch.stamp_width, batch.stamps, len(batch.keys))
+        self.row_stamps.extend_packed(
+            batch.stamp_width, batch.stamps, len(batch.keys), batch.long_stamps
+        )
         if batch.raw_changes:
             changes = batch.raw_changes
             self.row_raws.update(zip(map(base.__add__, map(_index, changes)), map(_raw, changes)))
