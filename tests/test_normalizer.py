@@ -68,7 +68,7 @@ def model(batch: RawBatch, limit: int) -> KeyBatch:
     )
 
 
-@given(st.lists(raw_keys, max_size=40), st.sampled_from([10, 256]), st.booleans())
+@given(st.lists(raw_keys, max_size=60), st.sampled_from([10, 256]), st.booleans())
 def test_normalize_batch_equals_the_row_by_row_model(
     raws: list[str], limit: int, parse_error: bool
 ) -> None:
@@ -95,3 +95,14 @@ def test_a_batch_of_rejected_keys_only() -> None:
         (3, "too-long"),
         (4, "empty-key"),
     ]
+
+
+def test_a_batch_with_many_rejected_rows_equals_the_model() -> None:
+    """More than a few rejected rows take the other way of dropping them: same batch."""
+    raws = [raw for i in range(60) for raw in (f"k-{i}", "#", "X" * 12)]
+    batch = RawBatch(
+        "B", 3, 10, 90, 7, 40, raws, [7 + i for i in range(len(raws))], ["t"] * len(raws), [], 33
+    )
+    result = normalize_batch(batch, NORMALIZER, 10)
+    assert result == model(batch, 10)
+    assert result.keys == [f"K-{i}" for i in range(60)] and len(result.rejected) == 120

@@ -79,7 +79,16 @@ def _rows_where(flags: Iterable[object]) -> list[int]:
 
 
 def _without(rows: list[int], *columns: list[Any]) -> list[list[Any]]:
-    """Copies of ``columns`` without the (ascending) ``rows``: a few ``del``s in a C array."""
+    """Copies of ``columns`` without the (ascending) ``rows``, in C.
+
+    A few rows (the usual case) are ``del``eted from a copy; many take one
+    ``compress`` per column, as each ``del`` moves the rest of the list.
+    """
+    if len(rows) > 16:
+        keep = [True] * len(columns[0])
+        for row in rows:
+            keep[row] = False
+        return [list(compress(column, keep)) for column in columns]
     kept = []
     for column in columns:
         column = column.copy()  # the batch's own lists stay as they were
