@@ -93,10 +93,13 @@ class KeysyncGroup(click.Group):
             click.echo(f"keysync: error: {_os_error_line(exc)}", err=True)
             ctx.exit(EXIT_CANNOT_RUN)
         except sqlite3.OperationalError as exc:
-            # The same for the state database: a read-only file, a full disk, an I/O error.
-            from keysync.state import state_write_error
+            # The same for the state database: a read-only file, a full disk, a lock.
+            from keysync.state import state_problem
 
-            click.echo(f"keysync: error: {state_write_error(exc)}", err=True)
+            problem = state_problem(exc)
+            if problem is None:
+                raise  # an SQL error is a bug: its traceback helps more than a guess
+            click.echo(f"keysync: error: {problem}", err=True)
             ctx.exit(EXIT_CANNOT_RUN)
         except KeyboardInterrupt:
             # Outside a run (which stops at a checkpoint itself): click would print

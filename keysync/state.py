@@ -194,14 +194,34 @@ class NoStateError(KeysyncError):
         self.path = path
 
 
-def state_write_error(exc: sqlite3.OperationalError, path: Path | None = None) -> str:
-    """What a user can do when SQLite cannot use the database (it is not corrupt)."""
+# SQLite's primary result codes for a database it cannot use, though it is not corrupt.
+_ACCESS_CODES = {3, 8, 10, 13, 14}  # PERM, READONLY, IOERR, FULL, CANTOPEN
+_LOCKED_CODES = {5, 6}  # BUSY (after the busy timeout), LOCKED
+_ACCESS_WORDS = ("readonly", "disk", "unable to open", "permission", "access")
+
+
+def state_problem(exc: sqlite3.OperationalError, path: Path | None = None) -> str | None:
+    """The one line for a state database SQLite cannot use (access, room, a lock).
+
+    None for any other error (an SQL mistake is a bug, not the user's to fix).
+    The code is on the exception from Python 3.11 on; before, its text decides.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc).lower()
     where = f" {path}" if path is not None else ""
-    return (
-        f"cannot use the state database{where} ({exc}); make paths.data and keysync.db in "
-        "it writable by this user (SQLite keeps keysync.db-wal and -shm files next to it, "
-        "even to read) and make room on the disk, then run again"
-    )
+    if primary in _LOCKED_CODES or (primary is None and "locked" in text):
+        return (
+            f"the state database{where} is locked by another program ({exc}); close what "
+            "holds it open (a sqlite3 shell, a backup tool) and run again"
+        )
+    if primary in _ACCESS_CODES or (primary is None and any(w in text for w in _ACCESS_WORDS)):
+        return (
+            f"cannot use the state database{where} ({exc}); make paths.data and keysync.db "
+            "in it writable by this user (SQLite keeps keysync.db-wal and -shm files next "
+            "to it, even to read) and make room on the disk, then run again"
+        )
+    return None
 
 
 @contextmanager
@@ -367,13 +387,15 @@ class StateStore:
         try:
             store._configure()
             store._migrate()
-        except sqlite3.OperationalError as exc:  # the file may be fine: its access is not
-            connection.close()
-            raise RunError(state_write_error(exc, path)) from None
         except sqlite3.DatabaseError as exc:
             connection.close()
+            # The file may be fine and only its access not: then say that, not "move it aside".
+            problem = (
+                state_problem(exc, path) if isinstance(exc, sqlite3.OperationalError) else None
+            )
             raise RunError(
-                f"the state database {path} is unreadable ({exc}); move it aside to start afresh"
+                problem
+                or f"the state database {path} is unreadable ({exc}); move it aside to start afresh"
             ) from None
         except BaseException:
             connection.close()

@@ -30,7 +30,7 @@ from keysync.lock import RunLock
 from keysync.messages import KeyBatch
 from keysync.stages.merger import KeyIndex
 from keysync.stages.provisioner import ProvisioningPlan, plan_provisioning
-from keysync.state import _ENTRIES_PER_INSERT, SCHEMA_VERSION, StateStore
+from keysync.state import _ENTRIES_PER_INSERT, SCHEMA_VERSION, StateStore, state_problem
 
 Rows = Sequence[str] | Sequence[tuple[str, str, str]]
 
@@ -580,3 +580,39 @@ def test_audit_rows_stay_in_timestamp_order_when_the_clock_went_back(
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)
     assert [r[1] for r in rows] == ["early", "early", "late", "late"]
     assert [r[1] for r in store.audit_rows("late")] == ["late", "late"]
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ("attempt to write a readonly database", "make paths.data and keysync.db"),
+        ("unable to open database file", "make paths.data and keysync.db"),
+        ("database or disk is full", "make room on the disk"),
+        ("database is locked", "locked by another program"),
+        ("no such column: x", None),  # a bug in keysync: no advice to the user
+    ],
+)
+def test_sqlite_errors_a_user_can_fix_get_one_line_and_bugs_do_not(
+    message: str, says: str | None
+) -> None:
+    """Without an error code (Python 3.10, or an exception made by hand) the text decides."""
+    line = state_problem(sqlite3.OperationalError(message), Path("/srv/keysync.db"))
+    if says is None:
+        assert line is None
+    else:
+        assert line is not None and says in line and "/srv/keysync.db" in line
+
+
+def test_a_real_sqlite_error_is_told_by_its_code(tmp_path: Path) -> None:
+    database = tmp_path / "x.db"
+    sqlite3.connect(database).execute("CREATE TABLE t (a)").connection.close()
+    database.chmod(0o444)
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        connection.execute("INSERT INTO t VALUES (1)")
+    connection.close()
+    line = state_problem(raised.value)
+    assert line is not None and line.startswith("cannot use the state database (")
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        sqlite3.connect(database).execute("SELECT nope FROM t")
+    assert state_problem(raised.value) is None
