@@ -12,6 +12,7 @@ import dataclasses
 import os
 import secrets
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -278,7 +279,7 @@ def _remove_superseded_checkpoints(config: Config, store: StateStore, run_id: st
     seq = store.run_seq(run_id)
     for folder in checkpoint.interrupted_runs(config.checkpoint_dir):
         record = store.run(folder.name)
-        if record is not None and record.seq < seq:
+        if record is not None and record.seq < seq and not record.dry_run:
             _drop_superseded(folder, f"run {run_id}")
 
 
@@ -308,8 +309,9 @@ def _usable_checkpoint(folder: Path, store: StateStore) -> bool:
     if record is not None and record.outcome in SUCCESSFUL:
         checkpoint.remove(folder)
         return False
-    if record is not None and store.committed_after(record.seq):  # left by an older keysync
-        _drop_superseded(folder, "a later run")
+    # A dry run commits nothing when resumed, so newer state never makes it stale.
+    if record is not None and not record.dry_run and store.committed_after(record.seq):
+        _drop_superseded(folder, "a later run")  # left by an older keysync
         return False
     try:
         checkpoint.read_header(folder)
@@ -462,7 +464,14 @@ class _Run:
             self.writer.close()
             checkpoint.remove(self.writer.directory)
             if not self.options.dry_run:
-                _remove_superseded_checkpoints(self.config, self.store, self.run_id)
+                try:
+                    _remove_superseded_checkpoints(self.config, self.store, self.run_id)
+                except (OSError, sqlite3.Error) as exc:  # the run is done: only say it
+                    self.log.warning(
+                        "checkpoint.superseded",
+                        path=str(self.config.checkpoint_dir),
+                        reason=f"older checkpoints could not be removed: {exc}",
+                    )
             self.log.info(
                 "run.completed",
                 exit_code=result.exit_code,

@@ -295,3 +295,28 @@ def test_a_superseded_checkpoint_is_not_resumed_over_newer_state(fresh: Path) ->
     assert runs[0] == (killed.name, "interrupted")  # never brought back and committed late
     assert [outcome for _, outcome in runs[1:]] == ["completed", "completed"]
     assert killed.name not in (fresh / "output" / "diff_missing_in_A.csv").read_text()
+
+
+def test_a_killed_dry_run_stays_resumable_after_a_real_run(fresh: Path) -> None:
+    """Resuming a dry run commits nothing, so a later real run does not make it stale."""
+    config = str(fresh / "keysync-config.yaml")
+    process = subprocess.Popen(
+        keysync_cmd("-c", config, "run", "--dry-run"),
+        env=env_with(KEYSYNC_TEST_PAUSE_AT="reading:30000"),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_event(fresh / "data" / "logs" / "keysync.jsonl", "run.paused_for_tests")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    (dry,) = (fresh / "checkpoints").iterdir()
+    assert plain_run(fresh).returncode == 0
+    assert list((fresh / "checkpoints").iterdir()) == [dry]
+    done = resume(fresh)
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(fresh / "data" / "keysync.db") as db:
+        (row,) = db.execute("SELECT dry_run, outcome FROM runs WHERE run_id = ?", (dry.name,))
+    assert row == (1, "completed")
