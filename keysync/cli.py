@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from keysync import __version__
-from keysync.config import DEFAULT_CONFIG_PATH, Config, load_config
+from keysync.config import DEFAULT_CONFIG_PATH, MAX_DAYS_OF_HISTORY, Config, load_config
 from keysync.errors import (
     EXIT_CANNOT_RUN,
     EXIT_INTERRUPTED,
@@ -290,7 +290,11 @@ def main(ctx: click.Context, config_path: str, log_format: str, quiet: bool, ver
     type=click.Choice(["normal", "drift", "failure", "recovery"]),
     help="Scenario (default: simulation.scenario).",
 )
-@click.option("--days", type=click.IntRange(min=1), help="Days of history snapshots to write.")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1, max=MAX_DAYS_OF_HISTORY),
+    help="Days of history snapshots to write (at most 3660).",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -409,7 +413,11 @@ def run(
     type=click.Choice(["normal", "drift", "failure", "recovery"]),
     help="Scenario (default: simulation.scenario).",
 )
-@click.option("--days", type=click.IntRange(min=1), help="Days to simulate (default: config).")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1, max=MAX_DAYS_OF_HISTORY),
+    help="Days to simulate (default: config; at most 3660).",
+)
 @pass_app
 def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     """Run one reconciliation per simulated day and write timeline.csv.

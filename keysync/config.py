@@ -149,7 +149,6 @@ _SYSTEM_NAME = re.compile(r"[A-Za-z0-9_]+")
 # A separator must survive the rules it is part of: a letter would be uppercased or
 # stripped, an accented char folded, so keys would change on a second pass.
 _SEPARATORS = string.punctuation + " "
-_ALNUM = frozenset(string.ascii_letters + string.digits)
 _NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_")
 
 
@@ -191,6 +190,17 @@ def _validate(config: Config) -> None:
         if not value > 0:  # also NaN, which compares false with everything
             raise ConfigError(f"{path}: must be greater than 0, got {value}")
     _check_int_range(msgspec.to_builtins(config), "")
+    caps = {
+        "processing.workers": (config.processing.workers or 0, MAX_WORKERS, "processes"),
+        "processing.max_key_length": (
+            config.processing.max_key_length,
+            MAX_KEY_LENGTH,
+            "characters (a key cell is read whole)",
+        ),
+    }
+    for path, (value, cap, unit) in caps.items():
+        if value > cap:
+            raise ConfigError(f"{path}: must be at most {cap} {unit}, got {value}")
     days = config.simulation.temporal.days_of_history
     if days > MAX_DAYS_OF_HISTORY:
         raise ConfigError(
@@ -229,7 +239,7 @@ def _validate(config: Config) -> None:
             "normalize.collapse_delims: must be null or one ASCII punctuation character or "
             f"a space, got {collapse!r}"
         )
-    if _ALNUM.intersection(config.normalize.delimiters):
+    if any(c.isalnum() for c in config.normalize.delimiters):  # any script: é, ², ß
         raise ConfigError(
             "normalize.delimiters: must not contain letters or digits (they are key "
             f"characters), got {config.normalize.delimiters!r}"
@@ -245,6 +255,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("sources: at least the authority source A is required")
     if len(config.sources) < 2:
         raise ConfigError("sources: the authority needs at least one peer to compare with")
+    files: dict[Path, str] = {}  # one file per system: a shared one breaks generate's set
+    for name in config.sources:
+        file = config.source_path(name).resolve()
+        if file in files:
+            raise ConfigError(
+                f"sources.{name}.path: {file} is also sources.{files[file]}.path; "
+                "each system needs its own file"
+            )
+        files[file] = name
     for name, source in config.sources.items():
         if not _SYSTEM_NAME.fullmatch(name):
             raise ConfigError(f"sources: system name {name!r} may use only letters, digits and _")
@@ -276,6 +295,10 @@ def _validate(config: Config) -> None:
 _INT_MAX = 2**63 - 1
 # The mock clock keeps a table that grows with the square of the days.
 MAX_DAYS_OF_HISTORY = 3660
+# More normalizer processes than this only add pipes and memory on any machine.
+MAX_WORKERS = 64
+# A raw key longer than this is rejected anyway; the mock data writes keys this long.
+MAX_KEY_LENGTH = 1 << 20
 
 
 def _check_int_range(data: Any, path: str) -> None:
@@ -283,8 +306,12 @@ def _check_int_range(data: Any, path: str) -> None:
     if isinstance(data, dict):
         for key, value in data.items():
             _check_int_range(value, f"{path}.{key}" if path else str(key))
-    elif isinstance(data, int) and not isinstance(data, bool) and abs(data) > _INT_MAX:
-        raise ConfigError(f"{path}: must be between -{_INT_MAX} and {_INT_MAX}, got {data}")
+    elif (
+        isinstance(data, int)
+        and not isinstance(data, bool)
+        and not -_INT_MAX - 1 <= data <= _INT_MAX
+    ):
+        raise ConfigError(f"{path}: must be between {-_INT_MAX - 1} and {_INT_MAX}, got {data}")
 
 
 def _format_validation_error(exc: msgspec.ValidationError, root: type = Config) -> str:
@@ -343,7 +370,12 @@ def _check_sources(sources: Any) -> None:
         return
     for name, source in sources.items():
         if not isinstance(name, str):
-            raise ConfigError(f"sources: system name {name!r} must be text (quote it: '{name}')")
+            hint = (
+                "YAML reads yes/no/on/off/true/false as a boolean: quote the name"
+                if isinstance(name, bool)
+                else f"quote it: '{name}'"
+            )
+            raise ConfigError(f"sources: system name {name!r} must be text ({hint})")
         if not _SYSTEM_NAME.fullmatch(name):
             raise ConfigError(f"sources: system name {name!r} may use only letters, digits and _")
         try:

@@ -220,6 +220,34 @@ BAD_CONFIGS = [
         id="pad-negative",
     ),
     pytest.param(
+        "processing:\n  workers: 100000\n",
+        "processing.workers: must be at most 64 processes, got 100000",
+        id="workers-huge",
+    ),
+    pytest.param(
+        "processing:\n  max_key_length: 9223372036854775807\n",
+        "processing.max_key_length: must be at most 1048576 characters (a key cell is read "
+        "whole), got 9223372036854775807",
+        id="max-key-length-huge",
+    ),
+    pytest.param(
+        "normalize:\n  delimiters: '-é'\n",
+        "normalize.delimiters: must not contain letters or digits (they are key characters), "
+        "got '-é'",
+        id="delimiter-letter-beyond-ascii",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: in/A.csv}\n  B: {path: in/B.csv}\n  C: {path: ./in/B.csv}\n",
+        "sources.C.path: {base}/in/B.csv is also sources.B.path; each system needs its own file",
+        id="two-sources-one-file",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: in/A.csv}\n  yes: {path: in/B.csv}\n",
+        "sources: system name True must be text (YAML reads yes/no/on/off/true/false as a "
+        "boolean: quote the name)",
+        id="system-named-yes",
+    ),
+    pytest.param(
         "simulation:\n  failures: {inject_corruption: 1.5}\n",
         "simulation.failures.inject_corruption: must be within 0-1, got 1.5",
         id="corruption-above-1",
@@ -326,7 +354,7 @@ def test_bad_config_is_one_line_naming_the_file(
     keysync: RunKeysync, tmp_path: Path, text: str, message: str
 ) -> None:
     result, path = check_text(keysync, tmp_path, text)
-    assert_config_error(result, f"{path}: {message}")
+    assert_config_error(result, f"{path}: {message.replace('{base}', str(path.parent.resolve()))}")
 
 
 @pytest.mark.parametrize(

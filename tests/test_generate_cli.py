@@ -139,6 +139,25 @@ def test_a_source_that_cannot_be_generated_is_a_config_error(tmp_path: Path) -> 
     assert "sources.B.encoding" in stderr and "UTF-8" in stderr
 
 
+def test_days_beyond_ten_years_are_refused_up_front(tmp_path: Path) -> None:
+    """Each day's manifest lists every day's targets: 100,000 days would fill the disk."""
+    write_config(tmp_path)
+    result = keysync(tmp_path, "generate", "--keys", "10", "--days", "100000", "--out", "out")
+    assert "--days" in assert_one_line_error(result, 2) and "3660" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_source_inside_the_history_folder_is_refused(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        sources={"A": {"path": "input/A.csv"}, "B": {"path": "input/history/day-01/B.csv"}},
+    )
+    result = keysync(tmp_path, "generate", "--keys", "100", "--days", "2")
+    stderr = assert_one_line_error(result, 2)
+    assert "sources.B.path" in stderr and "daily snapshots" in stderr
+    assert not (tmp_path / "input").exists()
+
+
 def test_an_unwritable_output_folder_is_one_line(tmp_path: Path) -> None:
     write_config(tmp_path)
     (tmp_path / "taken").write_text("a file, not a folder", encoding="utf-8")

@@ -488,6 +488,12 @@ def _generate(
         out_dir = files[authority].parent
     manifest_path = out_dir / "manifest.json"
     history = out_dir / "history"
+    for name, file in files.items():
+        if history.resolve() in file.resolve().parents:
+            raise ConfigError(
+                f"sources.{name}.path: {file} is inside {history}, where generate writes "
+                "its daily snapshots; put the sources next to that folder, not in it"
+            )
     foreign = foreign_files(list(files.values()), manifest_path)
     if foreign:
         raise KeysyncError(
