@@ -149,7 +149,9 @@ class AlertTracker:
     """
 
     def __init__(self, threshold: float) -> None:
-        self.threshold = threshold * _BP  # in basis points, like the rates below
+        # In basis points, like the rates below; rounded, as 0.5005 * 10000 is
+        # 5004.999..., which would make a fall of exactly 0.5005 an alert.
+        self.threshold = round(threshold * _BP, 6)
         self.previous: dict[str, int | None] = {}
         self.level: dict[str, int] = {}  # open episodes: system -> pre-alert level
 

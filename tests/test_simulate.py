@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from keysync.lock import RunLock
@@ -404,7 +404,8 @@ def test_bad_options_exit_2(tmp_path: Path, args: tuple[str, str]) -> None:
 basis_points = st.lists(st.one_of(st.none(), st.integers(0, 10_000)), min_size=1, max_size=40)
 
 
-@given(basis_points, st.integers(1, 5_000))
+@given(basis_points, st.integers(1, 5_010))
+@example([8000, 2995, 8000], 5005)  # 0.5005 * 10000 is 5004.999...: a fall of exactly T
 def test_flags_follow_their_definition(series: list[int | None], threshold: int) -> None:
     """alert iff the rate fell by more than the threshold since the day before; recovered on
     the first later day within the threshold of the rate before the first alert."""
