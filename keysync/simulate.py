@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
@@ -485,7 +485,7 @@ class _Series:
         self.reader, writer = context.Pipe(duplex=False)
         self.process = context.Process(
             target=_generate_series,
-            args=(config, scenario, days, out, writer),
+            args=(config, scenario, days, out, writer, os.getpid()),
             name="keysync-simulate-generate",
             daemon=True,
         )
@@ -533,22 +533,29 @@ class _Series:
 
 
 def _generate_series(
-    config: Config, scenario: str, days: int, out: Path, report: Connection
+    config: Config, scenario: str, days: int, out: Path, report: Connection, parent: int
 ) -> None:
-    """The helper process: write the whole series, then report ("", 0) or (message, exit)."""
+    """The helper process: write the whole series, then report ("", 0) or (message, exit).
+
+    It dies with the simulation, even after a ``kill -9`` of it: an orphan would go
+    on writing day folders into the series the next simulation starts over.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     from keysync.mockdata import generate
+    from keysync.mockdata.generator import die_with_parent
 
+    die_with_parent(parent)
+    outcome: tuple[str, int] = ("", 0)
     try:
         generate(config, scenario=scenario, days=days, out=out)
     except KeysyncError as exc:
-        report.send((f"{exc}", exc.exit_code))
+        outcome = (f"{exc}", exc.exit_code)
     except BaseException as exc:  # a bug: say what, the parent ends with one line
-        report.send((f"generating the mock series failed: {type(exc).__name__}: {exc}", 3))
+        outcome = (f"generating the mock series failed: {type(exc).__name__}: {exc}", 3)
         raise
-    else:
-        report.send(("", 0))
     finally:
+        with suppress(OSError):  # the simulation is gone: nobody is left to tell
+            report.send(outcome)
         report.close()
 
 

@@ -384,6 +384,51 @@ def test_ctrl_c_stops_the_simulation_with_one_line_and_the_next_one_starts_over(
     assert len(Simulated(tmp_path, "normal", again).rows) == 2 * len(SYSTEMS)
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent (in a container, PID 1 may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_kill_9_of_a_simulation_takes_its_generator_helper_with_it(tmp_path: Path) -> None:
+    """An orphaned helper went on writing day folders into the next simulation's series."""
+    _config(tmp_path, simulation={"keys_per_system": 20_000})
+    running = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "-q", "simulate", "--days", "30"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _children(running.pid):
+        time.sleep(0.02)
+    helpers = _children(running.pid)
+    assert helpers, "the simulation never started its generator helper"
+    time.sleep(0.5)  # let it write a day or two
+    running.kill()
+    running.wait(30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(map(_alive, helpers)):
+        time.sleep(0.05)
+    assert not any(map(_alive, helpers)), "the generator helper outlived the simulation"
+    assert running.stderr is not None
+    assert "Traceback" not in running.stderr.read().decode()
+    running.stderr.close()
+
+
 def test_a_series_the_generator_refuses_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
     _config(tmp_path, simulation={"keys_per_system": 9_000_000})
     done = _keysync(tmp_path, "simulate", "--days", "3")

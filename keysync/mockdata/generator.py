@@ -422,13 +422,23 @@ def _helper_started() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _FORKED_RUN is not None:
+        die_with_parent(_FORKED_RUN.token)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this process when its parent dies, even by ``kill -9``.
+
+    Linux PR_SET_PDEATHSIG (elsewhere nothing happens). The parent may have died
+    before the call: then this process ends at once.
+    """
     with contextlib.suppress(Exception):
         import ctypes
 
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
-    if _FORKED_RUN is not None and os.getppid() != _FORKED_RUN.token:
-        os._exit(1)  # the main process ended before the line above
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent ended before the line above
 
 
 @contextlib.contextmanager
