@@ -306,12 +306,11 @@ def _check_int_range(data: Any, path: str) -> None:
     if isinstance(data, dict):
         for key, value in data.items():
             _check_int_range(value, f"{path}.{key}" if path else str(key))
-    elif (
-        isinstance(data, int)
-        and not isinstance(data, bool)
-        and not -_INT_MAX - 1 <= data <= _INT_MAX
-    ):
-        raise ConfigError(f"{path}: must be between {-_INT_MAX - 1} and {_INT_MAX}, got {data}")
+    elif isinstance(data, int) and not isinstance(data, bool):
+        if data > _INT_MAX:
+            raise ConfigError(f"{path}: must be at most {_INT_MAX}, got {data}")
+        if data < -_INT_MAX - 1:
+            raise ConfigError(f"{path}: must be at least {-_INT_MAX - 1}, got {data}")
 
 
 def _format_validation_error(exc: msgspec.ValidationError, root: type = Config) -> str:

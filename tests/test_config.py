@@ -220,6 +220,16 @@ BAD_CONFIGS = [
         id="pad-negative",
     ),
     pytest.param(
+        "processing:\n  batch_size: 18446744073709551616\n",
+        "processing.batch_size: must be at most 9223372036854775807, got 18446744073709551616",
+        id="batch-size-past-64-bits",
+    ),
+    pytest.param(
+        "simulation:\n  seed: -9223372036854775809\n",
+        "simulation.seed: must be at least -9223372036854775808, got -9223372036854775809",
+        id="seed-below-64-bits",
+    ),
+    pytest.param(
         "processing:\n  workers: 100000\n",
         "processing.workers: must be at most 64 processes, got 100000",
         id="workers-huge",
