@@ -31,12 +31,14 @@ import os
 import queue
 import threading
 import time
+import zlib
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from stat import S_ISREG
+from typing import BinaryIO
 
 import msgspec
 
@@ -48,7 +50,8 @@ from keysync.stages.columns import TextColumn
 from keysync.stages.merger import KeyIndex, SourcePosition, SystemKeys
 from keysync.state import StateStore
 
-FORMAT_VERSION = 4  # 4: timestamps as one text (3: as a list; 2: the index; 1: per line)
+# 5: the state under a CRC-32 (4: timestamps as one text; 3: as a list; 2: the index; 1: per line)
+FORMAT_VERSION = 5
 FOLDER = "snapshots"
 _CHUNK = 1 << 20
 
@@ -115,6 +118,28 @@ class Snapshot(_Head):
     """One source as a successful run read it: which bytes, and what the index made of them."""
 
     state: IndexState
+
+
+class _Stored(_Head):
+    """A snapshot as its file holds it: the state's bytes under a CRC-32 of them.
+
+    The file's SHA-256 says the source is unchanged; the CRC says the snapshot is
+    too. A snapshot damaged on disk but still decodable (a flipped byte in a key)
+    would otherwise put keys that are in no file into the reports and registry.
+    """
+
+    state_crc32: int
+    state: msgspec.Raw
+
+
+def _write_stored(handle: BinaryIO, snapshot: Snapshot) -> None:
+    """Write ``snapshot`` as a ``_Stored``, field by field: the state encoded once, not copied."""
+    state = msgspec.msgpack.encode(snapshot.state)
+    fields = (*msgspec.structs.astuple(snapshot)[:-1], zlib.crc32(state))
+    handle.write(bytes([0x90 | (len(fields) + 1)]))  # a msgpack fixarray: the fields, the state
+    for value in fields:
+        handle.write(msgspec.msgpack.encode(value))
+    handle.write(state)
 
 
 class Fallback(Exception):
@@ -256,12 +281,16 @@ class Snapshots:
         size, sha256 = file_digest(path)
         if (size, sha256) != (head.size, head.sha256):
             return head.run_id
+        where = snapshot_path(self.config, system)
         try:
-            snapshot = msgspec.msgpack.decode(data, type=Snapshot)
+            stored = msgspec.msgpack.decode(data, type=_Stored)
+            if zlib.crc32(stored.state) != stored.state_crc32:
+                raise Fallback(f"snapshot {where} is damaged (its checksum does not match)")
+            state = msgspec.msgpack.decode(stored.state, type=IndexState)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise Fallback(f"snapshot {snapshot_path(self.config, system)} is unreadable") from None
-        keys = snapshot.state.system_keys(system, size)
-        return _Restored(keys, time.monotonic() - started, snapshot.run_id)
+            raise Fallback(f"snapshot {where} is unreadable") from None
+        keys = state.system_keys(system, size)
+        return _Restored(keys, time.monotonic() - started, stored.run_id)
 
     # ------------------------------------------------------------------------ save
 
@@ -314,7 +343,7 @@ class Snapshots:
                     continue
                 temp = self.folder / f"{system}.msgpack.{self.run_id}.tmp"
                 with open(temp, "wb") as handle:
-                    handle.write(msgspec.msgpack.encode(snapshot))
+                    _write_stored(handle, snapshot)
                     del snapshot
                     handle.flush()
                     os.fsync(handle.fileno())

@@ -473,6 +473,24 @@ def test_missing_or_unreadable_snapshot_falls_back(small: Path) -> None:
     assert "incremental.fallback" not in again.stderr
 
 
+def test_a_damaged_snapshot_that_still_decodes_is_not_trusted(small: Path) -> None:
+    """One key changed inside B's snapshot (same length, still valid msgpack): read B again."""
+    full = keysync(small, "-q", "run")  # the reference: what B's file really holds
+    assert full.returncode == 0, full.stderr
+    expected = (small / "output" / "diff_missing_in_A.csv").read_text().split("# rows:")[1]
+    rows = report_rows(small / "output")["diff_missing_in_A.csv"]
+    key = next(row[0] for row in rows[1:] if row[1] == "B")  # a key only B's snapshot holds
+    forged = "Q" * len(key)
+    path = small / "data/snapshots/B.msgpack"
+    path.write_bytes(path.read_bytes().replace(key.encode(), forged.encode()))
+    result = keysync(small, "-q", "run", "--mode", "incremental")
+    assert result.returncode == 0, result.stderr
+    (fallback,) = [line for line in result.stderr.splitlines() if "incremental.fallback" in line]
+    assert "system=B" in fallback and "is damaged (its checksum does not match)" in fallback
+    assert forged not in (small / "output" / "diff_missing_in_A.csv").read_text()
+    assert (small / "output" / "diff_missing_in_A.csv").read_text().split("# rows:")[1] == expected
+
+
 def test_dry_run_leaves_the_snapshots(small: Path) -> None:
     before = {p.name: p.read_bytes() for p in (small / "data/snapshots").iterdir()}
     path = small / "input/A.csv"
