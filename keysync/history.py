@@ -38,10 +38,11 @@ peer's gaps G0/G1 and extras O0/O1 before/now, and X1 its keys read now
 (tests/test_state.py checks this against a brute-force model on random runs).
 
 ``missing_since(X, key)`` is when the current stretch began in which the key
-is in A but not in X: the run in which that gap was first seen (this run's
-time for a gap first seen now). A peer that is unavailable or not read keeps
-its last known keys: its gaps and extras are rebased onto the new A without
-events, so a gap it had stays open with its original start.
+is in A but not in X: the first run of it (this run's time for a gap that
+begins now). A peer that is unavailable or not read keeps its last known
+keys: its gaps and extras are rebased onto the new A without events, so a gap
+it had stays open with its original start, and a key A gains meanwhile starts
+its gap in that run (docs/state.md, "missing since").
 """
 
 from __future__ import annotations

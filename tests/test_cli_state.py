@@ -210,6 +210,31 @@ def test_three_runs_give_statuses_history_and_missing_since(
     ]
 
 
+def test_a_gap_opened_while_the_peer_was_not_read_starts_in_that_run(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """docs/state.md "missing since": the stretch starts when A has the key and B, as last
+    read, lacks it; an unread run counts with B's last known keys."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["K-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    write_inputs(tmp_path, {"A": ["K-1", "K-2"]})
+    kept = (tmp_path / "input" / "B.csv").read_bytes()
+    (tmp_path / "input" / "B.csv").unlink()
+    ok(keysync("-q", "run"), code=4)  # B unavailable: nothing reported missing from it
+    assert "B" not in {
+        r["system"] for r in read_report(tmp_path / "output" / "diff_missing_from_system.csv")
+    }
+    (tmp_path / "input" / "B.csv").write_bytes(kept)
+    ok(keysync("-q", "run"))
+    second = db_rows(tmp_path, "SELECT COALESCE(observed_at, started_at) FROM runs WHERE seq = 2")
+    gaps = read_report(tmp_path / "output" / "diff_missing_from_system.csv")
+    assert {(r["system"], r["key"]): r["missing_since"] for r in gaps} == {
+        ("B", "K-2"): second[0][0],
+        ("C", "K-2"): second[0][0],
+    }
+
+
 def test_dry_run_leaves_the_database_unchanged_but_the_run_record(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:

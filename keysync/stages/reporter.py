@@ -64,7 +64,8 @@ MISSING_FROM_SYSTEM_COLUMNS = {
     "system": "system that lacks the key (A has it)",
     "a_source_key": "the key as written in A",
     "a_last_seen_at": "timestamp column of that row in A",
-    "missing_since": "start of the current stretch of runs in which the system lacked it",
+    "missing_since": "first run of the current stretch in which A held the key and the "
+    "system (as last read) lacked it",
 }
 DUPLICATES_COLUMNS = {
     "system": "system",
