@@ -576,6 +576,9 @@ def history(app: _App, key: str, as_json: bool) -> None:
             normalized, master_key = entry.key, key
         timeline = key_timeline(store, normalized)
         entries = store.entries_for_key(normalized)
+    # A system taken out of the config keeps its history, as an unread one does (its last
+    # known keys, gaps opening as A grows); say so rather than show it as current.
+    configured = set(app.config.sources)
     known = any(s.first_seen or s.missing_since for s in timeline.systems) or entries
     if not known:
         raise KeysyncError(
@@ -588,7 +591,9 @@ def history(app: _App, key: str, as_json: bool) -> None:
         _print_json(
             {
                 "key": normalized,
-                "systems": [s.__dict__ for s in timeline.systems],
+                "systems": [
+                    {**s.__dict__, "configured": s.system in configured} for s in timeline.systems
+                ],
                 "events": [
                     dict(zip(("timestamp", "run_id", "system", "event"), e))
                     for e in timeline.events
@@ -607,7 +612,9 @@ def history(app: _App, key: str, as_json: bool) -> None:
         ["system", "status", "first_seen", "last_seen", "missing_since"],
         (
             [
-                s.system + (" (authority)" if s.role == "authority" else ""),
+                s.system
+                + (" (authority)" if s.role == "authority" else "")
+                + ("" if s.system in configured else " (not in the config)"),
                 s.note,
                 _when(s.first_seen, s.first_seen_run),
                 _when(s.last_seen, s.last_seen_run),

@@ -235,6 +235,31 @@ def test_a_gap_opened_while_the_peer_was_not_read_starts_in_that_run(
     }
 
 
+def test_history_marks_a_system_taken_out_of_the_config(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path], write_config: Any
+) -> None:
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["K-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    write_config(  # C is dropped from the config; its history stays
+        tmp_path,
+        sources={s: {"path": f"./input/{s}.csv"} for s in ("A", "B")},
+        processing={"parallel": False, "workers": 1},
+    )
+    write_inputs(tmp_path, {"A": ["K-1", "K-2"]})
+    ok(keysync("-q", "run"))
+    shown = ok(keysync("history", "K-2")).stdout
+    (row,) = [line for line in shown.splitlines() if line.startswith("C ")]
+    assert "(not in the config)" in row
+    assert not [line for line in shown.splitlines() if line.startswith("B ") and "config" in line]
+    data = json.loads(ok(keysync("history", "K-2", "--json")).stdout)
+    assert {s["system"]: s["configured"] for s in data["systems"]} == {
+        "A": True,
+        "B": True,
+        "C": False,
+    }
+
+
 def test_dry_run_leaves_the_database_unchanged_but_the_run_record(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
