@@ -245,7 +245,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
     ),
     "simulation.started": EventSpec(
         "info",
-        ("scenario", "days", "keys_per_system", "seed", "folder"),
+        ("simulation_id", "scenario", "days", "keys_per_system", "seed", "folder"),
         "`keysync simulate` begins a fresh simulation in its own folder",
     ),
     "simulation.day": EventSpec(
@@ -265,7 +265,16 @@ EVENTS: Final[dict[str, EventSpec]] = {
     ),
     "simulation.completed": EventSpec(
         "info",
-        ("scenario", "days", "alerts", "recovered", "duration_s", "timeline", "chart"),
+        (
+            "simulation_id",
+            "scenario",
+            "days",
+            "alerts",
+            "recovered",
+            "duration_s",
+            "timeline",
+            "chart",
+        ),
         "the timeline and chart of a simulation are in place",
     ),
 }

@@ -400,6 +400,7 @@ def simulate(
         seed = config.simulation.seed
         log.info(
             "simulation.started",
+            simulation_id=simulation_id,  # the run_id in timeline.csv's header block
             scenario=scenario,
             days=days,
             keys_per_system=keys,
@@ -412,6 +413,7 @@ def simulate(
         result.duration_s = round(time.monotonic() - clock, 3)
         log.info(
             "simulation.completed",
+            simulation_id=simulation_id,
             scenario=scenario,
             days=days,
             alerts=sum(row.flag == ALERT for row in result.rows),

@@ -319,6 +319,11 @@ def test_a_second_simulation_starts_over_with_a_fresh_registry(tmp_path: Path) -
     assert [p.name for p in (folder / "days").iterdir()] == ["day-01"]
     # The log is kept across simulations, like any log.
     assert len(sim.events("simulation.started")) == 2
+    # Its events name the simulation as timeline.csv does: the log joins the timeline.
+    (shown,) = [line for line in sim.text.splitlines() if line.startswith("# run_id: ")]
+    simulation_id = shown.removeprefix("# run_id: ")
+    assert sim.events("simulation.started")[-1]["simulation_id"] == simulation_id
+    assert sim.events("simulation.completed")[-1]["simulation_id"] == simulation_id
 
 
 def test_an_unavailable_peer_is_flagged_and_the_simulation_exits_degraded(tmp_path: Path) -> None:
