@@ -255,15 +255,6 @@ def _validate(config: Config) -> None:
         raise ConfigError("sources: at least the authority source A is required")
     if len(config.sources) < 2:
         raise ConfigError("sources: the authority needs at least one peer to compare with")
-    files: dict[Path, str] = {}  # one file per system: a shared one breaks generate's set
-    for name in config.sources:
-        file = config.source_path(name).resolve()
-        if file in files:
-            raise ConfigError(
-                f"sources.{name}.path: {file} is also sources.{files[file]}.path; "
-                "each system needs its own file"
-            )
-        files[file] = name
     for name, source in config.sources.items():
         if not _SYSTEM_NAME.fullmatch(name):
             raise ConfigError(f"sources: system name {name!r} may use only letters, digits and _")

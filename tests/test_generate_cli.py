@@ -147,6 +147,20 @@ def test_days_beyond_ten_years_are_refused_up_front(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_two_sources_on_one_file_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """One system's file would replace the other's, next to a manifest of neither."""
+    write_config(
+        tmp_path,
+        sources={
+            s: {"path": p} for s, p in (("A", "in/A.csv"), ("B", "in/B.csv"), ("C", "./in/B.csv"))
+        },
+    )
+    result = keysync(tmp_path, "generate", "--keys", "100")
+    stderr = assert_one_line_error(result, 2)
+    assert "sources.C.path" in stderr and "is also sources.B.path" in stderr
+    assert not (tmp_path / "in").exists()
+
+
 def test_a_source_inside_the_history_folder_is_refused(tmp_path: Path) -> None:
     write_config(
         tmp_path,

@@ -498,6 +498,14 @@ def _generate(
         out_dir = files[authority].parent
     manifest_path = out_dir / "manifest.json"
     history = out_dir / "history"
+    written: dict[Path, str] = {}  # two systems on one file: one would overwrite the other
+    for name, file in files.items():
+        if file.resolve() in written:
+            raise ConfigError(
+                f"sources.{name}.path: {file} is also sources.{written[file.resolve()]}.path; "
+                "generate writes one file per system: give each its own"
+            )
+        written[file.resolve()] = name
     for name, file in files.items():
         if history.resolve() in file.resolve().parents:
             raise ConfigError(
