@@ -220,7 +220,7 @@ def _check_resume_options(
         return  # the run itself says what is wrong with it (or that nothing is left)
     with store:
         record = store.run(header.run_id)
-        superseded = record is not None and not record.dry_run and store.committed_after(record.seq)
+        superseded = record is not None and store.committed_after(record.seq)
     if record is None or record.outcome in SUCCESSFUL or superseded:
         return  # not resumable: the run starts afresh with these options
     started = header.flags

@@ -9,8 +9,9 @@ An incremental run then treats each source by what happened to it:
   snapshot's; the file is hashed, not parsed or normalized;
 - **changed**: read in full by the pipeline, in parallel with the other changed
   sources, exactly as a full run reads it;
-- **no usable snapshot** (none, unreadable, another format, other settings, not a
-  regular file): read in full, and an ``incremental.fallback`` warning says why.
+- **no usable snapshot** (none, unreadable, damaged, another format, other
+  settings, not a regular file): read in full, and an ``incremental.fallback``
+  warning says why.
 
 Why a changed source is read again rather than updated line by line: the
 previous design looked every line up among the previous file's lines and parsed
@@ -123,9 +124,11 @@ class Snapshot(_Head):
 class _Stored(_Head):
     """A snapshot as its file holds it: the state's bytes under a CRC-32 of them.
 
-    The file's SHA-256 says the source is unchanged; the CRC says the snapshot is
-    too. A snapshot damaged on disk but still decodable (a flipped byte in a key)
-    would otherwise put keys that are in no file into the reports and registry.
+    The source's SHA-256 says the source is unchanged; the CRC says the state (the
+    rows, keys and rejections: all but the few head fields) is as written. A state
+    damaged on disk but still decodable (a flipped byte in a key) would otherwise
+    put keys that are in no file into the reports and registry; damage to the
+    head makes the size, hash or settings differ, and the source is read again.
     """
 
     state_crc32: int

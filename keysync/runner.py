@@ -279,7 +279,7 @@ def _remove_superseded_checkpoints(config: Config, store: StateStore, run_id: st
     seq = store.run_seq(run_id)
     for folder in checkpoint.interrupted_runs(config.checkpoint_dir):
         record = store.run(folder.name)
-        if record is not None and record.seq < seq and not record.dry_run:
+        if record is not None and record.seq < seq:  # a dry run's too: see below
             _drop_superseded(folder, f"run {run_id}")
 
 
@@ -287,7 +287,9 @@ def _drop_superseded(folder: Path, by: str) -> None:
     """Remove a checkpoint that newer committed state makes useless, and say so.
 
     Resuming it would commit older inputs over that state (and they have usually
-    changed anyway, so ``--resume`` would refuse on every later run).
+    changed anyway, so ``--resume`` would refuse on every later run). A killed dry
+    run's checkpoint goes too: it commits nothing, but its inputs have usually
+    changed as well, and keeping it would leave ``--resume`` refusing for good.
     """
     logs.get_logger(stage="runner").warning(
         "checkpoint.superseded",
@@ -309,9 +311,8 @@ def _usable_checkpoint(folder: Path, store: StateStore) -> bool:
     if record is not None and record.outcome in SUCCESSFUL:
         checkpoint.remove(folder)
         return False
-    # A dry run commits nothing when resumed, so newer state never makes it stale.
-    if record is not None and not record.dry_run and store.committed_after(record.seq):
-        _drop_superseded(folder, "a later run")  # left by an older keysync
+    if record is not None and store.committed_after(record.seq):  # left by an older keysync
+        _drop_superseded(folder, "a later run")
         return False
     try:
         checkpoint.read_header(folder)

@@ -195,9 +195,10 @@ class NoStateError(KeysyncError):
 
 
 # SQLite's primary result codes for a database it cannot use, though it is not corrupt.
-_ACCESS_CODES = {3, 8, 10, 13, 14}  # PERM, READONLY, IOERR, FULL, CANTOPEN
-_LOCKED_CODES = {5, 6}  # BUSY (after the busy timeout), LOCKED
-_ACCESS_WORDS = ("readonly", "disk", "unable to open", "permission", "access")
+# PERM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL (WAL on a network file system), NOLFS
+_ACCESS_CODES = {3, 8, 10, 13, 14, 15, 22}
+_LOCKED_CODES = {5}  # BUSY: another connection held the database past the busy timeout
+_ACCESS_WORDS = ("readonly", "disk", "unable to open", "permission", "locking protocol")
 
 
 def state_problem(exc: sqlite3.OperationalError, path: Path | None = None) -> str | None:
@@ -389,13 +390,13 @@ class StateStore:
             store._migrate()
         except sqlite3.DatabaseError as exc:
             connection.close()
-            # The file may be fine and only its access not: then say that, not "move it aside".
-            problem = (
-                state_problem(exc, path) if isinstance(exc, sqlite3.OperationalError) else None
-            )
+            if isinstance(exc, sqlite3.OperationalError):  # not a corrupt file: keep it
+                problem = state_problem(exc, path)
+                raise RunError(
+                    problem or f"cannot open the state database {path} ({exc})"
+                ) from None
             raise RunError(
-                problem
-                or f"the state database {path} is unreadable ({exc}); move it aside to start afresh"
+                f"the state database {path} is unreadable ({exc}); move it aside to start afresh"
             ) from None
         except BaseException:
             connection.close()

@@ -161,6 +161,14 @@ def test_two_sources_on_one_file_are_refused_before_anything_is_written(tmp_path
     assert not (tmp_path / "in").exists()
 
 
+def test_a_source_path_that_is_a_symlink_loop_is_no_traceback(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "B.csv").symlink_to("B.csv")  # points at itself
+    write_config(tmp_path, sources={"A": {"path": "in/A.csv"}, "B": {"path": "in/B.csv"}})
+    result = keysync(tmp_path, "generate", "--keys", "100")
+    assert "Traceback" not in result.stderr, result.stderr
+
+
 def test_a_source_inside_the_history_folder_is_refused(tmp_path: Path) -> None:
     write_config(
         tmp_path,

@@ -297,8 +297,12 @@ def test_a_superseded_checkpoint_is_not_resumed_over_newer_state(fresh: Path) ->
     assert killed.name not in (fresh / "output" / "diff_missing_in_A.csv").read_text()
 
 
-def test_a_killed_dry_run_stays_resumable_after_a_real_run(fresh: Path) -> None:
-    """Resuming a dry run commits nothing, so a later real run does not make it stale."""
+def test_a_killed_dry_run_is_superseded_too_and_resume_never_gets_stuck(fresh: Path) -> None:
+    """A dry run killed, the next day's export, a real run: --resume has nothing to do.
+
+    Kept, the dry run's checkpoint would make every later --resume refuse (its
+    inputs changed), and no plain run would ever remove it.
+    """
     config = str(fresh / "keysync-config.yaml")
     process = subprocess.Popen(
         keysync_cmd("-c", config, "run", "--dry-run"),
@@ -312,11 +316,10 @@ def test_a_killed_dry_run_stays_resumable_after_a_real_run(fresh: Path) -> None:
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    (dry,) = (fresh / "checkpoints").iterdir()
+    with (fresh / "input" / "C.csv").open("a") as handle:
+        handle.write("CUST-99999,late,2026-11-30T00:00:00Z\n")
     assert plain_run(fresh).returncode == 0
-    assert list((fresh / "checkpoints").iterdir()) == [dry]
-    done = resume(fresh)
-    assert done.returncode == 0, done.stderr
-    with sqlite3.connect(fresh / "data" / "keysync.db") as db:
-        (row,) = db.execute("SELECT dry_run, outcome FROM runs WHERE run_id = ?", (dry.name,))
-    assert row == (1, "completed")
+    assert list((fresh / "checkpoints").iterdir()) == []
+    for _ in range(2):
+        done = resume(fresh)
+        assert done.returncode == 0, done.stderr

@@ -429,8 +429,11 @@ def _helper_started() -> None:
 def die_with_parent(parent_pid: int) -> None:
     """Have the kernel kill this process when its parent dies, even by ``kill -9``.
 
-    Linux PR_SET_PDEATHSIG (elsewhere nothing happens). The parent may have died
-    before the call: then this process ends at once.
+    Linux PR_SET_PDEATHSIG (elsewhere nothing happens). ``parent_pid`` must be the
+    process that started this one, from the thread that outlives it (the signal
+    comes when that thread ends): both callers start their helper from the thread
+    that waits for it. The parent may have died before the call: then this
+    process ends at once.
     """
     with contextlib.suppress(Exception):
         import ctypes
@@ -498,16 +501,17 @@ def _generate(
         out_dir = files[authority].parent
     manifest_path = out_dir / "manifest.json"
     history = out_dir / "history"
-    written: dict[Path, str] = {}  # two systems on one file: one would overwrite the other
+    written: dict[str, str] = {}  # two systems on one file: one would overwrite the other
+    history_at = os.path.realpath(history)  # realpath, unlike resolve(), takes symlink loops
     for name, file in files.items():
-        if file.resolve() in written:
+        real = os.path.realpath(file)
+        if real in written:
             raise ConfigError(
-                f"sources.{name}.path: {file} is also sources.{written[file.resolve()]}.path; "
+                f"sources.{name}.path: {file} is also sources.{written[real]}.path; "
                 "generate writes one file per system: give each its own"
             )
-        written[file.resolve()] = name
-    for name, file in files.items():
-        if history.resolve() in file.resolve().parents:
+        written[real] = name
+        if real.startswith(history_at + os.sep):
             raise ConfigError(
                 f"sources.{name}.path: {file} is inside {history}, where generate writes "
                 "its daily snapshots; put the sources next to that folder, not in it"
