@@ -536,6 +536,13 @@ class Background:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
 
+    @classmethod
+    def held_at(cls, folder: Path, phase: str, *args: str, **env: str) -> Background:
+        """A run started and held at ``phase`` (``KEYSYNC_TEST_PAUSE_AT``) when this returns."""
+        run = cls(folder, *args, env={"KEYSYNC_TEST_PAUSE_AT": phase, **env})
+        run.wait_for("run.paused_for_tests")
+        return run
+
 
 PHASES = ["reading", "planning", "reporting", "committing", "mid-commit"]
 
@@ -551,8 +558,7 @@ def test_kill_9_at_any_phase_leaves_the_state_as_before(
     reports_before = (tmp_path / "output" / "master_key_registry.csv").read_bytes()
     # A run that would change everything: new keys, a deprecation, new gaps.
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-3"], "C": ["X-2", "X-4"]})
-    run = Background(tmp_path, "--auto-approve", env={"KEYSYNC_TEST_PAUSE_AT": phase})
-    run.wait_for("run.paused_for_tests")
+    run = Background.held_at(tmp_path, phase, "--auto-approve")
     run.kill()
     assert run.process.returncode == -signal.SIGKILL
     assert state_dump(tmp_path) == before
@@ -580,8 +586,7 @@ def test_a_dry_run_after_a_kill_leaves_the_killed_run_to_the_next_real_run(
     project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
     ok(keysync("-q", "run"))
-    killed = Background(tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "planning"})
-    killed.wait_for("run.paused_for_tests")
+    killed = Background.held_at(tmp_path, "planning")
     killed.kill()
     before = state_dump(tmp_path)
     runs_before = db_rows(tmp_path, "SELECT * FROM runs ORDER BY seq")
@@ -602,8 +607,7 @@ def test_kill_9_after_the_commit_keeps_the_committed_state(
 ) -> None:
     project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
-    run = Background(tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "publishing"})
-    run.wait_for("run.paused_for_tests")
+    run = Background.held_at(tmp_path, "publishing")
     run.kill()
     assert statuses(tmp_path) == {"X-1": "Proposed"}
     assert db_rows(tmp_path, "SELECT outcome FROM runs") == [("completed",)]
@@ -614,10 +618,7 @@ def test_two_concurrent_runs_one_wins_the_other_exits_3(
 ) -> None:
     project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
-    first = Background(
-        tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "planning", "KEYSYNC_TEST_PAUSE_S": "2"}
-    )
-    first.wait_for("run.paused_for_tests")
+    first = Background.held_at(tmp_path, "planning", KEYSYNC_TEST_PAUSE_S="2")
     second = keysync("run")
     assert second.returncode == 3
     running = db_rows(tmp_path, "SELECT run_id FROM runs")[0][0]
@@ -644,8 +645,7 @@ def test_a_refused_run_keys_leaves_the_inputs_alone(
     bad = keysync("run", "--keys", "50", "--systems", "A,Z")
     assert bad.returncode == 2 and "--systems: unknown system Z" in bad.stderr
     assert not (tmp_path / "data" / "keysync.db").exists()  # a usage error changes nothing
-    reading = Background(tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "planning"})
-    reading.wait_for("run.paused_for_tests")
+    reading = Background.held_at(tmp_path, "planning")
     blocked = keysync("run", "--keys", "50")
     assert blocked.returncode == 3 and "holds the lock" in blocked.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "input").iterdir()} == before
@@ -657,8 +657,7 @@ def test_run_systems_with_an_unknown_system_is_a_usage_error_even_during_a_run(
 ) -> None:
     project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
-    reading = Background(tmp_path, env={"KEYSYNC_TEST_PAUSE_AT": "planning"})
-    reading.wait_for("run.paused_for_tests")
+    reading = Background.held_at(tmp_path, "planning")
     refused = keysync("run", "--systems", "A,Z")
     assert refused.returncode == 2, refused.stderr
     assert (
