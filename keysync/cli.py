@@ -56,6 +56,20 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+scenario_option = click.option(
+    "--scenario",
+    type=click.Choice(["normal", "drift", "failure", "recovery"]),
+    help="Scenario (default: simulation.scenario).",
+)
+
+
+def days_option(what: str) -> Callable[[F], F]:
+    """``--days``, shared by ``generate`` and ``simulate``: one bound, said the same way."""
+    return click.option(
+        "--days",
+        type=click.IntRange(min=1, max=MAX_DAYS_OF_HISTORY),
+        help=f"{what}; at most {MAX_DAYS_OF_HISTORY}.",
+    )
 
 
 class KeysyncGroup(click.Group):
@@ -285,16 +299,8 @@ def main(ctx: click.Context, config_path: str, log_format: str, quiet: bool, ver
 @main.command()
 @click.option("--keys", type=click.IntRange(min=1), help="Keys per system (default: config).")
 @click.option("--seed", type=int, help="Random seed (default: simulation.seed).")
-@click.option(
-    "--scenario",
-    type=click.Choice(["normal", "drift", "failure", "recovery"]),
-    help="Scenario (default: simulation.scenario).",
-)
-@click.option(
-    "--days",
-    type=click.IntRange(min=1, max=MAX_DAYS_OF_HISTORY),
-    help="Days of history snapshots to write (at most 3660).",
-)
+@scenario_option
+@days_option("Days of history snapshots to write")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -408,16 +414,8 @@ def run(
 
 
 @main.command()
-@click.option(
-    "--scenario",
-    type=click.Choice(["normal", "drift", "failure", "recovery"]),
-    help="Scenario (default: simulation.scenario).",
-)
-@click.option(
-    "--days",
-    type=click.IntRange(min=1, max=MAX_DAYS_OF_HISTORY),
-    help="Days to simulate (default: config; at most 3660).",
-)
+@scenario_option
+@days_option("Days to simulate (default: config)")
 @pass_app
 def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     """Run one reconciliation per simulated day and write timeline.csv.
