@@ -217,8 +217,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "provisioning decision: a master key is proposed for an out-of-authority key",
     ),
     "key.approved": EventSpec("info", ("master_key",), "a master key became Active"),
-    "key.deprecated": EventSpec("info", ("master_key", "reason"), "a master key became Deprecated"),
-    "key.resolved": EventSpec("info", ("master_key",), "a key with a master key now appears in A"),
+    # One line per key: an expiry wave or a fixed peer makes thousands in one run.
+    "key.deprecated": EventSpec(
+        "info", ("master_key", "reason"), "a master key became Deprecated", console=False
+    ),
+    "key.resolved": EventSpec(
+        "info", ("master_key",), "a key with a master key now appears in A", console=False
+    ),
     "registry.changed": EventSpec(
         "info",
         ("proposed", "approved", "deprecated", "resolved", "dry_run"),

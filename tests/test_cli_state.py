@@ -325,6 +325,29 @@ def test_active_keys_are_deprecated_after_n_runs_unseen(
     )
 
 
+def test_a_wave_of_deprecated_and_resolved_keys_is_counted_on_the_console_listed_in_the_file(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """One console line per key would flood a terminal or a cron mail: counts there, keys here."""
+    project(deprecate_after_runs=1, auto_approve=True)
+    gone, fixed = [f"X-{n}" for n in range(60)], [f"Y-{n}" for n in range(40)]
+    write_inputs(tmp_path, {"A": ["K-1"], "B": gone + fixed, "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    write_inputs(tmp_path, {"A": ["K-1", *fixed], "B": fixed, "C": ["K-1"]})
+    done = ok(keysync("run"))
+    console = [line for line in done.stderr.splitlines() if line[:4].isdigit()]
+    assert len(console) < 25, done.stderr
+    changed = [line for line in console if " registry.changed " in line]
+    assert len(changed) == 1 and "deprecated=60 resolved=40" in changed[0]
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "data" / "logs" / "keysync.jsonl").read_text().splitlines()
+    ]
+    deprecated = {e["master_key"] for e in events if e["event"] == "key.deprecated"}
+    resolved = {e["master_key"] for e in events if e["event"] == "key.resolved"}
+    assert deprecated == set(gone) and resolved == set(fixed)
+
+
 def test_namespaced_gives_one_master_key_per_system_and_key(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
