@@ -30,7 +30,7 @@ from keysync.errors import ConfigError, KeysyncError
 from keysync.mockdata import generate, stalled_system
 from keysync.mockdata import generator as generator_module
 from keysync.mockdata.corruption import ERROR_TYPES
-from keysync.mockdata.scenarios import failure_day, recovery_days
+from keysync.mockdata.scenarios import failure_day, recovery_days, target_match_rate
 from keysync.mockdata.variants import VARIANT_KINDS, unquote
 from keysync.normalization import compile_rules
 
@@ -593,6 +593,22 @@ def test_failure_drops_about_50_points_on_its_day_and_stays(tmp_path: Path) -> N
         assert all(abs(rate - 0.8) <= 0.05 for rate in series[: drop - 1])
         assert abs((series[drop - 2] - series[drop - 1]) - 0.5) <= 0.05
         assert all(abs(rate - 0.3) <= 0.05 for rate in series[drop - 1 :])
+
+
+def test_a_two_day_failure_is_normal_then_failed(tmp_path: Path) -> None:
+    """The smallest series a QA engineer tries must show the drop, not two failed days."""
+    config = make_config(tmp_path)
+    generate(config, keys=1000, scenario="failure", days=2, out=tmp_path / "out")
+    for day, rate in zip((1, 2), (0.8, 0.3)):
+        assert_rates(load(tmp_path / "out" / "history" / f"day-{day:02d}" / "manifest.json"), rate)
+
+
+@pytest.mark.parametrize("days", range(2, 13))
+def test_every_scenario_of_several_days_starts_normal_and_ends_in_its_state(days: int) -> None:
+    for scenario, last in SPEC_RATES.items():
+        assert target_match_rate(scenario, days, days) == pytest.approx(last)
+        if scenario != "recovery" or days >= 3:  # recovery needs three days: 80, 30, 80
+            assert target_match_rate(scenario, 1, days) == 0.8
 
 
 def test_recovery_fails_then_returns_to_normal(tmp_path: Path) -> None:

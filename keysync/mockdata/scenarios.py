@@ -7,9 +7,11 @@ which keeps every system at the same size N: with rate r, a peer holds
 
 - ``normal``: 80 % every day (80 / 10 / 10).
 - ``drift``: 80 % on day 1, falling linearly to 50 % on day D.
-- ``failure``: 80 %, then from day ceil(D/2) on 30 % (a drop of 50 points).
+- ``failure``: 80 %, then from day ceil(D/2) on 30 % (a drop of 50 points);
+  with D = 2 it drops on day 2.
 - ``recovery``: 80 %, a drop to 30 % on day D//3 + 1, then a linear climb back
-  to 80 %, reached on day 2D//3 + 1 and kept.
+  to 80 %, reached on day 2D//3 + 1 and kept. It takes three days to show the
+  drop and the climb: with D = 2, day 1 is already the outage.
 
 A one-day run (D = 1) is the scenario's state on its last day: drift 50 %,
 failure 30 %, recovery 80 %.
@@ -27,8 +29,8 @@ FAILURE_RATE = 0.3
 
 
 def failure_day(days: int) -> int:
-    """The day the ``failure`` scenario breaks."""
-    return max(1, math.ceil(days / 2))
+    """The day the ``failure`` scenario breaks: never day 1 of a series, or nothing would drop."""
+    return 1 if days == 1 else max(2, math.ceil(days / 2))
 
 
 def recovery_days(days: int) -> tuple[int, int]:
