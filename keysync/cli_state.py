@@ -12,9 +12,11 @@ they wait for no one and never race a run: while a run holds it they exit 3.
 from __future__ import annotations
 
 import csv
+import getpass
 import io
 import json
 import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -127,7 +129,7 @@ def registry() -> None:
     \b
     Example:
       keysync registry list --status Proposed
-      keysync registry approve CUST-00042 PROD-ABC-789
+      keysync registry approve CUST-00146 PROD-ADA-155
     """
 
 
@@ -221,8 +223,8 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
 
     \b
     Example:
-      keysync registry show CUST-00042
-      keysync registry show B:CUST-00042
+      keysync registry show CUST-00146
+      keysync registry show D:CUST-00146    # with strategy: namespaced
     """
     with _open_required(app) as store:
         entries = _find_entries(app, store, key)
@@ -281,7 +283,8 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
     data_dir = app.config.data_dir
     store = _open_required(app)
     stamp, compact = _utc_stamp()
-    actor = f"manual-{compact}"
+    # Unique like a run id: two sessions in one second are still two sessions.
+    actor = f"manual-{compact}-{secrets.token_hex(2)}"
     command = f"keysync registry {verb}"
     with store, RunLock.acquire(data_dir, actor, purpose=command):
         targets: list[str] | None = None
@@ -292,7 +295,9 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
                 if not found:
                     raise _unknown(name)
                 targets.extend(e.master_key for e in found)
-        changes = store.change_status(targets, target, actor=actor, now=stamp, command=command)
+        changes = store.change_status(
+            targets, target, actor=actor, now=stamp, command=command, user=_os_user()
+        )
     done = [c for c in changes if c.changed]
     if not app.quiet:
         for change in changes:
@@ -302,7 +307,16 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
                 click.echo(f"{change.master_key}: already {change.old} (unchanged)")
     noun = "master key" if len(done) == 1 else "master keys"
     past = "approved" if verb == "approve" else "deprecated"
-    click.echo(f"{past} {len(done)} {noun} (audit run id {actor})", err=True)
+    where = f"audit run id {actor}" if done else "nothing changed, nothing audited"
+    click.echo(f"{past} {len(done)} {noun} ({where})", err=True)
+
+
+def _os_user() -> str:
+    """Who ran the command, as the system names them, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment nor in the passwd file
+        return f"uid {os.getuid()}"
 
 
 @registry.command("approve")
@@ -312,12 +326,12 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
 def registry_approve(app: _App, keys: tuple[str, ...], all_proposed: bool) -> None:
     """Make master keys Active (Proposed or Deprecated -> Active).
 
-    Each change is an audit event with run id ``manual-<time>``. While a run
+    Each change is an audit event with run id ``manual-<time>-<4 hex>``. While a run
     is in progress this exits 3: try again when it ends.
 
     \b
     Example:
-      keysync registry approve CUST-00042 PROD-ABC-789
+      keysync registry approve CUST-00146 PROD-ADA-155
       keysync registry approve --all
     """
     _change(app, keys, all_proposed, "Active", "approve")
@@ -331,7 +345,7 @@ def registry_deprecate(app: _App, keys: tuple[str, ...]) -> None:
 
     \b
     Example:
-      keysync registry deprecate CUST-00042
+      keysync registry deprecate CUST-00146
     """
     _change(app, keys, False, "Deprecated", "deprecate")
 
@@ -556,7 +570,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
 
     \b
     Example:
-      keysync history CUST-00042
+      keysync history CUST-00146
       keysync history " cust_00042 " --json
     """
     from keysync.history import key_timeline

@@ -672,6 +672,7 @@ class StateStore:
         actor: str,
         now: datetime | str | None = None,
         command: str = "",
+        user: str = "",
     ) -> list[StatusChange]:
         """Move master keys to ``target`` by hand (``registry approve/deprecate``).
 
@@ -721,6 +722,8 @@ class StateStore:
                 changes.append(StatusChange(master_key, status, target, True))
                 updates.append((target, stamp, actor, status_seq, master_key))
                 how = f"by `{command}`" if command else "by hand"
+                if user:
+                    how += f" (user {user})"
                 events.append(
                     (
                         stamp,

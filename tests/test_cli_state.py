@@ -8,8 +8,10 @@ what the database holds (read with plain ``sqlite3``).
 from __future__ import annotations
 
 import csv
+import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -26,6 +28,7 @@ from conftest import RunKeysync
 
 SYSTEMS = ("A", "B", "C")
 Inputs = Mapping[str, Sequence[str | tuple[str, str]]]
+USER = getpass.getuser()  # the name the audit trail gives manual changes
 
 
 def write_inputs(folder: Path, inputs: Inputs) -> None:
@@ -314,15 +317,25 @@ def test_active_keys_are_deprecated_after_n_runs_unseen(
     assert statuses(tmp_path) == {"X-1": "Deprecated", "X-2": "Active"}
     shown = ok(keysync("registry", "show", "X-1")).stdout
     assert "seen in no system for 2 successful runs" in shown
-    # By hand too, and audited as such.
-    ok(keysync("registry", "deprecate", "X-2"))
+    # By hand too, and audited as such: which command, which user, one id per session.
+    done = ok(keysync("registry", "deprecate", "X-2"))
     assert statuses(tmp_path) == {"X-1": "Deprecated", "X-2": "Deprecated"}
     manual = [e for e in json.loads(ok(keysync("audit", "--json")).stdout) if e["key"] == "X-2"]
-    assert manual[-1]["run_id"].startswith("manual-")
-    assert (
-        manual[-1]["detail"]
-        == "master key X-2: Active -> Deprecated by `keysync registry deprecate`"
+    assert re.fullmatch(r"manual-\d{8}T\d{6}Z-[0-9a-f]{4}", manual[-1]["run_id"])
+    assert f"(audit run id {manual[-1]['run_id']})" in done.stderr
+    assert manual[-1]["detail"] == (
+        f"master key X-2: Active -> Deprecated by `keysync registry deprecate` (user {USER})"
     )
+    listed = json.loads(ok(keysync("audit", "--run", manual[-1]["run_id"], "--json")).stdout)
+    assert [(e["event"], e["key"]) for e in listed] == [("key.deprecated", "X-2")]
+    # A second session, within the same second or not, is a session of its own.
+    ok(keysync("registry", "approve", "X-2"))
+    again = [e for e in json.loads(ok(keysync("audit", "--json")).stdout) if e["key"] == "X-2"]
+    assert again[-1]["run_id"] != manual[-1]["run_id"]
+    # Nothing changed: no audit event, so no id to look up.
+    unchanged = ok(keysync("registry", "approve", "X-2"))
+    assert "approved 0 master keys (nothing changed, nothing audited)" in unchanged.stderr
+    assert json.loads(ok(keysync("audit", "--json")).stdout)[-1] == again[-1]
 
 
 def test_a_wave_of_deprecated_and_resolved_keys_is_counted_on_the_console_listed_in_the_file(
