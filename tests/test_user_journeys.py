@@ -540,3 +540,27 @@ def test_generate_still_replaces_its_own_files(
     assert keysync("-q", "generate", "--keys", "30").returncode == 0
     assert (tmp_path / "in" / "A.csv").read_bytes() != first
     assert keysync("-q", "run", "--keys", "25").returncode == 0
+
+
+def test_the_readme_first_session_runs_as_written_on_the_default_config(
+    tmp_path: Path, keysync: RunKeysync
+) -> None:
+    """Every `$ keysync ...` line of the README's first session works on the default data.
+
+    The keys it names must be ones the default mock data proposes, and the run id
+    it shows stands for the one this run gets.
+    """
+    repository = Path(__file__).resolve().parent.parent
+    readme = (repository / "README.md").read_text(encoding="utf-8")
+    session = readme.split("```console\n", 1)[1].split("```", 1)[0]
+    commands = [line[2:].split(" #")[0].split() for line in session.splitlines()]
+    commands = [words for words in commands if words[:1] == ["keysync"]]
+    assert len(commands) >= 7, session
+    (tmp_path / "keysync-config.yaml").write_bytes(
+        (repository / "keysync-config.yaml").read_bytes()
+    )
+    shown_run_id = session.split("\nrun ", 1)[1].split()[0]
+    for words in commands:
+        args = [_runs(tmp_path)[-1][0] if w == shown_run_id else w for w in words[1:]]
+        result = keysync(*args)
+        assert result.returncode == 0, (words, result.stderr)
