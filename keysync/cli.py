@@ -280,7 +280,9 @@ def _check_resume_options(
     show_default=True,
     help="Format of the log lines on stderr (the log file is always JSON Lines).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Only warnings and errors: no progress bar, no summary."
+)
 @click.option("-v", "--verbose", count=True, help="Debug detail on stderr and in the log file.")
 @click.version_option(__version__, prog_name="keysync")
 @click.pass_context
