@@ -142,7 +142,7 @@ class RunLock:
             logs.get_logger(stage="lock").warning(
                 "lock.stale_cleared",
                 path=str(path),
-                pid=stale.pid,
+                stale_pid=stale.pid,  # ``pid`` is, as on every line, the process that logs
                 stale_run_id=stale.run_id,
                 detail=f"the lock left by {stale.describe()} (process gone) was cleared",
             )

@@ -238,7 +238,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "a run had committed its state but not yet published its reports; now published",
     ),
     "lock.stale_cleared": EventSpec(
-        "warning", ("path", "pid", "stale_run_id"), "a lock left by a dead run was removed"
+        "warning", ("path", "stale_pid", "stale_run_id"), "a lock left by a dead run was removed"
     ),
     "run.paused_for_tests": EventSpec(
         "warning", ("phase",), "test hook only (`KEYSYNC_TEST_PAUSE_AT`): the run waits here"
@@ -792,7 +792,7 @@ def effective_level() -> str:
 
 
 def get_logger(**initial: Any) -> FilteringBoundLogger:
-    """A logger with ``initial`` fields bound, e.g. ``get_logger(stage="merger")``.
+    """A logger with ``initial`` fields bound, e.g. ``get_logger(stage="reader")``.
 
     Events below the configured level cost one comparison. A logger made before
     ``setup_logging`` (at import time) follows the configuration made later."""

@@ -279,7 +279,11 @@ def _remove_superseded_checkpoints(config: Config, store: StateStore, run_id: st
     seq = store.run_seq(run_id)
     for folder in checkpoint.interrupted_runs(config.checkpoint_dir):
         record = store.run(folder.name)
-        if record is not None and record.seq < seq:  # a dry run's too: see below
+        if record is None or record.seq >= seq:
+            continue
+        if record.outcome in SUCCESSFUL:  # killed after its commit: it was not interrupted
+            checkpoint.remove(folder)
+        else:  # a dry run's too: see below
             _drop_superseded(folder, f"run {run_id}")
 
 

@@ -647,6 +647,15 @@ def test_kill_9_after_the_commit_keeps_the_committed_state(
     run.kill()
     assert statuses(tmp_path) == {"X-1": "Proposed"}
     assert db_rows(tmp_path, "SELECT outcome FROM runs") == [("completed",)]
+    # The next run clears the lock and the checkpoint it left, without calling it interrupted.
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    log_file.unlink()
+    ok(keysync("-q", "run"))
+    events = [json.loads(line) for line in log_file.read_text().splitlines()]
+    (cleared,) = [e for e in events if e["event"] == "lock.stale_cleared"]
+    assert cleared["stale_pid"] == run.process.pid != cleared["pid"]
+    assert not [e for e in events if e["event"] == "checkpoint.superseded"]
+    assert not list((tmp_path / "checkpoints").iterdir())
 
 
 def test_two_concurrent_runs_one_wins_the_other_exits_3(

@@ -638,3 +638,15 @@ def test_the_docs_catalogue_matches_the_code() -> None:
         name: (level, tuple(re.findall(r"`(\w+)`", fields))) for name, level, fields in rows
     }
     assert documented == {name: (spec.level, spec.fields) for name, spec in logs.EVENTS.items()}
+
+
+def test_the_docs_name_every_stage_the_code_logs_from() -> None:
+    """A collector filtering on ``stage`` needs the whole list."""
+    logged = {
+        stage
+        for source in KEYSYNC_PACKAGE.rglob("*.py")
+        for stage in re.findall(r'stage="(\w+)"', source.read_text(encoding="utf-8"))
+    }
+    docs = (KEYSYNC_PACKAGE.parent / "docs" / "logging.md").read_text(encoding="utf-8")
+    (row,) = re.findall(r"^\| `stage` \| (.*) \|$", docs, flags=re.MULTILINE)
+    assert set(re.findall(r"`(\w+)`", row)) == logged
