@@ -273,6 +273,19 @@ def load(directory: Path) -> RestoredRun:
 
 def verify_inputs(header: CheckpointHeader, config: Config) -> None:
     """Refuse (exit 3) when the settings or any input changed since the checkpoint."""
+    start_over = "run without --resume to start over"
+    gone = [name for name in header.systems if name not in config.sources]
+    if gone:
+        raise RunError(
+            f"cannot resume run {header.run_id}: system {', '.join(gone)} is no longer in the "
+            f"config's sources; put it back to resume, or {start_over}"
+        )
+    if header.systems[0] != config.authority:
+        raise RunError(
+            f"cannot resume run {header.run_id}: it was started with the authority "
+            f"{header.systems[0]}, the config now makes {config.authority} the authority "
+            f"(the first source); {start_over}"
+        )
     if settings_hash(config, header.systems) != header.settings_hash:
         raise RunError(
             f"cannot resume run {header.run_id}: the normalization or source settings changed "

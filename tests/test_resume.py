@@ -241,6 +241,28 @@ def test_changed_input_refuses_to_resume(fresh: Path) -> None:
     assert "input C" in error and "changed since its checkpoint" in error
 
 
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        ("ABCD", "system E is no longer in the config's sources; put it back to resume"),
+        ("BACDE", "it was started with the authority A, the config now makes B the authority"),
+    ],
+)
+def test_resume_refuses_a_config_whose_systems_changed(
+    fresh: Path, sources: str, expected: str
+) -> None:
+    """A source taken out, or another one first (the authority), is one line and exit 3."""
+    kill_at(fresh, "reading:6000")
+    config = fresh / "keysync-config.yaml"
+    listed = "".join(f"  {s}: {{path: input/{s}.csv}}\n" for s in sources)
+    config.write_text(config.read_text() + f"sources:\n{listed}")
+    done = resume(fresh)
+    assert done.returncode == 3, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("keysync: error: cannot resume run ") and expected in error, error
+    assert error.endswith("run without --resume to start over") and "Traceback" not in done.stderr
+
+
 def test_nothing_to_resume_runs_normally(fresh: Path, write_config: Callable[..., Path]) -> None:
     done = resume(fresh)
     assert done.returncode == 0
