@@ -419,12 +419,18 @@ class _Sink(Protocol):
 
 
 class _JsonLinesFile:
-    """The log file: append-only, one write per line, reopened after an external rotation."""
+    """The log file: append-only, one write per line, reopened after an external rotation.
+
+    A line cut short (the disk filled up in the middle of it; the process that wrote
+    it stopped logging to the file then) is ended with a newline before the next
+    line, so that the cut line is the only one a collector cannot read.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = -1
         self._identity: tuple[int, int] = (-1, -1)
+        self._cut_short = False
         self._open()
 
     def _open(self) -> None:
@@ -432,6 +438,7 @@ class _JsonLinesFile:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         status = os.fstat(fd)
         self._fd, self._identity = fd, (status.st_dev, status.st_ino)
+        self._cut_short = status.st_size > 0 and _last_byte(self.path) != b"\n"
 
     def _rotated(self) -> bool:
         try:
@@ -444,15 +451,27 @@ class _JsonLinesFile:
         if self._rotated():
             self.close()
             self._open()
+        if self._cut_short:
+            line = b"\n" + line
         view = memoryview(line)
         while view:  # a regular file takes it in one write; loop only for safety
             written = os.write(self._fd, view)
             view = view[written:]
+        self._cut_short = False
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _last_byte(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1)
+    except OSError:
+        return b"\n"  # unreadable (write-only): nothing to mend
 
 
 # Routine events the console shows only with -v (see ``EventSpec.console``).

@@ -289,6 +289,18 @@ def test_a_file_moved_or_deleted_by_rotation_is_reopened(tmp_path: Path) -> None
     assert [e["seq"] for e in read_events(log_file)] == [5]
 
 
+def test_a_line_cut_short_by_a_full_disk_is_ended_before_the_next_event(tmp_path: Path) -> None:
+    """The process that hit the full disk stopped logging mid-line; the next one mends it."""
+    log_file = tmp_path / "keysync.jsonl"
+    log_file.write_bytes(b'{"event":"earlier","seq":0}\n{"event":"cut sh')
+    logs.setup_logging(level="info", log_file=log_file, stream=io.StringIO())
+    logs.get_logger().info("test.event", seq=1)
+    logs.get_logger().info("test.event", seq=2)
+    lines = log_file.read_bytes().split(b"\n")
+    assert lines[:2] == [b'{"event":"earlier","seq":0}', b'{"event":"cut sh']
+    assert [json.loads(line)["seq"] for line in lines[2:] if line] == [1, 2]
+
+
 # -------------------------------------------------------------- worker processes
 
 
