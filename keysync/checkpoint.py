@@ -37,7 +37,7 @@ import msgspec
 
 from keysync import logs, testhooks
 from keysync.config import Config
-from keysync.errors import RunError
+from keysync.errors import ResumableError, RunError
 from keysync.messages import KeyBatch
 from keysync.stages.merger import KeyIndex
 
@@ -158,7 +158,7 @@ class CheckpointWriter:
 
     def _submit(self) -> None:
         if self._error is not None:
-            raise RunError(f"cannot write checkpoint in {self.directory}: {self._error}")
+            raise self._failure()
         if not (self._pending or self._unavailable):
             return
         frame = Frame(self.frames, self._pending, self._unavailable)
@@ -190,12 +190,19 @@ class CheckpointWriter:
                 self._queue.task_done()
         self._queue.task_done()
 
+    def _failure(self) -> ResumableError:
+        reason = getattr(self._error, "strerror", None) or self._error
+        return ResumableError(
+            f"cannot write checkpoint in {self.directory}: {reason}; make room (or fix the "
+            "permissions), then `keysync run --resume` continues from the last checkpoint"
+        )
+
     def flush(self) -> None:
         """Checkpoint everything applied so far and wait until it is on disk."""
         self._submit()
         self._queue.join()
         if self._error is not None:
-            raise RunError(f"cannot write checkpoint in {self.directory}: {self._error}")
+            raise self._failure()
 
     def close(self) -> None:
         """Stop the writer thread (after the frames already taken) and close the log."""

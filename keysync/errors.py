@@ -37,6 +37,14 @@ class RunError(KeysyncError):
     exit_code = EXIT_CANNOT_RUN
 
 
+class ResumableError(RunError):
+    """The run failed for a reason the user can mend (a full disk): its checkpoint is kept.
+
+    The rows read so far are not lost: ``keysync run --resume`` continues from the
+    last checkpoint once the cause is gone.
+    """
+
+
 class Interrupted(KeysyncError):
     """Ctrl-C or SIGTERM: the run stopped at a clean point and kept a checkpoint (exit 130)."""
 

@@ -26,20 +26,22 @@ from keysync.checkpoint import CheckpointHeader, CheckpointWriter
 from keysync.comparison import Comparison, SystemSummary, compare
 from keysync.config import Config
 from keysync.errors import (
+    EXIT_CANNOT_RUN,
     EXIT_DEGRADED,
     EXIT_DIFF,
     EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
     Interrupted,
+    ResumableError,
     RunError,
 )
-from keysync.history import plan_history
+from keysync.history import HistoryPlan, plan_history
 from keysync.lock import RunLock
 from keysync.messages import KeyBatch
 from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
 from keysync.stages.merger import KeyIndex
-from keysync.stages.provisioner import plan_provisioning
+from keysync.stages.provisioner import ProvisioningPlan, plan_provisioning
 from keysync.stages.reporter import (
     AUDIT_MEANINGS,
     REGISTRY_MEANINGS,
@@ -298,7 +300,7 @@ def _drop_superseded(folder: Path, by: str) -> None:
     logs.get_logger(stage="runner").warning(
         "checkpoint.superseded",
         path=str(folder),
-        reason=f"run {folder.name} was interrupted and {by} completed since",
+        reason=f"run {folder.name} did not finish and {by} completed since",
     )
     checkpoint.remove(folder)
 
@@ -499,15 +501,27 @@ class _Run:
             raise Interrupted(message) from None
         except RunError as exc:
             self.writer.close()
-            checkpoint.remove(self.writer.directory)
-            self.store.end_run(self.run_id, outcome="failed", message=str(exc), exit_code=3)
+            if not isinstance(exc, ResumableError):  # a full disk: the rows read are kept
+                checkpoint.remove(self.writer.directory)
             self.log.error("run.failed", reason=str(exc))
+            self.store.end_run(self.run_id, outcome="failed", message=str(exc), exit_code=3)
             raise
         except Exception as exc:
-            # A bug: keep the checkpoint (a fixed keysync can resume) and say so in the log.
+            # A bug, or the system refused (a disk, a permission): keep the checkpoint, which
+            # `--resume` continues once that is mended, and log first: the state may be what
+            # cannot be written.
             self.writer.close()
-            self.store.end_run(self.run_id, outcome="failed", message=repr(exc))
             self.log.exception("run.failed", reason=repr(exc))
+            foreseen = isinstance(exc, (OSError, sqlite3.OperationalError))  # one line, exit 3
+            try:
+                self.store.end_run(
+                    self.run_id,
+                    outcome="failed",
+                    message=f"{type(exc).__name__}: {exc}",
+                    exit_code=EXIT_CANNOT_RUN if foreseen else 1,
+                )
+            except sqlite3.Error as also:
+                self.log.error("run.failed", reason=f"the run could not be recorded: {also!r}")
             raise
         finally:
             self.snapshots.discard()  # incremental: a run that did not commit leaves none
@@ -566,35 +580,25 @@ class _Run:
         history = plan_history(store, comparison, self.run_id, now)
         config.output_dir.mkdir(parents=True, exist_ok=True)
         writer = ReportWriter(config.output_dir, self.run_id, iso(now))
-        files = {s: config.source_path(s) for s in self.systems}
-        write_reconciliation_reports(writer, comparison, files, plan, history)
-        registry_rows = list(plan.registry_rows())
-        registry = writer.open(
-            "master_key_registry.csv",
-            {column: REGISTRY_MEANINGS[column] for column in plan.registry_columns()},
-            row_count=len(registry_rows),
-            description="every master key after this run"
-            + (" (dry run: shows what would change; nothing was saved)" if options.dry_run else ""),
-        )
-        registry.rows(registry_rows, risky=REGISTRY_RISKY)
-        registry.close()
-        result = self._outcome(comparison)
-        writer.write_json("summary.json", self._summary_json(result, now))
-        writer.check_targets([*writer.written, audit_report.NAME])
-        pause_for_tests("reporting")
-        if observer.should_stop():
-            raise Interrupted("interrupted")
-        pause_for_tests("committing")
-        store.commit_run(
-            self.run_id,
-            ended_at=utc_now(),
-            outcome="degraded" if result.exit_code == EXIT_DEGRADED else "completed",
-            exit_code=result.exit_code,
-            counts={s.system: dataclasses.asdict(s) for s in result.summaries},
-            plan=plan,
-            history=history,
-            dry_run=options.dry_run,
-        )
+        try:  # until the commit, staged reports describe nothing: none is left behind
+            result = self._stage_reports(writer, comparison, plan, history, now)
+            pause_for_tests("reporting")
+            if observer.should_stop():
+                raise Interrupted("interrupted")
+            pause_for_tests("committing")
+            store.commit_run(
+                self.run_id,
+                ended_at=utc_now(),
+                outcome="degraded" if result.exit_code == EXIT_DEGRADED else "completed",
+                exit_code=result.exit_code,
+                counts={s.system: dataclasses.asdict(s) for s in result.summaries},
+                plan=plan,
+                history=history,
+                dry_run=options.dry_run,
+            )
+        except BaseException:
+            writer.discard()
+            raise
         # In a dry run nothing was recorded: show what would have been, after the real events.
         # (Only then: building these rows costs ~0.17 s at 5 x 1M.)
         planned = None
@@ -607,6 +611,44 @@ class _Run:
             "read_s": round(self.read_s, 3),
             "total_s": round(time.monotonic() - self.clock, 3),
         }
+        return result
+
+    def _stage_reports(
+        self,
+        writer: ReportWriter,
+        comparison: Comparison,
+        plan: ProvisioningPlan,
+        history: HistoryPlan,
+        now: datetime,
+    ) -> RunResult:
+        """Write every report but the audit log into the staging folder; the run's result."""
+        config = self.config
+        try:
+            files = {s: config.source_path(s) for s in self.systems}
+            write_reconciliation_reports(writer, comparison, files, plan, history)
+            registry_rows = list(plan.registry_rows())
+            registry = writer.open(
+                "master_key_registry.csv",
+                {column: REGISTRY_MEANINGS[column] for column in plan.registry_columns()},
+                row_count=len(registry_rows),
+                description="every master key after this run"
+                + (
+                    " (dry run: shows what would change; nothing was saved)"
+                    if self.options.dry_run
+                    else ""
+                ),
+            )
+            registry.rows(registry_rows, risky=REGISTRY_RISKY)
+            registry.close()
+            result = self._outcome(comparison)
+            writer.write_json("summary.json", self._summary_json(result, now))
+        except OSError as exc:  # a write() error names no file: say where
+            raise ResumableError(
+                f"cannot write the reports in {config.output_dir}: {exc.strerror or exc}; "
+                "make room (or fix the permissions), then `keysync run --resume` continues "
+                "from the last checkpoint"
+            ) from None
+        writer.check_targets([*writer.written, audit_report.NAME])
         return result
 
     def _outcome(self, comparison: Comparison) -> RunResult:

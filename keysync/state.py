@@ -482,11 +482,16 @@ class StateStore:
         return seq
 
     def resume_run(self, run_id: str) -> None:
-        """Mark an interrupted run ``running`` again: ``keysync run --resume`` continues it."""
+        """Mark a run ``running`` again: ``keysync run --resume`` continues it.
+
+        An interrupted run, or a failed one whose checkpoint was kept (a full disk, a bug
+        fixed since): a failure that makes resuming pointless removes the checkpoint.
+        """
         with self._transaction():
             updated = self._db.execute(
                 "UPDATE runs SET outcome = 'running', ended_at = NULL, exit_code = NULL,"
-                " message = '', pid = ? WHERE run_id = ? AND outcome IN ('running', 'interrupted')",
+                " message = '', pid = ? WHERE run_id = ?"
+                " AND outcome IN ('running', 'interrupted', 'failed')",
                 (os.getpid(), run_id),
             ).rowcount
         if updated != 1:

@@ -658,6 +658,41 @@ def test_kill_9_after_the_commit_keeps_the_committed_state(
     assert not list((tmp_path / "checkpoints").iterdir())
 
 
+def test_a_full_disk_while_staging_reports_keeps_the_rows_read_for_resume(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """ENOSPC (a report staged on /dev/full) is one line with the folder, exit 3, no debris."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    output = tmp_path / "output"
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    run = Background.held_at(tmp_path, "planning", KEYSYNC_TEST_PAUSE_S="2")
+    run_id = re.search(r"run_id=(\S+)", "".join(run.lines))[1]  # type: ignore[index]
+    staging = output / f".staging-{run_id}"
+    staging.mkdir()
+    (staging / "diff_missing_in_A.csv").symlink_to("/dev/full")
+    assert run.process.wait(60) == 3
+    assert run.lines[-1] == (
+        f"keysync: error: cannot write the reports in {output}: No space left on device; "
+        "make room (or fix the permissions), then `keysync run --resume` continues from "
+        "the last checkpoint\n"
+    )
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before  # no staging left
+    assert db_rows(tmp_path, f"SELECT outcome, exit_code FROM runs WHERE run_id = '{run_id}'") == [
+        ("failed", 3)
+    ]
+    assert (tmp_path / "checkpoints" / run_id).is_dir()
+    done = ok(keysync("run", "--resume"))
+    assert done.stdout.startswith(f"run {run_id} ")  # the same run, finished
+    assert db_rows(tmp_path, f"SELECT outcome FROM runs WHERE run_id = '{run_id}'") == [
+        ("completed",)
+    ]
+    assert statuses(tmp_path) == {"X-1": "Proposed", "X-2": "Proposed"}
+    assert not (tmp_path / "checkpoints" / run_id).exists()
+
+
 def test_two_concurrent_runs_one_wins_the_other_exits_3(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
