@@ -133,6 +133,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "`--resume` is processing rows again: `resume_s` after the process started, "
         "`replay_s` spent restoring the checkpoint",
     ),
+    "run.already_committed": EventSpec(
+        "info",
+        ("resumed_run_id", "detail"),
+        "`--resume` of a run killed after its commit: its reports put in place, no new run",
+    ),
     "run.nothing_to_resume": EventSpec(
         "warning", ("detail",), "`--resume` found no interrupted run; a normal run follows"
     ),

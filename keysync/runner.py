@@ -276,6 +276,52 @@ def _publish_leftovers(config: Config, store: StateStore) -> None:
         )
 
 
+def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult | None:
+    """The result of the run ``folder`` checkpoints, if it was killed after its commit.
+
+    Such a run lacked only the renames of its reports, which ``_publish_leftovers``
+    has just done: resuming it means that, and no second reconciliation (which
+    would count one more run towards ``deprecate_after_runs``).
+    """
+    record = store.run(folder.name)
+    if record is None or record.outcome not in SUCCESSFUL:
+        return None
+    checkpoint.remove(folder)
+    logs.get_logger(stage="runner").info(
+        "run.already_committed",
+        resumed_run_id=record.run_id,
+        detail="it was killed after its commit; its reports are now in place: nothing to redo",
+    )
+    summaries = [
+        SystemSummary(**counts)
+        for counts in record.counts.values()
+        if isinstance(counts, dict) and "available" in counts
+    ]
+    discrepancies = any(
+        s.missing_in_a or s.missing_from_system or s.duplicate_keys or s.rows_rejected
+        for s in summaries
+    )
+    exit_code = EXIT_OK if record.exit_code is None else record.exit_code
+    return RunResult(
+        run_id=record.run_id,
+        exit_code=exit_code,
+        mode=record.mode,
+        summaries=summaries,
+        output_dir=config.output_dir,
+        message=_outcome_message(summaries, exit_code),
+        dry_run=record.dry_run,
+        discrepancies=discrepancies,
+    )
+
+
+def _outcome_message(summaries: list[SystemSummary], exit_code: int) -> str:
+    """The final line of a run that did not end with exit 0."""
+    missing = [s.system for s in summaries if not s.available]
+    if missing:
+        return f"degraded: {', '.join(missing)} unavailable, not compared"
+    return "discrepancies found (--fail-on-diff)" if exit_code == EXIT_DIFF else ""
+
+
 def _remove_superseded_checkpoints(config: Config, store: StateStore, run_id: str) -> None:
     """Checkpoints of runs begun before ``run_id``, which committed: nothing to resume now."""
     seq = store.run_seq(run_id)
@@ -350,6 +396,9 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
         store = StateStore.open(config.data_dir / DB_NAME)
         try:
             _publish_leftovers(config, store)
+            finished = _finished_run(config, store, resume_dir) if resume_dir else None
+            if finished is not None:
+                return finished
             if resume_dir is not None and not _usable_checkpoint(resume_dir, store):
                 resume_dir, run_id = None, new_run_id(started)
             if options.resume and resume_dir is None:
@@ -654,14 +703,13 @@ class _Run:
     def _outcome(self, comparison: Comparison) -> RunResult:
         summaries = list(comparison.summaries.values())
         discrepancies = comparison.has_discrepancies()
-        missing = [s.system for s in summaries if not s.available]
-        if missing:
+        if not all(s.available for s in summaries):
             exit_code = EXIT_DEGRADED
-            message = f"degraded: {', '.join(missing)} unavailable, not compared"
         elif discrepancies and self.options.fail_on_diff:
-            exit_code, message = EXIT_DIFF, "discrepancies found (--fail-on-diff)"
+            exit_code = EXIT_DIFF
         else:
-            exit_code, message = EXIT_OK, ""
+            exit_code = EXIT_OK
+        message = _outcome_message(summaries, exit_code)
         return RunResult(
             run_id=self.run_id,
             exit_code=exit_code,

@@ -658,6 +658,28 @@ def test_kill_9_after_the_commit_keeps_the_committed_state(
     assert not list((tmp_path / "checkpoints").iterdir())
 
 
+def test_resume_of_a_run_killed_after_its_commit_finishes_it_and_runs_no_other(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Its reports were all it lacked; a second run would count towards deprecation."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    run = Background.held_at(tmp_path, "publishing")
+    run.kill()
+    (killed,) = db_rows(tmp_path, "SELECT run_id FROM runs")
+    assert not (tmp_path / "output" / "master_key_registry.csv").exists()
+    done = keysync("run", "--resume")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"run {killed[0]} (full)\n"), done.stdout
+    (b_row,) = [line.split() for line in done.stdout.splitlines() if line.startswith("B ")]
+    assert b_row[:3] == ["B", "0", "1"]  # its summary: nothing matched, X-1 not in A
+    assert db_rows(tmp_path, "SELECT run_id, outcome FROM runs") == [(killed[0], "completed")]
+    registry = read_report(tmp_path / "output" / "master_key_registry.csv")
+    assert [(r["master_key"], r["status"]) for r in registry] == [("X-1", "Proposed")]
+    assert not list((tmp_path / "checkpoints").iterdir())
+    assert "run.already_committed" in done.stderr
+
+
 def test_a_full_disk_while_staging_reports_keeps_the_rows_read_for_resume(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
