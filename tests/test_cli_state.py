@@ -338,6 +338,62 @@ def test_active_keys_are_deprecated_after_n_runs_unseen(
     assert json.loads(ok(keysync("audit", "--json")).stdout)[-1] == again[-1]
 
 
+def test_registry_last_seen_at_is_the_latest_instant_however_the_inputs_write_it(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Offsets, fractions and junk: compared as times, on the first run and on later ones."""
+    project()
+    write_inputs(
+        tmp_path,
+        {
+            "A": ["K-0"],
+            "B": [
+                ("K-1", "2026-10-01T10:00:00+05:00"),
+                ("K-2", "2026-10-01T06:00:00Z"),
+                ("K-4", "yesterday"),
+            ],
+            "C": [
+                ("K-1", "2026-10-01T06:00:00Z"),
+                ("K-2", "2026-10-01T06:00:00.500Z"),
+                ("K-4", "2026-10-02T00:00:00Z"),
+            ],
+        },
+    )
+    ok(keysync("-q", "run"))
+
+    def last_seen() -> dict[str, str]:
+        rows = read_report(tmp_path / "output" / "master_key_registry.csv")
+        return {r["master_key"]: r["last_seen_at"] for r in rows}
+
+    assert last_seen() == {
+        "K-1": "2026-10-01T06:00:00Z",
+        "K-2": "2026-10-01T06:00:00.500Z",
+        "K-4": "2026-10-02T00:00:00Z",
+    }
+    write_inputs(
+        tmp_path,
+        {
+            "A": ["K-0"],
+            "B": [
+                ("K-1", "2026-10-01T10:00:00+05:00"),
+                ("K-2", "2026-10-03T06:00:00+01:00"),
+                ("K-4", "yesterday"),
+            ],
+            "C": [
+                ("K-1", "2026-10-01T07:00:00Z"),
+                ("K-2", "2026-10-01T06:00:00.500Z"),
+                ("K-4", "2026-10-02T00:00:00Z"),
+            ],
+        },
+    )
+    ok(keysync("-q", "run"))
+    assert last_seen() == {
+        "K-1": "2026-10-01T07:00:00Z",
+        "K-2": "2026-10-03T06:00:00+01:00",
+        "K-4": "2026-10-02T00:00:00Z",
+    }
+
+
 def test_a_wave_of_deprecated_and_resolved_keys_is_counted_on_the_console_listed_in_the_file(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:

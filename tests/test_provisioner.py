@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,12 @@ from keysync.comparison import Comparison, compare
 from keysync.config import Config, parse_config
 from keysync.messages import KeyBatch
 from keysync.stages.merger import KeyIndex
-from keysync.stages.provisioner import DRY_RUN_COLUMN, ProvisioningPlan, plan_provisioning
+from keysync.stages.provisioner import (
+    DRY_RUN_COLUMN,
+    ProvisioningPlan,
+    newest_stamp,
+    plan_provisioning,
+)
 from keysync.state import REGISTRY_COLUMNS, StateStore
 
 Rows = Sequence[Any]
@@ -344,3 +350,58 @@ def test_recorded_audit_events_are_the_planned_ones(tmp_path: Path, strategy: st
     assert "proposed for B key 'it''s \"x1\"'; seen in B" in recorded[0][5]
     assert [row[1] for row in plan.registry_rows()] == ["Active"] * len(runs.registry())
     assert [tuple(row) for row in plan.registry_rows()] == list(runs.registry().values())
+
+
+# ------------------------------------------------------------- newest last_seen_at
+
+
+@pytest.mark.parametrize(
+    ("stamps", "newest"),
+    [
+        (["2026-10-01T10:00:00+05:00", "2026-10-01T06:00:00Z"], "2026-10-01T06:00:00Z"),
+        (["2026-10-01T06:00:00Z", "2026-10-01T06:00:00.500Z"], "2026-10-01T06:00:00.500Z"),
+        (["2026-10-01 07:00:00", "2026-10-01T06:00:00Z"], "2026-10-01 07:00:00"),  # UTC
+        (["yesterday", "2026-10-02T00:00:00Z"], "2026-10-02T00:00:00Z"),
+        (["2026-13-45T99:99:99Z", "2026-10-02T00:00:00Z"], "2026-10-02T00:00:00Z"),
+        (["=1+1", "", "2026-10-02"], "2026-10-02"),
+        (["2026-10-01T06:00:00Z", "2026-10-01T11:00:00+05:00"], "2026-10-01T06:00:00Z"),
+        (["", ""], ""),
+        (["garbage", "also garbage"], "garbage"),
+    ],
+)
+def test_newest_stamp_compares_instants_not_text(stamps: list[str], newest: str) -> None:
+    assert newest_stamp(stamps) == newest
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(
+                min_value=datetime(2000, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.none()
+            ),
+            st.sampled_from([0, 60, -330, 345]),  # offsets in minutes
+            st.sampled_from(["Z", "offset", "none", "fraction"]),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_the_newest_of_any_written_forms_is_the_latest_instant(
+    moments: list[tuple[datetime, int, str]],
+) -> None:
+    stamps, instants = [], []
+    for moment, minutes, form in moments:
+        utc = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        local = utc.replace(tzinfo=timezone.utc).astimezone(timezone(timedelta(minutes=minutes)))
+        if form == "Z":
+            stamps.append(utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            utc = utc.replace(microsecond=0)
+        elif form == "fraction":
+            stamps.append(utc.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z")
+        elif form == "none":
+            stamps.append(utc.isoformat(timespec="milliseconds"))
+        else:
+            stamps.append(local.isoformat(timespec="milliseconds"))
+        instants.append(utc)
+    chosen = stamps[instants.index(max(instants))]
+    assert newest_stamp(stamps) == chosen

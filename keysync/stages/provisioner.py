@@ -41,7 +41,8 @@ Lifecycle (SPEC.md "Registry and state"):
   what it was last seen holding, so an outage never counts as "unseen".
 - ``updated_at``/``updated_run`` change with ``status`` or ``seen_in``.
   ``last_seen_at`` is the newest input ``last_seen_at`` among the systems
-  holding the key (as in the diff reports; empty when the inputs carry none),
+  holding the key, by the instant (``newest_stamp``; as in the diff reports,
+  empty when the inputs carry none),
   kept when no system holds it; refreshing it does not bump ``updated_*``.
   It is deliberately not "the time of this run": that would rewrite every
   registry row on every run.
@@ -49,9 +50,11 @@ Lifecycle (SPEC.md "Registry and state"):
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from itertools import repeat
 from operator import add, itemgetter
 from typing import Any
@@ -96,6 +99,41 @@ def sql_quote(text: str) -> str:
 # entry of a run, so the store binds only these six values per row (and builds the
 # key.proposed detail from them in SQL): at 500k proposals that halves the commit.
 NewEntry = tuple[str, str, str, str, str, str]
+
+
+# The usual form, with fields in range (a day 31 in a 30-day month still passes).
+_IN_UTC_SECONDS = re.compile(
+    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\dZ"
+).fullmatch
+
+
+def newest_stamp(stamps: list[str]) -> str:
+    """The newest of some rows' ``last_seen_at`` values, by the instant, not the text.
+
+    Values all written the usual way (``2026-11-27T02:00:00Z``) sort as text: the
+    fast path, and the only one mock data takes. Otherwise ISO 8601 values are
+    compared as instants (an offset, ``Z``, fractions, a space for the ``T``; none
+    at all is taken as UTC), a value that is no timestamp never beats one that is,
+    and an instant written two ways keeps the first system's. "" when none is given.
+    """
+    written = [stamp for stamp in stamps if stamp]
+    if len(written) < 2:
+        return written[0] if written else ""
+    if all(map(_IN_UTC_SECONDS, written)):
+        return max(written)
+    return max(written, key=_instant)
+
+
+def _instant(stamp: str) -> tuple[int, datetime | str]:
+    """A sort key: (1, the instant) for a timestamp, (0, the text) for anything else."""
+    text = stamp.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"  # Python 3.10's fromisoformat takes no Z
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return 0, stamp
+    return 1, moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 @dataclass
@@ -414,7 +452,7 @@ class _Planner:
                 seen_in = self.seen_of[key]
                 holders = seen_in.split(";")
                 source = holders[0]
-                last_seen = max(self.index[h].timestamp(key) for h in holders)
+                last_seen = newest_stamp([self.index[h].timestamp(key) for h in holders])
                 fresh.append(
                     (key, source, self.index[source].raw_form(key), seen_in, last_seen, key)
                 )
@@ -474,7 +512,7 @@ class _Planner:
                 # Fast path, most rows: held by the same peers as before; only the stamp
                 # may move.
                 if ";" in seen:
-                    stamp = max(stamps[s](key) for s in seen.split(";"))
+                    stamp = newest_stamp([stamps[s](key) for s in seen.split(";")])
                 else:
                     stamp = stamps[seen](key)
                 if (
@@ -504,14 +542,8 @@ class _Planner:
             if carried:
                 holders = sorted(set(holders).union(carried))
             if holders:
-                newest = ""
-                for system in holders:
-                    stamp_of = stamps.get(system)
-                    if stamp_of is not None:
-                        stamp = stamp_of(key)
-                        if stamp > newest:
-                            newest = stamp
-                last_seen = newest or row[MK_LAST_SEEN_AT]
+                stamp = newest_stamp([stamps[s](key) for s in holders if s in stamps])
+                last_seen = stamp or row[MK_LAST_SEEN_AT]
                 seen_in = ";".join(holders)
                 if (
                     seen_in == old_seen
