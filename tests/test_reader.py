@@ -202,3 +202,25 @@ def test_reader_agrees_with_python_csv(
     assert rejected == []
     assert rows_read == len(rows)
     assert got == expected
+
+
+@given(batch_size=st.integers(min_value=1, max_value=6))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=12)
+def test_a_byte_order_mark_inside_the_file_is_kept_whatever_the_batch_size(
+    tmp_path: Path, batch_size: int
+) -> None:
+    """Only the file's first BOM is special; with utf-8-sig one on a data line stays in its key.
+
+    (Two exports joined with ``cat`` put the second one's BOM at the start of a data line.)
+    """
+    bom = b"\xef\xbb\xbf"
+    data = bom + b"key,name,t\nK-1,a,t\n" + bom + b'K-2,"x\ny",t\nK-3,a,t\n' + bom + b"K-4,a,t\n"
+    source = SourceConfig(path="unused", encoding="utf-8-sig", timestamp_column="t")
+    rows, rejected, _, _ = read_all(write(tmp_path, data), batch_size=batch_size, source=source)
+    assert rejected == []
+    assert [(raw, line) for raw, line, _ in rows] == [
+        ("K-1", 2),
+        ("\ufeffK-2", 3),
+        ("K-3", 5),
+        ("\ufeffK-4", 6),
+    ]

@@ -13,6 +13,7 @@ precisely the next record.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
 import re
@@ -163,6 +164,10 @@ class _RecordParser:
     def __init__(self, system: str, source: SourceConfig, header: Header) -> None:
         self.system = system
         self.encoding = source.encoding
+        # The header took the file's byte-order mark off. Decoded batch by batch, utf-8-sig
+        # would also drop one at the start of each batch (a data line beginning with
+        # U+FEFF, as after `cat a.csv b.csv`), so results would hang on batch_size.
+        self.codec = "utf-8" if codecs.lookup(self.encoding).name == "utf-8-sig" else self.encoding
         self.delimiter = source.delimiter
         self.ncols = len(header.columns)
         self.key_index = header.key_index
@@ -217,9 +222,9 @@ class _RecordParser:
             return [], [], [], [], 0, 0
         block = b"\n".join(lines)
         try:
-            text = block.decode(self.encoding)
+            text = block.decode(self.codec)
         except UnicodeDecodeError:
-            text = block.decode(self.encoding, "surrogateescape")
+            text = block.decode(self.codec, "surrogateescape")
         matches = self._line_pattern.findall(text)
         count = len(lines)
         if len(matches) != count:  # pragma: no cover - a regex invariant
@@ -278,13 +283,13 @@ class _RecordParser:
         raw_line = lines[start]
         if b"\x00" in raw_line:
             col = raw_line.index(b"\x00") + 1
-            text = raw_line.decode(self.encoding, "backslashreplace")
+            text = raw_line.decode(self.codec, "backslashreplace")
             self._reject(rejected, line_no, "nul-byte", f"NUL byte at column {col}", text)
             return 1
         try:
-            text = raw_line.decode(self.encoding)
+            text = raw_line.decode(self.codec)
         except UnicodeDecodeError as exc:
-            shown = raw_line.decode(self.encoding, "backslashreplace")
+            shown = raw_line.decode(self.codec, "backslashreplace")
             self._reject(
                 rejected,
                 line_no,
@@ -332,7 +337,7 @@ class _RecordParser:
                 if index > start and b"\x00" in raw:
                     return
                 try:
-                    yield raw.decode(self.encoding) + "\n"
+                    yield raw.decode(self.codec) + "\n"
                 except UnicodeDecodeError:
                     return
             ran_out = limit == len(lines)
