@@ -224,3 +224,23 @@ def test_a_byte_order_mark_inside_the_file_is_kept_whatever_the_batch_size(
         ("K-3", 5),
         ("\ufeffK-4", 6),
     ]
+
+
+def test_a_quoted_note_of_hundreds_of_lines_is_one_record(tmp_path: Path) -> None:
+    """Its lines must never come out as rows: they would be reported as keys of their own."""
+    note = "\n".join(f"see ticket,{n}" for n in range(1, 301))
+    data = f'key,name,t\nK-1,x,t1\nK-2,"long note\n{note}\nend",t2\nK-3,x,t3\n'.encode()
+    rows, rejected, rows_read, _ = read_all(write(tmp_path, data), batch_size=7)
+    assert rejected == []
+    assert [(raw, line) for raw, line, _ in rows] == [("K-1", 2), ("K-2", 3), ("K-3", 305)]
+    assert rows_read == 3
+
+
+def test_a_stray_quote_far_from_the_next_one_costs_only_its_own_line(tmp_path: Path) -> None:
+    """Paired with a quote 150 lines on, the span has the wrong cells: a stray quote."""
+    body = [f"K-{n},name {n},t" for n in range(3, 153)]
+    data = "\n".join(['key,name,t', 'K-1,"opens here,t', *body, 'K-2,x" closes,t', "K-9,x,t"])
+    rows, rejected, _, _ = read_all(write(tmp_path, (data + "\n").encode()), batch_size=10)
+    assert rejected[0] == (2, "bad-quoting")
+    assert [raw for raw, _, _ in rows][:3] == ["K-3", "K-4", "K-5"]
+    assert "K-152" in [raw for raw, _, _ in rows] and rows[-1][0] == "K-9"

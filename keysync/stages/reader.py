@@ -26,7 +26,13 @@ from pathlib import Path
 from keysync.config import SourceConfig
 from keysync.messages import RawBatch, RejectedRow
 
-MAX_RECORD_LINES = 100  # a quoted field may span at most this many physical lines
+# A quoted field may span this many physical lines; one that spans more than
+# TRUSTED_RECORD_LINES counts only if the record then has the header's cells. A stray
+# quote (an export that never closes one) would otherwise swallow the lines up to the
+# next stray quote as one record; a long note (a pasted ticket) must not be split into
+# rows, which would report its lines as keys.
+MAX_RECORD_LINES = 10_000
+TRUSTED_RECORD_LINES = 100
 READ_CHUNK = 1 << 20
 RAW_PREVIEW = 200  # characters of a rejected row kept for the report
 
@@ -357,6 +363,13 @@ class _RecordParser:
             return [], 1, ("bad-quoting", message + "; reading resumed at the next line")
         except StopIteration:  # pragma: no cover - the first line is never empty here
             return [], 1, ("bad-quoting", "unreadable record")
+        if pulled > TRUSTED_RECORD_LINES and len(cells) != self.ncols:
+            stray = (
+                f"the quote opened here closes {pulled - 1} lines later, in a record of "
+                f"{len(cells)} cells (the header has {self.ncols}): taken as a stray quote; "
+                "reading resumed at the next line"
+            )
+            return [], 1, ("bad-quoting", stray)
         return cells, pulled, None
 
 
