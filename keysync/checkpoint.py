@@ -321,5 +321,12 @@ def interrupted_runs(root: Path) -> list[Path]:
     return sorted(folders, key=lambda p: p.name, reverse=True)
 
 
+def never_begun(root: Path) -> list[Path]:
+    """Checkpoint folders without a header: a run killed before its checkpoint began."""
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if p.is_dir() and not (p / HEADER_FILE).exists()]
+
+
 def remove(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)

@@ -27,6 +27,7 @@ source restored from its snapshot keeps that snapshot: it still describes the fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -339,12 +340,12 @@ class Snapshots:
     def _write(self) -> None:
         while (job := self._queue.get()) is not None:
             system, build = job
+            temp = self.folder / f"{system}.msgpack.{self.run_id}.tmp"
             try:
                 snapshot = build()
                 if isinstance(snapshot, str):
                     self._skipped[system] = snapshot
                     continue
-                temp = self.folder / f"{system}.msgpack.{self.run_id}.tmp"
                 with open(temp, "wb") as handle:
                     _write_stored(handle, snapshot)
                     del snapshot
@@ -353,6 +354,8 @@ class Snapshots:
                 self._ready[system] = temp
             except Exception as exc:  # a snapshot is a cache: it never fails the run
                 self._skipped[system] = f"{type(exc).__name__}: {exc}"
+                with contextlib.suppress(OSError):  # half written (a full disk): only room
+                    temp.unlink(missing_ok=True)
 
     def _finish(self) -> None:
         if self._thread is not None:
@@ -370,6 +373,7 @@ class Snapshots:
                 os.replace(temp, target)
             except OSError as exc:
                 self._skipped[system] = f"cannot write {target}: {exc.strerror or exc}"
+                temp.unlink(missing_ok=True)
                 continue
             log.info("incremental.snapshot_saved", system=system, path=str(target))
         if self._ready:

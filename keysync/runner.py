@@ -323,7 +323,13 @@ def _outcome_message(summaries: list[SystemSummary], exit_code: int) -> str:
 
 
 def _remove_superseded_checkpoints(config: Config, store: StateStore, run_id: str) -> None:
-    """Checkpoints of runs begun before ``run_id``, which committed: nothing to resume now."""
+    """Checkpoints of runs begun before ``run_id``, which committed: nothing to resume now.
+
+    Folders that never got their header go too: nothing can resume them, and no other
+    run is writing one (this run holds the lock).
+    """
+    for folder in checkpoint.never_begun(config.checkpoint_dir):
+        checkpoint.remove(folder)
     seq = store.run_seq(run_id)
     for folder in checkpoint.interrupted_runs(config.checkpoint_dir):
         record = store.run(folder.name)

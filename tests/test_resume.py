@@ -295,6 +295,10 @@ def test_a_run_that_completes_removes_the_checkpoints_it_supersedes(fresh: Path)
     kill_at(fresh, "reading:30000")
     with (fresh / "input" / "C.csv").open("a") as handle:
         handle.write("CUST-99999,late,2026-11-30T00:00:00Z\n")  # the next day's export
+    # And one of a run killed while its header was written: nothing to resume in it.
+    never_begun = fresh / "checkpoints" / "20261130T020000Z-dead"
+    never_begun.mkdir()
+    (never_begun / "header.msgpack.tmp").write_bytes(b"\x93")
     assert plain_run(fresh).returncode == 0
     assert list((fresh / "checkpoints").iterdir()) == []
     done = resume(fresh)  # a cron job that always passes --resume keeps working
