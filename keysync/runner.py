@@ -44,6 +44,7 @@ from keysync.stages.merger import KeyIndex
 from keysync.stages.provisioner import ProvisioningPlan, plan_provisioning
 from keysync.stages.reporter import (
     AUDIT_MEANINGS,
+    PUBLISHING,
     REGISTRY_MEANINGS,
     REGISTRY_RISKY,
     SUMMARY_COLUMNS,
@@ -274,6 +275,8 @@ def _publish_leftovers(config: Config, store: StateStore) -> None:
         logs.get_logger(stage="runner").warning(
             "report.recovered", run_id=run_id, detail="published the reports of a committed run"
         )
+    # Killed after its last rename: the marker alone is left.
+    (output_dir / PUBLISHING).unlink(missing_ok=True)
 
 
 def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult | None:

@@ -8,7 +8,8 @@ Phases: ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write
 (half of that checkpoint frame written, the rest not), ``planning``, ``reporting``
 (reports staged, state not committed), ``committing`` (just before the commit),
 ``mid-commit`` (every row written inside the open transaction, no COMMIT yet),
-``publishing`` (state committed, reports not yet renamed into place).
+``publishing`` (state committed, reports not yet renamed into place), ``mid-publish``
+(the first report renamed into place, the others not).
 """
 
 from __future__ import annotations

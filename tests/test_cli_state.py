@@ -714,6 +714,33 @@ def test_kill_9_after_the_commit_keeps_the_committed_state(
     assert not list((tmp_path / "checkpoints").iterdir())
 
 
+def test_a_kill_among_the_renames_of_the_reports_is_marked_and_finished_by_the_next_run(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Renames are one by one: output/.publishing names the run while the folder is a mix."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    output = tmp_path / "output"
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    run = Background.held_at(tmp_path, "mid-publish")
+    run.kill()
+    (killed,) = db_rows(tmp_path, "SELECT run_id FROM runs ORDER BY seq DESC LIMIT 1")
+
+    def run_ids() -> set[str]:
+        headers = [p.read_text().split("# run_id: ")[1].split()[0] for p in output.glob("d*.csv")]
+        return {*headers, json.loads((output / "summary.json").read_text())["run_id"]}
+
+    assert (output / ".publishing").read_text() == f"{killed[0]}\n"
+    changed = {name for name, data in before.items() if (output / name).read_bytes() != data}
+    assert changed == {"reconciliation_summary.csv"}  # the first renamed; the rest are old
+    ok(keysync("-q", "run", "--resume"))
+    assert not (output / ".publishing").exists()
+    assert run_ids() == {killed[0]}
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM runs") == [(2,)]
+
+
 def test_resume_of_a_run_killed_after_its_commit_finishes_it_and_runs_no_other(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:

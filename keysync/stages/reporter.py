@@ -32,6 +32,7 @@ from keysync.comparison import Comparison, SystemSummary
 from keysync.errors import RunError
 from keysync.stages.merger import KeyIndex
 from keysync.state import paused_gc
+from keysync.testhooks import pause_for_tests
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # master_key_registry.csv cells that can hold input text (or a key whose rules let
@@ -388,6 +389,9 @@ class ReportFile:
         self.handle.close()
 
 
+PUBLISHING = ".publishing"  # in the output folder while a run renames its reports into it
+
+
 class ReportWriter:
     """Writes a run's reports into a staging folder, then publishes them all at once."""
 
@@ -454,12 +458,25 @@ class ReportWriter:
                 )
 
     def publish(self) -> list[Path]:
-        """Rename every staged report into the output folder (each rename is atomic)."""
+        """Rename every staged report into the output folder (each rename is atomic).
+
+        The renames are one by one, so while they last (or if the process is killed
+        among them) the folder holds some reports of this run and some of the one
+        before. ``output/.publishing`` says so: it names this run, exists only then,
+        and the next run finishes the renames before it removes the marker.
+        """
+        marker = self.output_dir / PUBLISHING
+        marker.write_text(f"{self.run_id}\n", encoding="utf-8")
+        _fsync_dir(self.output_dir)
         published = []
-        for name in self.written:
+        for number, name in enumerate(self.written):
             target = self.output_dir / name
             os.replace(self.staging / name, target)
             published.append(target)
+            if number == 0:
+                pause_for_tests("mid-publish")
+        _fsync_dir(self.output_dir)
+        marker.unlink()
         _fsync_dir(self.output_dir)
         log = logs.get_logger(stage="reporter")
         for target in published:
