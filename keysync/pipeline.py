@@ -534,10 +534,18 @@ class Pipeline:
                     # and none said it finished: it died.
                     process.join(timeout=1.0)
                     done.add(system)
-                    self._unavailable(
-                        unavailable, system, f"reader process died (exit code {process.exitcode})"
-                    )
+                    reason = _died("reader process", process.exitcode)
+                    self._unavailable(unavailable, system, reason)
             if not ready and not all(p.is_alive() for p in normalizers):
                 dead = next(p for p in normalizers if not p.is_alive())
-                raise RunError(f"a normalizer worker died (exit code {dead.exitcode}); run again")
+                raise RunError(_died("a normalizer worker", dead.exitcode))
         return PipelineResult(self.index, unavailable)
+
+
+def _died(child: str, exit_code: int | None) -> str:
+    """Why a child is gone, and what to do: the OS's OOM killer is the usual cause."""
+    if exit_code is not None and exit_code < 0:
+        how = f"was killed by signal {-exit_code} (out of memory?)"
+    else:
+        how = f"died (exit code {exit_code})"
+    return f"{child} {how}; run again"
