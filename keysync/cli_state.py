@@ -498,7 +498,7 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
     rows = []
     for position, (record, outcome) in enumerate(pairs, start=max(first, 0)):
         note = record.message
-        if outcome == "interrupted" and position > last_success:
+        if outcome == "interrupted" and position > last_success and "--resume" not in note:
             note = f"{note}; {RESUME_HINT}" if note else RESUME_HINT
         rows.append(
             [
