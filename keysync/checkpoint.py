@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import re
 import shutil
 import struct
 import threading
@@ -321,11 +322,28 @@ def interrupted_runs(root: Path) -> list[Path]:
     return sorted(folders, key=lambda p: p.name, reverse=True)
 
 
+_RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}")
+
+
 def never_begun(root: Path) -> list[Path]:
-    """Checkpoint folders without a header: a run killed before its checkpoint began."""
+    """Folders of runs killed while their checkpoint's header was written: nothing in them.
+
+    Only what keysync made: a folder named like a run id, holding nothing but the
+    temporary header (and an empty log). ``paths.checkpoints`` may be a folder that
+    also holds other things (``.``, ``/tmp``): those are never touched.
+    """
     if not root.is_dir():
         return []
-    return [p for p in root.iterdir() if p.is_dir() and not (p / HEADER_FILE).exists()]
+    debris = {HEADER_FILE + ".tmp", LOG_FILE}
+    return [
+        folder
+        for folder in root.iterdir()
+        if _RUN_ID.fullmatch(folder.name)
+        and folder.is_dir()
+        and not folder.is_symlink()
+        and not (folder / HEADER_FILE).exists()
+        and {entry.name for entry in folder.iterdir()} <= debris
+    ]
 
 
 def remove(directory: Path) -> None:

@@ -564,3 +564,25 @@ def test_the_readme_first_session_runs_as_written_on_the_default_config(
         args = [_runs(tmp_path)[-1][0] if w == shown_run_id else w for w in words[1:]]
         result = keysync(*args)
         assert result.returncode == 0, (words, result.stderr)
+
+
+def test_a_checkpoint_folder_shared_with_other_files_loses_none_of_them(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """paths.checkpoints may be '.', or /tmp: a run removes only checkpoints keysync made."""
+    write_config(tmp_path, sources=SOURCES, paths={"checkpoints": "."})
+    _inputs(tmp_path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    debris = tmp_path / "20261130T020000Z-dead"  # killed while writing its header
+    debris.mkdir()
+    (debris / "header.msgpack.tmp").write_bytes(b"\x93")
+    for _ in range(2):
+        assert keysync("-q", "run").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "data",
+        "in",
+        "notes",
+        "output",
+    ]
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
