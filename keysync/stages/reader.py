@@ -20,17 +20,17 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import add
+from operator import add, itemgetter
 from pathlib import Path
 
 from keysync.config import SourceConfig
 from keysync.messages import RawBatch, RejectedRow
 
 # A quoted field may span this many physical lines; one that spans more than
-# TRUSTED_RECORD_LINES counts only if the record then has the header's cells. A stray
-# quote (an export that never closes one) would otherwise swallow the lines up to the
-# next stray quote as one record; a long note (a pasted ticket) must not be split into
-# rows, which would report its lines as keys.
+# TRUSTED_RECORD_LINES counts only if the record then has the header's cells and most
+# lines inside it do not look like rows. A stray quote (an export that never closes
+# one) would otherwise swallow the rows up to the next quote; a long note (a pasted
+# ticket) must not be split into rows, which would report its lines as keys.
 MAX_RECORD_LINES = 10_000
 TRUSTED_RECORD_LINES = 100
 READ_CHUNK = 1 << 20
@@ -327,6 +327,17 @@ class _RecordParser:
         numbers.append(line_no)
         return used
 
+    def _look_like_rows(self, lines: list[bytes]) -> bool:
+        """Whether most of ``lines`` are well-formed rows of this file (one regex, in C).
+
+        A span of over ``TRUSTED_RECORD_LINES`` lines between two quotes is either one
+        long note or a stray quote with the rows it would swallow; only the rows look
+        like rows, and losing them silently is the worse mistake.
+        """
+        text = b"\n".join(lines).decode(self.codec, "surrogateescape")
+        good = sum(map(bool, map(itemgetter(self._good_group), self._line_pattern.findall(text))))
+        return 2 * good > len(lines)
+
     def _parse_quoted(
         self, lines: list[bytes], start: int, at_eof: bool
     ) -> tuple[list[str], int, tuple[str, str] | None] | None:
@@ -363,11 +374,12 @@ class _RecordParser:
             return [], 1, ("bad-quoting", message + "; reading resumed at the next line")
         except StopIteration:  # pragma: no cover - the first line is never empty here
             return [], 1, ("bad-quoting", "unreadable record")
-        if pulled > TRUSTED_RECORD_LINES and len(cells) != self.ncols:
+        if pulled > TRUSTED_RECORD_LINES and (
+            len(cells) != self.ncols or self._look_like_rows(lines[start + 1 : start + pulled])
+        ):
             stray = (
-                f"the quote opened here closes {pulled - 1} lines later, in a record of "
-                f"{len(cells)} cells (the header has {self.ncols}): taken as a stray quote; "
-                "reading resumed at the next line"
+                f"the quote opened here closes only {pulled - 1} lines later, and the lines "
+                "between look like rows: taken as a stray quote; reading resumed at the next line"
             )
             return [], 1, ("bad-quoting", stray)
         return cells, pulled, None
