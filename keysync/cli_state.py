@@ -12,10 +12,10 @@ they wait for no one and never race a run: while a run holds it they exit 3.
 from __future__ import annotations
 
 import csv
-import getpass
 import io
 import json
 import os
+import pwd
 import secrets
 import sys
 import tempfile
@@ -312,11 +312,18 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
 
 
 def _os_user() -> str:
-    """Who ran the command, as the system names them, for the audit trail."""
+    """Who ran the command, as the system names them, for the audit trail.
+
+    By the process's user id, not ``$LOGNAME``/``$USER`` (which anyone can set);
+    under sudo, ``$SUDO_USER`` says who asked for it.
+    """
+    uid = os.geteuid()
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name in the environment nor in the passwd file
-        return f"uid {os.getuid()}"
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a user id the passwd file does not know (a container)
+        name = f"uid {uid}"
+    via = os.environ.get("SUDO_USER")
+    return f"{name}, by sudo from {via}" if via and via != name else name
 
 
 @registry.command("approve")

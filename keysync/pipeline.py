@@ -544,8 +544,10 @@ class Pipeline:
 
 def _died(child: str, exit_code: int | None) -> str:
     """Why a child is gone, and what to do: the OS's OOM killer is the usual cause."""
-    if exit_code is not None and exit_code < 0:
+    if exit_code == -signal.SIGKILL:
         how = f"was killed by signal {-exit_code} (out of memory?)"
+    elif exit_code is not None and exit_code < 0:
+        how = f"was killed by signal {-exit_code}"
     else:
         how = f"died (exit code {exit_code})"
     return f"{child} {how}; run again"

@@ -44,6 +44,7 @@ from keysync.stages.merger import KeyIndex
 from keysync.stages.provisioner import ProvisioningPlan, plan_provisioning
 from keysync.stages.reporter import (
     AUDIT_MEANINGS,
+    PART,
     PUBLISHING,
     REGISTRY_MEANINGS,
     REGISTRY_RISKY,
@@ -51,7 +52,14 @@ from keysync.stages.reporter import (
     ReportWriter,
     write_reconciliation_reports,
 )
-from keysync.state import AUDIT_COLUMNS, DB_NAME, SUCCESSFUL, StateStore, paused_gc
+from keysync.state import (
+    AUDIT_COLUMNS,
+    DB_NAME,
+    SUCCESSFUL,
+    StateStore,
+    paused_gc,
+    state_problem,
+)
 from keysync.testhooks import pause_for_tests
 
 _IMPORTED = time.monotonic()
@@ -267,16 +275,28 @@ def _publish_leftovers(config: Config, store: StateStore) -> None:
         if record is None or record.outcome not in SUCCESSFUL:
             writer.discard()
             continue
+        # Staged reports are whole once they lose their ".part" (a dry run's audit log, with
+        # the events it would record, exists only there); a missing audit log is rendered.
         writer.written = sorted(
-            p.name for p in staging.iterdir() if p.name != "audit_log.csv" and "tmp" not in p.name
+            p.name for p in staging.iterdir() if not p.name.endswith((PART, ".tmp"))
         )
-        _write_audit_log(writer, store)
+        if audit_report.NAME not in writer.written:
+            _write_audit_log(writer, store)
         writer.publish()
         logs.get_logger(stage="runner").warning(
             "report.recovered", run_id=run_id, detail="published the reports of a committed run"
         )
     # Killed after its last rename: the marker alone is left.
     (output_dir / PUBLISHING).unlink(missing_ok=True)
+
+
+def _committed(store: StateStore, run_id: str) -> bool:
+    """Whether ``run_id`` has committed; True when the state cannot tell (keep its reports)."""
+    try:
+        record = store.run(run_id)
+    except sqlite3.Error:
+        return True
+    return record is not None and record.outcome in SUCCESSFUL
 
 
 def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult | None:
@@ -287,9 +307,11 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
     would count one more run towards ``deprecate_after_runs``).
     """
     record = store.run(folder.name)
-    if record is None or record.outcome not in SUCCESSFUL:
-        return None
+    if record is None or record.outcome not in SUCCESSFUL or record.seq != store.max_seq():
+        return None  # not committed; or a later run (a dry one too) has written the reports
     checkpoint.remove(folder)
+    if not record.dry_run:
+        _supersede_older_checkpoints(config, store, record.run_id)
     logs.get_logger(stage="runner").info(
         "run.already_committed",
         resumed_run_id=record.run_id,
@@ -323,6 +345,18 @@ def _outcome_message(summaries: list[SystemSummary], exit_code: int) -> str:
     if missing:
         return f"degraded: {', '.join(missing)} unavailable, not compared"
     return "discrepancies found (--fail-on-diff)" if exit_code == EXIT_DIFF else ""
+
+
+def _supersede_older_checkpoints(config: Config, store: StateStore, run_id: str) -> None:
+    """``_remove_superseded_checkpoints``, after a commit: a failure is only a warning."""
+    try:
+        _remove_superseded_checkpoints(config, store, run_id)
+    except (OSError, sqlite3.Error) as exc:  # the run is done: only say it
+        logs.get_logger(stage="runner").warning(
+            "checkpoint.superseded",
+            path=str(config.checkpoint_dir),
+            reason=f"older checkpoints could not be removed: {exc}",
+        )
 
 
 def _remove_superseded_checkpoints(config: Config, store: StateStore, run_id: str) -> None:
@@ -397,17 +431,17 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
     run_id = resume_dir.name if resume_dir is not None else new_run_id(started)
     log = logs.get_logger(stage="runner")
     with RunLock.acquire(config.data_dir, run_id):
-        if options.regenerate_keys is not None:
-            # Only under the lock: another run may be reading the very files it rewrites.
-            from keysync.mockdata import generate
-
-            generate(config, keys=options.regenerate_keys)
         store = StateStore.open(config.data_dir / DB_NAME)
         try:
             _publish_leftovers(config, store)
             finished = _finished_run(config, store, resume_dir) if resume_dir else None
             if finished is not None:
                 return finished
+            if options.regenerate_keys is not None:
+                # Only under the lock: another run may be reading the very files it rewrites.
+                from keysync.mockdata import generate
+
+                generate(config, keys=options.regenerate_keys)
             if resume_dir is not None and not _usable_checkpoint(resume_dir, store):
                 resume_dir, run_id = None, new_run_id(started)
             if options.resume and resume_dir is None:
@@ -462,6 +496,10 @@ class _Run:
             # The run continues as it was started, whatever this command line says.
             self.options.dry_run = restored.header.flags.get("dry_run", False)
             self.options.auto_approve = restored.header.flags.get("auto_approve", False)
+            self.options.fail_on_diff = restored.header.flags.get(
+                "fail_on_diff",
+                self.options.fail_on_diff,  # a checkpoint of an older keysync
+            )
             self.writer = CheckpointWriter(
                 resume_dir, None, config.processing.checkpoint_interval, restored.frames
             )
@@ -476,7 +514,11 @@ class _Run:
             settings_hash=checkpoint.settings_hash(config, systems),
             systems=systems,
             mode=self.mode,
-            flags={"dry_run": options.dry_run, "auto_approve": options.auto_approve},
+            flags={
+                "dry_run": options.dry_run,
+                "auto_approve": options.auto_approve,
+                "fail_on_diff": options.fail_on_diff,
+            },
             inputs=[checkpoint.fingerprint(s, config.source_path(s)) for s in systems],
         )
         self.index = KeyIndex(systems)
@@ -529,14 +571,7 @@ class _Run:
             self.writer.close()
             checkpoint.remove(self.writer.directory)
             if not self.options.dry_run:
-                try:
-                    _remove_superseded_checkpoints(self.config, self.store, self.run_id)
-                except (OSError, sqlite3.Error) as exc:  # the run is done: only say it
-                    self.log.warning(
-                        "checkpoint.superseded",
-                        path=str(self.config.checkpoint_dir),
-                        reason=f"older checkpoints could not be removed: {exc}",
-                    )
+                _supersede_older_checkpoints(self.config, self.store, self.run_id)
             self.log.info(
                 "run.completed",
                 exit_code=result.exit_code,
@@ -562,7 +597,7 @@ class _Run:
             if not isinstance(exc, ResumableError):  # a full disk: the rows read are kept
                 checkpoint.remove(self.writer.directory)
             self.log.error("run.failed", reason=str(exc))
-            self.store.end_run(self.run_id, outcome="failed", message=str(exc), exit_code=3)
+            self._record_failure(str(exc), EXIT_CANNOT_RUN)
             raise
         except Exception as exc:
             # A bug, or the system refused (a disk, a permission): keep the checkpoint, which
@@ -570,20 +605,23 @@ class _Run:
             # cannot be written.
             self.writer.close()
             self.log.exception("run.failed", reason=repr(exc))
-            foreseen = isinstance(exc, (OSError, sqlite3.OperationalError))  # one line, exit 3
-            try:
-                self.store.end_run(
-                    self.run_id,
-                    outcome="failed",
-                    message=f"{type(exc).__name__}: {exc}",
-                    exit_code=EXIT_CANNOT_RUN if foreseen else 1,
-                )
-            except sqlite3.Error as also:
-                self.log.error("run.failed", reason=f"the run could not be recorded: {also!r}")
+            foreseen = isinstance(exc, OSError) or (  # the CLI says these in one line, exit 3
+                isinstance(exc, sqlite3.OperationalError) and state_problem(exc) is not None
+            )
+            self._record_failure(
+                f"{type(exc).__name__}: {exc}", EXIT_CANNOT_RUN if foreseen else None
+            )
             raise
         finally:
             self.snapshots.discard()  # incremental: a run that did not commit leaves none
             logs.unbind_run()
+
+    def _record_failure(self, message: str, exit_code: int | None) -> None:
+        """Mark the run failed, if the state can still be written (its disk may be full)."""
+        try:
+            self.store.end_run(self.run_id, outcome="failed", message=message, exit_code=exit_code)
+        except sqlite3.Error as also:
+            self.log.error("run.failed", reason=f"the run could not be recorded: {also!r}")
 
     def _read_and_compare(self, observer: _RunObserver) -> Comparison:
         config = self.config
@@ -655,16 +693,24 @@ class _Run:
                 dry_run=options.dry_run,
             )
         except BaseException:
-            writer.discard()
+            if not _committed(store, self.run_id):  # (commit_run logs after its COMMIT)
+                writer.discard()
             raise
         # In a dry run nothing was recorded: show what would have been, after the real events.
         # (Only then: building these rows costs ~0.17 s at 5 x 1M.)
         planned = None
         if options.dry_run:
             planned = [(t, r, "", e, s, k, d) for t, r, e, s, k, d in plan.events]
-        _write_audit_log(writer, store, planned)
-        pause_for_tests("publishing")
-        result.reports = writer.publish()
+        try:
+            _write_audit_log(writer, store, planned)
+            pause_for_tests("publishing")
+            result.reports = writer.publish()
+        except OSError as exc:
+            raise ResumableError(
+                f"run {self.run_id} is committed, but its reports could not all be put in "
+                f"place in {config.output_dir}: {exc.strerror or exc}; make room, then "
+                "`keysync run --resume` puts them in place"
+            ) from None
         result.durations = {
             "read_s": round(self.read_s, 3),
             "total_s": round(time.monotonic() - self.clock, 3),

@@ -8,9 +8,9 @@ what the database holds (read with plain ``sqlite3``).
 from __future__ import annotations
 
 import csv
-import getpass
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -28,7 +28,7 @@ from conftest import RunKeysync
 
 SYSTEMS = ("A", "B", "C")
 Inputs = Mapping[str, Sequence[str | tuple[str, str]]]
-USER = getpass.getuser()  # the name the audit trail gives manual changes
+USER = pwd.getpwuid(os.geteuid()).pw_name  # the name the audit trail gives manual changes
 
 
 def write_inputs(folder: Path, inputs: Inputs) -> None:
@@ -318,7 +318,9 @@ def test_active_keys_are_deprecated_after_n_runs_unseen(
     shown = ok(keysync("registry", "show", "X-1")).stdout
     assert "seen in no system for 2 successful runs" in shown
     # By hand too, and audited as such: which command, which user, one id per session.
-    done = ok(keysync("registry", "deprecate", "X-2"))
+    # The user by the process's id: the environment's login name can say anything.
+    spoofed = {"LOGNAME": "mallory", "USER": "mallory", "SUDO_USER": ""}
+    done = ok(keysync("registry", "deprecate", "X-2", env=spoofed))
     assert statuses(tmp_path) == {"X-1": "Deprecated", "X-2": "Deprecated"}
     manual = [e for e in json.loads(ok(keysync("audit", "--json")).stdout) if e["key"] == "X-2"]
     assert re.fullmatch(r"manual-\d{8}T\d{6}Z-[0-9a-f]{4}", manual[-1]["run_id"])
@@ -392,6 +394,24 @@ def test_registry_last_seen_at_is_the_latest_instant_however_the_inputs_write_it
         "K-2": "2026-10-03T06:00:00+01:00",
         "K-4": "2026-10-02T00:00:00Z",
     }
+
+
+def test_registry_last_seen_at_never_goes_back_while_a_holder_is_not_read(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project()
+    write_inputs(
+        tmp_path,
+        {
+            "A": ["K-0"],
+            "B": [("K-1", "2026-01-05T00:00:00Z")],
+            "C": [("K-1", "2026-01-01T00:00:00Z")],
+        },
+    )
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "run", "--systems", "A,C"))  # B not read: it keeps what it held
+    (row,) = read_report(tmp_path / "output" / "master_key_registry.csv")
+    assert (row["seen_in"], row["last_seen_at"]) == ("B;C", "2026-01-05T00:00:00Z")
 
 
 def test_a_wave_of_deprecated_and_resolved_keys_is_counted_on_the_console_listed_in_the_file(
@@ -763,6 +783,70 @@ def test_resume_of_a_run_killed_after_its_commit_finishes_it_and_runs_no_other(
     assert "run.already_committed" in done.stderr
 
 
+def test_resume_keeps_fail_on_diff_from_when_the_run_started(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    Background.held_at(tmp_path, "planning", "--fail-on-diff").kill()
+    done = keysync("run", "--resume")
+    assert done.returncode == 1, done.stderr  # as the uninterrupted run would have ended
+    assert json.loads((tmp_path / "output" / "summary.json").read_text())["exit_code"] == 1
+
+
+def test_a_dry_run_killed_while_publishing_keeps_the_events_it_would_record(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--dry-run"))
+    reference = read_report(tmp_path / "output" / "audit_log.csv")
+    assert [r["event"] for r in reference if not r["seq"]] == ["key.proposed"]  # would record
+    Background.held_at(tmp_path, "publishing", "--dry-run").kill()
+    ok(keysync("-q", "run", "--resume"))
+    audit = read_report(tmp_path / "output" / "audit_log.csv")
+    assert [r["event"] for r in audit if not r["seq"]] == ["key.proposed"]
+
+
+def test_resume_after_a_later_dry_run_runs_anew_rather_than_claim_the_old_reports(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """The dry run's reports are in output/ now: the killed run's summary would lie."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    Background.held_at(tmp_path, "publishing").kill()
+    (killed,) = db_rows(tmp_path, "SELECT run_id FROM runs")
+    ok(keysync("-q", "run", "--dry-run"))
+    done = ok(keysync("run", "--resume"))
+    assert not done.stdout.startswith(f"run {killed[0]} ")
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM runs") == [(3,)]
+    summary = json.loads((tmp_path / "output" / "summary.json").read_text())
+    assert done.stdout.startswith(f"run {summary['run_id']} ")
+
+
+def test_a_full_disk_after_the_commit_says_the_run_is_committed_and_resume_finishes_it(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    output = tmp_path / "output"
+    run = Background.held_at(tmp_path, "publishing", KEYSYNC_TEST_PAUSE_S="2")
+    (run_id,) = db_rows(tmp_path, "SELECT run_id FROM runs")[0]
+    (output / ".publishing").symlink_to("/dev/full")  # the marker is the first write
+    assert run.process.wait(60) == 3
+    assert run.lines[-1] == (
+        f"keysync: error: run {run_id} is committed, but its reports could not all be put "
+        f"in place in {output}: No space left on device; make room, then "
+        "`keysync run --resume` puts them in place\n"
+    )
+    assert not os.path.lexists(output / ".publishing")
+    assert db_rows(tmp_path, "SELECT outcome FROM runs") == [("completed",)]
+    done = ok(keysync("run", "--resume"))
+    assert done.stdout.startswith(f"run {run_id} ")
+    assert [r["master_key"] for r in read_report(output / "master_key_registry.csv")] == ["X-1"]
+    assert db_rows(tmp_path, "SELECT COUNT(*) FROM runs") == [(1,)]
+
+
 def test_a_full_disk_while_staging_reports_keeps_the_rows_read_for_resume(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
@@ -777,7 +861,7 @@ def test_a_full_disk_while_staging_reports_keeps_the_rows_read_for_resume(
     run_id = re.search(r"run_id=(\S+)", "".join(run.lines))[1]  # type: ignore[index]
     staging = output / f".staging-{run_id}"
     staging.mkdir()
-    (staging / "diff_missing_in_A.csv").symlink_to("/dev/full")
+    (staging / "diff_missing_in_A.csv.part").symlink_to("/dev/full")  # as it is written
     assert run.process.wait(60) == 3
     assert run.lines[-1] == (
         f"keysync: error: cannot write the reports in {output}: No space left on device; "

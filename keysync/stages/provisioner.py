@@ -120,7 +120,9 @@ def newest_stamp(stamps: list[str]) -> str:
     if len(written) < 2:
         return written[0] if written else ""
     if all(map(_IN_UTC_SECONDS, written)):
-        return max(written)
+        latest = max(written)
+        if latest[8:10] <= "28" or _instant(latest)[0]:  # else a 02-30: not a date at all
+            return latest
     return max(written, key=_instant)
 
 
@@ -542,8 +544,10 @@ class _Planner:
             if carried:
                 holders = sorted(set(holders).union(carried))
             if holders:
-                stamp = newest_stamp([stamps[s](key) for s in holders if s in stamps])
-                last_seen = stamp or row[MK_LAST_SEEN_AT]
+                held = [stamps[s](key) for s in holders if s in stamps]
+                if carried:  # a holder not read this run: what it showed last still counts
+                    held.append(row[MK_LAST_SEEN_AT])
+                last_seen = newest_stamp(held) or row[MK_LAST_SEEN_AT]
                 seen_in = ";".join(holders)
                 if (
                     seen_in == old_seen

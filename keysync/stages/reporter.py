@@ -384,11 +384,16 @@ class ReportFile:
         return buffer.getvalue()
 
     def close(self) -> None:
+        """Flush, fsync, and give the file its name: a staged report without ``.part`` is whole."""
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
+        whole = self.path.with_name(self.path.name.removesuffix(PART))
+        os.replace(self.path, whole)
+        self.path = whole
 
 
+PART = ".part"  # a staged report still being written
 PUBLISHING = ".publishing"  # in the output folder while a run renames its reports into it
 
 
@@ -414,7 +419,7 @@ class ReportWriter:
     ) -> ReportFile:
         """Start a report; with ``row_count`` set, it gets the ``# name: value`` header block."""
         self.staging.mkdir(parents=True, exist_ok=True)
-        path = self.staging / name
+        path = self.staging / (name + PART)
         handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by ReportFile
         if row_count is not None:
             handle.write(f"# report: {name.removesuffix('.csv')}\n")
@@ -435,11 +440,12 @@ class ReportWriter:
 
     def write_json(self, name: str, data: Any) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
-        path = self.staging / name
+        path = self.staging / (name + PART)
         with open(path, "wb") as handle:
             handle.write(msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
+        os.replace(path, self.staging / name)
         self.written.append(name)
 
     def check_targets(self, names: Iterable[str]) -> None:
@@ -466,7 +472,11 @@ class ReportWriter:
         and the next run finishes the renames before it removes the marker.
         """
         marker = self.output_dir / PUBLISHING
-        marker.write_text(f"{self.run_id}\n", encoding="utf-8")
+        try:
+            marker.write_text(f"{self.run_id}\n", encoding="utf-8")
+        except OSError:
+            marker.unlink(missing_ok=True)  # a full disk: no marker that names no run
+            raise
         _fsync_dir(self.output_dir)
         published = []
         for number, name in enumerate(self.written):
