@@ -373,7 +373,8 @@ class Snapshots:
                 os.replace(temp, target)
             except OSError as exc:
                 self._skipped[system] = f"cannot write {target}: {exc.strerror or exc}"
-                temp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # after the commit: never an error
+                    temp.unlink(missing_ok=True)
                 continue
             log.info("incremental.snapshot_saved", system=system, path=str(target))
         if self._ready:

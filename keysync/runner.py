@@ -747,8 +747,9 @@ class _Run:
             result = self._outcome(comparison)
             writer.write_json("summary.json", self._summary_json(result, now))
         except OSError as exc:  # a write() error names no file: say where
+            where = f" ({exc.filename})" if exc.filename else ""
             raise ResumableError(
-                f"cannot write the reports in {config.output_dir}: {exc.strerror or exc}; "
+                f"cannot write the reports in {config.output_dir}{where}: {exc.strerror or exc}; "
                 "make room (or fix the permissions), then `keysync run --resume` continues "
                 "from the last checkpoint"
             ) from None

@@ -54,7 +54,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import repeat
 from operator import add, itemgetter
 from typing import Any
@@ -112,9 +112,10 @@ def newest_stamp(stamps: list[str]) -> str:
 
     Values all written the usual way (``2026-11-27T02:00:00Z``) sort as text: the
     fast path, and the only one mock data takes. Otherwise ISO 8601 values are
-    compared as instants (an offset, ``Z``, fractions, a space for the ``T``; none
-    at all is taken as UTC), a value that is no timestamp never beats one that is,
-    and an instant written two ways keeps the first system's. "" when none is given.
+    compared as instants (``Z`` or an offset, with or without its colon; fractions;
+    a space for the ``T``; no seconds; no time; no offset at all is taken as UTC),
+    a value that is no timestamp never beats one that is, and an instant written
+    two ways keeps the first system's. "" when none is given.
     """
     written = [stamp for stamp in stamps if stamp]
     if len(written) < 2:
@@ -126,16 +127,38 @@ def newest_stamp(stamps: list[str]) -> str:
     return max(written, key=_instant)
 
 
+# ISO 8601 as exports write it: a date, then optionally a time (T or space), fractions,
+# and Z or an offset. Parsed here, not by datetime.fromisoformat, which accepts less on
+# Python 3.10 than on 3.11: the newest value must not depend on the Python version.
+_ISO_8601 = re.compile(
+    r"\s*(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d{1,9}))?)?)?"
+    r"\s*(?:([Zz])|([+-])(\d\d):?(\d\d))?\s*"
+)
+
+
 def _instant(stamp: str) -> tuple[int, datetime | str]:
     """A sort key: (1, the instant) for a timestamp, (0, the text) for anything else."""
-    text = stamp.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"  # Python 3.10's fromisoformat takes no Z
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    match = _ISO_8601.fullmatch(stamp)
+    if match is None:
         return 0, stamp
-    return 1, moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    year, month, day, hour, minute, second, fraction, _, sign, off_h, off_m = match.groups()
+    try:
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0").ljust(6, "0")[:6]),
+            tzinfo=timezone.utc,
+        )
+        if sign:
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            moment -= offset if sign == "+" else -offset
+    except (ValueError, OverflowError):  # 2026-02-30, hour 25, an offset past year 1
+        return 0, stamp
+    return 1, moment
 
 
 @dataclass
