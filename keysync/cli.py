@@ -236,7 +236,10 @@ def _check_resume_options(
         record = store.run(header.run_id)
         superseded = record is not None and store.committed_after(record.seq)
     if record is None or record.outcome in SUCCESSFUL or superseded:
-        return  # not resumable: the run starts afresh with these options
+        # Not resumable: the run starts afresh with these options. (A committed run that
+        # is the last of all is only finished, its reports put in place; options that
+        # would shape a new run have nothing to act on then, and the README says so.)
+        return
     started = header.flags
     conflicts = []
     if dry_run and not started.get("dry_run", False):

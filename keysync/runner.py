@@ -280,14 +280,25 @@ def _publish_leftovers(config: Config, store: StateStore) -> None:
         writer.written = sorted(
             p.name for p in staging.iterdir() if not p.name.endswith((PART, ".tmp"))
         )
-        if audit_report.NAME not in writer.written:
-            _write_audit_log(writer, store)
-        writer.publish()
+        try:
+            if audit_report.NAME not in writer.written:
+                _write_audit_log(writer, store)
+            writer.publish()
+        except OSError as exc:  # still no room: the same advice as when the run stopped
+            raise _unpublished(run_id, config, exc) from None
         logs.get_logger(stage="runner").warning(
             "report.recovered", run_id=run_id, detail="published the reports of a committed run"
         )
     # Killed after its last rename: the marker alone is left.
     (output_dir / PUBLISHING).unlink(missing_ok=True)
+
+
+def _unpublished(run_id: str, config: Config, exc: OSError) -> ResumableError:
+    return ResumableError(
+        f"run {run_id} is committed, but its reports could not all be put in place in "
+        f"{config.output_dir}: {exc.strerror or exc}; make room, then `keysync run --resume` "
+        "puts them in place"
+    )
 
 
 def _committed(store: StateStore, run_id: str) -> bool:
@@ -409,10 +420,15 @@ def _usable_checkpoint(folder: Path, store: StateStore) -> bool:
     if record is not None and store.committed_after(record.seq):  # left by an older keysync
         _drop_superseded(folder, "a later run")
         return False
+    if record is None:  # another project's (a shared paths.checkpoints): not ours to remove
+        logs.get_logger(stage="runner").warning(
+            "checkpoint.unusable",
+            path=str(folder),
+            reason=f"the database has no run {folder.name}: left as it is",
+        )
+        return False
     try:
         checkpoint.read_header(folder)
-        if record is None:
-            raise RunError(f"the database has no run {folder.name}")
     except RunError as exc:
         logs.get_logger(stage="runner").warning(
             "checkpoint.unusable", path=str(folder), reason=str(exc)
@@ -496,10 +512,8 @@ class _Run:
             # The run continues as it was started, whatever this command line says.
             self.options.dry_run = restored.header.flags.get("dry_run", False)
             self.options.auto_approve = restored.header.flags.get("auto_approve", False)
-            self.options.fail_on_diff = restored.header.flags.get(
-                "fail_on_diff",
-                self.options.fail_on_diff,  # a checkpoint of an older keysync
-            )
+            # It only sets the exit code: asked for when the run began, or now.
+            self.options.fail_on_diff |= restored.header.flags.get("fail_on_diff", False)
             self.writer = CheckpointWriter(
                 resume_dir, None, config.processing.checkpoint_interval, restored.frames
             )
@@ -678,6 +692,7 @@ class _Run:
         writer = ReportWriter(config.output_dir, self.run_id, iso(now))
         try:  # until the commit, staged reports describe nothing: none is left behind
             result = self._stage_reports(writer, comparison, plan, history, now)
+            writer.sync()  # their names too: after a power cut, a committed run's are whole
             pause_for_tests("reporting")
             if observer.should_stop():
                 raise Interrupted("interrupted")
@@ -703,14 +718,11 @@ class _Run:
             planned = [(t, r, "", e, s, k, d) for t, r, e, s, k, d in plan.events]
         try:
             _write_audit_log(writer, store, planned)
+            writer.sync()
             pause_for_tests("publishing")
             result.reports = writer.publish()
         except OSError as exc:
-            raise ResumableError(
-                f"run {self.run_id} is committed, but its reports could not all be put in "
-                f"place in {config.output_dir}: {exc.strerror or exc}; make room, then "
-                "`keysync run --resume` puts them in place"
-            ) from None
+            raise _unpublished(self.run_id, config, exc) from None
         result.durations = {
             "read_s": round(self.read_s, 3),
             "total_s": round(time.monotonic() - self.clock, 3),

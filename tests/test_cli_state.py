@@ -792,6 +792,10 @@ def test_resume_keeps_fail_on_diff_from_when_the_run_started(
     done = keysync("run", "--resume")
     assert done.returncode == 1, done.stderr  # as the uninterrupted run would have ended
     assert json.loads((tmp_path / "output" / "summary.json").read_text())["exit_code"] == 1
+    # Asked for only now: it sets only the exit code, so it is honoured too.
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    Background.held_at(tmp_path, "planning").kill()
+    assert keysync("run", "--resume", "--fail-on-diff").returncode == 1
 
 
 def test_a_dry_run_killed_while_publishing_keeps_the_events_it_would_record(

@@ -236,13 +236,25 @@ def test_a_quoted_note_of_hundreds_of_lines_is_one_record(tmp_path: Path) -> Non
     assert rows_read == 3
 
 
-@pytest.mark.parametrize("closing", ['K-2,closes here",t', 'K-2,x" closes,t'])
-def test_a_stray_quote_far_from_the_next_one_costs_only_its_own_line(
-    tmp_path: Path, closing: str
+def test_a_stray_quote_paired_far_off_in_another_column_costs_only_its_own_line(
+    tmp_path: Path,
 ) -> None:
-    """Paired with a quote 150 lines on, even in the same column: the rows between stay rows."""
+    """150 lines on, a quote closes a record of the wrong cells: the rows between stay rows."""
     body = [f"K-{n},name {n},t" for n in range(3, 153)]
-    data = "\n".join(["key,name,t", 'K-1,"opens here,t', *body, closing, "K-9,x,t"])
+    data = "\n".join(["key,name,t", 'K-1,"opens here,t', *body, 'K-2,x" closes,t', "K-9,x,t"])
     rows, rejected, _, _ = read_all(write(tmp_path, (data + "\n").encode()), batch_size=10)
     assert rejected[0] == (2, "bad-quoting")
     assert [raw for raw, _, _ in rows] == [f"K-{n}" for n in range(3, 153)] + ["K-2", "K-9"]
+
+
+@pytest.mark.parametrize("inner", ["K-{n},name {n},t", "step {n}, restart the service, check"])
+def test_a_long_quoted_span_of_row_like_lines_is_rejected_whole_not_guessed(
+    tmp_path: Path, inner: str
+) -> None:
+    """Swallowed rows or a note of row-like lines: neither lost silently nor made into keys."""
+    body = [inner.format(n=n) for n in range(3, 153)]
+    data = "\n".join(["key,name,t", 'K-1,"opens here,t', *body, 'K-2,closes here",t', "K-9,x,t"])
+    rows, rejected, rows_read, _ = read_all(write(tmp_path, (data + "\n").encode()), batch_size=7)
+    assert rejected == [(2, "bad-quoting")]
+    assert [(raw, line) for raw, line, _ in rows] == [("K-9", 154)]
+    assert rows_read == 2

@@ -586,3 +586,20 @@ def test_a_checkpoint_folder_shared_with_other_files_loses_none_of_them(
         "output",
     ]
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_a_checkpoint_of_another_project_in_a_shared_folder_is_left_alone(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Two projects with one paths.checkpoints: one's --resume never deletes the other's."""
+    shared = tmp_path / "checkpoints"
+    for name in ("p1", "p2"):
+        write_config(tmp_path / name, sources=SOURCES, paths={"checkpoints": str(shared)})
+        _inputs(tmp_path / name)
+    theirs = shared / "20261130T020000Z-beef"  # p1's run, killed (its header is all we need)
+    theirs.mkdir(parents=True)
+    (theirs / "header.msgpack").write_bytes(b"\x00")
+    (theirs / "log.bin").write_bytes(b"frames")
+    done = keysync("-q", "run", "--resume", cwd=tmp_path / "p2")
+    assert done.returncode == 0, done.stderr
+    assert (theirs / "log.bin").read_bytes() == b"frames"

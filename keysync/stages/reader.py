@@ -26,11 +26,12 @@ from pathlib import Path
 from keysync.config import SourceConfig
 from keysync.messages import RawBatch, RejectedRow
 
-# A quoted field may span this many physical lines; one that spans more than
-# TRUSTED_RECORD_LINES counts only if the record then has the header's cells and most
-# lines inside it do not look like rows. A stray quote (an export that never closes
-# one) would otherwise swallow the rows up to the next quote; a long note (a pasted
-# ticket) must not be split into rows, which would report its lines as keys.
+# A quoted field may span this many physical lines, as CSV says. Past
+# TRUSTED_RECORD_LINES the reader checks its guess: a record without the header's
+# cells is a stray quote (its line rejected, reading resumes at the next line); one
+# whose lines look like rows may be a stray quote swallowing rows or a long note of
+# row-like lines, and is rejected whole, so that no row is lost silently and no key
+# is made up from a note.
 MAX_RECORD_LINES = 10_000
 TRUSTED_RECORD_LINES = 100
 READ_CHUNK = 1 << 20
@@ -314,7 +315,7 @@ class _RecordParser:
             cells, used, problem = parsed
             if problem:
                 self._reject(rejected, line_no, problem[0], problem[1], text)
-                return 1
+                return used
         else:
             cells = text.rstrip("\r").split(self.delimiter)
         if len(cells) != self.ncols:
@@ -374,14 +375,24 @@ class _RecordParser:
             return [], 1, ("bad-quoting", message + "; reading resumed at the next line")
         except StopIteration:  # pragma: no cover - the first line is never empty here
             return [], 1, ("bad-quoting", "unreadable record")
-        if pulled > TRUSTED_RECORD_LINES and (
-            len(cells) != self.ncols or self._look_like_rows(lines[start + 1 : start + pulled])
-        ):
+        if pulled <= TRUSTED_RECORD_LINES:
+            return cells, pulled, None
+        if len(cells) != self.ncols:  # no record of this file: a stray quote
             stray = (
-                f"the quote opened here closes only {pulled - 1} lines later, and the lines "
-                "between look like rows: taken as a stray quote; reading resumed at the next line"
+                f"the quote opened here closes only {pulled - 1} lines later, in a record of "
+                f"{len(cells)} cells (the header has {self.ncols}): taken as a stray quote; "
+                "reading resumed at the next line"
             )
             return [], 1, ("bad-quoting", stray)
+        if self._look_like_rows(lines[start + 1 : start + pulled]):
+            # A long note of row-like lines, or a stray quote and the rows it swallowed:
+            # either guess would be wrong somewhere (lost rows, or invented keys). Report it.
+            ambiguous = (
+                f"a quoted field runs {pulled} lines from here and its lines look like rows: "
+                "a stray quote or a long note? Rejected whole, none of its lines read; fix the "
+                "quote in the export (or keep the note within 100 lines)"
+            )
+            return [], pulled, ("bad-quoting", ambiguous)
         return cells, pulled, None
 
 

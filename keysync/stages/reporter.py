@@ -448,6 +448,10 @@ class ReportWriter:
         os.replace(path, self.staging / name)
         self.written.append(name)
 
+    def sync(self) -> None:
+        """fsync the staging folder: the renames of whole files to their names are durable."""
+        _fsync_dir(self.staging)
+
     def check_targets(self, names: Iterable[str]) -> None:
         """Refuse now what would stop a report from being renamed into place later.
 
