@@ -133,6 +133,12 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "`--resume` is processing rows again: `resume_s` after the process started, "
         "`replay_s` spent restoring the checkpoint",
     ),
+    "run.unpublished": EventSpec(
+        "error",
+        ("reason",),
+        "a run committed its state but could not put its reports in place (a full disk):"
+        " `--resume` does",
+    ),
     "run.already_committed": EventSpec(
         "info",
         ("resumed_run_id", "detail"),

@@ -610,7 +610,9 @@ class _Run:
             self.writer.close()
             if not isinstance(exc, ResumableError):  # a full disk: the rows read are kept
                 checkpoint.remove(self.writer.directory)
-            self.log.error("run.failed", reason=str(exc))
+            # A run can fail only before its commit; after it, only its reports can.
+            committed = isinstance(exc, ResumableError) and _committed(self.store, self.run_id)
+            self.log.error("run.unpublished" if committed else "run.failed", reason=str(exc))
             self._record_failure(str(exc), EXIT_CANNOT_RUN)
             raise
         except Exception as exc:

@@ -845,6 +845,8 @@ def test_a_full_disk_after_the_commit_says_the_run_is_committed_and_resume_finis
     )
     assert not os.path.lexists(output / ".publishing")
     assert db_rows(tmp_path, "SELECT outcome FROM runs") == [("completed",)]
+    events = [json.loads(line) for line in (tmp_path / "data/logs/keysync.jsonl").open()]
+    assert [e["event"] for e in events if e["event"].startswith("run.")][-1] == "run.unpublished"
     done = ok(keysync("run", "--resume"))
     assert done.stdout.startswith(f"run {run_id} ")
     assert [r["master_key"] for r in read_report(output / "master_key_registry.csv")] == ["X-1"]
