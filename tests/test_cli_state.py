@@ -734,16 +734,24 @@ def test_kill_9_after_the_commit_keeps_the_committed_state(
     assert not list((tmp_path / "checkpoints").iterdir())
 
 
+def committed_then_changed(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> dict[str, bytes]:
+    """A committed run (B holds X-1), then B's export gains X-2: the reports that run left."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "output").iterdir()}
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    return before
+
+
 def test_a_kill_among_the_renames_of_the_reports_is_marked_and_finished_by_the_next_run(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
     """Renames are one by one: output/.publishing names the run while the folder is a mix."""
-    project(parallel=True)
-    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
-    ok(keysync("-q", "run"))
+    before = committed_then_changed(tmp_path, keysync, project)
     output = tmp_path / "output"
-    before = {p.name: p.read_bytes() for p in output.iterdir()}
-    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
     run = Background.held_at(tmp_path, "mid-publish")
     run.kill()
     (killed,) = db_rows(tmp_path, "SELECT run_id FROM runs ORDER BY seq DESC LIMIT 1")
@@ -857,12 +865,8 @@ def test_a_full_disk_while_staging_reports_keeps_the_rows_read_for_resume(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
     """ENOSPC (a report staged on /dev/full) is one line with the folder, exit 3, no debris."""
-    project(parallel=True)
-    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
-    ok(keysync("-q", "run"))
+    before = committed_then_changed(tmp_path, keysync, project)
     output = tmp_path / "output"
-    before = {p.name: p.read_bytes() for p in output.iterdir()}
-    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
     run = Background.held_at(tmp_path, "planning", KEYSYNC_TEST_PAUSE_S="2")
     run_id = re.search(r"run_id=(\S+)", "".join(run.lines))[1]  # type: ignore[index]
     staging = output / f".staging-{run_id}"
