@@ -5,6 +5,7 @@ All set algebra between systems runs on dict key views, in C.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from keysync.stages.merger import KeyIndex
@@ -38,13 +39,18 @@ class Comparison:
     gaps: dict[str, set[str]] = field(default_factory=dict)
 
     def has_discrepancies(self) -> bool:
-        """True when any peer differs from A, or any system has duplicates or rejected rows."""
-        if any(self.missing_in_a.values()) or any(self.gaps.values()):
-            return True
-        return any(
-            (row.duplicate_keys or 0) > 0 or (row.rows_rejected or 0) > 0
-            for row in self.summaries.values()
-        )
+        return has_discrepancies(self.summaries.values())
+
+
+def has_discrepancies(summaries: Iterable[SystemSummary]) -> bool:
+    """True when any peer differs from A, or any system has duplicates or rejected rows.
+
+    From the summaries alone, so that a run's record (its counts) answers it too.
+    """
+    return any(
+        s.missing_in_a or s.missing_from_system or s.duplicate_keys or s.rows_rejected
+        for s in summaries
+    )
 
 
 def compare(index: KeyIndex, authority: str, unavailable: dict[str, str]) -> Comparison:

@@ -23,7 +23,7 @@ from typing import Any
 
 from keysync import audit_report, checkpoint, incremental, logs, testhooks
 from keysync.checkpoint import CheckpointHeader, CheckpointWriter
-from keysync.comparison import Comparison, SystemSummary, compare
+from keysync.comparison import Comparison, SystemSummary, compare, has_discrepancies
 from keysync.config import Config
 from keysync.errors import (
     EXIT_CANNOT_RUN,
@@ -333,10 +333,6 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
         for counts in record.counts.values()
         if isinstance(counts, dict) and "available" in counts
     ]
-    discrepancies = any(
-        s.missing_in_a or s.missing_from_system or s.duplicate_keys or s.rows_rejected
-        for s in summaries
-    )
     exit_code = EXIT_OK if record.exit_code is None else record.exit_code
     return RunResult(
         run_id=record.run_id,
@@ -346,7 +342,7 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
         output_dir=config.output_dir,
         message=_outcome_message(summaries, exit_code),
         dry_run=record.dry_run,
-        discrepancies=discrepancies,
+        discrepancies=has_discrepancies(summaries),
     )
 
 
