@@ -6,6 +6,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
+
 EXIT_OK = 0
 EXIT_DIFF = 1
 EXIT_USAGE = 2
@@ -49,3 +51,14 @@ class Interrupted(KeysyncError):
     """Ctrl-C or SIGTERM: the run stopped at a clean point and kept a checkpoint (exit 130)."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def child_died(child: str, exit_code: int | None) -> str:
+    """Why a child process is gone, and what to do: the OS's OOM killer is the usual cause."""
+    if exit_code == -signal.SIGKILL:
+        how = f"was killed by signal {-exit_code} (out of memory?)"
+    elif exit_code is not None and exit_code < 0:
+        how = f"was killed by signal {-exit_code}"
+    else:
+        how = f"died (exit code {exit_code})"
+    return f"{child} {how}; run again"

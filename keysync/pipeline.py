@@ -43,7 +43,7 @@ import msgspec
 
 from keysync import logs
 from keysync.config import Config, NormalizeConfig, SourceConfig
-from keysync.errors import Interrupted, RunError
+from keysync.errors import Interrupted, RunError, child_died
 from keysync.messages import KeyBatch, RawBatch, SourceFailed, SourceFinished, SourceOpened
 from keysync.normalization import compile_rules
 from keysync.stages.merger import KeyIndex, SourcePosition
@@ -534,20 +534,9 @@ class Pipeline:
                     # and none said it finished: it died.
                     process.join(timeout=1.0)
                     done.add(system)
-                    reason = _died("reader process", process.exitcode)
+                    reason = child_died("reader process", process.exitcode)
                     self._unavailable(unavailable, system, reason)
             if not ready and not all(p.is_alive() for p in normalizers):
                 dead = next(p for p in normalizers if not p.is_alive())
-                raise RunError(_died("a normalizer worker", dead.exitcode))
+                raise RunError(child_died("a normalizer worker", dead.exitcode))
         return PipelineResult(self.index, unavailable)
-
-
-def _died(child: str, exit_code: int | None) -> str:
-    """Why a child is gone, and what to do: the OS's OOM killer is the usual cause."""
-    if exit_code == -signal.SIGKILL:
-        how = f"was killed by signal {-exit_code} (out of memory?)"
-    elif exit_code is not None and exit_code < 0:
-        how = f"was killed by signal {-exit_code}"
-    else:
-        how = f"died (exit code {exit_code})"
-    return f"{child} {how}; run again"

@@ -412,6 +412,47 @@ def test_interrupted_generate_keeps_the_previous_inputs_whole_and_leaves_no_proc
     assert after == before
 
 
+def test_generate_whose_helper_is_killed_says_so_and_keeps_the_previous_inputs(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: the helper process that builds half of a big mock set, killed (by the OOM
+    killer, say), made `keysync generate` end with a BrokenProcessPool traceback and
+    exit 1, the code for "discrepancies found". Now it is one line saying what died and
+    what to do, exit 3, and the previous inputs are untouched."""
+    write_config(tmp_path)
+    assert keysync("-q", "generate", "--keys", "50").returncode == 0
+    folder = tmp_path / "input"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "generate", "--keys", "200000"],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    try:
+        deadline = time.monotonic() + 60
+        while not children.read_text().split():
+            assert time.monotonic() < deadline and process.poll() is None, "no helper started"
+            time.sleep(0.005)
+        os.kill(int(children.read_text().split()[0]), signal.SIGKILL)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == 3, stderr
+    assert stderr == (
+        "keysync: error: generate's helper process was killed by signal 9 (out of memory?); "
+        "run again\n"
+    )
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 # ------------------------------------------------------------ sources that are not CSV files
 
 

@@ -27,8 +27,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -36,7 +37,7 @@ from typing import Any
 import msgspec
 
 from keysync.config import Config, NormalizeConfig
-from keysync.errors import EXIT_USAGE, ConfigError, KeysyncError
+from keysync.errors import EXIT_USAGE, ConfigError, KeysyncError, child_died
 from keysync.mockdata.clock import REFERENCE_DATE, snapshot_at, snapshot_date
 from keysync.mockdata.files import (
     GENERATOR,
@@ -370,6 +371,13 @@ def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
     helper process builds the second half of the systems while this one builds
     the first half: the same pure functions, so the files are the same bytes
     either way.
+
+    The helper answers on a plain pipe whose writing end only it holds, and no
+    thread waits for it: a helper that dies reads as end-of-file here, and an
+    interrupted generate kills it and waits for it, with nothing left to hang
+    on. (A ProcessPoolExecutor hung now and then at exit when Ctrl-C came while
+    its helper was sending a result: its manager thread waited for the rest of
+    a message nobody would write.)
     """
     global _FORKED_RUN
     systems = list(run.config.sources)
@@ -388,29 +396,54 @@ def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
     helper_systems = systems[len(systems) // 2 :]
     _FORKED_RUN = run
     context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_helper_started)
+    answers, helper_end = context.Pipe()
+    helper = context.Process(
+        target=_helper, args=(helper_end, helper_systems), name="generate-helper", daemon=True
+    )
     try:
+        helper.start()
+        helper_end.close()
 
         def build_day(day: int) -> dict[str, Snapshot]:
-            pending = {name: pool.submit(_build_in_helper, name, day) for name in helper_systems}
-            built = {name: run.build(name, day) for name in systems if name not in pending}
-            for name, future in pending.items():
-                built[name] = _restore_keys(run, name, day, future.result())
+            answers.send(day)
+            built = {name: run.build(name, day) for name in systems if name not in helper_systems}
+            for name, snap in _helper_answer(answers, helper):
+                built[name] = _restore_keys(run, name, day, snap)
             return {name: built[name] for name in systems}
 
         yield build_day
-    except BaseException:
-        # Interrupted or failed: stop the helper now rather than wait for its day.
-        processes = list(getattr(pool, "_processes", None) or {})
-        pool.shutdown(wait=False, cancel_futures=True)
-        for pid in processes:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        raise
-    else:
-        pool.shutdown(wait=True)
+        answers.send(None)  # done: the helper ends
+        helper.join()
     finally:
         _FORKED_RUN = None
+        if helper.pid is not None and helper.exitcode is None:
+            helper.kill()  # interrupted or failed: stop it now rather than wait for its day
+            helper.join()
+        answers.close()
+
+
+def _helper(requests: Connection, systems: list[str]) -> None:
+    """In the helper: for each day asked, build ``systems`` and send them (or what failed)."""
+    _helper_started()
+    while (day := requests.recv()) is not None:
+        try:
+            built = [(name, _build_in_helper(name, day)) for name in systems]
+        except Exception as exc:  # a full disk, say: the main process reports it
+            requests.send(exc)
+            return
+        requests.send(built)
+
+
+def _helper_answer(answers: Connection, helper: BaseProcess) -> list[tuple[str, Snapshot]]:
+    try:
+        answer = answers.recv()
+    except (EOFError, OSError):  # OSError: it died in the middle of an answer
+        helper.join()
+        raise KeysyncError(child_died("generate's helper process", helper.exitcode)) from None
+    if isinstance(answer, Exception):
+        raise answer
+    built: list[tuple[str, Snapshot]] = answer
+    return built
 
 
 def _helper_started() -> None:
