@@ -112,8 +112,9 @@ def newest_stamp(stamps: list[str]) -> str:
 
     Values all written the usual way (``2026-11-27T02:00:00Z``) sort as text: the
     fast path, and the only one mock data takes. Otherwise ISO 8601 values are
-    compared as instants (``Z`` or an offset, with or without its colon; fractions;
-    a space for the ``T``; no seconds; no time; no offset at all is taken as UTC),
+    compared as instants (``Z`` or an offset, with or without its colon or minutes;
+    fractions; a space for the ``T``; no seconds; no time; the basic form
+    ``20261001T060000Z``; no offset at all is taken as UTC),
     a value that is no timestamp never beats one that is, and an instant written
     two ways keeps the first system's. "" when none is given.
     """
@@ -128,17 +129,21 @@ def newest_stamp(stamps: list[str]) -> str:
 
 
 # ISO 8601 as exports write it: a date, then optionally a time (T or space), fractions,
-# and Z or an offset. Parsed here, not by datetime.fromisoformat, which accepts less on
-# Python 3.10 than on 3.11: the newest value must not depend on the Python version.
-_ISO_8601 = re.compile(
-    r"\s*(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d{1,9}))?)?)?"
-    r"\s*(?:([Zz])|([+-])(\d\d):?(\d\d))?\s*"
+# and Z or an offset (``+05:00``, ``+0500``, ``+05``); the extended form (``2026-10-01T06:00``)
+# or the basic one (``20261001T0600``), not a mix. Parsed here, not by datetime.fromisoformat,
+# which accepts less on Python 3.10 than on 3.11: the newest value must not depend on that.
+_OFFSET = r"\s*(?:([Zz])|([+-])(\d\d)(?::?(\d\d))?)?\s*"
+_ISO_8601 = (
+    re.compile(
+        r"\s*(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d{1,9}))?)?)?" + _OFFSET
+    ),
+    re.compile(r"\s*(\d{4})(\d\d)(\d\d)(?:T(\d\d)(\d\d)(?:(\d\d)(?:[.,](\d{1,9}))?)?)?" + _OFFSET),
 )
 
 
 def _instant(stamp: str) -> tuple[int, datetime | str]:
     """A sort key: (1, the instant) for a timestamp, (0, the text) for anything else."""
-    match = _ISO_8601.fullmatch(stamp)
+    match = _ISO_8601[0].fullmatch(stamp) or _ISO_8601[1].fullmatch(stamp)
     if match is None:
         return 0, stamp
     year, month, day, hour, minute, second, fraction, _, sign, off_h, off_m = match.groups()
@@ -154,7 +159,7 @@ def _instant(stamp: str) -> tuple[int, datetime | str]:
             tzinfo=timezone.utc,
         )
         if sign:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            offset = timedelta(hours=int(off_h), minutes=int(off_m or 0))
             moment -= offset if sign == "+" else -offset
     except (ValueError, OverflowError):  # 2026-02-30, hour 25, an offset past year 1
         return 0, stamp
