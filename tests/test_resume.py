@@ -263,6 +263,25 @@ def test_resume_refuses_a_config_whose_systems_changed(
     assert error.endswith("run without --resume to start over") and "Traceback" not in done.stderr
 
 
+def test_a_resumed_run_takes_the_provisioning_settings_of_the_config_as_it_is_then(
+    fresh: Path, reference: Path
+) -> None:
+    """README: provisioning acts only after the reading, so the config at resume decides it."""
+    kill_at(fresh, "reading:6000")
+    config = fresh / "keysync-config.yaml"
+    config.write_text(config.read_text() + "provisioning: {auto_approve: true}\n")
+    done = resume(fresh)
+    assert done.returncode == 0, done.stderr
+    expected = [(key, "Active", *rest) for key, _, *rest in registry_state(reference)]
+    assert registry_state(fresh) == expected
+    with sqlite3.connect(fresh / "data" / "keysync.db") as db:
+        approvals = db.execute(
+            "SELECT COUNT(*) FROM audit_events WHERE event = 'key.approved'"
+            " AND detail LIKE '%Proposed -> Active by provisioning.auto_approve'"
+        ).fetchone()
+    assert approvals == (len(expected),)
+
+
 def test_nothing_to_resume_runs_normally(fresh: Path, write_config: Callable[..., Path]) -> None:
     done = resume(fresh)
     assert done.returncode == 0
