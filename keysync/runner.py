@@ -530,6 +530,7 @@ class _Run:
                 "fail_on_diff": options.fail_on_diff,
             },
             inputs=[checkpoint.fingerprint(s, config.source_path(s)) for s in systems],
+            provisioning=checkpoint.provisioning_settings(config),
         )
         self.index = KeyIndex(systems)
         self.unavailable = {}

@@ -241,6 +241,34 @@ def test_changed_input_refuses_to_resume(fresh: Path) -> None:
     assert "input C" in error and "changed since its checkpoint" in error
 
 
+def test_a_line_changed_in_place_with_size_and_time_kept_refuses_to_resume(fresh: Path) -> None:
+    """Seen: a middle line rewritten to the same length, the time put back (`cp -p`, `rsync -t`),
+    was resumed: the run committed A's keys as they were, not as the file holds them."""
+    kill_at(fresh, "reading:30000")
+    path = fresh / "input" / "C.csv"
+    stat = path.stat()
+    lines = path.read_bytes().split(b"\n")
+    middle = next(n for n in range(len(lines) // 2, len(lines)) if b"CUST-" in lines[n])
+    lines[middle] = lines[middle].replace(b"CUST-", b"CUSX-", 1)
+    path.write_bytes(b"\n".join(lines))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    done = resume(fresh)
+    assert done.returncode == 3, done.stderr
+    assert "input C" in done.stderr and "changed since its checkpoint" in done.stderr
+
+
+def test_the_same_bytes_with_a_new_modification_time_resume(fresh: Path, reference: Path) -> None:
+    """Seen: an input copied back from a backup (same bytes, new time) was refused for good."""
+    kill_at(fresh, "reading:30000")
+    path = fresh / "input" / "C.csv"
+    content = path.read_bytes()
+    path.unlink()
+    path.write_bytes(content)
+    os.utime(path, (time.time() + 60, time.time() + 60))
+    resume_and_compare(fresh, reference)
+
+
 @pytest.mark.parametrize(
     ("sources", "expected"),
     [
@@ -263,23 +291,27 @@ def test_resume_refuses_a_config_whose_systems_changed(
     assert error.endswith("run without --resume to start over") and "Traceback" not in done.stderr
 
 
-def test_a_resumed_run_takes_the_provisioning_settings_of_the_config_as_it_is_then(
+def test_resume_refuses_provisioning_settings_changed_since_the_run_started(
     fresh: Path, reference: Path
 ) -> None:
-    """README: provisioning acts only after the reading, so the config at resume decides it."""
+    """Seen: auto_approve turned on between the kill and --resume approved every key of a
+    run started without it. The run now keeps the settings it started with, or says so."""
     kill_at(fresh, "reading:6000")
     config = fresh / "keysync-config.yaml"
-    config.write_text(config.read_text() + "provisioning: {auto_approve: true}\n")
+    started = config.read_text()
+    config.write_text(started + "provisioning: {auto_approve: true, strategy: namespaced}\n")
     done = resume(fresh)
-    assert done.returncode == 0, done.stderr
-    expected = [(key, "Active", *rest) for key, _, *rest in registry_state(reference)]
-    assert registry_state(fresh) == expected
-    with sqlite3.connect(fresh / "data" / "keysync.db") as db:
-        approvals = db.execute(
-            "SELECT COUNT(*) FROM audit_events WHERE event = 'key.approved'"
-            " AND detail LIKE '%Proposed -> Active by provisioning.auto_approve'"
-        ).fetchone()
-    assert approvals == (len(expected),)
+    assert done.returncode == 3, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("keysync: error: cannot resume run "), error
+    assert error.endswith(
+        ': provisioning.strategy was "mirror" when it started and is "namespaced" now; '
+        "provisioning.auto_approve was false when it started and is true now; a run makes "
+        "its registry changes with the settings it started with: put them back to resume, "
+        "or run without --resume to start over"
+    ), error
+    config.write_text(started)
+    resume_and_compare(fresh, reference)
 
 
 def test_nothing_to_resume_runs_normally(fresh: Path, write_config: Callable[..., Path]) -> None:
