@@ -49,6 +49,9 @@ HEADER_FILE = "header.msgpack"
 LOG_FILE = "log.bin"
 _FRAME = struct.Struct("<II")  # payload length, crc32 of payload
 _SAMPLE = 64 * 1024
+# How an interrupted run's record ends while its checkpoint can be resumed.
+KEPT = "a checkpoint is kept: `keysync run --resume` continues it"
+SUPERSEDED = "its checkpoint was superseded by a later run"
 _CHUNK = 1024 * 1024
 
 

@@ -494,6 +494,8 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
         ),
         default=-1,
     )
+    from keysync import checkpoint
+
     pairs = list(zip(records, outcomes))
     first = len(pairs) - limit if limit else 0
     pairs = pairs[max(first, 0) :]
@@ -508,6 +510,8 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
         note = record.message
         if outcome == "interrupted" and position > last_success and "--resume" not in note:
             note = f"{note}; {RESUME_HINT}" if note else RESUME_HINT
+        elif position < last_success:  # a later committed run removed its checkpoint
+            note = note.replace(checkpoint.KEPT, checkpoint.SUPERSEDED)
         rows.append(
             [
                 record.run_id,

@@ -544,12 +544,19 @@ class _Run:
         return self.header.systems
 
     def _flags(self) -> dict[str, Any]:
+        """How the run was asked to act, as ``keysync runs`` and summary.json show it.
+
+        ``auto_approve`` is whether the run approves what it proposes, by
+        ``--auto-approve`` or by ``provisioning.auto_approve``: a reader of the record
+        asks what the run was allowed to do, not which of the two said so (the audit
+        events name that).
+        """
         options = self.options
         return {
             "dry_run": options.dry_run,
-            "auto_approve": options.auto_approve,
+            "auto_approve": options.auto_approve or self.config.provisioning.auto_approve,
             "fail_on_diff": options.fail_on_diff,
-            "resume": options.resume,
+            "resume": self.resumed,
             "systems": ",".join(self.systems),
         }
 
@@ -594,10 +601,7 @@ class _Run:
         except Interrupted:
             self.writer.flush()
             self.writer.close()
-            message = (
-                f"run {self.run_id} interrupted; a checkpoint is kept: "
-                "`keysync run --resume` continues it"
-            )
+            message = f"run {self.run_id} interrupted; {checkpoint.KEPT}"
             self.store.end_run(self.run_id, outcome="interrupted", message=message, exit_code=130)
             self.log.warning(
                 "run.interrupted", checkpoint=str(self.writer.directory), frames=self.writer.frames

@@ -481,21 +481,31 @@ class StateStore:
                 raise RunError(f"run id {run_id} is already recorded; start a new run") from None
         return seq
 
-    def resume_run(self, run_id: str) -> None:
+    def resume_run(self, run_id: str, *, now: datetime | str | None = None) -> None:
         """Mark a run ``running`` again: ``keysync run --resume`` continues it.
 
         An interrupted run, or a failed one whose checkpoint was kept (a full disk, a bug
         fixed since): a failure that makes resuming pointless removes the checkpoint.
+        A run still marked ``running`` was killed outright (``kill -9``, a power loss):
+        that is recorded here, as the next run would have, so the audit trail shows
+        every interruption however the run was stopped. Its flags then say ``resume``.
         """
+        at = as_iso(now or utc_now())
         with self._transaction():
-            updated = self._db.execute(
+            row = self._db.execute(
+                "SELECT outcome, dry_run, pid, flags FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None or row[0] not in ("running", "interrupted", "failed"):
+                raise RunError(f"run {run_id} is not an interrupted run; run without --resume")
+            outcome, dry, pid, flags = row
+            if outcome == "running" and not dry:
+                message = f"process {pid} ended without finishing (found by its --resume)"
+                self._insert_events([(at, run_id, "run.interrupted", "", "", message)])
+            self._db.execute(
                 "UPDATE runs SET outcome = 'running', ended_at = NULL, exit_code = NULL,"
-                " message = '', pid = ? WHERE run_id = ?"
-                " AND outcome IN ('running', 'interrupted', 'failed')",
-                (os.getpid(), run_id),
-            ).rowcount
-        if updated != 1:
-            raise RunError(f"run {run_id} is not an interrupted run; run without --resume")
+                " message = '', pid = ?, flags = ? WHERE run_id = ?",
+                (os.getpid(), _json({**json.loads(flags), "resume": True}), run_id),
+            )
 
     def _close_orphans(self, *, found_by: str, now: str) -> None:
         orphans = self._db.execute(

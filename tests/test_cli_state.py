@@ -999,3 +999,26 @@ def test_a_state_database_that_cannot_be_written_is_one_line_and_exit_3(
     finally:
         data.chmod(0o755)
     ok(keysync("-q", "run"))
+
+
+def test_runs_record_whether_a_run_approved_what_it_proposed_and_whether_it_resumed(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: a run approving by provisioning.auto_approve showed auto_approve false in
+    `keysync runs`, and `--resume` with nothing to resume showed resume true."""
+    project(auto_approve=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--resume"))  # nothing to resume: a plain run
+    (flags,) = db_rows(tmp_path, "SELECT flags FROM runs")[0]
+    assert json.loads(flags) == {
+        "dry_run": False,
+        "auto_approve": True,
+        "fail_on_diff": False,
+        "resume": False,
+        "systems": "A,B,C",
+    }
+    assert statuses(tmp_path) == {"X-1": "Active"}
+    shown = ok(keysync("runs")).stdout.splitlines()[-1]
+    assert " auto-approve systems=A,B,C " in shown
+    summary = json.loads((tmp_path / "output" / "summary.json").read_text())
+    assert summary["flags"] == json.loads(flags) and summary["resumed"] is False

@@ -314,6 +314,26 @@ def test_resume_refuses_provisioning_settings_changed_since_the_run_started(
     resume_and_compare(fresh, reference)
 
 
+def test_a_run_killed_outright_and_resumed_is_in_the_audit_trail_and_flagged_resumed(
+    fresh: Path, reference: Path
+) -> None:
+    """Seen: after kill -9 and --resume only run.completed was recorded, and the run's flags
+    said resume false: the one interruption that most needs a record left none."""
+    kill_at(fresh, "reading:6000")
+    resume_and_compare(fresh, reference)
+    with sqlite3.connect(fresh / "data" / "keysync.db") as db:
+        ((run_id, flags),) = db.execute("SELECT run_id, flags FROM runs").fetchall()
+        events = db.execute(
+            "SELECT event, detail FROM audit_events WHERE event LIKE 'run.%' ORDER BY seq"
+        ).fetchall()
+    assert json.loads(flags)["resume"] is True
+    assert [event for event, _ in events] == ["run.interrupted", "run.completed"]
+    assert events[0][1].startswith("process ")
+    assert events[0][1].endswith(" ended without finishing (found by its --resume)")
+    summary = json.loads((fresh / "output" / "summary.json").read_text())
+    assert summary["run_id"] == run_id and summary["flags"]["resume"] is True
+
+
 def test_nothing_to_resume_runs_normally(fresh: Path, write_config: Callable[..., Path]) -> None:
     done = resume(fresh)
     assert done.returncode == 0
@@ -355,6 +375,27 @@ def test_a_run_that_completes_removes_the_checkpoints_it_supersedes(fresh: Path)
     done = resume(fresh)  # a cron job that always passes --resume keeps working
     assert done.returncode == 0, done.stderr
     assert "nothing_to_resume" in (fresh / "data" / "logs" / "keysync.jsonl").read_text()
+
+
+def test_runs_no_longer_offers_to_resume_a_ctrl_c_run_a_later_run_superseded(
+    fresh: Path,
+) -> None:
+    """Seen: `keysync runs` kept saying "a checkpoint is kept: `keysync run --resume`
+    continues it" of a Ctrl-C run long after a completed run had removed that checkpoint."""
+    process = run_paused_while_reading(fresh, 2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 130
+    assert plain_run(fresh).returncode == 0
+    shown = subprocess.run(
+        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "runs"),
+        capture_output=True,
+        text=True,
+        env=env_with(),
+        check=True,
+    ).stdout.splitlines()
+    interrupted, completed = shown[-2:]
+    assert interrupted.endswith(" interrupted; its checkpoint was superseded by a later run")
+    assert "--resume" not in interrupted and " completed " in completed
 
 
 def test_a_superseded_checkpoint_is_not_resumed_over_newer_state(fresh: Path) -> None:
