@@ -76,6 +76,19 @@ def test_cell_count_messages_say_how_many_cells(tmp_path: Path) -> None:
     ]
 
 
+def test_a_record_of_several_lines_with_a_wrong_cell_count_is_shown_whole(
+    tmp_path: Path,
+) -> None:
+    """Seen: `raw` held only `K-1,"multi` of a two-line record; README: the record as read."""
+    data = b'key,name,last_seen_at\nK-1,"multi\nline",t,extra\nK-2,"a\nb"\nK-3,n,t\n'
+    rows, _, _, batches = read_all(write(tmp_path, data), batch_size=2)
+    assert [(r.line, r.error_type, r.raw) for b in batches for r in b.rejected] == [
+        (2, "extra-cell", 'K-1,"multi\nline",t,extra'),
+        (4, "missing-cell", 'K-2,"a\nb"'),
+    ]
+    assert rows == [("K-3", 6, "t")]
+
+
 def test_batches_tile_the_file_exactly(tmp_path: Path) -> None:
     lines = [f"K{i},n,t" for i in range(2500)]
     path = write(tmp_path, ("key,name,last_seen_at\n" + "\n".join(lines) + "\n").encode())

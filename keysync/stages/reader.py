@@ -321,7 +321,12 @@ class _RecordParser:
         if len(cells) != self.ncols:
             kind = "extra-cell" if len(cells) > self.ncols else "missing-cell"
             found = "1 cell" if len(cells) == 1 else f"{len(cells)} cells"
-            self._reject(rejected, line_no, kind, f"{found}, the header has {self.ncols}", text)
+            record = (
+                b"\n".join(lines[start : start + used]).decode(self.codec, "backslashreplace")
+                if used > 1
+                else text
+            )
+            self._reject(rejected, line_no, kind, f"{found}, the header has {self.ncols}", record)
             return used
         keys.append(cells[self.key_index])
         stamps.append(cells[self.ts_index] if self.ts_index is not None else "")
