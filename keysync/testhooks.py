@@ -2,7 +2,7 @@
 
 With ``KEYSYNC_TEST_PAUSE_AT=<phase>`` (or ``<phase>:<n>``) the process logs
 ``run.paused_for_tests`` and sleeps ``KEYSYNC_TEST_PAUSE_S`` seconds (default
-3600). Off unless the variable is set; documented in docs/testing.md.
+3600). Off unless the variable is set; documented in README.md ("Development").
 
 Phases: ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write:<frame>``
 (half of that checkpoint frame written, the rest not), ``planning``, ``reporting``
