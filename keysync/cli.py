@@ -35,12 +35,20 @@ class AppContext:
         self.quiet = quiet
         self.verbose = verbose
         self._config: Config | None = None
+        self.command_path = "keysync"  # the command that reads the config: what an error names
 
     @property
     def config(self) -> Config:
         if self._config is None:
+            context = click.get_current_context(silent=True)
+            if context is not None:
+                self.command_path = context.command_path
             self._config = load_config(self.config_path)
         return self._config
+
+    def shows_progress(self) -> bool:
+        """A progress line on stderr: a terminal, no -q, and no JSON stderr to keep clean."""
+        return not self.quiet and self.log_format != "json" and sys.stderr.isatty()
 
     def setup_logging(self) -> None:
         from keysync.logs import setup_logging
@@ -97,15 +105,13 @@ class KeysyncGroup(click.Group):
         except click.UsageError as exc:
             _usage_error(exc)
         except KeysyncError as exc:
-            click.echo(f"keysync: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            _failed(ctx, f"keysync: error: {exc}", exc.exit_code)
         except BrokenPipeError:
             raise  # `keysync audit | head`: click ends it quietly
         except OSError as exc:
             # A full disk, a permission, a folder in the way of a file: foreseeable, and
             # the run has logged its traceback (run.failed) in the log file already.
-            click.echo(f"keysync: error: {_os_error_line(exc)}", err=True)
-            ctx.exit(EXIT_CANNOT_RUN)
+            _failed(ctx, f"keysync: error: {_os_error_line(exc)}", EXIT_CANNOT_RUN)
         except sqlite3.OperationalError as exc:
             # The same for the state database: a read-only file, a full disk, a lock.
             from keysync.state import state_problem
@@ -113,17 +119,33 @@ class KeysyncGroup(click.Group):
             problem = state_problem(exc)
             if problem is None:
                 raise  # an SQL error is a bug: its traceback helps more than a guess
-            click.echo(f"keysync: error: {problem}", err=True)
-            ctx.exit(EXIT_CANNOT_RUN)
+            _failed(ctx, f"keysync: error: {problem}", EXIT_CANNOT_RUN)
         except KeyboardInterrupt:
             # Outside a run (which stops at a checkpoint itself): click would print
             # "Aborted!" and exit 1, the code for "discrepancies found".
-            click.echo(
+            _failed(
+                ctx,
                 "keysync: error: interrupted; every file already written is complete, "
                 "run the command again to finish",
-                err=True,
+                EXIT_INTERRUPTED,
             )
-            ctx.exit(EXIT_INTERRUPTED)
+
+
+def _failed(ctx: click.Context, line: str, exit_code: int) -> NoReturn:
+    """The command's one error line (an event too: ``logs.tell_user``), then its exit code."""
+    from keysync.logs import last_run_id, tell_user
+
+    app = ctx.find_object(AppContext)
+    command = ctx.command_path if app is None or ctx.parent else app.command_path
+    run_id = last_run_id() if command == "keysync run" else ""  # the run that failed
+    tell_user(
+        line,
+        exit_code=exit_code,
+        stderr_format=app.log_format if app else "",
+        run_id=run_id,
+        command=command,
+    )
+    ctx.exit(exit_code)
 
 
 def _os_error_line(exc: OSError) -> str:
@@ -151,7 +173,10 @@ def _usage_error(exc: click.UsageError) -> NoReturn:
     command = " ".join(["keysync", *reversed(names)])
     message = exc.format_message().rstrip(".")
     where = f"{command.removeprefix('keysync ')}: " if names else ""
-    click.echo(f"keysync: error: {where}{message} (see `{command} --help`)", err=True)
+    line = f"keysync: error: {where}{message} (see `{command} --help`)"
+    if exc.ctx is not None:
+        _failed(exc.ctx, line, EXIT_USAGE)
+    click.echo(line, err=True)  # a global option: before any command or config
     sys.exit(EXIT_USAGE)
 
 
@@ -384,6 +409,7 @@ def run(
       keysync run --resume
     """
     from keysync.console import ProgressLine, final_line, print_run_result
+    from keysync.logs import tell_user
     from keysync.runner import RunOptions
     from keysync.runner import run as run_reconciliation
 
@@ -403,7 +429,7 @@ def run(
         systems=chosen,
         fail_on_diff=fail_on_diff,
     )
-    progress = ProgressLine() if not app.quiet and sys.stderr.isatty() else None
+    progress = ProgressLine() if app.shows_progress() else None
     if progress is not None:
         options.on_progress = progress.update
     try:
@@ -413,8 +439,8 @@ def run(
             progress.clear()
     if not app.quiet:
         print_run_result(result)
-    elif result.message:
-        click.echo(final_line(result), err=True)
+    elif (last := final_line(result)) is not None:
+        tell_user(last, run_id=result.run_id)
     sys.exit(result.exit_code)
 
 
@@ -429,7 +455,7 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     Example:
       keysync simulate --scenario recovery --days 30
     """
-    from keysync.logs import setup_logging
+    from keysync.logs import setup_logging, tell_user
     from keysync.simulate import DayProgress, simulation_log_file
     from keysync.simulate import simulate as run_simulation
 
@@ -444,7 +470,7 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
         quiet=app.quiet or not app.verbose,
         verbose=app.verbose,
     )
-    progress = DayProgress() if not app.quiet and sys.stderr.isatty() else None
+    progress = DayProgress() if app.shows_progress() else None
     try:
         result = run_simulation(
             config, scenario=scenario, days=days, on_day=progress.update if progress else None
@@ -455,7 +481,7 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     if not app.quiet:
         click.echo(result.describe())
     if result.message:
-        click.echo(f"keysync: {result.message}", err=True)
+        tell_user(f"keysync: {result.message}")
     sys.exit(result.exit_code)
 
 

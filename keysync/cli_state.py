@@ -46,11 +46,19 @@ class _App(Protocol):
     """The part of ``keysync.cli.AppContext`` these commands use."""
 
     quiet: bool
+    log_format: str
 
     @property
     def config(self) -> Config: ...
 
     def setup_logging(self) -> None: ...
+
+
+def _say(app: _App, line: str) -> None:
+    """A note on stderr (and in the log where it is set up): ``logs.tell_user``."""
+    from keysync.logs import tell_user
+
+    tell_user(line, stderr_format=app.log_format)
 
 
 def _db_path(app: _App) -> Path:
@@ -62,7 +70,7 @@ def _open(app: _App) -> StateStore | None:
     try:
         return StateStore.open(_db_path(app), create=False)
     except NoStateError as exc:
-        click.echo(f"keysync: {exc}", err=True)
+        _say(app, f"keysync: {exc}")
         return None
 
 
@@ -164,7 +172,7 @@ def registry_list(app: _App, status: str | None, limit: int | None, as_json: boo
         _print_json([_entry_json(e) for e in entries])
         return
     if not entries:
-        click.echo(f"no master keys{f' with status {status}' if status else ''}", err=True)
+        _say(app, f"no master keys{f' with status {status}' if status else ''}")
         return
     _table(
         ["master_key", "status", "strategy", "source", "source_key", "seen_in", "last_seen_at"],
@@ -308,7 +316,7 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
     noun = "master key" if len(done) == 1 else "master keys"
     past = "approved" if verb == "approve" else "deprecated"
     where = f"audit run id {actor}" if done else "nothing changed, nothing audited"
-    click.echo(f"{past} {len(done)} {noun} ({where})", err=True)
+    _say(app, f"{past} {len(done)} {noun} ({where})")
 
 
 def _os_user() -> str:
@@ -403,7 +411,7 @@ def registry_export(app: _App, out: str | None) -> None:
             f"cannot write {out}: {reason}; choose another --out",
             EXIT_CANNOT_RUN,
         ) from None
-    click.echo(f"wrote {len(rows)} master keys to {out}", err=True)
+    _say(app, f"wrote {len(rows)} master keys to {out}")
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -503,7 +511,7 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
         _print_json([{**record.__dict__, "outcome": outcome} for record, outcome in pairs])
         return
     if not pairs:
-        click.echo("no runs recorded yet", err=True)
+        _say(app, "no runs recorded yet")
         return
     rows = []
     for position, (record, outcome) in enumerate(pairs, start=max(first, 0)):
@@ -561,7 +569,7 @@ def audit(app: _App, run_id: str | None, as_json: bool) -> None:
         _print_json([dict(zip(AUDIT_COLUMNS, row)) for row in rows])
         return
     if not rows:
-        click.echo("no audit events" + (f" for run {run_id}" if run_id else ""), err=True)
+        _say(app, "no audit events" + (f" for run {run_id}" if run_id else ""))
         return
     _table(list(AUDIT_COLUMNS), rows)
 

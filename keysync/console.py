@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from keysync import logs
 from keysync.errors import EXIT_DEGRADED, EXIT_DIFF
 from keysync.runner import RunResult
 
@@ -99,4 +100,4 @@ def print_run_result(result: RunResult) -> None:
     click.echo(f"reports: {result.output_dir}")
     last = final_line(result)
     if last:
-        click.echo(last, err=True)
+        logs.tell_user(last, run_id=result.run_id)

@@ -248,6 +248,18 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("detail",),
         "a run had committed its state but not yet published its reports; now published",
     ),
+    "command.failed": EventSpec(
+        "error",
+        ("command", "exit_code", "message"),
+        "a command could not do what it was asked, and its one line on stderr",
+        console=False,
+    ),
+    "command.said": EventSpec(
+        "info",
+        ("command", "message"),
+        "a result or note a command prints on stderr (`approved 2 master keys ...`)",
+        console=False,
+    ),
     "lock.stale_cleared": EventSpec(
         "warning", ("path", "stale_pid", "stale_run_id"), "a lock left by a dead run was removed"
     ),
@@ -578,6 +590,8 @@ class _State:
     min_level: int = LEVELS["info"]
     run_id: str | None = None  # fallback for threads that do not share the contextvars
     stage: str | None = None  # a worker's stage, set once per process
+    configured: bool = False  # setup_logging ran (not only the import-time default)
+    last_run_id: str = ""  # the run this process ran last: a failed `keysync run` names it
 
 
 _state = _State()
@@ -790,7 +804,44 @@ def setup_logging(
         tty=tty,
     )
     _state.stage = None
+    _state.configured = True
     _install(sink, min(file_level, stderr_level) if file is not None else stderr_level)
+
+
+def tell_user(
+    line: str,
+    *,
+    exit_code: int | None = None,
+    stderr_format: str = "",
+    run_id: str = "",
+    command: str = "",
+) -> None:
+    """A line a command says to its user on stderr: an error (with ``exit_code``) or a note.
+
+    On the console it is printed as it is. It is also an event (``command.failed``,
+    ``command.said``) in the log file, so that a collector sees a command refused (a
+    held lock, say) as well as a run, and with ``--log-format json`` that event *is*
+    the line: stderr stays JSON Lines, the same lines as the file. ``stderr_format``
+    (``--log-format``) counts only when logging is not set up yet (a config error).
+    """
+    import click
+
+    context = click.get_current_context(silent=True)
+    if not _state.configured and stderr_format == "json":  # before the config was read
+        setup_logging(level="info", log_file=None, stderr_format="json")
+    fields: dict[str, Any] = {"run_id": run_id} if run_id else {}  # a run's last line
+    fields["command"] = command or (context.command_path if context else "keysync")
+    if exit_code is not None:
+        fields["exit_code"] = exit_code
+    fields["message"] = line.removeprefix("keysync: ").removeprefix("error: ")
+    logger = get_logger(stage="cli")
+    if exit_code is None:
+        logger.info("command.said", **fields)
+    else:
+        logger.error("command.failed", **fields)
+    sink = _state.sink
+    if not (isinstance(sink, _ParentSink) and sink.stderr_json):
+        click.echo(line, err=True)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -813,6 +864,7 @@ def _default_sink() -> _ParentSink:
 
 def shutdown_logging() -> None:
     """Close the log file and go back to the import-time default (warnings on stderr)."""
+    _state.configured = False
     _install(_default_sink(), LEVELS["warning"])
 
 
@@ -832,8 +884,13 @@ def get_logger(**initial: Any) -> FilteringBoundLogger:
 def bind_run(run_id: str) -> None:
     """Every later event of this process carries ``run_id`` (all threads, all workers
     started with it)."""
-    _state.run_id = run_id
+    _state.run_id = _state.last_run_id = run_id
     structlog.contextvars.bind_contextvars(run_id=run_id)
+
+
+def last_run_id() -> str:
+    """The run this process bound last ("" if none): what ``keysync run`` ended with."""
+    return _state.last_run_id
 
 
 def unbind_run() -> None:

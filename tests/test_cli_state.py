@@ -1022,3 +1022,37 @@ def test_runs_record_whether_a_run_approved_what_it_proposed_and_whether_it_resu
     assert " auto-approve systems=A,B,C " in shown
     summary = json.loads((tmp_path / "output" / "summary.json").read_text())
     assert summary["flags"] == json.loads(flags) and summary["resumed"] is False
+
+
+def test_a_command_refused_by_a_held_lock_is_in_the_log_and_json_stderr_stays_json(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `keysync run` refused by a held lock (a cron job every night) wrote nothing to
+    the log a collector reads; `--log-format json` mixed plain lines into JSON stderr."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    held = Background.held_at(tmp_path, "planning", KEYSYNC_TEST_PAUSE_S="60")
+    try:
+        refused = keysync("-q", "run")
+        in_json = keysync("--log-format", "json", "registry", "approve", "X-1")
+    finally:
+        held.kill()
+    assert refused.returncode == in_json.returncode == 3
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith("keysync: error: ") and "holds the lock" in line
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    events = [json.loads(text) for text in log_file.read_text().splitlines()]
+    failed = [e for e in events if e["event"] == "command.failed"]
+    assert [(e["command"], e["exit_code"], e["stage"]) for e in failed] == [
+        ("keysync run", 3, "cli"),
+        ("keysync registry approve", 3, "cli"),
+    ]
+    assert failed[0]["message"] == line.removeprefix("keysync: error: ")
+    assert [json.loads(text) for text in in_json.stderr.splitlines()] == [failed[1]]
+    approved = keysync("--log-format", "json", "registry", "approve", "X-1")
+    assert approved.returncode == 0, approved.stderr
+    lines = [json.loads(text) for text in approved.stderr.splitlines()]  # all JSON
+    assert [e["event"] for e in lines] == ["lock.stale_cleared", "command.said"]  # the kill
+    assert lines[-1]["message"].startswith("approved 1 master key")
+    assert log_file.read_text().splitlines()[-2:] == approved.stderr.splitlines()
