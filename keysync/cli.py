@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +20,6 @@ from keysync.errors import (
     EXIT_CANNOT_RUN,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
-    ConfigError,
     KeysyncError,
 )
 
@@ -199,23 +199,24 @@ def _check_folders(app: AppContext, settings: tuple[str, ...]) -> None:
     }
     for setting in settings:
         folder = folders[setting]
-        reason = None
+        # The path names no folder: the config is wrong (exit 2); else the machine (exit 3).
+        reason, fault = None, EXIT_USAGE
         if folder.exists() and not folder.is_dir():
             reason = "it is a file, not a folder"
         else:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                reason = (exc.strerror or str(exc)).lower()
-                if isinstance(exc, (FileExistsError, NotADirectoryError)):
-                    reason = "a part of the path is a file, not a folder"
-            else:
-                if not os.access(folder, os.W_OK | os.X_OK):
-                    reason = "permission denied"
+                # A file made and dropped: os.access() says nothing of a read-only mount.
+                tempfile.TemporaryFile(dir=folder).close()
+            except (FileExistsError, NotADirectoryError):
+                reason = "a part of the path is a file, not a folder"
+            except OSError as exc:  # a permission, a read-only file system: the machine
+                reason, fault = (exc.strerror or str(exc)).lower(), EXIT_CANNOT_RUN
         if reason is not None:
-            raise ConfigError(
+            raise KeysyncError(
                 f"{app.config_path}: paths.{setting}: cannot use {folder} as a folder: "
-                f"{reason}; fix paths.{setting} or the folder"
+                f"{reason}; fix paths.{setting} or the folder",
+                fault,
             )
 
 

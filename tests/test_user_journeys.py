@@ -84,6 +84,23 @@ def test_a_folder_setting_that_names_a_file_is_one_line_and_exit_2(
     assert _runs(tmp_path) == []  # refused before anything was recorded
 
 
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs a folder no one may write")
+def test_an_output_folder_that_cannot_be_written_is_exit_3_naming_the_setting(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: a read-only output folder passed the check (os.access says nothing of a
+    read-only mount) or was called a configuration error (exit 2) with "permission
+    denied", while a full disk there is exit 3. A folder the machine will not let keysync
+    write is exit 3 now, with the system's own reason."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES, paths={"output": "/sys/kernel"})
+    result = keysync("-q", "run")
+    assert result.returncode == 3, result.stderr
+    line = _one_error_line(result)
+    assert line.startswith("keysync: error: ") and "paths.output: cannot use /sys/kernel" in line
+    assert _runs(tmp_path) == []  # refused before anything was recorded
+
+
 def test_simulate_names_paths_output_when_it_is_a_file(
     keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
