@@ -663,7 +663,8 @@ def history(app: _App, key: str, as_json: bool) -> None:
     for entry in entries:
         click.echo(
             f"\nmaster key {entry.master_key}: {entry.status}"
-            f" (seen in {entry.seen_in or 'no system'}; last seen {entry.last_seen_at})"
+            f" (seen in {entry.seen_in or 'no system'}; "
+            + (f"last seen {entry.last_seen_at})" if entry.last_seen_at else "no last_seen_at)")
         )
 
 

@@ -43,7 +43,9 @@ def final_line(result: RunResult) -> str | None:
         )
         if reasons:
             line += f" ({reasons})"
-        line += f"; the reports in {result.output_dir} cover the others: run again once it is back"
+        down = sum(not s.available for s in result.summaries)
+        back = "it is" if down == 1 else "they are"
+        line += f"; the reports in {result.output_dir} cover the others: run again once {back} back"
     elif result.exit_code == EXIT_DIFF:
         line += f"; see the reports in {result.output_dir}"
     return line

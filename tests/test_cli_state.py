@@ -1056,3 +1056,14 @@ def test_a_command_refused_by_a_held_lock_is_in_the_log_and_json_stderr_stays_js
     assert [e["event"] for e in lines] == ["lock.stale_cleared", "command.said"]  # the kill
     assert lines[-1]["message"].startswith("approved 1 master key")
     assert log_file.read_text().splitlines()[-2:] == approved.stderr.splitlines()
+
+
+def test_history_of_a_key_without_timestamps_says_so_instead_of_an_empty_last_seen(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `master key CUST-0007: Proposed (seen in B; last seen )`."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": [("X-1", "")], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    shown = ok(keysync("history", "X-1")).stdout.splitlines()[-1]
+    assert shown == "master key X-1: Proposed (seen in B; no last_seen_at)"

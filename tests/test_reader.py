@@ -89,6 +89,17 @@ def test_a_record_of_several_lines_with_a_wrong_cell_count_is_shown_whole(
     assert rows == [("K-3", 6, "t")]
 
 
+def test_nul_and_encoding_messages_give_the_byte_of_the_line_not_a_column(
+    tmp_path: Path,
+) -> None:
+    """Seen: `NUL byte at column 9` in a row of 2 cells: the 9 was a place in the line."""
+    data = b"key,name,last_seen_at\nCUST-1,ab\x00c,t\nCUST-2,\xff,t\n"
+    *_, batches = read_all(write(tmp_path, data))
+    messages = [r.message for b in batches for r in b.rejected]
+    assert messages[0] == "NUL byte at byte 10 of the line"
+    assert messages[1].startswith("bytes not valid utf-8 at byte 8 of the line: b'\\xff'; ")
+
+
 def test_batches_tile_the_file_exactly(tmp_path: Path) -> None:
     lines = [f"K{i},n,t" for i in range(2500)]
     path = write(tmp_path, ("key,name,last_seen_at\n" + "\n".join(lines) + "\n").encode())

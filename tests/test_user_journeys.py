@@ -553,6 +553,23 @@ def test_a_degraded_run_ends_with_a_line_that_says_why_and_what_to_do(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("keysync: degraded: B unavailable"), last
     assert "header has no column 'key'" in last and "set sources.B.key_column" in last, last
+    assert last.endswith("cover the others: run again once it is back"), last
+
+
+def test_a_run_with_two_peers_down_says_run_again_once_they_are_back(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    _inputs(tmp_path)
+    (tmp_path / "in" / "D.csv").write_text("key,name\nCUST-00001,x\n")
+    (tmp_path / "in" / "B.csv").unlink()
+    write_config(
+        tmp_path, sources={**SOURCES, "D": {"path": "in/D.csv"}, "E": {"path": "in/E.csv"}}
+    )
+    result = keysync("-q", "run")
+    assert result.returncode == 4, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("keysync: degraded: B, E unavailable"), last
+    assert last.endswith("cover the others: run again once they are back"), last
 
 
 def test_fail_on_diff_says_where_the_discrepancies_are(

@@ -291,7 +291,7 @@ class _RecordParser:
         if b"\x00" in raw_line:
             col = raw_line.index(b"\x00") + 1
             text = raw_line.decode(self.codec, "backslashreplace")
-            self._reject(rejected, line_no, "nul-byte", f"NUL byte at column {col}", text)
+            self._reject(rejected, line_no, "nul-byte", f"NUL byte at byte {col} of the line", text)
             return 1
         try:
             text = raw_line.decode(self.codec)
@@ -301,7 +301,7 @@ class _RecordParser:
                 rejected,
                 line_no,
                 "encoding",
-                f"bytes not valid {self.encoding} at column {exc.start + 1}: "
+                f"bytes not valid {self.encoding} at byte {exc.start + 1} of the line: "
                 f"{raw_line[exc.start : exc.end]!r}; "
                 f"fix the export or set sources.{self.system}.encoding",
                 shown,
