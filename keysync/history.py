@@ -320,6 +320,33 @@ class KeyTimeline:
     events: list[tuple[str, str, str, str]]  # (time, run_id, system, event)
 
 
+def last_known_holders(
+    state: HistoryState, authority: str, unread: Iterable[str], keys: set[str]
+) -> dict[str, list[str]]:
+    """Of ``keys``, those the ``unread`` peers held when last read: {key: [system, ...]}.
+
+    A peer that is unavailable or left out with ``--systems`` keeps its last known keys,
+    ``(keys(A) - gaps) | extra`` as stored; the registry counts it a holder of a new
+    entry too, as it does for the entries it already had (docs/state.md).
+    """
+    stored_a = state.authority
+    if stored_a is None or stored_a.system != authority or not keys:
+        return {}  # a new authority: history starts over, nothing is known
+    a_then = keys.intersection(_decode_keys(stored_a.keys)) if stored_a.keys else set()
+    holders: dict[str, list[str]] = {}
+    for system in sorted(unread):
+        stored = state.systems.get(system)
+        if stored is None or stored.role != "peer":
+            continue  # never read yet
+        held = keys.intersection(_decode_keys(stored.extra)) if stored.extra else set()
+        if a_then:
+            gaps = _decode_groups(stored.gaps) if stored.gaps else {}
+            held |= a_then.difference(*gaps.values())
+        for key in held:
+            holders.setdefault(key, []).append(system)
+    return holders
+
+
 def key_timeline(store: StateStore, key: str) -> KeyTimeline:
     """Everything the history knows about ``key`` (a normalized key), per system."""
     state = store.load_history_state()

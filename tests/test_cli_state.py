@@ -1067,3 +1067,29 @@ def test_history_of_a_key_without_timestamps_says_so_instead_of_an_empty_last_se
     ok(keysync("-q", "run"))
     shown = ok(keysync("history", "X-1")).stdout.splitlines()[-1]
     assert shown == "master key X-1: Proposed (seen in B; no last_seen_at)"
+
+
+def test_a_key_first_out_of_authority_during_an_outage_counts_the_peer_that_is_down(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: K-1 left A while B (which held it) was down; its new entry said seen in C
+    only, and when C dropped it too the Active key was deprecated, B still down and
+    holding it as far as keysync knew (docs/state.md: an outage never makes a key look
+    unseen). The entry now counts B with what B held last."""
+    project(deprecate_after_runs=1)
+    write_inputs(tmp_path, {"A": ["K-1", "K-9"], "B": ["K-1"], "C": ["K-9"]})
+    ok(keysync("-q", "run"))
+    write_inputs(tmp_path, {"A": ["K-9"], "C": ["K-1", "K-9"]})
+    (tmp_path / "input" / "B.csv").unlink()
+    assert keysync("-q", "run", "--auto-approve").returncode == 4
+    entry = ("K-1", "Active", "C", "K-1", "B;C")
+    query = "SELECT master_key, status, source_system, source_key, seen_in FROM master_keys"
+    assert db_rows(tmp_path, query) == [entry]
+    write_inputs(tmp_path, {"A": ["K-9"], "C": ["K-9"]})
+    assert keysync("-q", "run").returncode == 4
+    assert db_rows(tmp_path, query) == [("K-1", "Active", "C", "K-1", "B")]  # not deprecated
+    write_inputs(tmp_path, {"A": ["K-9"], "B": ["K-1"], "C": ["K-9"]})
+    ok(keysync("-q", "run"))  # B is back and still holds it: nothing changed
+    assert db_rows(tmp_path, query) == [("K-1", "Active", "C", "K-1", "B")]
+    events = db_rows(tmp_path, "SELECT event FROM audit_events WHERE key = 'K-1' ORDER BY seq")
+    assert [e for (e,) in events] == ["key.proposed", "key.approved", "key.seen_in_changed"]

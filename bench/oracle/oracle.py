@@ -513,10 +513,9 @@ class RegistryModel:
       read counting with what it showed last; while one is not read the value never goes
       back; kept while no system holds the key.
 
-    Accepted difference 3 (docs/state.md "seen_in"): an entry proposed in a run counts only
-    the systems read in that run (source_system, seen_in, last_seen_at); a peer that is down
-    adds itself when it is read again. Entries that exist already count it with what it
-    held last.
+    Accepted difference 3 (docs/state.md "seen_in"): an entry proposed while a peer is not
+    read counts that peer in seen_in with what it held last, but its source_system,
+    source_key and last_seen_at come from the systems read in that run.
     """
 
     strategy: str = "mirror"
@@ -561,10 +560,13 @@ class RegistryModel:
             k = e["key"]
             scope = sorted(self.held) if self.strategy == "mirror" else sorted({auth, e["system"]})
             holders = [s for s in scope if k in self.held.get(s, {})]
-            if mk in new:
-                holders = [s for s in holders if exp.data.get(s) is not None]
             e["seen_in"] = ";".join(holders)
-            stamps = [self.held[s][k].stamp for s in holders]
+            # A new entry's last_seen_at comes from the systems read (accepted difference 3).
+            stamps = [
+                self.held[s][k].stamp
+                for s in holders
+                if mk not in new or exp.data.get(s) is not None
+            ]
             if any(exp.data.get(s) is None for s in holders):
                 # docs/state.md: while a holder is not read, the value never goes back
                 stamps.append(e["last_seen_at"])

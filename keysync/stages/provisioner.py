@@ -62,6 +62,7 @@ from typing import Any
 from keysync import logs
 from keysync.comparison import Comparison
 from keysync.config import Config
+from keysync.history import last_known_holders
 from keysync.stages.merger import SystemKeys
 from keysync.state import (
     MK_IN_AUTHORITY,
@@ -74,6 +75,7 @@ from keysync.state import (
     MK_SYSTEM,
     MK_UNSEEN_SINCE,
     REGISTRY_COLUMNS,
+    HistoryState,
     RegistryRow,
     StateStore,
     as_iso,
@@ -394,6 +396,9 @@ def _plan(
     planner.successful = store.successful_seqs()
     planner.update_existing()
     planner.propose()
+    unread = [system for system in config.sources if system not in planner.read_set]
+    if plan.strategy == "mirror" and plan.new and unread:
+        planner.add_unread_holders(store.load_history_state(), unread)
     plan.stats = planner.stats
     plan.stats["registry_total"] = len(existing) + len(plan.new)
     return plan
@@ -502,6 +507,21 @@ class _Planner:
         self.stats["proposed"] += len(fresh)
         if self.approver:
             self.stats["approved"] += len(fresh)
+
+    def add_unread_holders(self, state: HistoryState, unread: list[str]) -> None:
+        """Put the peers not read this run that held a new entry's key into its ``seen_in``.
+
+        Without them a key first out of authority during an outage was seen in fewer
+        systems than its history says, changed ``seen_in`` when the peer came back, and,
+        Active, could be deprecated while the peer holding it was down. ``source_system``
+        stays a system read now: only its row gives ``source_key`` and ``last_seen_at``.
+        """
+        plan = self.plan
+        holders = last_known_holders(state, self.authority, unread, set(plan.new))
+        for master_key, unread in holders.items():
+            entry = plan.new[master_key]
+            seen_in = ";".join(sorted({*entry[3].split(";"), *unread}))
+            plan.new[master_key] = (*entry[:3], seen_in, *entry[4:])
 
     @staticmethod
     def _entries(master_keys: list[str], keys: list[str], held: SystemKeys) -> Iterator[NewEntry]:
