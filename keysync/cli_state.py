@@ -603,11 +603,13 @@ def history(app: _App, key: str, as_json: bool) -> None:
         )
     master_key = None
     with _open_required(app) as store:
-        # A namespaced master key (B:CUST-00042) is not a raw key: its ":" would be
-        # normalized into a delimiter. Given as the registry lists it, use its key.
+        # A master key given as the registry lists it names its own key: a namespaced one
+        # (B:CUST-00042), whose ":" would be normalized into a delimiter, or one made under
+        # other rules (CUST-7, before pad_numbers made it CUST-0007).
         entry = store.registry_entry(key)
-        if entry is not None and entry.key != key:
-            normalized, master_key = entry.key, key
+        if entry is not None and entry.key != normalized:
+            normalized = entry.key
+            master_key = key if entry.key != key else None
         timeline = key_timeline(store, normalized)
         entries = store.entries_for_key(normalized)
     # A system taken out of the config keeps its history, as an unread one does (its last

@@ -248,6 +248,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("detail",),
         "a run had committed its state but not yet published its reports; now published",
     ),
+    "rules.changed": EventSpec(
+        "warning",
+        ("detail",),
+        "the normalization rules differ from the last successful run's (also an audit event)",
+    ),
     "command.failed": EventSpec(
         "error",
         ("command", "exit_code", "message"),

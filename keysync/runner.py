@@ -9,6 +9,7 @@ reports. A kill at any point before the commit leaves the state as it was.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import signal
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from keysync import audit_report, checkpoint, incremental, logs, testhooks
 from keysync.checkpoint import CheckpointHeader, CheckpointWriter
@@ -226,6 +229,38 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _rules(config: Config) -> dict[str, Any]:
+    """The settings that make a raw key a normalized one: a change of them changes keys."""
+    normalize: dict[str, Any] = msgspec.to_builtins(config.normalize)
+    return {"normalize": normalize, "max_key_length": config.processing.max_key_length}
+
+
+def _rules_change(store: StateStore, run_id: str, config: Config) -> str:
+    """What changed in the rules since the last successful run, as one line ("" if nothing)."""
+    before = store.rules_before(run_id)
+    if before is None:
+        return ""
+    previous_run, old = before
+    new = _rules(config)
+    flat_old = {f"normalize.{k}": v for k, v in old.get("normalize", {}).items()}
+    flat_new = {f"normalize.{k}": v for k, v in new["normalize"].items()}
+    flat_old["processing.max_key_length"] = old.get("max_key_length")
+    flat_new["processing.max_key_length"] = new["max_key_length"]
+    changes = [
+        f"{name} {json.dumps(flat_old.get(name))} -> {json.dumps(flat_new.get(name))}"
+        for name in sorted(flat_old.keys() | flat_new.keys())
+        if flat_old.get(name) != flat_new.get(name)
+    ]
+    if not changes:
+        return ""
+    return (
+        f"the normalization rules changed since run {previous_run}: {', '.join(changes)}; "
+        "keys are normalized differently now: master keys of the old forms no longer match "
+        "(deprecated once unseen for provisioning.deprecate_after_runs runs) and their keys "
+        "are proposed again in the new forms"
+    )
 
 
 def _latest_checkpoint(config: Config) -> Path | None:
@@ -537,7 +572,9 @@ class _Run:
         self.writer = CheckpointWriter(
             config.checkpoint_dir / run_id, self.header, config.processing.checkpoint_interval
         )
-        store.begin_run(run_id, started, self.mode, self._flags(), dry_run=options.dry_run)
+        store.begin_run(
+            run_id, started, self.mode, self._flags(), dry_run=options.dry_run, rules=_rules(config)
+        )
 
     @property
     def systems(self) -> list[str]:
@@ -690,6 +727,10 @@ class _Run:
             auto_approve=options.auto_approve,
             dry_run=options.dry_run,
         )
+        changed = _rules_change(store, self.run_id, config)
+        if changed:
+            self.log.warning("rules.changed", detail=changed)
+            plan.change_events.insert(0, (plan.now, self.run_id, "rules.changed", "", "", changed))
         history = plan_history(store, comparison, self.run_id, now)
         config.output_dir.mkdir(parents=True, exist_ok=True)
         writer = ReportWriter(config.output_dir, self.run_id, iso(now))

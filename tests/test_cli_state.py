@@ -1093,3 +1093,34 @@ def test_a_key_first_out_of_authority_during_an_outage_counts_the_peer_that_is_d
     assert db_rows(tmp_path, query) == [("K-1", "Active", "C", "K-1", "B")]
     events = db_rows(tmp_path, "SELECT event FROM audit_events WHERE key = 'K-1' ORDER BY seq")
     assert [e for (e,) in events] == ["key.proposed", "key.approved", "key.seen_in_changed"]
+
+
+def test_changed_rules_are_warned_audited_and_old_master_keys_stay_findable(
+    tmp_path: Path,
+    keysync: RunKeysync,
+    project: Callable[..., Path],
+) -> None:
+    """Seen: pad_numbers turned on between two full runs gave no word anywhere; the approved
+    CUST-7 silently lost its systems while CUST-0007 was proposed, and `keysync history
+    CUST-7` showed CUST-0007 instead of the approved key's own history."""
+    config = project()
+    write_inputs(tmp_path, {"A": ["CUST-1"], "B": ["cust_7"], "C": ["CUST-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    (first,) = db_rows(tmp_path, "SELECT run_id FROM runs")[0]
+    config.write_text(config.read_text() + "normalize: {pad_numbers: 4}\n")
+    second = keysync("-q", "run")
+    assert second.returncode == 0, second.stderr
+    detail = (
+        f"the normalization rules changed since run {first}: normalize.pad_numbers 0 -> 4; "
+        "keys are normalized differently now"
+    )
+    warned = [line for line in second.stderr.splitlines() if "rules.changed" in line]
+    assert len(warned) == 1 and detail in warned[0], second.stderr
+    events = db_rows(tmp_path, "SELECT event, detail FROM audit_events ORDER BY seq")
+    assert [e for e, _ in events if e.startswith("rules.")] == ["rules.changed"]
+    assert next(d for e, d in events if e == "rules.changed").startswith(detail)
+    assert statuses(tmp_path) == {"CUST-7": "Active", "CUST-0007": "Proposed"}
+    shown = ok(keysync("history", "CUST-7")).stdout
+    assert "master key CUST-7: Active" in shown and "CUST-0007" not in shown
+    third = keysync("-q", "run")  # the same rules again: nothing to say
+    assert third.returncode == 0 and "rules.changed" not in third.stderr
