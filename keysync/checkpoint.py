@@ -61,8 +61,9 @@ class InputFingerprint(msgspec.Struct, array_like=True, frozen=True):
     Every byte counts, the modification time does not: a line edited in the middle
     with the size and time kept (``cp -p``, ``rsync -t``) is a change, and the same
     bytes copied back with a new time are not. CRC-32 because it reads at memory
-    speed (~0.1 s for 5 x 1M keys, where SHA-256 takes seconds); the SHA-256 of the
-    two ends makes a chance match of a changed file still less likely.
+    speed (0.12 s for the five 62 MB files of 5 x 1M keys; SHA-256 at the 434 MB/s
+    measured on the same loaded machine would take 0.7 s); the SHA-256 of the two
+    ends makes a chance match of a changed file still less likely.
     """
 
     system: str
@@ -258,12 +259,13 @@ def read_header(directory: Path) -> CheckpointHeader:
         )
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise RunError(
-            f"checkpoint {directory} is unreadable ({exc}); run without --resume"
+            f"checkpoint {directory} is unreadable ({exc}); it cannot be resumed, "
+            "the run starts over"
         ) from None
     if header.format != FORMAT_VERSION:
         raise RunError(
-            f"checkpoint {directory} has format {header.format}, this keysync reads "
-            f"{FORMAT_VERSION}; run without --resume"
+            f"checkpoint {directory} has format {header.format} (another keysync version), "
+            f"this keysync reads {FORMAT_VERSION}; it cannot be resumed, the run starts over"
         )
     return header
 

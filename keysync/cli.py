@@ -441,7 +441,7 @@ def run(
     if not app.quiet:
         print_run_result(result)
     elif (last := final_line(result)) is not None:
-        tell_user(last, run_id=result.run_id)
+        tell_user(last, run_id=result.run_id, exit_code=result.exit_code or None)
     sys.exit(result.exit_code)
 
 
@@ -482,7 +482,7 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     if not app.quiet:
         click.echo(result.describe())
     if result.message:
-        tell_user(f"keysync: {result.message}")
+        tell_user(f"keysync: {result.message}", exit_code=result.exit_code or None)
     sys.exit(result.exit_code)
 
 

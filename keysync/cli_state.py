@@ -456,6 +456,8 @@ def _flags_text(flags: dict[str, Any]) -> str:
     for name, value in sorted(flags.items()):
         if value is True:
             parts.append(name.replace("_", "-"))
+        elif isinstance(value, dict):
+            continue  # the rules: in `keysync runs --json`, too long for a table cell
         elif value not in (False, None, "", [], {}):
             shown = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             parts.append(f"{name.replace('_', '-')}={shown}")

@@ -102,4 +102,4 @@ def print_run_result(result: RunResult) -> None:
     click.echo(f"reports: {result.output_dir}")
     last = final_line(result)
     if last:
-        logs.tell_user(last, run_id=result.run_id)
+        logs.tell_user(last, run_id=result.run_id, exit_code=result.exit_code or None)

@@ -256,7 +256,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "command.failed": EventSpec(
         "error",
         ("command", "exit_code", "message"),
-        "a command could not do what it was asked, and its one line on stderr",
+        "a command ends with a non-zero exit, and its one line on stderr",
         console=False,
     ),
     "command.said": EventSpec(
@@ -821,12 +821,13 @@ def tell_user(
     run_id: str = "",
     command: str = "",
 ) -> None:
-    """A line a command says to its user on stderr: an error (with ``exit_code``) or a note.
+    """A line a command says to its user on stderr: the line of a non-zero exit, or a note.
 
     On the console it is printed as it is. It is also an event (``command.failed``,
     ``command.said``) in the log file, so that a collector sees a command refused (a
     held lock, say) as well as a run, and with ``--log-format json`` that event *is*
-    the line: stderr stays JSON Lines, the same lines as the file. ``stderr_format``
+    the line: stderr stays JSON Lines, the same lines as the file. An exit's line is an
+    error, so ``-q`` and ``logging.level`` never hide it; a note is info. ``stderr_format``
     (``--log-format``) counts only when logging is not set up yet (a config error).
     """
     import click

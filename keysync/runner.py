@@ -257,9 +257,10 @@ def _rules_change(store: StateStore, run_id: str, config: Config) -> str:
         return ""
     return (
         f"the normalization rules changed since run {previous_run}: {', '.join(changes)}; "
-        "keys are normalized differently now: master keys of the old forms no longer match "
-        "(deprecated once unseen for provisioning.deprecate_after_runs runs) and their keys "
-        "are proposed again in the new forms"
+        "keys may take other forms now (or be rejected): a master key of an old form stops "
+        "matching (an Active one is deprecated once unseen for "
+        "provisioning.deprecate_after_runs runs, a Proposed one waits for review) and its key "
+        "is proposed again in the new form"
     )
 
 
@@ -572,9 +573,7 @@ class _Run:
         self.writer = CheckpointWriter(
             config.checkpoint_dir / run_id, self.header, config.processing.checkpoint_interval
         )
-        store.begin_run(
-            run_id, started, self.mode, self._flags(), dry_run=options.dry_run, rules=_rules(config)
-        )
+        store.begin_run(run_id, started, self.mode, self._flags(), dry_run=options.dry_run)
 
     @property
     def systems(self) -> list[str]:
@@ -595,6 +594,7 @@ class _Run:
             "fail_on_diff": options.fail_on_diff,
             "resume": self.resumed,
             "systems": ",".join(self.systems),
+            "rules": _rules(self.config),  # to notice a change of them (rules.changed)
         }
 
     def execute(self) -> RunResult:
@@ -617,7 +617,7 @@ class _Run:
                     mode=self.mode,
                     systems=self.systems,
                     dry_run=self.options.dry_run,
-                    auto_approve=self.options.auto_approve or self.config.provisioning.auto_approve,
+                    auto_approve=self._flags()["auto_approve"],
                     resumed=self.resumed,
                 )
                 comparison = self._read_and_compare(observer)

@@ -182,10 +182,6 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (key, system, seq)
     ) WITHOUT ROWID;
     """,
-    # v2: the rules each run normalized with, so a change of them is noticed and audited.
-    """
-    ALTER TABLE runs ADD COLUMN rules TEXT NOT NULL DEFAULT '';
-    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -459,7 +455,6 @@ class StateStore:
         flags: Mapping[str, Any] | None = None,
         *,
         dry_run: bool | None = None,
-        rules: Mapping[str, Any] | None = None,
     ) -> int:
         """Record a run as ``running`` (committed at once); returns its ``seq``.
 
@@ -478,33 +473,31 @@ class StateStore:
             seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0])
             try:
                 self._db.execute(
-                    "INSERT INTO runs"
-                    " (run_id, seq, started_at, mode, flags, dry_run, outcome, pid, rules)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
-                    (
-                        run_id,
-                        seq,
-                        started,
-                        mode,
-                        _json(flags),
-                        int(is_dry),
-                        os.getpid(),
-                        _json(dict(rules)) if rules else "",
-                    ),
+                    "INSERT INTO runs (run_id, seq, started_at, mode, flags, dry_run, outcome, pid)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                    (run_id, seq, started, mode, _json(flags), int(is_dry), os.getpid()),
                 )
             except sqlite3.IntegrityError:
                 raise RunError(f"run id {run_id} is already recorded; start a new run") from None
         return seq
 
     def rules_before(self, run_id: str) -> tuple[str, dict[str, Any]] | None:
-        """The run id and rules of the last successful run before ``run_id`` that has them."""
-        row = self._db.execute(
-            "SELECT run_id, rules FROM runs WHERE rules != '' AND dry_run = 0"
+        """The run id and ``flags.rules`` of the last successful run before ``run_id`` with them.
+
+        Kept in ``flags`` (JSON), not in a column of their own: a new column would be a
+        schema change an older keysync refuses to open.
+        """
+        rows = self._db.execute(
+            "SELECT run_id, flags FROM runs WHERE dry_run = 0"
             " AND (outcome = 'completed' OR outcome = 'degraded')"
-            " AND seq < (SELECT seq FROM runs WHERE run_id = ?) ORDER BY seq DESC LIMIT 1",
+            " AND seq < (SELECT seq FROM runs WHERE run_id = ?) ORDER BY seq DESC",
             (run_id,),
-        ).fetchone()
-        return (row[0], json.loads(row[1])) if row else None
+        )
+        for found, flags in rows:
+            rules = json.loads(flags).get("rules")
+            if rules:
+                return found, rules
+        return None
 
     def resume_run(self, run_id: str, *, now: datetime | str | None = None) -> None:
         """Mark a run ``running`` again: ``keysync run --resume`` continues it.

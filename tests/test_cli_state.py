@@ -1010,7 +1010,9 @@ def test_runs_record_whether_a_run_approved_what_it_proposed_and_whether_it_resu
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
     ok(keysync("-q", "run", "--resume"))  # nothing to resume: a plain run
     (flags,) = db_rows(tmp_path, "SELECT flags FROM runs")[0]
-    assert json.loads(flags) == {
+    recorded = json.loads(flags)
+    assert recorded.pop("rules")["normalize"]["pad_numbers"] == 0
+    assert recorded == {
         "dry_run": False,
         "auto_approve": True,
         "fail_on_diff": False,
@@ -1112,7 +1114,7 @@ def test_changed_rules_are_warned_audited_and_old_master_keys_stay_findable(
     assert second.returncode == 0, second.stderr
     detail = (
         f"the normalization rules changed since run {first}: normalize.pad_numbers 0 -> 4; "
-        "keys are normalized differently now"
+        "keys may take other forms now (or be rejected)"
     )
     warned = [line for line in second.stderr.splitlines() if "rules.changed" in line]
     assert len(warned) == 1 and detail in warned[0], second.stderr
@@ -1124,3 +1126,18 @@ def test_changed_rules_are_warned_audited_and_old_master_keys_stay_findable(
     assert "master key CUST-7: Active" in shown and "CUST-0007" not in shown
     third = keysync("-q", "run")  # the same rules again: nothing to say
     assert third.returncode == 0 and "rules.changed" not in third.stderr
+
+
+def test_quiet_json_stderr_still_has_the_line_of_a_non_zero_exit(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Review: `-q --log-format json run --fail-on-diff` exited 1 with nothing on stderr (the
+    line was an info event, which -q leaves out), against "every non-zero exit prints one
+    line"."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    done = keysync("-q", "--log-format", "json", "run", "--fail-on-diff")
+    assert done.returncode == 1
+    (line,) = [json.loads(text) for text in done.stderr.splitlines()]
+    assert (line["event"], line["level"], line["exit_code"]) == ("command.failed", "error", 1)
+    assert line["message"].startswith("discrepancies found") and line["run_id"]

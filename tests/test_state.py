@@ -153,34 +153,6 @@ def test_new_database_is_wal_versioned_and_has_the_tables(tmp_path: Path) -> Non
         assert again.schema_version == SCHEMA_VERSION
 
 
-def test_a_v1_database_is_migrated_and_keeps_its_runs(tmp_path: Path) -> None:
-    """A database of the previous keysync (no runs.rules) opens, gains the column, loses nothing."""
-    from keysync.state import _MIGRATIONS, _statements
-
-    path = tmp_path / "keysync.db"
-    raw = sqlite3.connect(path)
-    for statement in _statements(_MIGRATIONS[0]):
-        raw.execute(statement)
-    raw.execute("PRAGMA user_version = 1")
-    raw.execute(
-        "INSERT INTO runs (run_id, seq, started_at, mode, outcome, pid)"
-        " VALUES ('r1', 1, '2026-11-01T00:00:00Z', 'full', 'completed', 1)"
-    )
-    raw.commit()
-    raw.close()
-    with StateStore.open(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
-        assert [r.run_id for r in store.runs()] == ["r1"]
-        store.begin_run("r2", "2026-11-02T00:00:00Z", "full", rules={"max_key_length": 9})
-        assert store.rules_before("r2") is None  # r1 recorded no rules: nothing to compare
-    raw = sqlite3.connect(path)
-    assert raw.execute("SELECT run_id, rules FROM runs ORDER BY seq").fetchall() == [
-        ("r1", ""),
-        ("r2", '{"max_key_length":9}'),
-    ]
-    raw.close()
-
-
 def test_a_database_from_a_newer_keysync_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "keysync.db"
     StateStore.open(path).close()

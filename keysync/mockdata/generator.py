@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from random import Random
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -405,14 +405,18 @@ def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
         helper_end.close()
 
         def build_day(day: int) -> dict[str, Snapshot]:
-            answers.send(day)
+            try:
+                answers.send(day)
+            except OSError:  # it died since the last day: say so, not "broken pipe"
+                _helper_died(helper)
             built = {name: run.build(name, day) for name in systems if name not in helper_systems}
             for name, snap in _helper_answer(answers, helper):
                 built[name] = _restore_keys(run, name, day, snap)
             return {name: built[name] for name in systems}
 
         yield build_day
-        answers.send(None)  # done: the helper ends
+        with contextlib.suppress(OSError):  # all is built: a helper gone by now lost nothing
+            answers.send(None)  # done: the helper ends
         helper.join()
     finally:
         _FORKED_RUN = None
@@ -438,12 +442,16 @@ def _helper_answer(answers: Connection, helper: BaseProcess) -> list[tuple[str, 
     try:
         answer = answers.recv()
     except (EOFError, OSError):  # OSError: it died in the middle of an answer
-        helper.join()
-        raise KeysyncError(child_died("generate's helper process", helper.exitcode)) from None
+        _helper_died(helper)
     if isinstance(answer, Exception):
         raise answer
     built: list[tuple[str, Snapshot]] = answer
     return built
+
+
+def _helper_died(helper: BaseProcess) -> NoReturn:
+    helper.join()
+    raise KeysyncError(child_died("generate's helper process", helper.exitcode)) from None
 
 
 def _helper_started() -> None:

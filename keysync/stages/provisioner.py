@@ -131,21 +131,28 @@ def newest_stamp(stamps: list[str]) -> str:
 
 
 # ISO 8601 as exports write it: a date, then optionally a time (T or space), fractions,
-# and Z or an offset (``+05:00``, ``+0500``, ``+05``); the extended form (``2026-10-01T06:00``)
-# or the basic one (``20261001T0600``), not a mix. Parsed here, not by datetime.fromisoformat,
-# which accepts less on Python 3.10 than on 3.11: the newest value must not depend on that.
-_OFFSET = r"\s*(?:([Zz])|([+-])(\d\d)(?::?(\d\d))?)?\s*"
-_ISO_8601 = (
+# and Z or an offset (``+05:00``, ``+0500``, ``+05``, hours up to 23); the extended form
+# (``2026-10-01T06:00``) or the basic one (``20261001T0600``), not a mix; an offset only
+# after a time (``2026-10-01-05`` is no instant). Parsed here, not by
+# datetime.fromisoformat, which accepts less on Python 3.10 than on 3.11: the newest
+# value must not depend on that.
+_OFFSET = r"(?:\s*(?:([Zz])|([+-])([01]\d|2[0-3])(?::?([0-5]\d))?))?"
+_ISO_8601_FORMS = (
     re.compile(
-        r"\s*(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d{1,9}))?)?)?" + _OFFSET
+        r"\s*(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d{1,9}))?)?"
+        + _OFFSET
+        + r")?\s*"
     ),
-    re.compile(r"\s*(\d{4})(\d\d)(\d\d)(?:T(\d\d)(\d\d)(?:(\d\d)(?:[.,](\d{1,9}))?)?)?" + _OFFSET),
+    re.compile(
+        r"\s*(\d{4})(\d\d)(\d\d)(?:T(\d\d)(\d\d)(?:(\d\d)(?:[.,](\d{1,9}))?)?" + _OFFSET + r")?\s*"
+    ),
 )
 
 
 def _instant(stamp: str) -> tuple[int, datetime | str]:
     """A sort key: (1, the instant) for a timestamp, (0, the text) for anything else."""
-    match = _ISO_8601[0].fullmatch(stamp) or _ISO_8601[1].fullmatch(stamp)
+    extended, basic = _ISO_8601_FORMS
+    match = extended.fullmatch(stamp) or basic.fullmatch(stamp)
     if match is None:
         return 0, stamp
     year, month, day, hour, minute, second, fraction, _, sign, off_h, off_m = match.groups()
@@ -518,9 +525,9 @@ class _Planner:
         """
         plan = self.plan
         holders = last_known_holders(state, self.authority, unread, set(plan.new))
-        for master_key, unread in holders.items():
+        for master_key, down in holders.items():
             entry = plan.new[master_key]
-            seen_in = ";".join(sorted({*entry[3].split(";"), *unread}))
+            seen_in = ";".join(sorted({*entry[3].split(";"), *down}))
             plan.new[master_key] = (*entry[:3], seen_in, *entry[4:])
 
     @staticmethod
