@@ -102,7 +102,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 
 def _short(text: str, *, last: bool) -> str:
-    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    text = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     if last or len(text) <= MAX_CELL:
         return text
     return text[: MAX_CELL - 1] + "…"
@@ -212,11 +212,13 @@ def _find_entries(app: _App, store: StateStore, name: str) -> list[RegistryEntry
     return store.entries_for_key(normalized)
 
 
-def _unknown(name: str) -> KeysyncError:
-    return KeysyncError(
-        f"unknown master key {name!r}: no registry entry has it (see `keysync registry list`)",
-        EXIT_USAGE,
-    )
+def _unknown(*names: str) -> KeysyncError:
+    """Every name the registry lacks, in one line: a list of keys fails once, not one by one."""
+    if len(names) == 1:
+        what = f"unknown master key {names[0]!r}: no registry entry has it"
+    else:
+        what = f"unknown master keys {', '.join(map(repr, names))}: no registry entry has them"
+    return KeysyncError(f"{what} (see `keysync registry list`); nothing changed", EXIT_USAGE)
 
 
 @registry.command("show")
@@ -297,12 +299,14 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
     with store, RunLock.acquire(data_dir, actor, purpose=command):
         targets: list[str] | None = None
         if not all_proposed:
-            targets = []
+            targets, unknown = [], []
             for name in keys:
                 found = _find_entries(app, store, name)
                 if not found:
-                    raise _unknown(name)
+                    unknown.append(name)
                 targets.extend(e.master_key for e in found)
+            if unknown:
+                raise _unknown(*unknown)
         changes = store.change_status(
             targets, target, actor=actor, now=stamp, command=command, user=_os_user()
         )
@@ -342,7 +346,7 @@ def _os_user() -> str:
 def registry_approve(app: _App, keys: tuple[str, ...], all_proposed: bool) -> None:
     """Make master keys Active (Proposed or Deprecated -> Active).
 
-    Each change is an audit event with run id ``manual-<time>-<4 hex>``. While a run
+    Each change is an audit event with run id manual-<time>-<4 hex>. While a run
     is in progress this exits 3: try again when it ends.
 
     \b

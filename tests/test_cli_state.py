@@ -1141,3 +1141,22 @@ def test_quiet_json_stderr_still_has_the_line_of_a_non_zero_exit(
     (line,) = [json.loads(text) for text in done.stderr.splitlines()]
     assert (line["event"], line["level"], line["exit_code"]) == ("command.failed", "error", 1)
     assert line["message"].startswith("discrepancies found") and line["run_id"]
+
+
+def test_approve_names_every_unknown_key_and_changes_nothing(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `registry approve X-1 NOPE-1 NOPE-2` named only NOPE-1; fixing it and running
+    again then failed on NOPE-2. A raw tab in a key also broke the columns of the tables."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "TAB\t7"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    refused = keysync("registry", "approve", "X-1", "NOPE-1", "NOPE-2")
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "keysync: error: unknown master keys 'NOPE-1', 'NOPE-2': no registry entry has them "
+        "(see `keysync registry list`); nothing changed\n"
+    )
+    assert statuses(tmp_path) == {"TAB-7": "Proposed", "X-1": "Proposed"}
+    listed = ok(keysync("registry", "list")).stdout
+    assert "TAB\\t7" in listed and "\t" not in listed
