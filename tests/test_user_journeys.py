@@ -385,15 +385,10 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_generate_keeps_the_previous_inputs_whole_and_leaves_no_process(
-    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path, sig: signal.Signals
-) -> None:
-    """Seen: `keysync generate --keys 200000` stopped by SIGTERM (or Ctrl-C) while writing
-    left C.csv..E.csv of the new data next to A.csv, B.csv and manifest.json of the old,
-    a set no run should read; after SIGTERM its forked helper process lived on, orphaned,
-    forever. Now the new files replace the old ones only once all are written, and
-    the helper goes with the main process."""
+def _big_generate_over_a_small_one(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> tuple[Path, dict[str, bytes], subprocess.Popen[str]]:
+    """A 50-key mock set in place, then `generate --keys 200000` (with its helper) started."""
     write_config(tmp_path)
     assert keysync("-q", "generate", "--keys", "50").returncode == 0
     folder = tmp_path / "input"
@@ -408,6 +403,19 @@ def test_interrupted_generate_keeps_the_previous_inputs_whole_and_leaves_no_proc
         stderr=subprocess.PIPE,
         text=True,
     )
+    return folder, before, process
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_generate_keeps_the_previous_inputs_whole_and_leaves_no_process(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Seen: `keysync generate --keys 200000` stopped by SIGTERM (or Ctrl-C) while writing
+    left C.csv..E.csv of the new data next to A.csv, B.csv and manifest.json of the old,
+    a set no run should read; after SIGTERM its forked helper process lived on, orphaned,
+    forever. Now the new files replace the old ones only once all are written, and
+    the helper goes with the main process."""
+    folder, before, process = _big_generate_over_a_small_one(keysync, write_config, tmp_path)
     try:
         deadline = time.monotonic() + 60
         while not any(p.name.startswith(".") for p in folder.iterdir()):
@@ -436,20 +444,7 @@ def test_generate_whose_helper_is_killed_says_so_and_keeps_the_previous_inputs(
     killer, say), made `keysync generate` end with a BrokenProcessPool traceback and
     exit 1, the code for "discrepancies found". Now it is one line saying what died and
     what to do, exit 3, and the previous inputs are untouched."""
-    write_config(tmp_path)
-    assert keysync("-q", "generate", "--keys", "50").returncode == 0
-    folder = tmp_path / "input"
-    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keysync", "generate", "--keys", "200000"],
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    folder, before, process = _big_generate_over_a_small_one(keysync, write_config, tmp_path)
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     try:
         deadline = time.monotonic() + 60
