@@ -251,7 +251,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "rules.changed": EventSpec(
         "warning",
         ("detail",),
-        "the normalization rules differ from the last successful run's (also an audit event)",
+        "the settings that shape keys differ from the last successful run's (an audit event too)",
     ),
     "command.failed": EventSpec(
         "error",

@@ -232,36 +232,41 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
 
 
 def _rules(config: Config) -> dict[str, Any]:
-    """The settings that make a raw key a normalized one: a change of them changes keys."""
+    """The settings that shape keys and master keys, by their config names (``flags.rules``)."""
     normalize: dict[str, Any] = msgspec.to_builtins(config.normalize)
-    return {"normalize": normalize, "max_key_length": config.processing.max_key_length}
+    rules = {f"normalize.{name}": value for name, value in normalize.items()}
+    rules["processing.max_key_length"] = config.processing.max_key_length
+    rules["provisioning.strategy"] = config.provisioning.strategy
+    rules["provisioning.namespace_separator"] = config.provisioning.namespace_separator
+    return rules
+
+
+_KEYS_CHANGE = (
+    "keys may take other forms now (or be rejected): a master key of an old form stops "
+    "matching (an Active one is deprecated once unseen for provisioning.deprecate_after_runs "
+    "runs, a Proposed one waits for review) and its key is proposed again in the new form"
+)
+_SHAPE_CHANGE = (
+    "new master keys take the new shape and existing ones keep theirs, so a key that has "
+    "an entry of the old shape can be proposed again in the new one"
+)
 
 
 def _rules_change(store: StateStore, run_id: str, config: Config) -> str:
-    """What changed in the rules since the last successful run, as one line ("" if nothing)."""
+    """What changed in ``_rules`` since the last successful run, as one line ("" if nothing)."""
     before = store.rules_before(run_id)
     if before is None:
         return ""
     previous_run, old = before
     new = _rules(config)
-    flat_old = {f"normalize.{k}": v for k, v in old.get("normalize", {}).items()}
-    flat_new = {f"normalize.{k}": v for k, v in new["normalize"].items()}
-    flat_old["processing.max_key_length"] = old.get("max_key_length")
-    flat_new["processing.max_key_length"] = new["max_key_length"]
-    changes = [
-        f"{name} {json.dumps(flat_old.get(name))} -> {json.dumps(flat_new.get(name))}"
-        for name in sorted(flat_old.keys() | flat_new.keys())
-        if flat_old.get(name) != flat_new.get(name)
-    ]
-    if not changes:
+    changed = sorted(name for name in old.keys() & new.keys() if old[name] != new[name])
+    if not changed:
         return ""
-    return (
-        f"the normalization rules changed since run {previous_run}: {', '.join(changes)}; "
-        "keys may take other forms now (or be rejected): a master key of an old form stops "
-        "matching (an Active one is deprecated once unseen for "
-        "provisioning.deprecate_after_runs runs, a Proposed one waits for review) and its key "
-        "is proposed again in the new form"
-    )
+    listed = ", ".join(f"{n} {json.dumps(old[n])} -> {json.dumps(new[n])}" for n in changed)
+    effects = [_KEYS_CHANGE] if any(not n.startswith("provisioning.") for n in changed) else []
+    if any(n.startswith("provisioning.") for n in changed):
+        effects.append(_SHAPE_CHANGE)
+    return f"the rules changed since run {previous_run}: {listed}; {'; '.join(effects)}"
 
 
 def _latest_checkpoint(config: Config) -> Path | None:

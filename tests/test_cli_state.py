@@ -1011,7 +1011,8 @@ def test_runs_record_whether_a_run_approved_what_it_proposed_and_whether_it_resu
     ok(keysync("-q", "run", "--resume"))  # nothing to resume: a plain run
     (flags,) = db_rows(tmp_path, "SELECT flags FROM runs")[0]
     recorded = json.loads(flags)
-    assert recorded.pop("rules")["normalize"]["pad_numbers"] == 0
+    rules = recorded.pop("rules")
+    assert rules["normalize.pad_numbers"] == 0 and rules["provisioning.strategy"] == "mirror"
     assert recorded == {
         "dry_run": False,
         "auto_approve": True,
@@ -1113,7 +1114,7 @@ def test_changed_rules_are_warned_audited_and_old_master_keys_stay_findable(
     second = keysync("-q", "run")
     assert second.returncode == 0, second.stderr
     detail = (
-        f"the normalization rules changed since run {first}: normalize.pad_numbers 0 -> 4; "
+        f"the rules changed since run {first}: normalize.pad_numbers 0 -> 4; "
         "keys may take other forms now (or be rejected)"
     )
     warned = [line for line in second.stderr.splitlines() if "rules.changed" in line]
@@ -1160,3 +1161,25 @@ def test_approve_names_every_unknown_key_and_changes_nothing(
     assert statuses(tmp_path) == {"TAB-7": "Proposed", "X-1": "Proposed"}
     listed = ok(keysync("registry", "list")).stdout
     assert "TAB\\t7" in listed and "\t" not in listed
+
+
+def test_a_strategy_switch_is_said_and_audited_with_what_it_does(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: switching namespaced -> mirror proposed already Active keys again under a
+    second master key, with no word of it."""
+    config = project(strategy="namespaced")
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    config.write_text(config.read_text().replace("namespaced", "mirror"))
+    second = keysync("-q", "run")
+    assert second.returncode == 0, second.stderr
+    assert sum("rules.changed" in line for line in second.stderr.splitlines()) == 1
+    (detail,) = db_rows(tmp_path, "SELECT detail FROM audit_events WHERE event = 'rules.changed'")
+    assert detail == (
+        f"the rules changed since run {db_rows(tmp_path, 'SELECT run_id FROM runs')[0][0]}: "
+        'provisioning.strategy "namespaced" -> "mirror"; new master keys take the new shape '
+        "and existing ones keep theirs, so a key that has an entry of the old shape can be "
+        "proposed again in the new one",
+    )
+    assert statuses(tmp_path) == {"B:X-1": "Active", "X-1": "Proposed"}
