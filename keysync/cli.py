@@ -356,16 +356,20 @@ def generate(
 
     app.setup_logging()
     # SIGTERM (systemd, docker stop, kill) stops it as Ctrl-C does: pending files removed,
-    # the previous inputs left whole, one line and exit 130.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    result = generate_mock_data(
-        app.config,
-        keys=keys,
-        seed=seed,
-        scenario=scenario,
-        days=days,
-        out=Path(out) if out else None,
-    )
+    # the previous inputs left whole, one line and exit 130. Put back after: called in a
+    # longer-lived process (a test runner), keysync must not keep its SIGTERM.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        result = generate_mock_data(
+            app.config,
+            keys=keys,
+            seed=seed,
+            scenario=scenario,
+            days=days,
+            out=Path(out) if out else None,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not app.quiet:
         click.echo(result.describe())
 

@@ -205,3 +205,25 @@ def test_a_million_keys_per_system_in_under_20_seconds(tmp_path: Path) -> None:
     assert all(s["unique_keys"] == 1_000_000 for s in data["systems"].values())
     assert all(abs(data["systems"][p]["match_rate"] - 0.8) <= 0.05 for p in "BCDE")
     assert elapsed < 20, f"{elapsed:.1f} s (load average {os.getloadavg()[0]:.1f})"
+
+
+def test_generate_called_in_process_gives_sigterm_back(tmp_path: Path) -> None:
+    """keysync's `generate` turns SIGTERM into a clean stop for itself; a process that calls
+    it (a test runner, a notebook) must get its own SIGTERM handling back afterwards."""
+    import signal
+
+    from keysync.cli import main
+    from keysync.logs import shutdown_logging
+
+    (tmp_path / "keysync-config.yaml").write_text("{}\n")
+    before = signal.getsignal(signal.SIGTERM)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(SystemExit) as done:
+            main(["-q", "generate", "--keys", "20"])
+    finally:
+        os.chdir(cwd)
+        shutdown_logging()
+    assert done.value.code in (0, None)
+    assert signal.getsignal(signal.SIGTERM) is before
