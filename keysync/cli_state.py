@@ -58,7 +58,7 @@ def _say(app: _App, line: str) -> None:
     """A note on stderr (and in the log where it is set up): ``logs.tell_user``."""
     from keysync.logs import tell_user
 
-    tell_user(line, stderr_format=app.log_format)
+    tell_user(line, stderr_format=app.log_format, quiet=app.quiet)
 
 
 def _db_path(app: _App) -> Path:
@@ -101,8 +101,20 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     click.echo(out.getvalue(), nl=False)
 
 
+# Control characters as escapes: a raw tab breaks the columns, an ESC recolours the terminal.
+_VISIBLE = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def _visible(text: str) -> str:
+    return text.translate(_VISIBLE)
+
+
 def _short(text: str, *, last: bool) -> str:
-    text = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    text = _visible(text)
     if last or len(text) <= MAX_CELL:
         return text
     return text[: MAX_CELL - 1] + "…"
@@ -258,7 +270,7 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
         data = _entry_json(entry)
         width = max(len(name) for name in data)
         for name, value in data.items():
-            click.echo(f"{name.ljust(width)}  {value if value != '' else '-'}")
+            click.echo(f"{name.ljust(width)}  {_visible(str(value)) if value != '' else '-'}")
         click.echo()
         rows = events[entry.master_key]
         if rows:
@@ -524,8 +536,10 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
         note = record.message
         if outcome == "interrupted" and position > last_success and "--resume" not in note:
             note = f"{note}; {RESUME_HINT}" if note else RESUME_HINT
-        elif position < last_success:  # a later committed run removed its checkpoint
+        elif position < last_success and "--resume" in note:  # a later run removed it
             note = note.replace(checkpoint.KEPT, checkpoint.SUPERSEDED)
+            if "--resume" in note:  # a resumable failure's own words (a full disk)
+                note += f"; {checkpoint.SUPERSEDED}"
         rows.append(
             [
                 record.run_id,

@@ -45,7 +45,7 @@ import msgspec
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
-from keysync.errors import ConfigError
+from keysync.errors import ConfigError, RunError
 
 __all__ = [
     "EVENTS",
@@ -795,7 +795,11 @@ def setup_logging(
         try:
             file = _JsonLinesFile(Path(log_file).absolute())
         except OSError as exc:
-            raise ConfigError(
+            # A path through a file is the config's fault (exit 2); a read-only disk or a
+            # permission is the machine's (exit 3), as for the other folders.
+            wrong_path = isinstance(exc, (IsADirectoryError, NotADirectoryError, FileExistsError))
+            problem = ConfigError if wrong_path else RunError
+            raise problem(
                 f"logging.file: cannot open {log_file}: {exc.strerror or exc}; "
                 "fix the path or its permissions"
             ) from None
@@ -820,6 +824,7 @@ def tell_user(
     stderr_format: str = "",
     run_id: str = "",
     command: str = "",
+    quiet: bool = False,
 ) -> None:
     """A line a command says to its user on stderr: the line of a non-zero exit, or a note.
 
@@ -834,7 +839,7 @@ def tell_user(
 
     context = click.get_current_context(silent=True)
     if not _state.configured and stderr_format == "json":  # before the config was read
-        setup_logging(level="info", log_file=None, stderr_format="json")
+        setup_logging(level="info", log_file=None, stderr_format="json", quiet=quiet)
     fields: dict[str, Any] = {"run_id": run_id} if run_id else {}  # a run's last line
     fields["command"] = command or (context.command_path if context else "keysync")
     if exit_code is not None:

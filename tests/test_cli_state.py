@@ -892,6 +892,25 @@ def test_a_full_disk_while_staging_reports_keeps_the_rows_read_for_resume(
     assert not (tmp_path / "checkpoints" / run_id).exists()
 
 
+def test_a_full_disk_failure_superseded_by_a_later_run_no_longer_offers_resume(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `keysync runs` kept "`keysync run --resume` continues from the last checkpoint"
+    on a failed run whose checkpoint a later completed run had removed."""
+    committed_then_changed(tmp_path, keysync, project)
+    run = Background.held_at(tmp_path, "planning", KEYSYNC_TEST_PAUSE_S="2")
+    run_id = re.search(r"run_id=(\S+)", "".join(run.lines))[1]  # type: ignore[index]
+    staging = tmp_path / "output" / f".staging-{run_id}"
+    staging.mkdir()
+    (staging / "diff_missing_in_A.csv.part").symlink_to("/dev/full")
+    assert run.process.wait(60) == 3
+    ok(keysync("-q", "run"))
+    (failed,) = [line for line in ok(keysync("runs")).stdout.splitlines() if run_id in line]
+    assert " failed " in failed and failed.endswith(
+        "; its checkpoint was superseded by a later run"
+    )
+
+
 def test_two_concurrent_runs_one_wins_the_other_exits_3(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
@@ -1148,9 +1167,10 @@ def test_approve_names_every_unknown_key_and_changes_nothing(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
     """Seen: `registry approve X-1 NOPE-1 NOPE-2` named only NOPE-1; fixing it and running
-    again then failed on NOPE-2. A raw tab in a key also broke the columns of the tables."""
+    again then failed on NOPE-2. A raw tab in a key broke the columns of the tables, an
+    ESC recoloured the terminal."""
     project()
-    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "TAB\t7"], "C": ["K-1"]})
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "TAB\t7", "\x1b[31mRED-1"], "C": ["K-1"]})
     ok(keysync("-q", "run"))
     refused = keysync("registry", "approve", "X-1", "NOPE-1", "NOPE-2")
     assert refused.returncode == 2
@@ -1158,9 +1178,12 @@ def test_approve_names_every_unknown_key_and_changes_nothing(
         "keysync: error: unknown master keys 'NOPE-1', 'NOPE-2': no registry entry has them "
         "(see `keysync registry list`); nothing changed\n"
     )
-    assert statuses(tmp_path) == {"TAB-7": "Proposed", "X-1": "Proposed"}
+    assert statuses(tmp_path) == {"31MRED-1": "Proposed", "TAB-7": "Proposed", "X-1": "Proposed"}
     listed = ok(keysync("registry", "list")).stdout
-    assert "TAB\\t7" in listed and "\t" not in listed
+    assert "TAB\\t7" in listed and "\\x1b[31mRED-1" in listed
+    shown = ok(keysync("registry", "show", "TAB-7")).stdout
+    assert "TAB\\t7" in shown
+    assert "\t" not in listed + shown and "\x1b" not in listed + shown
 
 
 def test_a_strategy_switch_is_said_and_audited_with_what_it_does(

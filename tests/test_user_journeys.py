@@ -101,6 +101,18 @@ def test_an_output_folder_that_cannot_be_written_is_exit_3_naming_the_setting(
     assert _runs(tmp_path) == []  # refused before anything was recorded
 
 
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs a folder no one may write")
+def test_a_log_file_that_cannot_be_written_is_exit_3(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen (re-test): a read-only logging.file was still exit 2, a configuration error."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES, logging={"file": "/sys/kernel/keysync.jsonl"})
+    result = keysync("-q", "run")
+    assert result.returncode == 3, result.stderr
+    assert _one_error_line(result).startswith("keysync: error: logging.file: cannot open ")
+
+
 def test_simulate_names_paths_output_when_it_is_a_file(
     keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
