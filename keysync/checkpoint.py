@@ -48,11 +48,11 @@ FORMAT_VERSION = 3  # 2: KeyBatch lines and timestamps packed; 3: whole-file CRC
 HEADER_FILE = "header.msgpack"
 LOG_FILE = "log.bin"
 _FRAME = struct.Struct("<II")  # payload length, crc32 of payload
-_SAMPLE = 64 * 1024
-# How an interrupted run's record ends while its checkpoint can be resumed.
+_SAMPLE = 64 * 1024  # hashed at each end of an input
+_CHUNK = 1024 * 1024  # read at a time for its CRC-32
+# How an interrupted run's record ends while its checkpoint can be resumed, and after.
 KEPT = "a checkpoint is kept: `keysync run --resume` continues it"
 SUPERSEDED = "its checkpoint was superseded by a later run"
-_CHUNK = 1024 * 1024
 
 
 class InputFingerprint(msgspec.Struct, array_like=True, frozen=True):
