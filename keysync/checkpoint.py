@@ -340,11 +340,14 @@ def verify_inputs(header: CheckpointHeader, config: Config) -> None:
             f"the settings it started with: put them back to resume, or {start_over}"
         )
     for stored in header.inputs:
-        current = fingerprint(stored.system, config.source_path(stored.system))
+        path = config.source_path(stored.system)
+        current = fingerprint(stored.system, path)
         if current != stored:
+            how = "changed" if path.exists() or not stored.size else "is gone"
             raise RunError(
-                f"cannot resume run {header.run_id}: input {stored.system} ({stored.path}) changed "
-                "since its checkpoint; run without --resume to start over"
+                f"cannot resume run {header.run_id}: input {stored.system} ({stored.path}) {how} "
+                "since its checkpoint; put it back to resume, or run without --resume to start "
+                "over"
             )
 
 

@@ -265,6 +265,21 @@ def test_a_line_changed_in_place_with_size_and_time_kept_refuses_to_resume(fresh
     assert "input C" in done.stderr and "changed since its checkpoint" in done.stderr
 
 
+def test_an_input_deleted_since_the_kill_is_named_gone_and_resumes_once_back(
+    fresh: Path, reference: Path
+) -> None:
+    """Seen (re-test): a deleted input was reported as "changed since its checkpoint"."""
+    kill_at(fresh, "reading:30000")
+    path = fresh / "input" / "D.csv"
+    kept = path.read_bytes()
+    path.unlink()
+    done = resume(fresh)
+    assert done.returncode == 3, done.stderr
+    assert f"input D ({path}) is gone since its checkpoint; put it back to resume" in done.stderr
+    path.write_bytes(kept)
+    resume_and_compare(fresh, reference)
+
+
 def test_the_same_bytes_with_a_new_modification_time_resume(fresh: Path, reference: Path) -> None:
     """Seen: an input copied back from a backup (same bytes, new time) was refused for good."""
     kill_at(fresh, "reading:30000")
