@@ -319,10 +319,19 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
                 targets.extend(e.master_key for e in found)
             if unknown:
                 raise _unknown(*unknown)
+        user = _os_user()
         changes = store.change_status(
-            targets, target, actor=actor, now=stamp, command=command, user=_os_user()
+            targets, target, actor=actor, now=stamp, command=command, user=user
         )
     done = [c for c in changes if c.changed]
+    # Each change in the log too, for a collector: who, and the audit run id to look up.
+    from keysync.logs import get_logger
+
+    log = get_logger(stage="cli")
+    event = "key.approved" if verb == "approve" else "key.deprecated"
+    reason = f"by hand ({command}, {user}, audit run id {actor})"
+    for change in done:
+        log.info(event, master_key=change.master_key, reason=reason)
     if not app.quiet:
         for change in changes:
             if change.changed:

@@ -227,7 +227,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("master_key", "system", "key"),
         "provisioning decision: a master key is proposed for an out-of-authority key",
     ),
-    "key.approved": EventSpec("info", ("master_key",), "a master key became Active"),
+    "key.approved": EventSpec(
+        "info", ("master_key", "reason"), "a master key became Active by hand", console=False
+    ),
     # One line per key: an expiry wave or a fixed peer makes thousands in one run.
     "key.deprecated": EventSpec(
         "info", ("master_key", "reason"), "a master key became Deprecated", console=False

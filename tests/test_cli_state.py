@@ -1206,3 +1206,27 @@ def test_a_strategy_switch_is_said_and_audited_with_what_it_does(
         "proposed again in the new one",
     )
     assert statuses(tmp_path) == {"B:X-1": "Active", "X-1": "Proposed"}
+
+
+def test_manual_approvals_and_deprecations_are_in_the_log_one_event_per_key(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: a collector saw no approval or deprecation made by hand, only the audit trail had
+    them; the log now names each key, the user and the audit run id."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "registry", "approve", "X-1", "X-2"))
+    ok(keysync("-q", "registry", "deprecate", "X-2"))
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    events = [json.loads(line) for line in log_file.read_text().splitlines()]
+    manual = [e for e in events if e["event"] in ("key.approved", "key.deprecated")]
+    assert [(e["event"], e["master_key"]) for e in manual] == [
+        ("key.approved", "X-1"),
+        ("key.approved", "X-2"),
+        ("key.deprecated", "X-2"),
+    ]
+    audit_ids = {row[0] for row in db_rows(tmp_path, "SELECT run_id FROM audit_events")}
+    for e in manual:
+        actor = e["reason"].rsplit("audit run id ", 1)[1].rstrip(")")
+        assert actor in audit_ids and e["reason"].startswith("by hand (keysync registry ")
