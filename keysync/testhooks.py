@@ -2,7 +2,10 @@
 
 With ``KEYSYNC_TEST_PAUSE_AT=<phase>`` (or ``<phase>:<n>``) the process logs
 ``run.paused_for_tests`` and sleeps ``KEYSYNC_TEST_PAUSE_S`` seconds (default
-3600). Off unless the variable is set; documented in README.md ("Development").
+3600). With ``KEYSYNC_TEST_PAUSE_UNTIL=<path>`` as well, it goes on as soon as that
+file exists: a test that must act while the run is held releases it when done, so
+no step of the test has to beat a timer on a slow machine. Off unless the variables
+are set; documented in README.md ("Development").
 
 Phases: ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write:<frame>``
 (half of that checkpoint frame written, the rest not), ``planning``, ``reporting``
@@ -28,11 +31,16 @@ def pause_requested(phase: str) -> int | None:
 
 
 def pause(phase: str) -> None:
-    """Log and sleep (the caller decided this is the point)."""
+    """Log and wait (the caller decided this is the point)."""
     from keysync import logs
 
     logs.get_logger(stage="testhooks").warning("run.paused_for_tests", phase=phase)
-    time.sleep(float(os.environ.get("KEYSYNC_TEST_PAUSE_S", "3600")))
+    until = time.monotonic() + float(os.environ.get("KEYSYNC_TEST_PAUSE_S", "3600"))
+    release = os.environ.get("KEYSYNC_TEST_PAUSE_UNTIL")
+    while time.monotonic() < until:
+        if release and os.path.exists(release):
+            return
+        time.sleep(min(0.05, max(0.0, until - time.monotonic())))
 
 
 def pause_for_tests(phase: str) -> None:

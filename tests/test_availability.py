@@ -154,7 +154,7 @@ def test_readers_killed_mid_message_end_the_run_never_hang_it(
     log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")} | {
         "KEYSYNC_TEST_PAUSE_AT": "reading:1000",
-        "KEYSYNC_TEST_PAUSE_S": "3",
+        "KEYSYNC_TEST_PAUSE_UNTIL": str(tmp_path / "children-killed"),
     }
     run = subprocess.Popen(
         [sys.executable, "-m", "keysync", "-c", str(config), "run"],
@@ -176,6 +176,7 @@ def test_readers_killed_mid_message_end_the_run_never_hang_it(
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        (tmp_path / "children-killed").touch()
         _, stderr = run.communicate(timeout=30)
     finally:
         if run.poll() is None:

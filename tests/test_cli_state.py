@@ -8,6 +8,7 @@ what the database holds (read with plain ``sqlite3``).
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import pwd
@@ -610,8 +611,13 @@ def test_every_state_command_has_help_with_an_example(keysync: RunKeysync) -> No
 # ------------------------------------------------------- kills and concurrency
 
 
+_held_runs = itertools.count()
+
+
 class Background:
     """A ``keysync run`` in the background; waits for a line on its stderr."""
+
+    release_file = ""
 
     def __init__(self, folder: Path, *args: str, env: Mapping[str, str]) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
@@ -648,10 +654,21 @@ class Background:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
 
+    def release(self) -> None:
+        """Let a run held by :meth:`held_at` go on (``KEYSYNC_TEST_PAUSE_UNTIL``)."""
+        Path(self.release_file).touch()
+
     @classmethod
     def held_at(cls, folder: Path, phase: str, *args: str, **env: str) -> Background:
-        """A run started and held at ``phase`` (``KEYSYNC_TEST_PAUSE_AT``) when this returns."""
-        run = cls(folder, *args, env={"KEYSYNC_TEST_PAUSE_AT": phase, **env})
+        """A run started and held at ``phase`` (``KEYSYNC_TEST_PAUSE_AT``) when this returns.
+
+        It stays held until :meth:`release` (or :meth:`kill`): no step of the test has to
+        beat a timer, however slow the machine.
+        """
+        release_file = str(folder / f".release-{phase}-{next(_held_runs)}")
+        hold = {"KEYSYNC_TEST_PAUSE_AT": phase, "KEYSYNC_TEST_PAUSE_UNTIL": release_file}
+        run = cls(folder, *args, env={**hold, **env})
+        run.release_file = release_file
         run.wait_for("run.paused_for_tests")
         return run
 
@@ -842,9 +859,10 @@ def test_a_full_disk_after_the_commit_says_the_run_is_committed_and_resume_finis
     project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
     output = tmp_path / "output"
-    run = Background.held_at(tmp_path, "publishing", KEYSYNC_TEST_PAUSE_S="2")
+    run = Background.held_at(tmp_path, "publishing")
     (run_id,) = db_rows(tmp_path, "SELECT run_id FROM runs")[0]
     (output / ".publishing").symlink_to("/dev/full")  # the marker is the first write
+    run.release()
     assert run.process.wait(60) == 3
     assert run.lines[-1] == (
         f"keysync: error: run {run_id} is committed, but its reports could not all be put "
@@ -867,11 +885,12 @@ def test_a_full_disk_while_staging_reports_keeps_the_rows_read_for_resume(
     """ENOSPC (a report staged on /dev/full) is one line with the folder, exit 3, no debris."""
     before = committed_then_changed(tmp_path, keysync, project)
     output = tmp_path / "output"
-    run = Background.held_at(tmp_path, "planning", KEYSYNC_TEST_PAUSE_S="2")
+    run = Background.held_at(tmp_path, "planning")
     run_id = re.search(r"run_id=(\S+)", "".join(run.lines))[1]  # type: ignore[index]
     staging = output / f".staging-{run_id}"
     staging.mkdir()
     (staging / "diff_missing_in_A.csv.part").symlink_to("/dev/full")  # as it is written
+    run.release()
     assert run.process.wait(60) == 3
     assert run.lines[-1] == (
         f"keysync: error: cannot write the reports in {output}: No space left on device; "
@@ -898,11 +917,12 @@ def test_a_full_disk_failure_superseded_by_a_later_run_no_longer_offers_resume(
     """Seen: `keysync runs` kept "`keysync run --resume` continues from the last checkpoint"
     on a failed run whose checkpoint a later completed run had removed."""
     committed_then_changed(tmp_path, keysync, project)
-    run = Background.held_at(tmp_path, "planning", KEYSYNC_TEST_PAUSE_S="2")
+    run = Background.held_at(tmp_path, "planning")
     run_id = re.search(r"run_id=(\S+)", "".join(run.lines))[1]  # type: ignore[index]
     staging = tmp_path / "output" / f".staging-{run_id}"
     staging.mkdir()
     (staging / "diff_missing_in_A.csv.part").symlink_to("/dev/full")
+    run.release()
     assert run.process.wait(60) == 3
     ok(keysync("-q", "run"))
     (failed,) = [line for line in ok(keysync("runs")).stdout.splitlines() if run_id in line]
@@ -916,7 +936,7 @@ def test_two_concurrent_runs_one_wins_the_other_exits_3(
 ) -> None:
     project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
-    first = Background.held_at(tmp_path, "planning", KEYSYNC_TEST_PAUSE_S="2")
+    first = Background.held_at(tmp_path, "planning")
     second = keysync("run")
     assert second.returncode == 3
     running = db_rows(tmp_path, "SELECT run_id FROM runs")[0][0]
@@ -926,6 +946,7 @@ def test_two_concurrent_runs_one_wins_the_other_exits_3(
     # A manual registry change waits for no one either.
     blocked = keysync("registry", "approve", "--all")
     assert blocked.returncode == 3 and f"run {running}" in blocked.stderr
+    first.release()
     assert first.process.wait(60) == 0
     assert db_rows(tmp_path, "SELECT run_id, outcome FROM runs") == [(running, "completed")]
     assert db_rows(tmp_path, "PRAGMA integrity_check") == [("ok",)]
@@ -1054,7 +1075,7 @@ def test_a_command_refused_by_a_held_lock_is_in_the_log_and_json_stderr_stays_js
     project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
     ok(keysync("-q", "run"))
-    held = Background.held_at(tmp_path, "planning", KEYSYNC_TEST_PAUSE_S="60")
+    held = Background.held_at(tmp_path, "planning")
     try:
         refused = keysync("-q", "run")
         in_json = keysync("--log-format", "json", "registry", "approve", "X-1")
