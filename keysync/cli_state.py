@@ -501,6 +501,22 @@ def _counts_text(counts: dict[str, Any]) -> str:
     return " ".join(parts) or "-"
 
 
+def _run_note(record: RunRecord, outcome: str, *, superseded: bool) -> str:
+    """What a run's message means now: a later committed run removes the checkpoint
+    that an interrupted or failed run kept, and ``--resume`` would then start anew."""
+    from keysync import checkpoint
+
+    note = record.message
+    if superseded:
+        if "--resume" in note:
+            note = note.replace(checkpoint.KEPT, checkpoint.SUPERSEDED)
+            if "--resume" in note:  # a resumable failure's own words (a full disk)
+                note += f"; {checkpoint.SUPERSEDED}"
+    elif outcome == "interrupted" and "--resume" not in note:
+        note = f"{note}; {RESUME_HINT}" if note else RESUME_HINT
+    return note
+
+
 @click.command("runs")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the latest N runs.")
 @json_option
@@ -529,26 +545,22 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
         ),
         default=-1,
     )
-    from keysync import checkpoint
-
-    pairs = list(zip(records, outcomes))
-    first = len(pairs) - limit if limit else 0
-    pairs = pairs[max(first, 0) :]
+    first = max(len(records) - limit if limit else 0, 0)
+    shown = [
+        (record, outcome, _run_note(record, outcome, superseded=position < last_success))
+        for position, (record, outcome) in enumerate(zip(records, outcomes))
+        if position >= first
+    ]
     if as_json:
-        _print_json([{**record.__dict__, "outcome": outcome} for record, outcome in pairs])
+        _print_json(
+            [{**record.__dict__, "outcome": outcome, "note": note} for record, outcome, note in shown]
+        )
         return
-    if not pairs:
+    if not shown:
         _say(app, "no runs recorded yet")
         return
     rows = []
-    for position, (record, outcome) in enumerate(pairs, start=max(first, 0)):
-        note = record.message
-        if outcome == "interrupted" and position > last_success and "--resume" not in note:
-            note = f"{note}; {RESUME_HINT}" if note else RESUME_HINT
-        elif position < last_success and "--resume" in note:  # a later run removed it
-            note = note.replace(checkpoint.KEPT, checkpoint.SUPERSEDED)
-            if "--resume" in note:  # a resumable failure's own words (a full disk)
-                note += f"; {checkpoint.SUPERSEDED}"
+    for record, outcome, note in shown:
         rows.append(
             [
                 record.run_id,
@@ -559,7 +571,7 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
                 outcome,
                 "-" if record.exit_code is None else record.exit_code,
                 _counts_text(record.counts),
-                note or "",
+                note,
             ]
         )
     _table(

@@ -418,6 +418,19 @@ def test_runs_no_longer_offers_to_resume_a_ctrl_c_run_a_later_run_superseded(
     interrupted, completed = shown[-2:]
     assert interrupted.endswith(" interrupted; its checkpoint was superseded by a later run")
     assert "--resume" not in interrupted and " completed " in completed
+    as_json = subprocess.run(
+        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "runs", "--json"),
+        capture_output=True,
+        text=True,
+        env=env_with(),
+        check=True,
+    ).stdout
+    first, last = json.loads(as_json)
+    assert first["note"] == (
+        f"run {first['run_id']} interrupted; its checkpoint was superseded by a later run"
+    )
+    assert "--resume" in first["message"]  # what the run said when it stopped
+    assert last["note"] == last["message"]
 
 
 def test_a_superseded_checkpoint_is_not_resumed_over_newer_state(fresh: Path) -> None:
