@@ -552,9 +552,7 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
         if position >= first
     ]
     if as_json:
-        _print_json(
-            [{**record.__dict__, "outcome": outcome, "note": note} for record, outcome, note in shown]
-        )
+        _print_json([{**r.__dict__, "outcome": status, "note": note} for r, status, note in shown])
         return
     if not shown:
         _say(app, "no runs recorded yet")

@@ -538,6 +538,28 @@ def test_helper_process_writes_the_same_bytes_as_one_process(
     assert file_hashes(tmp_path / "serial") == file_hashes(tmp_path / "parallel")
 
 
+def test_a_failure_in_the_helper_process_keeps_the_helpers_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the helper's half is raised in the main process with the helper's frames."""
+    build = generator_module._Run.build
+
+    def build_failing_for_d(run: Any, system: str, day: int) -> Any:
+        if system == "D" and os.getpid() != main_pid:
+            raise ValueError("bad day for D")
+        return build(run, system, day)
+
+    main_pid = os.getpid()
+    monkeypatch.setattr(generator_module, "PARALLEL_MIN_KEYS", 1)
+    monkeypatch.setattr(generator_module._Run, "build", build_failing_for_d)
+    monkeypatch.setattr(generator_module.threading, "active_count", lambda: 1)
+    with pytest.raises(ValueError, match="bad day for D") as raised:
+        generate(make_config(tmp_path), keys=2000, days=2, out=tmp_path / "out")
+    cause = raised.value.__cause__
+    assert isinstance(cause, generator_module.HelperTraceback)
+    assert "in _build_in_helper" in str(cause) and 'raise ValueError("bad day for D")' in str(cause)
+
+
 def test_default_size_is_drawn_from_the_seed(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     sizes = {generate(config, seed=s, out=tmp_path / str(s)).keys_per_system for s in (1, 2, 3)}

@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -432,8 +433,12 @@ def _helper(requests: Connection, systems: list[str]) -> None:
     while (day := requests.recv()) is not None:
         try:
             built = [(name, _build_in_helper(name, day)) for name in systems]
-        except Exception as exc:  # a full disk, say: the main process reports it
-            requests.send(exc)
+        except Exception as exc:  # a bug, or out of memory: the main process reports it
+            failure = (exc, traceback.format_exc())
+            try:
+                requests.send(failure)
+            except Exception:  # an exception that cannot be pickled: its text still tells
+                requests.send((RuntimeError(repr(exc)), failure[1]))
             return
         requests.send(built)
 
@@ -443,10 +448,16 @@ def _helper_answer(answers: Connection, helper: BaseProcess) -> list[tuple[str, 
         answer = answers.recv()
     except (EOFError, OSError):  # OSError: it died in the middle of an answer
         _helper_died(helper)
-    if isinstance(answer, Exception):
-        raise answer
+    if isinstance(answer, tuple):  # what failed in the helper, and where
+        failed, where = answer
+        raise failed from HelperTraceback(where)
     built: list[tuple[str, Snapshot]] = answer
     return built
+
+
+class HelperTraceback(Exception):
+    """The helper's own traceback, as the cause of what it raised: a pickled exception
+    keeps no frames, and a bug report needs the helper's, not the main process's."""
 
 
 def _helper_died(helper: BaseProcess) -> NoReturn:
