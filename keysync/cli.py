@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -49,6 +50,18 @@ class AppContext:
     def shows_progress(self) -> bool:
         """A progress line on stderr: a terminal, no -q, and no JSON stderr to keep clean."""
         return not self.quiet and self.log_format != "json" and sys.stderr.isatty()
+
+    @contextlib.contextmanager
+    def failures_logged(self) -> Iterator[None]:
+        """Checks made before logging is set up (the folders must be writable first):
+        a refusal still reaches the log file a collector reads, as ``command.failed``,
+        when the log file can be opened (the failure may be its folder)."""
+        try:
+            yield
+        except KeysyncError:
+            with contextlib.suppress(KeysyncError, OSError):
+                self.setup_logging()
+            raise
 
     def setup_logging(self) -> None:
         from keysync.logs import setup_logging
@@ -419,11 +432,17 @@ def run(
     from keysync.runner import run as run_reconciliation
 
     chosen = _split_systems(systems)
-    _check_folders(app, ("output", "data", "checkpoints"))
-    if resume:
-        _check_resume_options(
-            app, dry_run=dry_run, auto_approve=auto_approve, mode=mode, systems=chosen, keys=keys
-        )
+    with app.failures_logged():
+        _check_folders(app, ("output", "data", "checkpoints"))
+        if resume:
+            _check_resume_options(
+                app,
+                dry_run=dry_run,
+                auto_approve=auto_approve,
+                mode=mode,
+                systems=chosen,
+                keys=keys,
+            )
     app.setup_logging()
     options = RunOptions(
         mode=mode,

@@ -99,6 +99,11 @@ def test_an_output_folder_that_cannot_be_written_is_exit_3_naming_the_setting(
     line = _one_error_line(result)
     assert line.startswith("keysync: error: ") and "paths.output: cannot use /sys/kernel" in line
     assert _runs(tmp_path) == []  # refused before anything was recorded
+    # and a log collector sees it (a nightly cron run whose output mount went read-only)
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    (failed,) = [json.loads(text) for text in log_file.read_text().splitlines()]
+    assert (failed["event"], failed["level"], failed["exit_code"]) == ("command.failed", "error", 3)
+    assert failed["message"] == line.removeprefix("keysync: error: ")
 
 
 @pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs a folder no one may write")
