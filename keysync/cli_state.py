@@ -176,8 +176,7 @@ def registry_list(app: _App, status: str | None, limit: int | None, as_json: boo
             _print_json([])
         return
     with store:
-        canonical = {s.lower(): s for s in STATUSES}
-        entries = store.registry_entries(canonical[status.lower()] if status else None)
+        entries = store.registry_entries(status)
     if limit is not None:
         entries = entries[:limit]
     if as_json:

@@ -256,8 +256,6 @@ def _validate(config: Config) -> None:
     if len(config.sources) < 2:
         raise ConfigError("sources: the authority needs at least one peer to compare with")
     for name, source in config.sources.items():
-        if not _SYSTEM_NAME.fullmatch(name):
-            raise ConfigError(f"sources: system name {name!r} may use only letters, digits and _")
         if not source.path.strip():
             raise ConfigError(f"sources.{name}.path: must not be empty")
         if len(source.delimiter) != 1 or source.delimiter in '"\r\n':

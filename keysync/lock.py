@@ -121,7 +121,7 @@ class RunLock:
         except BlockingIOError:
             holder = _wait_for_holder_text(fd)
             os.close(fd)
-            raise RunError(_held_message(holder, db, path)) from None
+            raise RunError(_held_message(holder, db)) from None
         except BaseException:
             os.close(fd)
             raise
@@ -198,7 +198,7 @@ def _wait_for_holder_text(fd: int) -> LockHolder | None:
     return None
 
 
-def _held_message(holder: LockHolder | None, db: Path, path: Path) -> str:
+def _held_message(holder: LockHolder | None, db: Path) -> str:
     if holder is None:
         return (
             f"another keysync process holds the lock on {db}; wait for it to finish "

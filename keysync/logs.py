@@ -72,18 +72,6 @@ LEVELS: Final[dict[str, int]] = {
     "critical": 50,
 }
 _LEVEL_NAMES: Final[dict[int, str]] = {number: name for name, number in LEVELS.items()}
-# structlog passes the name of the method called; map it to the level it stands for.
-_METHOD_LEVEL: Final[dict[str, str]] = {
-    "debug": "debug",
-    "info": "info",
-    "msg": "info",
-    "warning": "warning",
-    "warn": "warning",
-    "error": "error",
-    "exception": "error",
-    "critical": "critical",
-    "fatal": "critical",
-}
 # Fields every line carries first, in this order; the event's own fields follow.
 _HEAD_FIELDS: Final = ("timestamp", "level", "event", "run_id", "pid", "stage")
 _MAX_FRAMES: Final = 20  # innermost frames kept per exception
@@ -611,7 +599,7 @@ def _finalize(logger: WrappedLogger, method_name: str, event_dict: EventDict) ->
     """The one processor doing the work: head fields first, plain values, exception dict."""
     event: dict[str, Any] = {
         "timestamp": _timestamp(),
-        "level": _METHOD_LEVEL.get(method_name, method_name),
+        "level": method_name,  # _Logger proxies under the level's own name
         "event": str(event_dict.pop("event", "")),
     }
     run_id = event_dict.pop("run_id", None) or _state.run_id
@@ -643,7 +631,7 @@ class _SinkLogger:
     def _emit(self, event: dict[str, Any]) -> None:
         _state.sink.emit(event)
 
-    debug = info = msg = warning = warn = error = exception = critical = fatal = _emit
+    debug = info = warning = error = critical = _emit
 
 
 _SINK_LOGGER: Final = _SinkLogger()
@@ -692,44 +680,6 @@ class _Logger(structlog.BoundLoggerBase):
     def log(self, level: int, event: str, *args: Any, **kw: Any) -> Any:
         name = _LEVEL_NAMES.get(level, "info")
         return self._at(LEVELS[name], name, event, args, kw)
-
-    msg = info
-    warn = warning
-    err = error
-    fatal = critical
-
-    def is_enabled_for(self, level: int) -> bool:
-        return level >= _state.min_level
-
-    def get_effective_level(self) -> int:
-        return _state.min_level
-
-    # Logging is a quick in-memory hand-off, so the async variants simply call through.
-    async def adebug(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self.debug(event, *args, **kw)
-
-    async def ainfo(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self.info(event, *args, **kw)
-
-    async def awarning(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self.warning(event, *args, **kw)
-
-    async def aerror(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self.error(event, *args, **kw)
-
-    async def acritical(self, event: str, *args: Any, **kw: Any) -> Any:
-        return self.critical(event, *args, **kw)
-
-    async def aexception(self, event: str, *args: Any, **kw: Any) -> Any:
-        kw.setdefault("exc_info", sys.exc_info())
-        return self.exception(event, *args, **kw)
-
-    async def alog(self, level: int, event: str, *args: Any, **kw: Any) -> Any:
-        return self.log(level, event, *args, **kw)
-
-    amsg = ainfo
-    awarn = awarning
-    afatal = acritical
 
 
 def _configure_structlog() -> None:

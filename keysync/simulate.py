@@ -517,8 +517,6 @@ class _Series:
                 if self.reader.poll(0.01):
                     self.ended = self._receive()
                 continue
-            if manifest.exists():
-                break
             message, code = self.ended
             raise KeysyncError(message or f"the generated series has no day {day}", code or 3)
         return folder

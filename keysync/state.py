@@ -90,7 +90,6 @@ AUDIT_COLUMNS = ("timestamp", "run_id", "seq", "event", "system", "key", "detail
 
 STATUSES = ("Proposed", "Active", "Deprecated")
 SUCCESSFUL = ("completed", "degraded")
-OUTCOMES = ("running", "completed", "degraded", "failed", "interrupted")
 
 # Positions in a master_keys row as stored (SPEC columns first, then bookkeeping).
 MK_MASTER_KEY = 0

@@ -91,11 +91,6 @@ AuditEvent = tuple[str, str, str, str, str, str]
 QUOTE, QUOTES = "'", "''"
 
 
-def sql_quote(text: str) -> str:
-    """A raw key in single quotes, inner quotes doubled (as SQL writes it): unambiguous."""
-    return QUOTE + text.replace(QUOTE, QUOTES) + QUOTE
-
-
 # A new master key, compactly: (master_key, source_system, source_key, seen_in,
 # last_seen_at, key). Status, strategy, times and run ids are the same for every new
 # entry of a run, so the store binds only these six values per row (and builds the
@@ -306,16 +301,6 @@ class ProvisioningPlan:
             )
         return events
 
-    def proposal_detail(self, entry: NewEntry) -> str:
-        master_key, source, source_key, seen_in = entry[:4]
-        return (
-            f"master key {master_key} ({self.strategy}) proposed for {source} key "
-            f"{sql_quote(source_key)}; seen in {seen_in}"
-        )
-
-    def approval_detail(self, master_key: str) -> str:
-        return f"master key {master_key}: Proposed -> Active by {self.approver}"
-
     # ------------------------------------------------------------- for the store
 
     def new_row(self, entry: NewEntry) -> RegistryRow:
@@ -344,9 +329,6 @@ class ProvisioningPlan:
     def new_entries(self) -> list[NewEntry]:
         """New entries in primary-key order: a B-tree fills ~2.5x faster that way."""
         return list(self.new.values())
-
-    def new_keys_sorted(self) -> list[str]:
-        return list(self.new)
 
     def changed_rows(self) -> list[RegistryRow]:
         return list(self.changed.values())
