@@ -59,6 +59,9 @@ from keysync.state import AUDIT_COLUMNS, StateStore
 
 NAME = "audit_log.csv"
 DESCRIPTION = "every run and registry decision of all runs, by timestamp and seq"
+DRY_RUN_NOTE = (
+    " (dry run: the rows with an empty seq are what it would record; nothing of them was saved)"
+)
 RISKY = (4, 5, 6)  # system, key, detail: text that can come from the inputs
 NUMBERS = (2,)  # seq, given as text (``StateStore.audit_rows(seq_as_text=True)``)
 LINK = "audit_log.last.csv"

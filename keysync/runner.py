@@ -277,7 +277,8 @@ def _latest_checkpoint(config: Config) -> Path | None:
 def _write_audit_log(
     writer: ReportWriter, store: StateStore, planned: list[tuple[Any, ...]] | None = None
 ) -> None:
-    """audit_log.csv: every recorded event; in a dry run also what would be recorded.
+    """audit_log.csv: every recorded event; in a dry run (``planned`` given, even empty)
+    also what would be recorded, and the header says so.
 
     Streamed from the database: the trail grows with every run, memory must not.
     When the previous file is verifiably the rendering of the events recorded up
@@ -285,13 +286,16 @@ def _write_audit_log(
     the events recorded since are rendered: the same bytes, in time proportional
     to the new events. Otherwise every event is rendered.
     """
+    description = audit_report.DESCRIPTION
+    if planned is not None:
+        description += audit_report.DRY_RUN_NOTE
     planned = planned or []
     log = audit_report.AuditLog(writer, store)
     report = writer.open(
         "audit_log.csv",
         {column: AUDIT_MEANINGS[column] for column in AUDIT_COLUMNS},
         row_count=log.total + len(planned),
-        description=audit_report.DESCRIPTION,
+        description=description,
     )
     log.copy_previous(report)
     audit_report.render_rows(

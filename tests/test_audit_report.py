@@ -77,14 +77,21 @@ def project(tmp_path: Path, write_config: Callable[..., Path]) -> Path:
 def full_rewrite(
     run_id: str, generated_at: str, store: StateStore, planned: Sequence[Any] = ()
 ) -> bytes:
-    """audit_log.csv as keysync wrote it before it could append: every row, rendered."""
+    """audit_log.csv as keysync wrote it before it could append: every row, rendered
+    (a dry run's header says its planned rows were not saved)."""
+    description = "every run and registry decision of all runs, by timestamp and seq"
+    if planned:
+        description += (
+            " (dry run: the rows with an empty seq are what it would record; "
+            "nothing of them was saved)"
+        )
     with tempfile.TemporaryDirectory() as folder:
         writer = ReportWriter(Path(folder), run_id, generated_at)
         report = writer.open(
             "audit_log.csv",
             {column: AUDIT_MEANINGS[column] for column in AUDIT_COLUMNS},
             row_count=store.audit_count() + len(planned),
-            description="every run and registry decision of all runs, by timestamp and seq",
+            description=description,
         )
         report.rows(itertools.chain(store.audit_rows(), planned), risky=(4, 5, 6))
         report.close()

@@ -288,6 +288,19 @@ def test_dry_run_leaves_the_database_unchanged_but_the_run_record(
     }
     assert "dry run" in (tmp_path / "output" / "master_key_registry.csv").read_text()
     assert statuses(tmp_path) == {"X-1": "Proposed"}
+    # The audit log lists the events the dry run would record, and its header says so.
+    dry_audit = (tmp_path / "output" / "audit_log.csv").read_text().splitlines()
+    assert (
+        "# description: every run and registry decision of all runs, by timestamp and seq "
+        "(dry run: the rows with an empty seq are what it would record; nothing of them was saved)"
+    ) in dry_audit
+    assert any(",,key.proposed," in line for line in dry_audit)
+    ok(keysync("-q", "run"))
+    real_audit = (tmp_path / "output" / "audit_log.csv").read_text().splitlines()
+    assert [line for line in real_audit if line.startswith("# description: ")] == [
+        "# description: every run and registry decision of all runs, by timestamp and seq"
+    ]
+    assert not any(",,key." in line for line in real_audit)
 
 
 def test_auto_approve_activates_new_master_keys(

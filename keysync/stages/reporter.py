@@ -105,7 +105,7 @@ AUDIT_MEANINGS = {
     "timestamp": "when the event was recorded",
     "run_id": "the run, or manual-<time> for a registry command",
     "seq": "the event's place in the trail; empty for what a dry run would record",
-    "event": "what happened: run.started, key.proposed, key.approved, key.deprecated...",
+    "event": "what happened: key.proposed, key.approved, key.deprecated, run.completed...",
     "system": "the system concerned, if any",
     "key": "the key concerned, if any",
     "detail": "what changed, in words",
