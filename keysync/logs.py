@@ -132,6 +132,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("resumed_run_id", "detail"),
         "`--resume` of a run killed after its commit: its reports put in place, no new run",
     ),
+    "inputs.regenerated": EventSpec(
+        "info",
+        ("keys_per_system", "seed", "scenario", "folder"),
+        "`run --keys N` replaced the mock inputs at the source paths before reading them",
+    ),
     "run.nothing_to_resume": EventSpec(
         "warning", ("detail",), "`--resume` found no interrupted run; a normal run follows"
     ),

@@ -498,7 +498,14 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
                 # Only under the lock: another run may be reading the very files it rewrites.
                 from keysync.mockdata import generate
 
-                generate(config, keys=options.regenerate_keys)
+                made = generate(config, keys=options.regenerate_keys)
+                log.info(
+                    "inputs.regenerated",
+                    keys_per_system=made.keys_per_system,
+                    seed=made.seed,
+                    scenario=made.scenario,
+                    folder=str(made.out_dir),
+                )
             if resume_dir is not None and not _usable_checkpoint(resume_dir, store):
                 resume_dir, run_id = None, new_run_id(started)
             if options.resume and resume_dir is None:

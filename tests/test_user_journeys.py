@@ -626,7 +626,10 @@ def test_generate_still_replaces_its_own_files(
     first = (tmp_path / "in" / "A.csv").read_bytes()
     assert keysync("-q", "generate", "--keys", "30").returncode == 0
     assert (tmp_path / "in" / "A.csv").read_bytes() != first
-    assert keysync("-q", "run", "--keys", "25").returncode == 0
+    rerun = keysync("run", "--keys", "25")
+    assert rerun.returncode == 0, rerun.stderr
+    (said,) = [line for line in rerun.stderr.splitlines() if "inputs.regenerated" in line]
+    assert "keys_per_system=25 seed=42 scenario=normal folder=" in said, said
 
 
 def test_the_readme_first_session_runs_as_written_on_the_default_config(
