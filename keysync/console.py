@@ -51,6 +51,33 @@ def final_line(result: RunResult) -> str | None:
     return line
 
 
+# What a run did to the registry, in the order a reader asks: the counts of ProvisioningPlan.
+_REGISTRY_CHANGES = ("proposed", "approved", "deprecated", "resolved", "unresolved", "reappeared")
+
+
+def registry_line(result: RunResult) -> str:
+    """``registry: 1,525 proposed; 1,525 master keys: 1,525 Proposed, ...`` and the next step.
+
+    The table says what the systems hold; this says what the run did about it (until
+    now only the log's ``registry.changed`` told) and how many keys wait for a decision."""
+    counts = result.registry
+    changes = ", ".join(
+        f"{counts[name]:,} {name}" for name in _REGISTRY_CHANGES if counts.get(name)
+    )
+    if result.dry_run:
+        line = "registry (dry run, nothing saved): " + (
+            f"would be {changes}" if changes else "no change"
+        )
+    else:
+        line = f"registry: {changes or 'no change'}"
+    if result.statuses:
+        by_status = ", ".join(f"{n:,} {status}" for status, n in result.statuses.items())
+        line += f"; {sum(result.statuses.values()):,} master keys: {by_status}"
+    if result.statuses.get("Proposed") and not result.dry_run:
+        line += " (review: keysync registry list --status Proposed)"
+    return line
+
+
 def _cell(value: object) -> str:
     return "-" if value is None else str(value)
 
@@ -99,6 +126,8 @@ def print_run_result(result: RunResult) -> None:
     for s in result.summaries:
         if not s.available:
             click.echo(f"{s.system} unavailable: {s.unavailable_reason}")
+    if result.registry:
+        click.echo(registry_line(result))
     click.echo(f"reports: {result.output_dir}")
     last = final_line(result)
     if last:

@@ -107,6 +107,8 @@ class RunResult:
     dry_run: bool = False
     discrepancies: bool = False
     durations: dict[str, float] = field(default_factory=dict)
+    registry: dict[str, int] = field(default_factory=dict)  # ProvisioningPlan.counts()
+    statuses: dict[str, int] = field(default_factory=dict)  # master keys by status, after
 
 
 def utc_now() -> datetime:
@@ -388,6 +390,7 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
         message=_outcome_message(summaries, exit_code),
         dry_run=record.dry_run,
         discrepancies=has_discrepancies(summaries),
+        registry=record.counts.get("registry", {}),
     )
 
 
@@ -817,6 +820,7 @@ class _Run:
             registry.rows(registry_rows, risky=REGISTRY_RISKY)
             registry.close()
             result = self._outcome(comparison)
+            result.registry, result.statuses = plan.counts(), plan.status_counts()
             writer.write_json("summary.json", self._summary_json(result, now))
         except OSError as exc:  # a write() error names no file: say where
             where = f" ({exc.filename})" if exc.filename else ""
@@ -872,6 +876,7 @@ class _Run:
                 for s in result.summaries
             ],
             "discrepancies": result.discrepancies,
+            "registry": {**result.registry, "by_status": result.statuses},
             "exit_code": result.exit_code,
             "message": result.message,
         }

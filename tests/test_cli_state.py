@@ -102,6 +102,44 @@ def ok(result: subprocess.CompletedProcess[str], code: int = 0) -> subprocess.Co
 # ------------------------------------------------------------ consecutive runs
 
 
+def test_the_summary_says_what_the_run_did_to_the_registry_and_what_waits(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: the summary ended with the reports' folder; that a run proposed 1,525 master
+    keys, or deprecated approved ones, was only in a long log line on stderr."""
+    project(deprecate_after_runs=1)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    first = ok(keysync("run")).stdout.splitlines()
+    assert first[-2] == (
+        "registry: 2 proposed; 2 master keys: 2 Proposed, 0 Active, 0 Deprecated "
+        "(review: keysync registry list --status Proposed)"
+    )
+    ok(keysync("-q", "registry", "approve", "X-1"))
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-2"], "C": ["K-1", "X-3"]})
+    dry = ok(keysync("run", "--dry-run")).stdout.splitlines()
+    assert dry[-2] == (
+        "registry (dry run, nothing saved): would be 1 proposed, 1 deprecated; "
+        "3 master keys: 2 Proposed, 0 Active, 1 Deprecated"
+    )
+    ok(keysync("-q", "run", "--auto-approve"))
+    summary = json.loads((tmp_path / "output" / "summary.json").read_text())
+    assert summary["registry"] == {
+        "proposed": 1,
+        "approved": 1,
+        "deprecated": 1,
+        "resolved": 0,
+        "unresolved": 0,
+        "reappeared": 0,
+        "seen_in_changed": 1,
+        "registry_total": 3,
+        "by_status": {"Proposed": 1, "Active": 1, "Deprecated": 1},
+    }
+    assert ok(keysync("run")).stdout.splitlines()[-2] == (
+        "registry: no change; 3 master keys: 1 Proposed, 1 Active, 1 Deprecated "
+        "(review: keysync registry list --status Proposed)"
+    )
+
+
 def test_three_runs_give_statuses_history_and_missing_since(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
