@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import pwd
 import secrets
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -37,9 +36,9 @@ from keysync.state import (
     RunRecord,
     StateStore,
 )
+from keysync.tables import print_json, print_table, visible
 
 F = TypeVar("F", bound=Callable[..., Any])
-MAX_CELL = 60
 
 
 class _App(Protocol):
@@ -82,46 +81,6 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
         func
     )
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Print aligned columns; long cells (except the last column) are shortened with '…'."""
-    shown = [
-        [_short(str(c), last=i == len(headers) - 1) for i, c in enumerate(row)] for row in rows
-    ]
-    widths = [len(h) for h in headers]
-    for row in shown:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    out = io.StringIO()
-    line = "  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers))
-    out.write(line.rstrip() + "\n")
-    for row in shown:
-        out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() + "\n")
-    click.echo(out.getvalue(), nl=False)
-
-
-# Control characters as escapes: a raw tab breaks the columns, an ESC recolours the terminal.
-_VISIBLE = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {
-    ord("\n"): "\\n",
-    ord("\r"): "\\r",
-    ord("\t"): "\\t",
-}
-
-
-def _visible(text: str) -> str:
-    return text.translate(_VISIBLE)
-
-
-def _short(text: str, *, last: bool) -> str:
-    text = _visible(text)
-    if last or len(text) <= MAX_CELL:
-        return text
-    return text[: MAX_CELL - 1] + "…"
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 def _utc_stamp() -> tuple[str, str]:
@@ -173,19 +132,19 @@ def registry_list(app: _App, status: str | None, limit: int | None, as_json: boo
     store = _open(app)
     if store is None:
         if as_json:
-            _print_json([])
+            print_json([])
         return
     with store:
         entries = store.registry_entries(status)
     if limit is not None:
         entries = entries[:limit]
     if as_json:
-        _print_json([_entry_json(e) for e in entries])
+        print_json([_entry_json(e) for e in entries])
         return
     if not entries:
         _say(app, f"no master keys{f' with status {status}' if status else ''}")
         return
-    _table(
+    print_table(
         ["master_key", "status", "strategy", "source", "source_key", "seen_in", "last_seen_at"],
         (
             [
@@ -253,7 +212,7 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
             raise _unknown(key)
         events = {e.master_key: _entry_events(store, e) for e in entries}
     if as_json:
-        _print_json(
+        print_json(
             [
                 {
                     **_entry_json(e),
@@ -269,11 +228,11 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
         data = _entry_json(entry)
         width = max(len(name) for name in data)
         for name, value in data.items():
-            click.echo(f"{name.ljust(width)}  {_visible(str(value)) if value != '' else '-'}")
+            click.echo(f"{name.ljust(width)}  {visible(str(value)) if value != '' else '-'}")
         click.echo()
         rows = events[entry.master_key]
         if rows:
-            _table(
+            print_table(
                 ["timestamp", "run_id", "event", "detail"], ([r[0], r[1], r[3], r[6]] for r in rows)
             )
         else:
@@ -531,7 +490,7 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
     store = _open(app)
     if store is None:
         if as_json:
-            _print_json([])
+            print_json([])
         return
     with store:
         records = store.runs()
@@ -551,7 +510,7 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
         if position >= first
     ]
     if as_json:
-        _print_json([{**r.__dict__, "outcome": status, "note": note} for r, status, note in shown])
+        print_json([{**r.__dict__, "outcome": status, "note": note} for r, status, note in shown])
         return
     if not shown:
         _say(app, "no runs recorded yet")
@@ -571,7 +530,7 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
                 note,
             ]
         )
-    _table(
+    print_table(
         ["run_id", "started", "ended", "mode", "flags", "outcome", "exit", "counts", "note"], rows
     )
 
@@ -594,7 +553,7 @@ def audit(app: _App, run_id: str | None, as_json: bool) -> None:
     store = _open(app)
     if store is None:
         if as_json:
-            _print_json([])
+            print_json([])
         return
     with store:
         rows = list(store.audit_rows(run_id))
@@ -604,12 +563,12 @@ def audit(app: _App, run_id: str | None, as_json: bool) -> None:
                 EXIT_USAGE,
             )
     if as_json:
-        _print_json([dict(zip(AUDIT_COLUMNS, row)) for row in rows])
+        print_json([dict(zip(AUDIT_COLUMNS, row)) for row in rows])
         return
     if not rows:
         _say(app, "no audit events" + (f" for run {run_id}" if run_id else ""))
         return
-    _table(list(AUDIT_COLUMNS), rows)
+    print_table(list(AUDIT_COLUMNS), rows)
 
 
 # -------------------------------------------------------------------- history
@@ -662,7 +621,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
             EXIT_USAGE,
         )
     if as_json:
-        _print_json(
+        print_json(
             {
                 "key": normalized,
                 "systems": [
@@ -682,7 +641,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
     elif normalized != key:
         title += f" (normalized from {key!r})"
     click.echo(title)
-    _table(
+    print_table(
         ["system", "status", "first_seen", "last_seen", "missing_since"],
         (
             [
@@ -699,7 +658,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
     )
     if timeline.events:
         click.echo("\nchanges:")
-        _table(["timestamp", "run_id", "system", "event"], timeline.events)
+        print_table(["timestamp", "run_id", "system", "event"], timeline.events)
     for entry in entries:
         click.echo(
             f"\nmaster key {entry.master_key}: {entry.status}"
