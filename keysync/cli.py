@@ -529,15 +529,70 @@ def config_check(app: AppContext) -> None:
       keysync config check
     """
     from keysync.cron import CronSchedule
+    from keysync.normalization import rule_warnings
 
     config = app.config
     click.echo(f"# {Path(app.config_path).resolve()}: valid")
+    for warning in rule_warnings(config.normalize):
+        click.echo(f"# warning: {warning}")
     click.echo(config.to_yaml().rstrip())
     now = datetime.now(timezone.utc)
     times = CronSchedule(config.schedule).next_times(now, 3)
     click.echo("# next scheduled runs (UTC):")
     for moment in times:
         click.echo(f"#   {moment.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+
+
+@main.command("normalize")
+@click.argument("keys", nargs=-1)
+@click.option("--steps", is_flag=True, help="Also show what each rule makes of each key.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_app
+def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool) -> None:
+    """Show what the configured rules make of keys: one per argument, or per line of stdin.
+
+    Nothing is read from the sources and nothing is written: a way to try a rule
+    change on sample keys before a run (keys that come out equal are one key).
+
+    \b
+    Example:
+      keysync normalize "cust_00123" "Café 7" " PROD/abc/789 "
+      keysync -c trial.yaml normalize --steps "cust_00123"
+      cut -d, -f1 input/B.csv | keysync normalize
+    """
+    from keysync.normalization import compile_rules
+    from keysync.stages.normalizer import EMPTY_KEY_MESSAGE, too_long_message
+    from keysync.tables import print_json, print_table
+
+    config = app.config
+    if not keys:
+        if sys.stdin.isatty():
+            fail("normalize: give keys as arguments, or one per line on stdin")
+        keys = tuple(line.rstrip("\r\n") for line in sys.stdin)
+    normalizer = compile_rules(config.normalize)
+    limit = config.processing.max_key_length
+    results = []
+    for raw in keys:
+        key, rejected = normalizer.normalize(raw), ""
+        if len(raw) > limit:
+            key, rejected = "", f"too-long: {too_long_message(len(raw), limit)}"
+        elif not key:
+            rejected = f"empty-key: {EMPTY_KEY_MESSAGE}"
+        results.append((raw, key, rejected, normalizer.trace(raw) if steps else []))
+    if as_json:
+        print_json(
+            [
+                {"raw": raw, "key": key or None, "rejected": rejected or None}
+                | ({"steps": [{"rule": r, "key": k} for r, k in trail]} if steps else {})
+                for raw, key, rejected, trail in results
+            ]
+        )
+        return
+    rows = []
+    for raw, key, rejected, trail in results:
+        rows.append([repr(raw), key or f"rejected, {rejected}"])
+        rows.extend([f"  {rule}", repr(text)] for rule, text in trail)
+    print_table(["raw / rule" if steps else "raw", "key"], rows)
 
 
 def _register_state_commands() -> None:

@@ -73,31 +73,34 @@ class KeyNormalizer:
 
     def __init__(self, rules: NormalizeConfig) -> None:
         self.rules = rules
-        steps: list[Callable[[str], str]] = []
+        steps: list[tuple[str, Callable[[str], str]]] = []  # (rule, step)
         if rules.trim:
-            steps.append(str.strip)
+            steps.append(("trim", str.strip))
         if rules.ascii_fold:
-            steps.append(_fold_to_ascii)
+            steps.append(("ascii_fold", _fold_to_ascii))
         if rules.uppercase:
-            steps.append(str.upper)
+            steps.append(("uppercase", str.upper))
         separator = rules.collapse_delims
         # re.sub reads "\\" in a replacement as an escape: a "\\" separator must be doubled.
         replacement = separator.replace("\\", "\\\\") if separator else ""
         if rules.strip_non_alnum:
-            steps.append(self._strip_translated(rules.delimiters, separator, replacement))
+            strip = self._strip_translated(rules.delimiters, separator, replacement)
+            name = "strip_non_alnum" if separator is None else "collapse_delims + strip_non_alnum"
+            steps.append((name, strip))
         elif separator is not None and rules.delimiters:
             delimiter_runs = re.compile(f"[{re.escape(rules.delimiters)}]+")
-            steps.append(partial(delimiter_runs.sub, replacement))
+            steps.append(("collapse_delims", partial(delimiter_runs.sub, replacement)))
         if rules.trim and not rules.strip_non_alnum:
             # Trim again: folding ("´" -> " ") or collapsing into a whitespace delimiter can
             # leave whitespace at an end, and trim promises none (and idempotent rules).
             # With strip_non_alnum on, stripping already removed it.
-            steps.append(str.strip)
+            steps.append(("trim", str.strip))
         if rules.pad_numbers > 0:
             width = rules.pad_numbers
             digit_runs = re.compile("[0-9]+")
-            steps.append(partial(digit_runs.sub, lambda m: m.group().zfill(width)))
-        self._steps = tuple(steps)
+            steps.append(("pad_numbers", partial(digit_runs.sub, lambda m: m.group().zfill(width))))
+        self._named_steps = tuple(steps)
+        self._steps = tuple(step for _, step in steps)
         pattern = _normal_form_pattern(rules)
         self._is_normal = re.compile(pattern).fullmatch if pattern else None
         self._batch_is_normal = (
@@ -148,6 +151,17 @@ class KeyNormalizer:
         for step in self._steps:
             text = step(text)
         return text
+
+    def trace(self, raw: str) -> list[tuple[str, str]]:
+        """What each rule makes of ``raw``, in order: ``[("trim", ...), ("uppercase", ...)]``.
+
+        For ``keysync normalize --steps``: the same step functions as ``normalize``, one
+        at a time (with strip_non_alnum on, collapsing delimiters is part of its step)."""
+        text, trail = raw, []
+        for name, step in self._named_steps:
+            text = step(text)
+            trail.append((name, text))
+        return trail
 
     def normalize_many(self, raws: list[str]) -> list[str]:
         """Normalize a batch; when every key is already normal, return the batch itself."""
@@ -256,6 +270,30 @@ class _AsciiBatch:
             width = self.width
             data = self.short_digits.sub(lambda m: m.group().zfill(width), data)
         return data
+
+
+def rule_warnings(rules: NormalizeConfig) -> list[str]:
+    """Valid rule combinations that delete letters a user most likely meant to keep.
+
+    ``strip_non_alnum`` keeps A-Z and 0-9 only (SPEC.md), so without ``uppercase``
+    every lower-case letter goes, and without ``ascii_fold`` every accented one.
+    Each warning shows the effect on an example, computed with the rules themselves."""
+    if not rules.strip_non_alnum:
+        return []
+    normalizer = KeyNormalizer(rules)
+    warnings = []
+    for off, example, letters in (
+        ("uppercase", "Cust_12", "lower-case"),
+        ("ascii_fold", "CAFÉ-12", "accented"),
+    ):
+        if not getattr(rules, off):
+            becomes = normalizer.normalize(example)
+            warnings.append(
+                f"normalize.{off} is false and strip_non_alnum keeps only A-Z and 0-9: every "
+                f"{letters} letter is deleted ({example!r} becomes {becomes!r}); "
+                "try keys with `keysync normalize`"
+            )
+    return warnings
 
 
 def compile_rules(rules: NormalizeConfig) -> KeyNormalizer:

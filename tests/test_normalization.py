@@ -9,10 +9,14 @@ configuration.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import time
 import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import example, given, settings
@@ -20,6 +24,9 @@ from hypothesis import strategies as st
 
 from keysync.config import NormalizeConfig
 from keysync.normalization import _normal_form_pattern, compile_rules
+
+if TYPE_CHECKING:
+    from conftest import RunKeysync
 
 DEFAULT = NormalizeConfig()
 PAD6 = NormalizeConfig(pad_numbers=6)
@@ -252,6 +259,29 @@ def test_never_raises_and_follows_the_spec(rules: NormalizeConfig, raw: str) -> 
     assert compile_rules(rules).normalize(raw) == reference_normalize(raw, rules)
 
 
+@given(rule_sets, any_text)
+def test_the_trace_of_keysync_normalize_steps_ends_in_the_key(
+    rules: NormalizeConfig, raw: str
+) -> None:
+    """`keysync normalize --steps` shows the rules one by one: they must add up to the key,
+    and name the rules that are on, in SPEC order."""
+    trail = compile_rules(rules).trace(raw)
+    assert (trail[-1][1] if trail else raw) == reference_normalize(raw, rules)
+    is_on = {
+        "trim": rules.trim,
+        "ascii_fold": rules.ascii_fold,
+        "uppercase": rules.uppercase,
+        "collapse_delims": rules.collapse_delims is not None,
+        "strip_non_alnum": rules.strip_non_alnum,
+        "pad_numbers": rules.pad_numbers > 0,
+    }
+    named = [rule for name, _ in trail for rule in name.split(" + ")]
+    assert all(is_on[rule] for rule in named)
+    spec_order = list(is_on)
+    firsts = [spec_order.index(rule) for rule in named if rule != "trim"]
+    assert firsts == sorted(firsts)
+
+
 @given(rule_sets, st.lists(any_text, max_size=8))
 def test_normalize_many_equals_normalize_each(rules: NormalizeConfig, raws: list[str]) -> None:
     normalizer = compile_rules(rules)
@@ -293,3 +323,62 @@ def test_fast_path_regex_matches_only_fixed_points(rules: NormalizeConfig, raw: 
     pattern = _normal_form_pattern(rules)
     if pattern is not None and re.fullmatch(pattern, raw):
         assert reference_normalize(raw, rules) == raw
+
+
+# ------------------------------------------------------------- keysync normalize, config check
+
+
+def test_keysync_normalize_shows_each_key_as_the_configured_rules_make_it(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """An architect tries rules on sample keys before a run: arguments, stdin, --json."""
+    write_config(tmp_path, processing={"max_key_length": 14})
+    shown = keysync("normalize", "  cust_00123 ", "café 7", "#!?", "K-1234567890123", "a\tb")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        "RAW                KEY",
+        "'  cust_00123 '    CUST-00123",
+        "'café 7'           CAFE-7",
+        "'#!?'              rejected, empty-key: the key normalizes to nothing "
+        "(no letters or digits)",
+        "'K-1234567890123'  rejected, too-long: key has 15 characters, the limit is 14 "
+        "(processing.max_key_length)",
+        "'a\\tb'             A-B",
+    ]
+    piped = keysync("normalize", "--json", input="prod..abc//789\r\nTxn-2024-001\n")
+    assert json.loads(piped.stdout) == [
+        {"raw": "prod..abc//789", "key": "PROD-ABC-789", "rejected": None},
+        {"raw": "Txn-2024-001", "key": "TXN-2024-001", "rejected": None},
+    ]
+
+
+def test_keysync_normalize_steps_names_each_rule_of_the_config(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    write_config(tmp_path, normalize={"pad_numbers": 6})
+    shown = keysync("normalize", "--steps", " Café 7 ")
+    assert shown.stdout.splitlines() == [
+        "RAW / RULE                           KEY",
+        "' Café 7 '                           CAFE-000007",
+        "  trim                               'Café 7'",
+        "  ascii_fold                         'Cafe 7'",
+        "  uppercase                          'CAFE 7'",
+        "  collapse_delims + strip_non_alnum  'CAFE-7'",
+        "  pad_numbers                        'CAFE-000007'",
+    ]
+
+
+def test_config_check_warns_of_rules_that_delete_letters(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen: `uppercase: false` passed `config check`, and then `cust_00123` became `00123`."""
+    write_config(tmp_path, normalize={"uppercase": False})
+    checked = keysync("config", "check")
+    assert checked.returncode == 0, checked.stderr
+    assert [line for line in checked.stdout.splitlines() if "warning" in line] == [
+        "# warning: normalize.uppercase is false and strip_non_alnum keeps only A-Z and 0-9: "
+        "every lower-case letter is deleted ('Cust_12' becomes 'C-12'); try keys with "
+        "`keysync normalize`"
+    ]
+    write_config(tmp_path, normalize={"uppercase": False, "strip_non_alnum": False})
+    assert "warning" not in keysync("config", "check").stdout

@@ -20,6 +20,12 @@ from keysync.messages import KeyBatch, RawBatch, RejectedRow
 from keysync.normalization import KeyNormalizer
 from keysync.stages.reader import preview
 
+EMPTY_KEY_MESSAGE = "the key normalizes to nothing (no letters or digits)"
+
+
+def too_long_message(length: int, limit: int) -> str:
+    return f"key has {length} characters, the limit is {limit} (processing.max_key_length)"
+
 
 def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: int) -> KeyBatch:
     """Normalize every raw key of ``batch``; bad keys move to ``rejected``."""
@@ -33,8 +39,7 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
                 batch.system,
                 lines[i],
                 "too-long",
-                f"key has {len(raws[i])} characters, the limit is {max_key_length} "
-                "(processing.max_key_length)",
+                too_long_message(len(raws[i]), max_key_length),
                 preview(raws[i]),
             )
             for i in too_long
@@ -48,7 +53,7 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
                 batch.system,
                 lines[i],
                 "empty-key",
-                "the key normalizes to nothing (no letters or digits)",
+                EMPTY_KEY_MESSAGE,
                 preview(raws[i]),
             )
             for i in empty
