@@ -1304,3 +1304,28 @@ def test_manual_approvals_and_deprecations_are_in_the_log_one_event_per_key(
     for e in manual:
         actor = e["reason"].rsplit("audit run id ", 1)[1].rstrip(")")
         assert actor in audit_ids and e["reason"].startswith("by hand (keysync registry ")
+
+
+def test_a_key_first_out_of_authority_while_its_holder_is_out_of_the_config_counts_it(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path], write_config: Any
+) -> None:
+    """Seen (series oracle): with B taken out of the config, an existing entry kept B in
+    seen_in, as the history does, but a key proposed in that run left B out; putting B
+    back then recorded a seen_in change with nothing changed in B."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1", "K-9"], "B": ["K-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    write_config(
+        tmp_path,
+        sources={s: {"path": f"./input/{s}.csv"} for s in "AC"},
+        processing={"parallel": False, "workers": 1},
+    )
+    write_inputs(tmp_path, {"A": ["K-9"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    query = "SELECT master_key, source_system, seen_in FROM master_keys"
+    assert db_rows(tmp_path, query) == [("K-1", "C", "B;C")]
+    project()  # B is back, its file unchanged
+    ok(keysync("-q", "run"))
+    assert db_rows(tmp_path, query) == [("K-1", "C", "B;C")]
+    events = db_rows(tmp_path, "SELECT event FROM audit_events WHERE key = 'K-1' ORDER BY seq")
+    assert [e for (e,) in events] == ["key.proposed"]

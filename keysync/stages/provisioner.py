@@ -396,7 +396,10 @@ def _plan(
     planner.successful = store.successful_seqs()
     planner.update_existing()
     planner.propose()
+    # Not read: configured systems that were down or left out, and systems taken out of
+    # the config, which the history (and every existing entry) still counts as holders.
     unread = [system for system in config.sources if system not in planner.read_set]
+    unread += [system for system in store.history_systems() if system not in config.sources]
     if plan.strategy == "mirror" and plan.new and unread:
         planner.add_unread_holders(store.load_history_state(), unread)
     plan.stats = planner.stats
