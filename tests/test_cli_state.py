@@ -1329,3 +1329,37 @@ def test_a_key_first_out_of_authority_while_its_holder_is_out_of_the_config_coun
     assert db_rows(tmp_path, query) == [("K-1", "C", "B;C")]
     events = db_rows(tmp_path, "SELECT event FROM audit_events WHERE key = 'K-1' ORDER BY seq")
     assert [e for (e,) in events] == ["key.proposed"]
+
+
+def test_a_key_with_mirror_and_namespaced_entries_is_shown_and_changed_whole(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen: after a switch from namespaced to mirror, `registry show x_1` and `approve x_1`
+    found the mirror entry X-1 only and left B:X-1 and C:X-1, entries of the same key,
+    as they were without a word (docs/state.md: a key finds all its entries)."""
+
+    def configure(strategy: str) -> None:
+        write_config(
+            tmp_path,
+            sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+            provisioning={"strategy": strategy},
+            processing={"parallel": False, "workers": 1},
+        )
+
+    configure("namespaced")
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["x_1"], "C": ["X 1"]})
+    ok(keysync("-q", "run"))
+    configure("mirror")
+    ok(keysync("-q", "run"))
+    shown = json.loads(ok(keysync("registry", "show", "x_1", "--json")).stdout)
+    assert [entry["master_key"] for entry in shown] == ["B:X-1", "C:X-1", "X-1"]
+    approved = ok(keysync("registry", "approve", "x_1"))
+    assert approved.stdout.splitlines() == [
+        "B:X-1: Proposed -> Active",
+        "C:X-1: Proposed -> Active",
+        "X-1: Proposed -> Active",
+    ]
+    assert statuses(tmp_path) == {"B:X-1": "Active", "C:X-1": "Active", "X-1": "Active"}
+    # A master key named exactly is that one entry.
+    ok(keysync("-q", "registry", "deprecate", "B:X-1"))
+    assert statuses(tmp_path) == {"B:X-1": "Deprecated", "C:X-1": "Active", "X-1": "Active"}
