@@ -1363,3 +1363,30 @@ def test_a_key_with_mirror_and_namespaced_entries_is_shown_and_changed_whole(
     # A master key named exactly is that one entry.
     ok(keysync("-q", "registry", "deprecate", "B:X-1"))
     assert statuses(tmp_path) == {"B:X-1": "Deprecated", "C:X-1": "Active", "X-1": "Active"}
+
+
+def test_a_lost_database_beside_earlier_runs_traces_is_refused_not_started_afresh(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: with keysync.db deleted (a restore gone wrong), `run` made a new registry,
+    set approved and deprecated keys back to Proposed, and published an audit_log.csv
+    that had forgotten the old trail, without a word."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    trail = (tmp_path / "output" / "audit_log.csv").read_bytes()
+    database = tmp_path / "data" / "keysync.db"
+    database.unlink()
+    refused = keysync("-q", "run")
+    assert refused.returncode == 3
+    assert refused.stderr.splitlines() == [
+        f"keysync: error: {database} is missing, but earlier runs left "
+        f"{tmp_path / 'data' / 'audit_log.last.json'}: put keysync.db back from a backup "
+        "(a new one would start the registry and the audit trail from nothing), or move "
+        f"{tmp_path / 'data'} aside to start afresh on purpose"
+    ]
+    assert not database.exists()
+    assert (tmp_path / "output" / "audit_log.csv").read_bytes() == trail
+    shutil.move(tmp_path / "data", tmp_path / "old-data")  # afresh, on purpose
+    ok(keysync("-q", "run"))
+    assert statuses(tmp_path) == {"X-1": "Proposed"}
