@@ -790,6 +790,7 @@ class _Run:
                 plan=plan,
                 history=history,
                 dry_run=options.dry_run,
+                message=result.message,  # a degraded run names the systems it missed
             )
         except BaseException:
             if not _committed(store, self.run_id):  # (commit_run logs after its COMMIT)

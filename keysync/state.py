@@ -583,6 +583,8 @@ class StateStore:
                 detail = f"outcome {outcome}, exit {exit_code}" + "".join(
                     f", {name} {value}" for name, value in registry.items() if value
                 )
+                if message:
+                    detail += f"; {message}"
                 self._insert_events([(ended, run_id, f"run.{outcome}", "", "", detail)])
                 pause_for_tests("mid-commit")
             self._db.execute(

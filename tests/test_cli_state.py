@@ -1390,3 +1390,21 @@ def test_a_lost_database_beside_earlier_runs_traces_is_refused_not_started_afres
     shutil.move(tmp_path / "data", tmp_path / "old-data")  # afresh, on purpose
     ok(keysync("-q", "run"))
     assert statuses(tmp_path) == {"X-1": "Proposed"}
+
+
+def test_a_degraded_run_names_the_missing_system_in_runs_and_the_audit_trail(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `runs` and `run.degraded` said "degraded" with no system named; only the
+    summary.json of that run (replaced by the next run) had it."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    (tmp_path / "input" / "C.csv").unlink()
+    assert keysync("-q", "run").returncode == 4
+    (line,) = ok(keysync("runs")).stdout.splitlines()[1:]
+    assert line.endswith(" degraded  4     proposed=1  degraded: C unavailable, not compared")
+    (detail,) = db_rows(tmp_path, "SELECT detail FROM audit_events WHERE event = 'run.degraded'")
+    assert detail == (
+        "outcome degraded, exit 4, proposed 1, registry_total 1; "
+        "degraded: C unavailable, not compared",
+    )
