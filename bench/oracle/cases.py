@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -532,3 +534,247 @@ def gen_mock(seed: int, case: Path) -> tuple[dict[str, Any], list[str]]:
         scenario,
     ]
     return cfg, args
+
+
+# ------------------------------------------------------------------ series
+
+
+def gen_series(seed: int, case: Path) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """A `keysync generate --days D` series: (config, plan, generate arguments).
+
+    The seed picks the scenario (seed % 4: normal, drift, failure, recovery, so four
+    consecutive seeds cover them all), keys per system, days, strategy,
+    `deprecate_after_runs`, auto-approve, rules, corruption, how often a system keeps
+    yesterday's file (``stale``) and whether manual commands, dry runs and `--systems`
+    days are mixed in (``mix``).
+    """
+    rng = random.Random(seed * 13 + 5)
+    plan: dict[str, Any] = {
+        "scenario": ["normal", "drift", "failure", "recovery"][seed % 4],
+        "keys": rng.choice([200, 500, 1000, 2000]),
+        "days": rng.randint(4, 7),
+        "strategy": "namespaced" if rng.random() < 0.3 else "mirror",
+        "deprecate_after_runs": rng.choice([1, 2, 3]),
+        "auto_approve": rng.random() < 0.5,
+        "stale": rng.choice([0.0, 0.3, 0.5]),
+        "mix": rng.random() < 0.7,
+    }
+    cfg: dict[str, Any] = {
+        "sources": {s: {"path": f"./input/{s}.csv"} for s in "ABCDE"},
+        "provisioning": {
+            "strategy": plan["strategy"],
+            "deprecate_after_runs": plan["deprecate_after_runs"],
+        },
+        "processing": {"parallel": rng.random() < 0.5, "batch_size": rng.choice([100, 1000])},
+    }
+    if rng.random() < 0.3:
+        cfg["normalize"] = {"pad_numbers": 7, "collapse_delims": "_"}
+    if rng.random() < 0.3:
+        cfg["simulation"] = {"failures": {"inject_corruption": 0.05}}
+    gen_args = ["--keys", str(plan["keys"]), "--seed", str(seed), "--scenario", plan["scenario"]]
+    gen_args += ["--days", str(plan["days"]), "--out", "./g"]
+    case.mkdir(parents=True, exist_ok=True)
+    write_cfg(case, cfg)
+    return cfg, plan, gen_args
+
+
+# ------------------------------------------------------------------ edits (day to day)
+
+EDIT_OPS = (
+    *("add", "add", "remove", "reorder", "stamps", "stamps", "dup", "bad", "multiline"),
+    *("header-name", "header-ts", "longnote", "same-size"),
+)
+_STAMP = re.compile(rb"20\d\d-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?")
+
+
+def _header(data: bytes, src: dict[str, Any]) -> tuple[list[str], str, str]:
+    enc = src.get("encoding", "utf-8")
+    delim = src.get("delimiter", ",")
+    head = data.split(b"\n", 1)[0].removeprefix(b"\xef\xbb\xbf").rstrip(b"\r")
+    return head.decode(enc, "replace").split(delim), delim, enc
+
+
+def _edit_row(
+    rng: random.Random,
+    cols: list[str],
+    delim: str,
+    enc: str,
+    src: dict[str, Any],
+    pool: list[str],
+    note_lines: int = 0,
+) -> bytes:
+    vals = []
+    for c in cols:
+        if c == src.get("key_column", "key"):
+            v = variant(rng, rng.choice(pool)) if rng.random() < 0.8 else rand_key(rng)
+        elif c == src.get("timestamp_column", "last_seen_at"):
+            v = rand_ts(rng)
+        elif note_lines:
+            v = "note " + "\n".join(f"line {i}" for i in range(note_lines))
+        else:
+            v = rng.choice(["Ann", "Bob, Jr.", 'The "Q"', "é", ""])
+        vals.append(cell(rng, v, delim))
+    try:
+        return delim.join(vals).encode(enc)
+    except UnicodeEncodeError:
+        return delim.join(vals).encode("utf-8")
+
+
+def edit_file(rng: random.Random, p: Path, src: dict[str, Any], pool: list[str]) -> str:
+    """One day's edit of an input file: rows added, removed, swapped or reversed, new
+    timestamps, a duplicate, a corrupt row (NUL, bad byte, bad quote, extra / missing
+    cell, runaway quote), a 2-6 or 99-130 line note, the `name` or timestamp column
+    renamed (and back), a same-size change. Returns what was done."""
+    data = p.read_bytes()
+    cols, delim, enc = _header(data, src)
+    lines = data.split(b"\n")
+    trail = lines[-1] == b""
+    if trail:
+        lines.pop()
+    body = lines[1:]
+    op = rng.choice(EDIT_OPS)
+    if op == "add":
+        for _ in range(rng.randint(1, 5)):
+            body.insert(rng.randint(0, len(body)), _edit_row(rng, cols, delim, enc, src, pool))
+    elif op == "remove":
+        for _ in range(rng.randint(1, 3)):
+            if body:
+                del body[rng.randrange(len(body))]
+    elif op == "reorder" and len(body) > 1:
+        i, j = rng.randrange(len(body)), rng.randrange(len(body))
+        body[i], body[j] = body[j], body[i]
+        if rng.random() < 0.3:
+            body.reverse()
+    elif op == "stamps":
+        for i in rng.sample(range(len(body)), min(len(body), 5)):
+            new = rand_ts(rng).encode()
+            body[i] = _STAMP.sub(lambda _m, new=new: new, body[i], count=1)
+    elif op == "dup" and body:
+        body.insert(rng.randint(0, len(body)), body[rng.randrange(len(body))])
+    elif op == "bad":
+        kind = rng.choice(["nul", "enc", "quote", "extra", "missing", "runaway"])
+        b = _edit_row(rng, cols, delim, enc, src, pool)
+        d = delim.encode()
+        b = {
+            "nul": b + b"\x00",
+            "enc": b + b"\xff\xfe",
+            "quote": b'"ab"c' + d + b,
+            "extra": b + d + b"x",
+            "missing": b.split(d)[0] if len(cols) > 1 else b + d + b"y",
+            "runaway": b'"' + b,
+        }[kind]
+        body.insert(rng.randint(0, len(body)), b)
+        op += "-" + kind
+    elif op in ("multiline", "longnote"):
+        n = rng.randint(2, 6) if op == "multiline" else rng.choice([99, 100, 101, 130])
+        body.insert(rng.randint(0, len(body)), _edit_row(rng, cols, delim, enc, src, pool, n))
+    elif op in ("header-name", "header-ts"):
+        ts = src.get("timestamp_column", "last_seen_at")
+        target = "name" if op == "header-name" else ts
+        if target in cols:
+            new = [("title" if c == "name" else "seen") if c == target else c for c in cols]
+        elif op == "header-ts" and "seen" in cols:
+            new = [ts if c == "seen" else c for c in cols]  # renamed back
+        else:
+            new = ["name" if c == "title" else c for c in cols]
+        h = lines[0]
+        bom = b"\xef\xbb\xbf" if h.startswith(b"\xef\xbb\xbf") else b""
+        cr = b"\r" if h.endswith(b"\r") else b""
+        lines[0] = bom + delim.join(new).encode(enc, "replace") + cr
+    elif op == "same-size" and body:
+        i = rng.randrange(len(body))
+        body[i] = body[i].swapcase()
+    p.write_bytes(b"\n".join([lines[0], *body]) + (b"\n" if trail else b""))
+    return f"{p.stem}:{op}"
+
+
+class Edits:
+    """Day-to-day changes of a `gen_single` case (the old driver_edits2.py): file edits,
+    a peer's file removed and put back, the authority's file removed (exit 3), the
+    strategy switched, a `timestamp_column` changed, a system taken out of the config and
+    put back, the incremental project's snapshots deleted or damaged, a rule changed."""
+
+    def __init__(self, rng: random.Random, work: Path, cfg: dict[str, Any]) -> None:
+        self.rng, self.work, self.cfg = rng, work, cfg
+        self.names = list(cfg["sources"])
+        self.pool = [rand_key(rng) for _ in range(30)]
+        self.aside: dict[str, bytes] = {}  # system -> its removed file
+        self.out_of_config: dict[str, dict[str, Any]] = {}
+
+    def day(self, snapshots: Path) -> list[str]:
+        """Change the work folder for the next day; ``snapshots``: the incremental
+        project's snapshot folder. Returns what changed."""
+        rng, cfg, ops = self.rng, self.cfg, []
+        auth = self.names[0]
+        for s in self.names:
+            if s not in cfg["sources"]:
+                continue
+            p = self.work / cfg["sources"][s]["path"]
+            r = rng.random()
+            if s in self.aside and (r < 0.6 or s == auth):
+                p.write_bytes(self.aside.pop(s))
+                ops.append(f"{s}:restored")
+            elif p.exists() and s != auth and r < 0.08:
+                self.aside[s] = p.read_bytes()
+                p.unlink()
+                ops.append(f"{s}:removed")
+            elif p.exists() and r < 0.6:
+                ops.append(edit_file(rng, p, cfg["sources"][s], self.pool))
+        r = rng.random()
+        a_path = self.work / cfg["sources"][auth]["path"]
+        if r < 0.06:
+            prov = cfg.setdefault("provisioning", {})
+            prov["strategy"] = "namespaced" if prov.get("strategy") != "namespaced" else "mirror"
+            ops.append(f"strategy->{prov['strategy']}")
+        elif r < 0.12 and a_path.exists() and auth not in self.aside:
+            self.aside[auth] = a_path.read_bytes()
+            a_path.unlink()
+            ops.append(f"{auth}:removed")
+        elif r < 0.18:
+            s = rng.choice(self.names)
+            src = cfg["sources"].get(s) or self.out_of_config[s]
+            ts = src.get("timestamp_column", "last_seen_at")
+            src["timestamp_column"] = "name" if ts == "last_seen_at" else "last_seen_at"
+            ops.append(f"{s}:timestamp_column->{src['timestamp_column']}")
+        elif r < 0.24 and len(self.names) > 2:
+            if self.out_of_config:
+                s = next(iter(self.out_of_config))
+                back = self.out_of_config.pop(s)
+                cfg["sources"] = {
+                    n: cfg["sources"].get(n) or back
+                    for n in self.names
+                    if n in cfg["sources"] or n == s
+                }
+                ops.append(f"config:+{s}")
+            else:
+                s = rng.choice(self.names[1:])
+                self.out_of_config[s] = cfg["sources"].pop(s)
+                ops.append(f"config:-{s}")
+        elif r < 0.30 and snapshots.exists():
+            snaps = sorted(snapshots.glob("*.msgpack"))
+            if rng.random() < 0.5 or not snaps:
+                shutil.rmtree(snapshots)
+                ops.append("incremental:snapshots-deleted")
+            else:
+                sp = rng.choice(snaps)
+                b = bytearray(sp.read_bytes())
+                if len(b) > 40:
+                    b[len(b) // 2] ^= 0x01
+                    sp.write_bytes(bytes(b))
+                    ops.append(f"incremental:snapshot-damaged:{sp.stem}")
+        if rng.random() < 0.12:
+            n = cfg.setdefault("normalize", {})
+            which = rng.choice(["pad_numbers", "uppercase", "collapse_delims", "max_key_length"])
+            if which == "pad_numbers":
+                n["pad_numbers"] = rng.choice([0, 3, 6])
+            elif which == "uppercase":
+                n["uppercase"] = not n.get("uppercase", True)
+            elif which == "collapse_delims":
+                n["collapse_delims"] = rng.choice(["-", "_", "."])
+            else:
+                cfg["processing"]["max_key_length"] = rng.choice([12, 20, 256])
+                if n.get("pad_numbers", 0) > cfg["processing"]["max_key_length"]:
+                    n["pad_numbers"] = 0
+            ops.append(f"rule:{which}")
+        write_cfg(self.work, cfg)
+        return ops

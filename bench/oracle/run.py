@@ -2,8 +2,8 @@
 
     python bench/oracle/run.py SUBCOMMAND --seeds FROM TO [--keep DIR] [-v]
 
-Subcommands: single, structure, names, incremental, resume, multirun, mock (see
-README.md next to this file). keysync runs as ``sys.executable -m keysync`` in a
+Subcommands: single, structure, names, incremental, resume, multirun, mock, series, edits
+(see README.md next to this file). keysync runs as ``sys.executable -m keysync`` in a
 temporary folder, so this tests whatever keysync that Python imports (the repo's venv,
 or a tree on PYTHONPATH). One line per case, then a count; exit 1 if any case differs.
 """
@@ -12,22 +12,28 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import cases
-from oracle import Expected, RegistryModel, expected_run
+from oracle import Expected, RegistryModel, expected_run, guard, normalize
+from state_oracle import RunResult, StateModel, Tag, rules_of
 
 REPORTS = {
     "summary": "reconciliation_summary.csv",
@@ -408,6 +414,492 @@ def case_multirun(seed: int, case: Path, opts: argparse.Namespace) -> CaseResult
     return f"multirun-{prov['strategy']}", probs
 
 
+# ------------------------------------------------------------------ series of runs
+# Two projects get the same inputs and commands day after day: `inc` always runs
+# `--mode incremental`, `full` always `--mode full`. After every run they must be equal
+# (every report, every state table: SPEC "Incremental"), and `full` must match
+# expected_run (the reports) and StateModel (registry, audit trail, key history).
+
+RUN_ID = re.compile(r"(?:manual-)?\d{8}T\d{6}Z-[0-9a-f]{4}")
+STATE_REPORTS = {**REPORTS, "audit": "audit_log.csv"}
+# a key that is safe on a command line and a plain (normalized) key under every rule set
+PLAIN_KEY = re.compile(r"[A-Za-z0-9][!-~]*")
+HISTORY_KEYS = 6  # keys per run whose `keysync history --json` is checked
+
+
+def _canonical(x: Any) -> Any:
+    """A decoded state blob with set-like lists sorted (msgpack sets come in hash order)."""
+    if isinstance(x, dict):
+        return sorted((str(k), _canonical(v)) for k, v in x.items())
+    if isinstance(x, list):
+        return sorted((_canonical(v) for v in x), key=repr)
+    return x
+
+
+class Project:
+    """One project folder of a series, and what keysync keeps in it (docs/state.md)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.path / 'data' / 'keysync.db'}?mode=ro", uri=True)
+
+    def has_db(self) -> bool:
+        return (self.path / "data" / "keysync.db").exists()
+
+    def names(self) -> tuple[dict[str, str], dict[str, int]]:
+        """run id -> `R<seq>` (runs) or `M<n>` (manual sessions, by first audit event);
+        a run's observed_at -> its seq."""
+        tags: dict[str, str] = {}
+        observed: dict[str, int] = {}
+        if not self.has_db():
+            return tags, observed
+        with closing(self.db()) as c:
+            for rid, seq, obs in c.execute("select run_id, seq, observed_at from runs"):
+                tags[rid] = f"R{seq}"
+                if obs:
+                    observed[obs] = seq
+            q = "select run_id from audit_events where run_id like 'manual-%' order by seq"
+            for (rid,) in c.execute(q):
+                tags.setdefault(rid, f"M{sum(t.startswith('M') for t in tags.values()) + 1}")
+        return tags, observed
+
+    def last_run(self) -> tuple[str, int, bool]:
+        with closing(self.db()) as c:
+            q = "select run_id, seq, dry_run from runs order by seq desc limit 1"
+            rid, seq, dry = c.execute(q).fetchone()
+        return rid, seq, bool(dry)
+
+    def _text(self, tags: dict[str, str], s: str) -> str:
+        s = RUN_ID.sub(lambda m: tags.get(m.group(), "R?" + m.group()), s)
+        return s.replace(str(self.path), "<P>")
+
+    def tables(self, tags: dict[str, str]) -> dict[str, list[Any]]:
+        """The state tables (docs/state.md), run ids as tags, blobs decoded; without the
+        times, which differ between two projects."""
+        import msgspec  # keysync's own dependency: its state blobs are msgpack
+
+        out: dict[str, list[Any]] = {}
+        with closing(self.db()) as c:
+            q = "select seq, dry_run, outcome, exit_code, counts from runs order by seq"
+            out["runs"] = [
+                (seq, dry, outc, ec, json.loads(self._text(tags, counts)))
+                for seq, dry, outc, ec, counts in c.execute(q)
+            ]
+            cur = c.execute("select * from master_keys order by master_key")
+            cols = [d[0] for d in cur.description]
+            rows = []
+            for r in cur:
+                d = dict(zip(cols, r))
+                del d["created_at"], d["updated_at"]
+                d["created_run"] = tags.get(d["created_run"], d["created_run"])
+                d["updated_run"] = tags.get(d["updated_run"], d["updated_run"])
+                rows.append(d)
+            out["master_keys"] = rows
+            out["key_history"] = list(c.execute("select * from key_history order by 1, 2, 3"))
+            out["system_state"] = [
+                (*r[:5], *(_canonical(msgspec.msgpack.decode(b)) if b else None for b in r[5:]))
+                for r in c.execute("select * from system_state order by system")
+            ]
+            q = "select seq, run_id, event, system, key, detail from audit_events order by seq"
+            out["audit_events"] = [
+                (seq, tags.get(rid, rid), ev, s, k, self._text(tags, d))
+                for seq, rid, ev, s, k, d in c.execute(q)
+            ]
+        return out
+
+    def reports(self, tags: dict[str, str], observed: dict[str, int]) -> dict[str, Any]:
+        """Every report plus summary.json, run ids as tags, each run time as its run's
+        seq (a time that is no run's observed_at is kept as ``T?<time>``)."""
+
+        def when(t: str) -> str:
+            return f"R{observed[t]}" if t in observed else "T?" + t
+
+        out: dict[str, Any] = {}
+        for name, f in STATE_REPORTS.items():
+            p = self.path / "output" / f
+            if not p.exists():
+                continue
+            meta, header, rows = read_report(p)
+            meta = {k: v for k, v in meta.items() if k not in ("generated_at", "run_id")}
+            col = {c: i for i, c in enumerate(header)}
+            if name == "missing_from_system":
+                rows = [[*r[:4], when(r[4])] for r in rows]
+            elif name == "rejected":
+                rows = [[r[0], os.path.basename(r[1]), *r[2:]] for r in rows]
+            elif name == "registry":
+                rows = [list(r) for r in rows]
+                for r in rows:
+                    for c in ("created_run", "updated_run"):
+                        r[col[c]] = tags.get(r[col[c]], r[col[c]])
+                    for c, by in (("created_at", "created_run"), ("updated_at", "updated_run")):
+                        # the time of a run's change is that run's observed_at
+                        ok = r[col[by]].startswith("M") or when(r[col[c]]) == r[col[by]]
+                        r[col[c]] = "ok" if ok else "TIME?" + r[col[c]]
+            elif name == "audit":
+                rows = [[tags.get(r[1], r[1]), *r[2:6], self._text(tags, r[6])] for r in rows]
+            out[name] = (sorted(meta.items()), header, rows)
+        sj = self.path / "output" / "summary.json"
+        if sj.exists():
+            j = json.loads(sj.read_text())
+            for k in ("run_id", "mode", "durations", "started_at", "finished_at", "duration_s"):
+                j.pop(k, None)
+            j.pop("generated_at", None)
+            out["summary.json"] = self._text(tags, json.dumps(j, sort_keys=True))
+        return out
+
+    def history(self, key: str, tags: dict[str, str]) -> dict[str, tuple[Any, ...]] | str:
+        """`keysync history KEY --json`: system -> (present, first, last, missing since)."""
+        p = keysync(self.path, "--json", "--", key, command="history")
+        if p.returncode:
+            return f"exit {p.returncode}: {p.stderr.strip()[-200:]}"
+        return {
+            s["system"]: (
+                s["present"],
+                *(tags.get(s[f], s[f]) for f in ("first_seen_run", "last_seen_run")),
+                tags.get(s["missing_since_run"], s["missing_since_run"]),
+            )
+            for s in json.loads(p.stdout)["systems"]
+        }
+
+
+def _sample_diff(label: str, got: list[Any], want: list[Any], n: int = 3) -> str:
+    """A few rows only one side has (or the note that only the order differs)."""
+    ga = [json.dumps(x, ensure_ascii=False, default=str) for x in got]
+    wa = [json.dumps(x, ensure_ascii=False, default=str) for x in want]
+    a_only = [x for x in ga if x not in set(wa)][:n]
+    b_only = [x for x in wa if x not in set(ga)][:n]
+    if not a_only and not b_only:
+        return f"{label}: same rows, other order or count"
+    return f"{label}: {' '.join(a_only)} | {' '.join(b_only)}"
+
+
+def compare_twins(inc: Project, full: Project) -> list[str]:
+    """SPEC "Incremental": an incremental run leaves what a full run leaves, every report
+    and every state table (run ids, times and paths mapped)."""
+    probs: list[str] = []
+    (ti, oi), (tf, of) = inc.names(), full.names()
+    ri, rf = inc.reports(ti, oi), full.reports(tf, of)
+    for name in sorted(set(ri) | set(rf)):
+        a, b = ri.get(name), rf.get(name)
+        if a == b:
+            continue
+        if a is None or b is None or name == "summary.json":
+            probs.append(f"incremental vs full {name}: {str(a)[:200]} | {str(b)[:200]}")
+        elif a[:2] != b[:2]:
+            probs.append(f"incremental vs full {name}: header {a[:2]} | {b[:2]}")
+        else:
+            probs.append(_sample_diff(f"incremental vs full {name}", a[2], b[2]))
+    if inc.has_db() != full.has_db():
+        return [*probs, "incremental vs full: only one has a database"]
+    if full.has_db():
+        di, df = inc.tables(ti), full.tables(tf)
+        for name in df:
+            if di[name] != df[name]:
+                probs.append(_sample_diff(f"incremental vs full db {name}", di[name], df[name]))
+    return probs
+
+
+def compare_state(res: RunResult, exp: Expected, proj: Project, seq: int, dry: bool) -> list[str]:
+    """The reports of a run in a series against expected_run, with the registry status,
+    missing_since, the registry and the run's audit events from StateModel."""
+    tags, observed = proj.names()
+    outs = load_outputs(proj.path / "output")
+    registry = {guard(mk): e for mk, e in res.registry.items()}
+    exp.missing_in_a = [
+        [*r[:6], registry[r[5]].status if r[5] in registry else "?"] for r in exp.missing_in_a
+    ]
+    probs = compare_reports(exp, outs, registry=False)
+    gaps = {(s, guard(k)): v for (s, k), v in res.gaps.items()}
+    got = [r[4] for r in proj.reports(tags, observed).get("missing_from_system", ("", "", []))[2]]
+    want = [f"R{gaps.get((r[1], r[0]), '?')}" for r in exp.missing_from_system]
+    if got != want:
+        bad = next(i for i, (g, w) in enumerate(zip([*got, ""], [*want, ""])) if g != w)
+        row = exp.missing_from_system[bad][:2] if bad < len(want) else "?"
+        probs.append(
+            f"missing_from_system {row} missing_since: keysync {got[bad : bad + 1]} "
+            f"oracle {want[bad : bad + 1]}"
+        )
+
+    def tag(t: Tag) -> str:
+        return t if isinstance(t, str) else f"R{t}"
+
+    want_reg = {
+        mk: {
+            "status": e.status,
+            "strategy": e.strategy,
+            "source_system": guard(e.source_system),
+            "source_key": guard(e.source_key),
+            "seen_in": guard(e.seen_in),
+            "last_seen_at": guard(e.last_seen_at),
+            "created_run": tag(e.created),
+            "updated_run": tag(e.updated),
+            "created_at": "ok",
+            "updated_at": "ok",
+        }
+        for mk, e in registry.items()
+    }
+    rep = proj.reports(tags, observed)
+    if "registry" in rep:
+        _, header, rows = rep["registry"]
+        outs["registry"] = ({}, header, rows)
+    probs += compare_registry(want_reg, outs)[:8]
+    if dry:  # docs/state.md "Dry runs": the planned events, with an empty seq
+        rows = rep.get("audit", ((), (), []))[2]
+        got_ev = sorted((r[2], r[3], r[4]) for r in rows if r[1] == "")
+        want_ev = sorted((ev, guard(s), guard(k)) for ev, s, k in res.events)
+    else:
+        run = f"R{seq}"
+        got_ev = sorted(e[2:5] for e in proj.tables(tags)["audit_events"] if e[1] == run)
+        want_ev = sorted(res.events)
+    got_ev = [e for e in got_ev if not e[0].startswith("run.")]
+    if got_ev != want_ev:
+        probs.append(
+            _sample_diff(f"audit events ({len(got_ev)} vs {len(want_ev)})", got_ev, want_ev)
+        )
+    return probs
+
+
+def compare_history(model: StateModel, proj: Project, keys: list[str]) -> list[str]:
+    """`keysync history KEY --json` against StateModel.timeline (docs/state.md)."""
+    tags, _ = proj.names()
+    probs = []
+    for k in keys:
+        got = proj.history(k, tags)
+        if isinstance(got, str):
+            probs.append(f"history {k}: {got}")
+            continue
+        for s, (present, *runs) in model.timeline(k).items():
+            want = (present, *("" if r is None else f"R{r}" for r in runs))
+            g = got.get(s)
+            if g is None and (runs[0] is not None or runs[2] is not None):
+                probs.append(f"history {k} {s}: keysync has no entry, oracle {want}")
+            elif g is not None and g != want:
+                probs.append(
+                    f"history {k} {s} (present, first, last, missing since): "
+                    f"keysync {g} oracle {want}"
+                )
+    return probs
+
+
+def _file_sha(p: Path) -> str | None:
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
+class Series:
+    """The two projects of a series case and the model that follows them."""
+
+    def __init__(self, case: Path, cfg: dict[str, Any], rng: random.Random) -> None:
+        self.inc, self.full = Project(case / "inc"), Project(case / "full")
+        self.rng = rng
+        prov = cfg.get("provisioning", {})
+        self.model = StateModel(
+            next(iter(cfg["sources"])),
+            prov.get("strategy", "mirror"),
+            prov.get("namespace_separator", ":"),
+            prov.get("deprecate_after_runs", 3),
+        )
+        self.snapshot_of: dict[str, tuple[str | None, str]] = {}  # system -> (sha, settings)
+
+    def both(self, *args: str, command: str = "run") -> list[subprocess.CompletedProcess[str]]:
+        modes = [["--mode", "incremental"], ["--mode", "full"]] if command == "run" else [[], []]
+        with ThreadPoolExecutor(2) as pool:
+            futures = [
+                pool.submit(keysync, p.path, *args, *m, command=command)
+                for p, m in zip((self.inc, self.full), modes)
+            ]
+            return [f.result() for f in futures]
+
+    def set_inputs(self, cfg: dict[str, Any], inputs: Path) -> None:
+        """Both projects: this config, and the files of ``inputs`` as their input folder."""
+        for p in (self.inc, self.full):
+            shutil.rmtree(p.path / "input", ignore_errors=True)
+            shutil.copytree(inputs, p.path / "input")
+            cases.write_cfg(p.path, cfg)
+
+    def manual_keys(self, cfg: dict[str, Any], n: int) -> list[str]:
+        """Up to n master keys a command line names without doubt: plain, normalized under
+        the current rules, no other entry of the same key."""
+        rules = cfg.get("normalize", {})
+        per_key: dict[str, int] = {}
+        for e in self.model.registry.values():
+            per_key[e.key] = per_key.get(e.key, 0) + 1
+        ok = [
+            mk
+            for mk, e in self.model.registry.items()
+            if PLAIN_KEY.fullmatch(mk) and per_key[e.key] == 1 and normalize(e.key, rules) == e.key
+        ]
+        return self.rng.sample(ok, min(n, len(ok)))
+
+    def manual(self, args: list[str]) -> list[str]:
+        """`registry approve|deprecate ...` in both projects and in the model."""
+        pi, pf = self.both(*args[1:], command="registry")
+        keys = [a for a in args[2:] if a not in ("--", "--all")]
+        if args[1] == "approve":
+            self.model.approve(keys, all_proposed="--all" in args)
+        else:
+            self.model.deprecate(keys)
+        probs = check_exit(pi.returncode, 0, pi.stderr) + check_exit(pf.returncode, 0, pf.stderr)
+        return [f"{' '.join(args[:2])}: {p}" for p in probs]
+
+    def day(self, rcfg: dict[str, Any], flags: list[str]) -> list[str]:
+        """One run in both projects (``rcfg``: the systems the run reconciles), compared
+        with each other and with the model."""
+        dry, auto = "--dry-run" in flags, "--auto-approve" in flags
+        prov = rcfg.get("provisioning", {})
+        self.model.strategy = prov.get("strategy", "mirror")
+        self.model.separator = prov.get("namespace_separator", ":")
+        before = self.full.tables(self.full.names()[0]) if dry and self.full.has_db() else None
+        _wait_next_second()  # one run per second: times map to runs
+        pi, pf = self.both(*flags)
+        probs = check_exit(pi.returncode, pf.returncode, pi.stderr)
+        exp = expected_run(rcfg, self.full.path)
+        probs += check_exit(pf.returncode, exp.exit_code, pf.stderr)
+        probs += compare_twins(self.inc, self.full)
+        if probs or exp.exit_code == 3:
+            return probs
+        _, seq, was_dry = self.full.last_run()
+        if was_dry != dry:
+            probs.append(f"runs: dry_run {was_dry}, asked {dry}")
+        res = self.model.run(seq, exp.data, rules_of(rcfg), auto, dry)
+        probs += compare_state(res, exp, self.full, seq, dry)
+        seen = {k for _, k in self.model.first}  # after a dry run: before it (no history)
+        pool = sorted(
+            {k for d in exp.data.values() if d for k in d.index() if PLAIN_KEY.fullmatch(k)} & seen
+        )
+        keys = self.rng.sample(pool, min(HISTORY_KEYS, len(pool)))
+        probs += compare_history(self.model, self.full, keys)
+        if before is not None:
+            after = self.full.tables(self.full.names()[0])
+            probs += [
+                f"dry run changed table {t}" for t in after if t != "runs" and after[t] != before[t]
+            ]
+        probs += self._incremental_events(rcfg, dry)
+        return probs
+
+    def _incremental_events(self, rcfg: dict[str, Any], dry: bool) -> list[str]:
+        """docs/incremental.md: a source is `incremental.unchanged` only if its bytes and
+        settings are those of the snapshot (the last run that read it, not a dry run)."""
+        rid = self.inc.last_run()[0]
+        unchanged: set[str] = set()
+        log = self.inc.path / "data" / "logs" / "keysync.jsonl"
+        for line in log.read_text(errors="replace").splitlines():
+            if rid in line and "incremental.unchanged" in line:
+                j = json.loads(line)
+                if j.get("run_id") == rid and j.get("event") == "incremental.unchanged":
+                    unchanged.update(str(j.get("system", "")).split(","))
+        probs = []
+        # what shapes a source's rows: the key rules and its own settings, not the strategy
+        shape = json.loads(rules_of(rcfg))
+        rules = json.dumps([shape["normalize"], shape["max_key_length"]], sort_keys=True)
+        for s, src in rcfg["sources"].items():
+            now = (_file_sha(self.inc.path / src["path"]), rules + json.dumps(src, sort_keys=True))
+            if s in unchanged and self.snapshot_of.get(s) != now:
+                probs.append(f"incremental: {s} changed since its snapshot, logged unchanged")
+            if not dry and now[0] is not None:
+                self.snapshot_of[s] = now
+        return probs
+
+
+def _wait_next_second() -> None:
+    time.sleep(1.02 - time.time() % 1.0)
+
+
+def case_series(seed: int, case: Path, opts: argparse.Namespace) -> CaseResult:
+    """`keysync generate --days D`; day after day incremental and full projects on the
+    day's files (some systems keep yesterday's), with manual approve / deprecate, dry
+    runs and `--systems` days mixed in: equal to each other, and to the models."""
+    gen = case / "gen"
+    cfg, plan, gen_args = cases.gen_series(seed, gen)
+    kind = (
+        f"series-{plan['scenario']}-{plan['keys']}x{plan['days']}-{plan['strategy'][:2]}"
+        f"-dep{plan['deprecate_after_runs']}{'-auto' if plan['auto_approve'] else ''}"
+        f"{'-mix' if plan['mix'] else ''}"
+    )
+    g = keysync(gen, *gen_args, command="generate")
+    if g.returncode:
+        return kind, [f"keysync generate exit {g.returncode}: {g.stderr.strip()[-300:]}"]
+    rng = random.Random(seed)
+    series = Series(case, cfg, rng)
+    today = gen / "today"
+    today.mkdir()
+    probs: list[str] = []
+    for day in range(1, plan["days"] + 1):
+        for f in sorted((gen / "g" / "history" / f"day-{day:02d}").glob("*.csv")):
+            if day == 1 or rng.random() >= plan["stale"]:  # else: yesterday's file stays
+                shutil.copyfile(f, today / f.name)
+        series.set_inputs(cfg, today)
+        flags = ["--auto-approve"] if plan["auto_approve"] else []
+        rcfg = cfg
+        label = f"day {day}"
+        if plan["mix"] and day > 1:
+            r = rng.random()
+            if r < 0.2:
+                probs += series.manual(["registry", "approve", "--all"])
+                label += " approve-all"
+            elif r < 0.35 and (keys := series.manual_keys(cfg, 5)):
+                probs += series.manual(["registry", "deprecate", "--", *keys])
+                label += " deprecate"
+            r = rng.random()
+            if r < 0.2:
+                flags.append("--dry-run")
+            elif r < 0.3:
+                systems = ["A", *sorted(rng.sample("BCDE", rng.randint(1, 3)))]
+                flags += ["--systems", ",".join(systems)]
+                rcfg = {**cfg, "sources": {s: cfg["sources"][s] for s in systems}}
+        probs += [f"{label} {flags}: {p}" for p in series.day(rcfg, flags)]
+        if probs:
+            break
+    return kind, probs
+
+
+def case_edits(seed: int, case: Path, opts: argparse.Namespace) -> CaseResult:
+    """A `single` case edited at random day after day (cases.Edits), incremental and full
+    projects with dry runs, auto-approve, `--systems` and manual approve / deprecate:
+    equal to each other, and to the models."""
+    rng = random.Random(seed * 31 + 7)
+    work = case / "work"
+    cfg = cases.gen_single(seed, work)
+    cfg.setdefault("provisioning", {})["deprecate_after_runs"] = rng.choice([1, 2, 3])
+    cases.write_cfg(work, cfg)
+    days = rng.randint(5, 8)
+    edits = cases.Edits(rng, work, cfg)
+    series = Series(case, cfg, rng)
+    kind = f"edits-{cfg['provisioning'].get('strategy', 'mirror')[:2]}-x{days}"
+    probs: list[str] = []
+    for day in range(1, days + 1):
+        ops = edits.day(series.inc.path / "data" / "snapshots") if day > 1 else []
+        series.set_inputs(cfg, work / "input")
+        label = f"day {day} {ops}"
+        if day > 1 and series.model.registry and rng.random() < 0.35:
+            act = rng.choice(["approve", "approve", "deprecate", "approve-all"])
+            if act == "approve-all":
+                probs += series.manual(["registry", "approve", "--all"])
+            elif keys := series.manual_keys(cfg, rng.randint(1, 3)):
+                probs += series.manual(["registry", act, "--", *keys])
+            label += f" {act}"
+        flags: list[str] = []
+        rcfg = cfg
+        r = rng.random()
+        peers = list(cfg["sources"])[1:]
+        if day > 1 and r < 0.15:
+            flags = ["--dry-run"] + (["--auto-approve"] if rng.random() < 0.3 else [])
+        elif r < 0.3:
+            flags = ["--auto-approve"]
+        elif day > 1 and r < 0.4 and len(peers) > 1:
+            systems = [edits.names[0], *sorted(rng.sample(peers, rng.randint(1, len(peers) - 1)))]
+            flags = ["--systems", ",".join(systems)]
+            rcfg = {
+                **cfg,
+                "sources": {s: cfg["sources"][s] for s in cfg["sources"] if s in systems},
+            }
+        probs += [f"{label} {flags}: {p}" for p in series.day(rcfg, flags)]
+        if probs:
+            break
+    return kind, probs
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[int, Path, argparse.Namespace], CaseResult], str]] = {
     "single": (case_single, "random inputs and settings, one run against the model"),
     "structure": (case_structure, "CSV structure: multi-line quotes, runaway quotes, batches"),
@@ -416,6 +908,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[int, Path, argparse.Namespace], CaseResul
     "resume": (case_resume, "kill -9 while reading, then --resume"),
     "multirun": (case_multirun, "the registry across four runs"),
     "mock": (case_mock, "keysync generate (every scenario), then run against the model"),
+    "series": (case_series, "keysync generate --days: a series, incremental vs full vs models"),
+    "edits": (case_edits, "random day-to-day edits: a series, incremental vs full vs models"),
 }
 
 
