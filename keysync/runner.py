@@ -633,6 +633,7 @@ class _Run:
             "auto_approve": options.auto_approve or self.config.provisioning.auto_approve,
             "fail_on_diff": options.fail_on_diff,
             "resume": self.resumed,
+            "keys": options.regenerate_keys,  # `--keys N`: the inputs were mock data made now
             "systems": ",".join(self.systems),
             "rules": _rules(self.config),  # to notice a change of them (rules.changed)
         }

@@ -1109,6 +1109,7 @@ def test_runs_record_whether_a_run_approved_what_it_proposed_and_whether_it_resu
         "auto_approve": True,
         "fail_on_diff": False,
         "resume": False,
+        "keys": None,
         "systems": "A,B,C",
     }
     assert statuses(tmp_path) == {"X-1": "Active"}

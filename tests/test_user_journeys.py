@@ -630,6 +630,10 @@ def test_generate_still_replaces_its_own_files(
     assert rerun.returncode == 0, rerun.stderr
     (said,) = [line for line in rerun.stderr.splitlines() if "inputs.regenerated" in line]
     assert "keys_per_system=25 seed=42 scenario=normal folder=" in said, said
+    # and the run's record says it reconciled mock data made for it
+    (record,) = json.loads(keysync("runs", "--json").stdout)
+    assert record["flags"]["keys"] == 25
+    assert " keys=25 systems=A,B,C " in keysync("runs").stdout
 
 
 def test_the_readme_first_session_runs_as_written_on_the_default_config(
