@@ -364,7 +364,7 @@ def registry_deprecate(app: _App, keys: tuple[str, ...]) -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True),
-    help="Write to this file (atomically) instead of stdout.",
+    help="Write to this file (atomically) instead of stdout ('-': stdout).",
 )
 @click.pass_obj
 def registry_export(app: _App, out: str | None) -> None:
@@ -392,7 +392,7 @@ def registry_export(app: _App, out: str | None) -> None:
         else:
             writer.writerow(cells)
     text = buffer.getvalue()
-    if out is None:
+    if out is None or out == "-":
         sys.stdout.write(text)
         return
     try:
@@ -409,9 +409,21 @@ def registry_export(app: _App, out: str | None) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all, with the mode a plain write would give it.
+
+    mkstemp makes its file 0600, which a rename would carry over: an export for another
+    team must keep the existing file's mode, or take the umask's for a new one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()

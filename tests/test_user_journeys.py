@@ -142,6 +142,30 @@ def test_registry_export_into_a_missing_folder_under_a_file_is_one_line(
     assert "a-file" in _one_error_line(result)
 
 
+def test_registry_export_keeps_the_mode_of_the_file_and_takes_dash_for_stdout(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: `registry export --out r.csv` (a cron job exporting for a BI tool) made r.csv
+    0600 whatever the umask, taking read access from others; `--out -` wrote a file `-`."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    assert keysync("-q", "run").returncode == 0
+    shared = tmp_path / "shared.csv"
+    shared.write_text("old\n")
+    shared.chmod(0o640)
+    assert keysync("-q", "registry", "export", "--out", str(shared)).returncode == 0
+    assert shared.stat().st_mode & 0o777 == 0o640 and shared.read_text().startswith("master_key,")
+    fresh = tmp_path / "fresh.csv"
+    previous = os.umask(0o022)
+    try:
+        assert keysync("-q", "registry", "export", "--out", str(fresh)).returncode == 0
+    finally:
+        os.umask(previous)
+    assert fresh.stat().st_mode & 0o777 == 0o644
+    to_stdout = keysync("registry", "export", "--out", "-")
+    assert to_stdout.stdout == shared.read_text() and not (tmp_path / "-").exists()
+
+
 # ------------------------------------------------------------ --systems
 
 
