@@ -47,6 +47,12 @@ class AppContext:
             self._config = load_config(self.config_path)
         return self._config
 
+    def state_database(self) -> Path | None:
+        """``paths.data/keysync.db`` once the config is read (an error names it), else None."""
+        from keysync.state import DB_NAME
+
+        return None if self._config is None else self._config.data_dir / DB_NAME
+
     def shows_progress(self) -> bool:
         """A progress line on stderr: a terminal, no -q, and no JSON stderr to keep clean."""
         return not self.quiet and self.log_format != "json" and sys.stderr.isatty()
@@ -125,11 +131,12 @@ class KeysyncGroup(click.Group):
             # A full disk, a permission, a folder in the way of a file: foreseeable, and
             # the run has logged its traceback (run.failed) in the log file already.
             _failed(ctx, f"keysync: error: {_os_error_line(exc)}", EXIT_CANNOT_RUN)
-        except sqlite3.OperationalError as exc:
-            # The same for the state database: a read-only file, a full disk, a lock.
+        except sqlite3.DatabaseError as exc:
+            # The same for the state database: a read-only file, a full disk, a lock, damage.
             from keysync.state import state_problem
 
-            problem = state_problem(exc)
+            app = ctx.find_object(AppContext)
+            problem = state_problem(exc, app.state_database() if app is not None else None)
             if problem is None:
                 raise  # an SQL error is a bug: its traceback helps more than a guess
             _failed(ctx, f"keysync: error: {problem}", EXIT_CANNOT_RUN)

@@ -701,7 +701,7 @@ class _Run:
             self.writer.close()
             self.log.exception("run.failed", reason=repr(exc))
             foreseen = isinstance(exc, OSError) or (  # the CLI says these in one line, exit 3
-                isinstance(exc, sqlite3.OperationalError) and state_problem(exc) is not None
+                isinstance(exc, sqlite3.DatabaseError) and state_problem(exc) is not None
             )
             self._record_failure(
                 f"{type(exc).__name__}: {exc}", EXIT_CANNOT_RUN if foreseen else None

@@ -197,11 +197,13 @@ class NoStateError(KeysyncError):
 # PERM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL (WAL on a network file system), NOLFS
 _ACCESS_CODES = {3, 8, 10, 13, 14, 15, 22}
 _LOCKED_CODES = {5}  # BUSY: another connection held the database past the busy timeout
+_DAMAGED_CODES = {11, 26}  # CORRUPT, NOTADB: pages overwritten, or not a database at all
+_DAMAGED_WORDS = ("malformed", "not a database")
 _ACCESS_WORDS = ("readonly", "disk", "unable to open", "permission", "locking protocol")
 
 
-def state_problem(exc: sqlite3.OperationalError, path: Path | None = None) -> str | None:
-    """The one line for a state database SQLite cannot use (access, room, a lock).
+def state_problem(exc: sqlite3.DatabaseError, path: Path | None = None) -> str | None:
+    """The one line for a state database SQLite cannot use (access, room, a lock, damage).
 
     None for any other error (an SQL mistake is a bug, not the user's to fix).
     The code is on the exception from Python 3.11 on; before, its text decides.
@@ -214,6 +216,12 @@ def state_problem(exc: sqlite3.OperationalError, path: Path | None = None) -> st
         return (
             f"the state database{where} is locked by another program ({exc}); close what "
             "holds it open (a sqlite3 shell, a backup tool) and run again"
+        )
+    if primary in _DAMAGED_CODES or (primary is None and any(w in text for w in _DAMAGED_WORDS)):
+        return (
+            f"the state database{where} is damaged ({exc}); put keysync.db back from a "
+            "backup (the registry, the history and the audit trail are in it), or save what "
+            "is left with `sqlite3 keysync.db .recover`, then run again"
         )
     if primary in _ACCESS_CODES or (primary is None and any(w in text for w in _ACCESS_WORDS)):
         return (
@@ -389,14 +397,8 @@ class StateStore:
             store._migrate()
         except sqlite3.DatabaseError as exc:
             connection.close()
-            if isinstance(exc, sqlite3.OperationalError):  # not a corrupt file: keep it
-                problem = state_problem(exc, path)
-                raise RunError(
-                    problem or f"cannot open the state database {path} ({exc})"
-                ) from None
-            raise RunError(
-                f"the state database {path} is unreadable ({exc}); move it aside to start afresh"
-            ) from None
+            problem = state_problem(exc, path)
+            raise RunError(problem or f"cannot open the state database {path} ({exc})") from None
         except BaseException:
             connection.close()
             raise

@@ -1409,3 +1409,27 @@ def test_a_degraded_run_names_the_missing_system_in_runs_and_the_audit_trail(
         "outcome degraded, exit 4, proposed 1, registry_total 1; "
         "degraded: C unavailable, not compared",
     )
+
+
+def test_a_damaged_database_is_one_line_and_exit_3_in_every_command(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: with pages of keysync.db overwritten, `registry list`, `show`, `audit`,
+    `history` and `run` ended in a DatabaseError traceback and exit 1."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": [f"X-{n}" for n in range(300)], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    database = tmp_path / "data" / "keysync.db"
+    with database.open("r+b") as handle:  # every page but the first (the schema)
+        handle.seek(4096)
+        handle.write(b"\xff" * (database.stat().st_size - 4096))
+    for command in (["registry", "list"], ["registry", "show", "X-1"], ["audit"], ["run"]):
+        done = keysync("-q", *command)
+        assert done.returncode == 3, (command, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert done.stderr.splitlines()[-1] == (
+            f"keysync: error: the state database {database} is damaged (database disk image "
+            "is malformed); put keysync.db back from a backup (the registry, the history and "
+            "the audit trail are in it), or save what is left with `sqlite3 keysync.db "
+            ".recover`, then run again"
+        ), command

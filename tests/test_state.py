@@ -167,7 +167,7 @@ def test_a_database_from_a_newer_keysync_is_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_sqlite_gets_one_clear_line(tmp_path: Path) -> None:
     path = tmp_path / "keysync.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(RunError, match=r"unreadable.*move it aside"):
+    with pytest.raises(RunError, match=r"is damaged .*back from a backup"):
         StateStore.open(path)
 
 
