@@ -20,6 +20,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -31,12 +32,13 @@ from keysync.state import (
     AUDIT_COLUMNS,
     REGISTRY_COLUMNS,
     STATUSES,
+    AuditFilter,
     NoStateError,
     RegistryEntry,
     RunRecord,
     StateStore,
 )
-from keysync.tables import print_json, print_table, visible
+from keysync.tables import print_json, print_json_list, print_table, visible
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -135,9 +137,8 @@ def registry_list(app: _App, status: str | None, limit: int | None, as_json: boo
             print_json([])
         return
     with store:
-        entries = store.registry_entries(status)
-    if limit is not None:
-        entries = entries[:limit]
+        entries = store.registry_entries(status, limit)
+        total = store.registry_count(status) if limit is not None else len(entries)
     if as_json:
         print_json([_entry_json(e) for e in entries])
         return
@@ -159,6 +160,8 @@ def registry_list(app: _App, status: str | None, limit: int | None, as_json: boo
             for e in entries
         ),
     )
+    if total > len(entries):
+        _say(app, f"{len(entries):,} of {total:,} master keys shown (--limit {limit})")
 
 
 def _entry_json(entry: RegistryEntry) -> dict[str, Any]:
@@ -561,37 +564,73 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
 # ---------------------------------------------------------------------- audit
 
 
+_WHEN = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S"])
+
+
 @click.command("audit")
 @click.option("--run", "run_id", help="Only the events of this run (or manual-... session).")
+@click.option("--event", "events", multiple=True, help="Only this event (repeatable).")
+@click.option("--key", "keys", multiple=True, help="Only events about this key (repeatable).")
+@click.option("--since", type=_WHEN, help="Only events at or after this UTC time or day.")
+@click.option("--until", type=_WHEN, help="Only events before this UTC time or day.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the latest N of those events.")
 @json_option
 @click.pass_obj
-def audit(app: _App, run_id: str | None, as_json: bool) -> None:
+def audit(
+    app: _App,
+    run_id: str | None,
+    events: tuple[str, ...],
+    keys: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
     """Show audit events (registry changes, provisioning decisions, run outcomes).
+
+    Oldest first; the filters narrow each other. A key is taken as written and as
+    the rules normalize it.
 
     \b
     Example:
       keysync audit --run 20261127T020000Z-3f9a
-      keysync audit --json | jq '.[] | select(.event == "key.deprecated")'
+      keysync audit --event key.deprecated --since 2026-11-01
+      keysync audit --key CUST-00146 --limit 20
     """
     store = _open(app)
     if store is None:
         if as_json:
             print_json([])
         return
+    wanted = AuditFilter(
+        run_id=run_id,
+        events=events,
+        keys=tuple(dict.fromkeys(k for raw in keys for k in (raw, _normalize(app, raw)) if k)),
+        since=_stamp(since),
+        until=_stamp(until),
+        limit=limit,
+    )
     with store:
-        rows = list(store.audit_rows(run_id))
-        if run_id is not None and not rows and store.run(run_id) is None:
+        if run_id is not None and store.run(run_id) is None and not any(store.audit_rows(run_id)):
             raise KeysyncError(
                 f"unknown run {run_id!r}: no run or manual change has that id (see `keysync runs`)",
                 EXIT_USAGE,
             )
-    if as_json:
-        print_json([dict(zip(AUDIT_COLUMNS, row)) for row in rows])
-        return
-    if not rows:
-        _say(app, "no audit events" + (f" for run {run_id}" if run_id else ""))
-        return
-    print_table(list(AUDIT_COLUMNS), rows)
+        rows = store.audit_rows_where(wanted)
+        if as_json:
+            print_json_list(dict(zip(AUDIT_COLUMNS, row)) for row in rows)
+            return
+        first = next(rows, None)
+        if first is None:
+            narrowed = run_id is not None or events or keys or since or until
+            _say(app, "no audit events" + (" match" if narrowed else ""))
+            return
+        print_table(list(AUDIT_COLUMNS), chain([first], rows), store.audit_widths(wanted))
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    """A --since / --until value as the trail writes times (UTC, ``...Z``)."""
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -------------------------------------------------------------------- history

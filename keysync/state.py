@@ -259,6 +259,42 @@ def as_iso(moment: datetime | str) -> str:
 
 
 @dataclass(frozen=True)
+class AuditFilter:
+    """Which audit events ``keysync audit`` shows (each criterion narrows; none: all).
+
+    ``keys``: the events about any of these keys (a raw key and its normalized form);
+    ``since``: at or after that time, ``until``: before it (``2026-11-27T02:00:00Z``,
+    compared as the text the trail stores); ``limit``: only the latest N of the rest.
+    """
+
+    run_id: str | None = None
+    events: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    limit: int | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """`` WHERE ...`` (or "") and its parameters."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(self.run_id)
+        for column, values in (("event", self.events), ("key", self.keys)):
+            if values:
+                clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        if self.since is not None:
+            clauses.append("timestamp >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append("timestamp < ?")
+            params.append(self.until)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One row of ``runs``."""
 
@@ -675,13 +711,18 @@ class StateStore:
         """Every master_keys row, all columns, sorted by master_key (the primary key)."""
         return self._db.execute("SELECT * FROM master_keys ORDER BY master_key").fetchall()
 
-    def registry_entries(self, status: str | None = None) -> list[RegistryEntry]:
-        if status is None:
-            rows = self._db.execute("SELECT * FROM master_keys ORDER BY master_key")
+    def registry_entries(
+        self, status: str | None = None, limit: int | None = None
+    ) -> list[RegistryEntry]:
+        """Entries by master key, of one ``status`` or all; the first ``limit`` in SQL."""
+        params: list[Any] = [] if status is None else [status]
+        where = "" if status is None else " WHERE status = ?"
+        if limit is not None:
+            where += " ORDER BY master_key LIMIT ?"
+            params.append(limit)
         else:
-            rows = self._db.execute(
-                "SELECT * FROM master_keys WHERE status = ? ORDER BY master_key", (status,)
-            )
+            where += " ORDER BY master_key"
+        rows = self._db.execute(f"SELECT * FROM master_keys{where}", params)
         return [RegistryEntry.from_row(row) for row in rows]
 
     def registry_entry(self, master_key: str) -> RegistryEntry | None:
@@ -697,8 +738,11 @@ class StateStore:
         )
         return [RegistryEntry.from_row(row) for row in rows]
 
-    def registry_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM master_keys").fetchone()[0])
+    def registry_count(self, status: str | None = None) -> int:
+        if status is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM master_keys").fetchone()[0])
+        row = self._db.execute("SELECT COUNT(*) FROM master_keys WHERE status = ?", (status,))
+        return int(row.fetchone()[0])
 
     def change_status(
         self,
@@ -930,6 +974,37 @@ class StateStore:
             if not chunk:
                 return
             yield from chunk
+
+    def audit_rows_where(self, wanted: AuditFilter) -> Iterator[tuple[Any, ...]]:
+        """The rows ``keysync audit`` shows: those ``wanted`` selects, by timestamp then
+        seq, streamed (a trail of millions of events must not be held in memory)."""
+        where, params = wanted.sql()
+        columns = ", ".join(AUDIT_COLUMNS)
+        order = self._audit_order()
+        sql = f"SELECT {columns} FROM audit_events{where} ORDER BY {order}"
+        if wanted.limit is not None:  # the latest N, shown oldest first like the rest
+            latest = ", ".join(f"{column} DESC" for column in order.split(", "))
+            sql = (
+                f"SELECT * FROM (SELECT {columns} FROM audit_events{where}"
+                f" ORDER BY {latest} LIMIT ?) ORDER BY {order}"
+            )
+            params.append(wanted.limit)
+        cursor = self._db.execute(sql, params)
+        while chunk := cursor.fetchmany(10_000):
+            yield from chunk
+
+    def audit_widths(self, wanted: AuditFilter) -> list[int]:
+        """The longest cell of each column among the rows ``wanted`` selects (one pass in
+        SQL), so a table of them can be printed as it streams."""
+        where, params = wanted.sql()
+        columns = ", ".join(AUDIT_COLUMNS)
+        source = f"audit_events{where}"
+        if wanted.limit is not None:
+            order = ", ".join(f"{column} DESC" for column in self._audit_order().split(", "))
+            source = f"(SELECT {columns} FROM audit_events{where} ORDER BY {order} LIMIT ?)"
+            params.append(wanted.limit)
+        lengths = ", ".join(f"COALESCE(MAX(LENGTH({column})), 0)" for column in AUDIT_COLUMNS)
+        return list(self._db.execute(f"SELECT {lengths} FROM {source}", params).fetchone())
 
     def audit_rows_for_key(self, key: str) -> list[tuple[Any, ...]]:
         """Audit rows about one normalized key (``registry show``), by timestamp then seq."""

@@ -9,27 +9,41 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Any
 
 import click
 
 MAX_CELL = 60
+JSON_CHUNK = 10_000  # items encoded at once by print_json_list
 
 
-def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Print aligned columns; long cells (except the last column) are shortened with '…'."""
-    shown = [
-        [_short(str(c), last=i == len(headers) - 1) for i, c in enumerate(row)] for row in rows
+def print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], widths: Sequence[int] | None = None
+) -> None:
+    """Print aligned columns; long cells (except the last column) are shortened with '…'.
+
+    With ``widths`` (the longest cell of each column, from the database) the rows are
+    printed as they come, never all held: the audit trail can have millions. A cell
+    whose control characters the escapes lengthen may then stick out of its column.
+    """
+    last = len(headers) - 1
+    if widths is None:
+        shown = [[_short(str(c), last=i == last) for i, c in enumerate(row)] for row in rows]
+        rows, widths = shown, [max(map(len, column), default=0) for column in zip(*shown)]
+    widths = [
+        max(len(header), width if i == last else min(width, MAX_CELL))
+        for i, (header, width) in enumerate(zip(headers, [*widths, *[0] * len(headers)]))
     ]
-    widths = [len(h) for h in headers]
-    for row in shown:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
     out = io.StringIO()
     line = "  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers))
     out.write(line.rstrip() + "\n")
-    for row in shown:
-        out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() + "\n")
+    for n, row in enumerate(rows, start=1):
+        cells = (_short(str(c), last=i == last) for i, c in enumerate(row))
+        out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip() + "\n")
+        if n % 10_000 == 0:
+            click.echo(out.getvalue(), nl=False)
+            out = io.StringIO()
     click.echo(out.getvalue(), nl=False)
 
 
@@ -54,3 +68,14 @@ def _short(text: str, *, last: bool) -> str:
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def print_json_list(items: Iterable[Any]) -> None:
+    """``print_json(list(items))``, the same text, printed ``JSON_CHUNK`` items at a time."""
+    iterator = iter(items)
+    opening = "[\n"
+    while chunk := list(islice(iterator, JSON_CHUNK)):
+        text = json.dumps(chunk, indent=2, ensure_ascii=False, default=str)
+        click.echo(opening + text[2:-2], nl=False)  # without its own "[\n" and "\n]"
+        opening = ",\n"
+    click.echo("[]" if opening == "[\n" else "\n]")

@@ -1433,3 +1433,53 @@ def test_a_damaged_database_is_one_line_and_exit_3_in_every_command(
             "the audit trail are in it), or save what is left with `sqlite3 keysync.db "
             ".recover`, then run again"
         ), command
+
+
+def test_audit_filters_by_event_key_time_and_keeps_the_latest_n(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """A compliance reader asks "what was deprecated since Monday" or "what happened to
+    this key": filters in the database, not a whole trail piped through jq."""
+    project(deprecate_after_runs=1)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+
+    def events(*args: str) -> list[tuple[str, str, str]]:
+        shown = json.loads(ok(keysync("audit", "--json", *args)).stdout)
+        return [(e["event"], e["system"], e["key"]) for e in shown]
+
+    assert events("--event", "key.deprecated") == [("key.deprecated", "B", "X-1")]
+    assert events("--key", "x_1") == [  # a raw key finds its normalized form
+        ("key.proposed", "B", "X-1"),
+        ("key.approved", "B", "X-1"),
+        ("key.deprecated", "B", "X-1"),
+        ("key.seen_in_changed", "B", "X-1"),
+    ]
+    assert events("--event", "run.completed", "--event", "key.deprecated", "--limit", "2") == [
+        ("key.deprecated", "B", "X-1"),
+        ("run.completed", "", ""),
+    ]
+    assert events("--until", "2000-01-01") == [] and len(events("--since", "2000-01-01")) == 8
+    table = ok(keysync("audit", "--key", "X-2", "--limit", "1")).stdout.splitlines()
+    assert [line.split()[3:6] for line in table] == [
+        ["EVENT", "SYSTEM", "KEY"],
+        ["key.approved", "B", "X-2"],
+    ]
+    nothing = ok(keysync("audit", "--event", "key.resolved"))
+    assert nothing.stdout == "" and nothing.stderr == "no audit events match\n"
+    bad = keysync("audit", "--since", "yesterday")
+    assert bad.returncode == 2 and "'--since': 'yesterday' does not match" in bad.stderr
+
+
+def test_registry_list_limit_says_how_many_it_left_out(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": [f"X-{n}" for n in range(5)], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    shown = ok(keysync("registry", "list", "--limit", "2"))
+    assert [line.split()[0] for line in shown.stdout.splitlines()] == ["MASTER_KEY", "X-0", "X-1"]
+    assert shown.stderr == "2 of 5 master keys shown (--limit 2)\n"
+    assert ok(keysync("registry", "list", "--limit", "5")).stderr == ""
