@@ -419,7 +419,19 @@ def _outcome_message(summaries: list[SystemSummary], exit_code: int) -> str:
     missing = [s.system for s in summaries if not s.available]
     if missing:
         return f"degraded: {', '.join(missing)} unavailable, not compared"
-    return "discrepancies found (--fail-on-diff)" if exit_code == EXIT_DIFF else ""
+    if exit_code != EXIT_DIFF:
+        return ""
+    found = []  # what a CI log should say without opening the reports
+    for column, what in (
+        ("missing_in_a", "out-of-authority key"),
+        ("missing_from_system", "gap"),
+        ("duplicate_keys", "duplicate key"),
+        ("rows_rejected", "rejected row"),
+    ):
+        n = sum(getattr(s, column) or 0 for s in summaries)
+        if n:
+            found.append(f"{n:,} {what}{'' if n == 1 else 's'}")
+    return f"discrepancies found (--fail-on-diff): {', '.join(found)}"
 
 
 def _supersede_older_checkpoints(config: Config, store: StateStore, run_id: str) -> None:

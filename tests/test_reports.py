@@ -104,7 +104,10 @@ def test_fail_on_diff_exits_1(tmp_path: Path, parallel: bool) -> None:
     config = setup(tmp_path, parallel=parallel)
     done = keysync(config, "run", "--fail-on-diff")
     assert done.returncode == 1
-    assert "discrepancies found (--fail-on-diff)" in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "keysync: discrepancies found (--fail-on-diff): 1 out-of-authority key, 2 gaps, "
+        f"1 duplicate key, 1 rejected row; see the reports in {tmp_path / 'output'}"
+    )
 
 
 def test_same_inputs_give_same_rows_in_both_modes(tmp_path: Path) -> None:
