@@ -475,7 +475,7 @@ def run(
     sys.exit(result.exit_code)
 
 
-@main.command()
+@main.command(short_help="One reconciliation per simulated day; timeline.csv.")
 @scenario_option
 @days_option("Days to simulate (default: config)")
 @pass_app
@@ -550,7 +550,7 @@ def config_check(app: AppContext) -> None:
         click.echo(f"#   {moment.strftime('%Y-%m-%dT%H:%M:%SZ')}")
 
 
-@main.command("normalize")
+@main.command("normalize", short_help="Show what the rules make of sample keys.")
 @click.argument("keys", nargs=-1)
 @click.option("--steps", is_flag=True, help="Also show what each rule makes of each key.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

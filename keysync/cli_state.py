@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import pwd
 import secrets
@@ -242,7 +243,8 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
         data = _entry_json(entry)
         width = max(len(name) for name in data)
         for name, value in data.items():
-            click.echo(f"{name.ljust(width)}  {visible(str(value)) if value != '' else '-'}")
+            shown = json.dumps(value) if isinstance(value, bool) else visible(str(value))
+            click.echo(f"{name.ljust(width)}  {shown or '-'}")
         click.echo()
         rows = events[entry.master_key]
         if rows:
@@ -501,7 +503,7 @@ def _run_note(record: RunRecord, outcome: str, *, superseded: bool) -> str:
     return note
 
 
-@click.command("runs")
+@click.command("runs", short_help="List past runs: flags, outcome and counts.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the latest N runs.")
 @json_option
 @click.pass_obj
@@ -567,7 +569,7 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
 _WHEN = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S"])
 
 
-@click.command("audit")
+@click.command("audit", short_help="Show audit events: registry changes, decisions, outcomes.")
 @click.option("--run", "run_id", help="Only the events of this run (or manual-... session).")
 @click.option("--event", "events", multiple=True, help="Only this event (repeatable).")
 @click.option("--key", "keys", multiple=True, help="Only events about this key (repeatable).")
@@ -636,7 +638,7 @@ def _stamp(moment: datetime | None) -> str | None:
 # -------------------------------------------------------------------- history
 
 
-@click.command("history")
+@click.command("history", short_help="One key's timeline, per system, and its master key.")
 @click.argument("key")
 @json_option
 @click.pass_obj

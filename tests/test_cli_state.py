@@ -600,6 +600,7 @@ def test_registry_commands(
     shown = ok(keysync("registry", "show", "X-1")).stdout
     assert "seen_in        B;C" in shown
     assert "key.approved" in shown and "key.proposed" in shown
+    assert "\nin_authority   false\n" in shown  # as the CSV and JSON write it, not Python's False
 
 
 def test_runs_and_audit(tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]) -> None:
