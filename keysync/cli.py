@@ -462,7 +462,7 @@ def run(
     )
     progress = ProgressLine() if app.shows_progress() else None
     if progress is not None:
-        options.on_progress = progress.update
+        options.on_progress, options.on_phase = progress.update, progress.phase
     try:
         result = run_reconciliation(app.config, options)
     finally:

@@ -10,7 +10,8 @@ from keysync.runner import RunResult
 
 
 class ProgressLine:
-    """A one-line progress bar on stderr: bytes read of all sources, rows per system."""
+    """A one-line progress bar on stderr: bytes read of all sources, rows per system; then
+    the step under way (``phase``)."""
 
     WIDTH = 24
 
@@ -23,6 +24,11 @@ class ProgressLine:
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         counts = "  ".join(f"{system} {count:,}" for system, count in rows.items())
         click.echo(f"\r\x1b[Kreading [{bar}] {fraction:4.0%}  {counts}", nl=False, err=True)
+        self._shown = True
+
+    def phase(self, what: str) -> None:
+        """After the reading: the step under way, so a long one does not look like a hang."""
+        click.echo(f"\r\x1b[K{what}...", nl=False, err=True)
         self._shown = True
 
     def clear(self) -> None:

@@ -91,6 +91,9 @@ class RunOptions:
     fail_on_diff: bool = False
     # Called now and then while reading: (bytes done, total bytes, rows read per system).
     on_progress: Callable[[int, int, dict[str, int]], None] | None = None
+    # Each step after reading, by name ("planning the registry changes"): at 5 x 1M they
+    # take longer than the reading, and a progress bar stopped at 100 % looks hung.
+    on_phase: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -766,11 +769,17 @@ class _Run:
             reasons = "; ".join(f"{p}: {unavailable[p]}" for p in peers)
             raise RunError(f"no peer of {authority} is available ({reasons})")
         self.snapshots.prepare(self.index, unavailable, self.header.inputs)  # incremental
+        self._phase("comparing")
         return compare(self.index, authority, unavailable)
+
+    def _phase(self, what: str) -> None:
+        if self.options.on_phase is not None:
+            self.options.on_phase(what)
 
     def _report_and_commit(self, comparison: Comparison, observer: _RunObserver) -> RunResult:
         config, options, store = self.config, self.options, self.store
         now = utc_now()
+        self._phase("planning the registry changes")
         plan = plan_provisioning(
             store,
             config,
@@ -788,12 +797,14 @@ class _Run:
         config.output_dir.mkdir(parents=True, exist_ok=True)
         writer = ReportWriter(config.output_dir, self.run_id, iso(now))
         try:  # until the commit, staged reports describe nothing: none is left behind
+            self._phase("writing the reports")
             result = self._stage_reports(writer, comparison, plan, history, now)
             writer.sync()  # their names too: after a power cut, a committed run's are whole
             pause_for_tests("reporting")
             if observer.should_stop():
                 raise Interrupted("interrupted")
             pause_for_tests("committing")
+            self._phase("saving the state")
             store.commit_run(
                 self.run_id,
                 ended_at=utc_now(),
@@ -815,6 +826,7 @@ class _Run:
         if options.dry_run:
             planned = [(t, r, "", e, s, k, d) for t, r, e, s, k, d in plan.events]
         try:
+            self._phase("writing the audit log")
             _write_audit_log(writer, store, planned)
             writer.sync()
             pause_for_tests("publishing")

@@ -8,8 +8,10 @@ exit code, a setting silently ignored, or state changed by a command that failed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -721,3 +723,38 @@ def test_a_checkpoint_of_another_project_in_a_shared_folder_is_left_alone(
     done = keysync("-q", "run", "--resume", cwd=tmp_path / "p2")
     assert done.returncode == 0, done.stderr
     assert (theirs / "log.bin").read_bytes() == b"frames"
+
+
+def test_on_a_terminal_the_steps_after_reading_are_shown(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: at 5 x 1M the progress bar stopped at 100 % and nothing moved for 12-38 s
+    (comparing, planning, reports, commit): the run looked hung."""
+    import pty
+
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    main, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the run has closed its end
+        while chunk := os.read(main, 65536):
+            shown += chunk
+    os.close(main)
+    assert run.wait(60) == 0
+    steps = re.findall(rb"\r\x1b\[K([a-z][a-z ]+)\.\.\.", shown)
+    assert steps == [
+        b"comparing",
+        b"planning the registry changes",
+        b"writing the reports",
+        b"saving the state",
+        b"writing the audit log",
+    ]
