@@ -31,6 +31,7 @@ from keysync.config import Config
 from keysync.errors import EXIT_CANNOT_RUN, EXIT_USAGE, KeysyncError
 from keysync.state import (
     AUDIT_COLUMNS,
+    DB_NAME,
     REGISTRY_COLUMNS,
     STATUSES,
     AuditFilter,
@@ -64,7 +65,7 @@ def _say(app: _App, line: str) -> None:
 
 
 def _db_path(app: _App) -> Path:
-    return app.config.data_dir / "keysync.db"
+    return app.config.data_dir / DB_NAME
 
 
 def _open(app: _App) -> StateStore | None:
@@ -74,6 +75,14 @@ def _open(app: _App) -> StateStore | None:
     except NoStateError as exc:
         _say(app, f"keysync: {exc}")
         return None
+
+
+def _open_listing(app: _App, as_json: bool) -> StateStore | None:
+    """``_open`` for a command that lists: with ``--json``, nothing to list is ``[]``."""
+    store = _open(app)
+    if store is None and as_json:
+        print_json([])
+    return store
 
 
 def _open_required(app: _App) -> StateStore:
@@ -132,10 +141,8 @@ def registry_list(app: _App, status: str | None, limit: int | None, as_json: boo
       keysync registry list --status Proposed --limit 20
       keysync registry list --json > registry.json
     """
-    store = _open(app)
+    store = _open_listing(app, as_json)
     if store is None:
-        if as_json:
-            print_json([])
         return
     with store:
         entries = store.registry_entries(status, limit)
@@ -515,10 +522,8 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
       keysync runs --limit 10
       keysync runs --json
     """
-    store = _open(app)
+    store = _open_listing(app, as_json)
     if store is None:
-        if as_json:
-            print_json([])
         return
     with store:
         records = store.runs()
@@ -599,10 +604,8 @@ def audit(
       keysync audit --event key.deprecated --since 2026-11-01
       keysync audit --key CUST-00146 --limit 20
     """
-    store = _open(app)
+    store = _open_listing(app, as_json)
     if store is None:
-        if as_json:
-            print_json([])
         return
     wanted = AuditFilter(
         run_id=run_id,

@@ -35,9 +35,9 @@ from pathlib import Path
 from types import TracebackType
 
 from keysync.errors import RunError
+from keysync.state import DB_NAME
 
 LOCK_NAME = "keysync.lock"
-DB_NAME = "keysync.db"
 _READ_RETRIES = 20  # a loser may read the file in the instant before the winner wrote it
 
 

@@ -695,7 +695,9 @@ class _Run:
             self.writer.flush()
             self.writer.close()
             message = f"run {self.run_id} interrupted; {checkpoint.KEPT}"
-            self.store.end_run(self.run_id, outcome="interrupted", message=message, exit_code=130)
+            self.store.end_run(
+                self.run_id, outcome="interrupted", message=message, exit_code=EXIT_INTERRUPTED
+            )
             self.log.warning(
                 "run.interrupted", checkpoint=str(self.writer.directory), frames=self.writer.frames
             )
@@ -833,11 +835,15 @@ class _Run:
             result.reports = writer.publish()
         except OSError as exc:
             raise _unpublished(self.run_id, config, exc) from None
-        result.durations = {
+        result.durations = self._durations()
+        return result
+
+    def _durations(self) -> dict[str, float]:
+        """Seconds spent reading, and in all so far (the clock is read at each call)."""
+        return {
             "read_s": round(self.read_s, 3),
             "total_s": round(time.monotonic() - self.clock, 3),
         }
-        return result
 
     def _stage_reports(
         self,
@@ -909,10 +915,7 @@ class _Run:
             "finished_at": iso(now),
             "flags": self._flags(),
             "resumed": self.resumed,
-            "durations": {
-                "read_s": round(self.read_s, 3),
-                "total_s": round(time.monotonic() - self.clock, 3),
-            },
+            "durations": self._durations(),
             # The summary table's columns as JSON values: numbers, booleans, null when the
             # system was not read (the CSV has empty cells there).
             "systems": [

@@ -65,6 +65,7 @@ from keysync.lock import RunLock
 from keysync.runner import RunOptions, iso, new_run_id
 from keysync.runner import run as run_reconciliation
 from keysync.stages.reporter import ReportWriter
+from keysync.state import DB_NAME
 
 SIMULATION_FOLDER = "simulation"
 TIMELINE = "timeline.csv"
@@ -393,7 +394,7 @@ def simulate(
     simulation_id = new_run_id(started)
     log = logs.get_logger(stage="simulate")
     with RunLock.acquire(
-        folder, simulation_id, db_path=folder / "data" / "keysync.db", purpose="simulate"
+        folder, simulation_id, db_path=folder / "data" / DB_NAME, purpose="simulate"
     ):
         _clear(folder)
         keys = _keys_per_system(config)
