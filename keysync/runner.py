@@ -255,6 +255,10 @@ _SHAPE_CHANGE = (
     "new master keys take the new shape and existing ones keep theirs, so a key that has "
     "an entry of the old shape can be proposed again in the new one"
 )
+_SEPARATOR_CHANGE = (
+    "new namespaced master keys take the new separator; existing ones keep their names "
+    "and still stand for their system's key"
+)
 
 
 def _rules_change(store: StateStore, run_id: str, config: Config) -> str:
@@ -269,9 +273,14 @@ def _rules_change(store: StateStore, run_id: str, config: Config) -> str:
         return ""
     listed = ", ".join(f"{n} {json.dumps(old[n])} -> {json.dumps(new[n])}" for n in changed)
     effects = [_KEYS_CHANGE] if any(not n.startswith("provisioning.") for n in changed) else []
-    if any(n.startswith("provisioning.") for n in changed):
+    if "provisioning.strategy" in changed:
         effects.append(_SHAPE_CHANGE)
-    return f"the rules changed since run {previous_run}: {listed}; {'; '.join(effects)}"
+    elif (
+        "provisioning.namespace_separator" in changed
+        and new["provisioning.strategy"] == "namespaced"
+    ):
+        effects.append(_SEPARATOR_CHANGE)
+    return f"the rules changed since run {previous_run}: " + "; ".join([listed, *effects])
 
 
 def _latest_checkpoint(config: Config) -> Path | None:

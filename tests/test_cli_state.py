@@ -1484,3 +1484,32 @@ def test_registry_list_limit_says_how_many_it_left_out(
     assert [line.split()[0] for line in shown.stdout.splitlines()] == ["MASTER_KEY", "X-0", "X-1"]
     assert shown.stderr == "2 of 5 master keys shown (--limit 2)\n"
     assert ok(keysync("registry", "list", "--limit", "5")).stderr == ""
+
+
+def test_a_new_namespace_separator_keeps_reports_on_the_entries_that_stand_for_the_keys(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen: after namespace_separator ":" -> "/", diff_missing_in_A.csv named master key
+    B/X-1, which no entry has, with an empty registry_status; the Active B:X-1 that still
+    stands for B's X-1 (nothing was proposed again) was nowhere in the report."""
+
+    def configure(separator: str) -> None:
+        write_config(
+            tmp_path,
+            sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+            provisioning={"strategy": "namespaced", "namespace_separator": separator},
+            processing={"parallel": False, "workers": 1},
+        )
+
+    configure(":")
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    configure("/")
+    done = ok(keysync("run"))
+    (warning,) = [line for line in done.stderr.splitlines() if "rules.changed" in line]
+    assert 'provisioning.namespace_separator \\":\\" -> \\"/\\"; new namespaced' in warning
+    in_a = read_report(tmp_path / "output" / "diff_missing_in_A.csv")
+    assert [(r["key"], r["proposed_master_key"], r["registry_status"]) for r in in_a] == [
+        ("X-1", "B:X-1", "Active")
+    ]
+    assert statuses(tmp_path) == {"B:X-1": "Active"}

@@ -191,12 +191,17 @@ class ProvisioningPlan:
     change_events: list[AuditEvent] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     notable: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Namespaced entries named under another namespace_separator: (system, key) -> their
+    # name. They still stand for that system's key (none is proposed again), so the
+    # reports must show them, not a name of the new separator that has no entry.
+    named_before: dict[tuple[str, str], str] = field(default_factory=dict)
 
     # ---------------------------------------------------------- for the reporter
 
     def master_key_for(self, system: str, key: str) -> str:
         if self.strategy == "namespaced":
-            return f"{system}{self.separator}{key}"
+            name = f"{system}{self.separator}{key}"
+            return self.named_before.get((system, key), name) if self.named_before else name
         return key
 
     def status_for(self, system: str, key: str) -> str:
@@ -590,6 +595,8 @@ class _Planner:
                 in_authority = key in a_keys
                 system = row[MK_SYSTEM]
                 namespaced_keys.setdefault(system, set()).add(key)
+                if row[0] != f"{system}{plan.separator}{key}":
+                    plan.named_before[(system, key)] = row[0]
                 scope = (authority,) if system == authority else sorted((authority, system))
                 holders = [s for s in scope if s in read_set and key in keys[s]]
             if carried:
