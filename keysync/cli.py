@@ -536,11 +536,14 @@ def config_check(app: AppContext) -> None:
       keysync config check
     """
     from keysync.cron import CronSchedule
-    from keysync.normalization import rule_warnings
+    from keysync.normalization import rule_warnings, separator_warnings
 
     config = app.config
     click.echo(f"# {Path(app.config_path).resolve()}: valid")
-    for warning in rule_warnings(config.normalize):
+    separator = config.provisioning.namespace_separator
+    for warning in rule_warnings(config.normalize) + separator_warnings(
+        config.normalize, separator
+    ):
         click.echo(f"# warning: {warning}")
     click.echo(config.to_yaml().rstrip())
     now = datetime.now(timezone.utc)

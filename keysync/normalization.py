@@ -296,6 +296,23 @@ def rule_warnings(rules: NormalizeConfig) -> list[str]:
     return warnings
 
 
+def separator_warnings(rules: NormalizeConfig, separator: str) -> list[str]:
+    """A ``namespace_separator`` made only of characters keys can hold: a namespaced
+    master key (``B-X-1``, B's key ``X-1``) can then be named like a key (``B-X-1``), so
+    after a switch between mirror and namespaced two keys would need one name."""
+    if not rules.strip_non_alnum:
+        return []  # every character can be in a key: nothing to choose instead
+    in_keys = set(rules.collapse_delims or "")
+    if not set(separator) <= in_keys:
+        return []
+    return [
+        f"provisioning.namespace_separator {separator!r} is made of characters keys can hold "
+        f"(normalize.collapse_delims): a namespaced master key such as 'B{separator}X-1' "
+        f"could also be a key, and after a strategy switch one of them would get no "
+        "master key of its own; a separator keys cannot hold, such as ':', avoids it"
+    ]
+
+
 def compile_rules(rules: NormalizeConfig) -> KeyNormalizer:
     """Compile the ``normalize`` config section once, for use on millions of keys."""
     return KeyNormalizer(rules)

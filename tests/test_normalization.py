@@ -382,3 +382,11 @@ def test_config_check_warns_of_rules_that_delete_letters(
     ]
     write_config(tmp_path, normalize={"uppercase": False, "strip_non_alnum": False})
     assert "warning" not in keysync("config", "check").stdout
+    # A namespace separator keys can hold: B's key X-1 and the key B-X-1 share a name.
+    write_config(tmp_path, provisioning={"namespace_separator": "-"})
+    checked = keysync("config", "check").stdout.splitlines()
+    (warning,) = [line for line in checked if line.startswith("# warning: ")]
+    assert warning.startswith(
+        "# warning: provisioning.namespace_separator '-' is made of characters keys can hold "
+        "(normalize.collapse_delims): a namespaced master key such as 'B-X-1' could also be a key"
+    )
