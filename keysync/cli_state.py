@@ -387,7 +387,7 @@ def registry_export(app: _App, out: str | None) -> None:
       keysync registry export --out registry.csv
       keysync registry export | grep ',Proposed,'
     """
-    from keysync.stages.reporter import csv_cell, safe
+    from keysync.stages.reporter import csv_cell, line_with_hash, safe
 
     store = _open(app)
     rows: list[tuple[str, ...]] = []
@@ -397,9 +397,11 @@ def registry_export(app: _App, out: str | None) -> None:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REGISTRY_COLUMNS)
-    for row in rows:
+    for row in rows:  # each row as master_key_registry.csv writes it
         cells = [safe(cell) for cell in row]
-        if any("\r" in cell for cell in cells):  # csv leaves a CR bare before Python 3.13
+        if (line := line_with_hash(cells)) is not None:
+            buffer.write(line)
+        elif any("\r" in cell for cell in cells):  # csv leaves a CR bare before Python 3.13
             buffer.write(",".join(map(csv_cell, cells)) + "\n")
         else:
             writer.writerow(cells)

@@ -1308,29 +1308,40 @@ def test_manual_approvals_and_deprecations_are_in_the_log_one_event_per_key(
         assert actor in audit_ids and e["reason"].startswith("by hand (keysync registry ")
 
 
-def test_a_key_first_out_of_authority_while_its_holder_is_out_of_the_config_counts_it(
+def test_a_system_taken_out_of_the_config_holds_nothing_in_the_registry(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path], write_config: Any
 ) -> None:
-    """Seen (series oracle): with B taken out of the config, an existing entry kept B in
-    seen_in, as the history does, but a key proposed in that run left B out; putting B
-    back then recorded a seen_in change with nothing changed in B."""
-    project()
-    write_inputs(tmp_path, {"A": ["K-1", "K-9"], "B": ["K-1"], "C": ["K-1"]})
-    ok(keysync("-q", "run"))
+    """Seen: a system removed from (or renamed in) the config kept its last keys in
+    seen_in for good, so their Active master keys were never deprecated, and a key
+    proposed meanwhile did not count it: the registry disagreed with itself. A system
+    that is down or left out with --systems still keeps what it held (an outage); one
+    taken out of the config is a decision, and holds nothing."""
+    project(deprecate_after_runs=1)
+    write_inputs(tmp_path, {"A": ["K-9"], "B": ["K-1", "X-5"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
     write_config(
         tmp_path,
         sources={s: {"path": f"./input/{s}.csv"} for s in "AC"},
+        provisioning={"deprecate_after_runs": 1},
         processing={"parallel": False, "workers": 1},
     )
-    write_inputs(tmp_path, {"A": ["K-9"], "C": ["K-1"]})
+    write_inputs(tmp_path, {"A": ["K-9"], "C": ["K-1", "N-1"]})
     ok(keysync("-q", "run"))
-    query = "SELECT master_key, source_system, seen_in FROM master_keys"
-    assert db_rows(tmp_path, query) == [("K-1", "C", "B;C")]
-    project()  # B is back, its file unchanged
+    query = "SELECT master_key, status, seen_in FROM master_keys ORDER BY master_key"
+    assert db_rows(tmp_path, query) == [
+        ("K-1", "Active", "C"),
+        ("N-1", "Proposed", "C"),
+        ("X-5", "Deprecated", ""),  # held by B alone, and B is gone
+    ]
+    history = ok(keysync("history", "X-5")).stdout
+    assert "B (not in the config)" in history  # the history keeps what B held
+    project(deprecate_after_runs=1)  # B is back, its file unchanged
     ok(keysync("-q", "run"))
-    assert db_rows(tmp_path, query) == [("K-1", "C", "B;C")]
-    events = db_rows(tmp_path, "SELECT event FROM audit_events WHERE key = 'K-1' ORDER BY seq")
-    assert [e for (e,) in events] == ["key.proposed"]
+    assert db_rows(tmp_path, query) == [
+        ("K-1", "Active", "B;C"),
+        ("N-1", "Proposed", "C"),
+        ("X-5", "Deprecated", "B"),  # seen again, still Deprecated (key.reappeared)
+    ]
 
 
 def test_a_key_with_mirror_and_namespaced_entries_is_shown_and_changed_whole(
@@ -1513,3 +1524,18 @@ def test_a_new_namespace_separator_keeps_reports_on_the_entries_that_stand_for_t
         ("X-1", "B:X-1", "Active")
     ]
     assert statuses(tmp_path) == {"B:X-1": "Active"}
+
+
+def test_registry_export_rows_are_those_of_the_registry_report_hash_cells_quoted(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: export left a source_key such as CUST-#-12 unquoted, which
+    pandas.read_csv(comment="#") cuts; master_key_registry.csv quotes such rows."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["CUST-#-12", "X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    report = (tmp_path / "output" / "master_key_registry.csv").read_text(encoding="utf-8")
+    rows = [line for line in report.splitlines() if not line.startswith("#")]
+    exported = ok(keysync("registry", "export")).stdout.splitlines()
+    assert exported == rows
+    assert exported[1].startswith('"CUST-12","Proposed","mirror","B","CUST-#-12","B",')

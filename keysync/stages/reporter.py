@@ -144,6 +144,21 @@ def csv_cell(value: Any) -> str:
     return _quote(value) if _NEEDS_QUOTES.search(value) else value
 
 
+def line_with_hash(cells: Sequence[Any], numbers: Sequence[int] = ()) -> str | None:
+    """A row holding ``#`` as one line with every text cell quoted, else None.
+
+    csv would leave ``#`` unquoted, and ``pandas.read_csv(f, comment="#")`` would cut the
+    line there; ``numbers``: columns written as the numbers they are.
+    """
+    if not any(isinstance(c, str) and "#" in c for c in cells):
+        return None
+    line = ",".join(
+        _quote(c) if isinstance(c, str) and i not in numbers else str(c)
+        for i, c in enumerate(cells)
+    )
+    return line + "\n"
+
+
 def _rows_with_cr(rows: Sequence[Sequence[Any]]) -> list[int]:
     """Indices of the rows with a carriage return in a cell: one C-level scan, then per row."""
     if "\r" not in "".join(map(str, chain.from_iterable(rows))):
@@ -366,13 +381,9 @@ class ReportFile:
         cells = list(row)
         for column in risky:
             cells[column] = safe(cells[column])
-        if any(isinstance(c, str) and "#" in c for c in cells):
-            # csv would leave "#" unquoted, and pandas' comment="#" would cut the line there.
-            line = ",".join(
-                _quote(c) if isinstance(c, str) and i not in numbers else str(c)
-                for i, c in enumerate(cells)
-            )
-            return line + "\n"
+        line = line_with_hash(cells, numbers)
+        if line is not None:
+            return line
         plain_dialect = self._joins_like_csv()
         if plain_dialect and any(isinstance(c, str) and "\r" in c for c in cells):
             return ",".join(map(csv_cell, cells)) + "\n"  # csv as Python 3.13 writes it
