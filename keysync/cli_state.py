@@ -204,13 +204,20 @@ def _find_entries(app: _App, store: StateStore, name: str) -> list[RegistryEntry
     return store.entries_for_key(normalized)  # made under another separator or system list
 
 
-def _unknown(*names: str) -> KeysyncError:
+_NAMES_SHOWN = 10  # of a long list of unknown keys (a pasted file): the line stays a line
+
+
+def _unknown(*names: str, changing: bool = True) -> KeysyncError:
     """Every name the registry lacks, in one line: a list of keys fails once, not one by one."""
     if len(names) == 1:
         what = f"unknown master key {names[0]!r}: no registry entry has it"
     else:
-        what = f"unknown master keys {', '.join(map(repr, names))}: no registry entry has them"
-    return KeysyncError(f"{what} (see `keysync registry list`); nothing changed", EXIT_USAGE)
+        listed = ", ".join(map(repr, names[:_NAMES_SHOWN]))
+        if len(names) > _NAMES_SHOWN:
+            listed += f" and {len(names) - _NAMES_SHOWN:,} more"
+        what = f"{len(names):,} unknown master keys ({listed}): no registry entry has them"
+    done = "; nothing changed" if changing else ""
+    return KeysyncError(f"{what} (see `keysync registry list`){done}", EXIT_USAGE)
 
 
 @registry.command("show")
@@ -231,7 +238,7 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
     with _open_required(app) as store:
         entries = _find_entries(app, store, key)
         if not entries:
-            raise _unknown(key)
+            raise _unknown(key, changing=False)
         events = {e.master_key: _entry_events(store, e) for e in entries}
     if as_json:
         print_json(
@@ -507,6 +514,8 @@ def _run_note(record: RunRecord, outcome: str, *, superseded: bool) -> str:
             note = note.replace(checkpoint.KEPT, checkpoint.SUPERSEDED)
             if "--resume" in note:  # a resumable failure's own words (a full disk)
                 note += f"; {checkpoint.SUPERSEDED}"
+        elif outcome == "interrupted":  # killed (kill -9, power cut): its checkpoint went too
+            note = f"{note}; {checkpoint.SUPERSEDED}" if note else checkpoint.SUPERSEDED
     elif outcome == "interrupted" and "--resume" not in note:
         note = f"{note}; {RESUME_HINT}" if note else RESUME_HINT
     return note
@@ -630,7 +639,15 @@ def audit(
         first = next(rows, None)
         if first is None:
             narrowed = run_id is not None or events or keys or since or until
-            _say(app, "no audit events" + (" match" if narrowed else ""))
+            record = store.run(run_id) if run_id is not None else None
+            if record is not None and record.dry_run:  # it recorded none, by design
+                _say(
+                    app,
+                    f"run {run_id} was a dry run: it recorded no audit events (its "
+                    "audit_log.csv listed what it would have, with an empty seq)",
+                )
+            else:
+                _say(app, "no audit events" + (" match" if narrowed else ""))
             return
         print_table(list(AUDIT_COLUMNS), chain([first], rows), store.audit_widths(wanted))
 

@@ -1250,10 +1250,19 @@ def test_approve_names_every_unknown_key_and_changes_nothing(
     refused = keysync("registry", "approve", "X-1", "NOPE-1", "NOPE-2")
     assert refused.returncode == 2
     assert refused.stderr == (
-        "keysync: error: unknown master keys 'NOPE-1', 'NOPE-2': no registry entry has them "
-        "(see `keysync registry list`); nothing changed\n"
+        "keysync: error: 2 unknown master keys ('NOPE-1', 'NOPE-2'): no registry entry has "
+        "them (see `keysync registry list`); nothing changed\n"
     )
     assert statuses(tmp_path) == {"31MRED-1": "Proposed", "TAB-7": "Proposed", "X-1": "Proposed"}
+    pasted = keysync("registry", "approve", *(f"NOPE-{n}" for n in range(5000)))
+    assert pasted.stderr.startswith("keysync: error: 5,000 unknown master keys ('NOPE-0', ")
+    assert "'NOPE-9' and 4,990 more): no registry entry" in pasted.stderr  # one short line
+    assert len(pasted.stderr) < 300
+    looked_up = keysync("registry", "show", "NOPE-1")  # a read command changes nothing anyway
+    assert looked_up.stderr == (
+        "keysync: error: unknown master key 'NOPE-1': no registry entry has it "
+        "(see `keysync registry list`)\n"
+    )
     listed = ok(keysync("registry", "list")).stdout
     assert "TAB\\t7" in listed and "\\x1b[31mRED-1" in listed
     shown = ok(keysync("registry", "show", "TAB-7")).stdout
@@ -1539,3 +1548,24 @@ def test_registry_export_rows_are_those_of_the_registry_report_hash_cells_quoted
     exported = ok(keysync("registry", "export")).stdout.splitlines()
     assert exported == rows
     assert exported[1].startswith('"CUST-12","Proposed","mirror","B","CUST-#-12","B",')
+
+
+def test_runs_and_audit_say_what_a_killed_or_dry_run_left(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: a kill -9'd run got no word that a later run had superseded its checkpoint
+    (a Ctrl-C'd one did); `audit --run <dry run>` said only "no audit events"."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    Background.held_at(tmp_path, "planning").kill()
+    ok(keysync("-q", "run"))
+    killed = ok(keysync("runs")).stdout.splitlines()[1]
+    assert " interrupted " in killed and "ended without finishing" in killed
+    assert killed.endswith("; its checkpoint was superseded by a later run")
+    ok(keysync("-q", "run", "--dry-run"))
+    dry_id = json.loads(ok(keysync("runs", "--json")).stdout)[-1]["run_id"]
+    said = ok(keysync("audit", "--run", dry_id))
+    assert said.stdout == "" and said.stderr == (
+        f"run {dry_id} was a dry run: it recorded no audit events (its audit_log.csv listed "
+        "what it would have, with an empty seq)\n"
+    )
