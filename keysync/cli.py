@@ -233,11 +233,17 @@ def _check_folders(app: AppContext, settings: tuple[str, ...]) -> None:
             except OSError as exc:  # a permission, a read-only file system: the machine
                 reason, fault = (exc.strerror or str(exc)).lower(), EXIT_CANNOT_RUN
         if reason is not None:
-            raise KeysyncError(
-                f"{app.config_path}: paths.{setting}: cannot use {folder} as a folder: "
-                f"{reason}; fix paths.{setting} or the folder",
-                fault,
-            )
+            raise _folder_error(app, setting, folder, reason, fault)
+
+
+def _folder_error(
+    app: AppContext, setting: str, folder: Path, reason: str, fault: int = EXIT_USAGE
+) -> KeysyncError:
+    return KeysyncError(
+        f"{app.config_path}: paths.{setting}: cannot use {folder} as a folder: "
+        f"{reason}; fix paths.{setting} or the folder",
+        fault,
+    )
 
 
 def _split_systems(systems: str | None) -> list[str] | None:
@@ -539,6 +545,11 @@ def config_check(app: AppContext) -> None:
     from keysync.normalization import rule_warnings, separator_warnings
 
     config = app.config
+    folders = {"data": config.data_dir, "output": config.output_dir}
+    folders["checkpoints"] = config.checkpoint_dir
+    for setting, folder in folders.items():  # what `run` would refuse (it creates the rest)
+        if folder.exists() and not folder.is_dir():
+            raise _folder_error(app, setting, folder, "it is a file, not a folder")
     click.echo(f"# {Path(app.config_path).resolve()}: valid")
     separator = config.provisioning.namespace_separator
     for warning in rule_warnings(config.normalize) + separator_warnings(
