@@ -1050,10 +1050,6 @@ class StateStore:
 
     # ------------------------------------------------------------------ history
 
-    def history_systems(self) -> list[str]:
-        """The systems the key history keeps a state for (taken out of the config too)."""
-        return [row[0] for row in self._db.execute("SELECT system FROM system_state")]
-
     def load_history_state(self) -> HistoryState:
         state = HistoryState(observed=self.observed_times())
         for row in self._db.execute(

@@ -743,9 +743,9 @@ class Series:
         probs = check_exit(pi.returncode, 0, pi.stderr) + check_exit(pf.returncode, 0, pf.stderr)
         return [f"{' '.join(args[:2])}: {p}" for p in probs]
 
-    def day(self, rcfg: dict[str, Any], flags: list[str]) -> list[str]:
-        """One run in both projects (``rcfg``: the systems the run reconciles), compared
-        with each other and with the model."""
+    def day(self, rcfg: dict[str, Any], flags: list[str], configured: set[str]) -> list[str]:
+        """One run in both projects (``rcfg``: the systems the run reconciles; ``configured``:
+        the config's, which ``--systems`` narrows), compared with each other and the model."""
         dry, auto = "--dry-run" in flags, "--auto-approve" in flags
         prov = rcfg.get("provisioning", {})
         self.model.strategy = prov.get("strategy", "mirror")
@@ -762,7 +762,7 @@ class Series:
         _, seq, was_dry = self.full.last_run()
         if was_dry != dry:
             probs.append(f"runs: dry_run {was_dry}, asked {dry}")
-        res = self.model.run(seq, exp.data, rules_of(rcfg), auto, dry)
+        res = self.model.run(seq, exp.data, rules_of(rcfg), auto, dry, configured)
         probs += compare_state(res, exp, self.full, seq, dry)
         seen = {k for _, k in self.model.first}  # after a dry run: before it (no history)
         pool = sorted(
@@ -848,7 +848,7 @@ def case_series(seed: int, case: Path, opts: argparse.Namespace) -> CaseResult:
                 systems = ["A", *sorted(rng.sample("BCDE", rng.randint(1, 3)))]
                 flags += ["--systems", ",".join(systems)]
                 rcfg = {**cfg, "sources": {s: cfg["sources"][s] for s in systems}}
-        probs += [f"{label} {flags}: {p}" for p in series.day(rcfg, flags)]
+        probs += [f"{label} {flags}: {p}" for p in series.day(rcfg, flags, set(cfg["sources"]))]
         if probs:
             break
     return kind, probs
@@ -894,7 +894,7 @@ def case_edits(seed: int, case: Path, opts: argparse.Namespace) -> CaseResult:
                 **cfg,
                 "sources": {s: cfg["sources"][s] for s in cfg["sources"] if s in systems},
             }
-        probs += [f"{label} {flags}: {p}" for p in series.day(rcfg, flags)]
+        probs += [f"{label} {flags}: {p}" for p in series.day(rcfg, flags, set(cfg["sources"]))]
         if probs:
             break
     return kind, probs

@@ -101,6 +101,7 @@ class StateModel:
     gaps: dict[tuple[str, str], int] = field(default_factory=dict)
     last_rules: str | None = None
     manual_sessions: int = 0
+    configured: set[str] = field(default_factory=set)  # the systems of the last run's config
 
     # -------------------------------------------------------------- manual commands
 
@@ -150,9 +151,11 @@ class StateModel:
         rules: str,
         auto_approve: bool = False,
         dry_run: bool = False,
+        configured: set[str] | None = None,
     ) -> RunResult:
         """One successful run (completed or degraded). ``data``: the systems of this run
-        (the config's, or ``--systems``), None for one that could not be read.
+        (the config's, or ``--systems``), None for one that could not be read;
+        ``configured``: the config's systems (default: those of ``data``).
 
         docs/state.md "Dry runs": a dry run shows what it would do and changes nothing.
         """
@@ -163,6 +166,7 @@ class StateModel:
             events.append(("rules.changed", "", ""))
         self.last_rules = rules
         self._history(seq, read)
+        self.configured = set(data) if configured is None else configured
         events += self._update_entries(seq, set(read))
         events += self._propose(seq, read, auto_approve)
         result = RunResult(copy.deepcopy(self.registry), events, dict(self.gaps))
@@ -206,7 +210,8 @@ class StateModel:
         entries that exist before this run.
 
         - seen_in: mirror, every system holding the key now (A included); namespaced, that
-          system and/or A; a system not read keeps what it held last;
+          system and/or A; a configured system not read keeps what it held last, one taken
+          out of the config holds nothing;
         - last_seen_at: the newest of the read holders' first rows; while a holder is not
           read the value never goes back; kept while no system holds the key, and when the
           holders' exports stop carrying one (a renamed column; the diff reports then show
@@ -221,7 +226,9 @@ class StateModel:
         for e in self.registry.values():
             k = e.key
             scope = sorted(self.known) if e.strategy == "mirror" else [self.authority, e.system]
-            holders = sorted({s for s in scope if k in self.known.get(s, {})})
+            holders = sorted(
+                {s for s in scope if s in self.configured and k in self.known.get(s, {})}
+            )
             old_seen, old_status = e.seen_in, e.status
             if holders:
                 stamps = [self.known[s][k] for s in holders if s in read]
@@ -271,7 +278,9 @@ class StateModel:
                     continue
                 if self.strategy == "mirror":
                     read_holders = [p for p in peers if k in read[p]]
-                    holders = [p for p in sorted(self.known) if k in self.known[p]]
+                    holders = [
+                        p for p in sorted(self.known) if p in self.configured and k in self.known[p]
+                    ]
                     src = read_holders[0]
                     stamp = newest_stamp([self.known[p][k] for p in read_holders])
                 else:

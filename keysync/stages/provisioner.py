@@ -398,13 +398,11 @@ def _plan(
     plan.approver = approver
     plan.new_status = "Active" if approver else "Proposed"
     planner = _Planner(plan, comparison, approver, provisioning.deprecate_after_runs)
+    planner.configured = set(config.sources)
     planner.successful = store.successful_seqs()
     planner.update_existing()
     planner.propose()
-    # Not read: configured systems that were down or left out, and systems taken out of
-    # the config, which the history (and every existing entry) still counts as holders.
     unread = [system for system in config.sources if system not in planner.read_set]
-    unread += [system for system in store.history_systems() if system not in config.sources]
     if plan.strategy == "mirror" and plan.new and unread:
         planner.add_unread_holders(store.load_history_state(), unread)
     plan.stats = planner.stats
@@ -425,6 +423,9 @@ class _Planner:
         self.index = comparison.index
         self.read = sorted(s for s, row in comparison.summaries.items() if row.available)
         self.read_set = set(self.read)
+        # A system not read keeps what it held last in seen_in only while it is configured
+        # (down, or left out with --systems): one taken out of the config holds nothing.
+        self.configured: set[str] = set(self.read)
         self.peers = [s for s in self.read if s != self.authority]
         self.keys = {s: self.index[s].first_row for s in self.read}
         self.shared: set[str] = set()  # out-of-authority keys held by several peers
@@ -560,6 +561,7 @@ class _Planner:
         keys, read, read_set = self.keys, self.read, self.read_set
         stamps = {s: self.index[s].timestamp for s in read}
         namespaced_keys = self.namespaced_keys
+        configured = self.configured
         carried_for: dict[str, list[str]] = {}
         change = self._change
         for row in plan.existing.values():
@@ -581,7 +583,9 @@ class _Planner:
                     continue
             carried = carried_for.get(old_seen)
             if carried is None:
-                carried = [s for s in old_seen.split(";") if s and s not in read_set]
+                carried = [
+                    s for s in old_seen.split(";") if s and s not in read_set and s in configured
+                ]
                 carried_for[old_seen] = carried
             if row[MK_STRATEGY] == "mirror":
                 in_authority = seen is None and key in a_keys
