@@ -323,9 +323,9 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
     if not app.quiet:
         for change in changes:
             if change.changed:
-                click.echo(f"{change.master_key}: {change.old} -> {change.new}")
+                click.echo(f"{visible(change.master_key)}: {change.old} -> {change.new}")
             else:
-                click.echo(f"{change.master_key}: already {change.old} (unchanged)")
+                click.echo(f"{visible(change.master_key)}: already {change.old} (unchanged)")
     noun = "master key" if len(done) == 1 else "master keys"
     past = "approved" if verb == "approve" else "deprecated"
     where = f"audit run id {actor}" if done else "nothing changed, nothing audited"
@@ -726,7 +726,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
         title += f" (master key {master_key})"
     elif normalized != key:
         title += f" (normalized from {key!r})"
-    click.echo(title)
+    click.echo(visible(title))
     print_table(
         ["system", "status", "first_seen", "last_seen", "missing_since"],
         (
@@ -746,11 +746,12 @@ def history(app: _App, key: str, as_json: bool) -> None:
         click.echo("\nchanges:")
         print_table(["timestamp", "run_id", "system", "event"], timeline.events)
     for entry in entries:
-        click.echo(
-            f"\nmaster key {entry.master_key}: {entry.status}"
+        line = (
+            f"master key {entry.master_key}: {entry.status}"
             f" (seen in {entry.seen_in or 'no system'}; "
             + (f"last seen {entry.last_seen_at})" if entry.last_seen_at else "no last_seen_at)")
         )
+        click.echo("\n" + visible(line))
 
 
 def _when(at: str, run_id: str) -> str:

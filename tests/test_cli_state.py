@@ -1569,3 +1569,23 @@ def test_runs_and_audit_say_what_a_killed_or_dry_run_left(
         f"run {dry_id} was a dry run: it recorded no audit events (its audit_log.csv listed "
         "what it would have, with an empty seq)\n"
     )
+
+
+def test_approve_and_history_print_keys_with_control_characters_escaped(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen: with strip_non_alnum off, a peer's key holding ESC coloured the reviewer's
+    terminal through `registry approve` and the `history` title; tables escaped it."""
+    write_config(
+        tmp_path,
+        sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+        normalize={"strip_non_alnum": False},
+        processing={"parallel": False, "workers": 1},
+    )
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["\x1b[31mRED"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    approved = ok(keysync("registry", "approve", "\x1b[31mRED")).stdout
+    assert approved == "\\x1b[31MRED: Proposed -> Active\n"
+    history = ok(keysync("history", "\x1b[31mRED")).stdout
+    assert "\x1b" not in history
+    assert history.startswith("history of \\x1b[31MRED (normalized from '\\x1b[31mRED')")
