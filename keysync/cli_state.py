@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import os
-import pwd
 import secrets
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
+from keysync.actor import os_user
 from keysync.config import Config
 from keysync.errors import EXIT_CANNOT_RUN, EXIT_USAGE, KeysyncError
 from keysync.state import (
@@ -307,7 +307,7 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
                 targets.extend(e.master_key for e in found)
             if unknown:
                 raise _unknown(*unknown)
-        user = _os_user()
+        user = os_user()
         changes = store.change_status(
             targets, target, actor=actor, now=stamp, command=command, user=user
         )
@@ -330,22 +330,6 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
     past = "approved" if verb == "approve" else "deprecated"
     where = f"audit run id {actor}" if done else "nothing changed, nothing audited"
     _say(app, f"{past} {len(done)} {noun} ({where})")
-
-
-def _os_user() -> str:
-    """Who ran the command, as the system names them, for the audit trail.
-
-    By the process's user id, not ``$LOGNAME``/``$USER`` (which anyone can set); for
-    root, ``$SUDO_USER`` adds who asked sudo for it (set by sudo; root could write the
-    audit trail directly anyway).
-    """
-    uid = os.geteuid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:  # a user id the passwd file does not know (a container)
-        name = f"uid {uid}"
-    via = os.environ.get("SUDO_USER") if uid == 0 else None  # set by sudo, trusted as root
-    return f"{name}, by sudo from {via}" if via and via != name else name
 
 
 @registry.command("approve")

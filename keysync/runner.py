@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from keysync import audit_report, checkpoint, incremental, logs, testhooks
+from keysync.actor import os_user
 from keysync.checkpoint import CheckpointHeader, CheckpointWriter
 from keysync.comparison import Comparison, SystemSummary, compare, has_discrepancies
 from keysync.config import Config
@@ -658,6 +659,7 @@ class _Run:
             "fail_on_diff": options.fail_on_diff,
             "resume": self.resumed,
             "keys": options.regenerate_keys,  # `--keys N`: the inputs were mock data made now
+            "user": os_user(),  # who ran it: an --auto-approve run approves in their name
             "systems": ",".join(self.systems),
             "rules": _rules(self.config),  # to notice a change of them (rules.changed)
         }

@@ -861,7 +861,7 @@ class StateStore:
             " || '''; seen in ' || seen_in"
         }
         if plan.approver:
-            tail = _literal(f": Proposed -> Active by {plan.approver}")
+            tail = _literal(f": Proposed -> Active by {plan.approved_by}")
             details["key.approved"] = f"'master key ' || master_key || {tail}"
         for event, detail in details.items():
             self._db.execute(

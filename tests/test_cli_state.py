@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 from conftest import RunKeysync
 
+from keysync.actor import os_user
+
 SYSTEMS = ("A", "B", "C")
 Inputs = Mapping[str, Sequence[str | tuple[str, str]]]
 USER = pwd.getpwuid(os.geteuid()).pw_name  # the name the audit trail gives manual changes
@@ -1111,6 +1113,7 @@ def test_runs_record_whether_a_run_approved_what_it_proposed_and_whether_it_resu
         "fail_on_diff": False,
         "resume": False,
         "keys": None,
+        "user": os_user(),
         "systems": "A,B,C",
     }
     assert statuses(tmp_path) == {"X-1": "Active"}

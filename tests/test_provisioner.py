@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from keysync.actor import os_user
 from keysync.comparison import Comparison, compare
 from keysync.config import Config, parse_config
 from keysync.messages import KeyBatch
@@ -179,13 +180,17 @@ def test_auto_approve_activates_new_keys_and_names_the_switch(tmp_path: Path) ->
     runs.run({"A": ["K1"], "B": ["X1", "X2"]}, auto_approve=True)
     # X1 was proposed earlier for review: auto-approve applies to new keys only.
     assert runs.statuses() == {"X1": "Proposed", "X2": "Active"}
-    assert ("key.approved", "B", "X2", "master key X2: Proposed -> Active by --auto-approve") in (
-        runs.events("r2")
-    )
+    user = os_user()
+    assert (
+        "key.approved",
+        "B",
+        "X2",
+        f"master key X2: Proposed -> Active by --auto-approve (user {user})",
+    ) in runs.events("r2")
     configured = Runs(tmp_path / "other", auto_approve=True)
     plan = configured.run({"A": ["K1"], "B": ["X9"]})
     assert plan.status_for("B", "X9") == "Active"
-    assert configured.events("r1")[1][3].endswith("by provisioning.auto_approve")
+    assert configured.events("r1")[1][3].endswith(f"by provisioning.auto_approve (user {user})")
 
 
 def test_active_keys_unseen_for_n_successful_runs_are_deprecated(runs: Runs) -> None:

@@ -61,6 +61,7 @@ from operator import add, itemgetter
 from typing import Any
 
 from keysync import logs
+from keysync.actor import os_user
 from keysync.comparison import Comparison
 from keysync.config import Config
 from keysync.history import last_known_holders
@@ -185,6 +186,7 @@ class ProvisioningPlan:
     existing: dict[str, RegistryRow]
     new_status: str = "Proposed"
     approver: str = ""  # "--auto-approve", "provisioning.auto_approve" or ""
+    approved_by: str = ""  # the approver and the user who ran it, as the audit trail says
     new: dict[str, NewEntry] = field(default_factory=dict)  # in master_key order
     changed: dict[str, RegistryRow] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
@@ -310,7 +312,7 @@ class ProvisioningPlan:
             for master_key, source, source_key, seen_in, _, key in self.new.values()
         )
         if self.approver:
-            tail = f": Proposed -> Active by {self.approver}"
+            tail = f": Proposed -> Active by {self.approved_by}"
             events.extend(
                 (now, run_id, "key.approved", source, key, f"master key {master_key}{tail}")
                 for master_key, source, _, _, _, key in self.new.values()
@@ -396,6 +398,7 @@ def _plan(
     else:
         approver = ""
     plan.approver = approver
+    plan.approved_by = f"{approver} (user {os_user()})" if approver else ""
     plan.new_status = "Active" if approver else "Proposed"
     planner = _Planner(plan, comparison, approver, provisioning.deprecate_after_runs)
     planner.configured = set(config.sources)
