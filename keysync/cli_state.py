@@ -179,29 +179,28 @@ def _entry_json(entry: RegistryEntry) -> dict[str, Any]:
     return data
 
 
-def _find_entries(app: _App, store: StateStore, name: str) -> list[RegistryEntry]:
-    """Every entry of the key ``name`` normalizes to; else the master key of that exact name.
+def _find_entries(
+    app: _App, store: StateStore, names: Sequence[str]
+) -> dict[str, list[RegistryEntry]]:
+    """For each name: every entry of the key it normalizes to; else the master key of that
+    exact name; else none.
 
     A key's entries are all of them: after a strategy switch a key can have a mirror
-    entry (named like the key) and namespaced ones, and acting on "the key" must not
-    quietly act on the mirror entry alone. A name that is a master key of another key
-    (``B:CUST-1``) is that master key.
+    entry (named like the key) and namespaced ones, made under any separator and by
+    systems since taken out of the config; acting on "the key" must not quietly act on
+    some of them. A name that is a master key of another key (``B:CUST-1``) is that one.
+    The keys are looked up together (a scan of the registry per 500 names, ~0.3 s on a
+    million entries), not one scan per name.
     """
-    normalized = _normalize(app, name)
-    exact = store.registry_entry(name)
-    if not normalized:
-        return [exact] if exact is not None else []
-    # The names a key's entries can have, looked up by primary key: a scan of the key
-    # column takes ~0.3 s on a million entries, once per name of a long approve list.
-    separator = app.config.provisioning.namespace_separator
-    names = [normalized, *(f"{system}{separator}{normalized}" for system in app.config.sources)]
-    found = [entry for n in names if (entry := store.registry_entry(n)) is not None]
-    entries = sorted((e for e in found if e.key == normalized), key=lambda e: e.master_key)
-    if entries:
-        return entries
-    if exact is not None:
-        return [exact]
-    return store.entries_for_key(normalized)  # made under another separator or system list
+    normalized = {name: _normalize(app, name) for name in names}
+    by_key = store.entries_for_keys({key for key in normalized.values() if key})
+    found: dict[str, list[RegistryEntry]] = {}
+    for name in names:
+        entries = by_key.get(normalized[name], [])
+        if not entries and (exact := store.registry_entry(name)) is not None:
+            entries = [exact]
+        found[name] = entries
+    return found
 
 
 _NAMES_SHOWN = 10  # of a long list of unknown keys (a pasted file): the line stays a line
@@ -236,7 +235,7 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
       keysync registry show D:CUST-00146    # with strategy: namespaced
     """
     with _open_required(app) as store:
-        entries = _find_entries(app, store, key)
+        entries = _find_entries(app, store, [key])[key]
         if not entries:
             raise _unknown(key, changing=False)
         events = {e.master_key: _entry_events(store, e) for e in entries}
@@ -300,8 +299,7 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
         targets: list[str] | None = None
         if not all_proposed:
             targets, unknown = [], []
-            for name in keys:
-                found = _find_entries(app, store, name)
+            for name, found in _find_entries(app, store, keys).items():
                 if not found:
                     unknown.append(name)
                 targets.extend(e.master_key for e in found)
@@ -678,7 +676,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
             normalized = entry.key
             master_key = key if entry.key != key else None
         timeline = key_timeline(store, normalized)
-        entries = store.entries_for_key(normalized)
+        entries = store.entries_for_keys([normalized]).get(normalized, [])
     # A system taken out of the config keeps its history, as an unread one does (its last
     # known keys, gaps opening as A grows); say so rather than show it as current.
     configured = set(app.config.sources)

@@ -731,12 +731,23 @@ class StateStore:
         ).fetchone()
         return RegistryEntry.from_row(row) if row else None
 
-    def entries_for_key(self, key: str) -> list[RegistryEntry]:
-        """Every entry whose normalized key is ``key`` (namespaced: one per system)."""
-        rows = self._db.execute(
-            "SELECT * FROM master_keys WHERE key = ? ORDER BY master_key", (key,)
-        )
-        return [RegistryEntry.from_row(row) for row in rows]
+    def entries_for_keys(self, keys: Iterable[str]) -> dict[str, list[RegistryEntry]]:
+        """Every entry of each normalized key, by master key (namespaced: one per system,
+        and after a strategy switch a mirror entry too). The key column has no index (it
+        would slow every large commit): one scan per 500 keys."""
+        wanted = sorted(set(keys))
+        found: dict[str, list[RegistryEntry]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT * FROM master_keys WHERE key IN ({', '.join('?' * len(chunk))})"
+                " ORDER BY master_key",
+                chunk,
+            )
+            for row in rows:
+                entry = RegistryEntry.from_row(row)
+                found.setdefault(entry.key, []).append(entry)
+        return found
 
     def registry_count(self, status: str | None = None) -> int:
         if status is None:

@@ -1363,18 +1363,18 @@ def test_a_key_with_mirror_and_namespaced_entries_is_shown_and_changed_whole(
     found the mirror entry X-1 only and left B:X-1 and C:X-1, entries of the same key,
     as they were without a word (docs/state.md: a key finds all its entries)."""
 
-    def configure(strategy: str) -> None:
+    def configure(strategy: str, separator: str = ":") -> None:
         write_config(
             tmp_path,
             sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
-            provisioning={"strategy": strategy},
+            provisioning={"strategy": strategy, "namespace_separator": separator},
             processing={"parallel": False, "workers": 1},
         )
 
     configure("namespaced")
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["x_1"], "C": ["X 1"]})
     ok(keysync("-q", "run"))
-    configure("mirror")
+    configure("mirror", separator="/")  # entries under another separator are the key's too
     ok(keysync("-q", "run"))
     shown = json.loads(ok(keysync("registry", "show", "x_1", "--json")).stdout)
     assert [entry["master_key"] for entry in shown] == ["B:X-1", "C:X-1", "X-1"]
