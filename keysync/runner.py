@@ -370,26 +370,6 @@ def _committed(store: StateStore, run_id: str) -> bool:
     return record is not None and record.outcome in SUCCESSFUL
 
 
-def _refuse_a_lost_database(data_dir: Path) -> None:
-    """A missing keysync.db beside the traces earlier runs leave is a lost state, not a
-    first run: starting a new registry would reset every decision and publish an
-    audit_log.csv that forgot the old trail (a restore gone wrong, a wrong mount)."""
-    database = data_dir / DB_NAME
-    if database.exists():
-        return
-    snapshots = data_dir / incremental.FOLDER
-    traces = [data_dir / audit_report.RECORD, data_dir / audit_report.LINK]
-    traces = [trace for trace in traces if trace.exists()]
-    if snapshots.is_dir() and any(snapshots.iterdir()):
-        traces.append(snapshots)
-    if traces:
-        raise RunError(
-            f"{database} is missing, but earlier runs left {traces[0]}: put keysync.db "
-            "back from a backup (a new one would start the registry and the audit trail "
-            f"from nothing), or move {data_dir} aside to start afresh on purpose"
-        )
-
-
 def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult | None:
     """The result of the run ``folder`` checkpoints, if it was killed after its commit.
 
@@ -536,7 +516,6 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
     run_id = resume_dir.name if resume_dir is not None else new_run_id(started)
     log = logs.get_logger(stage="runner")
     with RunLock.acquire(config.data_dir, run_id):
-        _refuse_a_lost_database(config.data_dir)
         store = StateStore.open(config.data_dir / DB_NAME)
         try:
             _publish_leftovers(config, store)

@@ -185,6 +185,29 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+def lost_database_problem(path: Path) -> str | None:
+    """A missing keysync.db beside the traces earlier runs leave is a lost state, not a
+    first run: a new database would reset every decision and publish an audit_log.csv
+    that forgot the old trail (a restore gone wrong, a wrong mount). The one line to
+    say, or None when nothing shows that runs happened here."""
+    from keysync.audit_report import LINK, RECORD
+    from keysync.incremental import FOLDER
+
+    data_dir = path.parent
+    traces = [data_dir / RECORD, data_dir / LINK]
+    traces = [trace for trace in traces if trace.exists()]
+    snapshots = data_dir / FOLDER
+    if snapshots.is_dir() and any(snapshots.iterdir()):
+        traces.append(snapshots)
+    if not traces:
+        return None
+    return (
+        f"{path} is missing, but earlier runs left {traces[0]}: put {path.name} back from a "
+        "backup (a new one would start the registry and the audit trail from nothing), or "
+        f"move {data_dir} aside to start afresh on purpose"
+    )
+
+
 class NoStateError(KeysyncError):
     """There is no database yet: nothing has run."""
 
@@ -198,7 +221,7 @@ class NoStateError(KeysyncError):
 _ACCESS_CODES = {3, 8, 10, 13, 14, 15, 22}
 _LOCKED_CODES = {5}  # BUSY: another connection held the database past the busy timeout
 _DAMAGED_CODES = {11, 26}  # CORRUPT, NOTADB: pages overwritten, or not a database at all
-_DAMAGED_WORDS = ("malformed", "not a database")
+_DAMAGED_WORDS = ("malformed", "not a database", "could not decode")  # keysync writes UTF-8 only
 _ACCESS_WORDS = ("readonly", "disk", "unable to open", "permission", "locking protocol")
 
 
@@ -420,8 +443,12 @@ class StateStore:
     def open(cls, path: Path, *, create: bool = True) -> StateStore:
         """Open (and migrate) the database; ``create=False`` refuses a missing file."""
         path = Path(path)
-        if not create and not path.exists():
-            raise NoStateError(path)
+        if not path.exists():
+            lost = lost_database_problem(path)
+            if lost is not None:
+                raise RunError(lost)
+            if not create:
+                raise NoStateError(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             connection = sqlite3.connect(path, isolation_level=None, timeout=30.0)

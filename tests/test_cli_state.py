@@ -1412,6 +1412,10 @@ def test_a_lost_database_beside_earlier_runs_traces_is_refused_not_started_afres
     ]
     assert not database.exists()
     assert (tmp_path / "output" / "audit_log.csv").read_bytes() == trail
+    # The reading commands say the same, rather than "no runs yet: run keysync run first".
+    for command in (["runs"], ["audit", "--json"], ["registry", "list"], ["history", "X-1"]):
+        read = keysync("-q", *command)
+        assert (read.returncode, read.stderr) == (3, refused.stderr), command
     shutil.move(tmp_path / "data", tmp_path / "old-data")  # afresh, on purpose
     ok(keysync("-q", "run"))
     assert statuses(tmp_path) == {"X-1": "Proposed"}
@@ -1433,6 +1437,25 @@ def test_a_degraded_run_names_the_missing_system_in_runs_and_the_audit_trail(
         "outcome degraded, exit 4, proposed 1, registry_total 1; "
         "degraded: C unavailable, not compared",
     )
+
+
+def test_a_database_cell_that_is_not_utf8_is_damage_not_a_traceback(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (review): one overwritten page of master_keys gave `Could not decode to UTF-8
+    column 'status'`, an OperationalError with no SQLite code: a traceback, exit 1."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    database = tmp_path / "data" / "keysync.db"
+    with sqlite3.connect(database) as db:  # what a damaged page looks like to a reader
+        db.execute("UPDATE master_keys SET source_key = CAST(x'fffe' AS TEXT)")
+    for command in (["registry", "list"], ["registry", "export"], ["run"]):
+        done = keysync("-q", *command)
+        assert done.returncode == 3 and "Traceback" not in done.stderr, (command, done.stderr)
+        assert done.stderr.splitlines()[-1].startswith(
+            f"keysync: error: the state database {database} is damaged (Could not decode"
+        ), command
 
 
 def test_a_damaged_database_is_one_line_and_exit_3_in_every_command(
