@@ -336,6 +336,7 @@ def test_ctrl_c_during_generate_exits_130_with_one_line(
     for "discrepancies found"; SPEC.md: 130 interrupted."""
     write_config(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env["KEYSYNC_TEST_PAUSE_AT"] = "mock-publish"  # it cannot finish before the signal
     process = subprocess.Popen(
         [sys.executable, "-m", "keysync", "generate", "--keys", "100000", "--days", "5"],
         cwd=tmp_path,
@@ -358,7 +359,7 @@ def test_ctrl_c_during_generate_exits_130_with_one_line(
             process.wait()
     assert process.returncode == 130, stderr
     assert "Aborted" not in stderr and "Traceback" not in stderr, stderr
-    lines = stderr.strip().splitlines()
+    lines = [line for line in stderr.strip().splitlines() if "paused_for_tests" not in line]
     assert len(lines) == 1 and lines[0].startswith("keysync: ") and "interrupted" in lines[0]
     assert not list((tmp_path / "input").glob(".*.tmp")), "no half-written file is left"
 
@@ -432,14 +433,17 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _big_generate_over_a_small_one(
-    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path, held: bool = False
 ) -> tuple[Path, dict[str, bytes], subprocess.Popen[str]]:
-    """A 50-key mock set in place, then `generate --keys 200000` (with its helper) started."""
+    """A 50-key mock set in place, then `generate --keys 200000` (with its helper) started;
+    ``held``: it waits before it puts its files in place, so a signal finds it at work."""
     write_config(tmp_path)
     assert keysync("-q", "generate", "--keys", "50").returncode == 0
     folder = tmp_path / "input"
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    if held:
+        env["KEYSYNC_TEST_PAUSE_AT"] = "mock-publish"
     process = subprocess.Popen(
         [sys.executable, "-m", "keysync", "generate", "--keys", "200000"],
         cwd=tmp_path,
@@ -461,7 +465,9 @@ def test_interrupted_generate_keeps_the_previous_inputs_whole_and_leaves_no_proc
     a set no run should read; after SIGTERM its forked helper process lived on, orphaned,
     forever. Now the new files replace the old ones only once all are written, and
     the helper goes with the main process."""
-    folder, before, process = _big_generate_over_a_small_one(keysync, write_config, tmp_path)
+    folder, before, process = _big_generate_over_a_small_one(
+        keysync, write_config, tmp_path, held=True
+    )
     try:
         deadline = time.monotonic() + 60
         while not any(p.name.startswith(".") for p in folder.iterdir()):
@@ -478,7 +484,8 @@ def test_interrupted_generate_keeps_the_previous_inputs_whole_and_leaves_no_proc
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    lines = [line for line in stderr.strip().splitlines() if "paused_for_tests" not in line]
+    assert "Traceback" not in stderr and len(lines) == 1, stderr
     after = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert after == before
 

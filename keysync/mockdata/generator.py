@@ -57,6 +57,7 @@ from keysync.mockdata.scenarios import SCENARIOS, DayTarget, day_targets
 from keysync.mockdata.snapshot import Snapshot, SnapshotContext, build_snapshot
 from keysync.mockdata.truth import TruthRules
 from keysync.normalization import compile_rules
+from keysync.testhooks import pause_for_tests
 
 MANIFEST_VERSION = 1
 # Per-key first lines are stored in the manifest up to this many keys per system.
@@ -612,6 +613,7 @@ def _generate(
                     top_files = {name: _relative(files[name], out_dir) for name in systems}
                     write_pending(manifest_path, _manifest(base, snapshots, top_files), run.token)
                     _record(result, snapshots, authority)
+            pause_for_tests("mock-publish")  # every file pending, none in place yet
             with _signals_held():  # a signal now would leave half the set renamed
                 publish_pending(top_level, run.token)
         for folder in sorted({p.parent for p in top_level}):
