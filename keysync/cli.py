@@ -550,6 +550,8 @@ def config_check(app: AppContext) -> None:
     for setting, folder in folders.items():  # what `run` would refuse (it creates the rest)
         if folder.exists() and not folder.is_dir():
             raise _folder_error(app, setting, folder, "it is a file, not a folder")
+        if any(part.is_file() for part in folder.parents):
+            raise _folder_error(app, setting, folder, "a part of the path is a file, not a folder")
     click.echo(f"# {Path(app.config_path).resolve()}: valid")
     separator = config.provisioning.namespace_separator
     for warning in rule_warnings(config.normalize) + separator_warnings(
@@ -573,13 +575,15 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
     """Show what the configured rules make of keys: one per argument, or per line of stdin.
 
     Nothing is read from the sources and nothing is written: a way to try a rule
-    change on sample keys before a run (keys that come out equal are one key).
+    change on sample keys before a run (keys that come out equal are one key). The
+    key rules and the length limit only: the reader's checks of a row (encoding,
+    NUL bytes, quoting) are not made, and blank lines of stdin are skipped.
 
     \b
     Example:
       keysync normalize "cust_00123" "Café 7" " PROD/abc/789 "
       keysync -c trial.yaml normalize --steps "cust_00123"
-      cut -d, -f1 input/B.csv | keysync normalize
+      tail -n +2 input/B.csv | cut -d, -f1 | keysync normalize
     """
     from keysync.normalization import compile_rules
     from keysync.stages.normalizer import EMPTY_KEY_MESSAGE, too_long_message
@@ -589,7 +593,7 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
     if not keys:
         if sys.stdin.isatty():
             fail("normalize: give keys as arguments, or one per line on stdin")
-        keys = tuple(line.rstrip("\r\n") for line in sys.stdin)
+        keys = tuple(key for line in sys.stdin if (key := line.rstrip("\r\n")))
     normalizer = compile_rules(config.normalize)
     limit = config.processing.max_key_length
     results = []

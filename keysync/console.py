@@ -58,7 +58,15 @@ def final_line(result: RunResult) -> str | None:
 
 
 # What a run did to the registry, in the order a reader asks: the counts of ProvisioningPlan.
-_REGISTRY_CHANGES = ("proposed", "approved", "deprecated", "resolved", "unresolved", "reappeared")
+_REGISTRY_CHANGES = {
+    "proposed": "proposed",
+    "approved": "approved",
+    "deprecated": "deprecated",
+    "resolved": "resolved",
+    "unresolved": "unresolved",
+    "reappeared": "reappeared",
+    "seen_in_changed": "seen_in changed",
+}
 
 
 def registry_line(result: RunResult) -> str:
@@ -68,7 +76,7 @@ def registry_line(result: RunResult) -> str:
     now only the log's ``registry.changed`` told) and how many keys wait for a decision."""
     counts = result.registry
     changes = ", ".join(
-        f"{counts[name]:,} {name}" for name in _REGISTRY_CHANGES if counts.get(name)
+        f"{counts[name]:,} {said}" for name, said in _REGISTRY_CHANGES.items() if counts.get(name)
     )
     if result.dry_run:
         line = "registry (dry run, nothing saved): " + (
@@ -78,7 +86,8 @@ def registry_line(result: RunResult) -> str:
         line = f"registry: {changes or 'no change'}"
     if result.statuses:
         by_status = ", ".join(f"{n:,} {status}" for status, n in result.statuses.items())
-        line += f"; {sum(result.statuses.values()):,} master keys: {by_status}"
+        total = sum(result.statuses.values())
+        line += f"; {total:,} master key{'' if total == 1 else 's'}: {by_status}"
     if result.statuses.get("Proposed") and not result.dry_run:
         line += " (review: keysync registry list --status Proposed)"
     return line

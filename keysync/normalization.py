@@ -297,19 +297,25 @@ def rule_warnings(rules: NormalizeConfig) -> list[str]:
 
 
 def separator_warnings(rules: NormalizeConfig, separator: str) -> list[str]:
-    """A ``namespace_separator`` made only of characters keys can hold: a namespaced
-    master key (``B-X-1``, B's key ``X-1``) can then be named like a key (``B-X-1``), so
-    after a switch between mirror and namespaced two keys would need one name."""
-    if not rules.strip_non_alnum:
-        return []  # every character can be in a key: nothing to choose instead
-    in_keys = set(rules.collapse_delims or "")
-    if not set(separator) <= in_keys:
+    """A ``namespace_separator`` a normalized key can contain: a namespaced master key
+    (``B-X-1``, B's key ``X-1``) can then be named like a key (``B-X-1``), so after a
+    switch between mirror and namespaced two keys would need one name.
+
+    Keys hold the separator of ``collapse_delims`` (never two in a row), and with
+    ``strip_non_alnum`` off every character that is not a delimiter."""
+    joint = rules.collapse_delims or ""
+
+    def in_keys(char: str) -> bool:
+        return char == joint or (not rules.strip_non_alnum and char not in rules.delimiters)
+
+    if not all(map(in_keys, separator)) or (joint and joint * 2 in separator):
         return []
     return [
-        f"provisioning.namespace_separator {separator!r} is made of characters keys can hold "
-        f"(normalize.collapse_delims): a namespaced master key such as 'B{separator}X-1' "
-        f"could also be a key, and after a strategy switch one of them would get no "
-        "master key of its own; a separator keys cannot hold, such as ':', avoids it"
+        f"provisioning.namespace_separator {separator!r} can be part of a key "
+        f"(normalize.collapse_delims, strip_non_alnum): a namespaced master key such as "
+        f"'B{separator}X-1' could also be a key, and after a strategy switch one of them "
+        "would get no master key of its own; a separator keys cannot hold, such as ':', "
+        "avoids it"
     ]
 
 

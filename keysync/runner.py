@@ -404,6 +404,7 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
         dry_run=record.dry_run,
         discrepancies=has_discrepancies(summaries),
         registry=record.counts.get("registry", {}),
+        statuses={} if record.dry_run else store.status_counts(),
     )
 
 
@@ -529,6 +530,7 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
                 made = generate(config, keys=options.regenerate_keys)
                 log.info(
                     "inputs.regenerated",
+                    run_id=run_id,
                     keys_per_system=made.keys_per_system,
                     seed=made.seed,
                     scenario=made.scenario,

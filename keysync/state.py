@@ -776,6 +776,11 @@ class StateStore:
                 found.setdefault(entry.key, []).append(entry)
         return found
 
+    def status_counts(self) -> dict[str, int]:
+        """How many master keys have each status (``ProvisioningPlan.status_counts``'s form)."""
+        rows = dict(self._db.execute("SELECT status, COUNT(*) FROM master_keys GROUP BY status"))
+        return {status: int(rows.get(status, 0)) for status in STATUSES}
+
     def registry_count(self, status: str | None = None) -> int:
         if status is None:
             return int(self._db.execute("SELECT COUNT(*) FROM master_keys").fetchone()[0])

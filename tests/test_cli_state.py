@@ -120,8 +120,8 @@ def test_the_summary_says_what_the_run_did_to_the_registry_and_what_waits(
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-2"], "C": ["K-1", "X-3"]})
     dry = ok(keysync("run", "--dry-run")).stdout.splitlines()
     assert dry[-2] == (
-        "registry (dry run, nothing saved): would be 1 proposed, 1 deprecated; "
-        "3 master keys: 2 Proposed, 0 Active, 1 Deprecated"
+        "registry (dry run, nothing saved): would be 1 proposed, 1 deprecated, "
+        "1 seen_in changed; 3 master keys: 2 Proposed, 0 Active, 1 Deprecated"
     )
     ok(keysync("-q", "run", "--auto-approve"))
     summary = json.loads((tmp_path / "output" / "summary.json").read_text())
@@ -855,6 +855,10 @@ def test_resume_of_a_run_killed_after_its_commit_finishes_it_and_runs_no_other(
     assert done.stdout.startswith(f"run {killed[0]} (full)\n"), done.stdout
     (b_row,) = [line.split() for line in done.stdout.splitlines() if line.startswith("B ")]
     assert b_row[:3] == ["B", "0", "1"]  # its summary: nothing matched, X-1 not in A
+    assert done.stdout.splitlines()[-2] == (  # the same registry line as if never killed
+        "registry: 1 proposed; 1 master key: 1 Proposed, 0 Active, 0 Deprecated "
+        "(review: keysync registry list --status Proposed)"
+    )
     assert db_rows(tmp_path, "SELECT run_id, outcome FROM runs") == [(killed[0], "completed")]
     registry = read_report(tmp_path / "output" / "master_key_registry.csv")
     assert [(r["master_key"], r["status"]) for r in registry] == [("X-1", "Proposed")]

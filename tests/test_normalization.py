@@ -345,7 +345,7 @@ def test_keysync_normalize_shows_each_key_as_the_configured_rules_make_it(
         "(processing.max_key_length)",
         "'a\\tb'             A-B",
     ]
-    piped = keysync("normalize", "--json", input="prod..abc//789\r\nTxn-2024-001\n")
+    piped = keysync("normalize", "--json", input="prod..abc//789\r\n\nTxn-2024-001\n")
     assert json.loads(piped.stdout) == [
         {"raw": "prod..abc//789", "key": "PROD-ABC-789", "rejected": None},
         {"raw": "Txn-2024-001", "key": "TXN-2024-001", "rejected": None},
@@ -382,11 +382,15 @@ def test_config_check_warns_of_rules_that_delete_letters(
     ]
     write_config(tmp_path, normalize={"uppercase": False, "strip_non_alnum": False})
     assert "warning" not in keysync("config", "check").stdout
+    for separator in ("--", "::"):  # runs collapse; ':' is a delimiter: never in a key
+        write_config(tmp_path, provisioning={"namespace_separator": separator})
+        assert "# warning" not in keysync("config", "check").stdout, separator
     # A namespace separator keys can hold: B's key X-1 and the key B-X-1 share a name.
     write_config(tmp_path, provisioning={"namespace_separator": "-"})
     checked = keysync("config", "check").stdout.splitlines()
     (warning,) = [line for line in checked if line.startswith("# warning: ")]
     assert warning.startswith(
-        "# warning: provisioning.namespace_separator '-' is made of characters keys can hold "
-        "(normalize.collapse_delims): a namespaced master key such as 'B-X-1' could also be a key"
+        "# warning: provisioning.namespace_separator '-' can be part of a key "
+        "(normalize.collapse_delims, strip_non_alnum): a namespaced master key such as "
+        "'B-X-1' could also be a key"
     )
