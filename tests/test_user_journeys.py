@@ -328,6 +328,15 @@ def test_namespaced_keys_with_the_default_separator_still_work(
 # ------------------------------------------------------------ Ctrl-C outside a run
 
 
+def _ctrl_c_as_on_a_terminal() -> None:
+    """In the child: SIGINT handled by default, as a user's terminal starts a command.
+
+    A test run started in the background of a non-interactive shell (`nohup ... &`) has
+    SIGINT ignored, which its children inherit; Python then raises no KeyboardInterrupt,
+    and generate (which, unlike run, keeps the convention) would not stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_generate_exits_130_with_one_line(
     write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -341,6 +350,7 @@ def test_ctrl_c_during_generate_exits_130_with_one_line(
         cwd=tmp_path,
         env=env,
         start_new_session=True,
+        preexec_fn=_ctrl_c_as_on_a_terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -448,6 +458,7 @@ def _big_generate_over_a_small_one(
         cwd=tmp_path,
         env=env,
         start_new_session=True,
+        preexec_fn=_ctrl_c_as_on_a_terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
