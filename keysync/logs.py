@@ -230,6 +230,12 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "key.resolved": EventSpec(
         "info", ("master_key",), "a key with a master key now appears in A", console=False
     ),
+    "registry.name_taken": EventSpec(
+        "warning",
+        ("count", "detail"),
+        "out-of-authority keys got no master key: another key's entry has the name (after a "
+        "strategy switch, with a namespace_separator keys can hold)",
+    ),
     "registry.changed": EventSpec(
         "info",
         ("proposed", "approved", "deprecated", "resolved", "dry_run"),

@@ -45,7 +45,7 @@ from keysync.lock import RunLock
 from keysync.messages import KeyBatch
 from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
 from keysync.stages.merger import KeyIndex
-from keysync.stages.provisioner import ProvisioningPlan, plan_provisioning
+from keysync.stages.provisioner import ProvisioningPlan, plan_provisioning, warn_of_taken_names
 from keysync.stages.reporter import (
     AUDIT_MEANINGS,
     PART,
@@ -783,6 +783,7 @@ class _Run:
             auto_approve=options.auto_approve,
             dry_run=options.dry_run,
         )
+        warn_of_taken_names(plan)
         changed = _rules_change(store, self.run_id, config)
         if changed:
             self.log.warning("rules.changed", detail=changed)

@@ -1619,3 +1619,33 @@ def test_approve_and_history_print_keys_with_control_characters_escaped(
     history = ok(keysync("history", "\x1b[31mRED")).stdout
     assert "\x1b" not in history
     assert history.startswith("history of \\x1b[31MRED (normalized from '\\x1b[31mRED')")
+
+
+def test_a_key_whose_master_key_name_another_key_has_gets_none_and_a_warning(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen: with namespace_separator "-", B's key X-1 got the namespaced master key B-X-1;
+    after a switch to mirror, C's key B-X-1 got no master key, and diff_missing_in_A.csv,
+    `registry show` and `history` pointed at B's entry as if it were C's."""
+
+    def configure(strategy: str) -> None:
+        write_config(
+            tmp_path,
+            sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+            provisioning={"strategy": strategy, "namespace_separator": "-"},
+            processing={"parallel": False, "workers": 1},
+        )
+
+    configure("namespaced")
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    configure("mirror")
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1", "b x 1"]})
+    done = ok(keysync("-q", "run"))
+    (warning,) = [line for line in done.stderr.splitlines() if "registry.name_taken" in line]
+    assert "count=1" in warning and "C's B-X-1 (B-X-1)" in warning
+    in_a = read_report(tmp_path / "output" / "diff_missing_in_A.csv")
+    rows = {(r["key"], r["system"]): (r["proposed_master_key"], r["registry_status"]) for r in in_a}
+    assert rows[("B-X-1", "C")] == ("", "")  # not B's entry
+    assert rows[("X-1", "B")] == ("X-1", "Proposed")
+    assert statuses(tmp_path) == {"B-X-1": "Proposed", "X-1": "Proposed"}

@@ -197,10 +197,16 @@ class ProvisioningPlan:
     # name. They still stand for that system's key (none is proposed again), so the
     # reports must show them, not a name of the new separator that has no entry.
     named_before: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Out-of-authority keys that get no master key because another key's entry has the
+    # name theirs would take (a separator keys can hold, and a strategy switch):
+    # (system, key) -> that name. The run warns (registry.name_taken).
+    name_taken: dict[tuple[str, str], str] = field(default_factory=dict)
 
     # ---------------------------------------------------------- for the reporter
 
     def master_key_for(self, system: str, key: str) -> str:
+        if self.name_taken and (system, key) in self.name_taken:
+            return ""  # no entry stands for it: showing the other key's would mislead
         if self.strategy == "namespaced":
             name = f"{system}{self.separator}{key}"
             return self.named_before.get((system, key), name) if self.named_before else name
@@ -439,6 +445,7 @@ class _Planner:
         )
         self.seen_of = self._seen_in_by_key() if mirror_rows else {}
         self.namespaced_keys: dict[str, set[str]] = {}
+        self.namespaced_names: set[str] = set()  # a mirror key named like one is taken
         self.stats = {
             "proposed": 0,
             "approved": 0,
@@ -493,6 +500,8 @@ class _Planner:
                 held = self.comparison.missing_in_a.get(system)
                 if not held:
                     continue
+                for key in held.intersection(self.namespaced_names):  # none, but after a switch
+                    plan.name_taken[(system, key)] = key
                 sole = list(held.difference(self.shared).difference(known))
                 fresh.extend(self._entries(sole, sole, self.index[system]))
             for key in self.shared.difference(known):
@@ -509,11 +518,11 @@ class _Planner:
                 held = self.comparison.missing_in_a.get(system, set())
                 keys = list(held.difference(self.namespaced_keys.get(system, set())))
                 master_keys = [f"{system}{sep}{key}" for key in keys]
-                fresh.extend(
-                    entry
-                    for entry in self._entries(master_keys, keys, self.index[system])
-                    if entry[0] not in known
-                )
+                for entry in self._entries(master_keys, keys, self.index[system]):
+                    if entry[0] not in known:
+                        fresh.append(entry)
+                    else:  # a mirror entry of another key has this name (after a switch)
+                        plan.name_taken[(system, entry[5])] = entry[0]
         fresh.sort(key=itemgetter(0))
         plan.new = dict(zip(map(itemgetter(0), fresh), fresh))
         self.stats["proposed"] += len(fresh)
@@ -602,6 +611,7 @@ class _Planner:
                 in_authority = key in a_keys
                 system = row[MK_SYSTEM]
                 namespaced_keys.setdefault(system, set()).add(key)
+                self.namespaced_names.add(row[0])
                 if row[0] != f"{system}{plan.separator}{key}":
                     plan.named_before[(system, key)] = row[0]
                 scope = (authority,) if system == authority else sorted((authority, system))
@@ -734,6 +744,23 @@ class _Planner:
         start = max(unseen_since, status_seq + 1)
         earlier = len(self.successful) - bisect_left(self.successful, start)
         return earlier + 1
+
+
+def warn_of_taken_names(plan: ProvisioningPlan) -> None:
+    """One warning for the keys ``plan.name_taken`` left without a master key, naming a few."""
+    if not plan.name_taken:
+        return
+    shown = ", ".join(
+        f"{system}'s {key} ({name})" for (system, key), name in sorted(plan.name_taken.items())[:5]
+    )
+    more = len(plan.name_taken) - 5
+    logs.get_logger(stage="provisioner").warning(
+        "registry.name_taken",
+        count=len(plan.name_taken),
+        detail=f"{len(plan.name_taken)} out-of-authority keys get no master key: another key's "
+        f"entry has the name theirs would take: {shown}{f' and {more} more' if more > 0 else ''}; "
+        "the namespace_separator can be part of a key (see `keysync config check`)",
+    )
 
 
 def log_committed(plan: ProvisioningPlan) -> None:
