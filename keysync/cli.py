@@ -20,6 +20,7 @@ from keysync.config import DEFAULT_CONFIG_PATH, MAX_DAYS_OF_HISTORY, Config, loa
 from keysync.errors import (
     EXIT_CANNOT_RUN,
     EXIT_INTERRUPTED,
+    EXIT_PIPE_CLOSED,
     EXIT_USAGE,
     KeysyncError,
 )
@@ -126,7 +127,10 @@ class KeysyncGroup(click.Group):
         except KeysyncError as exc:
             _failed(ctx, f"keysync: error: {exc}", exc.exit_code)
         except BrokenPipeError:
-            raise  # `keysync audit | head`: click ends it quietly
+            # `keysync audit | head`: the reader had enough. Quietly, and with what a shell
+            # shows for a command stopped by SIGPIPE (141), not click's 1 ("discrepancies").
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_PIPE_CLOSED)
         except OSError as exc:
             # A full disk, a permission, a folder in the way of a file: foreseeable, and
             # the run has logged its traceback (run.failed) in the log file already.

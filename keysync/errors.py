@@ -14,6 +14,7 @@ EXIT_USAGE = 2
 EXIT_CANNOT_RUN = 3
 EXIT_DEGRADED = 4
 EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141  # stdout closed by its reader (`| head`): 128 + SIGPIPE, as a shell shows
 
 
 class KeysyncError(Exception):

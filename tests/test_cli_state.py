@@ -1649,3 +1649,31 @@ def test_a_key_whose_master_key_name_another_key_has_gets_none_and_a_warning(
     assert rows[("B-X-1", "C")] == ("", "")  # not B's entry
     assert rows[("X-1", "B")] == ("X-1", "Proposed")
     assert statuses(tmp_path) == {"B-X-1": "Proposed", "X-1": "Proposed"}
+
+
+def test_a_listing_cut_short_by_its_reader_exits_141_quietly_not_1(
+    tmp_path: Path, project: Callable[..., Path]
+) -> None:
+    """Seen: `keysync registry list | head -1` exited 1, keysync's "discrepancies found"."""
+    project()
+    # More than any pipe buffer holds: the writer meets the closed end.
+    write_inputs(tmp_path, {"A": ["K-1"], "B": [f"X-{n}" for n in range(40_000)], "C": ["K-1"]})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "keysync", "-q", "run"], cwd=tmp_path, env=env
+        ).returncode
+        == 0
+    )
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "registry", "list"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert listing.stdout is not None and listing.stderr is not None
+    assert listing.stdout.readline().startswith(b"MASTER_KEY")
+    listing.stdout.close()  # as `| head -1` does
+    assert listing.wait(60) == 141
+    assert listing.stderr.read() == b""
