@@ -628,6 +628,12 @@ def audit(
                     f"run {run_id} was a dry run: it recorded no audit events (its "
                     "audit_log.csv listed what it would have, with an empty seq)",
                 )
+            elif unknown := sorted(set(events) - store.audit_event_names()):
+                _say(
+                    app,
+                    f"no audit events match: the trail has no {', '.join(unknown)} "
+                    f"(its events: {', '.join(sorted(store.audit_event_names()))})",
+                )
             else:
                 _say(app, "no audit events" + (" match" if narrowed else ""))
             return

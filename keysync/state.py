@@ -1036,6 +1036,10 @@ class StateStore:
         while chunk := cursor.fetchmany(10_000):
             yield from chunk
 
+    def audit_event_names(self) -> set[str]:
+        """The event names the trail holds (one scan: only to explain an empty answer)."""
+        return {row[0] for row in self._db.execute("SELECT DISTINCT event FROM audit_events")}
+
     def audit_widths(self, wanted: AuditFilter) -> list[int]:
         """The longest cell of each column among the rows ``wanted`` selects (one pass in
         SQL), so a table of them can be printed as it streams."""

@@ -1518,8 +1518,13 @@ def test_audit_filters_by_event_key_time_and_keeps_the_latest_n(
         ["EVENT", "SYSTEM", "KEY"],
         ["key.approved", "B", "X-2"],
     ]
-    nothing = ok(keysync("audit", "--event", "key.resolved"))
+    nothing = ok(keysync("audit", "--event", "key.approved", "--key", "K-1"))
     assert nothing.stdout == "" and nothing.stderr == "no audit events match\n"
+    typo = ok(keysync("audit", "--event", "key.aproved"))
+    assert typo.stderr == (
+        "no audit events match: the trail has no key.aproved (its events: key.approved, "
+        "key.deprecated, key.proposed, key.seen_in_changed, run.completed)\n"
+    )
     bad = keysync("audit", "--since", "yesterday")
     assert bad.returncode == 2 and "'--since': 'yesterday' does not match" in bad.stderr
 
