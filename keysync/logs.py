@@ -141,7 +141,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "warning", ("detail",), "`--resume` found no interrupted run; a normal run follows"
     ),
     "source.available": EventSpec(
-        "info", ("system", "bytes"), "a source file was opened and its header read"
+        "info", ("system", "bytes"), "a source file was opened and its header read", console=False
     ),
     "source.unavailable": EventSpec(
         "warning",
@@ -164,7 +164,10 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "one rejected row (debug: one event per row)",
     ),
     "source.rejected_rows": EventSpec(
-        "info", ("system", "count"), "how many rows of one source were rejected"
+        "info",
+        ("system", "count"),
+        "how many rows of one source were rejected",
+        console=False,  # the summary table's `rejected` column says it
     ),
     "checkpoint.saved": EventSpec(
         "info",
