@@ -277,7 +277,14 @@ def _entry_events(store: StateStore, entry: RegistryEntry) -> list[tuple[Any, ..
     ]
 
 
-def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, verb: str) -> None:
+def _change(
+    app: _App,
+    keys: Sequence[str],
+    all_proposed: bool,
+    target: str,
+    verb: str,
+    dry_run: bool = False,
+) -> None:
     from keysync.lock import RunLock
 
     app.setup_logging()
@@ -307,9 +314,22 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
                 raise _unknown(*unknown)
         user = os_user()
         changes = store.change_status(
-            targets, target, actor=actor, now=stamp, command=command, user=user
+            targets, target, actor=actor, now=stamp, command=command, user=user, dry_run=dry_run
         )
     done = [c for c in changes if c.changed]
+    past = "approved" if verb == "approve" else "deprecated"
+    if dry_run:  # what would change: the lines of a real run, and nothing recorded
+        if not app.quiet:
+            for change in changes:
+                state = (
+                    f"{change.old} -> {change.new}"
+                    if change.changed
+                    else f"already {change.old} (unchanged)"
+                )
+                click.echo(f"{visible(change.master_key)}: {state}")
+        noun = "master key" if len(done) == 1 else "master keys"
+        _say(app, f"would have {past} {len(done)} {noun} (dry run: nothing changed)")
+        return
     # Each change in the log too, for a collector: who, and the audit run id to look up.
     from keysync.logs import get_logger
 
@@ -325,7 +345,6 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
             else:
                 click.echo(f"{visible(change.master_key)}: already {change.old} (unchanged)")
     noun = "master key" if len(done) == 1 else "master keys"
-    past = "approved" if verb == "approve" else "deprecated"
     where = f"audit run id {actor}" if done else "nothing changed, nothing audited"
     _say(app, f"{past} {len(done)} {noun} ({where})")
 
@@ -333,8 +352,9 @@ def _change(app: _App, keys: Sequence[str], all_proposed: bool, target: str, ver
 @registry.command("approve")
 @click.argument("keys", nargs=-1)
 @click.option("--all", "all_proposed", is_flag=True, help="Approve every Proposed master key.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.pass_obj
-def registry_approve(app: _App, keys: tuple[str, ...], all_proposed: bool) -> None:
+def registry_approve(app: _App, keys: tuple[str, ...], all_proposed: bool, dry_run: bool) -> None:
     """Make master keys Active (Proposed or Deprecated -> Active).
 
     Each change is an audit event with run id manual-<time>-<4 hex>. While a run
@@ -343,22 +363,23 @@ def registry_approve(app: _App, keys: tuple[str, ...], all_proposed: bool) -> No
     \b
     Example:
       keysync registry approve CUST-00146 PROD-ADA-155
-      keysync registry approve --all
+      keysync registry approve --all --dry-run
     """
-    _change(app, keys, all_proposed, "Active", "approve")
+    _change(app, keys, all_proposed, "Active", "approve", dry_run)
 
 
 @registry.command("deprecate")
 @click.argument("keys", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.pass_obj
-def registry_deprecate(app: _App, keys: tuple[str, ...]) -> None:
+def registry_deprecate(app: _App, keys: tuple[str, ...], dry_run: bool) -> None:
     """Deprecate master keys (Proposed or Active -> Deprecated).
 
     \b
     Example:
       keysync registry deprecate CUST-00146
     """
-    _change(app, keys, False, "Deprecated", "deprecate")
+    _change(app, keys, False, "Deprecated", "deprecate", dry_run)
 
 
 @registry.command("export")

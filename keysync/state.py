@@ -796,8 +796,11 @@ class StateStore:
         now: datetime | str | None = None,
         command: str = "",
         user: str = "",
+        dry_run: bool = False,
     ) -> list[StatusChange]:
         """Move master keys to ``target`` by hand (``registry approve/deprecate``).
+
+        With ``dry_run`` the changes are worked out and returned, and nothing is written.
 
         ``master_keys=None`` means every ``Proposed`` key (``approve --all``).
         Unknown keys raise ``KeysyncError`` (exit 2) before anything changes.
@@ -857,12 +860,13 @@ class StateStore:
                         f"master key {master_key}: {status} -> {target} {how}",
                     )
                 )
-            self._db.executemany(
-                "UPDATE master_keys SET status = ?, updated_at = ?, updated_run = ?,"
-                " status_seq = ? WHERE master_key = ?",
-                updates,
-            )
-            self._insert_events(events)
+            if not dry_run:
+                self._db.executemany(
+                    "UPDATE master_keys SET status = ?, updated_at = ?, updated_run = ?,"
+                    " status_seq = ? WHERE master_key = ?",
+                    updates,
+                )
+                self._insert_events(events)
         return changes
 
     def _write_registry(self, plan: ProvisioningPlan) -> None:

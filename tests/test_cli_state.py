@@ -1682,3 +1682,21 @@ def test_a_listing_cut_short_by_its_reader_exits_141_quietly_not_1(
     listing.stdout.close()  # as `| head -1` does
     assert listing.wait(60) == 141
     assert listing.stderr.read() == b""
+
+
+def test_approve_and_deprecate_dry_run_show_the_changes_and_make_none(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """`registry approve --all` acted on 1,525 keys with no way to see them first."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    before = state_dump(tmp_path)
+    shown = ok(keysync("registry", "approve", "--all", "--dry-run"))
+    assert shown.stdout.splitlines() == ["X-1: Proposed -> Active", "X-2: Proposed -> Active"]
+    assert shown.stderr == "would have approved 2 master keys (dry run: nothing changed)\n"
+    deprecating = ok(keysync("registry", "deprecate", "X-1", "--dry-run"))
+    assert deprecating.stdout == "X-1: Proposed -> Deprecated\n"
+    assert state_dump(tmp_path) == before  # no status, no audit event
+    events = [json.loads(line) for line in (tmp_path / "data/logs/keysync.jsonl").open()]
+    assert not [e for e in events if e["event"] in ("key.approved", "key.deprecated")]
