@@ -29,6 +29,7 @@ import click
 from keysync.actor import os_user
 from keysync.config import Config
 from keysync.errors import EXIT_CANNOT_RUN, EXIT_USAGE, KeysyncError
+from keysync.rekey import Rekey
 from keysync.state import (
     AUDIT_COLUMNS,
     DB_NAME,
@@ -380,6 +381,65 @@ def registry_deprecate(app: _App, keys: tuple[str, ...], dry_run: bool) -> None:
       keysync registry deprecate CUST-00146
     """
     _change(app, keys, False, "Deprecated", "deprecate", dry_run)
+
+
+@registry.command("rekey")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.pass_obj
+def registry_rekey(app: _App, dry_run: bool) -> None:
+    """After a change of the rules: carry master keys to their keys' new forms.
+
+    An Active entry hands its status to the entry of the new form (made if there is
+    none) and is Deprecated as superseded by it; a Proposed one is superseded by the
+    new form's entry; a Deprecated one is left alone. Nothing is deleted, and each
+    change is an audit event (run id manual-<time>-<4 hex>).
+
+    \b
+    Example:
+      keysync registry rekey --dry-run
+      keysync registry rekey
+    """
+    from keysync.lock import RunLock
+    from keysync.rekey import plan_rekeys
+
+    app.setup_logging()
+    store = _open_required(app)
+    stamp, compact = _utc_stamp()
+    actor = f"manual-{compact}-{secrets.token_hex(2)}"
+    command = "keysync registry rekey"
+    with store, RunLock.acquire(app.config.data_dir, actor, purpose=command):
+        rekeys = plan_rekeys(
+            app.config, store.registry_entries(), store.deprecated_since_rules_changed()
+        )
+        done = 0
+        if not dry_run:
+            done = store.apply_rekeys(
+                rekeys, actor=actor, now=stamp, command=command, user=os_user()
+            )
+    if not app.quiet:
+        for rekey in rekeys:
+            click.echo(visible(_rekey_line(rekey)))
+    moving = sum(rekey.action != "skip" for rekey in rekeys)
+    noun = "master key" if moving == 1 else "master keys"
+    if dry_run:
+        _say(app, f"would rekey {moving} {noun} (dry run: nothing changed)")
+    elif done:
+        _say(app, f"rekeyed {done} {noun} (audit run id {actor})")
+    else:
+        _say(app, "no master key to rekey: every key has the form the rules give it now")
+
+
+def _rekey_line(rekey: Rekey) -> str:
+    old = rekey.old
+    if rekey.action == "skip":
+        return f"{old.master_key}: left as it is ({rekey.reason})"
+    moved = f"{old.master_key} -> {rekey.new_name}{' (made)' if rekey.creates else ''}"
+    if rekey.action == "carry":
+        was = " (a run deprecated it as unseen after the rules changed)"
+        return f"{moved}: Active carried, {old.master_key} Deprecated" + (
+            was if old.status == "Deprecated" else ""
+        )
+    return f"{moved}: {old.master_key} Deprecated (was Proposed)"
 
 
 @registry.command("export")

@@ -250,7 +250,8 @@ def _rules(config: Config) -> dict[str, Any]:
 _KEYS_CHANGE = (
     "keys may take other forms now (or be rejected): a master key of an old form stops "
     "matching (an Active one is deprecated once unseen for provisioning.deprecate_after_runs "
-    "runs, a Proposed one waits for review) and its key is proposed again in the new form"
+    "runs, a Proposed one waits for review) and its key is proposed again in the new form; "
+    "`keysync registry rekey` carries the approvals over to the new forms"
 )
 _SHAPE_CHANGE = (
     "new master keys take the new shape and existing ones keep theirs, so a key that has "

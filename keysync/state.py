@@ -67,6 +67,7 @@ from keysync.testhooks import pause_for_tests
 
 if TYPE_CHECKING:
     from keysync.history import HistoryPlan
+    from keysync.rekey import Rekey
     from keysync.stages.provisioner import ProvisioningPlan
 
 DB_NAME = "keysync.db"
@@ -868,6 +869,83 @@ class StateStore:
                 )
                 self._insert_events(events)
         return changes
+
+    def deprecated_since_rules_changed(self) -> set[str]:
+        """Master keys a run (not a person) deprecated as unseen since the latest
+        ``rules.changed`` event: the rule change, not a decision, unseated them."""
+        rows = self._db.execute(
+            "SELECT detail FROM audit_events WHERE event = 'key.deprecated'"
+            " AND run_id NOT LIKE 'manual-%' AND detail LIKE '%: Active -> Deprecated: seen in%'"
+            " AND seq > (SELECT MAX(seq) FROM audit_events WHERE event = 'rules.changed')"
+        )
+        prefix, marker = "master key ", ": Active -> Deprecated: "
+        return {detail[len(prefix) : detail.index(marker)] for (detail,) in rows}
+
+    def apply_rekeys(
+        self, rekeys: Sequence[Rekey], *, actor: str, now: str, command: str, user: str
+    ) -> int:
+        """Write a ``keysync.rekey`` plan in one transaction, each change an audit event
+        with ``run_id = actor`` (as manual changes are); the number of entries rekeyed."""
+        seq = self.max_seq()  # like an approval by hand: the unseen count starts again
+        how = f"by `{command}` (user {user})"
+        events: list[tuple[str, str, str, str, str, str]] = []
+
+        def event(name: str, system: str, key: str, detail: str) -> None:
+            events.append((now, actor, name, system, key, detail))
+
+        done = 0
+        with self._transaction():
+            for rekey in rekeys:
+                if rekey.action == "skip":
+                    continue
+                old, name, target = rekey.old, rekey.new_name, rekey.target
+                system, status = (
+                    old.source_system,
+                    "Active" if rekey.action == "carry" else "Proposed",
+                )
+                if target is None:
+                    row = [name, status, old.strategy, system, old.source_key, old.seen_in]
+                    row += [now, now, old.last_seen_at, actor, actor, old.system, rekey.new_key]
+                    self._db.execute(
+                        f"INSERT INTO master_keys VALUES ({', '.join('?' * 16)})",
+                        (*row, seq, None, 0),
+                    )
+                    event(
+                        "key.rekeyed",
+                        system,
+                        rekey.new_key,
+                        f"master key {name} ({old.strategy}) made for the key of "
+                        f"{old.master_key} in its form under the rules now, {status} as "
+                        f"{old.master_key} was, {how}",
+                    )
+                elif status == "Active" and target.status == "Proposed":
+                    self._set_status(name, "Active", now, actor, seq)
+                    event(
+                        "key.approved",
+                        system,
+                        rekey.new_key,
+                        f"master key {name}: Proposed -> Active, carried from "
+                        f"{old.master_key} (its form before the rules changed) {how}",
+                    )
+                if old.status != "Deprecated":  # else a run deprecated it as unseen already
+                    self._set_status(old.master_key, "Deprecated", now, actor, seq)
+                    event(
+                        "key.deprecated",
+                        system,
+                        old.key,
+                        f"master key {old.master_key}: {old.status} -> Deprecated: superseded "
+                        f"by {name}, its key's form under the rules now, {how}",
+                    )
+                done += 1
+            self._insert_events(events)
+        return done
+
+    def _set_status(self, master_key: str, status: str, now: str, actor: str, seq: int) -> None:
+        self._db.execute(
+            "UPDATE master_keys SET status = ?, updated_at = ?, updated_run = ?, status_seq = ?"
+            " WHERE master_key = ?",
+            (status, now, actor, seq, master_key),
+        )
 
     def _write_registry(self, plan: ProvisioningPlan) -> None:
         """Registry rows and audit events of a run (inside ``commit_run``'s transaction).

@@ -1700,3 +1700,84 @@ def test_approve_and_deprecate_dry_run_show_the_changes_and_make_none(
     assert state_dump(tmp_path) == before  # no status, no audit event
     events = [json.loads(line) for line in (tmp_path / "data/logs/keysync.jsonl").open()]
     assert not [e for e in events if e["event"] in ("key.approved", "key.deprecated")]
+
+
+def _rules(tmp_path: Path, write_config: Any, **normalize: Any) -> None:
+    write_config(
+        tmp_path,
+        sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+        normalize=normalize,
+        provisioning={"deprecate_after_runs": 1},
+        processing={"parallel": False, "workers": 1},
+    )
+
+
+def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (UX review): pad_numbers 0 -> 6 proposed every key again in its new form and
+    deprecated every approved one a few runs later; nothing linked old and new. rekey
+    carries each approval over; a deprecation someone made stays."""
+    _rules(tmp_path, write_config)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12", "Y-3", "Z-7", "W-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "registry", "approve", "X-12", "Y-3", "Z-7"))
+    ok(keysync("-q", "registry", "deprecate", "Z-7"))  # a decision: it stays
+    _rules(tmp_path, write_config, pad_numbers=4)
+    ok(keysync("-q", "run"))  # X-0012 ... proposed; X-12, Y-3 deprecated as unseen (1 run)
+    before = state_dump(tmp_path)
+    planned = ok(keysync("registry", "rekey", "--dry-run"))
+    assert planned.stdout.splitlines() == [
+        "W-1 -> W-0001: W-1 Deprecated (was Proposed)",
+        "X-12 -> X-0012: Active carried, X-12 Deprecated (a run deprecated it as unseen "
+        "after the rules changed)",
+        "Y-3 -> Y-0003: Active carried, Y-3 Deprecated (a run deprecated it as unseen "
+        "after the rules changed)",
+        "Z-7: left as it is (it is Deprecated)",
+    ]
+    assert planned.stderr == "would rekey 3 master keys (dry run: nothing changed)\n"
+    assert state_dump(tmp_path) == before
+    done = ok(keysync("registry", "rekey"))
+    assert done.stderr.startswith("rekeyed 3 master keys (audit run id manual-")
+    assert statuses(tmp_path) == {
+        "W-0001": "Proposed",
+        "W-1": "Deprecated",
+        "X-0012": "Active",
+        "X-12": "Deprecated",
+        "Y-0003": "Active",
+        "Y-3": "Deprecated",
+        "Z-0007": "Proposed",
+        "Z-7": "Deprecated",
+    }
+    session = done.stderr.split("audit run id ")[1].rstrip(")\n")
+    audit = json.loads(ok(keysync("audit", "--run", session, "--json")).stdout)
+    assert [(e["event"], e["key"]) for e in audit] == [
+        ("key.deprecated", "W-1"),
+        ("key.approved", "X-0012"),
+        ("key.approved", "Y-0003"),
+    ]
+    assert audit[1]["detail"].startswith(
+        "master key X-0012: Proposed -> Active, carried from X-12 (its form before the rules "
+        "changed) by `keysync registry rekey` (user "
+    )
+    ok(keysync("-q", "run"))  # the carried keys are seen in their new forms: nothing moves
+    assert statuses(tmp_path)["X-0012"] == "Active"
+    assert ok(keysync("registry", "rekey")).stderr == (
+        "no master key to rekey: every key has the form the rules give it now\n"
+    )
+
+
+def test_rekey_before_the_first_run_under_new_rules_makes_the_new_entries(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    _rules(tmp_path, write_config)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    _rules(tmp_path, write_config, pad_numbers=4)
+    done = ok(keysync("registry", "rekey"))
+    assert done.stdout == "X-12 -> X-0012 (made): Active carried, X-12 Deprecated\n"
+    ok(keysync("-q", "run"))  # X-0012 exists: not proposed again, and it is seen
+    query = "SELECT master_key, status, seen_in FROM master_keys ORDER BY master_key"
+    assert db_rows(tmp_path, query) == [("X-0012", "Active", "B"), ("X-12", "Deprecated", "")]
+    events = db_rows(tmp_path, "SELECT event FROM audit_events WHERE key = 'X-0012' ORDER BY seq")
+    assert [e for (e,) in events] == ["key.rekeyed"]
