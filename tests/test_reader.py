@@ -100,6 +100,23 @@ def test_nul_and_encoding_messages_give_the_byte_of_the_line_not_a_column(
     assert messages[1].startswith("bytes not valid utf-8 at byte 8 of the line: b'\\xff'; ")
 
 
+def test_a_quoted_field_cut_by_a_bad_line_says_so_not_that_it_never_closes(
+    tmp_path: Path,
+) -> None:
+    """Seen: a NUL (or undecodable) line inside a quoted field made the record's start a
+    "quoted field is never closed", which sent the user looking for a missing quote."""
+    data = b'key,name,last_seen_at\nK2,"x\n\x00y",t\nK3,"p\n\xffq",t\nK4,b,t\n'
+    rows, rejected, _, batches = read_all(write(tmp_path, data))
+    assert rejected == [(2, "bad-quoting"), (3, "nul-byte"), (4, "bad-quoting"), (5, "encoding")]
+    messages = [r.message for b in batches for r in b.rejected]
+    assert messages[0] == (
+        "quoted field cut short by line 3, which has a NUL byte (rejected on its own); "
+        "reading resumed at the next line"
+    )
+    assert messages[2].startswith("quoted field cut short by line 5, not valid utf-8 ")
+    assert rows == [("K4", 6, "t")]
+
+
 def test_batches_tile_the_file_exactly(tmp_path: Path) -> None:
     lines = [f"K{i},n,t" for i in range(2500)]
     path = write(tmp_path, ("key,name,last_seen_at\n" + "\n".join(lines) + "\n").encode())

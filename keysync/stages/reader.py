@@ -309,7 +309,7 @@ class _RecordParser:
             return 1
         used = 1
         if '"' in text:
-            parsed = self._parse_quoted(lines, start, at_eof)
+            parsed = self._parse_quoted(lines, start, at_eof, line_no)
             if parsed is None:
                 return 0
             cells, used, problem = parsed
@@ -345,23 +345,26 @@ class _RecordParser:
         return 2 * good > len(lines)
 
     def _parse_quoted(
-        self, lines: list[bytes], start: int, at_eof: bool
+        self, lines: list[bytes], start: int, at_eof: bool, line_no: int
     ) -> tuple[list[str], int, tuple[str, str] | None] | None:
         """csv-parse a record that may span lines: (cells, lines used, problem) or None for more."""
         pulled = 0
         ran_out = False
+        cut_by = ""  # a later line that ends the record: it is rejected on its own
         limit = min(len(lines), start + MAX_RECORD_LINES)
 
         def feed() -> Iterator[str]:
-            nonlocal pulled, ran_out
+            nonlocal pulled, ran_out, cut_by
             for index in range(start, limit):
                 raw = lines[index]
                 pulled += 1
                 if index > start and b"\x00" in raw:
+                    cut_by = f"line {line_no + index - start}, which has a NUL byte"
                     return
                 try:
                     yield raw.decode(self.codec) + "\n"
                 except UnicodeDecodeError:
+                    cut_by = f"line {line_no + index - start}, not valid {self.encoding}"
                     return
             ran_out = limit == len(lines)
 
@@ -371,7 +374,9 @@ class _RecordParser:
         except csv.Error as exc:
             if ran_out and not at_eof and pulled < MAX_RECORD_LINES:
                 return None
-            if "unexpected end of data" in str(exc) or "EOF" in str(exc):
+            if cut_by:  # the quote may close further on: say what stopped the record
+                message = f"quoted field cut short by {cut_by} (rejected on its own)"
+            elif "unexpected end of data" in str(exc) or "EOF" in str(exc):
                 message = "quoted field is never closed"
                 if pulled >= MAX_RECORD_LINES:
                     message += f" within {MAX_RECORD_LINES} lines"
