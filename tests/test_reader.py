@@ -175,12 +175,18 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
          "the file (for example: tr '\\r' '\\n' < old.csv > new.csv)"),
         (b'"key,name\na1,x\n', "line 1 (header) cannot be parsed as CSV (unexpected end of "
          "data); fix the header line of the export"),
+        (b'key,"Customer\nName",t\na1,x,t\n', "line 1 (header) has a quoted column title that "
+         "goes on to line 2; keysync needs the header on one line: put that title on one line "
+         "in the export"),
         (b"key;name\na1;x\n", "header has no column 'key' (columns: key;name); the header looks "
          'separated by ";": set sources.B.delimiter: ";"'),
         (b"key\tname\na1\tx\n", "header has no column 'key' (columns: key\tname); the header "
          'looks separated by "\\t": set sources.B.delimiter: "\\t"'),
     ],
-    ids=["blank-first-line", "cr-only-line-ends", "stray-quote", "semicolons", "tabs"],
+    ids=[
+        "blank-first-line", "cr-only-line-ends", "stray-quote", "title-on-2-lines",
+        "semicolons", "tabs",
+    ],
 )  # fmt: skip
 def test_a_bad_header_says_what_is_wrong_and_what_to_do(
     tmp_path: Path, content: bytes, expected: str

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import os
 import re
 import stat
@@ -100,6 +101,7 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
             )
         with open(path, "rb") as handle:
             first = handle.readline(1 << 20)
+            second = handle.readline(1 << 20)  # only to explain a header that runs on
     except FileNotFoundError:
         raise SourceUnavailable(f"{path}: file not found (sources.{system}.path)") from None
     except IsADirectoryError:
@@ -129,6 +131,10 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     except (csv.Error, StopIteration) as exc:
         problem = f"line 1 (header) cannot be parsed as CSV ({exc})"
         fix = "fix the header line of the export"
+        if _header_runs_on(text, second, source):
+            # Valid CSV (a title typed with Alt+Enter), but keysync reads a one-line header.
+            problem = "line 1 (header) has a quoted column title that goes on to line 2"
+            fix = "keysync needs the header on one line: put that title on one line in the export"
         raise SourceUnavailable(_header_problem(path, text, problem, fix)) from None
     columns = [c.strip() for c in columns]
     if source.key_column not in columns:
@@ -404,6 +410,18 @@ class _RecordParser:
             )
             return [], pulled, ("bad-quoting", ambiguous)
         return cells, pulled, None
+
+
+def _header_runs_on(first: str, second: bytes, source: SourceConfig) -> bool:
+    """Whether the header is one CSV record of two lines (a quoted title with a line
+    break in it), rather than a stray quote."""
+    text = first + "\n" + second.decode(source.encoding, "replace")
+    reader = csv.reader(io.StringIO(text), delimiter=source.delimiter, strict=True)
+    try:
+        next(reader)
+    except (csv.Error, StopIteration):
+        return False
+    return reader.line_num == 2 and source.key_column in text
 
 
 def read_batches(
