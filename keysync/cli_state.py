@@ -818,7 +818,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
         line = (
             f"master key {entry.master_key}: {entry.status}"
             f" (seen in {entry.seen_in or 'no system'}; "
-            + (f"last seen {entry.last_seen_at})" if entry.last_seen_at else "no last_seen_at)")
+            + (f"last_seen_at {entry.last_seen_at})" if entry.last_seen_at else "no last_seen_at)")
         )
         click.echo("\n" + visible(line))
 

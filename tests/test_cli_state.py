@@ -1171,6 +1171,11 @@ def test_history_of_a_key_without_timestamps_says_so_instead_of_an_empty_last_se
     ok(keysync("-q", "run"))
     shown = ok(keysync("history", "X-1")).stdout.splitlines()[-1]
     assert shown == "master key X-1: Proposed (seen in B; no last_seen_at)"
+    # With one, the footer names the column: the table's LAST_SEEN is a run's time.
+    write_inputs(tmp_path, {"A": ["K-1"], "B": [("X-1", "2026-01-02T00:00:00Z")], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    shown = ok(keysync("history", "X-1")).stdout.splitlines()[-1]
+    assert shown == "master key X-1: Proposed (seen in B; last_seen_at 2026-01-02T00:00:00Z)"
 
 
 def test_a_key_first_out_of_authority_during_an_outage_counts_the_peer_that_is_down(
