@@ -204,6 +204,22 @@ def _usage_error(exc: click.UsageError) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+@contextlib.contextmanager
+def _lock_if_inputs(app: AppContext, out: str | None) -> Iterator[None]:
+    """``generate`` into the source paths holds the run lock, as ``run --keys`` does: a run
+    reading those files must not see them replaced under it (another ``--out`` is free)."""
+    if (
+        out is not None
+        and Path(out).resolve() != app.config.source_path(app.config.authority).parent.resolve()
+    ):
+        yield
+        return
+    from keysync.lock import RunLock
+
+    with RunLock.acquire(app.config.data_dir, "", purpose="keysync generate"):
+        yield
+
+
 def fail(message: str, exit_code: int = EXIT_USAGE) -> None:
     """Stop the command with one line on stderr."""
     raise KeysyncError(message, exit_code)
@@ -390,14 +406,15 @@ def generate(
     # longer-lived process (a test runner), keysync must not keep its SIGTERM.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        result = generate_mock_data(
-            app.config,
-            keys=keys,
-            seed=seed,
-            scenario=scenario,
-            days=days,
-            out=Path(out) if out else None,
-        )
+        with _lock_if_inputs(app, out):
+            result = generate_mock_data(
+                app.config,
+                keys=keys,
+                seed=seed,
+                scenario=scenario,
+                days=days,
+                out=Path(out) if out else None,
+            )
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not app.quiet:

@@ -52,7 +52,8 @@ class LockHolder:
 
     def describe(self) -> str:
         what = "run" if self.purpose == "run" else self.purpose
-        return f"{what} {self.run_id}, pid {self.pid}, started {self.started_at}"
+        named = f"{what} {self.run_id}" if self.run_id else what
+        return f"{named}, pid {self.pid}, started {self.started_at}"
 
 
 def _now() -> str:
@@ -209,8 +210,9 @@ def _held_message(holder: LockHolder | None, db: Path) -> str:
             f"the lock on {db} is still held by a leftover process of {holder.describe()} "
             f"(pid {holder.pid} has ended); stop leftover keysync processes and retry"
         )
+    a_run = holder.purpose == "run"  # only runs are in `keysync runs`
     return (
-        f"another {'run' if holder.purpose == 'run' else 'keysync command'} "
+        f"another {'run' if a_run else 'keysync command'} "
         f"({holder.describe()}) holds the lock on {db}; wait for it to finish "
-        f"(see `keysync runs`) or stop it with `kill {holder.pid}`"
+        f"{'(see `keysync runs`) ' if a_run else ''}or stop it with `kill {holder.pid}`"
     )

@@ -417,7 +417,7 @@ def _outcome_message(summaries: list[SystemSummary], exit_code: int) -> str:
     if exit_code != EXIT_DIFF:
         return ""
     found = []  # what a CI log should say without opening the reports
-    for column, what in (
+    for column, what in (  # as the reports count them: one per key and system
         ("missing_in_a", "out-of-authority key"),
         ("missing_from_system", "gap"),
         ("duplicate_keys", "duplicate key"),
@@ -426,7 +426,7 @@ def _outcome_message(summaries: list[SystemSummary], exit_code: int) -> str:
         n = sum(getattr(s, column) or 0 for s in summaries)
         if n:
             found.append(f"{n:,} {what}{'' if n == 1 else 's'}")
-    return f"discrepancies found (--fail-on-diff): {', '.join(found)}"
+    return f"discrepancies found (--fail-on-diff): {', '.join(found)} (per system)"
 
 
 def _supersede_older_checkpoints(config: Config, store: StateStore, run_id: str) -> None:

@@ -1786,3 +1786,25 @@ def test_rekey_before_the_first_run_under_new_rules_makes_the_new_entries(
     assert db_rows(tmp_path, query) == [("X-0012", "Active", "B"), ("X-12", "Deprecated", "")]
     events = db_rows(tmp_path, "SELECT event FROM audit_events WHERE key = 'X-0012' ORDER BY seq")
     assert [e for (e,) in events] == ["key.rekeyed"]
+
+
+def test_generate_into_the_inputs_waits_for_no_run_it_would_pull_the_files_from(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `keysync generate` replaced A.csv..C.csv while a run was reading them; the run
+    then published reports of files that no longer existed. It takes the run lock now
+    (as `run --keys` does), unless it writes elsewhere (--out)."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "input").iterdir()}
+    held = Background.held_at(tmp_path, "planning")
+    try:
+        refused = keysync("generate", "--keys", "20")
+        elsewhere = keysync("-q", "generate", "--keys", "20", "--out", str(tmp_path / "other"))
+    finally:
+        held.kill()
+    assert refused.returncode == 3
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith("keysync: error: another run (run ") and "holds the lock" in line
+    assert {p.name: p.read_bytes() for p in (tmp_path / "input").iterdir()} == before
+    assert elsewhere.returncode == 0, elsewhere.stderr

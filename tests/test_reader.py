@@ -178,13 +178,16 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
         (b'key,"Customer\nName",t\na1,x,t\n', "line 1 (header) has a quoted column title that "
          "goes on to line 2; keysync needs the header on one line: put that title on one line "
          "in the export"),
+        ("key,name\na1,x\n".encode("utf-16"), "the file is UTF-16 (it starts with a UTF-16 "
+         "byte-order mark), which keysync does not read; convert it: iconv -f utf-16 -t utf-8 "
+         "B.csv > new.csv"),
         (b"key;name\na1;x\n", "header has no column 'key' (columns: key;name); the header looks "
          'separated by ";": set sources.B.delimiter: ";"'),
         (b"key\tname\na1\tx\n", "header has no column 'key' (columns: key\tname); the header "
          'looks separated by "\\t": set sources.B.delimiter: "\\t"'),
     ],
     ids=[
-        "blank-first-line", "cr-only-line-ends", "stray-quote", "title-on-2-lines",
+        "blank-first-line", "cr-only-line-ends", "stray-quote", "title-on-2-lines", "utf-16",
         "semicolons", "tabs",
     ],
 )  # fmt: skip

@@ -106,7 +106,7 @@ def test_fail_on_diff_exits_1(tmp_path: Path, parallel: bool) -> None:
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (
         "keysync: discrepancies found (--fail-on-diff): 1 out-of-authority key, 2 gaps, "
-        f"1 duplicate key, 1 rejected row; see the reports in {tmp_path / 'output'}"
+        f"1 duplicate key, 1 rejected row (per system); see the reports in {tmp_path / 'output'}"
     )
 
 

@@ -109,6 +109,11 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     except OSError as exc:
         raise SourceUnavailable(f"{path}: cannot read: {exc.strerror or exc}") from None
     offset = len(first)
+    if first.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text", for one
+        raise SourceUnavailable(
+            f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark), which "
+            f"keysync does not read; convert it: iconv -f utf-16 -t utf-8 {path.name} > new.csv"
+        )
     if first.startswith(b"\xef\xbb\xbf"):
         first = first[3:]
     if not first.strip():
