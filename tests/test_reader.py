@@ -200,6 +200,18 @@ def test_a_bad_header_says_what_is_wrong_and_what_to_do(
     assert str(err.value) == f"{path}: {expected}"
 
 
+def test_a_header_line_longer_than_a_mebibyte_is_refused_not_cut(tmp_path: Path) -> None:
+    """Seen: a 1.1 MB line 1 was cut at 1 MiB; its tail became data line 2 and every
+    later source_line was off by one."""
+    path = write(tmp_path, b"key," + b"n" * (1 << 20) + b"\nK1,a\n")
+    with pytest.raises(SourceUnavailable) as err:
+        read_header("B", path, SOURCE)
+    assert str(err.value) == (
+        f"{path}: line 1 (header) is longer than 1,048,576 bytes, which no header of key "
+        "columns needs; check the export (its line ends, its delimiter)"
+    )
+
+
 def test_bom_and_other_delimiter(tmp_path: Path) -> None:
     source = SourceConfig(path="x", delimiter=";", timestamp_column="seen")
     path = write(tmp_path, "\ufeffseen;key\n2026;a,b\n".encode())

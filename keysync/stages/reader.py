@@ -33,6 +33,7 @@ from keysync.messages import RawBatch, RejectedRow
 # whose lines look like rows may be a stray quote swallowing rows or a long note of
 # row-like lines, and is rejected whole, so that no row is lost silently and no key
 # is made up from a note.
+MAX_HEADER_BYTES = 1 << 20  # a longer line 1 is no header: refused, not cut
 MAX_RECORD_LINES = 10_000
 TRUSTED_RECORD_LINES = 100
 READ_CHUNK = 1 << 20
@@ -100,8 +101,8 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
                 f"export the data to a file and point sources.{system}.path at it"
             )
         with open(path, "rb") as handle:
-            first = handle.readline(1 << 20)
-            second = handle.readline(1 << 20)  # only to explain a header that runs on
+            first = handle.readline(MAX_HEADER_BYTES)
+            second = handle.readline(MAX_HEADER_BYTES)  # only to explain a header that runs on
     except FileNotFoundError:
         raise SourceUnavailable(f"{path}: file not found (sources.{system}.path)") from None
     except IsADirectoryError:
@@ -109,6 +110,11 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     except OSError as exc:
         raise SourceUnavailable(f"{path}: cannot read: {exc.strerror or exc}") from None
     offset = len(first)
+    if offset == MAX_HEADER_BYTES and not first.endswith(b"\n"):
+        raise SourceUnavailable(
+            f"{path}: line 1 (header) is longer than {MAX_HEADER_BYTES:,} bytes, which no "
+            "header of key columns needs; check the export (its line ends, its delimiter)"
+        )
     if first.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text", for one
         raise SourceUnavailable(
             f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark), which "
