@@ -390,9 +390,10 @@ def registry_rekey(app: _App, dry_run: bool) -> None:
     """After a change of the rules: carry master keys to their keys' new forms.
 
     An Active entry hands its status to the entry of the new form (made if there is
-    none) and is Deprecated as superseded by it; a Proposed one is superseded by the
-    new form's entry; a Deprecated one is left alone. Nothing is deleted, and each
-    change is an audit event (run id manual-<time>-<4 hex>).
+    none) and is Deprecated as superseded by it, and so does one that a run deprecated
+    as unseen since the rules changed; a Proposed one is superseded by the new form's
+    entry; one deprecated by hand is left alone. Nothing is deleted, and each change
+    is an audit event (run id manual-<time>-<4 hex>).
 
     \b
     Example:
@@ -425,6 +426,8 @@ def registry_rekey(app: _App, dry_run: bool) -> None:
         _say(app, f"would rekey {moving} {noun} (dry run: nothing changed)")
     elif done:
         _say(app, f"rekeyed {done} {noun} (audit run id {actor})")
+    elif rekeys:
+        _say(app, "nothing rekeyed: the entries above are left as they are")
     else:
         _say(app, "no master key to rekey: every key has the form the rules give it now")
 

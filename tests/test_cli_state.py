@@ -1767,9 +1767,11 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
     )
     ok(keysync("-q", "run"))  # the carried keys are seen in their new forms: nothing moves
     assert statuses(tmp_path)["X-0012"] == "Active"
-    assert ok(keysync("registry", "rekey")).stderr == (
-        "no master key to rekey: every key has the form the rules give it now\n"
+    again = ok(keysync("registry", "rekey"))  # Deprecated old forms are left as they are
+    assert again.stdout == (
+        "W-1: left as it is (it is Deprecated)\nZ-7: left as it is (it is Deprecated)\n"
     )
+    assert again.stderr == "nothing rekeyed: the entries above are left as they are\n"
 
 
 def test_rekey_before_the_first_run_under_new_rules_makes_the_new_entries(
