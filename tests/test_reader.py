@@ -100,21 +100,41 @@ def test_nul_and_encoding_messages_give_the_byte_of_the_line_not_a_column(
     assert messages[1].startswith("bytes not valid utf-8 at byte 8 of the line: b'\\xff'; ")
 
 
-def test_a_quoted_field_cut_by_a_bad_line_says_so_not_that_it_never_closes(
+def test_a_quoted_record_with_a_nul_or_bad_bytes_is_rejected_whole_never_read_as_rows(
     tmp_path: Path,
 ) -> None:
-    """Seen: a NUL (or undecodable) line inside a quoted field made the record's start a
-    "quoted field is never closed", which sent the user looking for a missing quote."""
-    data = b'key,name,last_seen_at\nK2,"x\n\x00y",t\nK3,"p\n\xffq",t\nK4,b,t\n'
-    rows, rejected, _, batches = read_all(write(tmp_path, data))
-    assert rejected == [(2, "bad-quoting"), (3, "nul-byte"), (4, "bad-quoting"), (5, "encoding")]
-    messages = [r.message for b in batches for r in b.rejected]
-    assert messages[0] == (
-        "quoted field cut short by line 3, which has a NUL byte (rejected on its own); "
-        "reading resumed at the next line"
+    """Seen: a bad byte on the first line of a multi-line note rejected that line alone,
+    and the note's other lines were read as rows: INVENTED-2 became a key and a master
+    key. A NUL on a later line cut the record in two, the first part said "never
+    closed". A record that spans lines is one record: rejected once, for its first flaw."""
+    data = (
+        b"key,name,last_seen_at\n"
+        b'K1,"caf\xe9 note\nINVENTED-2,from the note,t\nend of note",t\n'  # lines 2-4
+        b'K2,"x\n\x00y",t\n'  # lines 5-6
+        b'K3,"a\xff\nb\x00",t\n'  # lines 7-8: NUL comes first in SPEC's order
+        b"K4,b,t\n"  # line 9
+        b'K5,"\xffnever closed\n'  # line 10: the line alone; reading resumes at 11
+        b"K6,c,t\n"
     )
-    assert messages[2].startswith("quoted field cut short by line 5, not valid utf-8 ")
-    assert rows == [("K4", 6, "t")]
+    rows, rejected, rows_read, batches = read_all(write(tmp_path, data))
+    assert rows == [("K4", 9, "t"), ("K6", 11, "t")]
+    assert rejected == [(2, "encoding"), (5, "nul-byte"), (7, "nul-byte"), (10, "encoding")]
+    assert rows_read == 6
+    messages = [r.message for b in batches for r in b.rejected]
+    assert messages[0].startswith("bytes not valid utf-8 at byte 8 of the line: b'\\xe9'; ")
+    assert messages[1] == "NUL byte at byte 1 of line 6"
+    assert messages[2] == "NUL byte at byte 2 of line 8"
+    raws = [r.raw for b in batches for r in b.rejected]
+    assert raws[0] == 'K1,"caf\\xe9 note\nINVENTED-2,from the note,t\nend of note",t'
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 1000])
+def test_a_flawed_quoted_record_is_one_record_at_any_batch_size(
+    tmp_path: Path, batch_size: int
+) -> None:
+    data = b'key,name,last_seen_at\nK1,"a\xe9\nB-2,x,t\nc",t\nK3,d,t\n'
+    rows, rejected, rows_read, _ = read_all(write(tmp_path, data), batch_size=batch_size)
+    assert (rows, rejected, rows_read) == ([("K3", 5, "t")], [(2, "encoding")], 2)
 
 
 def test_batches_tile_the_file_exactly(tmp_path: Path) -> None:

@@ -149,6 +149,17 @@ def _looks_like_row(line: bytes, encoding: str, delim: str, ncols: int) -> bool:
     return len(cells) == ncols
 
 
+def _flaw(raw: bytes, encoding: str) -> str | None:
+    """README's first two reasons for one line: `nul-byte`, then `encoding`."""
+    if b"\x00" in raw:
+        return "nul-byte"
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return "encoding"
+    return None
+
+
 def _parse_quoted(
     lines: list[bytes], i: int, encoding: str, delim: str
 ) -> tuple[list[str] | None, int, str]:
@@ -159,12 +170,9 @@ def _parse_quoted(
     """
     buf: list[str] = []
     for j in range(i, min(len(lines), i + MAX_RECORD_LINES)):
-        if j > i and b"\x00" in lines[j]:
-            break
-        try:
-            buf.append(lines[j].decode(encoding) + "\n")
-        except UnicodeDecodeError:
-            break
+        # README: a NUL or undecodable line does not end a quoted field: the record is
+        # rejected whole for it (read_source), its lines are never rows of their own.
+        buf.append(lines[j].replace(b"\x00", b"").decode(encoding, "replace") + "\n")
         reader = csv.reader(io.StringIO("".join(buf)), delimiter=delim, strict=True)
         try:
             got = next(reader)
@@ -230,41 +238,41 @@ def read_source(
             i += 1
             continue
         out.rows_read += 1
-        if b"\x00" in raw:
-            out.rejected.append(
-                Rejected(line_no, "nul-byte", preview(raw.decode(enc, "backslashreplace")))
-            )
-            i += 1
-            continue
-        try:
-            text = raw.decode(enc)
-        except UnicodeDecodeError:
-            out.rejected.append(
-                Rejected(line_no, "encoding", preview(raw.decode(enc, "backslashreplace")))
-            )
-            i += 1
-            continue
+        shown = raw.decode(enc, "backslashreplace")
+        own = _flaw(raw, enc)
         used = 1
-        record_text = text
-        if '"' in text:
+        if b'"' in raw:
             cells, used, record_text = _parse_quoted(lines, i, enc, delim)
-            if cells is None:  # README: bad-quoting, reading resumes at the next line
-                out.rejected.append(Rejected(line_no, "bad-quoting", preview(text)))
+            if cells is None:  # README: the line alone; reading resumes at the next line
+                out.rejected.append(Rejected(line_no, own or "bad-quoting", preview(shown)))
                 i += 1
                 continue
             if used > TRUSTED_LINES:
                 if len(cells) != ncols:  # README: a stray quote; resume at the next line
-                    out.rejected.append(Rejected(line_no, "bad-quoting", preview(text)))
+                    out.rejected.append(Rejected(line_no, own or "bad-quoting", preview(shown)))
                     i += 1
                     continue
                 inner = lines[i + 1 : i + used]
                 if 2 * sum(_looks_like_row(b, enc, delim, ncols) for b in inner) > len(inner):
                     # README: lines that look like rows: the record is rejected whole
-                    out.rejected.append(Rejected(line_no, "bad-quoting", preview(text)))
+                    whole = b"\n".join(lines[i : i + used]).decode(enc, "backslashreplace")
+                    out.rejected.append(Rejected(line_no, "bad-quoting", preview(whole)))
                     i += used
                     continue
+            flaws = [f for f in map(lambda b: _flaw(b, enc), lines[i : i + used]) if f]
+            if flaws:  # README: the first reason that applies, nul-byte before encoding
+                whole = b"\n".join(lines[i : i + used]).decode(enc, "backslashreplace")
+                kind = "nul-byte" if "nul-byte" in flaws else "encoding"
+                out.rejected.append(Rejected(line_no, kind, preview(whole)))
+                i += used
+                continue
+        elif own:
+            out.rejected.append(Rejected(line_no, own, preview(shown)))
+            i += 1
+            continue
         else:
-            cells = text.rstrip("\r").split(delim)
+            cells = raw.decode(enc).rstrip("\r").split(delim)
+            record_text = raw.decode(enc)
         i += used
         if len(cells) != ncols:
             kind = "extra-cell" if len(cells) > ncols else "missing-cell"

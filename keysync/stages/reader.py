@@ -305,50 +305,51 @@ class _RecordParser:
         """Parse the record starting at ``lines[start]``; returns lines used (0: need more)."""
         line_no = first_line + start
         raw_line = lines[start]
-        if b"\x00" in raw_line:
-            col = raw_line.index(b"\x00") + 1
-            text = raw_line.decode(self.codec, "backslashreplace")
-            self._reject(rejected, line_no, "nul-byte", f"NUL byte at byte {col} of the line", text)
-            return 1
-        try:
-            text = raw_line.decode(self.codec)
-        except UnicodeDecodeError as exc:
-            shown = raw_line.decode(self.codec, "backslashreplace")
-            self._reject(
-                rejected,
-                line_no,
-                "encoding",
-                f"bytes not valid {self.encoding} at byte {exc.start + 1} of the line: "
-                f"{raw_line[exc.start : exc.end]!r}; "
-                f"fix the export or set sources.{self.system}.encoding",
-                shown,
-            )
-            return 1
         used = 1
-        if '"' in text:
+        if b'"' in raw_line:  # a record that may span lines: its flaws are the record's
             parsed = self._parse_quoted(lines, start, at_eof, line_no)
             if parsed is None:
                 return 0
             cells, used, problem = parsed
             if problem:
-                self._reject(rejected, line_no, problem[0], problem[1], text)
+                self._reject(rejected, line_no, *problem, self._record_text(lines, start, used))
                 return used
         else:
-            cells = text.rstrip("\r").split(self.delimiter)
+            flaw = self._flaw(raw_line, "of the line")
+            if flaw is not None:
+                self._reject(rejected, line_no, *flaw, self._record_text(lines, start, 1))
+                return 1
+            cells = raw_line.decode(self.codec).rstrip("\r").split(self.delimiter)
         if len(cells) != self.ncols:
             kind = "extra-cell" if len(cells) > self.ncols else "missing-cell"
             found = "1 cell" if len(cells) == 1 else f"{len(cells)} cells"
-            record = (
-                b"\n".join(lines[start : start + used]).decode(self.codec, "backslashreplace")
-                if used > 1
-                else text
-            )
+            record = self._record_text(lines, start, used)
             self._reject(rejected, line_no, kind, f"{found}, the header has {self.ncols}", record)
             return used
         keys.append(cells[self.key_index])
         stamps.append(cells[self.ts_index] if self.ts_index is not None else "")
         numbers.append(line_no)
         return used
+
+    def _record_text(self, lines: list[bytes], start: int, used: int) -> str:
+        """The record as read, for ``raw``: its lines, undecodable bytes and NULs escaped."""
+        return b"\n".join(lines[start : start + used]).decode(self.codec, "backslashreplace")
+
+    def _flaw(self, raw: bytes, where: str) -> tuple[str, str] | None:
+        """``nul-byte`` or ``encoding`` (in that order, SPEC) for one line, with its message."""
+        nul = raw.find(b"\x00")
+        if nul >= 0:
+            return "nul-byte", f"NUL byte at byte {nul + 1} {where}"
+        try:
+            raw.decode(self.codec)
+        except UnicodeDecodeError as exc:
+            return (
+                "encoding",
+                f"bytes not valid {self.encoding} at byte {exc.start + 1} {where}: "
+                f"{raw[exc.start : exc.end]!r}; "
+                f"fix the export or set sources.{self.system}.encoding",
+            )
+        return None
 
     def _look_like_rows(self, lines: list[bytes]) -> bool:
         """Whether most of ``lines`` are well-formed rows of this file (one regex, in C).
@@ -364,26 +365,34 @@ class _RecordParser:
     def _parse_quoted(
         self, lines: list[bytes], start: int, at_eof: bool, line_no: int
     ) -> tuple[list[str], int, tuple[str, str] | None] | None:
-        """csv-parse a record that may span lines: (cells, lines used, problem) or None for more."""
+        """csv-parse a record that may span lines: (cells, lines used, problem) or None for more.
+
+        A line with a NUL byte or undecodable bytes does not end the record: the quote
+        may close after it, and the lines between are the record's, never rows of their
+        own (that made keys up from a note). Such a record is rejected whole, for the
+        first flaw (``nul-byte`` before ``encoding``, SPEC); a quote that never closes is
+        the first line's problem alone, and reading resumes at the next line.
+        """
         pulled = 0
         ran_out = False
-        cut_by = ""  # a later line that ends the record: it is rejected on its own
+        flaws: list[tuple[str, str]] = []  # the first flaw of each kind, in line order
         limit = min(len(lines), start + MAX_RECORD_LINES)
 
         def feed() -> Iterator[str]:
-            nonlocal pulled, ran_out, cut_by
+            nonlocal pulled, ran_out
             for index in range(start, limit):
                 raw = lines[index]
                 pulled += 1
-                if index > start and b"\x00" in raw:
-                    cut_by = f"line {line_no + index - start}, which has a NUL byte"
-                    return
-                try:
-                    yield raw.decode(self.codec) + "\n"
-                except UnicodeDecodeError:
-                    cut_by = f"line {line_no + index - start}, not valid {self.encoding}"
-                    return
+                where = "of the line" if index == start else f"of line {line_no + index - start}"
+                flaw = self._flaw(raw, where)
+                if flaw is not None and flaw[0] not in {kind for kind, _ in flaws}:
+                    flaws.append(flaw)
+                text = raw.replace(b"\x00", b"").decode(self.codec, "replace")
+                yield text + "\n"
             ran_out = limit == len(lines)
+
+        def first_flaw() -> tuple[str, str] | None:
+            return min(flaws, key=lambda flaw: flaw[0] != "nul-byte") if flaws else None
 
         reader = csv.reader(feed(), delimiter=self.delimiter, strict=True)
         try:
@@ -391,9 +400,10 @@ class _RecordParser:
         except csv.Error as exc:
             if ran_out and not at_eof and pulled < MAX_RECORD_LINES:
                 return None
-            if cut_by:  # the quote may close further on: say what stopped the record
-                message = f"quoted field cut short by {cut_by} (rejected on its own)"
-            elif "unexpected end of data" in str(exc) or "EOF" in str(exc):
+            own = self._flaw(lines[start], "of the line")
+            if own is not None:  # no record: the line alone, for its own flaw
+                return [], 1, own
+            if "unexpected end of data" in str(exc) or "EOF" in str(exc):
                 message = "quoted field is never closed"
                 if pulled >= MAX_RECORD_LINES:
                     message += f" within {MAX_RECORD_LINES} lines"
@@ -403,8 +413,12 @@ class _RecordParser:
         except StopIteration:  # pragma: no cover - the first line is never empty here
             return [], 1, ("bad-quoting", "unreadable record")
         if pulled <= TRUSTED_RECORD_LINES:
-            return cells, pulled, None
+            flaw = first_flaw()
+            return (cells, pulled, None) if flaw is None else ([], pulled, flaw)
         if len(cells) != self.ncols:  # no record of this file: a stray quote
+            own = self._flaw(lines[start], "of the line")
+            if own is not None:
+                return [], 1, own
             stray = (
                 f"the quote opened here closes only {pulled - 1} lines later, in a record of "
                 f"{len(cells)} cells (the header has {self.ncols}): taken as a stray quote; "
@@ -420,7 +434,8 @@ class _RecordParser:
                 "quote in the export (or keep the note within 100 lines)"
             )
             return [], pulled, ("bad-quoting", ambiguous)
-        return cells, pulled, None
+        flaw = first_flaw()
+        return (cells, pulled, None) if flaw is None else ([], pulled, flaw)
 
 
 def _header_runs_on(first: str, second: bytes, source: SourceConfig) -> bool:
