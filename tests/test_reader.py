@@ -137,6 +137,18 @@ def test_a_flawed_quoted_record_is_one_record_at_any_batch_size(
     assert (rows, rejected, rows_read) == ([("K3", 5, "t")], [(2, "encoding")], 2)
 
 
+def test_a_quoted_note_over_16_mib_is_one_record_not_rows_made_from_its_lines(
+    tmp_path: Path,
+) -> None:
+    """Seen: csv's field limit (16 MiB) rejected such a note as bad-quoting, reading
+    resumed inside it, and NOTE-LINE from inside it became a key."""
+    note = b"x" * (9 << 20) + b"\nNOTE-LINE," + b"y" * (9 << 20)
+    data = b'key,name\nK1,a\nK2,"' + note + b'"\nK3,ok\n'
+    rows, rejected, rows_read, _ = read_all(write(tmp_path, data), source=SourceConfig(path="x"))
+    assert [(key, line) for key, line, _ in rows] == [("K1", 2), ("K2", 3), ("K3", 5)]
+    assert (rejected, rows_read) == ([], 3)
+
+
 def test_batches_tile_the_file_exactly(tmp_path: Path) -> None:
     lines = [f"K{i},n,t" for i in range(2500)]
     path = write(tmp_path, ("key,name,last_seen_at\n" + "\n".join(lines) + "\n").encode())
