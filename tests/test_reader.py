@@ -213,6 +213,8 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
         ("key,name\na1,x\n".encode("utf-16"), "the file is UTF-16 (it starts with a UTF-16 "
          "byte-order mark), which keysync does not read; convert it: iconv -f utf-16 -t utf-8 "
          "B.csv > new.csv"),
+        (b"sep=;\nkey;name\na1;x\n", "line 1 is Excel's delimiter hint 'sep=;', not the header; "
+         'remove that line from the export and set sources.B.delimiter: ";"'),
         (b"key;name\na1;x\n", "header has no column 'key' (columns: key;name); the header looks "
          'separated by ";": set sources.B.delimiter: ";"'),
         (b"key\tname\na1\tx\n", "header has no column 'key' (columns: key\tname); the header "
@@ -220,7 +222,7 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
     ],
     ids=[
         "blank-first-line", "cr-only-line-ends", "stray-quote", "title-on-2-lines", "utf-16",
-        "semicolons", "tabs",
+        "excel-sep-line", "semicolons", "tabs",
     ],
 )  # fmt: skip
 def test_a_bad_header_says_what_is_wrong_and_what_to_do(

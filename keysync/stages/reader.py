@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import os
 import re
 import stat
@@ -140,6 +141,17 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
         raise SourceUnavailable(
             f"{path}: line 1 (header) is not valid {source.encoding}; set sources.{system}.encoding"
         ) from None
+    if len(text) == 5 and text.startswith("sep="):  # Excel writes it before the header
+        delimiter = text[4]
+        setting = (
+            ""
+            if delimiter == source.delimiter
+            else (f" and set sources.{system}.delimiter: {json.dumps(delimiter)}")
+        )
+        raise SourceUnavailable(
+            f"{path}: line 1 is Excel's delimiter hint {text!r}, not the header; remove that "
+            f"line from the export{setting}"
+        )
     try:
         columns = next(csv.reader([text], delimiter=source.delimiter, strict=True))
     except (csv.Error, StopIteration) as exc:
