@@ -18,7 +18,12 @@ ensure_venv() {
     fi
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-        "$VENV/bin/python" -m pip install --quiet -e ".$extra"
+        # Build backends print warnings pip's --quiet lets through: kept in a log, shown on failure.
+        if ! "$VENV/bin/python" -m pip install --quiet -e ".$extra" >"$VENV/pip-install.log" 2>&1; then
+            cat "$VENV/pip-install.log" >&2
+            echo "run.sh: installing keysync and its dependencies failed (the output is above)" >&2
+            exit 3
+        fi
         touch "$stamp"
     fi
 }
