@@ -203,7 +203,8 @@ def lost_database_problem(path: Path) -> str | None:
     if not traces:
         return None
     return (
-        f"{path} is missing, but earlier runs left {traces[0]}: put {path.name} back from a "
+        f"{path} is {'empty' if path.exists() else 'missing'}, but earlier runs left "
+        f"{traces[0]}: put {path.name} back from a "
         "backup (a new one would start the registry and the audit trail from nothing), or "
         f"move {data_dir} aside to start afresh on purpose"
     )
@@ -213,7 +214,8 @@ class NoStateError(KeysyncError):
     """There is no database yet: nothing has run."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(f"no runs yet ({path} does not exist): run `keysync run` first")
+        what = "is empty" if path.exists() else "does not exist"
+        super().__init__(f"no runs yet ({path} {what}): run `keysync run` first")
         self.path = path
 
 
@@ -442,9 +444,12 @@ class StateStore:
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> StateStore:
-        """Open (and migrate) the database; ``create=False`` refuses a missing file."""
+        """Open (and migrate) the database; ``create=False`` refuses a missing file, or an
+        empty one (``touch``ed: SQLite would take it, and a reading command would write
+        the schema into it, which only ``run`` may)."""
         path = Path(path)
-        if not path.exists():
+        empty = path.is_file() and path.stat().st_size == 0
+        if not path.exists() or empty:
             lost = lost_database_problem(path)
             if lost is not None:
                 raise RunError(lost)

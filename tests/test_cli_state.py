@@ -1810,3 +1810,22 @@ def test_generate_into_the_inputs_waits_for_no_run_it_would_pull_the_files_from(
     assert line.startswith("keysync: error: another run (run ") and "holds the lock" in line
     assert {p.name: p.read_bytes() for p in (tmp_path / "input").iterdir()} == before
     assert elsewhere.returncode == 0, elsewhere.stderr
+
+
+def test_an_empty_database_file_is_no_runs_yet_and_reading_commands_leave_it_empty(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: a 0-byte keysync.db (touched) was 'no runs recorded yet', and `runs` wrote the
+    schema into it; only `run` creates the database (docs/state.md)."""
+    project()
+    database = tmp_path / "data" / "keysync.db"
+    database.parent.mkdir()
+    database.touch()
+    shown = ok(keysync("runs"))
+    assert shown.stderr == (
+        f"keysync: no runs yet ({database} is empty): run `keysync run` first\n"
+    )
+    assert database.stat().st_size == 0
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    assert statuses(tmp_path) == {"X-1": "Proposed"}
