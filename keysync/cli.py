@@ -187,6 +187,17 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _from_environment(param: click.Parameter | None) -> bool:
+    """Whether an option's value came from its environment variable (``KEYSYNC_CONFIG``):
+    set there, and none of its flags on the command line."""
+    if param is None or not isinstance(param.envvar, str) or param.envvar not in os.environ:
+        return False
+    given = sys.argv[1:]
+    return not any(
+        arg == flag or arg.startswith(flag + "=") for flag in param.opts for arg in given
+    )
+
+
 def _usage_error(exc: click.UsageError) -> NoReturn:
     """One line instead of click's Usage / Try / Error block (SPEC.md: one line, exit 2)."""
     names = []
@@ -196,6 +207,10 @@ def _usage_error(exc: click.UsageError) -> NoReturn:
         context = context.parent
     command = " ".join(["keysync", *reversed(names)])
     message = exc.format_message().rstrip(".")
+    if isinstance(exc, click.BadParameter) and _from_environment(exc.param):
+        # The value came from the environment, not from the option the message names.
+        assert exc.param is not None and isinstance(exc.param.envvar, str)
+        message = message.replace(exc.param.get_error_hint(exc.ctx), exc.param.envvar, 1)
     where = f"{command.removeprefix('keysync ')}: " if names else ""
     line = f"keysync: error: {where}{message} (see `{command} --help`)"
     if exc.ctx is not None:

@@ -120,3 +120,18 @@ def test_bad_global_option_value_is_a_usage_error(keysync: RunKeysync) -> None:
     assert result.returncode == 2
     assert "Invalid value for '--log-format'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_config_path_from_the_environment_is_blamed_on_it(
+    keysync: RunKeysync, tmp_path: Path
+) -> None:
+    """Seen: KEYSYNC_CONFIG=<a folder> said "Invalid value for '-c' / '--config'", an option
+    nobody had given."""
+    from_env = keysync("runs", env={"KEYSYNC_CONFIG": str(tmp_path)})
+    assert from_env.returncode == 2
+    assert from_env.stderr == (
+        f"keysync: error: Invalid value for KEYSYNC_CONFIG: File '{tmp_path}' is a directory "
+        "(see `keysync --help`)\n"
+    )
+    given = keysync("-c", str(tmp_path), "runs", env={"KEYSYNC_CONFIG": str(tmp_path)})
+    assert given.stderr.startswith("keysync: error: Invalid value for '-c' / '--config': ")
