@@ -748,7 +748,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
       keysync history CUST-00146
       keysync history " cust_00146 " --json
     """
-    from keysync.history import key_timeline
+    from keysync.history import SystemTimeline, key_timeline
 
     normalized = _normalize(app, key)
     if not normalized:
@@ -778,6 +778,14 @@ def history(app: _App, key: str, as_json: bool) -> None:
             + "; check the spelling, or `keysync registry list` for master keys",
             EXIT_USAGE,
         )
+    # A configured system no run could read yet has no history: a row that says so.
+    listed = {s.system for s in timeline.systems}
+    role = {name: "authority" if name == app.config.authority else "peer" for name in configured}
+    timeline.systems += [
+        SystemTimeline(name, role[name], False, "", "", "", "", "", "", "never read (no run could)")
+        for name in app.config.sources
+        if name not in listed
+    ]
     if as_json:
         print_json(
             {

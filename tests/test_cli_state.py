@@ -1829,3 +1829,20 @@ def test_an_empty_database_file_is_no_runs_yet_and_reading_commands_leave_it_emp
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
     ok(keysync("-q", "run"))
     assert statuses(tmp_path) == {"X-1": "Proposed"}
+
+
+def test_history_shows_a_configured_system_no_run_could_read_yet(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: a peer unavailable in every run so far had no row at all in `history`."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["K-1"]})  # C.csv never exists
+    assert keysync("-q", "run").returncode == 4
+    rows = ok(keysync("history", "K-1")).stdout.splitlines()
+    assert rows[-1].split()[:4] == ["C", "never", "read", "(no"]
+    shown = json.loads(ok(keysync("history", "K-1", "--json")).stdout)["systems"]
+    assert [(s["system"], s["present"], s["note"]) for s in shown][-1] == (
+        "C",
+        False,
+        "never read (no run could)",
+    )
