@@ -285,6 +285,7 @@ def _change(
     target: str,
     verb: str,
     dry_run: bool = False,
+    reason: str = "",
 ) -> None:
     from keysync.lock import RunLock
 
@@ -315,7 +316,14 @@ def _change(
                 raise _unknown(*unknown)
         user = os_user()
         changes = store.change_status(
-            targets, target, actor=actor, now=stamp, command=command, user=user, dry_run=dry_run
+            targets,
+            target,
+            actor=actor,
+            now=stamp,
+            command=command,
+            user=user,
+            reason=reason,
+            dry_run=dry_run,
         )
     done = [c for c in changes if c.changed]
     past = "approved" if verb == "approve" else "deprecated"
@@ -336,9 +344,10 @@ def _change(
 
     log = get_logger(stage="cli")
     event = "key.approved" if verb == "approve" else "key.deprecated"
-    reason = f"by hand ({command}, {user}, audit run id {actor})"
+    how = f"by hand ({command}, {user}, audit run id {actor})"
+    given = {"user_reason": reason} if reason else {}
     for change in done:
-        log.info(event, master_key=change.master_key, reason=reason)
+        log.info(event, master_key=change.master_key, reason=how, **given)
     if not app.quiet:
         for change in changes:
             if change.changed:
@@ -350,12 +359,31 @@ def _change(
     _say(app, f"{past} {len(done)} {noun} ({where})")
 
 
+def _one_line_reason(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    """``--reason``: kept word for word in the audit trail, so one line of printable text."""
+    text = (value or "").strip()
+    if not text.isprintable():  # a space is printable; tabs, line ends, controls are not
+        raise click.BadParameter("give it on one line, without tabs or control characters")
+    return text
+
+
+_reason_option = click.option(
+    "--reason",
+    metavar="TEXT",
+    callback=_one_line_reason,
+    help="Why (a ticket, a decision): kept in each change's audit event.",
+)
+
+
 @registry.command("approve")
 @click.argument("keys", nargs=-1)
 @click.option("--all", "all_proposed", is_flag=True, help="Approve every Proposed master key.")
+@_reason_option
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.pass_obj
-def registry_approve(app: _App, keys: tuple[str, ...], all_proposed: bool, dry_run: bool) -> None:
+def registry_approve(
+    app: _App, keys: tuple[str, ...], all_proposed: bool, reason: str, dry_run: bool
+) -> None:
     """Make master keys Active (Proposed or Deprecated -> Active).
 
     Each change is an audit event with run id manual-<time>-<4 hex>. While a run
@@ -363,30 +391,32 @@ def registry_approve(app: _App, keys: tuple[str, ...], all_proposed: bool, dry_r
 
     \b
     Example:
-      keysync registry approve CUST-00146 PROD-ADA-155
+      keysync registry approve CUST-00146 PROD-ADA-155 --reason "DQ-118: confirmed by CRM"
       keysync registry approve --all --dry-run
     """
-    _change(app, keys, all_proposed, "Active", "approve", dry_run)
+    _change(app, keys, all_proposed, "Active", "approve", dry_run, reason)
 
 
 @registry.command("deprecate")
 @click.argument("keys", nargs=-1)
+@_reason_option
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.pass_obj
-def registry_deprecate(app: _App, keys: tuple[str, ...], dry_run: bool) -> None:
+def registry_deprecate(app: _App, keys: tuple[str, ...], reason: str, dry_run: bool) -> None:
     """Deprecate master keys (Proposed or Active -> Deprecated).
 
     \b
     Example:
-      keysync registry deprecate CUST-00146
+      keysync registry deprecate CUST-00146 --reason "customer merged into CUST-00042"
     """
-    _change(app, keys, False, "Deprecated", "deprecate", dry_run)
+    _change(app, keys, False, "Deprecated", "deprecate", dry_run, reason)
 
 
 @registry.command("rekey")
+@_reason_option
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.pass_obj
-def registry_rekey(app: _App, dry_run: bool) -> None:
+def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
     """After a change of the rules: carry master keys to their keys' new forms.
 
     An Active entry hands its status to the entry of the new form (made if there is
@@ -415,7 +445,7 @@ def registry_rekey(app: _App, dry_run: bool) -> None:
         done = 0
         if not dry_run:
             done = store.apply_rekeys(
-                rekeys, actor=actor, now=stamp, command=command, user=os_user()
+                rekeys, actor=actor, now=stamp, command=command, user=os_user(), reason=reason
             )
     if not app.quiet:
         for rekey in rekeys:

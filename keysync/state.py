@@ -802,11 +802,13 @@ class StateStore:
         now: datetime | str | None = None,
         command: str = "",
         user: str = "",
+        reason: str = "",
         dry_run: bool = False,
     ) -> list[StatusChange]:
         """Move master keys to ``target`` by hand (``registry approve/deprecate``).
 
         With ``dry_run`` the changes are worked out and returned, and nothing is written.
+        ``reason`` (``--reason``) ends each event's detail, for the auditor who asks why.
 
         ``master_keys=None`` means every ``Proposed`` key (``approve --all``).
         Unknown keys raise ``KeysyncError`` (exit 2) before anything changes.
@@ -856,6 +858,7 @@ class StateStore:
                 how = f"by `{command}`" if command else "by hand"
                 if user:
                     how += f" (user {user})"
+                how += _reason_suffix(reason)
                 events.append(
                     (
                         stamp,
@@ -887,12 +890,19 @@ class StateStore:
         return {detail[len(prefix) : detail.index(marker)] for (detail,) in rows}
 
     def apply_rekeys(
-        self, rekeys: Sequence[Rekey], *, actor: str, now: str, command: str, user: str
+        self,
+        rekeys: Sequence[Rekey],
+        *,
+        actor: str,
+        now: str,
+        command: str,
+        user: str,
+        reason: str = "",
     ) -> int:
         """Write a ``keysync.rekey`` plan in one transaction, each change an audit event
         with ``run_id = actor`` (as manual changes are); the number of entries rekeyed."""
         seq = self.max_seq()  # like an approval by hand: the unseen count starts again
-        how = f"by `{command}` (user {user})"
+        how = f"by `{command}` (user {user})" + _reason_suffix(reason)
         events: list[tuple[str, str, str, str, str, str]] = []
 
         def event(name: str, system: str, key: str, detail: str) -> None:
@@ -1289,6 +1299,11 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         message=row[10] or "",
         pid=int(row[11]),
     )
+
+
+def _reason_suffix(reason: str) -> str:
+    """The end of a manual change's audit detail: ``; reason: <what the person gave>``."""
+    return f"; reason: {reason}" if reason else ""
 
 
 def _literal(text: str) -> str:

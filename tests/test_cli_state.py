@@ -394,6 +394,39 @@ def test_active_keys_are_deprecated_after_n_runs_unseen(
     assert json.loads(ok(keysync("audit", "--json")).stdout)[-1] == again[-1]
 
 
+def test_a_reason_given_by_hand_is_kept_word_for_word_in_each_change_s_audit_event(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """A compliance reader asks why, not only who: --reason answers it in the trail."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    ok(keysync("registry", "approve", "X-1", "X-2", "--reason", "  DQ-118: confirmed by CRM "))
+    ok(keysync("registry", "deprecate", "X-2", "--reason", "merged into X-1; ticket 7"))
+    ok(keysync("registry", "approve", "--all", "--reason", "nothing left: no event"))
+    audit = ok(keysync("audit", "--event", "key.approved", "--event", "key.deprecated", "--json"))
+    events = json.loads(audit.stdout)
+    assert [(e["event"], e["key"], e["detail"].split(f"(user {USER})")[1]) for e in events] == [
+        ("key.approved", "X-1", "; reason: DQ-118: confirmed by CRM"),
+        ("key.approved", "X-2", "; reason: DQ-118: confirmed by CRM"),
+        ("key.deprecated", "X-2", "; reason: merged into X-1; ticket 7"),
+    ]
+    logged = [json.loads(line) for line in (tmp_path / "data/logs/keysync.jsonl").open()]
+    assert [e["user_reason"] for e in logged if e["event"] == "key.deprecated"] == [
+        "merged into X-1; ticket 7"
+    ]
+    # Kept word for word, so one line: a newline would read as two events in a log viewer.
+    before = state_dump(tmp_path)
+    for bad in ("two\nlines", "tab\there", "bell\x07"):
+        refused = keysync("registry", "deprecate", "X-1", "--reason", bad)
+        assert refused.returncode == 2
+        assert "Invalid value for '--reason': give it on one line, without tabs or control " in (
+            refused.stderr
+        )
+    assert state_dump(tmp_path) == before
+    assert "--reason TEXT" in ok(keysync("registry", "rekey", "--help")).stdout
+
+
 def test_registry_last_seen_at_is_the_latest_instant_however_the_inputs_write_it(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
