@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -693,7 +694,7 @@ def test_the_readme_first_session_runs_as_written_on_the_default_config(
     repository = Path(__file__).resolve().parent.parent
     readme = (repository / "README.md").read_text(encoding="utf-8")
     session = readme.split("```console\n", 1)[1].split("```", 1)[0]
-    commands = [line[2:].split(" #")[0].split() for line in session.splitlines()]
+    commands = [shlex.split(line[2:], comments=True) for line in session.splitlines()]
     commands = [words for words in commands if words[:1] == ["keysync"]]
     assert len(commands) >= 7, session
     (tmp_path / "keysync-config.yaml").write_bytes(
