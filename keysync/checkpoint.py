@@ -84,6 +84,8 @@ class CheckpointHeader(msgspec.Struct, frozen=True):
     inputs: list[InputFingerprint]
     # The provisioning settings the run started with: they decide its registry changes.
     provisioning: dict[str, Any] = {}
+    # `--fail-on`'s kinds (a checkpoint written before it existed decodes to none).
+    fail_on: list[str] = []
 
 
 class Frame(msgspec.Struct, array_like=True):

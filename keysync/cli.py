@@ -290,6 +290,24 @@ def _split_systems(systems: str | None) -> list[str] | None:
     return names
 
 
+def _discrepancy_kinds(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[str, ...]:
+    """``--fail-on missing-in-a,rejected``: the kinds, in the summary table's order."""
+    from keysync.comparison import DISCREPANCY_KINDS
+
+    if value is None:
+        return ()
+    given = {name.strip().lower() for name in value.split(",") if name.strip()}
+    unknown = sorted(given - DISCREPANCY_KINDS.keys())
+    if unknown or not given:
+        raise click.BadParameter(
+            f"{'unknown kind ' + repr(unknown[0]) if unknown else 'no kind given'}; "
+            f"choose from {', '.join(DISCREPANCY_KINDS)}"
+        )
+    return tuple(kind for kind in DISCREPANCY_KINDS if kind in given)
+
+
 def _check_resume_options(
     app: AppContext,
     *,
@@ -456,6 +474,13 @@ def generate(
 )
 @click.option("--systems", help="Reconcile only these systems, e.g. A,C (A is always included).")
 @click.option("--fail-on-diff", is_flag=True, help="Exit 1 when any discrepancy is found.")
+@click.option(
+    "--fail-on",
+    metavar="KINDS",
+    callback=_discrepancy_kinds,
+    help="Exit 1 only on these: missing-in-a, missing-from-system, duplicates, rejected "
+    "(comma-separated).",
+)
 @pass_app
 def run(
     app: AppContext,
@@ -466,6 +491,7 @@ def run(
     keys: int | None,
     systems: str | None,
     fail_on_diff: bool,
+    fail_on: tuple[str, ...],
 ) -> None:
     """Reconcile the sources, write the reports and update the state.
 
@@ -473,6 +499,7 @@ def run(
     Example:
       keysync run --keys 10000 --auto-approve
       keysync run --mode incremental --fail-on-diff
+      keysync run --fail-on missing-in-a,rejected
       keysync run --resume
     """
     from keysync.console import ProgressLine, final_line, print_run_result
@@ -501,6 +528,7 @@ def run(
         regenerate_keys=keys,
         systems=chosen,
         fail_on_diff=fail_on_diff,
+        fail_on=fail_on,
     )
     progress = ProgressLine() if app.shows_progress() else None
     if progress is not None:

@@ -42,15 +42,37 @@ class Comparison:
         return has_discrepancies(self.summaries.values())
 
 
-def has_discrepancies(summaries: Iterable[SystemSummary]) -> bool:
-    """True when any peer differs from A, or any system has duplicates or rejected rows.
+# The kinds of discrepancy by their ``--fail-on`` names (the summary table's headings):
+# the summary column that counts each, and what one of it is called in a final line.
+DISCREPANCY_KINDS: dict[str, tuple[str, str]] = {
+    "missing-in-a": ("missing_in_a", "out-of-authority key"),
+    "missing-from-system": ("missing_from_system", "gap"),
+    "duplicates": ("duplicate_keys", "duplicate key"),
+    "rejected": ("rows_rejected", "rejected row"),
+}
+
+
+def found_discrepancies(
+    summaries: Iterable[SystemSummary], kinds: Iterable[str] = DISCREPANCY_KINDS
+) -> dict[str, int]:
+    """Each of ``kinds`` found, with its count over all systems (one per key and system,
+    as the reports count them); kinds not found are left out.
 
     From the summaries alone, so that a run's record (its counts) answers it too.
     """
-    return any(
-        s.missing_in_a or s.missing_from_system or s.duplicate_keys or s.rows_rejected
-        for s in summaries
-    )
+    listed = list(summaries)
+    found = {}
+    for kind in kinds:
+        column = DISCREPANCY_KINDS[kind][0]
+        count = sum(getattr(s, column) or 0 for s in listed)
+        if count:
+            found[kind] = count
+    return found
+
+
+def has_discrepancies(summaries: Iterable[SystemSummary]) -> bool:
+    """True when any peer differs from A, or any system has duplicates or rejected rows."""
+    return bool(found_discrepancies(summaries))
 
 
 def compare(index: KeyIndex, authority: str, unavailable: dict[str, str]) -> Comparison:

@@ -27,7 +27,14 @@ import msgspec
 from keysync import audit_report, checkpoint, incremental, logs, testhooks
 from keysync.actor import os_user
 from keysync.checkpoint import CheckpointHeader, CheckpointWriter
-from keysync.comparison import Comparison, SystemSummary, compare, has_discrepancies
+from keysync.comparison import (
+    DISCREPANCY_KINDS,
+    Comparison,
+    SystemSummary,
+    compare,
+    found_discrepancies,
+    has_discrepancies,
+)
 from keysync.config import Config
 from keysync.errors import (
     EXIT_CANNOT_RUN,
@@ -89,7 +96,8 @@ class RunOptions:
     resume: bool = False
     regenerate_keys: int | None = None
     systems: list[str] | None = None
-    fail_on_diff: bool = False
+    fail_on_diff: bool = False  # exit 1 on any kind of discrepancy
+    fail_on: tuple[str, ...] = ()  # `--fail-on`: exit 1 on these kinds (DISCREPANCY_KINDS)
     # Called now and then while reading: (bytes done, total bytes, rows read per system).
     on_progress: Callable[[int, int, dict[str, int]], None] | None = None
     # Each step after reading, by name ("planning the registry changes"): at 5 x 1M they
@@ -401,7 +409,12 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
         mode=record.mode,
         summaries=summaries,
         output_dir=config.output_dir,
-        message=_outcome_message(summaries, exit_code),
+        message=_outcome_message(
+            summaries,
+            exit_code,
+            record.flags.get("fail_on_diff", False),
+            tuple(record.flags.get("fail_on", ())),
+        ),
         dry_run=record.dry_run,
         discrepancies=has_discrepancies(summaries),
         registry=record.counts.get("registry", {}),
@@ -409,24 +422,26 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
     )
 
 
-def _outcome_message(summaries: list[SystemSummary], exit_code: int) -> str:
+def _failing_kinds(fail_on_diff: bool, fail_on: tuple[str, ...]) -> tuple[str, ...]:
+    """The kinds of discrepancy that make a run exit 1: all of them with ``--fail-on-diff``."""
+    return tuple(DISCREPANCY_KINDS) if fail_on_diff else fail_on
+
+
+def _outcome_message(
+    summaries: list[SystemSummary], exit_code: int, fail_on_diff: bool, fail_on: tuple[str, ...]
+) -> str:
     """The final line of a run that did not end with exit 0."""
     missing = [s.system for s in summaries if not s.available]
     if missing:
         return f"degraded: {', '.join(missing)} unavailable, not compared"
     if exit_code != EXIT_DIFF:
         return ""
-    found = []  # what a CI log should say without opening the reports
-    for column, what in (  # as the reports count them: one per key and system
-        ("missing_in_a", "out-of-authority key"),
-        ("missing_from_system", "gap"),
-        ("duplicate_keys", "duplicate key"),
-        ("rows_rejected", "rejected row"),
-    ):
-        n = sum(getattr(s, column) or 0 for s in summaries)
-        if n:
-            found.append(f"{n:,} {what}{'' if n == 1 else 's'}")
-    return f"discrepancies found (--fail-on-diff): {', '.join(found)} (per system)"
+    found = [  # what a CI log should say without opening the reports
+        f"{n:,} {DISCREPANCY_KINDS[kind][1]}{'' if n == 1 else 's'}"
+        for kind, n in found_discrepancies(summaries, _failing_kinds(fail_on_diff, fail_on)).items()
+    ]
+    option = "--fail-on-diff" if fail_on_diff else f"--fail-on {','.join(fail_on)}"
+    return f"discrepancies found ({option}): {', '.join(found)} (per system)"
 
 
 def _supersede_older_checkpoints(config: Config, store: StateStore, run_id: str) -> None:
@@ -593,6 +608,11 @@ class _Run:
             self.options.auto_approve = restored.header.flags.get("auto_approve", False)
             # It only sets the exit code: asked for when the run began, or now.
             self.options.fail_on_diff |= restored.header.flags.get("fail_on_diff", False)
+            self.options.fail_on = tuple(
+                kind
+                for kind in DISCREPANCY_KINDS
+                if kind in self.options.fail_on or kind in restored.header.fail_on
+            )
             self.writer = CheckpointWriter(
                 resume_dir, None, config.processing.checkpoint_interval, restored.frames
             )
@@ -612,6 +632,7 @@ class _Run:
                 "auto_approve": options.auto_approve,
                 "fail_on_diff": options.fail_on_diff,
             },
+            fail_on=list(options.fail_on),
             inputs=[checkpoint.fingerprint(s, config.source_path(s)) for s in systems],
             provisioning=checkpoint.provisioning_settings(config),
         )
@@ -639,6 +660,7 @@ class _Run:
             "dry_run": options.dry_run,
             "auto_approve": options.auto_approve or self.config.provisioning.auto_approve,
             "fail_on_diff": options.fail_on_diff,
+            "fail_on": list(options.fail_on),
             "resume": self.resumed,
             "keys": options.regenerate_keys,  # `--keys N`: the inputs were mock data made now
             "user": os_user(),  # who ran it: an --auto-approve run approves in their name
@@ -882,13 +904,15 @@ class _Run:
     def _outcome(self, comparison: Comparison) -> RunResult:
         summaries = list(comparison.summaries.values())
         discrepancies = comparison.has_discrepancies()
+        options = self.options
+        gate = _failing_kinds(options.fail_on_diff, options.fail_on)
         if not all(s.available for s in summaries):
             exit_code = EXIT_DEGRADED
-        elif discrepancies and self.options.fail_on_diff:
+        elif found_discrepancies(summaries, gate):
             exit_code = EXIT_DIFF
         else:
             exit_code = EXIT_OK
-        message = _outcome_message(summaries, exit_code)
+        message = _outcome_message(summaries, exit_code, options.fail_on_diff, options.fail_on)
         return RunResult(
             run_id=self.run_id,
             exit_code=exit_code,

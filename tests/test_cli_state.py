@@ -912,6 +912,14 @@ def test_resume_keeps_fail_on_diff_from_when_the_run_started(
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
     Background.held_at(tmp_path, "planning").kill()
     assert keysync("run", "--resume", "--fail-on-diff").returncode == 1
+    # --fail-on too, and the kinds of both commands count.
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2", "X-3"], "C": []})
+    Background.held_at(tmp_path, "planning", "--fail-on", "duplicates").kill()
+    done = keysync("run", "--resume", "--fail-on", "missing-from-system")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(
+        "keysync: discrepancies found (--fail-on missing-from-system,duplicates): 2 gaps (per "
+    )
 
 
 def test_a_dry_run_killed_while_publishing_keeps_the_events_it_would_record(
@@ -1148,6 +1156,7 @@ def test_runs_record_whether_a_run_approved_what_it_proposed_and_whether_it_resu
         "dry_run": False,
         "auto_approve": True,
         "fail_on_diff": False,
+        "fail_on": [],
         "resume": False,
         "keys": None,
         "user": os_user(),

@@ -110,6 +110,32 @@ def test_fail_on_diff_exits_1(tmp_path: Path, parallel: bool) -> None:
     )
 
 
+def test_fail_on_gates_only_the_kinds_named(tmp_path: Path) -> None:
+    """Real exports always hold some discrepancy: a CI gate names the ones it fails on."""
+    config = setup(tmp_path)
+    # The inputs hold every kind; each gate counts only its own in the final line.
+    done = keysync(config, "run", "--fail-on", "Rejected, missing-in-a")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "keysync: discrepancies found (--fail-on missing-in-a,rejected): 1 out-of-authority "
+        f"key, 1 rejected row (per system); see the reports in {tmp_path / 'output'}"
+    )
+    summary = json.loads((tmp_path / "output" / "summary.json").read_text())
+    assert summary["flags"]["fail_on"] == ["missing-in-a", "rejected"]
+    assert summary["exit_code"] == 1
+    # Only a duplicate and gaps left: the same gate passes, another fails.
+    (tmp_path / "in" / "B.csv").write_text("key\nCUST-00001\ncust_00001\n")
+    passed = keysync(config, "run", "--fail-on", "rejected,missing-in-a")
+    assert passed.returncode == 0, passed.stderr
+    assert keysync(config, "run", "--fail-on", "duplicates").returncode == 1
+    for bad, said in (("gap", "unknown kind 'gap'"), (" , ", "no kind given")):
+        refused = keysync(config, "run", "--fail-on", bad)
+        assert refused.returncode == 2
+        assert f"Invalid value for '--fail-on': {said}; choose from missing-in-a, " in (
+            refused.stderr
+        )
+
+
 def test_same_inputs_give_same_rows_in_both_modes(tmp_path: Path) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
