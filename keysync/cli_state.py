@@ -751,7 +751,8 @@ def audit(
             else:
                 _say(app, "no audit events" + (" match" if narrowed else ""))
             return
-        print_table(list(AUDIT_COLUMNS), chain([first], rows), store.audit_widths(wanted))
+        widths = store.audit_widths(wanted, shown=visible)
+        print_table(list(AUDIT_COLUMNS), chain([first], rows), widths)
 
 
 def _stamp(moment: datetime | None) -> str | None:

@@ -53,7 +53,7 @@ import gc
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -1137,9 +1137,13 @@ class StateStore:
         """The event names the trail holds (one scan: only to explain an empty answer)."""
         return {row[0] for row in self._db.execute("SELECT DISTINCT event FROM audit_events")}
 
-    def audit_widths(self, wanted: AuditFilter) -> list[int]:
-        """The longest cell of each column among the rows ``wanted`` selects (one pass in
-        SQL), so a table of them can be printed as it streams."""
+    def audit_widths(self, wanted: AuditFilter, shown: Callable[[str], str] = str) -> list[int]:
+        """The longest cell of each column among the rows ``wanted`` selects, as ``shown``
+        prints it (one pass in SQL), so a table of them can be printed as it streams.
+
+        ``shown`` (the table's escapes of control characters) is applied in Python only
+        to the rare rows with a control character in a column, found by a second pass.
+        """
         where, params = wanted.sql()
         columns = ", ".join(AUDIT_COLUMNS)
         source = f"audit_events{where}"
@@ -1148,7 +1152,16 @@ class StateStore:
             source = f"(SELECT {columns} FROM audit_events{where} ORDER BY {order} LIMIT ?)"
             params.append(wanted.limit)
         lengths = ", ".join(f"COALESCE(MAX(LENGTH({column})), 0)" for column in AUDIT_COLUMNS)
-        return list(self._db.execute(f"SELECT {lengths} FROM {source}", params).fetchone())
+        widths = list(self._db.execute(f"SELECT {lengths} FROM {source}", params).fetchone())
+        if shown is not str:
+            controls = " OR ".join(f"{column} GLOB ?" for column in AUDIT_COLUMNS)
+            pattern = "*[\x01-\x1f\x7f]*"
+            for row in self._db.execute(
+                f"SELECT {columns} FROM (SELECT {columns} FROM {source}) WHERE {controls}",
+                [*params, *[pattern] * len(AUDIT_COLUMNS)],
+            ):
+                widths = [max(w, len(shown(str(cell)))) for w, cell in zip(widths, row)]
+        return widths
 
     def audit_rows_for_key(self, key: str) -> list[tuple[Any, ...]]:
         """Audit rows about one normalized key (``registry show``), by timestamp then seq."""

@@ -23,9 +23,9 @@ def print_table(
 ) -> None:
     """Print aligned columns; long cells (except the last column) are shortened with '…'.
 
-    With ``widths`` (the longest cell of each column, from the database) the rows are
-    printed as they come, never all held: the audit trail can have millions. A cell
-    whose control characters the escapes lengthen may then stick out of its column.
+    With ``widths`` (the longest cell of each column as ``visible`` shows it, from the
+    database) the rows are printed as they come, never all held: the audit trail can
+    have millions.
     """
     last = len(headers) - 1
     if widths is None:

@@ -1671,6 +1671,11 @@ def test_approve_and_history_print_keys_with_control_characters_escaped(
     history = ok(keysync("history", "\x1b[31mRED")).stdout
     assert "\x1b" not in history
     assert history.startswith("history of \\x1b[31MRED (normalized from '\\x1b[31mRED')")
+    # The audit table is streamed with widths from the database: measured escaped too.
+    for listing in [], ["--limit", "2"], ["--event", "key.approved"]:
+        table = ok(keysync("audit", *listing)).stdout.splitlines()
+        starts = {line.index("master key ") for line in table if "master key " in line}
+        assert starts == {table[0].index("DETAIL")}, table
 
 
 def test_a_key_whose_master_key_name_another_key_has_gets_none_and_a_warning(
