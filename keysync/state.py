@@ -1142,7 +1142,9 @@ class StateStore:
         prints it (one pass in SQL), so a table of them can be printed as it streams.
 
         ``shown`` (the table's escapes of control characters) is applied in Python only
-        to the rare rows with a control character in a column, found by a second pass.
+        to the rare rows with a control character in their key, found by a second pass:
+        keysync writes the other columns but ``detail``, the last, which is not padded
+        (0.25 s for 1M events; across every column it took 2.5 s).
         """
         where, params = wanted.sql()
         columns = ", ".join(AUDIT_COLUMNS)
@@ -1154,11 +1156,9 @@ class StateStore:
         lengths = ", ".join(f"COALESCE(MAX(LENGTH({column})), 0)" for column in AUDIT_COLUMNS)
         widths = list(self._db.execute(f"SELECT {lengths} FROM {source}", params).fetchone())
         if shown is not str:
-            controls = " OR ".join(f"{column} GLOB ?" for column in AUDIT_COLUMNS)
-            pattern = "*[\x01-\x1f\x7f]*"
             for row in self._db.execute(
-                f"SELECT {columns} FROM (SELECT {columns} FROM {source}) WHERE {controls}",
-                [*params, *[pattern] * len(AUDIT_COLUMNS)],
+                f"SELECT {columns} FROM (SELECT {columns} FROM {source}) WHERE key GLOB ?",
+                [*params, "*[\x01-\x1f\x7f]*"],
             ):
                 widths = [max(w, len(shown(str(cell)))) for w, cell in zip(widths, row)]
         return widths
