@@ -529,11 +529,14 @@ def _write_atomically(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all, with the mode a plain write would give it.
 
     mkstemp makes its file 0600, which a rename would carry over: an export for another
-    team must keep the existing file's mode, or take the umask's for a new one.
+    team must keep the existing file's mode (not its setuid or setgid bits, which the
+    file `cp` would give keeps neither), or take the umask's for a new one. A symlink is
+    written through, as a plain write would: the link stays and its target is replaced.
     """
+    path = path.resolve() if path.is_symlink() else path
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        mode = path.stat().st_mode & 0o7777
+        mode = path.stat().st_mode & 0o1777
     except FileNotFoundError:
         umask = os.umask(0)
         os.umask(umask)

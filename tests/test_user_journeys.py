@@ -169,6 +169,17 @@ def test_registry_export_keeps_the_mode_of_the_file_and_takes_dash_for_stdout(
     assert fresh.stat().st_mode & 0o777 == 0o644
     to_stdout = keysync("registry", "export", "--out", "-")
     assert to_stdout.stdout == shared.read_text() and not (tmp_path / "-").exists()
+    # A link (a shared drop folder) is written through; setuid and setgid are not kept.
+    (tmp_path / "drop").mkdir()
+    target = tmp_path / "drop" / "registry.csv"
+    target.write_text("old\n")
+    target.chmod(0o6750)
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target)
+    assert keysync("-q", "registry", "export", "--out", str(link)).returncode == 0
+    assert link.is_symlink() and target.read_text() == shared.read_text()
+    assert target.stat().st_mode & 0o7777 == 0o750
+    assert sorted(p.name for p in (tmp_path / "drop").iterdir()) == ["registry.csv"]
 
 
 # ------------------------------------------------------------ --systems
