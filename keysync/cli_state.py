@@ -183,25 +183,32 @@ def _entry_json(entry: RegistryEntry) -> dict[str, Any]:
 def _find_entries(
     app: _App, store: StateStore, names: Sequence[str]
 ) -> dict[str, list[RegistryEntry]]:
-    """For each name: every entry of the key it normalizes to; else the master key of that
-    exact name; else none.
+    """For each name: the master key of that exact name, with the other entries of its key
+    when it is named like its key (mirror); else every entry of the key the name
+    normalizes to; else none.
 
     A key's entries are all of them: after a strategy switch a key can have a mirror
     entry (named like the key) and namespaced ones, made under any separator and by
     systems since taken out of the config; acting on "the key" must not quietly act on
     some of them. A name that is a master key of another key (``B:CUST-1``) is that one.
-    The keys are looked up together (a scan of the registry per 500 names, ~0.3 s on a
-    million entries), not one scan per name.
+    The exact name comes first: after a rule change ``registry list`` shows ``X-12``
+    beside the new form ``X-012``, and ``deprecate X-12`` must reach the entry it names,
+    not the new form's (which ``X-12`` normalizes to now). The keys are looked up
+    together (a scan of the registry per 500 names, ~0.3 s on a million entries), not
+    one scan per name.
     """
-    normalized = {name: _normalize(app, name) for name in names}
-    by_key = store.entries_for_keys({key for key in normalized.values() if key})
-    found: dict[str, list[RegistryEntry]] = {}
+    exact = store.entries_named(names)
+    key_of: dict[str, str] = {}
     for name in names:
-        entries = by_key.get(normalized[name], [])
-        if not entries and (exact := store.registry_entry(name)) is not None:
-            entries = [exact]
-        found[name] = entries
-    return found
+        entry = exact.get(name)
+        if entry is None:
+            key_of[name] = _normalize(app, name)
+        elif entry.master_key == entry.key:  # the key's own name: all of the key's entries
+            key_of[name] = entry.key
+    by_key = store.entries_for_keys({key for key in key_of.values() if key})
+    return {
+        name: by_key.get(key_of[name], []) if name in key_of else [exact[name]] for name in names
+    }
 
 
 _NAMES_SHOWN = 10  # of a long list of unknown keys (a pasted file): the line stays a line

@@ -764,6 +764,13 @@ class StateStore:
         ).fetchone()
         return RegistryEntry.from_row(row) if row else None
 
+    def entries_named(self, names: Iterable[str]) -> dict[str, RegistryEntry]:
+        """The entries of these exact master keys (the primary key: one lookup each)."""
+        rows = self._select_many(
+            "SELECT * FROM master_keys WHERE master_key IN ({})", sorted(set(names))
+        )
+        return {entry.master_key: entry for entry in map(RegistryEntry.from_row, rows)}
+
     def entries_for_keys(self, keys: Iterable[str]) -> dict[str, list[RegistryEntry]]:
         """Every entry of each normalized key, by master key (namespaced: one per system,
         and after a strategy switch a mirror entry too). The key column has no index (it

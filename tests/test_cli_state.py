@@ -1764,6 +1764,26 @@ def _rules(tmp_path: Path, write_config: Any, **normalize: Any) -> None:
     )
 
 
+def test_after_a_rule_change_the_old_form_s_name_acts_on_its_own_entry(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (audit review): after pad_numbers 0 -> 3, `registry list` showed X-12 beside
+    X-012; `registry deprecate X-12` deprecated X-012 (what X-12 normalizes to now), the
+    live one, and X-12 could not be reached by any command."""
+    _rules(tmp_path, write_config)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    _rules(tmp_path, write_config, pad_numbers=3)
+    ok(keysync("-q", "run"))
+    assert statuses(tmp_path) == {"X-012": "Proposed", "X-12": "Proposed"}
+    assert ok(keysync("registry", "show", "X-12")).stdout.startswith("master_key     X-12\n")
+    done = ok(keysync("registry", "deprecate", "X-12"))
+    assert done.stdout == "X-12: Proposed -> Deprecated\n"
+    assert statuses(tmp_path) == {"X-012": "Proposed", "X-12": "Deprecated"}
+    # A raw key is still normalized under the rules now: x_12 is X-012.
+    assert ok(keysync("registry", "approve", "x_12")).stdout == "X-012: Proposed -> Active\n"
+
+
 def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
     tmp_path: Path, keysync: RunKeysync, write_config: Any
 ) -> None:
