@@ -600,11 +600,9 @@ def _flags_text(flags: dict[str, Any]) -> str:
 def _counts_text(counts: dict[str, Any]) -> str:
     parts = [f"{k}={v}" for k, v in counts.items() if isinstance(v, (int, float)) and v]
     registry_counts = counts.get("registry")
-    if isinstance(registry_counts, dict):
+    if isinstance(registry_counts, dict):  # every change the run made (registry_total is none)
         parts.extend(
-            f"{k}={v}"
-            for k, v in registry_counts.items()
-            if k in ("proposed", "approved", "deprecated", "resolved") and v
+            f"{k}={v}" for k, v in registry_counts.items() if k != "registry_total" and v
         )
     return " ".join(parts) or "-"
 

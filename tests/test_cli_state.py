@@ -1472,6 +1472,20 @@ def test_a_lost_database_beside_earlier_runs_traces_is_refused_not_started_afres
     assert statuses(tmp_path) == {"X-1": "Proposed"}
 
 
+def test_runs_counts_every_registry_change_of_a_run(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (audit review): a run that changed 42 keys' seen_in, or brought 19 back,
+    showed `-` in the counts column, like a run that changed nothing."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1", "X-1"]})
+    ok(keysync("-q", "run"))
+    last = ok(keysync("runs")).stdout.splitlines()[-1]
+    assert " completed  0     seen_in_changed=1" in last, last
+
+
 def test_a_degraded_run_names_the_missing_system_in_runs_and_the_audit_trail(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
