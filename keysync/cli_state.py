@@ -601,9 +601,7 @@ def _counts_text(counts: dict[str, Any]) -> str:
     parts = [f"{k}={v}" for k, v in counts.items() if isinstance(v, (int, float)) and v]
     registry_counts = counts.get("registry")
     if isinstance(registry_counts, dict):  # every change the run made (registry_total is none)
-        parts.extend(
-            f"{k}={v}" for k, v in registry_counts.items() if k != "registry_total" and v
-        )
+        parts.extend(f"{k}={v}" for k, v in registry_counts.items() if k != "registry_total" and v)
     return " ".join(parts) or "-"
 
 
@@ -747,8 +745,9 @@ def audit(
             if record is not None and record.dry_run:  # it recorded none, by design
                 _say(
                     app,
-                    f"run {run_id} was a dry run: it recorded no audit events (its "
-                    "audit_log.csv listed what it would have, with an empty seq)",
+                    f"run {run_id} was a dry run: it recorded no audit events (a dry run "
+                    "that finishes lists the registry events it would record in its "
+                    "audit_log.csv, with an empty seq)",
                 )
             elif unknown := sorted(set(events) - store.audit_event_names()):
                 _say(

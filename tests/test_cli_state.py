@@ -1662,8 +1662,8 @@ def test_runs_and_audit_say_what_a_killed_or_dry_run_left(
     dry_id = json.loads(ok(keysync("runs", "--json")).stdout)[-1]["run_id"]
     said = ok(keysync("audit", "--run", dry_id))
     assert said.stdout == "" and said.stderr == (
-        f"run {dry_id} was a dry run: it recorded no audit events (its audit_log.csv listed "
-        "what it would have, with an empty seq)\n"
+        f"run {dry_id} was a dry run: it recorded no audit events (a dry run that finishes "
+        "lists the registry events it would record in its audit_log.csv, with an empty seq)\n"
     )
 
 

@@ -98,12 +98,12 @@ REGISTRY_MEANINGS = {
     "updated_at": "when its status or seen_in last changed",
     "last_seen_at": "the newest timestamp column among the rows that hold the key",
     "created_run": "the run that proposed it",
-    "updated_run": "the run (or manual-<time> registry command) that last changed it",
+    "updated_run": "the run (or manual-<time>-<4 hex> registry command) that last changed it",
     "dry_run_change": "what this dry run would change (a dry run only)",
 }
 AUDIT_MEANINGS = {
     "timestamp": "when the event was recorded",
-    "run_id": "the run, or manual-<time> for a registry command",
+    "run_id": "the run, or manual-<time>-<4 hex> for a registry command (approve, rekey...)",
     "seq": "the event's place in the trail; empty for what a dry run would record",
     "event": "what happened: key.proposed, key.approved, key.deprecated, run.completed...",
     "system": "the system concerned, if any",
