@@ -684,15 +684,24 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
 # ---------------------------------------------------------------------- audit
 
 
-_WHEN = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S"])
+# A day, a UTC time, or a time with its offset (as a log line or another tool gives it).
+_WHEN = click.DateTime(
+    ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
+)
 
 
 @click.command("audit", short_help="Show audit events: registry changes, decisions, outcomes.")
 @click.option("--run", "run_id", help="Only the events of this run (or manual-... session).")
 @click.option("--event", "events", multiple=True, help="Only this event (repeatable).")
 @click.option("--key", "keys", multiple=True, help="Only events about this key (repeatable).")
-@click.option("--since", type=_WHEN, help="Only events at or after this UTC time or day.")
-@click.option("--until", type=_WHEN, help="Only events before this UTC time or day.")
+@click.option(
+    "--since",
+    type=_WHEN,
+    help="Only events at or after this UTC day or time (or time with offset).",
+)
+@click.option(
+    "--until", type=_WHEN, help="Only events before this UTC day or time (or time with offset)."
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Only the latest N of those events.")
 @json_option
 @click.pass_obj
@@ -764,7 +773,11 @@ def audit(
 
 def _stamp(moment: datetime | None) -> str | None:
     """A --since / --until value as the trail writes times (UTC, ``...Z``)."""
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -------------------------------------------------------------------- history

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -1574,6 +1575,11 @@ def test_audit_filters_by_event_key_time_and_keeps_the_latest_n(
         ("run.completed", "", ""),
     ]
     assert events("--until", "2000-01-01") == [] and len(events("--since", "2000-01-01")) == 8
+    # A time with its offset is that instant: 03:00+05:00 is 22:00Z the day before.
+    first = json.loads(ok(keysync("audit", "--json")).stdout)[0]["timestamp"]
+    moment = datetime.strptime(first, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    ahead = moment.astimezone(timezone(timedelta(hours=5))).isoformat()
+    assert len(events("--since", ahead)) == 8 and events("--until", ahead) == []
     table = ok(keysync("audit", "--key", "X-2", "--limit", "1")).stdout.splitlines()
     assert [line.split()[3:6] for line in table] == [
         ["EVENT", "SYSTEM", "KEY"],
