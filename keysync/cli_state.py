@@ -310,7 +310,7 @@ def _change(
     stamp, compact = _utc_stamp()
     # Unique like a run id: two sessions in one second are still two sessions.
     actor = f"manual-{compact}-{secrets.token_hex(2)}"
-    command = f"keysync registry {verb}"
+    command = f"keysync registry {verb}" + (" --all" if all_proposed else "")
     with store, RunLock.acquire(data_dir, actor, purpose=command):
         targets: list[str] | None = None
         if not all_proposed:

@@ -405,8 +405,17 @@ def test_a_reason_given_by_hand_is_kept_word_for_word_in_each_change_s_audit_eve
     ok(keysync("registry", "approve", "X-1", "X-2", "--reason", "  DQ-118: confirmed by CRM "))
     ok(keysync("registry", "deprecate", "X-2", "--reason", "merged into X-1; ticket 7"))
     ok(keysync("registry", "approve", "--all", "--reason", "nothing left: no event"))
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2", "X-3"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    ok(keysync("registry", "approve", "--all"))  # a sweep says it was one
+    (swept,) = db_rows(
+        tmp_path, "SELECT detail FROM audit_events WHERE key = 'X-3' AND event = 'key.approved'"
+    )
+    assert swept == (
+        f"master key X-3: Proposed -> Active by `keysync registry approve --all` (user {USER})",
+    )
     audit = ok(keysync("audit", "--event", "key.approved", "--event", "key.deprecated", "--json"))
-    events = json.loads(audit.stdout)
+    events = [e for e in json.loads(audit.stdout) if e["key"] != "X-3"]
     assert [(e["event"], e["key"], e["detail"].split(f"(user {USER})")[1]) for e in events] == [
         ("key.approved", "X-1", "; reason: DQ-118: confirmed by CRM"),
         ("key.approved", "X-2", "; reason: DQ-118: confirmed by CRM"),
