@@ -257,6 +257,12 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("detail",),
         "the settings that shape keys differ from the last successful run's (an audit event too)",
     ),
+    "settings.changed": EventSpec(
+        "info",
+        ("detail",),
+        "the configured systems or the lifecycle settings differ from the last successful "
+        "run's (an audit event too)",
+    ),
     "command.failed": EventSpec(
         "error",
         ("command", "exit_code", "message"),

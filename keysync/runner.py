@@ -273,7 +273,7 @@ _SEPARATOR_CHANGE = (
 
 def _rules_change(store: StateStore, run_id: str, config: Config) -> str:
     """What changed in ``_rules`` since the last successful run, as one line ("" if nothing)."""
-    before = store.rules_before(run_id)
+    before = store.flags_before(run_id, "rules")
     if before is None:
         return ""
     previous_run, old = before
@@ -291,6 +291,45 @@ def _rules_change(store: StateStore, run_id: str, config: Config) -> str:
     ):
         effects.append(_SEPARATOR_CHANGE)
     return f"the rules changed since run {previous_run}: " + "; ".join([listed, *effects])
+
+
+def _settings(config: Config) -> dict[str, Any]:
+    """The other settings that decide registry changes (``flags.settings``): which systems
+    are configured (one taken out holds nothing in the registry) and the lifecycle's."""
+    return {
+        # The authority first, then the peers by name: their order in the file means nothing.
+        "sources": ",".join([config.authority, *sorted(set(config.sources) - {config.authority})]),
+        "provisioning.auto_approve": config.provisioning.auto_approve,
+        "provisioning.deprecate_after_runs": config.provisioning.deprecate_after_runs,
+    }
+
+
+def _settings_change(store: StateStore, run_id: str, config: Config) -> str:
+    """What changed in ``_settings`` since the last successful run, as one line ("" if
+    nothing): the audit trail's answer to "why were these keys deprecated now"."""
+    before = store.flags_before(run_id, "settings")
+    if before is None:
+        return ""
+    previous_run, old = before
+    new = _settings(config)
+    changed = sorted(name for name in old.keys() & new.keys() if old[name] != new[name])
+    if not changed:
+        return ""
+    listed = ", ".join(f"{n} {json.dumps(old[n])} -> {json.dumps(new[n])}" for n in changed)
+    effects = []
+    if "sources" in changed:
+        was, now = old["sources"].split(","), new["sources"].split(",")
+        if gone := [name for name in was if name not in now]:
+            effects.append(
+                f"{', '.join(gone)} taken out of the config: it holds nothing in the registry "
+                "from this run on, and a master key seen in no other system counts towards "
+                "provisioning.deprecate_after_runs"
+            )
+        if added := [name for name in now if name not in was]:
+            effects.append(f"{', '.join(added)} added to the config: read from this run on")
+        if was[0] != now[0]:
+            effects.append(f"the authority (the first source) is {now[0]}, was {was[0]}")
+    return f"the settings changed since run {previous_run}: " + "; ".join([listed, *effects])
 
 
 def _latest_checkpoint(config: Config) -> Path | None:
@@ -666,6 +705,7 @@ class _Run:
             "user": os_user(),  # who ran it: an --auto-approve run approves in their name
             "systems": ",".join(self.systems),
             "rules": _rules(self.config),  # to notice a change of them (rules.changed)
+            "settings": _settings(self.config),  # and of these (settings.changed)
         }
 
     def execute(self) -> RunResult:
@@ -811,6 +851,11 @@ class _Run:
         if changed:
             self.log.warning("rules.changed", detail=changed)
             plan.change_events.insert(0, (plan.now, self.run_id, "rules.changed", "", "", changed))
+        if settings := _settings_change(store, self.run_id, config):
+            self.log.info("settings.changed", detail=settings)
+            plan.change_events.insert(
+                0, (plan.now, self.run_id, "settings.changed", "", "", settings)
+            )
         history = plan_history(store, comparison, self.run_id, now)
         config.output_dir.mkdir(parents=True, exist_ok=True)
         writer = ReportWriter(config.output_dir, self.run_id, iso(now))

@@ -551,8 +551,9 @@ class StateStore:
                 raise RunError(f"run id {run_id} is already recorded; start a new run") from None
         return seq
 
-    def rules_before(self, run_id: str) -> tuple[str, dict[str, Any]] | None:
-        """The run id and ``flags.rules`` of the last successful run before ``run_id`` with them.
+    def flags_before(self, run_id: str, name: str) -> tuple[str, dict[str, Any]] | None:
+        """The run id and ``flags[name]`` (``rules``, ``settings``) of the last successful
+        run before ``run_id`` that has them.
 
         Kept in ``flags`` (JSON), not in a column of their own: a new column would be a
         schema change an older keysync refuses to open.
@@ -564,9 +565,9 @@ class StateStore:
             (run_id,),
         )
         for found, flags in rows:
-            rules = json.loads(flags).get("rules")
-            if rules:
-                return found, rules
+            recorded = json.loads(flags).get(name)
+            if recorded:
+                return found, recorded
         return None
 
     def resume_run(self, run_id: str, *, now: datetime | str | None = None) -> None:

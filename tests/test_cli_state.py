@@ -305,6 +305,52 @@ def test_history_marks_a_system_taken_out_of_the_config(
     }
 
 
+def test_a_change_of_the_configured_systems_or_the_lifecycle_is_an_audit_event(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (audit review): with C taken out of the config, the next run deprecated Y-1 as
+    "seen in no system" while input/C.csv still held it; nothing in the trail said why."""
+
+    def configure(systems: Sequence[str], after: int) -> None:
+        write_config(
+            tmp_path,
+            sources={s: {"path": f"./input/{s}.csv"} for s in systems},
+            provisioning={"deprecate_after_runs": after, "auto_approve": True},
+            processing={"parallel": False, "workers": 1},
+        )
+
+    def changes() -> list[str]:
+        query = "SELECT run_id, detail FROM audit_events WHERE event = 'settings.changed'"
+        return [detail for _, detail in db_rows(tmp_path, query + " ORDER BY seq")]
+
+    configure(["A", "B", "C"], 2)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["K-1"], "C": ["K-1", "Y-1"]})
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "run"))
+    configure(["A", "C", "B"], 2)  # the peers' order means nothing
+    ok(keysync("-q", "run"))
+    assert changes() == []
+    configure(["A", "B"], 1)
+    ok(keysync("-q", "run"))
+    runs = [r["run_id"] for r in json.loads(ok(keysync("runs", "--json")).stdout)]
+    assert changes() == [
+        f"the settings changed since run {runs[2]}: provisioning.deprecate_after_runs 2 -> 1, "
+        'sources "A,B,C" -> "A,B"; C taken out of the config: it holds nothing in the '
+        "registry from this run on, and a master key seen in no other system counts towards "
+        "provisioning.deprecate_after_runs"
+    ]
+    assert statuses(tmp_path) == {"Y-1": "Deprecated"}  # the event comes before the expiry
+    (seq,) = db_rows(tmp_path, "SELECT seq FROM audit_events WHERE event = 'settings.changed'")
+    (later,) = db_rows(tmp_path, "SELECT seq FROM audit_events WHERE event = 'key.deprecated'")
+    assert seq < later
+    configure(["B", "A", "C"], 1)
+    ok(keysync("-q", "run"))
+    assert changes()[-1].endswith(
+        '"B,A,C"; C added to the config: read from this run on; the authority (the first '
+        "source) is B, was A"
+    )
+
+
 def test_dry_run_leaves_the_database_unchanged_but_the_run_record(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
@@ -1162,6 +1208,11 @@ def test_runs_record_whether_a_run_approved_what_it_proposed_and_whether_it_resu
     recorded = json.loads(flags)
     rules = recorded.pop("rules")
     assert rules["normalize.pad_numbers"] == 0 and rules["provisioning.strategy"] == "mirror"
+    assert recorded.pop("settings") == {
+        "sources": "A,B,C",
+        "provisioning.auto_approve": True,
+        "provisioning.deprecate_after_runs": 3,
+    }
     assert recorded == {
         "dry_run": False,
         "auto_approve": True,

@@ -100,6 +100,7 @@ class StateModel:
     gone: dict[tuple[str, str], int] = field(default_factory=dict)  # latest disappearance
     gaps: dict[tuple[str, str], int] = field(default_factory=dict)
     last_rules: str | None = None
+    last_systems: frozenset[str] | None = None  # the config's, at the last run
     manual_sessions: int = 0
     configured: set[str] = field(default_factory=set)  # the systems of the last run's config
 
@@ -167,6 +168,10 @@ class StateModel:
         self.last_rules = rules
         self._history(seq, read)
         self.configured = set(data) if configured is None else configured
+        # docs/state.md: a change of the configured systems is a settings.changed event
+        if self.last_systems is not None and self.configured != self.last_systems:
+            events.append(("settings.changed", "", ""))
+        self.last_systems = frozenset(self.configured)
         events += self._update_entries(seq, set(read))
         events += self._propose(seq, read, auto_approve)
         result = RunResult(copy.deepcopy(self.registry), events, dict(self.gaps))
