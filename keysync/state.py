@@ -582,13 +582,14 @@ class StateStore:
         at = as_iso(now or utc_now())
         with self._transaction():
             row = self._db.execute(
-                "SELECT outcome, dry_run, pid, flags FROM runs WHERE run_id = ?", (run_id,)
+                "SELECT outcome, dry_run, pid, flags, started_at FROM runs WHERE run_id = ?",
+                (run_id,),
             ).fetchone()
             if row is None or row[0] not in ("running", "interrupted", "failed"):
                 raise RunError(f"run {run_id} is not an interrupted run; run without --resume")
-            outcome, dry, pid, flags = row
+            outcome, dry, pid, flags, started = row
             if outcome == "running" and not dry:
-                message = f"process {pid} ended without finishing (found by its --resume)"
+                message = _ended_unseen(pid, started, "its --resume")
                 self._insert_events([(at, run_id, "run.interrupted", "", "", message)])
             self._db.execute(
                 "UPDATE runs SET outcome = 'running', ended_at = NULL, exit_code = NULL,"
@@ -598,16 +599,17 @@ class StateStore:
 
     def _close_orphans(self, *, found_by: str, now: str) -> None:
         orphans = self._db.execute(
-            "SELECT run_id, dry_run, pid FROM runs WHERE outcome = 'running'"
+            "SELECT run_id, dry_run, pid, started_at FROM runs WHERE outcome = 'running'"
         ).fetchall()
-        for orphan_id, dry, pid in orphans:
+        for orphan_id, dry, pid, started in orphans:
             message = f"process {pid} ended without finishing (found by run {found_by})"
             self._db.execute(
                 "UPDATE runs SET outcome = 'interrupted', message = ? WHERE run_id = ?",
                 (message, orphan_id),
             )
             if not dry:
-                self._insert_events([(now, orphan_id, "run.interrupted", "", "", message)])
+                detail = _ended_unseen(pid, started, f"run {found_by}")
+                self._insert_events([(now, orphan_id, "run.interrupted", "", "", detail)])
 
     def commit_run(
         self,
@@ -694,8 +696,10 @@ class StateStore:
                 " counts = ? WHERE run_id = ?",
                 (ended, outcome, exit_code, message, _json(dict(counts or {})), run_id),
             )
-            if not row[1]:
-                self._insert_events([(ended, run_id, f"run.{outcome}", "", "", message)])
+            if not row[1]:  # worded as run.completed's detail begins: outcome, exit code
+                said = f"outcome {outcome}" + ("" if exit_code is None else f", exit {exit_code}")
+                detail = f"{said}; {message}" if message else said
+                self._insert_events([(ended, run_id, f"run.{outcome}", "", "", detail)])
 
     def runs(self) -> list[RunRecord]:
         """Every run, oldest first."""
@@ -1319,6 +1323,14 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         counts=json.loads(row[9] or "{}"),
         message=row[10] or "",
         pid=int(row[11]),
+    )
+
+
+def _ended_unseen(pid: int, started: str, found_by: str) -> str:
+    """What is known of a run killed outright: not when it died, only that it did."""
+    return (
+        f"outcome interrupted; process {pid}, started {started}, ended without finishing "
+        f"(found by {found_by}; the time of this record is when it was found)"
     )
 
 

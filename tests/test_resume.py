@@ -350,8 +350,11 @@ def test_a_run_killed_outright_and_resumed_is_in_the_audit_trail_and_flagged_res
         ).fetchall()
     assert json.loads(flags)["resume"] is True
     assert [event for event, _ in events] == ["run.interrupted", "run.completed"]
-    assert events[0][1].startswith("process ")
-    assert events[0][1].endswith(" ended without finishing (found by its --resume)")
+    assert events[0][1].startswith("outcome interrupted; process ")
+    assert events[0][1].endswith(
+        " ended without finishing (found by its --resume; the time of this record is when it "
+        "was found)"
+    )
     summary = json.loads((fresh / "output" / "summary.json").read_text())
     assert summary["run_id"] == run_id and summary["flags"]["resume"] is True
 
