@@ -1299,7 +1299,9 @@ class _Transaction:
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is None:
             self._db.execute("COMMIT")
-        else:
+        elif self._db.in_transaction:
+            # Not after SQLITE_FULL: SQLite has rolled back already, and a ROLLBACK then
+            # raised "no transaction is active", hiding the full disk behind a traceback.
             self._db.execute("ROLLBACK")
 
 

@@ -421,6 +421,23 @@ def test_history_matches_a_brute_force_model(runs: list[dict[str, object]]) -> N
                     assert row.present == (key in believed[row.system]), (key, row.system)
 
 
+def test_a_full_disk_in_a_transaction_is_said_as_such_and_changes_nothing(
+    store: StateStore, config: Config
+) -> None:
+    """Seen (failure hunt): a full disk during a run's commit gave a traceback and exit 1:
+    after SQLITE_FULL SQLite has rolled back itself, and keysync's ROLLBACK then failed
+    with "no transaction is active", which no one-line message knew."""
+    one_run(store, config, "r1", at(1), {"A": ["K1"], "B": [f"X{n}" for n in range(3000)]})
+    before = store.table_dump()
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from here on
+    with pytest.raises(sqlite3.OperationalError) as raised:  # 3,000 events need new pages
+        store.change_status(None, "Active", actor="manual-x", now=at(2))
+    assert "full" in str(raised.value)
+    assert "cannot use the state database" in str(state_problem(raised.value))
+    assert not store._db.in_transaction and store.table_dump() == before
+
+
 # -------------------------------------------------------------------- audit
 
 
