@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -536,6 +537,27 @@ def test_helper_process_writes_the_same_bytes_as_one_process(
     generate(config, keys=5000, days=2, scenario="failure", out=tmp_path / "parallel")
     assert [[name for name, _ in day] for day in answers] == [["C", "D", "E"]] * 2, "no helper"
     assert file_hashes(tmp_path / "serial") == file_hashes(tmp_path / "parallel")
+
+
+def _generate_in_a_daemon(config: Any, out: Path) -> None:
+    generator_module.PARALLEL_MIN_KEYS = 1  # this forked child's copy: parallel from 1 key
+    generator_module.threading.active_count = lambda: 1  # type: ignore[assignment]
+    generate(config, keys=2000, days=2, out=out)
+
+
+def test_a_daemonic_process_generates_without_a_helper_of_its_own(tmp_path: Path) -> None:
+    """Seen (scale hunt): `simulate --days 2` with 200,000 keys per system exited 3 with
+    "daemonic processes are not allowed to have children": simulate generates its series
+    in a daemonic process, and from 200,000 keys on the generator forked a helper."""
+    config = make_config(tmp_path)
+    daemon = multiprocessing.get_context("fork").Process(
+        target=_generate_in_a_daemon, args=(config, tmp_path / "daemon"), daemon=True
+    )
+    daemon.start()
+    daemon.join(60)
+    assert daemon.exitcode == 0
+    generate(config, keys=2000, days=2, out=tmp_path / "here")
+    assert file_hashes(tmp_path / "daemon") == file_hashes(tmp_path / "here")
 
 
 def test_a_failure_in_the_helper_process_keeps_the_helpers_traceback(

@@ -390,6 +390,8 @@ def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
         and sys.platform.startswith("linux")
         and "fork" in multiprocessing.get_all_start_methods()
         and threading.active_count() == 1  # forking a threaded process can deadlock the child
+        # `simulate` generates its series in a daemonic process, which may have no children.
+        and not multiprocessing.current_process().daemon
     )
     if not parallel:
         yield lambda day: {name: run.build(name, day) for name in systems}
