@@ -40,8 +40,10 @@ from keysync.state import (
     RegistryEntry,
     RunRecord,
     StateStore,
+    StatusChange,
 )
 from keysync.tables import print_json, print_json_list, print_table, visible
+from keysync.testhooks import pause_for_tests
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -334,36 +336,58 @@ def _change(
         )
     done = [c for c in changes if c.changed]
     past = "approved" if verb == "approve" else "deprecated"
+    noun = "master key" if len(done) == 1 else "master keys"
     if dry_run:  # what would change: the lines of a real run, and nothing recorded
         if not app.quiet:
             for change in changes:
-                state = (
-                    f"{change.old} -> {change.new}"
-                    if change.changed
-                    else f"already {change.old} (unchanged)"
-                )
-                click.echo(f"{visible(change.master_key)}: {state}")
-        noun = "master key" if len(done) == 1 else "master keys"
-        _say(app, f"would have {past} {len(done)} {noun} (dry run: nothing changed)")
+                click.echo(_change_line(change))
+        _say(app, f"would have {past} {len(done):,} {noun} (dry run: nothing changed)")
         return
-    # Each change in the log too, for a collector: who, and the audit run id to look up.
     from keysync.logs import get_logger
 
-    log = get_logger(stage="cli")
-    event = "key.approved" if verb == "approve" else "key.deprecated"
-    how = f"by hand ({command}, {user}, audit run id {actor})"
-    given = {"user_reason": reason} if reason else {}
-    for change in done:
-        log.info(event, master_key=change.master_key, reason=how, **given)
-    if not app.quiet:
-        for change in changes:
-            if change.changed:
-                click.echo(f"{visible(change.master_key)}: {change.old} -> {change.new}")
-            else:
-                click.echo(f"{visible(change.master_key)}: already {change.old} (unchanged)")
-    noun = "master key" if len(done) == 1 else "master keys"
+    def listing() -> None:
+        # Each change in the log too, for a collector: who, and the audit run id to look up.
+        log = get_logger(stage="cli")
+        event = "key.approved" if verb == "approve" else "key.deprecated"
+        how = f"by hand ({command}, {user}, audit run id {actor})"
+        given = {"user_reason": reason} if reason else {}
+        for change in done:
+            log.info(event, master_key=change.master_key, reason=how, **given)
+        if not app.quiet:
+            for change in changes:
+                click.echo(_change_line(change))
+
     where = f"audit run id {actor}" if done else "nothing changed, nothing audited"
-    _say(app, f"{past} {len(done)} {noun} ({where})")
+    _list_then_say(app, listing, f"{past} {len(done):,} {noun} ({where})", bool(done))
+
+
+def _change_line(change: StatusChange) -> str:
+    state = (
+        f"{change.old} -> {change.new}" if change.changed else f"already {change.old} (unchanged)"
+    )
+    return f"{visible(change.master_key)}: {state}"
+
+
+def _list_then_say(
+    app: _App, listing: Callable[[], None], summary: str, committed: bool = True
+) -> None:
+    """Run ``listing`` (what a command did; ``committed``: changes it made), then say
+    ``summary``.
+
+    A Ctrl-C while listing committed changes (an ``approve --all`` of 400,000 keys logs
+    and prints for seconds) must not say "interrupted": every change is made and
+    audited, so the summary is said all the same, and the command ends as done (exit 0).
+    """
+    try:
+        if committed:
+            pause_for_tests("listing")
+        listing()
+    except KeyboardInterrupt:
+        if not committed:
+            raise
+        _say(app, f"{summary}; Ctrl-C cut the listing short, every change was made")
+    else:
+        _say(app, summary)
 
 
 def _one_line_reason(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
@@ -454,19 +478,23 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
             done = store.apply_rekeys(
                 rekeys, actor=actor, now=stamp, command=command, user=os_user(), reason=reason
             )
-    if not app.quiet:
-        for rekey in rekeys:
-            click.echo(visible(_rekey_line(rekey)))
     moving = sum(rekey.action != "skip" for rekey in rekeys)
     noun = "master key" if moving == 1 else "master keys"
     if dry_run:
-        _say(app, f"would rekey {moving} {noun} (dry run: nothing changed)")
+        summary = f"would rekey {moving:,} {noun} (dry run: nothing changed)"
     elif done:
-        _say(app, f"rekeyed {done} {noun} (audit run id {actor})")
+        summary = f"rekeyed {done:,} {noun} (audit run id {actor})"
     elif rekeys:
-        _say(app, "nothing rekeyed: the entries above are left as they are")
+        summary = "nothing rekeyed: the entries above are left as they are"
     else:
-        _say(app, "no master key to rekey: every key has the form the rules give it now")
+        summary = "no master key to rekey: every key has the form the rules give it now"
+
+    def listing() -> None:
+        if not app.quiet:
+            for rekey in rekeys:
+                click.echo(visible(_rekey_line(rekey)))
+
+    _list_then_say(app, listing, summary, committed=done > 0)
 
 
 def _rekey_line(rekey: Rekey) -> str:

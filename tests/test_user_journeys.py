@@ -385,6 +385,61 @@ def test_ctrl_c_during_generate_exits_130_with_one_line(
     assert not list((tmp_path / "input").glob(".*.tmp")), "no half-written file is left"
 
 
+@pytest.mark.parametrize(
+    "command", [["approve", "--all"], ["deprecate", "CUST-00030", "CUST-00031"]]
+)
+def test_ctrl_c_after_a_registry_change_is_committed_says_it_was_made(
+    write_config: Callable[..., Path], tmp_path: Path, command: list[str]
+) -> None:
+    """Seen (failure hunt): Ctrl-C during the second `approve --all` spends logging and
+    listing 77,384 committed approvals said "interrupted ... run the command again" and
+    exited 130, never naming the audit run id: the user believed nothing was approved."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    assert (
+        subprocess.run([sys.executable, "-m", "keysync", "-q", "run"], cwd=tmp_path).returncode == 0
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "registry", *command],
+        cwd=tmp_path,
+        env={**env, "KEYSYNC_TEST_PAUSE_AT": "listing"},
+        start_new_session=True,
+        preexec_fn=_ctrl_c_as_on_a_terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # held once the changes are committed
+            if "paused_for_tests" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert re.fullmatch(
+        r"(approved|deprecated) \d+ master keys \(audit run id manual-\S+\); Ctrl-C cut the "
+        r"listing short, every change was made\n",
+        stderr,
+    ), stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "keysync", "registry", "list", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    statuses = {e["master_key"]: e["status"] for e in json.loads(listed.stdout)}
+    want = "Active" if command[0] == "approve" else "Deprecated"
+    assert all(statuses[k] == want for k in (statuses if command[0] == "approve" else command[1:]))
+
+
 # ------------------------------------------------------------ usage errors
 
 
