@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from itertools import chain
@@ -29,6 +28,7 @@ import click
 from keysync.actor import os_user
 from keysync.config import Config
 from keysync.errors import EXIT_CANNOT_RUN, EXIT_USAGE, KeysyncError
+from keysync.leftovers import remove_dead_writers, temp_path
 from keysync.rekey import Rekey
 from keysync.state import (
     AUDIT_COLUMNS,
@@ -563,7 +563,7 @@ def registry_export(app: _App, out: str | None) -> None:
 def _write_atomically(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all, with the mode a plain write would give it.
 
-    mkstemp makes its file 0600, which a rename would carry over: an export for another
+    The temp file is made 0600, which a rename would carry over: an export for another
     team must keep the existing file's mode (not its setuid or setgid bits, which the
     file `cp` would give keeps neither), or take the umask's for a new one. A symlink is
     written through, as a plain write would: the link stays and its target is replaced.
@@ -576,7 +576,9 @@ def _write_atomically(path: Path, text: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    remove_dead_writers(path, ".tmp")  # an export killed before its rename left a copy
+    tmp = temp_path(path, os.getpid(), ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
@@ -585,7 +587,7 @@ def _write_atomically(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 
 from keysync.errors import RunError
+from keysync.leftovers import pid_alive
 from keysync.state import DB_NAME
 
 LOCK_NAME = "keysync.lock"
@@ -71,16 +72,6 @@ def _parse(text: str) -> LockHolder | None:
         )
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_text(fd: int) -> str:
@@ -163,7 +154,7 @@ class RunLock:
         except FileNotFoundError:
             return None
         holder = _parse(text.strip()) if text.strip() else None
-        if holder is None or not _pid_alive(holder.pid):
+        if holder is None or not pid_alive(holder.pid):
             return None
         return holder
 
@@ -205,7 +196,7 @@ def _held_message(holder: LockHolder | None, db: Path) -> str:
             f"another keysync process holds the lock on {db}; wait for it to finish "
             f"(see `keysync runs`)"
         )
-    if holder.pid and not _pid_alive(holder.pid):
+    if holder.pid and not pid_alive(holder.pid):
         return (
             f"the lock on {db} is still held by a leftover process of {holder.describe()} "
             f"(pid {holder.pid} has ended); stop leftover keysync processes and retry"

@@ -440,6 +440,46 @@ def test_ctrl_c_after_a_registry_change_is_committed_says_it_was_made(
     assert all(statuses[k] == want for k in (statuses if command[0] == "approve" else command[1:]))
 
 
+def _dead_pid() -> int:
+    """The id of a process that has ended (a kill -9'd writer's)."""
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(ended.stdout)
+
+
+def test_copies_left_by_a_killed_generate_or_export_go_with_the_next_one(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen (failure hunt): kill -9 of generate left full-size .A.csv.<pid>.pending files
+    (15 of them, 259 MB where the inputs took 77) that no later generate or run removed;
+    a killed `registry export --out F` left .F.<random> beside F."""
+    write_config(tmp_path)
+    dead, alive = _dead_pid(), os.getpid()
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    left = [
+        inputs / f".A.csv.{dead}.pending",
+        inputs / f".manifest.json.{dead}.pending",
+        inputs / f".B.csv.{dead}.tmp",
+    ]
+    running = inputs / f".A.csv.{alive}.pending"  # another generate, still writing
+    for path in [*left, running]:
+        path.write_text("old\n")
+    assert keysync("-q", "generate", "--keys", "50").returncode == 0
+    assert not any(path.exists() for path in left) and running.exists()
+    assert keysync("-q", "run").returncode == 0
+    export = tmp_path / "out" / "registry.csv"
+    export.parent.mkdir()
+    stale = export.with_name(f".registry.csv.{dead}.tmp")
+    stale.write_text("old\n")
+    assert keysync("-q", "registry", "export", "--out", str(export)).returncode == 0
+    assert sorted(p.name for p in export.parent.iterdir()) == ["registry.csv"]
+
+
 # ------------------------------------------------------------ usage errors
 
 

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import msgspec
 
+from keysync.leftovers import remove_dead_writers, temp_path
+
 GENERATOR = "keysync.mockdata"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp = temp_path(path, os.getpid(), ".tmp")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         with os.fdopen(fd, "wb") as handle:
@@ -31,7 +33,15 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def pending_path(path: Path, token: int) -> Path:
     """Where ``path``'s new content waits until every file of the set is written."""
-    return path.with_name(f".{path.name}.{token}.pending")
+    return temp_path(path, token, ".pending")
+
+
+def remove_stale_pending(paths: list[Path]) -> None:
+    """The pending and temp files a killed generate (or ``run --keys``) left beside
+    these: full-size copies no later generate would otherwise remove."""
+    for path in paths:
+        remove_dead_writers(path, ".pending")
+        remove_dead_writers(path, ".tmp")
 
 
 def write_pending(path: Path, data: bytes, token: int) -> None:

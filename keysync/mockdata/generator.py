@@ -47,6 +47,7 @@ from keysync.mockdata.files import (
     foreign_files,
     publish_pending,
     remove_stale_history,
+    remove_stale_pending,
     sync_folder,
     write_atomic,
     write_pending,
@@ -599,6 +600,7 @@ def _generate(
     # all of it is written: an interrupted generate leaves the previous set whole.
     top_level = [*files.values(), manifest_path]
     try:
+        remove_stale_pending(top_level)
         remove_stale_history(history, days)
         with _builder(run) as build_day:
             for day in range(1, days + 1):
