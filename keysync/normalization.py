@@ -302,20 +302,28 @@ def separator_warnings(rules: NormalizeConfig, separator: str) -> list[str]:
     switch between mirror and namespaced two keys would need one name.
 
     Keys hold the separator of ``collapse_delims`` (never two in a row), and with
-    ``strip_non_alnum`` off every character that is not a delimiter."""
+    ``strip_non_alnum`` off every character that is not a delimiter (and the delimiters
+    too when ``collapse_delims`` is null: nothing replaces them)."""
     joint = rules.collapse_delims or ""
 
     def in_keys(char: str) -> bool:
-        return char == joint or (not rules.strip_non_alnum and char not in rules.delimiters)
+        kept = not rules.strip_non_alnum and (not joint or char not in rules.delimiters)
+        return char == joint or kept
 
     if not all(map(in_keys, separator)) or (joint and joint * 2 in separator):
         return []
+    example = f"B{separator}X{joint}1"
+    safe = [c for c in ":/|@!~" if not in_keys(c)]
+    remedy = (
+        f"a separator keys cannot hold, such as {safe[0]!r}, avoids it"
+        if safe
+        else "with these rules keys can hold any separator: strip_non_alnum: true avoids it"
+    )
     return [
         f"provisioning.namespace_separator {separator!r} can be part of a key "
         f"(normalize.collapse_delims, strip_non_alnum): a namespaced master key such as "
-        f"'B{separator}X-1' could also be a key, and after a strategy switch one of them "
-        "would get no master key of its own; a separator keys cannot hold, such as ':', "
-        "avoids it"
+        f"{example!r} could also be a key, and after a strategy switch one of them "
+        f"would get no master key of its own; {remedy}"
     ]
 
 

@@ -394,3 +394,30 @@ def test_config_check_warns_of_rules_that_delete_letters(
         "(normalize.collapse_delims, strip_non_alnum): a namespaced master key such as "
         "'B-X-1' could also be a key"
     )
+    assert warning.endswith("a separator keys cannot hold, such as ':', avoids it")
+    # Seen (rules hunt): the example and the advice ignored the rules they warned of.
+    checks = [  # (normalize, separator, the warning's end, or None for no warning)
+        (
+            {"collapse_delims": ":"},
+            ":",
+            "'B:X:1' could also be a key, and after a strategy "
+            "switch one of them would get no master key of its own; a separator keys cannot "
+            "hold, such as '/', avoids it",
+        ),
+        (
+            {"strip_non_alnum": False, "collapse_delims": None},
+            ":",
+            "'B:X1' could also be a "
+            "key, and after a strategy switch one of them would get no master key of its own; "
+            "with these rules keys can hold any separator: strip_non_alnum: true avoids it",
+        ),
+        ({"strip_non_alnum": False}, ":", None),  # ':' is a delimiter, made '-'
+    ]
+    for rules, separator, end in checks:
+        write_config(tmp_path, normalize=rules, provisioning={"namespace_separator": separator})
+        said = [
+            line
+            for line in keysync("config", "check").stdout.splitlines()
+            if line.startswith("# warning: provisioning.namespace_separator")
+        ]
+        assert said[0].endswith(end) if end else said == [], (rules, said)
