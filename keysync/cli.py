@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -648,40 +649,60 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
       keysync normalize "cust_00123" "Café 7" " PROD/abc/789 "
       keysync -c trial.yaml normalize --steps "cust_00123"
       tail -n +2 input/B.csv | cut -d, -f1 | keysync normalize
+      keysync normalize -- -123     # a key that starts with '-' goes after --
     """
     from keysync.normalization import compile_rules
     from keysync.stages.normalizer import EMPTY_KEY_MESSAGE, too_long_message
-    from keysync.tables import print_json, print_table
+    from keysync.tables import MAX_CELL, print_json_list, print_table
 
     config = app.config
-    if not keys:
-        if sys.stdin.isatty():
-            fail("normalize: give keys as arguments, or one per line on stdin")
-        keys = tuple(key for line in sys.stdin if (key := line.rstrip("\r\n")))
+    if not keys and sys.stdin.isatty():
+        fail("normalize: give keys as arguments, or one per line on stdin")
     normalizer = compile_rules(config.normalize)
     limit = config.processing.max_key_length
-    results = []
-    for raw in keys:
+
+    def result(raw: str) -> tuple[str, str, str, list[tuple[str, str]]]:
         key, rejected = normalizer.normalize(raw), ""
         if len(raw) > limit:
             key, rejected = "", f"too-long: {too_long_message(len(raw), limit)}"
         elif not key:
             rejected = f"empty-key: {EMPTY_KEY_MESSAGE}"
-        results.append((raw, key, rejected, normalizer.trace(raw) if steps else []))
+        return raw, key, rejected, normalizer.trace(raw) if steps else []
+
+    # Streamed: a column of a million-row export piped in is never held whole.
+    results = map(result, keys or _stdin_keys())
     if as_json:
-        print_json(
-            [
-                {"raw": raw, "key": key or None, "rejected": rejected or None}
-                | ({"steps": [{"rule": r, "key": k} for r, k in trail]} if steps else {})
-                for raw, key, rejected, trail in results
-            ]
+        print_json_list(
+            {"raw": raw, "key": key or None, "rejected": rejected or None}
+            | ({"steps": [{"rule": r, "key": k} for r, k in trail]} if steps else {})
+            for raw, key, rejected, trail in results
         )
         return
-    rows = []
-    for raw, key, rejected, trail in results:
-        rows.append([repr(raw), key or f"rejected, {rejected}"])
-        rows.extend([f"  {rule}", repr(text)] for rule, text in trail)
-    print_table(["raw / rule" if steps else "raw", "key"], rows)
+    rows = (
+        row
+        for raw, key, rejected, trail in results
+        for row in [[repr(raw), key or f"rejected, {rejected}"]]
+        + [[f"  {rule}", repr(text)] for rule, text in trail]
+    )
+    headers = ["raw / rule" if steps else "raw", "key"]
+    first = list(islice(rows, _NORMALIZE_HELD))
+    if len(first) < _NORMALIZE_HELD:  # all of them: columns as wide as their cells
+        print_table(headers, first)
+    else:  # the rest streamed, the raw column as wide as a table cell may be
+        print_table(headers, chain(first, rows), [MAX_CELL, 0])
+
+
+_NORMALIZE_HELD = 10_000  # rows of `normalize` held to size the columns exactly
+
+
+def _stdin_keys() -> Iterator[str]:
+    """One key per non-blank line of stdin, without a BOM at its start (as a file read)."""
+    for number, line in enumerate(sys.stdin):
+        key = line.rstrip("\r\n")
+        if number == 0:
+            key = key.removeprefix("\ufeff")
+        if key:
+            yield key
 
 
 def _register_state_commands() -> None:

@@ -352,6 +352,24 @@ def test_keysync_normalize_shows_each_key_as_the_configured_rules_make_it(
     ]
 
 
+def test_keysync_normalize_streams_a_long_stdin_and_drops_its_bom(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen (scale hunt): 1M keys piped in took 4 GB with --steps, all held to size the
+    table; and a BOM at the start of stdin became part of the first key, where a file
+    read drops it (rules hunt)."""
+    write_config(tmp_path, normalize={"strip_non_alnum": False})
+    lines = ["\ufeffa b", *(f"cust {n}" for n in range(12_000)), "x" * 70]
+    shown = keysync("normalize", input="\n".join(lines) + "\n").stdout.splitlines()
+    assert len(shown) == 1 + len(lines)
+    assert shown[1].split() == ["'a", "b'", "A-B"]
+    starts = {line.index("CUST-") for line in shown if "CUST-" in line}
+    assert starts == {62}  # past 10,000 rows: the raw column as wide as any cell may be
+    assert shown[-1].startswith("'" + "x" * 58 + "…  X")
+    piped = keysync("normalize", "--json", input="\ufeffa\n")
+    assert json.loads(piped.stdout) == [{"raw": "a", "key": "A", "rejected": None}]
+
+
 def test_keysync_normalize_steps_names_each_rule_of_the_config(
     tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
 ) -> None:
