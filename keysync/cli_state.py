@@ -11,13 +11,14 @@ they wait for no one and never race a run: while a run holds it they exit 3.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from itertools import chain
 from pathlib import Path
@@ -147,32 +148,38 @@ def registry_list(app: _App, status: str | None, limit: int | None, as_json: boo
     store = _open_listing(app, as_json)
     if store is None:
         return
-    with store:
-        entries = store.registry_entries(status, limit)
-        total = store.registry_count(status) if limit is not None else len(entries)
-    if as_json:
-        print_json([_entry_json(e) for e in entries])
-        return
-    if not entries:
-        _say(app, f"no master keys{f' with status {status}' if status else ''}")
-        return
-    print_table(
-        ["master_key", "status", "strategy", "source", "source_key", "seen_in", "last_seen_at"],
-        (
-            [
-                e.master_key,
-                e.status,
-                e.strategy,
-                e.source_system,
-                e.source_key,
-                e.seen_in or "-",
-                e.last_seen_at,
-            ]
-            for e in entries
-        ),
-    )
-    if total > len(entries):
-        _say(app, f"{len(entries):,} of {total:,} master keys shown (--limit {limit})")
+    with store:  # streamed from the database: a registry of millions is never held whole
+        entries = store.iter_registry(status, limit)
+        if as_json:
+            print_json_list(map(_entry_json, entries))
+            return
+        first = next(entries, None)
+        if first is None:
+            _say(app, f"no master keys{f' with status {status}' if status else ''}")
+            return
+        widths = store.registry_widths(_LISTED, status, limit, visible)
+        print_table(
+            ["master_key", "status", "strategy", "source", "source_key", "seen_in", "last_seen_at"],
+            (
+                [*(getattr(e, c) for c in _LISTED[:5]), e.seen_in or "-", e.last_seen_at]
+                for e in chain([first], entries)
+            ),
+            widths,
+        )
+        total = store.registry_count(status) if limit is not None else 0
+    if limit is not None and total > limit:
+        _say(app, f"{limit:,} of {total:,} master keys shown (--limit {limit})")
+
+
+_LISTED = (  # the columns of `registry list`
+    "master_key",
+    "status",
+    "strategy",
+    "source_system",
+    "source_key",
+    "seen_in",
+    "last_seen_at",
+)
 
 
 def _entry_json(entry: RegistryEntry) -> dict[str, Any]:
@@ -525,42 +532,53 @@ def registry_export(app: _App, out: str | None) -> None:
       keysync registry export --out registry.csv
       keysync registry export | grep ',Proposed,'
     """
+    store = _open(app)
+    written = [0]
+    with store if store is not None else contextlib.nullcontext():
+        entries = store.iter_registry() if store is not None else iter(())
+        chunks = _export_chunks(entries, written)
+        if out is None or out == "-":
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+            return
+        try:
+            _write_atomically(Path(out), chunks)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            if isinstance(exc, (FileExistsError, NotADirectoryError)):
+                reason = "a part of the path is a file, not a folder"
+            raise KeysyncError(
+                f"cannot write {out}: {reason}; choose another --out (or make room)",
+                EXIT_CANNOT_RUN,
+            ) from None
+    _say(app, f"wrote {written[0]:,} master keys to {out}")
+
+
+def _export_chunks(entries: Iterator[RegistryEntry], written: list[int]) -> Iterator[str]:
+    """The export's CSV text, 10,000 rows at a time (streamed: a registry of millions),
+    each row as master_key_registry.csv writes it; ``written[0]`` counts the rows."""
     from keysync.stages.reporter import csv_cell, line_with_hash, safe
 
-    store = _open(app)
-    rows: list[tuple[str, ...]] = []
-    if store is not None:
-        with store:
-            rows = [e.spec_row() for e in store.registry_entries()]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(REGISTRY_COLUMNS)
-    for row in rows:  # each row as master_key_registry.csv writes it
-        cells = [safe(cell) for cell in row]
+    for entry in entries:
+        cells = [safe(cell) for cell in entry.spec_row()]
         if (line := line_with_hash(cells)) is not None:
             buffer.write(line)
         elif any("\r" in cell for cell in cells):  # csv leaves a CR bare before Python 3.13
             buffer.write(",".join(map(csv_cell, cells)) + "\n")
         else:
             writer.writerow(cells)
-    text = buffer.getvalue()
-    if out is None or out == "-":
-        sys.stdout.write(text)
-        return
-    try:
-        _write_atomically(Path(out), text)
-    except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
-        if isinstance(exc, (FileExistsError, NotADirectoryError)):
-            reason = "a part of the path is a file, not a folder"
-        raise KeysyncError(
-            f"cannot write {out}: {reason}; choose another --out",
-            EXIT_CANNOT_RUN,
-        ) from None
-    _say(app, f"wrote {len(rows)} master keys to {out}")
+        written[0] += 1
+        if written[0] % 10_000 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, chunks: Iterable[str]) -> None:
     """Write ``path`` whole or not at all, with the mode a plain write would give it.
 
     The temp file is made 0600, which a rename would carry over: an export for another
@@ -582,7 +600,8 @@ def _write_atomically(path: Path, text: str) -> None:
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -753,15 +753,36 @@ class StateStore:
         self, status: str | None = None, limit: int | None = None
     ) -> list[RegistryEntry]:
         """Entries by master key, of one ``status`` or all; the first ``limit`` in SQL."""
-        params: list[Any] = [] if status is None else [status]
-        where = "" if status is None else " WHERE status = ?"
-        if limit is not None:
-            where += " ORDER BY master_key LIMIT ?"
-            params.append(limit)
-        else:
-            where += " ORDER BY master_key"
-        rows = self._db.execute(f"SELECT * FROM master_keys{where}", params)
-        return [RegistryEntry.from_row(row) for row in rows]
+        return list(self.iter_registry(status, limit))
+
+    def iter_registry(
+        self, status: str | None = None, limit: int | None = None
+    ) -> Iterator[RegistryEntry]:
+        """``registry_entries``, streamed from the database (a listing of millions)."""
+        source, params = _registry_selection(status, limit)
+        for row in self._db.execute(f"SELECT * FROM {source} ORDER BY master_key", params):
+            yield RegistryEntry.from_row(row)
+
+    def registry_widths(
+        self,
+        columns: Sequence[str],
+        status: str | None,
+        limit: int | None,
+        shown: Callable[[str], str],
+    ) -> list[int]:
+        """The longest cell of each column of the entries ``iter_registry`` gives, as
+        ``shown`` prints it: one pass in SQL, and ``shown`` applied only to the rare rows
+        with a control character in a key (as ``audit_widths``)."""
+        source, params = _registry_selection(status, limit)
+        lengths = ", ".join(f"COALESCE(MAX(LENGTH({column})), 0)" for column in columns)
+        widths = list(self._db.execute(f"SELECT {lengths} FROM {source}", params).fetchone())
+        listed = ", ".join(columns)
+        odd = "master_key GLOB ? OR source_key GLOB ? OR key GLOB ?"
+        for row in self._db.execute(
+            f"SELECT {listed} FROM {source} WHERE {odd}", [*params, *["*[\x01-\x1f\x7f]*"] * 3]
+        ):
+            widths = [max(w, len(shown(str(cell)))) for w, cell in zip(widths, row)]
+        return widths
 
     def registry_entry(self, master_key: str) -> RegistryEntry | None:
         row = self._db.execute(
@@ -1334,6 +1355,18 @@ def _ended_unseen(pid: int, started: str, found_by: str) -> str:
         f"outcome interrupted; process {pid}, started {started}, ended without finishing "
         f"(found by {found_by}; the time of this record is when it was found)"
     )
+
+
+def _registry_selection(status: str | None, limit: int | None) -> tuple[str, list[Any]]:
+    """The entries a listing shows, as a table expression and its parameters."""
+    if status is None and limit is None:
+        return "master_keys", []
+    where = "" if status is None else " WHERE status = ?"
+    params: list[Any] = [] if status is None else [status]
+    if limit is not None:
+        where += " ORDER BY master_key LIMIT ?"
+        params.append(limit)
+    return f"(SELECT * FROM master_keys{where})", params
 
 
 def _reason_suffix(reason: str) -> str:

@@ -1380,6 +1380,9 @@ def test_approve_names_every_unknown_key_and_changes_nothing(
     )
     listed = ok(keysync("registry", "list")).stdout
     assert "TAB\\t7" in listed and "\\x1b[31mRED-1" in listed
+    # Streamed with widths from the database, measured as the escapes print them.
+    header, *rows = listed.splitlines()
+    assert {row[header.index("SEEN_IN") - 2 :][:3] for row in rows} == {"  B"}, listed
     shown = ok(keysync("registry", "show", "TAB-7")).stdout
     assert "TAB\\t7" in shown
     assert "\t" not in listed + shown and "\x1b" not in listed + shown
