@@ -579,8 +579,11 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
             if finished is not None:
                 return finished
             if options.regenerate_keys is not None:
-                # Only under the lock: another run may be reading the very files it rewrites.
+                # Only under the lock: another run may be reading the very files it rewrites;
+                # and only once the state can be written: a refused run rewrites nothing.
                 from keysync.mockdata import generate
+
+                store.check_writable()
 
                 made = generate(config, keys=options.regenerate_keys)
                 log.info(

@@ -749,6 +749,12 @@ class StateStore:
         """Every master_keys row, all columns, sorted by master_key (the primary key)."""
         return self._db.execute("SELECT * FROM master_keys ORDER BY master_key").fetchall()
 
+    def check_writable(self) -> None:
+        """Raise now what the run's first write would raise later (a read-only file):
+        ``run --keys N`` replaces the inputs before that first write."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        self._db.execute(f"PRAGMA user_version = {version}")  # the same value: a real write
+
     def registry_entries(
         self, status: str | None = None, limit: int | None = None
     ) -> list[RegistryEntry]:

@@ -1174,13 +1174,15 @@ def test_a_state_database_that_cannot_be_written_is_one_line_and_exit_3(
     database, data = tmp_path / "data" / "keysync.db", tmp_path / "data"
     database.chmod(0o444)
     try:
-        for command in (("run",), ("registry", "approve", "--all")):
+        inputs = (tmp_path / "input" / "A.csv").read_bytes()
+        for command in (("run",), ("run", "--keys", "5"), ("registry", "approve", "--all")):
             done = user("-q", *command, cwd=tmp_path)
             assert done.returncode == 3, (command, done.stderr)
             assert "Traceback" not in done.stderr
             last = done.stderr.strip().splitlines()[-1]
             assert last.startswith("keysync: error: cannot use the state database"), last
             assert "attempt to write a readonly database" in last and "writable" in last
+        assert (tmp_path / "input" / "A.csv").read_bytes() == inputs  # a refused --keys too
     finally:
         database.chmod(0o644)
     ok(keysync("runs"))  # closes cleanly: SQLite removes keysync.db-wal and -shm
