@@ -11,6 +11,7 @@ import codecs
 import re
 import string
 import typing
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,7 +190,6 @@ def _validate(config: Config) -> None:
     for path, value in positive.items():
         if not value > 0:  # also NaN, which compares false with everything
             raise ConfigError(f"{path}: must be greater than 0, got {value}")
-    _check_int_range(msgspec.to_builtins(config), "")
     caps = {
         "processing.workers": (config.processing.workers or 0, MAX_WORKERS, "processes"),
         "processing.max_key_length": (
@@ -198,9 +198,10 @@ def _validate(config: Config) -> None:
             "characters (a key cell is read whole)",
         ),
     }
-    for path, (value, cap, unit) in caps.items():
+    for path, (value, cap, unit) in caps.items():  # before the 64-bit bound, which is looser
         if value > cap:
             raise ConfigError(f"{path}: must be at most {cap} {unit}, got {value}")
+    _check_int_range(msgspec.to_builtins(config), "")
     days = config.simulation.temporal.days_of_history
     if days > MAX_DAYS_OF_HISTORY:
         raise ConfigError(
@@ -239,10 +240,11 @@ def _validate(config: Config) -> None:
             "normalize.collapse_delims: must be null or one ASCII punctuation character or "
             f"a space, got {collapse!r}"
         )
-    if any(c.isalnum() for c in config.normalize.delimiters):  # any script: é, ², ß
+    if keyish := [c for c in config.normalize.delimiters if c.isalnum()]:  # any script: é, ², ß
+        named = ", ".join(f"{c!r} (U+{ord(c):04X} {unicodedata.name(c, '?')})" for c in keyish)
         raise ConfigError(
             "normalize.delimiters: must not contain letters or digits (they are key "
-            f"characters), got {config.normalize.delimiters!r}"
+            f"characters), got {config.normalize.delimiters!r}: {named}"
         )
     rates = {
         "simulation.failures.inject_corruption": config.simulation.failures.inject_corruption,

@@ -240,10 +240,16 @@ BAD_CONFIGS = [
         "whole), got 9223372036854775807",
         id="max-key-length-huge",
     ),
+    pytest.param(  # seen (rules hunt): the 64-bit bound came first, a second error followed
+        "processing:\n  max_key_length: 9223372036854775808\n",
+        "processing.max_key_length: must be at most 1048576 characters (a key cell is read "
+        "whole), got 9223372036854775808",
+        id="max-key-length-past-64-bits",
+    ),
     pytest.param(
         "normalize:\n  delimiters: '-é'\n",
         "normalize.delimiters: must not contain letters or digits (they are key characters), "
-        "got '-é'",
+        "got '-é': 'é' (U+00E9 LATIN SMALL LETTER E WITH ACUTE)",
         id="delimiter-letter-beyond-ascii",
     ),
     pytest.param(
@@ -278,7 +284,7 @@ BAD_CONFIGS = [
     pytest.param(
         "normalize:\n  delimiters: '-_0'\n",
         "normalize.delimiters: must not contain letters or digits (they are key characters), "
-        "got '-_0'",
+        "got '-_0': '0' (U+0030 DIGIT ZERO)",
         id="delimiters-digit",
     ),
     # sources
