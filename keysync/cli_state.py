@@ -321,6 +321,7 @@ def _change(
     actor = f"manual-{compact}-{secrets.token_hex(2)}"
     command = f"keysync registry {verb}" + (" --all" if all_proposed else "")
     with store, RunLock.acquire(data_dir, actor, purpose=command):
+        _publish_killed_runs_reports(app, store)
         targets: list[str] | None = None
         if not all_proposed:
             targets, unknown = [], []
@@ -366,6 +367,15 @@ def _change(
 
     where = f"audit run id {actor}" if done else "nothing changed, nothing audited"
     _list_then_say(app, listing, f"{past} {len(done):,} {noun} ({where})", bool(done))
+
+
+def _publish_killed_runs_reports(app: _App, store: StateStore) -> None:
+    """Before a change by hand, publish the reports a run killed after its commit left
+    staged: published later (by the next run or its ``--resume``) they would show the
+    registry as it was before this change, as if it were the latest."""
+    from keysync.runner import publish_leftovers
+
+    publish_leftovers(app.config, store)
 
 
 def _change_line(change: StatusChange) -> str:
@@ -477,6 +487,7 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
     actor = f"manual-{compact}-{secrets.token_hex(2)}"
     command = "keysync registry rekey"
     with store, RunLock.acquire(app.config.data_dir, actor, purpose=command):
+        _publish_killed_runs_reports(app, store)
         rekeys = plan_rekeys(
             app.config, store.registry_entries(), store.deprecated_since_rules_changed()
         )

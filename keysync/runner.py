@@ -368,7 +368,7 @@ def _write_audit_log(
     log.finish(report, planned=planned)
 
 
-def _publish_leftovers(config: Config, store: StateStore) -> None:
+def publish_leftovers(config: Config, store: StateStore) -> None:
     """Finish what a run killed after its commit left behind: publish its staged reports.
 
     Staged reports of a run that never committed describe nothing real: removed.
@@ -421,7 +421,7 @@ def _committed(store: StateStore, run_id: str) -> bool:
 def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult | None:
     """The result of the run ``folder`` checkpoints, if it was killed after its commit.
 
-    Such a run lacked only the renames of its reports, which ``_publish_leftovers``
+    Such a run lacked only the renames of its reports, which ``publish_leftovers``
     has just done: resuming it means that, and no second reconciliation (which
     would count one more run towards ``deprecate_after_runs``).
     """
@@ -574,7 +574,7 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
     with RunLock.acquire(config.data_dir, run_id):
         store = StateStore.open(config.data_dir / DB_NAME)
         try:
-            _publish_leftovers(config, store)
+            publish_leftovers(config, store)
             finished = _finished_run(config, store, resume_dir) if resume_dir else None
             if finished is not None:
                 return finished

@@ -906,6 +906,24 @@ def committed_then_changed(
     return before
 
 
+def test_a_change_by_hand_after_a_kill_while_publishing_publishes_that_run_s_reports_first(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (failure hunt): killed after its commit, before its renames; then `registry
+    approve X-2`; then `run --resume` published the staged reports, which showed X-2
+    Proposed and no manual event, while the console said 1 Active."""
+    committed_then_changed(tmp_path, keysync, project)
+    Background.held_at(tmp_path, "publishing").kill()
+    (killed,) = db_rows(tmp_path, "SELECT run_id FROM runs ORDER BY seq DESC LIMIT 1")
+    ok(keysync("registry", "approve", "X-2"))  # the killed run's reports go out first
+    registry = tmp_path / "output" / "master_key_registry.csv"
+    assert f"# run_id: {killed[0]}" in registry.read_text()
+    assert not list((tmp_path / "output").glob(".staging-*"))
+    ok(keysync("-q", "run"))  # and the next run's show the approval
+    assert {r["master_key"]: r["status"] for r in read_report(registry)}["X-2"] == "Active"
+    assert ",key.approved," in (tmp_path / "output" / "audit_log.csv").read_text()
+
+
 def test_a_kill_among_the_renames_of_the_reports_is_marked_and_finished_by_the_next_run(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
