@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -170,6 +171,8 @@ def registry_list(app: _App, status: str | None, limit: int | None, as_json: boo
     if limit is not None and total > limit:
         _say(app, f"{limit:,} of {total:,} master keys shown (--limit {limit})")
 
+
+MANUAL_ID = re.compile(r"manual-\d{8}T\d{6}Z-[0-9a-f]{4}")  # a manual session's audit run id
 
 _LISTED = (  # the columns of `registry list`
     "master_key",
@@ -799,6 +802,13 @@ def audit(
     )
     with store:
         if run_id is not None and store.run(run_id) is None and not any(store.audit_rows(run_id)):
+            if MANUAL_ID.fullmatch(run_id):  # named by a stale lock: it never committed
+                _say(
+                    app,
+                    f"no audit events: {run_id} recorded nothing (it changed nothing, "
+                    "or was stopped before its changes were made)",
+                )
+                return
             raise KeysyncError(
                 f"unknown run {run_id!r}: no run or manual change has that id (see `keysync runs`)",
                 EXIT_USAGE,

@@ -136,7 +136,12 @@ class RunLock:
                 path=str(path),
                 stale_pid=stale.pid,  # ``pid`` is, as on every line, the process that logs
                 stale_run_id=stale.run_id,
-                detail=f"the lock left by {stale.describe()} (process gone) was cleared",
+                detail=f"the lock left by {stale.describe()} (process gone) was cleared"
+                + (
+                    f"; whether its changes were made: `keysync audit --run {stale.run_id}`"
+                    if stale.run_id.startswith("manual-")
+                    else ""
+                ),
             )
         return lock
 

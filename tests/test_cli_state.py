@@ -1285,6 +1285,51 @@ def test_a_command_refused_by_a_held_lock_is_in_the_log_and_json_stderr_stays_js
     assert log_file.read_text().splitlines()[-3:] == approved.stderr.splitlines()
 
 
+def test_the_lock_of_a_killed_manual_change_says_where_to_see_whether_it_was_made(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (failure hunt): after a kill -9'd `registry approve`, the stale-lock warning
+    named its manual-... id but not how to tell whether the approval had landed."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    ok(keysync("registry", "approve", "X-1"))
+    (approved,) = db_rows(tmp_path, "SELECT run_id FROM audit_events WHERE event = 'key.approved'")
+    # As a `registry approve` killed while it held the lock leaves it (its process gone).
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (tmp_path / "data" / "keysync.lock").write_text(
+        json.dumps(
+            {
+                "run_id": approved[0],
+                "pid": int(ended.stdout),
+                "started_at": "2026-12-01T00:00:00Z",
+                "purpose": "keysync registry approve",
+            }
+        )
+    )
+    ok(keysync("-q", "run"))
+    log = (tmp_path / "data" / "logs" / "keysync.jsonl").read_text().splitlines()
+    (cleared,) = [json.loads(line) for line in log if "lock.stale_cleared" in line]
+    session = cleared["stale_run_id"]
+    assert session == approved[0]
+    assert cleared["detail"].endswith(
+        f"; whether its changes were made: `keysync audit --run {session}`"
+    )
+    shown = json.loads(ok(keysync("audit", "--run", session, "--json")).stdout)
+    assert [(e["event"], e["key"]) for e in shown] == [("key.approved", "X-1")]
+    never = ok(keysync("audit", "--run", "manual-20260101T000000Z-abcd"))
+    assert never.stdout == "" and never.stderr == (
+        "no audit events: manual-20260101T000000Z-abcd recorded nothing (it changed nothing, "
+        "or was stopped before its changes were made)\n"
+    )
+    assert keysync("audit", "--run", "20260101T000000Z-abcd").returncode == 2  # not a session
+
+
 def test_history_of_a_key_without_timestamps_says_so_instead_of_an_empty_last_seen(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
