@@ -271,17 +271,29 @@ _SEPARATOR_CHANGE = (
 )
 
 
+def _changed_flags(
+    store: StateStore, run_id: str, name: str, new: dict[str, Any]
+) -> tuple[str, dict[str, Any], list[str], str] | None:
+    """``new`` against ``flags[name]`` of the last successful run: that run, its values,
+    the settings that differ and them listed (``a 1 -> 2, b ...``); None if none differ."""
+    before = store.flags_before(run_id, name)
+    if before is None:
+        return None
+    previous_run, old = before
+    changed = sorted(setting for setting in old.keys() & new.keys() if old[setting] != new[setting])
+    if not changed:
+        return None
+    listed = ", ".join(f"{n} {json.dumps(old[n])} -> {json.dumps(new[n])}" for n in changed)
+    return previous_run, old, changed, listed
+
+
 def _rules_change(store: StateStore, run_id: str, config: Config) -> str:
     """What changed in ``_rules`` since the last successful run, as one line ("" if nothing)."""
-    before = store.flags_before(run_id, "rules")
-    if before is None:
-        return ""
-    previous_run, old = before
     new = _rules(config)
-    changed = sorted(name for name in old.keys() & new.keys() if old[name] != new[name])
-    if not changed:
+    found = _changed_flags(store, run_id, "rules", new)
+    if found is None:
         return ""
-    listed = ", ".join(f"{n} {json.dumps(old[n])} -> {json.dumps(new[n])}" for n in changed)
+    previous_run, _, changed, listed = found
     effects = [_KEYS_CHANGE] if any(not n.startswith("provisioning.") for n in changed) else []
     if "provisioning.strategy" in changed:
         effects.append(_SHAPE_CHANGE)
@@ -307,15 +319,11 @@ def _settings(config: Config) -> dict[str, Any]:
 def _settings_change(store: StateStore, run_id: str, config: Config) -> str:
     """What changed in ``_settings`` since the last successful run, as one line ("" if
     nothing): the audit trail's answer to "why were these keys deprecated now"."""
-    before = store.flags_before(run_id, "settings")
-    if before is None:
-        return ""
-    previous_run, old = before
     new = _settings(config)
-    changed = sorted(name for name in old.keys() & new.keys() if old[name] != new[name])
-    if not changed:
+    found = _changed_flags(store, run_id, "settings", new)
+    if found is None:
         return ""
-    listed = ", ".join(f"{n} {json.dumps(old[n])} -> {json.dumps(new[n])}" for n in changed)
+    previous_run, old, changed, listed = found
     effects = []
     if "sources" in changed:
         was, now = old["sources"].split(","), new["sources"].split(",")
