@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import re
 import secrets
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from itertools import chain
@@ -30,7 +32,7 @@ import click
 from keysync.actor import os_user
 from keysync.config import Config
 from keysync.errors import EXIT_CANNOT_RUN, EXIT_USAGE, KeysyncError
-from keysync.leftovers import remove_dead_writers, temp_path
+from keysync.leftovers import remove_dead_writers
 from keysync.rekey import Rekey
 from keysync.state import (
     AUDIT_COLUMNS,
@@ -376,9 +378,13 @@ def _publish_killed_runs_reports(app: _App, store: StateStore) -> None:
     """Before a change by hand, publish the reports a run killed after its commit left
     staged: published later (by the next run or its ``--resume``) they would show the
     registry as it was before this change, as if it were the latest."""
+    from keysync.logs import get_logger
     from keysync.runner import publish_leftovers
 
-    publish_leftovers(app.config, store)
+    try:
+        publish_leftovers(app.config, store)
+    except (KeysyncError, OSError) as exc:  # output/ full or read-only: the change still goes
+        get_logger(stage="cli").error("run.unpublished", reason=str(exc))
 
 
 def _change_line(change: StatusChange) -> str:
@@ -596,11 +602,15 @@ def _write_atomically(path: Path, chunks: Iterable[str]) -> None:
     """Write ``path`` whole or not at all, with the mode a plain write would give it.
 
     The temp file is made 0600, which a rename would carry over: an export for another
-    team must keep the existing file's mode (not its setuid or setgid bits, which the
-    file `cp` would give keeps neither), or take the umask's for a new one. A symlink is
-    written through, as a plain write would: the link stays and its target is replaced.
+    team must keep the existing file's mode (but setuid and setgid, which a `cp` of it
+    would not keep either), or take the umask's for a new one. A symlink is written
+    through, as a plain write would: the link stays and its target is replaced.
     """
-    path = path.resolve() if path.is_symlink() else path
+    if path.is_symlink():
+        try:
+            path = path.resolve()
+        except RuntimeError:  # a loop of links, before Python 3.13 (then an OSError)
+            raise OSError(errno.ELOOP, "too many levels of symbolic links", str(path)) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o1777
@@ -609,8 +619,11 @@ def _write_atomically(path: Path, chunks: Iterable[str]) -> None:
         os.umask(umask)
         mode = 0o666 & ~umask
     remove_dead_writers(path, ".tmp")  # an export killed before its rename left a copy
-    tmp = temp_path(path, os.getpid(), ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # mkstemp: a new file of a name no one can plant a link at (O_EXCL), the pid in it.
+    fd, name = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
+    tmp = Path(name)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:

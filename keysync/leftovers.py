@@ -1,7 +1,7 @@
 """Temporary files a killed keysync leaves beside what it was writing.
 
 Each is named after the file it would replace and the id of the process writing it
-(``.A.csv.4711.pending``, ``.registry.csv.4711.tmp``): a ``kill -9`` leaves it behind,
+(``.A.csv.4711.pending``, ``.registry.csv.4711.k3j9x_2.tmp``): a ``kill -9`` leaves it behind,
 full size, and the next writer of that file removes the ones whose process is gone.
 Files of a process still running (another generate) are left alone.
 """
@@ -31,7 +31,8 @@ def temp_path(path: Path, pid: int, suffix: str) -> Path:
 
 def remove_dead_writers(path: Path, suffix: str) -> None:
     """Remove ``temp_path(path, <pid>, suffix)`` files whose process no longer runs."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+){re.escape(suffix)}")
+    # .<name>.<pid><suffix>, or .<name>.<pid>.<random><suffix> (mkstemp's)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)(?:\.[a-z0-9_]+)?{re.escape(suffix)}")
     with contextlib.suppress(OSError):
         for entry in os.scandir(path.parent):
             found = pattern.fullmatch(entry.name)

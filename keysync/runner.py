@@ -456,12 +456,7 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
         mode=record.mode,
         summaries=summaries,
         output_dir=config.output_dir,
-        message=_outcome_message(
-            summaries,
-            exit_code,
-            record.flags.get("fail_on_diff", False),
-            tuple(record.flags.get("fail_on", ())),
-        ),
+        message=record.message,  # as recorded when it ended (with --resume's options too)
         dry_run=record.dry_run,
         discrepancies=has_discrepancies(summaries),
         registry=record.counts.get("registry", {}),

@@ -921,6 +921,14 @@ def test_a_change_by_hand_after_a_kill_while_publishing_publishes_that_run_s_rep
     assert not list((tmp_path / "output").glob(".staging-*"))
     ok(keysync("-q", "run"))  # and the next run's show the approval
     assert {r["master_key"]: r["status"] for r in read_report(registry)}["X-2"] == "Active"
+    # Reports that cannot be put in place (a full or read-only output/) stop no change by
+    # hand (review): the run's --resume is the one to retry them.
+    Background.held_at(tmp_path, "publishing").kill()
+    (tmp_path / "output" / "duplicates.csv").unlink()
+    (tmp_path / "output" / "duplicates.csv").mkdir()
+    (tmp_path / "output" / "duplicates.csv" / "in-the-way").touch()
+    ok(keysync("registry", "deprecate", "X-2"))
+    assert statuses(tmp_path)["X-2"] == "Deprecated"
     assert ",key.approved," in (tmp_path / "output" / "audit_log.csv").read_text()
 
 
