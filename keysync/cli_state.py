@@ -676,7 +676,7 @@ def _flags_text(flags: dict[str, Any]) -> str:
 def _counts_text(counts: dict[str, Any]) -> str:
     parts = [f"{k}={v}" for k, v in counts.items() if isinstance(v, (int, float)) and v]
     registry_counts = counts.get("registry")
-    if isinstance(registry_counts, dict):  # every change the run made (registry_total is none)
+    if isinstance(registry_counts, dict):  # every change the run made; the total is no change
         parts.extend(f"{k}={v}" for k, v in registry_counts.items() if k != "registry_total" and v)
     return " ".join(parts) or "-"
 

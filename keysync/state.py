@@ -783,9 +783,9 @@ class StateStore:
         lengths = ", ".join(f"COALESCE(MAX(LENGTH({column})), 0)" for column in columns)
         widths = list(self._db.execute(f"SELECT {lengths} FROM {source}", params).fetchone())
         listed = ", ".join(columns)
-        odd = "master_key GLOB ? OR source_key GLOB ? OR key GLOB ?"
+        odd = "master_key GLOB ? OR source_key GLOB ?"  # the columns input bytes reach
         for row in self._db.execute(
-            f"SELECT {listed} FROM {source} WHERE {odd}", [*params, *["*[\x01-\x1f\x7f]*"] * 3]
+            f"SELECT {listed} FROM {source} WHERE {odd}", [*params, *["*[\x01-\x1f\x7f]*"] * 2]
         ):
             widths = [max(w, len(shown(str(cell)))) for w, cell in zip(widths, row)]
         return widths
@@ -1181,9 +1181,10 @@ class StateStore:
         prints it (one pass in SQL), so a table of them can be printed as it streams.
 
         ``shown`` (the table's escapes of control characters) is applied in Python only
-        to the rare rows with a control character in their key, found by a second pass:
-        keysync writes the other columns but ``detail``, the last, which is not padded
-        (0.25 s for 1M events; across every column it took 2.5 s).
+        to the rare rows with a control character in their key, found by a second pass.
+        The key is the one padded column input bytes reach: keysync writes the others,
+        and ``detail``, the last, is not padded (0.25 s for 1M events; a pass over every
+        column took 2.5 s).
         """
         where, params = wanted.sql()
         columns = ", ".join(AUDIT_COLUMNS)

@@ -23,9 +23,9 @@ def print_table(
 ) -> None:
     """Print aligned columns; long cells (except the last column) are shortened with '…'.
 
-    With ``widths`` (the longest cell of each column as ``visible`` shows it, from the
-    database) the rows are printed as they come, never all held: the audit trail can
-    have millions.
+    With ``widths`` (the longest cell of each column as ``visible`` shows it: from the
+    database, or a bound such as ``MAX_CELL``) the rows are printed as they come, never
+    all held: the audit trail can have millions.
     """
     last = len(headers) - 1
     if widths is None:

@@ -354,23 +354,34 @@ def _ctrl_c_as_on_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_during_generate_exits_130_with_one_line(
-    write_config: Callable[..., Path], tmp_path: Path
-) -> None:
-    """Seen: Ctrl-C in `keysync generate` printed click's "Aborted!" and exited 1, the code
-    for "discrepancies found"; SPEC.md: 130 interrupted."""
-    write_config(tmp_path)
+def _keysync_as_on_a_terminal(
+    folder: Path, *args: str, pause_at: str | None = None
+) -> subprocess.Popen[str]:
+    """``keysync ARGS`` in its own session with SIGINT handled, output piped, and held at
+    ``pause_at`` (``KEYSYNC_TEST_PAUSE_AT``) if given: a process to send Ctrl-C to."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
-    env["KEYSYNC_TEST_PAUSE_AT"] = "mock-publish"  # it cannot finish before the signal
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keysync", "generate", "--keys", "100000", "--days", "5"],
-        cwd=tmp_path,
+    if pause_at:
+        env["KEYSYNC_TEST_PAUSE_AT"] = pause_at
+    return subprocess.Popen(
+        [sys.executable, "-m", "keysync", *args],
+        cwd=folder,
         env=env,
         start_new_session=True,
         preexec_fn=_ctrl_c_as_on_a_terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+def test_ctrl_c_during_generate_exits_130_with_one_line(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen: Ctrl-C in `keysync generate` printed click's "Aborted!" and exited 1, the code
+    for "discrepancies found"; SPEC.md: 130 interrupted."""
+    write_config(tmp_path)
+    process = _keysync_as_on_a_terminal(  # held: it cannot finish before the signal
+        tmp_path, "generate", "--keys", "100000", "--days", "5", pause_at="mock-publish"
     )
     try:
         deadline = time.monotonic() + 30
@@ -405,16 +416,7 @@ def test_ctrl_c_after_a_registry_change_is_committed_says_it_was_made(
     assert (
         subprocess.run([sys.executable, "-m", "keysync", "-q", "run"], cwd=tmp_path).returncode == 0
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keysync", "registry", *command],
-        cwd=tmp_path,
-        env={**env, "KEYSYNC_TEST_PAUSE_AT": "listing"},
-        start_new_session=True,
-        preexec_fn=_ctrl_c_as_on_a_terminal,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _keysync_as_on_a_terminal(tmp_path, "registry", *command, pause_at="listing")
     try:
         assert process.stderr is not None
         for line in process.stderr:  # held once the changes are committed
@@ -562,18 +564,8 @@ def _big_generate_over_a_small_one(
     assert keysync("-q", "generate", "--keys", "50").returncode == 0
     folder = tmp_path / "input"
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
-    if held:
-        env["KEYSYNC_TEST_PAUSE_AT"] = "mock-publish"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keysync", "generate", "--keys", "200000"],
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-        preexec_fn=_ctrl_c_as_on_a_terminal,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = _keysync_as_on_a_terminal(
+        tmp_path, "generate", "--keys", "200000", pause_at="mock-publish" if held else None
     )
     return folder, before, process
 
