@@ -15,7 +15,7 @@ import secrets
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -316,9 +316,10 @@ def _settings(config: Config) -> dict[str, Any]:
     }
 
 
-def _settings_change(store: StateStore, run_id: str, config: Config) -> str:
+def _settings_change(store: StateStore, run_id: str, config: Config, systems: Sequence[str]) -> str:
     """What changed in ``_settings`` since the last successful run, as one line ("" if
-    nothing): the audit trail's answer to "why were these keys deprecated now"."""
+    nothing): the audit trail's answer to "why were these keys deprecated now".
+    ``systems`` are the ones this run reads."""
     new = _settings(config)
     found = _changed_flags(store, run_id, "settings", new)
     if found is None:
@@ -333,8 +334,14 @@ def _settings_change(store: StateStore, run_id: str, config: Config) -> str:
                 "from this run on, and a master key seen in no other system counts towards "
                 "provisioning.deprecate_after_runs"
             )
-        if added := [name for name in now if name not in was]:
-            effects.append(f"{', '.join(added)} added to the config: read from this run on")
+        added = [name for name in now if name not in was]
+        if read := [name for name in added if name in systems]:
+            effects.append(f"{', '.join(read)} added to the config: read from this run on")
+        if unread := [name for name in added if name not in systems]:
+            effects.append(
+                f"{', '.join(unread)} added to the config: not read by this run "
+                "(--systems, or a run resumed that began without it)"
+            )
         if was[0] != now[0]:
             effects.append(f"the authority (the first source) is {now[0]}, was {was[0]}")
     return f"the settings changed since run {previous_run}: " + "; ".join([listed, *effects])
@@ -661,7 +668,9 @@ class _Run:
             self.writer = CheckpointWriter(
                 resume_dir, None, config.processing.checkpoint_interval, restored.frames
             )
-            store.resume_run(run_id)
+            # The config may have gained a peer since (one taken out is refused): the run
+            # commits under the config of now, so its record must say so too.
+            store.resume_run(run_id, flags={"rules": _rules(config), "settings": _settings(config)})
             return
         systems = select_systems(config, options.systems)
         self.mode = options.mode or config.processing.mode
@@ -857,7 +866,7 @@ class _Run:
         if changed:
             self.log.warning("rules.changed", detail=changed)
             plan.change_events.insert(0, (plan.now, self.run_id, "rules.changed", "", "", changed))
-        if settings := _settings_change(store, self.run_id, config):
+        if settings := _settings_change(store, self.run_id, config, self.systems):
             self.log.info("settings.changed", detail=settings)
             plan.change_events.insert(
                 0, (plan.now, self.run_id, "settings.changed", "", "", settings)

@@ -570,14 +570,22 @@ class StateStore:
                 return found, recorded
         return None
 
-    def resume_run(self, run_id: str, *, now: datetime | str | None = None) -> None:
+    def resume_run(
+        self,
+        run_id: str,
+        *,
+        now: datetime | str | None = None,
+        flags: Mapping[str, Any] | None = None,
+    ) -> None:
         """Mark a run ``running`` again: ``keysync run --resume`` continues it.
 
         An interrupted run, or a failed one whose checkpoint was kept (a full disk, a bug
         fixed since): a failure that makes resuming pointless removes the checkpoint.
         A run still marked ``running`` was killed outright (``kill -9``, a power loss):
         that is recorded here, as the next run would have, so the audit trail shows
-        every interruption however the run was stopped. Its flags then say ``resume``.
+        every interruption however the run was stopped. Its flags then say ``resume``,
+        and take ``flags``: the settings the resumed run commits under, which the next
+        run compares its own with.
         """
         at = as_iso(now or utc_now())
         with self._transaction():
@@ -587,14 +595,15 @@ class StateStore:
             ).fetchone()
             if row is None or row[0] not in ("running", "interrupted", "failed"):
                 raise RunError(f"run {run_id} is not an interrupted run; run without --resume")
-            outcome, dry, pid, flags, started = row
+            outcome, dry, pid, recorded, started = row
             if outcome == "running" and not dry:
                 message = _ended_unseen(pid, started, "its --resume")
                 self._insert_events([(at, run_id, "run.interrupted", "", "", message)])
+            resumed = {**json.loads(recorded), **(flags or {}), "resume": True}
             self._db.execute(
                 "UPDATE runs SET outcome = 'running', ended_at = NULL, exit_code = NULL,"
                 " message = '', pid = ?, flags = ? WHERE run_id = ?",
-                (os.getpid(), _json({**json.loads(flags), "resume": True}), run_id),
+                (os.getpid(), _json(resumed), run_id),
             )
 
     def _close_orphans(self, *, found_by: str, now: str) -> None:

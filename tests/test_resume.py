@@ -336,6 +336,39 @@ def test_resume_refuses_provisioning_settings_changed_since_the_run_started(
     resume_and_compare(fresh, reference)
 
 
+def test_a_peer_added_before_resume_is_one_settings_change_not_one_every_run(
+    fresh: Path,
+) -> None:
+    """Seen: the run recorded the settings it started with, but its settings.changed came
+    from the config at its commit, so a peer added between the kill and --resume was
+    reported by the resumed run and then again by every later run."""
+    assert plain_run(fresh).returncode == 0
+    kill_at(fresh, "reading:6000")
+    config = fresh / "keysync-config.yaml"
+    shutil.copy(fresh / "input" / "B.csv", fresh / "input" / "F.csv")
+    listed = "".join(f"  {s}: {{path: ./input/{s}.csv}}\n" for s in "ABCDEF")
+    config.write_text(config.read_text() + f"sources:\n{listed}")
+    assert resume(fresh).returncode == 0
+    assert plain_run(fresh).returncode == 0
+    with sqlite3.connect(fresh / "data" / "keysync.db") as db:
+        runs = [run_id for (run_id,) in db.execute("SELECT run_id FROM runs ORDER BY seq")]
+        changes = db.execute(
+            "SELECT run_id, detail FROM audit_events WHERE event = 'settings.changed'"
+        ).fetchall()
+    assert changes == [
+        (
+            runs[1],
+            f'the settings changed since run {runs[0]}: sources "A,B,C,D,E" -> "A,B,C,D,E,F"; '
+            "F added to the config: not read by this run (--systems, or a run resumed that "
+            "began without it)",
+        )
+    ]
+    with sqlite3.connect(fresh / "data" / "keysync.db") as db:
+        flags = [json.loads(f) for (f,) in db.execute("SELECT flags FROM runs ORDER BY seq")]
+    assert [f["systems"] for f in flags] == ["A,B,C,D,E", "A,B,C,D,E", "A,B,C,D,E,F"]
+    assert {f["settings"]["sources"] for f in flags[1:]} == {"A,B,C,D,E,F"}
+
+
 def test_a_run_killed_outright_and_resumed_is_in_the_audit_trail_and_flagged_resumed(
     fresh: Path, reference: Path
 ) -> None:
