@@ -1292,7 +1292,7 @@ class StateStore:
         self._db.executemany(
             "INSERT OR REPLACE INTO key_history (key, system, seq, event, last_seen_seq)"
             " VALUES (?, ?, ?, ?, ?)",
-            history.events,
+            history.rows(),
         )
 
     def key_events(self, key: str) -> list[KeyEvent]:

@@ -321,7 +321,7 @@ def test_unchanged_inputs_write_no_history_rows(store: StateStore, config: Confi
     data = {"A": ["K1", "K2"], "B": ["K1", "X1"]}
     one_run(store, config, "r1", at(1), data)
     _, history, _ = one_run(store, config, "r2", at(2), data)
-    assert history.events == []
+    assert list(history.rows()) == []
     assert [u.blobs for u in history.system_updates()] == [{}, {}]
 
 
@@ -344,9 +344,9 @@ def test_a_peer_that_is_unavailable_keeps_its_keys_and_gap_starts(
     _, h3, c3 = one_run(store, config, "r3", at(3), {"A": ["K1", "K3"], "B": ["K1"], "C": ["K1"]})
     assert c3.gaps["B"] == {"K3"}
     assert h3.missing_since("B", "K3") == at(2)
-    b_events = [e for e in h3.events if e[1] == "B"]
+    b_events = [e for e in h3.rows() if e[1] == "B"]
     assert b_events == []  # B did not change: no transition for it
-    c_events = sorted((e[0], e[3]) for e in h3.events if e[1] == "C")
+    c_events = sorted((e[0], e[3]) for e in h3.rows() if e[1] == "C")
     assert c_events == [("K2", "disappeared"), ("K3", "disappeared")]
 
 
