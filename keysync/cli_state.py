@@ -21,6 +21,7 @@ import re
 import secrets
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from itertools import chain
@@ -416,11 +417,27 @@ def _list_then_say(
         _say(app, summary)
 
 
+MAX_REASON = 1000
+"""Characters of ``--reason``: a ticket and a sentence or two. It is copied into every
+change's audit event, so a pasted document would be copied once for each key."""
+
+
 def _one_line_reason(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
     """``--reason``: kept word for word in the audit trail, so one line of printable text."""
     text = (value or "").strip()
-    if not text.isprintable():  # a space is printable; tabs, line ends, controls are not
-        raise click.BadParameter("give it on one line, without tabs or control characters")
+    # A space is printable; tabs, line ends, controls and other spaces (NBSP) are not.
+    if bad := next((c for c in text if not c.isprintable()), None):
+        code = f"U+{ord(bad):04X} {unicodedata.name(bad, '')}".rstrip()
+        named = f"{bad!r} ({code})"
+        raise click.BadParameter(
+            f"{named} at character {text.index(bad) + 1} is not printable text; give the "
+            "reason on one line, without tabs or control characters (plain spaces are fine)"
+        )
+    if len(text) > MAX_REASON:
+        raise click.BadParameter(
+            f"it is {len(text):,} characters; keep it to {MAX_REASON:,} (it is copied into "
+            "every change's audit event): name a ticket or a document instead"
+        )
     return text
 
 

@@ -473,13 +473,25 @@ def test_a_reason_given_by_hand_is_kept_word_for_word_in_each_change_s_audit_eve
     ]
     # Kept word for word, so one line: a newline would read as two events in a log viewer.
     before = state_dump(tmp_path)
-    for bad in ("two\nlines", "tab\there", "bell\x07"):
+    for bad, named in (
+        ("two\nlines", "'\\n' (U+000A) at character 4"),
+        ("tab\there", "'\\t' (U+0009) at character 4"),
+        ("bell\x07", "'\\x07' (U+0007) at character 5"),
+        # Seen: a reason pasted from a web page was refused as holding "tabs or control
+        # characters" when what it held was a no-break space.
+        ("DQ-118:\xa0done", "'\\xa0' (U+00A0 NO-BREAK SPACE) at character 8"),
+    ):
         refused = keysync("registry", "deprecate", "X-1", "--reason", bad)
         assert refused.returncode == 2
-        assert "Invalid value for '--reason': give it on one line, without tabs or control " in (
-            refused.stderr
-        )
+        assert (
+            f"Invalid value for '--reason': {named} is not printable text; give the reason on "
+            "one line, without tabs or control characters (plain spaces are fine)"
+        ) in " ".join(refused.stderr.split()), refused.stderr
+    refused = keysync("registry", "deprecate", "X-1", "--reason", "x" * 1001)
+    assert refused.returncode == 2
+    assert "it is 1,001 characters; keep it to 1,000" in " ".join(refused.stderr.split())
     assert state_dump(tmp_path) == before
+    ok(keysync("registry", "deprecate", "X-1", "--reason", "x" * 1000))
     assert "--reason TEXT" in ok(keysync("registry", "rekey", "--help")).stdout
 
 
