@@ -505,6 +505,7 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
       keysync registry rekey
     """
     from keysync.lock import RunLock
+    from keysync.logs import get_logger
     from keysync.rekey import plan_rekeys
 
     app.setup_logging()
@@ -534,6 +535,20 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
         summary = "no master key to rekey: every key has the form the rules give it now"
 
     def listing() -> None:
+        if done:  # each change in the log too, as approve and deprecate log theirs
+            log = get_logger(stage="cli")
+            how = f"by hand ({command}, {os_user()}, audit run id {actor})"
+            given = {"user_reason": reason} if reason else {}
+            for rekey in rekeys:
+                if rekey.action != "skip":
+                    name = rekey.old.master_key
+                    log.info(
+                        "key.rekeyed",
+                        master_key=name,
+                        new_master_key=rekey.new_name,
+                        reason=how,
+                        **given,
+                    )
         if not app.quiet:
             for rekey in rekeys:
                 click.echo(visible(_rekey_line(rekey)))

@@ -230,6 +230,12 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "key.deprecated": EventSpec(
         "info", ("master_key", "reason"), "a master key became Deprecated", console=False
     ),
+    "key.rekeyed": EventSpec(
+        "info",
+        ("master_key", "new_master_key", "reason"),
+        "a master key handed over to its key's form under the rules now (`registry rekey`)",
+        console=False,
+    ),
     "key.resolved": EventSpec(
         "info", ("master_key",), "a key with a master key now appears in A", console=False
     ),

@@ -1977,8 +1977,18 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
     ]
     assert planned.stderr == "would rekey 3 master keys (dry run: nothing changed)\n"
     assert state_dump(tmp_path) == before
-    done = ok(keysync("registry", "rekey"))
+    done = ok(keysync("registry", "rekey", "--reason", "DQ-7: pad_numbers"))
     assert done.stderr.startswith("rekeyed 3 master keys (audit run id manual-")
+    logged = [json.loads(line) for line in (tmp_path / "data/logs/keysync.jsonl").open()]
+    assert [
+        (e["master_key"], e["new_master_key"], e["user_reason"])
+        for e in logged
+        if e["event"] == "key.rekeyed"
+    ] == [
+        ("W-1", "W-0001", "DQ-7: pad_numbers"),
+        ("X-12", "X-0012", "DQ-7: pad_numbers"),
+        ("Y-3", "Y-0003", "DQ-7: pad_numbers"),
+    ]
     assert statuses(tmp_path) == {
         "W-0001": "Proposed",
         "W-1": "Deprecated",
