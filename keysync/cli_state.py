@@ -539,16 +539,14 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
             log = get_logger(stage="cli")
             how = f"by hand ({command}, {os_user()}, audit run id {actor})"
             given = {"user_reason": reason} if reason else {}
-            for rekey in rekeys:
-                if rekey.action != "skip":
-                    name = rekey.old.master_key
-                    log.info(
-                        "key.rekeyed",
-                        master_key=name,
-                        new_master_key=rekey.new_name,
-                        reason=how,
-                        **given,
-                    )
+            for rekey in (r for r in rekeys if r.action != "skip"):
+                log.info(
+                    "key.rekeyed",
+                    master_key=rekey.old.master_key,
+                    new_master_key=rekey.new_name,
+                    reason=how,
+                    **given,
+                )
         if not app.quiet:
             for rekey in rekeys:
                 click.echo(visible(_rekey_line(rekey)))
