@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import sqlite3
@@ -101,6 +102,56 @@ def days_option(what: str) -> Callable[[F], F]:
     )
 
 
+class _WholeWrites(io.RawIOBase):
+    """A file descriptor that takes each write whole, or raises.
+
+    ``FileIO`` does one ``write(2)``; to a pipe whose reader goes away mid-write
+    (``keysync audit | head``) that returns the part the pipe took, and
+    ``BufferedWriter`` hands the short count up to a ``TextIOWrapper`` that ignores
+    it: the rest of a table printed in one write was dropped without a word, and
+    the command exited 0. Written whole, the next ``write(2)`` raises
+    ``BrokenPipeError`` (exit 141).
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:  # click asks, to keep colours for a terminal
+        return os.isatty(self._fd)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.write(self._fd, view[done:])
+        return done
+
+
+def _stdout_written_whole() -> None:
+    """Put ``_WholeWrites`` under ``sys.stdout`` when it is the process's own stdout."""
+    stdout = sys.stdout
+    if not isinstance(stdout, io.TextIOWrapper) or isinstance(stdout.buffer, _WholeWrites):
+        return
+    try:
+        fd = stdout.fileno()
+    except (OSError, ValueError):  # captured (a test runner): not a file descriptor
+        return
+    stdout.flush()
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(_WholeWrites(fd)),
+        encoding=stdout.encoding,
+        errors=stdout.errors,
+        line_buffering=stdout.line_buffering,
+    )
+
+
 class KeysyncGroup(click.Group):
     """Turns foreseeable errors into one line on stderr and the exit code of SPEC.md."""
 
@@ -119,6 +170,7 @@ class KeysyncGroup(click.Group):
             _usage_error(exc)
 
     def invoke(self, ctx: click.Context) -> Any:
+        _stdout_written_whole()
         try:
             return super().invoke(ctx)
         except click.exceptions.NoArgsIsHelpError:
