@@ -823,8 +823,9 @@ def audit(
 ) -> None:
     """Show audit events (registry changes, provisioning decisions, run outcomes).
 
-    Oldest first; the filters narrow each other. A key is taken as written and as
-    the rules normalize it.
+    Oldest first; the filters narrow each other. A key is taken as written, as the
+    rules normalize it, and, where it names a master key (B:CUST-00146), as that
+    master key's key.
 
     \b
     Example:
@@ -835,15 +836,22 @@ def audit(
     store = _open_listing(app, as_json)
     if store is None:
         return
-    wanted = AuditFilter(
-        run_id=run_id,
-        events=events,
-        keys=tuple(dict.fromkeys(k for raw in keys for k in (raw, _normalize(app, raw)) if k)),
-        since=_stamp(since),
-        until=_stamp(until),
-        limit=limit,
-    )
     with store:
+        # As `registry show` and `history` take it: a namespaced master key's ":" would be
+        # normalized into a delimiter (B-CUST-00146), which no event has.
+        named = (entry.key for raw in keys if (entry := store.registry_entry(raw)) is not None)
+        wanted = AuditFilter(
+            run_id=run_id,
+            events=events,
+            keys=tuple(
+                dict.fromkeys(
+                    k for k in chain(*((raw, _normalize(app, raw)) for raw in keys), named) if k
+                )
+            ),
+            since=_stamp(since),
+            until=_stamp(until),
+            limit=limit,
+        )
         if run_id is not None and store.run(run_id) is None and not any(store.audit_rows(run_id)):
             if MANUAL_ID.fullmatch(run_id):  # named by a stale lock: it never committed
                 _say(

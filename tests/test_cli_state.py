@@ -610,6 +610,12 @@ def test_namespaced_gives_one_master_key_per_system_and_key(
         ("B:X-1", "X-1"),
         ("C:X-1", "x_1"),
     ]
+    # Seen (lifecycle hunt): `audit --key B:X-2`, the name the registry lists, matched
+    # nothing: its ":" was normalized into a delimiter, B-X-2.
+    audited = json.loads(ok(keysync("audit", "--key", "B:X-2", "--json")).stdout)
+    assert [(e["event"], e["system"], e["key"]) for e in audited] == [
+        ("key.proposed", "B", "X-2")
+    ]
 
 
 def test_switching_to_namespaced_keeps_mirror_entries_seen_where_they_are(
