@@ -939,6 +939,12 @@ def history(app: _App, key: str, as_json: bool) -> None:
             master_key = key if entry.key != key else None
         timeline = key_timeline(store, normalized)
         entries = store.entries_for_keys([normalized]).get(normalized, [])
+        tried = {
+            name
+            for record in store.runs()
+            if not record.dry_run
+            for name in record.flags.get("systems", "").split(",")
+        }
     # A system taken out of the config keeps its history, as an unread one does (its last
     # known keys, gaps opening as A grows); say so rather than show it as current.
     configured = set(app.config.sources)
@@ -950,11 +956,15 @@ def history(app: _App, key: str, as_json: bool) -> None:
             + "; check the spelling, or `keysync registry list` for master keys",
             EXIT_USAGE,
         )
-    # A configured system no run could read yet has no history: a row that says so.
+    # A configured system no run has read yet has no history: a row that says why, as
+    # the runs that tried found it unavailable, or none tried (--systems, added since).
     listed = {s.system for s in timeline.systems}
     role = {name: "authority" if name == app.config.authority else "peer" for name in configured}
+    unread = {name: "no run could" if name in tried else "no run has tried" for name in configured}
     timeline.systems += [
-        SystemTimeline(name, role[name], False, "", "", "", "", "", "", "never read (no run could)")
+        SystemTimeline(
+            name, role[name], False, "", "", "", "", "", "", f"never read ({unread[name]})"
+        )
         for name in app.config.sources
         if name not in listed
     ]

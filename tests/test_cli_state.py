@@ -613,9 +613,7 @@ def test_namespaced_gives_one_master_key_per_system_and_key(
     # Seen (lifecycle hunt): `audit --key B:X-2`, the name the registry lists, matched
     # nothing: its ":" was normalized into a delimiter, B-X-2.
     audited = json.loads(ok(keysync("audit", "--key", "B:X-2", "--json")).stdout)
-    assert [(e["event"], e["system"], e["key"]) for e in audited] == [
-        ("key.proposed", "B", "X-2")
-    ]
+    assert [(e["event"], e["system"], e["key"]) for e in audited] == [("key.proposed", "B", "X-2")]
 
 
 def test_switching_to_namespaced_keeps_mirror_entries_seen_where_they_are(
@@ -2105,3 +2103,13 @@ def test_history_shows_a_configured_system_no_run_could_read_yet(
         False,
         "never read (no run could)",
     )
+    # Seen (lifecycle hunt): a peer that runs left out with --systems was said to be one
+    # no run could read, as if it were broken.
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["K-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--systems", "A,B"))
+    shown = json.loads(ok(keysync("history", "K-1", "--json")).stdout)["systems"]
+    assert shown[-1]["note"] == "never read (no run could)"  # the first run tried C
+    shutil.rmtree(tmp_path / "data")
+    ok(keysync("-q", "run", "--systems", "A,B"))
+    shown = json.loads(ok(keysync("history", "K-1", "--json")).stdout)["systems"]
+    assert shown[-1]["note"] == "never read (no run has tried)"
