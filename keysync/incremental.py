@@ -197,6 +197,7 @@ class Snapshots:
     _thread: threading.Thread | None = None
     _ready: dict[str, Path] = field(default_factory=dict)
     _skipped: dict[str, str] = field(default_factory=dict)
+    _unusable: str = ""  # why the folder cannot take snapshots (a file in its place)
 
     @property
     def folder(self) -> Path:
@@ -329,10 +330,18 @@ class Snapshots:
         return Snapshot(FORMAT_VERSION, system, self.run_id, hashed, size, sha256, state)
 
     def _submit(self, system: str, build: Callable[[], Snapshot | str]) -> None:
+        if self._unusable:
+            self._skipped[system] = self._unusable
+            return
         if self._thread is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            for stale in self.folder.glob("*.tmp"):
-                stale.unlink(missing_ok=True)
+            try:  # a cache: a folder that cannot be made fails no run, full ones least
+                self.folder.mkdir(parents=True, exist_ok=True)
+                for stale in self.folder.glob("*.tmp"):
+                    stale.unlink(missing_ok=True)
+            except OSError as exc:
+                self._unusable = f"cannot use {self.folder}: {exc.strerror or exc}"
+                self._skipped[system] = self._unusable
+                return
             self._thread = threading.Thread(target=self._write, name="snapshots", daemon=True)
             self._thread.start()
         self._queue.put((system, build))
