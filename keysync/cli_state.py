@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import sys
 import tempfile
 import unicodedata
@@ -395,26 +396,39 @@ def _change_line(change: StatusChange) -> str:
     return f"{visible(change.master_key)}: {state}"
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a supervisor's stop), taken as Ctrl-C is."""
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 def _list_then_say(
     app: _App, listing: Callable[[], None], summary: str, committed: bool = True
 ) -> None:
     """Run ``listing`` (what a command did; ``committed``: changes it made), then say
     ``summary``.
 
-    A Ctrl-C while listing committed changes (an ``approve --all`` of 400,000 keys logs
-    and prints for seconds) must not say "interrupted": every change is made and
-    audited, so the summary is said all the same, and the command ends as done (exit 0).
+    A Ctrl-C or SIGTERM while listing committed changes (an ``approve --all`` of 400,000
+    keys logs and prints for seconds) must not say "interrupted", nor end the process
+    without a word: every change is made and audited, so the summary is said all the
+    same, and the command ends as done (exit 0).
     """
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         if committed:
             pause_for_tests("listing")
         listing()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if not committed:
             raise
-        _say(app, f"{summary}; Ctrl-C cut the listing short, every change was made")
+        by = "SIGTERM" if isinstance(stop, _Terminated) else "Ctrl-C"
+        _say(app, f"{summary}; {by} cut the listing short, every change was made")
     else:
         _say(app, summary)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 MAX_REASON = 1000

@@ -402,14 +402,20 @@ def test_ctrl_c_during_generate_exits_130_with_one_line(
 
 
 @pytest.mark.parametrize(
-    "command", [["approve", "--all"], ["deprecate", "CUST-00030", "CUST-00031"]]
+    ("command", "stop"),
+    [
+        (["approve", "--all"], signal.SIGINT),
+        (["deprecate", "CUST-00030", "CUST-00031"], signal.SIGINT),
+        (["approve", "--all"], signal.SIGTERM),
+    ],
 )
 def test_ctrl_c_after_a_registry_change_is_committed_says_it_was_made(
-    write_config: Callable[..., Path], tmp_path: Path, command: list[str]
+    write_config: Callable[..., Path], tmp_path: Path, command: list[str], stop: int
 ) -> None:
     """Seen (failure hunt): Ctrl-C during the second `approve --all` spends logging and
     listing 77,384 committed approvals said "interrupted ... run the command again" and
-    exited 130, never naming the audit run id: the user believed nothing was approved."""
+    exited 130, never naming the audit run id: the user believed nothing was approved.
+    A SIGTERM there ended it with 143 and not a word."""
     _inputs(tmp_path)
     write_config(tmp_path, sources=SOURCES)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
@@ -422,15 +428,16 @@ def test_ctrl_c_after_a_registry_change_is_committed_says_it_was_made(
         for line in process.stderr:  # held once the changes are committed
             if "paused_for_tests" in line:
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     assert process.returncode == 0, stderr
+    by = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
     assert re.fullmatch(
-        r"(approved|deprecated) \d+ master keys \(audit run id manual-\S+\); Ctrl-C cut the "
+        rf"(approved|deprecated) \d+ master keys \(audit run id manual-\S+\); {by} cut the "
         r"listing short, every change was made\n",
         stderr,
     ), stderr
