@@ -118,9 +118,13 @@ class HistoryPlan:
         starts = map(self.gap_starts.get(system, {}).get, keys, repeat(self.seq))
         return map(self.observed.get, starts, repeat(self.now))
 
+    def ordered_transitions(self) -> list[Transitions]:
+        """System by system, as key_history's primary key orders them."""
+        return sorted(self.transitions, key=lambda t: t.system)
+
     def rows(self) -> Iterator[HistoryEvent]:
         """The key_history rows to write, system by system, each in key order."""
-        for group in sorted(self.transitions, key=lambda t: t.system):
+        for group in self.ordered_transitions():
             yield from zip(
                 group.keys,
                 repeat(group.system),

@@ -317,6 +317,43 @@ def test_three_runs_give_missing_since_from_the_history(store: StateStore, confi
     assert events == [(at(2), "r2", "B", "appeared"), (at(3), "r3", "B", "disappeared")]
 
 
+_ANY_KEY = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    before=st.sets(_ANY_KEY, max_size=30),
+    after=st.sets(_ANY_KEY, max_size=30),
+    peer=st.sets(_ANY_KEY, max_size=30),
+)
+def test_history_rows_are_the_same_through_json_each_and_bound_rows(
+    tmp_path: Path, before: set[str], after: set[str], peer: set[str]
+) -> None:
+    """The commit hands SQLite each transition's keys as one JSON array (json_each);
+    any key (quotes, backslashes, controls, non-ASCII, digits only) must come back as
+    it went in, as one bound row a key does where SQLite lacks json_each."""
+    stored = []
+    for use_json in (True, False):
+        folder = Path(tempfile.mkdtemp(dir=tmp_path))
+        config = parse_config({}, folder)
+        with StateStore.open(folder / "keysync.db") as store:
+            store.json_each = use_json  # the fallback, as on an SQLite without JSON
+            one_run(store, config, "r1", at(1), {"A": sorted(before), "B": sorted(peer)})
+            one_run(store, config, "r2", at(2), {"A": sorted(after), "B": sorted(peer ^ after)})
+            with sqlite3.connect(folder / "keysync.db") as db:
+                stored.append(db.execute("SELECT * FROM key_history ORDER BY 1, 2, 3").fetchall())
+    assert stored[0] == stored[1]
+    in_a = {(key, event) for key, system, _, event, _ in stored[0] if system == "A"}
+    assert in_a == {(k, "appeared") for k in after - before} | {
+        (k, "disappeared") for k in before - after
+    }
+    assert all(type(key) is str for key, *_ in stored[0])
+
+
 def test_unchanged_inputs_write_no_history_rows(store: StateStore, config: Config) -> None:
     data = {"A": ["K1", "K2"], "B": ["K1", "X1"]}
     one_run(store, config, "r1", at(1), data)
