@@ -162,6 +162,8 @@ class KeysyncGroup(click.Group):
         parent: click.Context | None = None,
         **extra: Any,
     ) -> click.Context:
+        if parent is None:
+            _refuse_undecodable(args)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.exceptions.NoArgsIsHelpError:
@@ -249,6 +251,23 @@ def _from_environment(param: click.Parameter | None) -> bool:
     return not any(
         arg == flag or arg.startswith(flag + "=") for flag in param.opts for arg in given
     )
+
+
+def _refuse_undecodable(args: list[str]) -> None:
+    """Bytes that are not UTF-8 on the command line reach Python as lone surrogates, which
+    SQLite, the reports and the logs cannot take: a traceback deep in a command before."""
+    for number, arg in enumerate(args, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            click.echo(
+                f"keysync: error: argument {number} ('{shown}') is not UTF-8 text; keysync "
+                "takes keys, names and paths as UTF-8 (check the terminal's or the script's "
+                "encoding)",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
 
 
 def _usage_error(exc: click.UsageError) -> NoReturn:

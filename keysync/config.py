@@ -8,6 +8,7 @@ default is the worst kind of configuration bug.
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import string
 import typing
@@ -169,8 +170,34 @@ def _ascii_compatible(encoding: str) -> bool:
         return False
 
 
+def _check_paths_are_text(config: Config) -> None:
+    """Every path as UTF-8 text: reports, checkpoints, the state and the logs hold them.
+
+    A folder named with bytes that are not UTF-8 (``bad\\xffdir``) reaches Python as
+    lone surrogates, which no encoder takes: the run failed with a traceback after
+    reading everything, or after its commit."""
+    named = {f"sources.{name}.path": config.source_path(name) for name in config.sources}
+    named |= {
+        "paths.output": config.output_dir,
+        "paths.data": config.data_dir,
+        "paths.checkpoints": config.checkpoint_dir,
+        "logging.file": config.log_file,
+    }
+    for where, path in named.items():
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise ConfigError(
+                f"{where}: '{shown}' is not UTF-8 text (a folder name holds other bytes); "
+                "keysync writes its paths into reports and state: rename the folder, or give "
+                "a path that is"
+            ) from None
+
+
 def _validate(config: Config) -> None:
     """Rules that types alone cannot express; each message names its YAML path."""
+    _check_paths_are_text(config)
     try:
         CronSchedule(config.schedule)
     except CronError as exc:

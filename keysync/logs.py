@@ -72,8 +72,6 @@ LEVELS: Final[dict[str, int]] = {
     "critical": 50,
 }
 _LEVEL_NAMES: Final[dict[int, str]] = {number: name for name, number in LEVELS.items()}
-# Fields every line carries first, in this order; the event's own fields follow.
-_HEAD_FIELDS: Final = ("timestamp", "level", "event", "run_id", "pid", "stage")
 _MAX_FRAMES: Final = 20  # innermost frames kept per exception
 _MAX_CAUSES: Final = 3  # depth of __cause__/__context__ chains kept
 
@@ -364,8 +362,16 @@ def _encode_line(event: Mapping[str, Any]) -> bytes:
     try:
         return _ENCODER.encode(event) + b"\n"
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
-        safe = {key: value if key in _HEAD_FIELDS else repr(value) for key, value in event.items()}
-        return _ENCODER.encode(safe) + b"\n"
+        # Only the values that fail are shown as their repr: a number stays a number.
+        return _ENCODER.encode({key: _encodable(value) for key, value in event.items()}) + b"\n"
+
+
+def _encodable(value: Any) -> Any:
+    try:
+        _ENCODER.encode(value)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        return _mended(repr(value))
+    return value
 
 
 def exception_fields(exc_info: Any) -> dict[str, Any] | None:
@@ -420,6 +426,7 @@ _CONSOLE_MAX: Final = 200  # characters of one value on a console line; the file
 
 def _console_value(value: Any) -> str:
     """A value on one console line: bare when unambiguous, JSON otherwise; long ones cut."""
+    value = _mended(value)  # the console sink may be handed events from other processes
     if isinstance(value, str) and len(value) > _CONSOLE_MAX:
         value = value[:_CONSOLE_MAX] + "…"
     if isinstance(value, str):
@@ -638,17 +645,46 @@ def _finalize(logger: WrappedLogger, method_name: str, event_dict: EventDict) ->
     exc_info = event_dict.pop("exc_info", None)
     event_dict.pop("stack_info", None)
     for key, value in event_dict.items():
-        if isinstance(value, (bytes, bytearray)):
-            value = bytes(value).decode("utf-8", "backslashreplace")
-        if isinstance(value, str) and "\x00" in value:
-            # Valid JSON, but C collectors (rsyslog's json-c) cut strings at U+0000.
-            value = value.replace("\x00", "\\x00")
-        event[key] = value
+        event[key] = _mended(value)
     if exc_info:
         described = exception_fields(exc_info)
         if described is not None:
-            event["exception"] = described
+            event["exception"] = _mended(described)
     return (event,), {}
+
+
+def _mended(value: Any) -> Any:
+    r"""``value`` as text any JSON reader takes: bytes, and the undecodable bytes that
+    Python keeps in paths and arguments as lone surrogates (a folder named
+    ``bad\xffdir``), as ``\xNN`` escapes; NUL as the four characters ``\x00``."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                value = "".join(map(_surrogate_escaped, value))
+        if "\x00" in value:
+            # Valid JSON, but C collectors (rsyslog's json-c) cut strings at U+0000.
+            value = value.replace("\x00", "\\x00")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_mended(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _mended(item) for key, item in value.items()}
+    return value
+
+
+def _surrogate_escaped(char: str) -> str:
+    """A lone surrogate as the bytes it stands for, ``\\xNN`` each: surrogateescape's
+    U+DC80-U+DCFF for one undecodable byte, else the surrogate's own UTF-8 bytes."""
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return "".join(f"\\x{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+    return char
 
 
 class _SinkLogger:

@@ -108,6 +108,37 @@ def test_installed_console_script(tmp_path: Path) -> None:
     assert result.stdout == f"keysync, version {__version__}\n"
 
 
+def _bytes_run(folder: bytes, *args: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable.encode(), b"-m", b"keysync", *args], cwd=folder, capture_output=True
+    )
+
+
+def test_bytes_that_are_not_utf8_in_an_argument_or_a_folder_name_are_one_line(
+    tmp_path: Path,
+) -> None:
+    """Seen (log hunt): `registry approve $'CUST\\xff-1'` and `run --systems $'A,B\\xff'`
+    ended in tracebacks (exit 1); so did a run in a folder named with such a byte, after
+    reading everything, or (with -v, the logger) after its commit."""
+    folder = bytes(tmp_path) + b"/bad\xffdir"
+    Path(folder.decode("utf-8", "surrogateescape")).mkdir()
+    (Path(folder.decode("utf-8", "surrogateescape")) / "keysync-config.yaml").write_text("{}\n")
+    refused = _bytes_run(folder, b"registry", b"approve", b"CUST\xff-1")
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        b"keysync: error: argument 3 ('CUST\\xff-1') is not UTF-8 text; keysync takes keys, "
+        b"names and paths as UTF-8 (check the terminal's or the script's encoding)\n"
+    )
+    refused = _bytes_run(folder, b"-v", b"run")
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        b"keysync: error: keysync-config.yaml: sources.A.path: '"
+        + folder.replace(b"\xff", b"\\xff")
+        + b"/input/A.csv' is not UTF-8 text (a folder name holds other bytes); keysync writes "
+        b"its paths into reports and state: rename the folder, or give a path that is\n"
+    )
+
+
 def test_unknown_command_is_a_usage_error(keysync: RunKeysync) -> None:
     result = keysync("reconcile")
     assert result.returncode == 2

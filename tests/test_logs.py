@@ -171,7 +171,8 @@ def test_an_exception_is_one_structured_field_never_multiline_text(tmp_path: Pat
 
 _RESERVED = {"timestamp", "level", "event", "run_id", "pid", "stage", "exc_info", "stack_info"}
 _scalars = (
-    st.text()
+    # Lone surrogates too: bytes that are not UTF-8 in a path or an argument arrive so.
+    st.text(st.characters(blacklist_categories=()))
     | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.booleans()
@@ -190,11 +191,25 @@ _fields = st.dictionaries(
 
 
 def _expected(value: Any) -> Any:
-    """What a top-level field value reads back as: bytes as text, NUL made visible."""
+    """What a field value reads back as: bytes as text with \\xNN escapes, and so the
+    bytes a lone surrogate stands for (surrogateescape's, else its own), NUL visible."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "backslashreplace")
     if isinstance(value, str):
-        value = value.replace("\x00", "\\x00")
+        text = ""
+        for char in value:
+            if "\udc80" <= char <= "\udcff":
+                text += f"\\x{ord(char) - 0xDC00:02x}"
+            elif "\ud800" <= char <= "\udfff":
+                encoded = char.encode("utf-8", "surrogatepass")
+                text += "".join(f"\\x{byte:02x}" for byte in encoded)
+            else:
+                text += char
+        return text.replace("\x00", "\\x00")
+    if isinstance(value, list):
+        return [_expected(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _expected(item) for key, item in value.items()}
     return value
 
 
@@ -226,6 +241,28 @@ def test_any_fields_give_exactly_one_json_line_that_reads_back_the_same(
     for key, value in fields.items():
         assert _same(event[key], _expected(value)), (key, event[key], value)
     assert stderr.getvalue().count("\n") == 1  # the console line is one line too
+
+
+def test_undecodable_bytes_in_a_value_are_escaped_and_the_other_fields_kept() -> None:
+    """Seen (log hunt): a path with a byte that is not UTF-8 (a lone surrogate to Python)
+    crashed the console line, exit 1 after a committed run; in the file every field of
+    the line became a repr: "rows": "2", a collector's number filter missed it."""
+    stderr = io.StringIO()
+    with tempfile.TemporaryDirectory() as folder:
+        log_file = Path(folder) / "k.jsonl"
+        logs.setup_logging(level="debug", log_file=log_file, stream=stderr)
+        logs.get_logger().info(
+            "report.written", path="/tmp/bad\udcffdir/x.csv", rows=2, also=["\ud800\udcc3"]
+        )
+        data = log_file.read_bytes()
+        logs.shutdown_logging()
+    event = json.loads(data)
+    assert (event["path"], event["rows"], event["also"]) == (
+        "/tmp/bad\\xffdir/x.csv",
+        2,
+        ["\\xed\\xa0\\x80\\xc3"],
+    )
+    assert 'path="/tmp/bad\\\\xffdir/x.csv" rows=2' in stderr.getvalue()  # JSON: a backslash
 
 
 @pytest.mark.parametrize(
