@@ -846,7 +846,8 @@ def tell_user(
     ``command.said``) in the log file, so that a collector sees a command refused (a
     held lock, say) as well as a run, and with ``--log-format json`` that event *is*
     the line: stderr stays JSON Lines, the same lines as the file. An exit's line is an
-    error, so ``-q`` and ``logging.level`` never hide it; a note is info. ``stderr_format``
+    error, so ``-q`` and ``logging.level`` never hide it; a note is info, which ``-q``
+    keeps off the terminal (the file still has it). ``stderr_format``
     (``--log-format``) counts only when logging is not set up yet (a config error).
     """
     import click
@@ -865,6 +866,8 @@ def tell_user(
     else:
         logger.error("command.failed", **fields)
     sink = _state.sink
+    if exit_code is None and quiet:
+        return  # -q: only warnings and errors on the terminal; the file has the note
     if not (isinstance(sink, _ParentSink) and sink.stderr_json):
         click.echo(line, err=True)
 

@@ -1916,6 +1916,23 @@ def test_a_listing_cut_short_by_its_reader_exits_141_quietly_not_1(
     assert listing.stderr.read() == b""
 
 
+def test_quiet_keeps_a_manual_change_s_note_off_the_terminal_not_out_of_the_log(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (log hunt): `keysync -q registry approve K` still printed "approved 1 master
+    key ...", where the docs say -q shows only warnings and errors."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    done = ok(keysync("-q", "registry", "approve", "X-1"))
+    assert (done.stdout, done.stderr) == ("", "")
+    logged = [json.loads(line) for line in (tmp_path / "data/logs/keysync.jsonl").open()]
+    assert logged[-1]["event"] == "command.said"
+    assert logged[-1]["message"].startswith("approved 1 master key (audit run id manual-")
+    refused = keysync("-q", "registry", "approve", "NOPE-1")
+    assert refused.returncode == 2 and refused.stderr.startswith("keysync: error: unknown ")
+
+
 def test_approve_and_deprecate_dry_run_show_the_changes_and_make_none(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
