@@ -421,14 +421,18 @@ _CONSOLE_SKIP: Final = frozenset({"timestamp", "level", "event", "pid"})
 _PLAIN_UNSAFE: Final = frozenset(' \t\r\n"=\\\x1b')
 
 
-_CONSOLE_MAX: Final = 200  # characters of one value on a console line; the file keeps all
+# Characters of one value on a console line; the file keeps all. A warning or an error
+# says what to do at its end (`keysync registry rekey` carries the approvals over), so
+# it keeps ten times as much: the cut is for runaway values, not for advice.
+_CONSOLE_MAX: Final = 200
+_CONSOLE_MAX_PROBLEM: Final = 2000
 
 
-def _console_value(value: Any) -> str:
+def _console_value(value: Any, limit: int = _CONSOLE_MAX) -> str:
     """A value on one console line: bare when unambiguous, JSON otherwise; long ones cut."""
     value = _mended(value)  # the console sink may be handed events from other processes
-    if isinstance(value, str) and len(value) > _CONSOLE_MAX:
-        value = value[:_CONSOLE_MAX] + "…"
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit] + "…"
     if isinstance(value, str):
         if value and not any(char in _PLAIN_UNSAFE or not char.isprintable() for char in value):
             return value
@@ -448,8 +452,9 @@ def render_console(event: Mapping[str, Any], colors: bool = False) -> str:
         stamp = stamp[:19] + "Z"  # seconds are enough for a reader; the file keeps µs
     level = str(event.get("level", ""))
     name = str(event.get("event", ""))
+    limit = _CONSOLE_MAX if LEVELS.get(level, 0) < LEVELS["warning"] else _CONSOLE_MAX_PROBLEM
     pairs = [
-        f"{key}={_console_value(value)}"
+        f"{key}={_console_value(value, limit)}"
         for key, value in event.items()
         if key not in _CONSOLE_SKIP and value is not None
     ]

@@ -243,6 +243,18 @@ def test_any_fields_give_exactly_one_json_line_that_reads_back_the_same(
     assert stderr.getvalue().count("\n") == 1  # the console line is one line too
 
 
+def test_the_console_keeps_a_warning_s_advice_and_cuts_only_runaway_values() -> None:
+    """Seen (log hunt): the rules.changed warning lost its last words, "`keysync registry
+    rekey` carries the approvals over", to a 200-character cut on the console."""
+    advice = "the rules changed since run r1: " + "x" * 400 + "; `keysync registry rekey`"
+    warned = logs.render_console({"level": "warning", "event": "rules.changed", "detail": advice})
+    assert warned.rstrip("\n").endswith('`keysync registry rekey`"')
+    told = logs.render_console({"level": "info", "event": "e.x", "detail": "y" * 400})
+    assert "y" * 200 + "…" in told and "y" * 201 not in told
+    runaway = logs.render_console({"level": "error", "event": "e.x", "detail": "z" * 5000})
+    assert "z" * 2000 + "…" in runaway and len(runaway) < 2100
+
+
 def test_undecodable_bytes_in_a_value_are_escaped_and_the_other_fields_kept() -> None:
     """Seen (log hunt): a path with a byte that is not UTF-8 (a lone surrogate to Python)
     crashed the console line, exit 1 after a committed run; in the file every field of

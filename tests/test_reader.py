@@ -190,6 +190,23 @@ def test_header_without_key_column_names_file_and_columns(tmp_path: Path) -> Non
     )
 
 
+def test_a_header_of_thousands_of_columns_is_listed_short(tmp_path: Path) -> None:
+    """Seen (log hunt): 20,000 columns and no key column made a 189 KB line on stderr,
+    in the summary and in the log."""
+    path = write(tmp_path, ",".join(f"c{n}" for n in range(20_000)).encode() + b"\n1\n")
+    with pytest.raises(SourceUnavailable) as err:
+        read_header("B", path, SOURCE)
+    listed = ", ".join(f"c{n}" for n in range(20))
+    assert str(err.value) == (
+        f"{path}: header has no column 'key' (columns: {listed} and 19,980 more); "
+        "set sources.B.key_column"
+    )
+    path = write(tmp_path, b"x" * 5000 + b"\n1\n")
+    with pytest.raises(SourceUnavailable) as err:
+        read_header("B", path, SOURCE)
+    assert f"(columns: {'x' * 500}…); set sources.B.key_column" in str(err.value)
+
+
 def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailable, match="file not found"):
         read_header("B", tmp_path / "nope.csv", SOURCE)
