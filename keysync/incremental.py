@@ -331,16 +331,15 @@ class Snapshots:
 
     def _submit(self, system: str, build: Callable[[], Snapshot | str]) -> None:
         if self._unusable:
-            self._skipped[system] = self._unusable
             return
         if self._thread is None:
             try:  # a cache: a folder that cannot be made fails no run, full ones least
                 self.folder.mkdir(parents=True, exist_ok=True)
                 for stale in self.folder.glob("*.tmp"):
                     stale.unlink(missing_ok=True)
-            except OSError as exc:
+            except OSError as exc:  # one warning for every source ("*"), not one each
                 self._unusable = f"cannot use {self.folder}: {exc.strerror or exc}"
-                self._skipped[system] = self._unusable
+                self._skipped["*"] = self._unusable
                 return
             self._thread = threading.Thread(target=self._write, name="snapshots", daemon=True)
             self._thread.start()
@@ -362,7 +361,11 @@ class Snapshots:
                     os.fsync(handle.fileno())
                 self._ready[system] = temp
             except Exception as exc:  # a snapshot is a cache: it never fails the run
-                self._skipped[system] = f"{type(exc).__name__}: {exc}"
+                self._skipped[system] = (
+                    f"cannot write {temp}: {exc.strerror or exc}"  # a full disk: what and where
+                    if isinstance(exc, OSError)
+                    else f"{type(exc).__name__}: {exc}"
+                )
                 with contextlib.suppress(OSError):  # half written (a full disk): only room
                     temp.unlink(missing_ok=True)
 
