@@ -285,6 +285,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "run.paused_for_tests": EventSpec(
         "warning", ("phase",), "test hook only (`KEYSYNC_TEST_PAUSE_AT`): the run waits here"
     ),
+    "log.file_failed": EventSpec(
+        "warning",
+        ("path", "reason"),
+        "the log file cannot be written (a full disk): file logging stops, the command goes on",
+    ),
     "log.event_lost": EventSpec(
         "warning",
         ("worker_pid", "bytes"),
@@ -576,12 +581,24 @@ class _ParentSink:
                 try:
                     self.file.write(line)
                 except OSError as exc:
-                    # The run goes on; the user is told once, on stderr, what broke.
+                    # The run goes on; the user is told once, on stderr, what broke: as
+                    # JSON too when stderr is JSON, for the collector reading it.
                     self._file_broken = True
-                    self._to_stderr(
-                        f"keysync: warning: cannot write log file {self.file.path}: "
-                        f"{exc.strerror or exc}; file logging stopped\n"
-                    )
+                    reason = f"{exc.strerror or exc}; file logging stopped"
+                    if self.stderr_json:
+                        failed = {
+                            "timestamp": _timestamp(),
+                            "level": "warning",
+                            "event": "log.file_failed",
+                            "pid": os.getpid(),
+                            "path": str(self.file.path),
+                            "reason": reason,
+                        }
+                        self._to_stderr(_encode_line(_mended(failed)).decode())
+                    else:
+                        self._to_stderr(
+                            f"keysync: warning: cannot write log file {self.file.path}: {reason}\n"
+                        )
             if levelno >= self.stderr_level:
                 if self.stderr_json:
                     self._to_stderr(line.decode("utf-8", "replace"))

@@ -243,6 +243,31 @@ def test_any_fields_give_exactly_one_json_line_that_reads_back_the_same(
     assert stderr.getvalue().count("\n") == 1  # the console line is one line too
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("stderr_format", ["json", "console"])
+def test_a_log_file_that_cannot_be_written_is_said_once_and_json_stays_json(
+    stderr_format: str,
+) -> None:
+    """Seen (log hunt): with --log-format json a full disk under the log file put a plain
+    text line into the JSON Lines on stderr. /dev/full: every write is ENOSPC."""
+    stderr = io.StringIO()
+    logs.setup_logging(
+        level="info", log_file=Path("/dev/full"), stream=stderr, stderr_format=stderr_format
+    )
+    logs.get_logger().info("run.started", mode="full")
+    logs.get_logger().warning("run.completed", exit_code=0)
+    logs.shutdown_logging()
+    lines = stderr.getvalue().splitlines()
+    warned = "No space left on device; file logging stopped"
+    if stderr_format == "json":
+        events = [json.loads(line) for line in lines]
+        assert [e["event"] for e in events] == ["log.file_failed", "run.started", "run.completed"]
+        assert (events[0]["path"], events[0]["reason"]) == ("/dev/full", warned)
+    else:
+        assert lines[0] == f"keysync: warning: cannot write log file /dev/full: {warned}"
+        assert sum("file logging stopped" in line for line in lines) == 1
+
+
 def test_the_console_keeps_a_warning_s_advice_and_cuts_only_runaway_values() -> None:
     """Seen (log hunt): the rules.changed warning lost its last words, "`keysync registry
     rekey` carries the approvals over", to a 200-character cut on the console."""
