@@ -227,3 +227,60 @@ def test_generate_called_in_process_gives_sigterm_back(tmp_path: Path) -> None:
         shutdown_logging()
     assert done.value.code in (0, None)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_file_in_a_day_folder_that_generate_did_not_write_is_kept(tmp_path: Path) -> None:
+    """Seen (mock-data hunt): `generate --days 2` replaced history/day-01/B.csv, an
+    archived export, and a manifest.json that was not keysync's, without a word; only the
+    top-level files were checked."""
+    write_config(tmp_path)
+    day = tmp_path / "input" / "history" / "day-01"
+    day.mkdir(parents=True)
+    (day / "B.csv").write_text("key,name\nREAL-1,archived export\n", encoding="utf-8")
+    result = keysync(tmp_path, "generate", "--keys", "100", "--days", "2")
+    stderr = assert_one_line_error(result, 3)
+    assert stderr.startswith(f"keysync: error: {day / 'B.csv'} exists and was not written")
+    assert (day / "B.csv").read_text(encoding="utf-8") == "key,name\nREAL-1,archived export\n"
+    assert not (tmp_path / "input" / "A.csv").exists()
+    (day / "B.csv").unlink()
+    (day / "manifest.json").write_text('{"mine": 1}\n', encoding="utf-8")
+    stderr = assert_one_line_error(keysync(tmp_path, "generate", "--keys", "100", "--days", "2"), 3)
+    assert f"{day / 'manifest.json'} exists and was not written" in stderr
+    (day / "manifest.json").unlink()
+    assert keysync(tmp_path, "-q", "generate", "--keys", "100", "--days", "2").returncode == 0
+    assert keysync(tmp_path, "-q", "generate", "--keys", "50", "--days", "2").returncode == 0
+
+
+def test_a_stopped_series_leaves_every_day_folder_of_one_series(tmp_path: Path) -> None:
+    """Seen (mock-data hunt): SIGTERM during `generate --days 4` left day-02 with two new
+    CSVs beside three old ones and the old manifest. Each day's set now goes into place
+    whole, like the top level, so a day folder always holds one series."""
+    write_config(tmp_path)
+    assert keysync(tmp_path, "-q", "generate", "--keys", "1000", "--days", "4").returncode == 0
+    history = tmp_path / "input" / "history"
+    first = (history / "day-01" / "manifest.json").read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "-q", "generate", "--keys", "150000", "--days", "4"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:  # stopped once day 1 of the new series is in place, while day 2 is written
+        deadline = time.monotonic() + 60
+        while (history / "day-01" / "manifest.json").read_bytes() == first:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)
+        process.send_signal(15)
+        assert process.wait(60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for day in sorted(history.iterdir()):
+        keys = json.loads((day / "manifest.json").read_text(encoding="utf-8"))["keys_per_system"]
+        for system in SYSTEM_FILES:
+            lines = (day / system).read_bytes().count(b"\n")
+            assert (lines > 100_000) == (keys == 150_000), (day.name, system, lines, keys)
+    assert not [p.name for p in history.rglob(".*") if p.is_file()], "no pending file is left"

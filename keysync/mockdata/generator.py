@@ -29,6 +29,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -49,7 +50,6 @@ from keysync.mockdata.files import (
     remove_stale_history,
     remove_stale_pending,
     sync_folder,
-    write_atomic,
     write_pending,
 )
 from keysync.mockdata.keys import KeyUniverse, build_universe, max_universe_size, random_words
@@ -338,12 +338,27 @@ class _Run:
             _header(self.config, system),
         )
         days = self.plan.days
-        if days > 1:
-            write_atomic(day_folder(self.history, day, days) / f"{system}.csv", snap.content)
+        if days > 1:  # in place once the day's set is written, as the top level
+            write_pending(
+                day_folder(self.history, day, days) / f"{system}.csv", snap.content, self.token
+            )
         if day == days:  # in place only once every file of the set is written
             write_pending(self.files[system], snap.content, self.token)
         snap.content = b""
         return snap
+
+
+def _day_sets(history: Path, systems: list[str], days: int) -> list[list[Path]]:
+    """Each day's files of a ``--days`` series, its manifest last; none for one day."""
+    if days == 1:
+        return []
+    return [
+        [
+            *(day_folder(history, day, days) / f"{name}.csv" for name in systems),
+            day_folder(history, day, days) / "manifest.json",
+        ]
+        for day in range(1, days + 1)
+    ]
 
 
 _FORKED_RUN: _Run | None = None
@@ -573,6 +588,9 @@ def _generate(
                 "its daily snapshots; put the sources next to that folder, not in it"
             )
     foreign = foreign_files(list(files.values()), manifest_path)
+    day_sets = _day_sets(history, systems, days)
+    for day_set in day_sets:  # an archive someone keeps in history/day-NN is real data too
+        foreign = foreign or foreign_files(day_set[:-1], day_set[-1])
     if foreign:
         raise KeysyncError(
             f"{foreign[0]} exists and was not written by keysync generate (no keysync "
@@ -600,7 +618,7 @@ def _generate(
     # all of it is written: an interrupted generate leaves the previous set whole.
     top_level = [*files.values(), manifest_path]
     try:
-        remove_stale_pending(top_level)
+        remove_stale_pending([*top_level, *chain.from_iterable(day_sets)])
         remove_stale_history(history, days)
         with _builder(run) as build_day:
             for day in range(1, days + 1):
@@ -610,7 +628,10 @@ def _generate(
                 if days > 1:
                     day_dir = day_folder(history, day, days)
                     day_files = {name: f"{name}.csv" for name in systems}
-                    write_atomic(day_dir / "manifest.json", _manifest(base, snapshots, day_files))
+                    day_manifest = _manifest(base, snapshots, day_files)
+                    write_pending(day_dir / "manifest.json", day_manifest, run.token)
+                    with _signals_held():  # a day folder holds one series, never two
+                        publish_pending(day_sets[day - 1], run.token)
                     sync_folder(day_dir)
                     result.history.append(day_dir)
                 if day == days:
@@ -623,7 +644,7 @@ def _generate(
         for folder in sorted({p.parent for p in top_level}):
             sync_folder(folder)
     except BaseException as exc:
-        discard_pending(top_level, run.token)
+        discard_pending([*top_level, *chain.from_iterable(day_sets)], run.token)
         if not isinstance(exc, OSError):
             raise
         where = f" {exc.filename}" if exc.filename else ""
