@@ -393,6 +393,9 @@ def simulate(
     started = datetime.now(timezone.utc)
     simulation_id = new_run_id(started)
     log = logs.get_logger(stage="simulate")
+    from keysync.mockdata.generator import check_generate
+
+    check_generate(config, scenario=scenario, days=days)  # refused: the last one stays
     with RunLock.acquire(
         folder, simulation_id, db_path=folder / "data" / DB_NAME, purpose="simulate"
     ):

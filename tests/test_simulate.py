@@ -435,12 +435,19 @@ def test_kill_9_of_a_simulation_takes_its_generator_helper_with_it(tmp_path: Pat
 
 
 def test_a_series_the_generator_refuses_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
+    """Also seen (mock-data hunt): the refused simulation had first deleted the previous
+    one of the scenario (timeline, chart, days, inputs), though it never started."""
+    _config(tmp_path)
+    assert _keysync(tmp_path, "-q", "simulate", "--days", "2").returncode == 0
+    folder = tmp_path / "output" / "simulation" / "normal"
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and "logs" not in p.parts}
     _config(tmp_path, simulation={"keys_per_system": 9_000_000})
     done = _keysync(tmp_path, "simulate", "--days", "3")
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("keysync: error: 9,000,000 keys per system is too many")
-    assert not (tmp_path / "output" / "simulation" / "normal" / "timeline.csv").exists()
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and "logs" not in p.parts}
+    assert after == before
 
 
 @pytest.mark.parametrize("args", [("--days", "0"), ("--scenario", "chaos")])

@@ -552,6 +552,13 @@ def generate(
             gc.enable()
 
 
+def check_generate(config: Config, *, scenario: str | None = None, days: int = 1) -> None:
+    """Raise what ``generate`` would refuse before writing anything (its sources, its
+    capacity), for a caller that must not clear earlier results first (``simulate``)."""
+    keys, _, scenario, days = _resolve(config, None, None, scenario, days)
+    _check_capacity(keys, days, scenario, len(config.sources) - 1)
+
+
 def _generate(
     config: Config,
     keys: int | None,
