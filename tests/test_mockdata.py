@@ -762,6 +762,25 @@ def test_bad_arguments_are_one_clear_error(
     assert isinstance(error.value, ConfigError) or "too many" in message
 
 
+@pytest.mark.parametrize(
+    ("scenario", "days"), [("normal", 1), ("drift", 30), ("recovery", 3660), ("failure", 7)]
+)
+def test_the_most_keys_a_refusal_names_are_accepted_and_one_more_is_not(
+    scenario: str, days: int
+) -> None:
+    """Seen (mock-data hunt): `--keys 1000000000 --scenario drift --days 30` said "use at
+    most 2,362,266", which was refused in its turn (the most was 2,362,250), and never
+    named --days, which is what cut the limit from 6.2M to 48K at 3,660 days."""
+    with pytest.raises(KeysyncError) as refused:
+        generator_module._check_capacity(10**9, days, scenario, 4)
+    most = int(str(refused.value).split("use at most ")[1].split()[0].replace(",", ""))
+    generator_module._check_capacity(most, days, scenario, 4)
+    with pytest.raises(KeysyncError):
+        generator_module._check_capacity(most + 1, days, scenario, 4)
+    assert ("fewer days" in str(refused.value)) == (days > 1)
+    assert "--keys, or simulation.keys_per_system" in str(refused.value)
+
+
 def test_describe_summarises_what_was_written(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     result = generate(config, keys=1000, days=2, seed=9, out=tmp_path / "out")

@@ -663,14 +663,26 @@ def _generate(
 
 def _check_capacity(keys: int, days: int, scenario: str, peers: int) -> None:
     """Refuse, up front and in one line, a size the key formats cannot hold."""
-    _, _, size = _plan_sizes(keys, days, peers, day_targets(scenario, days, keys))
-    if size > max_universe_size():
-        most = int(max_universe_size() * keys / size)
-        raise KeysyncError(
-            f"{keys:,} keys per system is too many for the mock key formats with {peers} "
-            f"peers and scenario {scenario}: use at most {most:,}",
-            EXIT_USAGE,
-        )
+
+    def fits(count: int) -> bool:
+        _, _, size = _plan_sizes(count, days, peers, day_targets(scenario, days, count))
+        return size <= max_universe_size()
+
+    if fits(keys):
+        return
+    # The largest size that fits, found, not extrapolated: a series adds keys by the day,
+    # not in proportion to the keys asked for, and a guess was refused in its turn.
+    low, high = 0, keys  # fits(low) (or low is 0), not fits(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    series = f", scenario {scenario} and {days:,} days" if days > 1 else f" and scenario {scenario}"
+    raise KeysyncError(
+        f"{keys:,} keys per system is too many for the mock key formats with {peers} "
+        f"peers{series}: use at most {low:,} (--keys, or simulation.keys_per_system)"
+        + (", or fewer days" if days > 1 else ""),
+        EXIT_USAGE,
+    )
 
 
 def _record(result: GenerateResult, snapshots: dict[str, Snapshot], authority: str) -> None:
