@@ -16,7 +16,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -234,6 +234,13 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
         if observer.stop_requested:
             # Frames on disk are whole or cut off by the loader: the checkpoint holds.
             os.write(2, _STOPPED_AT_ONCE)
+            with suppress(Exception):  # the file's record of the exit, if it can
+                logs.get_logger(stage="runner").error(
+                    "command.failed",
+                    command="keysync run",
+                    exit_code=EXIT_INTERRUPTED,
+                    message=_STOPPED_AT_ONCE.decode().strip().removeprefix("keysync: "),
+                )
             os._exit(EXIT_INTERRUPTED)
         observer.stop_requested = True
 

@@ -232,6 +232,11 @@ def test_a_second_ctrl_c_exits_at_once_with_one_line_and_can_be_resumed(
         "`keysync run --resume` continues it"
     ), stderr
     assert "Traceback" not in stderr
+    # Seen (log hunt): the log file ended at the last event before the interrupts.
+    logged = (fresh / "data" / "logs" / "keysync.jsonl").read_text().splitlines()
+    last = json.loads(logged[-1])
+    assert (last["event"], last["exit_code"]) == ("command.failed", 130)
+    assert last["message"].startswith("stopped at once (second interrupt)")
     resume_and_compare(fresh, reference)
 
 
