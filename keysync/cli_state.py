@@ -852,15 +852,24 @@ def audit(
         return
     with store:
         # As `registry show` and `history` take it: a namespaced master key's ":" would be
-        # normalized into a delimiter (B-CUST-00146), which no event has.
-        named = (entry.key for raw in keys if (entry := store.registry_entry(raw)) is not None)
+        # normalized into a delimiter (B-CUST-00146), which no event has; it names one
+        # system's key (B's CUST-00146, not C's), a mirror one its key in every system.
+        named = [entry for raw in keys if (entry := store.registry_entry(raw)) is not None]
         wanted = AuditFilter(
             run_id=run_id,
             events=events,
             keys=tuple(
                 dict.fromkeys(
-                    k for k in chain(*((raw, _normalize(app, raw)) for raw in keys), named) if k
+                    k
+                    for k in chain(
+                        *((raw, _normalize(app, raw)) for raw in keys),
+                        (e.key for e in named if e.strategy != "namespaced"),
+                    )
+                    if k
                 )
+            ),
+            system_keys=tuple(
+                (e.source_system, e.key) for e in named if e.strategy == "namespaced"
             ),
             since=_stamp(since),
             until=_stamp(until),

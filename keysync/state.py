@@ -292,6 +292,7 @@ class AuditFilter:
     """Which audit events ``keysync audit`` shows (each criterion narrows; none: all).
 
     ``keys``: the events about any of these keys (a raw key and its normalized form);
+    ``system_keys``: also those about one system's key (a namespaced master key's);
     ``since``: at or after that time, ``until``: before it (``2026-11-27T02:00:00Z``,
     compared as the text the trail stores); ``limit``: only the latest N of the rest.
     """
@@ -299,6 +300,7 @@ class AuditFilter:
     run_id: str | None = None
     events: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
+    system_keys: tuple[tuple[str, str], ...] = ()
     since: str | None = None
     until: str | None = None
     limit: int | None = None
@@ -310,10 +312,18 @@ class AuditFilter:
         if self.run_id is not None:
             clauses.append("run_id = ?")
             params.append(self.run_id)
-        for column, values in (("event", self.events), ("key", self.keys)):
-            if values:
-                clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
-                params.extend(values)
+        if self.events:
+            clauses.append(f"event IN ({', '.join('?' * len(self.events))})")
+            params.extend(self.events)
+        about: list[str] = []
+        if self.keys:
+            about.append(f"key IN ({', '.join('?' * len(self.keys))})")
+            params.extend(self.keys)
+        for system, key in self.system_keys:
+            about.append("(system = ? AND key = ?)")
+            params.extend((system, key))
+        if about:
+            clauses.append("(" + " OR ".join(about) + ")")
         if self.since is not None:
             clauses.append("timestamp >= ?")
             params.append(self.since)

@@ -614,6 +614,9 @@ def test_namespaced_gives_one_master_key_per_system_and_key(
     # nothing: its ":" was normalized into a delimiter, B-X-2.
     audited = json.loads(ok(keysync("audit", "--key", "B:X-2", "--json")).stdout)
     assert [(e["event"], e["system"], e["key"]) for e in audited] == [("key.proposed", "B", "X-2")]
+    audited = json.loads(ok(keysync("audit", "--key", "C:X-1", "--json")).stdout)
+    # C's X-1 only, not B's too (review): a namespaced master key names one system's key
+    assert [(e["event"], e["system"], e["key"]) for e in audited] == [("key.proposed", "C", "X-1")]
 
 
 def test_switching_to_namespaced_keeps_mirror_entries_seen_where_they_are(
