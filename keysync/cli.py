@@ -137,8 +137,10 @@ class _WholeWrites(io.RawIOBase):
 def _stdout_written_whole() -> None:
     """Put ``_WholeWrites`` under ``sys.stdout`` when it is the process's own stdout."""
     stdout = sys.stdout
-    if not isinstance(stdout, io.TextIOWrapper) or isinstance(stdout.buffer, _WholeWrites):
+    if not isinstance(stdout, io.TextIOWrapper):
         return
+    if isinstance(getattr(stdout.buffer, "raw", None), _WholeWrites):
+        return  # already (keysync called again in one process)
     try:
         fd = stdout.fileno()
     except (OSError, ValueError):  # captured (a test runner): not a file descriptor

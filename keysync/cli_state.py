@@ -423,12 +423,17 @@ def _list_then_say(
     except KeyboardInterrupt as stop:
         if not committed:
             raise
-        by = "SIGTERM" if isinstance(stop, _Terminated) else "Ctrl-C"
-        _say(app, f"{summary}; {by} cut the listing short, every change was made")
-    else:
-        _say(app, summary)
+        summary += "; " + ("SIGTERM" if isinstance(stop, _Terminated) else "Ctrl-C")
+        summary += " cut the listing short, every change was made"
     finally:
         signal.signal(signal.SIGTERM, previous)
+    # Said with both signals ignored: one now must not turn "done" into "interrupted".
+    stops = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _say(app, summary)
+    finally:
+        for sig, handler in stops.items():
+            signal.signal(sig, handler)
 
 
 MAX_REASON = 1000
@@ -444,7 +449,7 @@ def _one_line_reason(_ctx: click.Context, _param: click.Parameter, value: str | 
         code = f"U+{ord(bad):04X} {unicodedata.name(bad, '')}".rstrip()
         named = f"{bad!r} ({code})"
         raise click.BadParameter(
-            f"{named} at character {text.index(bad) + 1} is not printable text; give the "
+            f"{named} at character {(value or '').index(bad) + 1} is not printable text; give the "
             "reason on one line, without tabs or control characters (plain spaces are fine)"
         )
     if len(text) > MAX_REASON:

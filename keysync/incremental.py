@@ -350,7 +350,7 @@ class Snapshots:
             system, build = job
             temp = self.folder / f"{system}.msgpack.{self.run_id}.tmp"
             try:
-                snapshot = build()
+                snapshot = build()  # its own problems come back as a reason (str)
                 if isinstance(snapshot, str):
                     self._skipped[system] = snapshot
                     continue

@@ -586,14 +586,15 @@ class _ParentSink:
                     self._file_broken = True
                     reason = f"{exc.strerror or exc}; file logging stopped"
                     if self.stderr_json:
-                        failed = {
+                        failed: dict[str, Any] = {
                             "timestamp": _timestamp(),
                             "level": "warning",
                             "event": "log.file_failed",
-                            "pid": os.getpid(),
-                            "path": str(self.file.path),
-                            "reason": reason,
                         }
+                        if _state.run_id is not None:
+                            failed["run_id"] = _state.run_id
+                        failed |= {"pid": os.getpid(), "stage": "logs"}
+                        failed |= {"path": str(self.file.path), "reason": reason}
                         self._to_stderr(_encode_line(_mended(failed)).decode())
                     else:
                         self._to_stderr(

@@ -263,6 +263,7 @@ def test_a_log_file_that_cannot_be_written_is_said_once_and_json_stays_json(
         events = [json.loads(line) for line in lines]
         assert [e["event"] for e in events] == ["log.file_failed", "run.started", "run.completed"]
         assert (events[0]["path"], events[0]["reason"]) == ("/dev/full", warned)
+        assert list(events[0])[:5] == ["timestamp", "level", "event", "pid", "stage"]
     else:
         assert lines[0] == f"keysync: warning: cannot write log file /dev/full: {warned}"
         assert sum("file logging stopped" in line for line in lines) == 1

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from keysync import state as state_module
 from keysync.comparison import Comparison, compare
 from keysync.config import Config, parse_config
 from keysync.errors import KeysyncError, RunError
@@ -331,11 +332,16 @@ _ANY_KEY = st.text(
     peer=st.sets(_ANY_KEY, max_size=30),
 )
 def test_history_rows_are_the_same_through_json_each_and_bound_rows(
-    tmp_path: Path, before: set[str], after: set[str], peer: set[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    before: set[str],
+    after: set[str],
+    peer: set[str],
 ) -> None:
     """The commit hands SQLite each transition's keys as one JSON array (json_each);
     any key (quotes, backslashes, controls, non-ASCII, digits only) must come back as
     it went in, as one bound row a key does where SQLite lacks json_each."""
+    monkeypatch.setattr(state_module, "_KEYS_PER_JSON", 7)  # several statements a group
     stored = []
     for use_json in (True, False):
         folder = Path(tempfile.mkdtemp(dir=tmp_path))
