@@ -593,7 +593,7 @@ class _ParentSink:
                         }
                         if _state.run_id is not None:
                             failed["run_id"] = _state.run_id
-                        failed |= {"pid": os.getpid(), "stage": "logs"}
+                        failed |= dict(pid=os.getpid(), stage="logs")
                         failed |= {"path": str(self.file.path), "reason": reason}
                         self._to_stderr(_encode_line(_mended(failed)).decode())
                     else:
