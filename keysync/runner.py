@@ -616,6 +616,7 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
             if options.resume and resume_dir is None:
                 log.warning(
                     "run.nothing_to_resume",
+                    run_id=run_id,  # the run it goes on as, as its every later line says
                     detail="no interrupted run to resume; running normally",
                 )
             # No cyclic GC during the run: it allocates tens of millions of objects and

@@ -400,7 +400,12 @@ def test_a_run_killed_outright_and_resumed_is_in_the_audit_trail_and_flagged_res
 def test_nothing_to_resume_runs_normally(fresh: Path, write_config: Callable[..., Path]) -> None:
     done = resume(fresh)
     assert done.returncode == 0
-    assert "nothing_to_resume" in (fresh / "data" / "logs" / "keysync.jsonl").read_text()
+    lines = (fresh / "data" / "logs" / "keysync.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    (said,) = [e for e in events if e["event"] == "run.nothing_to_resume"]
+    # Seen (log hunt): it had no run_id, so a collector could not join it to the run.
+    (started,) = [e for e in events if e["event"] == "run.started"]
+    assert said["run_id"] == started["run_id"]
 
 
 def test_unreadable_checkpoint_falls_back_to_a_fresh_run(fresh: Path, reference: Path) -> None:
