@@ -103,10 +103,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("exit_code", "duration_s"),
         "a run ended with its reports written; outcome, counts and durations",
     ),
+    # File only: the command's own line (`keysync: error: ...`, or a bug's traceback) says
+    # the same on the console; shown twice, a reader took it for two problems.
     "run.failed": EventSpec(
         "error",
         ("reason",),
         "the run could not be done (exit 3); `exception` too when a bug caused it",
+        console=False,
     ),
     "run.interrupted": EventSpec(
         "warning",

@@ -44,6 +44,9 @@ def test_missing_authority_exits_3_with_one_line(
         "file not found (sources.A.path)"
     )
     assert "Traceback" not in done.stderr
+    # Seen (log hunt): run.failed said the same sentence on the line before; the file has it.
+    assert sum("the authority A is unavailable" in line for line in done.stderr.splitlines()) == 1
+    assert '"event":"run.failed"' in (tmp_path / "data" / "logs" / "keysync.jsonl").read_text()
     assert not (tmp_path / "output" / "reconciliation_summary.csv").exists()
 
 
