@@ -415,24 +415,23 @@ def _list_then_say(
     without a word: every change is made and audited, so the summary is said all the
     same, and the command ends as done (exit 0).
     """
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _terminated)
     try:
-        if committed:
-            pause_for_tests("listing")
-        listing()
-    except KeyboardInterrupt as stop:
-        if not committed:
-            raise
-        summary += "; " + ("SIGTERM" if isinstance(stop, _Terminated) else "Ctrl-C")
-        summary += " cut the listing short, every change was made"
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    # Said with both signals ignored: one now must not turn "done" into "interrupted".
-    stops = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+        try:
+            if committed:
+                pause_for_tests("listing")
+            listing()
+        except KeyboardInterrupt as stop:
+            if not committed:
+                raise
+            summary += "; " + ("SIGTERM" if isinstance(stop, _Terminated) else "Ctrl-C")
+            summary += " cut the listing short, every change was made"
+        for sig in previous:  # said with both ignored: "done" must not become "interrupted"
+            signal.signal(sig, signal.SIG_IGN)
         _say(app, summary)
     finally:
-        for sig, handler in stops.items():
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
@@ -844,7 +843,7 @@ def audit(
 
     Oldest first; the filters narrow each other. A key is taken as written, as the
     rules normalize it, and, where it names a master key (B:CUST-00146), as that
-    master key's key.
+    master key's system and key.
 
     \b
     Example:
