@@ -25,6 +25,7 @@ from keysync.errors import (
     EXIT_PIPE_CLOSED,
     EXIT_USAGE,
     KeysyncError,
+    bytes_shown,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -259,10 +260,7 @@ def _refuse_undecodable(args: list[str]) -> None:
     """Bytes that are not UTF-8 on the command line reach Python as lone surrogates, which
     SQLite, the reports and the logs cannot take: a traceback deep in a command before."""
     for number, arg in enumerate(args, start=1):
-        try:
-            arg.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+        if (shown := bytes_shown(arg)) != arg:
             click.echo(
                 f"keysync: error: argument {number} ('{shown}') is not UTF-8 text; keysync "
                 "takes keys, names and paths as UTF-8 (check the terminal's or the script's "

@@ -8,7 +8,6 @@ default is the worst kind of configuration bug.
 from __future__ import annotations
 
 import codecs
-import os
 import re
 import string
 import typing
@@ -20,7 +19,7 @@ import msgspec
 import yaml
 
 from keysync.cron import CronError, CronSchedule
-from keysync.errors import ConfigError
+from keysync.errors import ConfigError, bytes_shown
 
 DEFAULT_CONFIG_PATH = "keysync-config.yaml"
 
@@ -184,15 +183,12 @@ def _check_paths_are_text(config: Config) -> None:
         "logging.file": config.log_file,
     }
     for where, path in named.items():
-        try:
-            str(path).encode("utf-8")
-        except UnicodeEncodeError:
-            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        if (shown := bytes_shown(str(path))) != str(path):
             raise ConfigError(
                 f"{where}: '{shown}' is not UTF-8 text (a folder name holds other bytes); "
                 "keysync writes its paths into reports and state: rename the folder, or give "
                 "a path that is"
-            ) from None
+            )
 
 
 def _validate(config: Config) -> None:

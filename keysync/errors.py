@@ -63,3 +63,25 @@ def child_died(child: str, exit_code: int | None) -> str:
     else:
         how = f"died (exit code {exit_code})"
     return f"{child} {how}; run again"
+
+
+def bytes_shown(text: str) -> str:
+    r"""``text`` as a message or a log line can hold it: each byte that was not UTF-8 (a
+    lone surrogate, as Python keeps them in paths and arguments: ``bad\xffdir``) as the
+    four characters ``\xNN``. ``text`` itself when it has none."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(map(_surrogate_escaped, text))
+    return text
+
+
+def _surrogate_escaped(char: str) -> str:
+    """A lone surrogate as the bytes it stands for: surrogateescape's U+DC80-U+DCFF for
+    one undecodable byte, else the surrogate's own UTF-8 bytes."""
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return "".join(f"\\x{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+    return char

@@ -45,7 +45,7 @@ import msgspec
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
-from keysync.errors import ConfigError, RunError
+from keysync.errors import ConfigError, RunError, bytes_shown
 
 __all__ = [
     "EVENTS",
@@ -687,10 +687,7 @@ def _mended(value: Any) -> Any:
         value = bytes(value).decode("utf-8", "backslashreplace")
     if isinstance(value, str):
         if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                value = "".join(map(_surrogate_escaped, value))
+            value = bytes_shown(value)
         if "\x00" in value:
             # Valid JSON, but C collectors (rsyslog's json-c) cut strings at U+0000.
             value = value.replace("\x00", "\\x00")
@@ -700,17 +697,6 @@ def _mended(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _mended(item) for key, item in value.items()}
     return value
-
-
-def _surrogate_escaped(char: str) -> str:
-    """A lone surrogate as the bytes it stands for, ``\\xNN`` each: surrogateescape's
-    U+DC80-U+DCFF for one undecodable byte, else the surrogate's own UTF-8 bytes."""
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:
-        return f"\\x{code - 0xDC00:02x}"
-    if 0xD800 <= code <= 0xDFFF:
-        return "".join(f"\\x{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
-    return char
 
 
 class _SinkLogger:
