@@ -769,6 +769,18 @@ class StateStore:
     def max_seq(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM runs").fetchone()[0])
 
+    def last_committed_seq(self) -> int:
+        """The seq of the newest run that committed; a change by hand counts unseen runs after it.
+
+        Not :meth:`max_seq`: a killed run keeps its seq when it is resumed, so a key approved
+        between the kill and the resume would not count the resumed run as one it went unseen.
+        """
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM runs"
+            " WHERE outcome IN ('completed', 'degraded') AND dry_run = 0"
+        ).fetchone()
+        return int(row[0])
+
     def observed_times(self) -> dict[int, str]:
         """When each run looked at the world (its planning time), by seq."""
         rows = self._db.execute("SELECT seq, COALESCE(observed_at, started_at) FROM runs")
@@ -915,7 +927,7 @@ class StateStore:
                         2,
                     )
                 rows = [found[key] for key in wanted]
-            status_seq = self.max_seq()
+            status_seq = self.last_committed_seq()
             changes: list[StatusChange] = []
             updates: list[tuple[Any, ...]] = []
             events: list[tuple[str, str, str, str, str, str]] = []
@@ -971,7 +983,7 @@ class StateStore:
     ) -> int:
         """Write a ``keysync.rekey`` plan in one transaction, each change an audit event
         with ``run_id = actor`` (as manual changes are); the number of entries rekeyed."""
-        seq = self.max_seq()  # like an approval by hand: the unseen count starts again
+        seq = self.last_committed_seq()  # as for an approval by hand: the unseen count restarts
         how = f"by `{command}` (user {user})" + _reason_suffix(reason)
         events: list[tuple[str, str, str, str, str, str]] = []
 

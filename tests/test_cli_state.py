@@ -871,6 +871,29 @@ def test_kill_9_at_any_phase_leaves_the_state_as_before(
     assert outcomes[killed[0]] == "interrupted"
 
 
+def test_a_key_approved_between_a_kill_and_its_resume_counts_the_resumed_run_as_unseen(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: the approval counted from the killed run's seq, which the resumed run keeps, so
+    the key stayed Active one run too long and its deprecation named 2 runs where 3 had passed."""
+    project(deprecate_after_runs=2)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["P-1", "P-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["P-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))  # P-1 unseen from here on
+    run = Background.held_at(tmp_path, "mid-commit")
+    run.kill()
+    ok(keysync("-q", "registry", "approve", "P-1"))
+    ok(keysync("-q", "run", "--resume"))  # the first run unseen since the approval
+    assert statuses(tmp_path)["P-1"] == "Active"
+    ok(keysync("-q", "run"))  # the second
+    assert statuses(tmp_path)["P-1"] == "Deprecated"
+    (detail,) = db_rows(
+        tmp_path, "SELECT detail FROM audit_events WHERE event = 'key.deprecated' AND key = 'P-1'"
+    )
+    assert "for 2 successful runs" in detail[0], detail
+
+
 def test_a_dry_run_after_a_kill_leaves_the_killed_run_to_the_next_real_run(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
