@@ -872,8 +872,8 @@ def audit(
                     if k
                 )
             ),
-            system_keys=tuple(
-                (e.source_system, e.key) for e in named if e.strategy == "namespaced"
+            namespaced=tuple(
+                (e.source_system, e.key, e.master_key) for e in named if e.strategy == "namespaced"
             ),
             since=_stamp(since),
             until=_stamp(until),

@@ -292,7 +292,9 @@ class AuditFilter:
     """Which audit events ``keysync audit`` shows (each criterion narrows; none: all).
 
     ``keys``: the events about any of these keys (a raw key and its normalized form);
-    ``system_keys``: also those about one system's key (a namespaced master key's);
+    ``namespaced``: also the events of these namespaced master keys, each given as
+    (system, key, master key): about that system's key and naming that master key, since
+    after a strategy switch a mirror entry's events are about the same system's key;
     ``since``: at or after that time, ``until``: before it (``2026-11-27T02:00:00Z``,
     compared as the text the trail stores); ``limit``: only the latest N of the rest.
     """
@@ -300,7 +302,7 @@ class AuditFilter:
     run_id: str | None = None
     events: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
-    system_keys: tuple[tuple[str, str], ...] = ()
+    namespaced: tuple[tuple[str, str, str], ...] = ()
     since: str | None = None
     until: str | None = None
     limit: int | None = None
@@ -319,9 +321,11 @@ class AuditFilter:
         if self.keys:
             about.append(f"key IN ({', '.join('?' * len(self.keys))})")
             params.extend(self.keys)
-        for system, key in self.system_keys:
-            about.append("(system = ? AND key = ?)")
-            params.extend((system, key))
+        for system, key, master_key in self.namespaced:  # every key event's detail names it
+            about.append(
+                "(system = ? AND key = ? AND (instr(detail, ?) = 1 OR instr(detail, ?) = 1))"
+            )
+            params.extend((system, key, f"master key {master_key} ", f"master key {master_key}:"))
         if about:
             clauses.append("(" + " OR ".join(about) + ")")
         if self.since is not None:

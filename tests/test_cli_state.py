@@ -638,6 +638,14 @@ def test_switching_to_namespaced_keeps_mirror_entries_seen_where_they_are(
     ]
     events = db_rows(tmp_path, "SELECT event FROM audit_events WHERE key = 'X-2'")
     assert ("key.deprecated",) not in events and ("key.seen_in_changed",) not in events
+    # B:X-2 was only proposed: the mirror entry X-2's proposal and approval, about the same
+    # system's key, are not its events (seen: `audit --key B:X-2` said it was approved).
+    audited = json.loads(ok(keysync("audit", "--key", "B:X-2", "--json")).stdout)
+    assert [(e["event"], e["system"], e["detail"].split(" (")[0]) for e in audited] == [
+        ("key.proposed", "B", "master key B:X-2")
+    ]
+    shown = ok(keysync("registry", "show", "B:X-2")).stdout
+    assert "key.proposed" in shown and "key.approved" not in shown
 
 
 # --------------------------------------------------------------- the commands
