@@ -26,6 +26,7 @@ from keysync.errors import (
     EXIT_USAGE,
     KeysyncError,
     bytes_shown,
+    raise_terminated,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -176,6 +177,16 @@ class KeysyncGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         _stdout_written_whole()
+        # SIGTERM is taken as Ctrl-C (errors.Terminated): one line and 130, not a silent 143.
+        # Put back after: called in a longer-lived process (a test runner), keysync must not
+        # keep its handler.
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
+        try:
+            return self._invoke_saying_errors(ctx)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _invoke_saying_errors(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.exceptions.NoArgsIsHelpError:
@@ -239,10 +250,6 @@ def _os_error_line(exc: OSError) -> str:
         f"{place}{reason}; make room, fix the permissions or move what is in the way, "
         "then run again"
     )
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _from_environment(param: click.Parameter | None) -> bool:
@@ -506,22 +513,17 @@ def generate(
     from keysync.mockdata import generate as generate_mock_data
 
     app.setup_logging()
-    # SIGTERM (systemd, docker stop, kill) stops it as Ctrl-C does: pending files removed,
-    # the previous inputs left whole, one line and exit 130. Put back after: called in a
-    # longer-lived process (a test runner), keysync must not keep its SIGTERM.
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        with _lock_if_inputs(app, out):
-            result = generate_mock_data(
-                app.config,
-                keys=keys,
-                seed=seed,
-                scenario=scenario,
-                days=days,
-                out=Path(out) if out else None,
-            )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # SIGTERM (systemd, docker stop, kill) stops it as Ctrl-C does (KeysyncGroup): pending
+    # files removed, the previous inputs left whole, one line and exit 130.
+    with _lock_if_inputs(app, out):
+        result = generate_mock_data(
+            app.config,
+            keys=keys,
+            seed=seed,
+            scenario=scenario,
+            days=days,
+            out=Path(out) if out else None,
+        )
     if not app.quiet:
         click.echo(result.describe())
 

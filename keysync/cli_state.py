@@ -33,7 +33,7 @@ import click
 
 from keysync.actor import os_user
 from keysync.config import Config
-from keysync.errors import EXIT_CANNOT_RUN, EXIT_USAGE, KeysyncError
+from keysync.errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_USAGE, KeysyncError, Terminated
 from keysync.leftovers import remove_dead_writers
 from keysync.rekey import Rekey
 from keysync.state import (
@@ -327,7 +327,11 @@ def _change(
     # Unique like a run id: two sessions in one second are still two sessions.
     actor = f"manual-{compact}-{secrets.token_hex(2)}"
     command = f"keysync registry {verb}" + (" --all" if all_proposed else "")
-    with store, RunLock.acquire(data_dir, actor, purpose=command):
+    with (
+        store,
+        RunLock.acquire(data_dir, actor, purpose=command),
+        _saying_what_an_interruption_left(app, store, actor, command),
+    ):
         _publish_killed_runs_reports(app, store)
         targets: list[str] | None = None
         if not all_proposed:
@@ -396,12 +400,37 @@ def _change_line(change: StatusChange) -> str:
     return f"{visible(change.master_key)}: {state}"
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a supervisor's stop), taken as Ctrl-C is."""
+def _signal_name(stop: KeyboardInterrupt) -> str:
+    return "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
 
 
-def _terminated(_signum: int, _frame: object) -> None:
-    raise _Terminated
+@contextlib.contextmanager
+def _saying_what_an_interruption_left(
+    app: _App, store: StateStore, actor: str, command: str
+) -> Iterator[None]:
+    """A Ctrl-C or SIGTERM before a change by hand returns: say whether it changed anything.
+
+    Its transaction is whole or not there, so the audit trail tells which: no event of
+    ``actor`` means nothing was changed (exit 130); events mean every change was made, and
+    the command ends as done, as :func:`_list_then_say` ends it.
+    """
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not garble the answer
+            signal.signal(sig, signal.SIG_IGN)
+        if next(store.audit_rows(actor), None) is None:
+            raise KeysyncError(
+                f"{_signal_name(stop)} stopped `{command}` before it changed anything: "
+                "nothing was changed; run it again",
+                EXIT_INTERRUPTED,
+            ) from None
+        _say(
+            app,
+            f"`{command}` made every change before the {_signal_name(stop)} "
+            f"(audit run id {actor}: keysync audit --run {actor})",
+        )
+        raise click.exceptions.Exit(0) from None
 
 
 def _list_then_say(
@@ -416,7 +445,6 @@ def _list_then_say(
     same, and the command ends as done (exit 0).
     """
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, _terminated)
     try:
         try:
             if committed:
@@ -425,7 +453,7 @@ def _list_then_say(
         except KeyboardInterrupt as stop:
             if not committed:
                 raise
-            summary += "; " + ("SIGTERM" if isinstance(stop, _Terminated) else "Ctrl-C")
+            summary += f"; {_signal_name(stop)}"
             summary += " cut the listing short, every change was made"
         for sig in previous:  # said with both ignored: "done" must not become "interrupted"
             signal.signal(sig, signal.SIG_IGN)
@@ -531,7 +559,11 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
     stamp, compact = _utc_stamp()
     actor = f"manual-{compact}-{secrets.token_hex(2)}"
     command = "keysync registry rekey"
-    with store, RunLock.acquire(app.config.data_dir, actor, purpose=command):
+    with (
+        store,
+        RunLock.acquire(app.config.data_dir, actor, purpose=command),
+        _saying_what_an_interruption_left(app, store, actor, command),
+    ):
         _publish_killed_runs_reports(app, store)
         rekeys = plan_rekeys(
             app.config, store.registry_entries(), store.deprecated_since_rules_changed()

@@ -54,6 +54,16 @@ class Interrupted(KeysyncError):
     exit_code = EXIT_INTERRUPTED
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a supervisor's stop), taken as Ctrl-C is: one line and exit 130,
+    where Python's default would end the command at once, silently, with 143."""
+
+
+def raise_terminated(_signum: int, _frame: object) -> None:
+    """The SIGTERM handler of every command (a run puts its own in place while it reads)."""
+    raise Terminated
+
+
 def child_died(child: str, exit_code: int | None) -> str:
     """Why a child process is gone, and what to do: the OS's OOM killer is the usual cause."""
     if exit_code == -signal.SIGKILL:

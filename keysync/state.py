@@ -962,6 +962,7 @@ class StateStore:
                     updates,
                 )
                 self._insert_events(events)
+                pause_for_tests("mid-change")
         return changes
 
     def deprecated_since_rules_changed(self) -> set[str]:
@@ -1039,6 +1040,7 @@ class StateStore:
                     )
                 done += 1
             self._insert_events(events)
+            pause_for_tests("mid-change")
         return done
 
     def _set_status(self, master_key: str, status: str, now: str, actor: str, seq: int) -> None:

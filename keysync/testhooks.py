@@ -14,7 +14,8 @@ Phases: ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write
 ``publishing`` (state committed, reports not yet renamed into place), ``mid-publish``
 (the first report renamed into place, the others not); in ``generate``, ``mock-publish``
 (every new file written aside, none in place yet); in ``registry approve``, ``deprecate``
-and ``rekey``, ``listing`` (the changes committed, not yet listed).
+and ``rekey``, ``mid-change`` (every change written inside the open transaction, no
+COMMIT yet) and ``listing`` (the changes committed, not yet listed).
 """
 
 from __future__ import annotations

@@ -454,6 +454,59 @@ def test_ctrl_c_after_a_registry_change_is_committed_says_it_was_made(
     assert all(statuses[k] == want for k in (statuses if command[0] == "approve" else command[1:]))
 
 
+@pytest.mark.parametrize(
+    ("command", "stop"),
+    [
+        (["approve", "--all"], signal.SIGTERM),
+        (["deprecate", "CUST-00030", "CUST-00031"], signal.SIGINT),
+    ],
+)
+def test_a_registry_change_stopped_before_its_commit_says_nothing_was_changed(
+    write_config: Callable[..., Path], tmp_path: Path, command: list[str], stop: int
+) -> None:
+    """Seen (registry hunt): SIGTERM to `approve` or `deprecate` before its commit ended it
+    with 143 and not a word, the lock left to be cleared as stale; Ctrl-C there said
+    "every file already written is complete", which is about files, not the registry."""
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    assert (
+        subprocess.run([sys.executable, "-m", "keysync", "-q", "run"], cwd=tmp_path).returncode == 0
+    )
+    database = tmp_path / "data" / "keysync.db"
+    process = _keysync_as_on_a_terminal(tmp_path, "registry", *command, pause_at="mid-change")
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # held with every change written, not committed
+            if "paused_for_tests" in line:
+                break
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    by = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
+    assert process.returncode == 130, stderr
+    assert stderr == (
+        f"keysync: error: {by} stopped `keysync registry {command[0]}"
+        f"{' --all' if '--all' in command else ''}` before it changed anything: "
+        "nothing was changed; run it again\n"
+    )
+    with sqlite3.connect(database) as connection:
+        manual = connection.execute(
+            "SELECT COUNT(*) FROM audit_events WHERE run_id LIKE 'manual-%'"
+        ).fetchone()
+    assert manual == (0,)
+    assert (tmp_path / "data" / "keysync.lock").read_text() == ""  # released, not left stale
+    again = subprocess.run(
+        [sys.executable, "-m", "keysync", "registry", *command],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0 and "stale" not in again.stderr, again.stderr
+
+
 def _dead_pid() -> int:
     """The id of a process that has ended (a kill -9'd writer's)."""
     ended = subprocess.run(
