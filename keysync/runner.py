@@ -66,6 +66,7 @@ from keysync.stages.reporter import (
 from keysync.state import (
     AUDIT_COLUMNS,
     DB_NAME,
+    STATUSES,
     SUCCESSFUL,
     StateStore,
     paused_gc,
@@ -458,11 +459,21 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
         resumed_run_id=record.run_id,
         detail="it was killed after its commit; its reports are now in place: nothing to redo",
     )
+    systems = record.counts.get("systems")
+    if not isinstance(systems, dict):  # recorded before 2026-12-02: systems at the top
+        systems = record.counts
     summaries = [
         SystemSummary(**counts)
-        for counts in record.counts.values()
+        for counts in systems.values()
         if isinstance(counts, dict) and "available" in counts
     ]
+    # As they were when it committed: a change by hand since must not show as this run's.
+    recorded = record.counts.get("statuses")
+    statuses = (
+        {status: int(recorded.get(status, 0)) for status in STATUSES}  # stored sorted by name
+        if isinstance(recorded, dict)
+        else store.status_counts()
+    )
     exit_code = EXIT_OK if record.exit_code is None else record.exit_code
     return RunResult(
         run_id=record.run_id,
@@ -474,7 +485,7 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
         dry_run=record.dry_run,
         discrepancies=has_discrepancies(summaries),
         registry=record.counts.get("registry", {}),
-        statuses={} if record.dry_run else store.status_counts(),
+        statuses={} if record.dry_run else statuses,
     )
 
 
@@ -896,7 +907,10 @@ class _Run:
                 ended_at=utc_now(),
                 outcome="degraded" if result.exit_code == EXIT_DEGRADED else "completed",
                 exit_code=result.exit_code,
-                counts={s.system: dataclasses.asdict(s) for s in result.summaries},
+                counts={
+                    "systems": {s.system: dataclasses.asdict(s) for s in result.summaries},
+                    "statuses": result.statuses,
+                },
                 plan=plan,
                 history=history,
                 dry_run=options.dry_run,

@@ -982,6 +982,24 @@ def test_a_change_by_hand_after_a_kill_while_publishing_publishes_that_run_s_rep
     assert ",key.approved," in (tmp_path / "output" / "audit_log.csv").read_text()
 
 
+def test_resuming_a_run_killed_after_its_commit_prints_that_run_s_statuses(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (registry hunt): after a kill while publishing and an approval by hand, `run
+    --resume` printed the master keys by status as they were now, not as that run left
+    them, which its summary.json (the one published) gives."""
+    committed_then_changed(tmp_path, keysync, project)
+    Background.held_at(tmp_path, "publishing").kill()
+    ok(keysync("-q", "registry", "approve", "X-2"))
+    published = json.loads((tmp_path / "output" / "summary.json").read_text())
+    said = ok(keysync("run", "--resume")).stdout.splitlines()[-2]
+    by_status = ", ".join(
+        f"{n:,} {status}" for status, n in published["registry"]["by_status"].items()
+    )
+    assert f"master keys: {by_status} (" in said, (said, by_status)
+    assert statuses(tmp_path)["X-2"] == "Active"  # the approval itself stands
+
+
 def test_a_kill_among_the_renames_of_the_reports_is_marked_and_finished_by_the_next_run(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
