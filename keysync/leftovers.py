@@ -15,13 +15,25 @@ from pathlib import Path
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A zombie does not: it has ended (a ``kill -9``'d
+    run whose shell has not yet reaped it), holds no lock and writes no file."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:  # no /proc (macOS), or it ended just now: kill(pid, 0) decided
+        return False
+    state = stat[stat.rfind(b")") + 2 :][:1]  # after "pid (command) "; the name may hold ")"
+    return state in (b"Z", b"X")
 
 
 def temp_path(path: Path, pid: int, suffix: str) -> Path:

@@ -902,6 +902,30 @@ def test_a_key_approved_between_a_kill_and_its_resume_counts_the_resumed_run_as_
     assert "for 2 successful runs" in detail[0], detail
 
 
+def test_a_killed_run_its_parent_has_not_reaped_yet_is_interrupted_not_running(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (registry hunt): right after a `kill -9`, `keysync runs` still said `running`:
+    the process was a zombie (ended, not yet reaped by the shell that started it), which
+    ``kill(pid, 0)`` takes for a live one."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    run = Background.held_at(tmp_path, "planning")
+    run.process.send_signal(signal.SIGKILL)  # and not reaped: this test is its shell
+    stat = Path(f"/proc/{run.process.pid}/stat")
+    deadline = time.monotonic() + 30
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the killed run never became a zombie"
+        time.sleep(0.02)
+    try:
+        shown = ok(keysync("runs")).stdout.splitlines()[-1]
+        assert "interrupted" in shown and "running" not in shown, shown
+        ok(keysync("-q", "run"))
+    finally:
+        run.process.wait(30)
+
+
 def test_a_dry_run_after_a_kill_leaves_the_killed_run_to_the_next_real_run(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
