@@ -92,12 +92,17 @@ def test_a_record_of_several_lines_with_a_wrong_cell_count_is_shown_whole(
 def test_nul_and_encoding_messages_give_the_byte_of_the_line_not_a_column(
     tmp_path: Path,
 ) -> None:
-    """Seen: `NUL byte at column 9` in a row of 2 cells: the 9 was a place in the line."""
-    data = b"key,name,last_seen_at\nCUST-1,ab\x00c,t\nCUST-2,\xff,t\n"
+    """Seen: `NUL byte at column 9` in a row of 2 cells: the 9 was a place in the line.
+    Bad bytes are shown as a hex editor shows them (seen: `b'\\xff'`, Python's notation)."""
+    data = b"key,name,last_seen_at\nCUST-1,ab\x00c,t\nCUST-2,\xff,t\nCUST-3,\xe2\x82x,t\n"
     *_, batches = read_all(write(tmp_path, data))
     messages = [r.message for b in batches for r in b.rejected]
     assert messages[0] == "NUL byte at byte 10 of the line"
-    assert messages[1].startswith("bytes not valid utf-8 at byte 8 of the line: b'\\xff'; ")
+    assert messages[1] == (
+        "byte 0xFF at byte 8 of the line is not valid utf-8; "
+        "fix the export or set sources.B.encoding"
+    )
+    assert messages[2].startswith("bytes 0xE2 0x82 at byte 8 of the line are not valid utf-8; ")
 
 
 def test_a_quoted_record_with_a_nul_or_bad_bytes_is_rejected_whole_never_read_as_rows(
@@ -121,7 +126,7 @@ def test_a_quoted_record_with_a_nul_or_bad_bytes_is_rejected_whole_never_read_as
     assert rejected == [(2, "encoding"), (5, "nul-byte"), (7, "nul-byte"), (10, "encoding")]
     assert rows_read == 6
     messages = [r.message for b in batches for r in b.rejected]
-    assert messages[0].startswith("bytes not valid utf-8 at byte 8 of the line: b'\\xe9'; ")
+    assert messages[0].startswith("byte 0xE9 at byte 8 of the line is not valid utf-8; ")
     assert messages[1] == "NUL byte at byte 1 of line 6"
     assert messages[2] == "NUL byte at byte 2 of line 8"
     raws = [r.raw for b in batches for r in b.rejected]

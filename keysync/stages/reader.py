@@ -372,11 +372,13 @@ class _RecordParser:
         try:
             raw.decode(self.codec)
         except UnicodeDecodeError as exc:
+            bad = raw[exc.start : exc.end]  # as a hex editor shows them, not as b'\xf8'
+            shown = " ".join(f"0x{byte:02X}" for byte in bad)
+            noun, verb = ("byte", "is") if len(bad) == 1 else ("bytes", "are")
             return (
                 "encoding",
-                f"bytes not valid {self.encoding} at byte {exc.start + 1} {where}: "
-                f"{raw[exc.start : exc.end]!r}; "
-                f"fix the export or set sources.{self.system}.encoding",
+                f"{noun} {shown} at byte {exc.start + 1} {where} {verb} not valid "
+                f"{self.encoding}; fix the export or set sources.{self.system}.encoding",
             )
         return None
 
