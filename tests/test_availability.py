@@ -41,7 +41,7 @@ def test_missing_authority_exits_3_with_one_line(
     assert done.returncode == 3
     assert done.stderr.splitlines()[-1] == (
         f"keysync: error: the authority A is unavailable: {tmp_path / 'input' / 'A.csv'}: "
-        "file not found (sources.A.path)"
+        "file not found; put the export there, or point sources.A.path at it"
     )
     assert "Traceback" not in done.stderr
     # Seen (log hunt): run.failed said the same sentence on the line before; the file has it.
@@ -60,6 +60,38 @@ def test_authority_without_key_column_exits_3(
     assert "header has no column 'key' (columns: id, name); set sources.A.key_column" in (
         done.stderr
     )
+
+
+def test_an_export_of_just_its_header_is_unavailable_not_a_system_without_keys(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen (journeys hunt): A.csv cut to its header line ran with exit 0 and no warning:
+    A had no keys, so every peer key was out of authority, and a dry run offered 2,975
+    master keys (with --auto-approve, in cron, they would have gone Active for good)."""
+    config = generated(tmp_path, keysync, write_config)
+    assert keysync("-q", "-c", str(config), "run").returncode == 0
+    registry = (tmp_path / "output" / "master_key_registry.csv").read_bytes()
+    a_csv = tmp_path / "input" / "A.csv"
+    full_a = a_csv.read_bytes()
+    a_csv.write_bytes(full_a.split(b"\n")[0] + b"\n")
+    done = keysync("-q", "-c", str(config), "run", "--auto-approve")
+    assert done.returncode == 3
+    assert done.stderr.splitlines()[-1] == (
+        f"keysync: error: the authority A is unavailable: {a_csv}: holds the header line and "
+        "no rows, as an export that failed part way leaves it; check the export"
+    )
+    assert (tmp_path / "output" / "master_key_registry.csv").read_bytes() == registry
+    a_csv.write_bytes(full_a)
+    c_csv = tmp_path / "input" / "C.csv"
+    c_csv.write_bytes(c_csv.read_bytes().split(b"\n")[0] + b"\n")
+    done = keysync("-q", "-c", str(config), "run")
+    assert done.returncode == 4, done.stderr
+    summary = {
+        r["system"]: r for r in read_report(tmp_path / "output" / "reconciliation_summary.csv")
+    }
+    assert summary["C"]["available"] == "false"
+    gaps = read_report(tmp_path / "output" / "diff_missing_from_system.csv")
+    assert gaps and "C" not in {r["system"] for r in gaps}  # no gap opened in C
 
 
 def test_no_peer_available_exits_3(

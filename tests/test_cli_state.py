@@ -1087,7 +1087,7 @@ def test_resume_keeps_fail_on_diff_from_when_the_run_started(
     Background.held_at(tmp_path, "planning").kill()
     assert keysync("run", "--resume", "--fail-on-diff").returncode == 1
     # --fail-on too, and the kinds of both commands count.
-    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2", "X-3"], "C": []})
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2", "X-3"], "C": ["Y-1"]})
     Background.held_at(tmp_path, "planning", "--fail-on", "duplicates").kill()
     done = keysync("run", "--resume", "--fail-on", "missing-from-system")
     assert done.returncode == 1, done.stderr

@@ -217,6 +217,16 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
         read_header("B", tmp_path / "nope.csv", SOURCE)
     with pytest.raises(SourceUnavailable, match="empty file"):
         read_header("B", write(tmp_path, b""), SOURCE)
+    # Seen (journeys hunt): a header alone read as "no keys", exit 0 and no warning, every
+    # peer key out of authority. A failed export looks just like that.
+    for header_only in (b"key,name,last_seen_at\n", b"key,name,last_seen_at", b"key,name\r\n\n"):
+        with pytest.raises(SourceUnavailable) as err:
+            read_header("B", write(tmp_path, header_only), SOURCE)
+        assert str(err.value) == (
+            f"{tmp_path / 'B.csv'}: holds the header line and no rows, as an export that "
+            "failed part way leaves it; check the export"
+        )
+    assert read_header("B", write(tmp_path, b"key\n\nK-1\n"), SOURCE).data_offset == 4
 
 
 @pytest.mark.parametrize(
@@ -225,6 +235,10 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
         (b"\nkey,name\na1,x\n", "line 1 is blank, expected the header (a line with 'key'); "
          "remove the blank lines before the header"),
         (b"key,name,last_seen_at\ra1,x,t\ra2,y,t\r", "line 1 (header) holds a carriage return: "
+         "the file ends its lines with CR alone, and keysync reads LF or CRLF line ends; convert "
+         "the file (for example: tr '\\r' '\\n' < old.csv > new.csv)"),
+        # One bad byte anywhere: all one line, so it is the header's (seen: "set .encoding")
+        (b"key,name,last_seen_at\ra1,x,t\ra2,\xe9,t\r", "line 1 (header) holds a carriage return: "
          "the file ends its lines with CR alone, and keysync reads LF or CRLF line ends; convert "
          "the file (for example: tr '\\r' '\\n' < old.csv > new.csv)"),
         (b'"key,name\na1,x\n', "line 1 (header) cannot be parsed as CSV (unexpected end of "
@@ -243,7 +257,8 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
          'looks separated by "\\t": set sources.B.delimiter: "\\t"'),
     ],
     ids=[
-        "blank-first-line", "cr-only-line-ends", "stray-quote", "title-on-2-lines", "utf-16",
+        "blank-first-line", "cr-only-line-ends", "cr-only-with-a-bad-byte",
+        "stray-quote", "title-on-2-lines", "utf-16",
         "excel-sep-line", "semicolons", "tabs",
     ],
 )  # fmt: skip
@@ -293,7 +308,7 @@ cell = st.text(
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    rows=st.lists(st.tuples(cell, cell, cell), max_size=40),
+    rows=st.lists(st.tuples(cell, cell, cell), min_size=1, max_size=40),  # none: unavailable
     blank_after=st.sets(st.integers(min_value=0, max_value=40)),
     batch_size=st.integers(min_value=1, max_value=7),
 )

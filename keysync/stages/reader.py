@@ -111,7 +111,8 @@ def _delimiter_hint(system: str, columns: list[str], delimiter: str) -> str:
 def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     """Open the source and parse line 1; raise ``SourceUnavailable`` with a clear reason."""
     try:
-        mode = os.stat(path).st_mode
+        status = os.stat(path)
+        mode = status.st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             # A pipe would block the open until someone writes to it; a device never ends.
             raise SourceUnavailable(
@@ -122,7 +123,9 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
             first = handle.readline(MAX_HEADER_BYTES)
             second = handle.readline(MAX_HEADER_BYTES)  # only to explain a header that runs on
     except FileNotFoundError:
-        raise SourceUnavailable(f"{path}: file not found (sources.{system}.path)") from None
+        raise SourceUnavailable(
+            f"{path}: file not found; put the export there, or point sources.{system}.path at it"
+        ) from None
     except IsADirectoryError:
         raise SourceUnavailable(f"{path}: is a directory, expected a CSV file") from None
     except OSError as exc:
@@ -152,8 +155,11 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     try:
         text = first.decode(source.encoding).rstrip("\r\n")
     except UnicodeDecodeError:
+        # (A file of CR line ends is one line: its first bad byte may be in any row.)
+        shown = first.decode(source.encoding, "replace").rstrip("\r\n")
+        problem = f"line 1 (header) is not valid {source.encoding}"
         raise SourceUnavailable(
-            f"{path}: line 1 (header) is not valid {source.encoding}; set sources.{system}.encoding"
+            _header_problem(path, shown, problem, f"set sources.{system}.encoding")
         ) from None
     if len(text) == 5 and text.startswith("sep="):  # Excel writes it before the header
         delimiter = text[4]
@@ -188,6 +194,13 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
             f"{columns.count(source.key_column)} times (columns: {_listed(columns)}); "
             "rename the others in the export, or set "
             f"sources.{system}.key_column to a column named once"
+        )
+    if not second.strip() and offset + len(second) >= status.st_size:
+        # Not "no keys": an export that failed after its header line looks just like this,
+        # and read as empty it would make every key of the others a discrepancy.
+        raise SourceUnavailable(
+            f"{path}: holds the header line and no rows, as an export that failed part way "
+            "leaves it; check the export"
         )
     ts_index = (
         columns.index(source.timestamp_column) if source.timestamp_column in columns else None
