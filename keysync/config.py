@@ -221,16 +221,19 @@ def _validate(config: Config) -> None:
             "characters (a key cell is read whole)",
         ),
     }
-    for path, (value, cap, unit) in caps.items():  # before the 64-bit bound, which is looser
+    # Every bound of its own before the 64-bit one, which is looser: a user who fixes the
+    # value the first message asks for must not meet a second bound.
+    for path, (value, cap, unit) in caps.items():
         if value > cap:
             raise ConfigError(f"{path}: must be at most {cap} {unit}, got {value}")
-    _check_int_range(msgspec.to_builtins(config), "")
     days = config.simulation.temporal.days_of_history
     if days > MAX_DAYS_OF_HISTORY:
         raise ConfigError(
             f"simulation.temporal.days_of_history: must be at most {MAX_DAYS_OF_HISTORY} "
             f"(ten years), got {days}"
         )
+    _check_pad_numbers(config)
+    _check_int_range(msgspec.to_builtins(config), "")
     locations = {
         "paths.output": config.paths.output,
         "paths.data": config.paths.data,
@@ -241,15 +244,6 @@ def _validate(config: Config) -> None:
         if not location.strip():
             hint = "" if where == "logging.file" else " (./ is the config file's folder)"
             raise ConfigError(f"{where}: must not be empty{hint}")
-    if config.normalize.pad_numbers < 0:
-        raise ConfigError(
-            f"normalize.pad_numbers: must be 0 (off) or more, got {config.normalize.pad_numbers}"
-        )
-    if config.normalize.pad_numbers > config.processing.max_key_length:
-        raise ConfigError(
-            "normalize.pad_numbers: must be at most processing.max_key_length "
-            f"({config.processing.max_key_length}), got {config.normalize.pad_numbers}"
-        )
     separator = config.provisioning.namespace_separator
     if not separator or any(c in _NAME_CHARS or not c.isprintable() for c in separator):
         raise ConfigError(
@@ -303,6 +297,18 @@ def _validate(config: Config) -> None:
                 "encoding that writes ASCII as single bytes (utf-8, utf-8-sig, latin-1, "
                 f"cp1252...); convert the export, e.g. iconv -f {source.encoding} -t utf-8"
             )
+
+
+def _check_pad_numbers(config: Config) -> None:
+    """0 (off) up to ``processing.max_key_length`` (checked before it: its bound is known)."""
+    width = config.normalize.pad_numbers
+    if width < 0:
+        raise ConfigError(f"normalize.pad_numbers: must be 0 (off) or more, got {width}")
+    if width > config.processing.max_key_length:
+        raise ConfigError(
+            "normalize.pad_numbers: must be at most processing.max_key_length "
+            f"({config.processing.max_key_length}), got {width}"
+        )
 
 
 # Settings travel through SQLite and msgpack, which hold 64-bit integers.

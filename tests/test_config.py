@@ -246,6 +246,23 @@ BAD_CONFIGS = [
         "whole), got 9223372036854775808",
         id="max-key-length-past-64-bits",
     ),
+    pytest.param(  # seen (config hunt): the 64-bit bound first, then max_key_length's
+        "normalize:\n  pad_numbers: 9223372036854775808\n",
+        "normalize.pad_numbers: must be at most processing.max_key_length (256), "
+        "got 9223372036854775808",
+        id="pad-numbers-past-64-bits",
+    ),
+    pytest.param(
+        "simulation:\n  temporal: {days_of_history: 9223372036854775808}\n",
+        "simulation.temporal.days_of_history: must be at most 3660 (ten years), "
+        "got 9223372036854775808",
+        id="days-of-history-past-64-bits",
+    ),
+    pytest.param(
+        "normalize:\n  pad_numbers: -9223372036854775809\n",
+        "normalize.pad_numbers: must be 0 (off) or more, got -9223372036854775809",
+        id="pad-numbers-below-64-bits",
+    ),
     pytest.param(
         "normalize:\n  delimiters: '-é'\n",
         "normalize.delimiters: must not contain letters or digits (they are key characters), "
