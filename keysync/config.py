@@ -79,7 +79,7 @@ class ProcessingConfig(_Section):
     parallel: bool = True
     workers: int | None = None
     checkpoint_interval: int = 5000
-    source_timeout_s: float = 30
+    source_timeout_s: float = 30.0  # a float, so it prints as one given or not
     max_key_length: int = 256
 
 

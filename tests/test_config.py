@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+import keysync.config
 from keysync.config import load_config
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 UNKNOWN = "unknown key (check the spelling against `keysync config check`)"
 TWO_SOURCES = "sources:\n  A: {path: a.csv}\n  B: {path: b.csv}\n"
+# The file shipped next to the package, which README says holds every default.
+SHIPPED_CONFIG = Path(keysync.config.__file__).resolve().parents[1] / "keysync-config.yaml"
 
 # SPEC.md "Configuration", every default, as `config check` must print it.
 SPEC_DEFAULTS: dict[str, Any] = {
@@ -68,7 +71,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
         "parallel": True,
         "workers": None,
         "checkpoint_interval": 5000,
-        "source_timeout_s": 30,
+        "source_timeout_s": 30.0,
         "max_key_length": 256,
     },
     "paths": {"output": "./output", "data": "./data", "checkpoints": "./checkpoints"},
@@ -526,6 +529,23 @@ def test_empty_config_prints_every_spec_default(keysync: RunKeysync, tmp_path: P
     assert all(t.hour == 2 and t.minute == 0 for t in times)
     assert before < times[0] <= before + timedelta(days=1)
     assert [b - a for a, b in itertools.pairwise(times)] == [timedelta(days=1)] * 2
+
+
+def test_the_shipped_config_spells_out_every_default(keysync: RunKeysync, tmp_path: Path) -> None:
+    """Seen: the shipped file lacked simulation.alert_threshold, and `config check` printed
+    source_timeout_s as 30.0 from it but 30 from an empty file."""
+    text = SHIPPED_CONFIG.read_text(encoding="utf-8")
+    empty, _ = check_text(keysync, tmp_path, "")
+    assert empty.returncode == 0, empty.stderr
+    assert yaml.safe_load(text) == _effective(empty.stdout)  # every key, every default
+    shipped, _ = check_text(keysync, tmp_path / "shipped", text)
+    assert shipped.returncode == 0, shipped.stderr
+
+    def settings(stdout: str) -> list[str]:  # after the header, before the scheduled times
+        lines = stdout.splitlines()
+        return lines[1 : lines.index("# next scheduled runs (UTC):")]
+
+    assert settings(shipped.stdout) == settings(empty.stdout)
 
 
 def test_effective_config_keeps_what_was_given_and_fills_the_rest(
