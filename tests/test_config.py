@@ -458,6 +458,17 @@ def test_missing_default_config_file(keysync: RunKeysync, tmp_path: Path) -> Non
     )
 
 
+@pytest.mark.parametrize("given", ["", " "])
+def test_an_empty_config_path_says_so(keysync: RunKeysync, given: str) -> None:
+    """Seen: `-c ""` said `cannot read config file .: [Errno 21] Is a directory: '.'`."""
+    result = keysync("-c", given, "config", "check")
+    assert_config_error(
+        result,
+        "config file path is empty (-c or KEYSYNC_CONFIG): give the path of the YAML file, "
+        "e.g. -c ./keysync-config.yaml",
+    )
+
+
 def test_config_that_is_not_utf8(keysync: RunKeysync, tmp_path: Path) -> None:
     path = tmp_path / "keysync-config.yaml"
     path.write_bytes("schedule: '0 2 * * *'  # caf\u00e9\n".encode("latin-1"))
