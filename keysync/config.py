@@ -406,12 +406,33 @@ def _check_sources(sources: Any) -> None:
             raise ConfigError(f"sources.{name}{separator}{message}") from None
 
 
+def _null_sections_as_empty(data: dict[Any, Any], kind: type[msgspec.Struct]) -> dict[Any, Any]:
+    """A copy of ``data`` in which a section given as null is an empty mapping.
+
+    A section whose keys are all commented out (``normalize:`` alone) is YAML null.
+    It means the section with nothing set, as an empty file is a config with nothing
+    set, not "expected mapping, got null". A source (``sources.A:``) is no section:
+    its ``path`` is required, and null still says it is missing.
+    """
+    data = dict(data)
+    for field in msgspec.structs.fields(kind):
+        if field.name not in data:
+            continue
+        is_section = isinstance(field.type, type) and issubclass(field.type, msgspec.Struct)
+        if data[field.name] is None and (is_section or typing.get_origin(field.type) is dict):
+            data[field.name] = {}
+        if is_section and isinstance(data[field.name], dict):
+            data[field.name] = _null_sections_as_empty(data[field.name], field.type)
+    return data
+
+
 def parse_config(data: Any, base_dir: Path) -> Config:
     """Validate already-loaded YAML data into a ``Config``."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"(top level): expected a mapping of settings, got {type(data).__name__}")
+    data = _null_sections_as_empty(data, Config)
     _check_sources(data.get("sources"))
     try:
         config = msgspec.convert(data, Config, strict=True)

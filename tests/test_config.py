@@ -559,6 +559,30 @@ def test_the_shipped_config_spells_out_every_default(keysync: RunKeysync, tmp_pa
     assert settings(shipped.stdout) == settings(empty.stdout)
 
 
+def test_a_section_with_every_key_commented_out_is_an_empty_one(
+    keysync: RunKeysync, tmp_path: Path
+) -> None:
+    """Seen: `normalize:` with its keys commented out (YAML null) was an error, "normalize:
+    expected mapping, got null", though an empty file is valid and every key optional."""
+    text = (
+        "normalize:\n  # trim: true\n"
+        "provisioning:\n"
+        "simulation:\n  temporal:\n  failures: ~\n"
+        "processing:\n"
+        "paths:\n"
+        "logging:\n"
+    )
+    result, _ = check_text(keysync, tmp_path, text)
+    assert result.returncode == 0, result.stderr
+    assert _effective(result.stdout) == SPEC_DEFAULTS
+
+
+def test_a_null_sources_section_is_an_empty_one(keysync: RunKeysync, tmp_path: Path) -> None:
+    # an empty `sources` replaces the default list: nothing to compare, and it says so
+    result, path = check_text(keysync, tmp_path, "sources:\n  # A: {path: a.csv}\n")
+    assert_config_error(result, f"{path}: sources: at least the authority source A is required")
+
+
 def test_effective_config_keeps_what_was_given_and_fills_the_rest(
     keysync: RunKeysync, tmp_path: Path
 ) -> None:
