@@ -426,6 +426,24 @@ def _null_sections_as_empty(data: dict[Any, Any], kind: type[msgspec.Struct]) ->
     return data
 
 
+def _column_names_stripped(sources: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
+    """``key_column`` and ``timestamp_column`` without surrounding whitespace.
+
+    The reader strips the header's names (``" key "`` is the column ``key``), so a name
+    written with spaces in the config could never match: the source was unavailable
+    (exit 3), or its timestamps silently empty. Stripped here, they match as the header
+    does, and ``config check`` shows the name that is looked for.
+    """
+    return {
+        name: msgspec.structs.replace(
+            source,
+            key_column=source.key_column.strip(),
+            timestamp_column=source.timestamp_column.strip(),
+        )
+        for name, source in sources.items()
+    }
+
+
 def parse_config(data: Any, base_dir: Path) -> Config:
     """Validate already-loaded YAML data into a ``Config``."""
     if data is None:
@@ -442,7 +460,9 @@ def parse_config(data: Any, base_dir: Path) -> Config:
         raise ConfigError(
             "base_dir: unknown key (check the spelling against `keysync config check`)"
         )
-    config = msgspec.structs.replace(config, base_dir=str(base_dir))
+    config = msgspec.structs.replace(
+        config, base_dir=str(base_dir), sources=_column_names_stripped(config.sources)
+    )
     _validate(config)
     return config
 

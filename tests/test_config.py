@@ -354,6 +354,11 @@ BAD_CONFIGS = [
         id="empty-key-column",
     ),
     pytest.param(
+        "sources:\n  A: {path: a.csv, key_column: '  '}\n  B: {path: b.csv}\n",
+        "sources.A.key_column: must not be empty",
+        id="blank-key-column",
+    ),
+    pytest.param(
         "sources:\n  A: {path: a.csv}\n",
         "sources: the authority needs at least one peer to compare with",
         id="only-one-source",
@@ -581,6 +586,24 @@ def test_a_null_sources_section_is_an_empty_one(keysync: RunKeysync, tmp_path: P
     # an empty `sources` replaces the default list: nothing to compare, and it says so
     result, path = check_text(keysync, tmp_path, "sources:\n  # A: {path: a.csv}\n")
     assert_config_error(result, f"{path}: sources: at least the authority source A is required")
+
+
+def test_column_names_are_stripped_as_the_header_is(keysync: RunKeysync, tmp_path: Path) -> None:
+    """Seen: the reader strips the header's names but the config's were used as written, so
+    `key_column: " id "` made the source unavailable (exit 3) and `timestamp_column:
+    " seen"` left every last_seen_at empty without a word."""
+    (tmp_path / "A.csv").write_text("id , seen\nX-1,2026-01-01T00:00:00Z\n")
+    (tmp_path / "B.csv").write_text("id,seen\nX-1,2026-01-01T00:00:00Z\nX-2,2026-01-02T00:00:00Z\n")
+    columns = "key_column: ' id ', timestamp_column: ' seen'"
+    text = f"sources:\n  A: {{path: A.csv, {columns}}}\n  B: {{path: B.csv, {columns}}}\n"
+    checked, path = check_text(keysync, tmp_path, text)
+    assert checked.returncode == 0, checked.stderr
+    for source in _effective(checked.stdout)["sources"].values():
+        assert (source["key_column"], source["timestamp_column"]) == ("id", "seen")
+    ran = keysync("-q", "-c", str(path), "run")
+    assert ran.returncode == 0, ran.stderr
+    missing = (tmp_path / "output" / "diff_missing_in_A.csv").read_text().splitlines()
+    assert missing[-1].startswith("X-2,B,X-2,3,2026-01-02T00:00:00Z,"), missing
 
 
 def test_effective_config_keeps_what_was_given_and_fills_the_rest(
