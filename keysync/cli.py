@@ -725,7 +725,7 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
       keysync normalize -- -123     # a key that starts with '-' goes after --
     """
     from keysync.normalization import compile_rules
-    from keysync.stages.normalizer import EMPTY_KEY_MESSAGE, too_long_message
+    from keysync.stages.normalizer import empty_key_message, too_long_message
     from keysync.tables import MAX_CELL, print_json_list, print_table
 
     config = app.config
@@ -739,7 +739,7 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
         if len(raw) > limit:
             key, rejected = "", f"too-long: {too_long_message(len(raw), limit)}"
         elif not key:
-            rejected = f"empty-key: {EMPTY_KEY_MESSAGE}"
+            rejected = f"empty-key: {empty_key_message(config.normalize)}"
         return raw, key, rejected, normalizer.trace(raw) if steps else []
 
     # Streamed: a column of a million-row export piped in is never held whole.

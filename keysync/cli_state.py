@@ -983,8 +983,11 @@ def history(app: _App, key: str, as_json: bool) -> None:
 
     normalized = _normalize(app, key)
     if not normalized:
+        from keysync.stages.normalizer import empty_key_message
+
         raise KeysyncError(
-            f"{key!r} normalizes to nothing (empty-key); give a key with letters or digits",
+            f"{key!r}: {empty_key_message(app.config.normalize)}, so it names no key "
+            "(empty-key); give a key as a system exports it or a report shows it",
             EXIT_USAGE,
         )
     master_key = None

@@ -52,8 +52,10 @@ from keysync.stages.columns import TextColumn
 from keysync.stages.merger import KeyIndex, SourcePosition, SystemKeys
 from keysync.state import StateStore
 
-# 5: the state under a CRC-32 (4: timestamps as one text; 3: as a list; 2: the index; 1: per line)
-FORMAT_VERSION = 5
+# 6: empty-key rows with the message that says what the rules keep (a snapshot holds its
+# rejected rows: an older one would replay the old text, unlike a full run); 5: the state
+# under a CRC-32 (4: timestamps as one text; 3: as a list; 2: the index; 1: per line)
+FORMAT_VERSION = 6
 FOLDER = "snapshots"
 _CHUNK = 1 << 20
 

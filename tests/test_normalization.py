@@ -339,8 +339,8 @@ def test_keysync_normalize_shows_each_key_as_the_configured_rules_make_it(
         "RAW                KEY",
         "'  cust_00123 '    CUST-00123",
         "'café 7'           CAFE-7",
-        "'#!?'              rejected, empty-key: the key normalizes to nothing "
-        "(no letters or digits)",
+        "'#!?'              rejected, empty-key: the key normalizes to nothing: the rules "
+        "keep only ASCII A-Z and 0-9 (joined by '-')",
         "'K-1234567890123'  rejected, too-long: key has 15 characters, the limit is 14 "
         "(processing.max_key_length)",
         "'a\\tb'             A-B",
@@ -350,6 +350,47 @@ def test_keysync_normalize_shows_each_key_as_the_configured_rules_make_it(
         {"raw": "prod..abc//789", "key": "PROD-ABC-789", "rejected": None},
         {"raw": "Txn-2024-001", "key": "TXN-2024-001", "rejected": None},
     ]
+
+
+@pytest.mark.parametrize(
+    ("rules", "raw", "why"),
+    [
+        pytest.param({}, "漢字", "the rules keep only ASCII A-Z and 0-9 (joined by '-')", id="cjk"),
+        pytest.param(
+            {}, "١٢٣", "the rules keep only ASCII A-Z and 0-9 (joined by '-')", id="arabic"
+        ),
+        pytest.param(
+            {"uppercase": False, "collapse_delims": None},
+            "abc",
+            "the rules keep only ASCII A-Z and 0-9",
+            id="uppercase-off",
+        ),
+        pytest.param(
+            {"strip_non_alnum": False, "collapse_delims": None},
+            " \u00b4 ",
+            "it is empty or only whitespace, once folded",
+            id="blank",
+        ),
+        pytest.param(
+            {"strip_non_alnum": False, "trim": False}, "", "it is empty", id="empty-untrimmed"
+        ),
+    ],
+)
+def test_an_empty_key_says_what_the_rules_keep(
+    tmp_path: Path,
+    keysync: RunKeysync,
+    write_config: Callable[..., Path],
+    rules: dict[str, object],
+    raw: str,
+    why: str,
+) -> None:
+    """Seen: every empty-key said "(no letters or digits)", also of 漢字, ١٢٣ and of abc
+    with uppercase off, which are letters and digits the rules removed."""
+    write_config(tmp_path, normalize=rules)
+    shown = keysync("normalize", "--json", "--", raw)
+    assert shown.returncode == 0, shown.stderr
+    (result,) = json.loads(shown.stdout)
+    assert result["rejected"] == f"empty-key: the key normalizes to nothing: {why}"
 
 
 def test_keysync_normalize_streams_a_long_stdin_and_drops_its_bom(

@@ -42,7 +42,8 @@ def model(batch: RawBatch, limit: int) -> KeyBatch:
             continue
         key = NORMALIZER.normalize(raw)
         if not key:
-            message = "the key normalizes to nothing (no letters or digits)"
+            message = "the key normalizes to nothing: the rules keep only ASCII A-Z and 0-9"
+            message += " (joined by '-')"
             shown = raw if len(raw) <= 200 else raw[:200] + "…"
             rejected.append(RejectedRow("B", line, "empty-key", message, shown))
             continue

@@ -16,11 +16,27 @@ from itertools import compress, count
 from operator import ne, not_
 from typing import Any
 
+from keysync.config import NormalizeConfig
 from keysync.messages import KeyBatch, RawBatch, RejectedRow
 from keysync.normalization import KeyNormalizer
 from keysync.stages.reader import preview
 
-EMPTY_KEY_MESSAGE = "the key normalizes to nothing (no letters or digits)"
+
+def empty_key_message(rules: NormalizeConfig) -> str:
+    """Why a key that normalizes to nothing is rejected, true of every such key.
+
+    "No letters or digits" was not: ``漢字`` and ``١٢٣`` are letters and digits that
+    ``strip_non_alnum`` removes, and ``abc`` loses its letters with ``uppercase: false``.
+    So the message says what these rules let through.
+    """
+    if rules.strip_non_alnum:
+        separator = rules.collapse_delims
+        joined = "" if separator is None else f" (joined by {separator!r})"
+        return f"the key normalizes to nothing: the rules keep only ASCII A-Z and 0-9{joined}"
+    if not rules.trim:
+        return "the key normalizes to nothing: it is empty"
+    folded = ", once folded" if rules.ascii_fold else ""  # "´" folds to a space
+    return f"the key normalizes to nothing: it is empty or only whitespace{folded}"
 
 
 def too_long_message(length: int, limit: int) -> str:
@@ -48,14 +64,9 @@ def normalize_batch(batch: RawBatch, normalizer: KeyNormalizer, max_key_length: 
     keys = normalizer.normalize_many(raws)
     empty = _rows_where(map(not_, keys))
     if empty:
+        message = empty_key_message(normalizer.rules)
         rejected.extend(
-            RejectedRow(
-                batch.system,
-                lines[i],
-                "empty-key",
-                EMPTY_KEY_MESSAGE,
-                preview(raws[i]),
-            )
+            RejectedRow(batch.system, lines[i], "empty-key", message, preview(raws[i]))
             for i in empty
         )
         keys, raws, lines, stamps = _without(empty, keys, raws, lines, stamps)
