@@ -8,6 +8,7 @@ default is the worst kind of configuration bug.
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import string
 import typing
@@ -244,6 +245,7 @@ def _validate(config: Config) -> None:
         if not location.strip():
             hint = "" if where == "logging.file" else " (./ is the config file's folder)"
             raise ConfigError(f"{where}: must not be empty{hint}")
+    _check_log_file_is_a_file_name(config.logging.file)
     separator = config.provisioning.namespace_separator
     if not separator or any(c in _NAME_CHARS or not c.isprintable() for c in separator):
         raise ConfigError(
@@ -297,6 +299,18 @@ def _validate(config: Config) -> None:
                 "encoding that writes ASCII as single bytes (utf-8, utf-8-sig, latin-1, "
                 f"cp1252...); convert the export, e.g. iconv -f {source.encoding} -t utf-8"
             )
+
+
+def _check_log_file_is_a_file_name(location: str) -> None:
+    """``logging.file: ./logs/`` names a folder: Path drops the slash, and a run wrote a
+    regular file named ``logs``. So does one that ends in ``.`` or ``..``."""
+    separators = "".join(filter(None, (os.sep, os.altsep)))
+    last = re.split(f"[{re.escape(separators)}]", location)[-1]
+    if last in ("", ".", ".."):
+        raise ConfigError(
+            f"logging.file: must name a file, not a folder, got {location!r}; add the file's "
+            "name, e.g. ./data/logs/keysync.jsonl"
+        )
 
 
 def _check_pad_numbers(config: Config) -> None:

@@ -307,6 +307,19 @@ BAD_CONFIGS = [
         "got '-_0': '0' (U+0030 DIGIT ZERO)",
         id="delimiters-digit",
     ),
+    # a log file named as a folder: a run wrote a file `logs` (config hunt)
+    pytest.param(
+        "logging: {file: ./logs/}\n",
+        "logging.file: must name a file, not a folder, got './logs/'; add the file's name, "
+        "e.g. ./data/logs/keysync.jsonl",
+        id="log-file-trailing-slash",
+    ),
+    pytest.param(
+        "logging: {file: logs/.}\n",
+        "logging.file: must name a file, not a folder, got 'logs/.'; add the file's name, "
+        "e.g. ./data/logs/keysync.jsonl",
+        id="log-file-dot",
+    ),
     # sources
     pytest.param(
         "sources:\n  A: {key_column: id}\n  B: {path: b.csv}\n",
