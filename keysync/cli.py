@@ -63,28 +63,37 @@ class AppContext:
         return not self.quiet and self.log_format != "json" and sys.stderr.isatty()
 
     @contextlib.contextmanager
-    def failures_logged(self) -> Iterator[None]:
+    def failures_logged(self, *, creating_nothing: bool = False) -> Iterator[None]:
         """Checks made before logging is set up (the folders must be writable first):
         a refusal still reaches the log file a collector reads, as ``command.failed``,
-        when the log file can be opened (the failure may be its folder)."""
+        when the log file can be opened (the failure may be its folder). With
+        ``creating_nothing`` only when the log file is there already: a run refused
+        for a wrong path must leave no folder or file behind."""
         try:
             yield
         except KeysyncError:
-            with contextlib.suppress(KeysyncError, OSError):
-                self.setup_logging()
+            if not creating_nothing or os.path.isfile(self.config.log_file):
+                with contextlib.suppress(KeysyncError, OSError):
+                    self.setup_logging()
             raise
 
     def setup_logging(self) -> None:
         from keysync.logs import setup_logging
 
         config = self.config
-        setup_logging(
-            level=config.logging.level,
-            log_file=config.log_file,
-            stderr_format=self.log_format,
-            quiet=self.quiet,
-            verbose=self.verbose,
-        )
+        _check_locations(self, ("logging.file",))
+        try:
+            setup_logging(
+                level=config.logging.level,
+                log_file=config.log_file,
+                stderr_format=self.log_format,
+                quiet=self.quiet,
+                verbose=self.verbose,
+            )
+        except KeysyncError as exc:  # a permission, a read-only disk: named as config errors are
+            if not str(exc).startswith("logging.file: "):
+                raise
+            raise type(exc)(f"{self.config_path}: {exc}", exc.exit_code) from None
 
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -319,43 +328,71 @@ def fail(message: str, exit_code: int = EXIT_USAGE) -> None:
     raise KeysyncError(message, exit_code)
 
 
-def _check_folders(app: AppContext, settings: tuple[str, ...]) -> None:
-    """Make sure each ``paths.<setting>`` is a folder keysync can write, before any work.
+# Every setting that names a place keysync writes, and what it must name there.
+_LOCATIONS = ("paths.output", "paths.data", "paths.checkpoints", "logging.file")
+
+
+def _location(config: Config, setting: str) -> Path:
+    return {
+        "paths.output": config.output_dir,
+        "paths.data": config.data_dir,
+        "paths.checkpoints": config.checkpoint_dir,
+        "logging.file": config.log_file,
+    }[setting]
+
+
+def _check_locations(app: AppContext, settings: tuple[str, ...] = _LOCATIONS) -> None:
+    """Refuse a path setting that names the wrong kind of thing, creating nothing.
+
+    ``config check`` and ``run`` ask the same, so what one calls valid the other takes
+    (a log file that was a folder passed the check, then stopped the run); and ``run``
+    asks it of every setting before it makes any folder, so a refused run leaves no
+    ``data/`` or log file behind. Only the config can be at fault here (exit 2).
+    """
+    for setting in settings:
+        path = _location(app.config, setting)
+        is_file = setting == "logging.file"
+        # os.path asks without raising (a folder that cannot be searched answers False).
+        in_the_way = [p for p in path.parents if os.path.exists(p) and not os.path.isdir(p)]
+        if is_file and os.path.isdir(path):
+            reason = "it is a folder, not a file"
+        elif not is_file and os.path.exists(path) and not os.path.isdir(path):
+            reason = "it is a file, not a folder"
+        elif in_the_way:
+            reason = f"{in_the_way[-1]} is a file, not a folder"
+        else:
+            continue
+        raise _location_error(app, setting, path, reason)
+
+
+def _make_folders(app: AppContext, settings: tuple[str, ...]) -> None:
+    """Make each ``paths.<setting>`` folder and check that keysync can write it, before
+    any work (after :func:`_check_locations`, so the setting names a folder).
 
     Otherwise a run would read every source and only then fail on the first report
     (a traceback, exit 1); the setting is named so the user knows what to fix.
     """
-    config = app.config
-    folders = {
-        "output": config.output_dir,
-        "data": config.data_dir,
-        "checkpoints": config.checkpoint_dir,
-    }
     for setting in settings:
-        folder = folders[setting]
-        # The path names no folder: the config is wrong (exit 2); else the machine (exit 3).
-        reason, fault = None, EXIT_USAGE
-        if folder.exists() and not folder.is_dir():
-            reason = "it is a file, not a folder"
-        else:
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                # A file made and dropped: os.access() says nothing of a read-only mount.
-                tempfile.TemporaryFile(dir=folder).close()
-            except (FileExistsError, NotADirectoryError):
-                reason = "a part of the path is a file, not a folder"
-            except OSError as exc:  # a permission, a read-only file system: the machine
-                reason, fault = (exc.strerror or str(exc)).lower(), EXIT_CANNOT_RUN
-        if reason is not None:
-            raise _folder_error(app, setting, folder, reason, fault)
+        folder = _location(app.config, setting)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # A file made and dropped: os.access() says nothing of a read-only mount.
+            tempfile.TemporaryFile(dir=folder).close()
+        except (FileExistsError, NotADirectoryError):  # made since it was checked
+            raise _location_error(app, setting, folder, "a part of the path is a file") from None
+        except OSError as exc:  # a permission, a read-only file system: the machine (exit 3)
+            reason = (exc.strerror or str(exc)).lower()
+            raise _location_error(app, setting, folder, reason, EXIT_CANNOT_RUN) from None
 
 
-def _folder_error(
-    app: AppContext, setting: str, folder: Path, reason: str, fault: int = EXIT_USAGE
+def _location_error(
+    app: AppContext, setting: str, path: Path, reason: str, fault: int = EXIT_USAGE
 ) -> KeysyncError:
+    what = "the log file" if setting == "logging.file" else "a folder"
+    fix = "move what is in the way" if fault == EXIT_USAGE else "the folder"
     return KeysyncError(
-        f"{app.config_path}: paths.{setting}: cannot use {folder} as a folder: "
-        f"{reason}; fix paths.{setting} or the folder",
+        f"{app.config_path}: {setting}: cannot use {path} as {what}: {reason}; "
+        f"fix {setting} or {fix}",
         fault,
     )
 
@@ -582,8 +619,10 @@ def run(
     from keysync.runner import run as run_reconciliation
 
     chosen = _split_systems(systems)
+    with app.failures_logged(creating_nothing=True):
+        _check_locations(app)
     with app.failures_logged():
-        _check_folders(app, ("output", "data", "checkpoints"))
+        _make_folders(app, ("paths.output", "paths.data", "paths.checkpoints"))
         if resume:
             _check_resume_options(
                 app,
@@ -635,7 +674,8 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     from keysync.simulate import simulate as run_simulation
 
     config = app.config
-    _check_folders(app, ("output",))
+    _check_locations(app, ("paths.output",))
+    _make_folders(app, ("paths.output",))
     # The simulation logs into its own folder: its runs are not the user's runs. Each
     # day's run says a few dozen things; stderr shows warnings (alerts) unless -v.
     setup_logging(
@@ -683,13 +723,7 @@ def config_check(app: AppContext) -> None:
     from keysync.normalization import rule_warnings, separator_warnings
 
     config = app.config
-    folders = {"data": config.data_dir, "output": config.output_dir}
-    folders["checkpoints"] = config.checkpoint_dir
-    for setting, folder in folders.items():  # what `run` would refuse (it creates the rest)
-        if folder.exists() and not folder.is_dir():
-            raise _folder_error(app, setting, folder, "it is a file, not a folder")
-        if any(part.is_file() for part in folder.parents):
-            raise _folder_error(app, setting, folder, "a part of the path is a file, not a folder")
+    _check_locations(app)  # what `run` would refuse (it creates the rest)
     click.echo(f"# {Path(app.config_path).resolve()}: valid")
     separator = config.provisioning.namespace_separator
     for warning in rule_warnings(config.normalize) + separator_warnings(

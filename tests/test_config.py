@@ -9,6 +9,7 @@ scheduled times.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -679,6 +680,59 @@ def test_env_var_naming_a_missing_file(keysync: RunKeysync, tmp_path: Path) -> N
     assert_config_error(
         result, f"config file not found: {missing} (pass -c PATH or set KEYSYNC_CONFIG)"
     )
+
+
+# --- places keysync writes ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("log_file", "reason"),
+    [
+        pytest.param("a-folder", "it is a folder, not a file", id="a-folder"),
+        pytest.param("a-file/k.jsonl", "{tmp}/a-file is a file, not a folder", id="under-a-file"),
+    ],
+)
+def test_config_check_refuses_the_log_file_that_run_refuses(
+    keysync: RunKeysync, tmp_path: Path, log_file: str, reason: str
+) -> None:
+    """Seen: `config check` called valid a logging.file that `run` then refused, with
+    "File exists" for one under a file, and without naming the config file."""
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("x\n")
+    path = write(tmp_path, f"logging: {{file: {log_file}}}\n")
+    tmp = tmp_path.resolve()
+    line = (
+        f"{path}: logging.file: cannot use {tmp / log_file} as the log file: "
+        f"{reason.format(tmp=tmp)}; fix logging.file or move what is in the way"
+    )
+    assert_config_error(keysync("-c", str(path), "config", "check"), line)
+    assert_config_error(keysync("-c", str(path), "run"), line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder", path.name]
+
+
+def test_a_run_refused_for_a_path_setting_creates_nothing(
+    keysync: RunKeysync, tmp_path: Path
+) -> None:
+    """Seen: with `paths.output` naming a file, `run` exited 2 but had made data/ and the
+    log file first: each folder was made before the next one was checked."""
+    (tmp_path / "a-file").write_text("x\n")
+    path = write(tmp_path, "paths: {output: a-file}\n")
+    line = (
+        f"{path}: paths.output: cannot use {tmp_path.resolve() / 'a-file'} as a folder: "
+        "it is a file, not a folder; fix paths.output or move what is in the way"
+    )
+    assert_config_error(keysync("-c", str(path), "run"), line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", path.name]
+    # A log file that is there already records the refusal (a collector sees it), and
+    # still no other folder is made.
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    log_file.parent.mkdir(parents=True)
+    log_file.touch()
+    assert_config_error(keysync("-c", str(path), "run"), line)
+    (event,) = [json.loads(text) for text in log_file.read_text().splitlines()]
+    assert (event["event"], event["exit_code"], event["message"]) == ("command.failed", 2, line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "data", path.name]
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["logs"]
 
 
 # --- relative paths ----------------------------------------------------------------------
