@@ -542,6 +542,39 @@ def load_config(path: str | Path) -> Config:
     try:
         return parse_config(data, config_path.resolve().parent)
     except ConfigError as exc:
+        line = _line_of(text, str(exc).partition(": ")[0])
+        where = f"{config_path}:{line}" if line else str(config_path)
         # One line whatever the YAML held: a key with a line break is shown escaped.
         one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
-        raise ConfigError(f"{config_path}: {one_line}") from None
+        raise ConfigError(f"{where}: {one_line}") from None
+
+
+def _line_of(text: str, setting: str) -> int | None:
+    """The line that writes ``setting`` (``processing.batch_size``), or the deepest part of
+    it that the file gives (``sources.B`` for a missing ``sources.B.path``); None if none.
+
+    An error names a setting; in a long file the line finds it at once. The document is
+    composed again (only on an error) for its nodes, which know their lines.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in setting.split("."):
+        entry = _entry(node, part)
+        if entry is None:
+            break
+        key, node = entry
+        line = key.start_mark.line + 1
+    return line
+
+
+def _entry(node: yaml.Node | None, name: str) -> tuple[yaml.Node, yaml.Node] | None:
+    """The (key, value) nodes of ``name`` in a mapping node, if it is written there (a key
+    that a merge key ``<<: *base`` brings in is not: the line is then its mapping's)."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == name:
+                return key, value
+    return None

@@ -104,100 +104,119 @@ def check_text(keysync: RunKeysync, tmp_path: Path, text: str) -> tuple[Any, Pat
 
 BAD_CONFIGS = [
     # unknown keys, at every depth
-    pytest.param("schedul: '0 2 * * *'\n", f"schedul: {UNKNOWN}", id="unknown-top"),
-    pytest.param("processing:\n  batch_sze: 10\n", f"processing.batch_sze: {UNKNOWN}", id="unk-2"),
+    pytest.param("schedul: '0 2 * * *'\n", 1, f"schedul: {UNKNOWN}", id="unknown-top"),
+    pytest.param(
+        "processing:\n  batch_sze: 10\n", 2, f"processing.batch_sze: {UNKNOWN}", id="unk-2"
+    ),
     pytest.param(
         "simulation:\n  temporal:\n    days_of_histroy: 3\n",
+        3,
         f"simulation.temporal.days_of_histroy: {UNKNOWN}",
         id="unknown-depth-3",
     ),
     pytest.param(
         "sources:\n  A: {path: a.csv, key_colum: id}\n  B: {path: b.csv}\n",
+        2,
         f"sources.A.key_colum: {UNKNOWN}",
         id="unknown-source-key",
     ),
-    pytest.param("base_dir: /tmp\n", f"base_dir: {UNKNOWN}", id="internal-field-is-unknown"),
+    pytest.param("base_dir: /tmp\n", 1, f"base_dir: {UNKNOWN}", id="internal-field-is-unknown"),
     # wrong types
     pytest.param(
         "processing:\n  batch_size: '1000'\n",
+        2,
         "processing.batch_size: expected int, got str",
         id="spec-example-type",
     ),
     pytest.param(
         "processing:\n  batch_size: 10.5\n",
+        2,
         "processing.batch_size: expected int, got float",
         id="float-for-int",
     ),
     pytest.param(
         "processing:\n  parallel: 'yes'\n",
+        2,
         "processing.parallel: expected bool, got str",
         id="str-for-bool",
     ),
     pytest.param(
         "normalize:\n  pad_numbers: true\n",
+        2,
         "normalize.pad_numbers: expected int, got bool",
         id="bool-for-int",
     ),
     pytest.param(
         "processing:\n  workers: 1.5\n",
+        2,
         "processing.workers: expected int | null, got float",
         id="optional-int",
     ),
-    pytest.param("schedule: 5\n", "schedule: expected str, got int", id="int-for-str"),
-    pytest.param("processing: 5\n", "processing: expected mapping, got int", id="section-int"),
-    pytest.param("sources: [a, b]\n", "sources: expected mapping, got list", id="sources-list"),
+    pytest.param("schedule: 5\n", 1, "schedule: expected str, got int", id="int-for-str"),
+    pytest.param("processing: 5\n", 1, "processing: expected mapping, got int", id="section-int"),
+    pytest.param("sources: [a, b]\n", 1, "sources: expected mapping, got list", id="sources-list"),
     pytest.param(
-        "- a\n- b\n", "(top level): expected a mapping of settings, got list", id="top-list"
+        "- a\n- b\n", None, "(top level): expected a mapping of settings, got list", id="top-list"
     ),
     pytest.param(
         "provisioning:\n  strategy: mirrorr\n",
+        2,
         "provisioning.strategy: expected one of mirror, namespaced, got 'mirrorr'",
         id="choice",
     ),
     pytest.param(
         "processing:\n  mode: fast\n",
+        2,
         "processing.mode: expected one of full, incremental, got 'fast'",
         id="choice-mode",
     ),
     pytest.param(
         "sources:\n  A: {path: a.csv, type: xlsx}\n  B: {path: b.csv}\n",
+        2,
         "sources.A.type: expected one of csv, got 'xlsx'",
         id="choice-in-source",
     ),
     # cron
     pytest.param(
         "schedule: '0 2 * *'\n",
+        1,
         "schedule: invalid cron expression '0 2 * *': "
         "expected 5 fields (minute hour day month weekday), got 4",
         id="cron-field-count",
     ),
     pytest.param(
         "schedule: '61 2 * * *'\n",
+        1,
         "schedule: invalid cron expression '61 2 * * *': minute field: 61 is outside 0-59",
         id="cron-out-of-range",
     ),
     pytest.param(
         "schedule: '0 2 * * 8'\n",
+        1,
         "schedule: invalid cron expression '0 2 * * 8': day of week field: 8 is outside 0-7",
         id="cron-weekday-out-of-range",
     ),
     pytest.param(
         "schedule: '*/0 * * * *'\n",
+        1,
         "schedule: invalid cron expression '*/0 * * * *': minute field: bad step '0'",
         id="cron-zero-step",
     ),
     pytest.param(
         "schedule: '0 */x * * *'\n",
+        1,
         "schedule: invalid cron expression '0 */x * * *': hour field: bad step 'x'",
         id="cron-bad-step",
     ),
     pytest.param(
         "schedule: '0 ² * * *'\n",
+        1,
         "schedule: invalid cron expression '0 ² * * *': hour field: '²' is not a number",
         id="cron-unicode-digit",
     ),
     pytest.param(
         "schedule: '0 0 31 2 *'\n",
+        1,
         "schedule: invalid cron expression '0 0 31 2 *': "
         "day of month '31' never occurs in month '2': the expression never fires",
         id="cron-never-fires",
@@ -205,105 +224,124 @@ BAD_CONFIGS = [
     # numbers
     pytest.param(
         "processing:\n  batch_size: 0\n",
+        2,
         "processing.batch_size: must be greater than 0, got 0",
         id="batch-size-zero",
     ),
     pytest.param(
         "processing:\n  batch_size: -5\n",
+        2,
         "processing.batch_size: must be greater than 0, got -5",
         id="batch-size-negative",
     ),
     pytest.param(
         "processing:\n  workers: 0\n",
+        2,
         "processing.workers: must be greater than 0, got 0",
         id="workers-zero",
     ),
     pytest.param(
         "normalize:\n  pad_numbers: -1\n",
+        2,
         "normalize.pad_numbers: must be 0 (off) or more, got -1",
         id="pad-negative",
     ),
     pytest.param(
         "processing:\n  batch_size: 18446744073709551616\n",
+        2,
         "processing.batch_size: must be at most 9223372036854775807, got 18446744073709551616",
         id="batch-size-past-64-bits",
     ),
     pytest.param(
         "simulation:\n  seed: -9223372036854775809\n",
+        2,
         "simulation.seed: must be at least -9223372036854775808, got -9223372036854775809",
         id="seed-below-64-bits",
     ),
     pytest.param(
         "processing:\n  workers: 100000\n",
+        2,
         "processing.workers: must be at most 64 processes, got 100000",
         id="workers-huge",
     ),
     pytest.param(
         "processing:\n  max_key_length: 9223372036854775807\n",
+        2,
         "processing.max_key_length: must be at most 1048576 characters (a key cell is read "
         "whole), got 9223372036854775807",
         id="max-key-length-huge",
     ),
     pytest.param(  # seen (rules hunt): the 64-bit bound came first, a second error followed
         "processing:\n  max_key_length: 9223372036854775808\n",
+        2,
         "processing.max_key_length: must be at most 1048576 characters (a key cell is read "
         "whole), got 9223372036854775808",
         id="max-key-length-past-64-bits",
     ),
     pytest.param(  # seen (config hunt): the 64-bit bound first, then max_key_length's
         "normalize:\n  pad_numbers: 9223372036854775808\n",
+        2,
         "normalize.pad_numbers: must be at most processing.max_key_length (256), "
         "got 9223372036854775808",
         id="pad-numbers-past-64-bits",
     ),
     pytest.param(
         "simulation:\n  temporal: {days_of_history: 9223372036854775808}\n",
+        2,
         "simulation.temporal.days_of_history: must be at most 3660 (ten years), "
         "got 9223372036854775808",
         id="days-of-history-past-64-bits",
     ),
     pytest.param(
         "normalize:\n  pad_numbers: -9223372036854775809\n",
+        2,
         "normalize.pad_numbers: must be 0 (off) or more, got -9223372036854775809",
         id="pad-numbers-below-64-bits",
     ),
     pytest.param(
         "normalize:\n  delimiters: '-é'\n",
+        2,
         "normalize.delimiters: must not contain letters or digits (they are key characters), "
         "got '-é': 'é' (U+00E9 LATIN SMALL LETTER E WITH ACUTE)",
         id="delimiter-letter-beyond-ascii",
     ),
     pytest.param(
         "sources:\n  A: {path: in/A.csv}\n  yes: {path: in/B.csv}\n",
+        1,
         "sources: system name True must be text (YAML reads yes/no/on/off/true/false as a "
         "boolean: quote the name)",
         id="system-named-yes",
     ),
     pytest.param(
         "simulation:\n  failures: {inject_corruption: 1.5}\n",
+        2,
         "simulation.failures.inject_corruption: must be within 0-1, got 1.5",
         id="corruption-above-1",
     ),
     pytest.param(
         "simulation:\n  failures: {inject_corruption: -0.1}\n",
+        2,
         "simulation.failures.inject_corruption: must be within 0-1, got -0.1",
         id="corruption-below-0",
     ),
     # normalize
     pytest.param(
         "normalize:\n  collapse_delims: '--'\n",
+        2,
         "normalize.collapse_delims: must be null or one ASCII punctuation character or a space, "
         "got '--'",
         id="separator-two-chars",
     ),
     pytest.param(
         "normalize:\n  collapse_delims: x\n",
+        2,
         "normalize.collapse_delims: must be null or one ASCII punctuation character or a space, "
         "got 'x'",
         id="separator-letter",
     ),
     pytest.param(
         "normalize:\n  delimiters: '-_0'\n",
+        2,
         "normalize.delimiters: must not contain letters or digits (they are key characters), "
         "got '-_0': '0' (U+0030 DIGIT ZERO)",
         id="delimiters-digit",
@@ -311,12 +349,14 @@ BAD_CONFIGS = [
     # a log file named as a folder: a run wrote a file `logs` (config hunt)
     pytest.param(
         "logging: {file: ./logs/}\n",
+        1,
         "logging.file: must name a file, not a folder, got './logs/'; add the file's name, "
         "e.g. ./data/logs/keysync.jsonl",
         id="log-file-trailing-slash",
     ),
     pytest.param(
         "logging: {file: logs/.}\n",
+        1,
         "logging.file: must name a file, not a folder, got 'logs/.'; add the file's name, "
         "e.g. ./data/logs/keysync.jsonl",
         id="log-file-dot",
@@ -324,87 +364,102 @@ BAD_CONFIGS = [
     # sources
     pytest.param(
         "sources:\n  A: {key_column: id}\n  B: {path: b.csv}\n",
+        2,
         "sources.A.path: required key is missing",
         id="source-without-path",
     ),
     pytest.param(
         "sources:\n  A: {path: ''}\n  B: {path: b.csv}\n",
+        2,
         "sources.A.path: must not be empty",
         id="source-empty-path",
     ),
     pytest.param(
         "sources:\n  A: ./a.csv\n  B: {path: b.csv}\n",
+        2,
         "sources.A: expected mapping, got str",
         id="source-not-a-mapping",
     ),
     pytest.param(
         "sources:\n  A:\n  B: {path: b.csv}\n",
+        2,
         "sources.A: expected mapping, got null",
         id="source-null",
     ),
     pytest.param(
         "sources:\n  A: {path: a.csv, encoding: utf-9}\n  B: {path: b.csv}\n",
+        2,
         "sources.A.encoding: unknown encoding 'utf-9'",
         id="bad-encoding",
     ),
     pytest.param(
         "sources:\n  A: {path: a.csv, encoding: rot13}\n  B: {path: b.csv}\n",
+        2,
         "sources.A.encoding: unknown encoding 'rot13'",
         id="not-a-text-encoding",
     ),
     pytest.param(
         "sources:\n  A: {path: a.csv, delimiter: ';;'}\n  B: {path: b.csv}\n",
+        2,
         "sources.A.delimiter: must be one character other than a quote or a line break, got ';;'",
         id="delimiter-two-chars",
     ),
     pytest.param(
         "sources:\n  A: {path: a.csv, delimiter: '\"'}\n  B: {path: b.csv}\n",
+        2,
         "sources.A.delimiter: must be one character other than a quote or a line break, got '\"'",
         id="delimiter-quote",
     ),
     pytest.param(
         "sources:\n  A: {path: a.csv, key_column: ''}\n  B: {path: b.csv}\n",
+        2,
         "sources.A.key_column: must not be empty",
         id="empty-key-column",
     ),
     pytest.param(
         "sources:\n  A: {path: a.csv, key_column: '  '}\n  B: {path: b.csv}\n",
+        2,
         "sources.A.key_column: must not be empty",
         id="blank-key-column",
     ),
     pytest.param(
         "sources:\n  A: {path: a.csv}\n",
+        1,
         "sources: the authority needs at least one peer to compare with",
         id="only-one-source",
     ),
     pytest.param(
-        "sources: {}\n", "sources: at least the authority source A is required", id="no-sources"
+        "sources: {}\n", 1, "sources: at least the authority source A is required", id="no-sources"
     ),
     pytest.param(
         "sources:\n  A B: {path: a.csv}\n  C: {path: c.csv}\n",
+        1,
         "sources: system name 'A B' may use only letters, digits and _",
         id="system-name-space",
     ),
     pytest.param(
         "sources:\n  1: {path: a.csv}\n  B: {path: b.csv}\n",
+        1,
         "sources: system name 1 must be text (quote it: '1')",
         id="system-name-number",
     ),
     pytest.param(
         'sources:\n  "A\\nB": {path: a.csv, colour: red}\n  B: {path: b.csv}\n',
+        1,
         "sources: system name 'A\\nB' may use only letters, digits and _",
         id="system-name-line-break",
     ),
-    pytest.param('"a\\nb": 1\n', f"a\\nb: {UNKNOWN}", id="key-with-line-break-stays-one-line"),
+    pytest.param('"a\\nb": 1\n', 1, f"a\\nb: {UNKNOWN}", id="key-with-line-break-stays-one-line"),
 ]
 
 
-@pytest.mark.parametrize(("text", "message"), BAD_CONFIGS)
-def test_bad_config_is_one_line_naming_the_file(
-    keysync: RunKeysync, tmp_path: Path, text: str, message: str
+@pytest.mark.parametrize(("text", "line", "message"), BAD_CONFIGS)
+def test_bad_config_is_one_line_naming_the_file_and_line(
+    keysync: RunKeysync, tmp_path: Path, text: str, line: int | None, message: str
 ) -> None:
+    """The line of the setting named, where the file gives it (seen: none was named)."""
     result, path = check_text(keysync, tmp_path, text)
-    assert_config_error(result, f"{path}: {message}")
+    assert_config_error(result, f"{path}{'' if line is None else f':{line}'}: {message}")
 
 
 @pytest.mark.parametrize(
@@ -448,6 +503,32 @@ def test_invalid_yaml_names_line_and_column(
 ) -> None:
     result, path = check_text(keysync, tmp_path, text)
     assert_config_error(result, f"{path}: invalid YAML at {where}: {problem}")
+
+
+def test_the_line_is_that_of_the_setting_or_of_the_part_the_file_gives(
+    keysync: RunKeysync, tmp_path: Path
+) -> None:
+    text = (
+        "# keysync\n"
+        "schedule: '0 2 * * *'\n"
+        "processing:\n"
+        "  mode: full\n"
+        "\n"
+        "  batch_size: 10\n"
+        "sources:\n"
+        "  A: {path: a.csv, delimiter: ';;'}\n"
+        "  B:\n"
+        "    key_column: id\n"
+        "paths: {output: out, outptu: out}\n"
+    )
+    result, path = check_text(keysync, tmp_path, text)
+    assert_config_error(result, f"{path}:9: sources.B.path: required key is missing")
+    text = text.replace("B:\n", "B:\n    path: b.csv\n")
+    result, path = check_text(keysync, tmp_path, text)
+    assert_config_error(result, f"{path}:12: paths.outptu: {UNKNOWN}")
+    result, path = check_text(keysync, tmp_path, text.replace(", outptu: out", ""))
+    message = "must be one character other than a quote or a line break, got ';;'"
+    assert_config_error(result, f"{path}:8: sources.A.delimiter: {message}")
 
 
 def test_yaml_merge_keys_may_be_overridden(keysync: RunKeysync, tmp_path: Path) -> None:
@@ -524,7 +605,7 @@ def test_python_object_tag_is_not_built(keysync: RunKeysync, tmp_path: Path) -> 
 def test_error_names_the_file_as_given(keysync: RunKeysync, tmp_path: Path) -> None:
     write(tmp_path / "conf", "processing:\n  batch_size: x\n", name="mine.yaml")
     result = keysync("-c", "conf/mine.yaml", "config", "check", cwd=tmp_path)
-    assert_config_error(result, "conf/mine.yaml: processing.batch_size: expected int, got str")
+    assert_config_error(result, "conf/mine.yaml:2: processing.batch_size: expected int, got str")
 
 
 # --- a valid config ----------------------------------------------------------------------
@@ -599,7 +680,7 @@ def test_a_section_with_every_key_commented_out_is_an_empty_one(
 def test_a_null_sources_section_is_an_empty_one(keysync: RunKeysync, tmp_path: Path) -> None:
     # an empty `sources` replaces the default list: nothing to compare, and it says so
     result, path = check_text(keysync, tmp_path, "sources:\n  # A: {path: a.csv}\n")
-    assert_config_error(result, f"{path}: sources: at least the authority source A is required")
+    assert_config_error(result, f"{path}:1: sources: at least the authority source A is required")
 
 
 def test_column_names_are_stripped_as_the_header_is(keysync: RunKeysync, tmp_path: Path) -> None:
