@@ -651,10 +651,19 @@ def run(
     finally:
         if progress is not None:
             progress.clear()
-    if not app.quiet:
-        print_run_result(result)
-    elif (last := final_line(result)) is not None:
-        tell_user(last, run_id=result.run_id, exit_code=result.exit_code or None)
+    # The run has ended and recorded how: a Ctrl-C while its summary is said must not end
+    # the command as "interrupted, run the command again" (another run would then count
+    # towards deprecate_after_runs). Put back after, for a caller that lives on.
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stops}
+    try:
+        if not app.quiet:
+            print_run_result(result)
+        elif (last := final_line(result)) is not None:
+            tell_user(last, run_id=result.run_id, exit_code=result.exit_code or None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     sys.exit(result.exit_code)
 
 

@@ -767,18 +767,22 @@ class _Run:
                 )
                 comparison = self._read_and_compare(observer)
                 result = self._report_and_commit(comparison, observer)
-            self.snapshots.publish()  # incremental: only after the commit
-            self.writer.close()
-            checkpoint.remove(self.writer.directory)
-            if not self.options.dry_run:
-                _supersede_older_checkpoints(self.config, self.store, self.run_id)
-            self.log.info(
-                "run.completed",
-                exit_code=result.exit_code,
-                duration_s=result.durations["total_s"],
-                discrepancies=result.discrepancies,
-                **{f"{s.system}_matched": s.matched for s in result.summaries if s.available},
-            )
+                # Still under the run's handlers: a Ctrl-C now is one the run no longer
+                # heeds (it is committed), not a KeyboardInterrupt that would leave this
+                # tidying half done and say "interrupted" of a run that completed.
+                pause_for_tests("tidying")
+                self.snapshots.publish()  # incremental: only after the commit
+                self.writer.close()
+                checkpoint.remove(self.writer.directory)
+                if not self.options.dry_run:
+                    _supersede_older_checkpoints(self.config, self.store, self.run_id)
+                self.log.info(
+                    "run.completed",
+                    exit_code=result.exit_code,
+                    duration_s=result.durations["total_s"],
+                    discrepancies=result.discrepancies,
+                    **{f"{s.system}_matched": s.matched for s in result.summaries if s.available},
+                )
             return result
         except Interrupted:
             self.writer.flush()

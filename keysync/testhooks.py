@@ -12,7 +12,8 @@ Phases: ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write
 (reports staged, state not committed), ``committing`` (just before the commit),
 ``mid-commit`` (every row written inside the open transaction, no COMMIT yet),
 ``publishing`` (state committed, reports not yet renamed into place), ``mid-publish``
-(the first report renamed into place, the others not); in ``generate``, ``mock-publish``
+(the first report renamed into place, the others not), ``tidying`` (reports in place,
+snapshots and checkpoints not yet renewed); in ``generate``, ``mock-publish``
 (every new file written aside, none in place yet); in ``registry approve``, ``deprecate``
 and ``rekey``, ``mid-change`` (every change written inside the open transaction, no
 COMMIT yet) and ``listing`` (the changes committed, not yet listed).

@@ -926,6 +926,28 @@ def test_a_killed_run_its_parent_has_not_reaped_yet_is_interrupted_not_running(
         run.process.wait(30)
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_ctrl_c_after_the_commit_lets_the_run_end_as_completed(
+    stop: int, tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (journeys hunt): a Ctrl-C just after the commit ended the command with exit 130
+    and "interrupted ... run the command again", though `keysync runs` said completed:
+    the user's second run would count once more towards deprecate_after_runs."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    run = Background.held_at(tmp_path, "tidying", "--mode", "incremental")
+    run.process.send_signal(stop)
+    time.sleep(0.2)  # delivered while held
+    run.release()
+    assert run.process.wait(60) == 0, "".join(run.lines)
+    assert not any("interrupted" in line for line in run.lines), run.lines
+    (outcome,) = db_rows(tmp_path, "SELECT outcome FROM runs")
+    assert outcome == ("completed",)
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.is_dir()]
+    skipped = ok(keysync("-v", "run", "--mode", "incremental")).stderr
+    assert skipped.count("incremental.unchanged") == 3, skipped  # the snapshots were renewed
+
+
 def test_a_dry_run_after_a_kill_leaves_the_killed_run_to_the_next_real_run(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
