@@ -98,10 +98,11 @@ def _cell(value: object) -> str:
 
 
 def print_run_result(result: RunResult) -> None:
+    authority = result.summaries[0].system if result.summaries else "A"  # it comes first
     headers = [
         "system",
         "matched",
-        "missing in A",
+        f"missing in {authority}",
         "missing from system",
         "duplicates",
         "rejected",

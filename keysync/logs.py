@@ -270,6 +270,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
         "the configured systems or the lifecycle settings differ from the last successful "
         "run's (an audit event too)",
     ),
+    "authority.changed": EventSpec(
+        "warning",
+        ("authority", "detail"),
+        "the authority (the first source) is another system than the last successful run's",
+    ),
     "command.failed": EventSpec(
         "error",
         ("command", "exit_code", "message"),

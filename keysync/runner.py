@@ -324,6 +324,9 @@ def _settings(config: Config) -> dict[str, Any]:
     }
 
 
+AUTHORITY_CHANGE = "the authority (the first source) is"
+
+
 def _settings_change(store: StateStore, run_id: str, config: Config, systems: Sequence[str]) -> str:
     """What changed in ``_settings`` since the last successful run, as one line ("" if
     nothing): the audit trail's answer to "why were these keys deprecated now".
@@ -351,7 +354,7 @@ def _settings_change(store: StateStore, run_id: str, config: Config, systems: Se
                 "(--systems, or a run resumed that began without it)"
             )
         if was[0] != now[0]:
-            effects.append(f"the authority (the first source) is {now[0]}, was {was[0]}")
+            effects.append(f"{AUTHORITY_CHANGE} {now[0]}, was {was[0]}")
     return f"the settings changed since run {previous_run}: " + "; ".join([listed, *effects])
 
 
@@ -891,6 +894,14 @@ class _Run:
             plan.change_events.insert(0, (plan.now, self.run_id, "rules.changed", "", "", changed))
         if settings := _settings_change(store, self.run_id, config, self.systems):
             self.log.info("settings.changed", detail=settings)
+            if f"{AUTHORITY_CHANGE} {config.authority}," in settings:
+                self.log.warning(  # said on the console: the line above is long and routine
+                    "authority.changed",
+                    authority=config.authority,
+                    detail=f"{config.authority} is the authority now, as the first source in "
+                    "the config: every key is compared with its keys from this run on; if "
+                    "that is not meant, put the authority first under sources",
+                )
             plan.change_events.insert(
                 0, (plan.now, self.run_id, "settings.changed", "", "", settings)
             )

@@ -648,6 +648,30 @@ def test_switching_to_namespaced_keeps_mirror_entries_seen_where_they_are(
     assert "key.proposed" in shown and "key.approved" not in shown
 
 
+def test_an_authority_moved_first_is_said_and_reports_name_it_not_a(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen (journeys hunt): with C put first under sources, C became the authority over a
+    live registry with nothing on the console but a cut info line, and the summary and the
+    reports' column descriptions still said "missing in A", "the key as written in A"."""
+    write_inputs(tmp_path, {"A": ["K-1", "K-2"], "B": ["K-1"], "C": ["K-1", "X-1"]})
+    sources = {s: {"path": f"./input/{s}.csv"} for s in ("A", "B", "C")}
+    write_config(tmp_path, sources=sources, processing={"parallel": False})
+    ok(keysync("-q", "run"))
+    write_config(tmp_path, sources={"C": sources["C"], "A": sources["A"], "B": sources["B"]})
+    done = ok(keysync("run"))
+    (warned,) = [line for line in done.stderr.splitlines() if "authority.changed" in line]
+    assert "C is the authority now, as the first source in the config" in warned
+    assert "put the authority first under sources" in warned
+    header = next(line for line in done.stdout.splitlines() if line.startswith("system"))
+    assert "missing in C" in header and "missing in A" not in header
+    gaps = (tmp_path / "output" / "diff_missing_from_system.csv").read_text()
+    assert "# column a_source_key: the key as written in C\n" in gaps
+    assert "# column system: system that lacks the key (C has it)\n" in gaps
+    again = ok(keysync("run")).stderr
+    assert "authority.changed" not in again  # said once, when it changed
+
+
 # --------------------------------------------------------------- the commands
 
 

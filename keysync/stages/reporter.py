@@ -39,6 +39,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # through any character): master_key, source_key, seen_in, last_seen_at.
 REGISTRY_RISKY = (0, 4, 5, 8)
 
+# Column descriptions say {authority}: the first source, whatever its name (_described).
 SUMMARY_COLUMNS = {
     "system": "system name; the authority comes first",
     "available": "false when the source could not be read (then the counts are empty)",
@@ -46,14 +47,14 @@ SUMMARY_COLUMNS = {
     "rows_rejected": "records rejected (see rejected_rows.csv)",
     "unique_keys": "distinct normalized keys",
     "duplicate_keys": "normalized keys that occur more than once (see duplicates.csv)",
-    "matched": "keys in both A and this system",
-    "missing_in_a": "keys in this system, not in A",
-    "missing_from_system": "keys in A, not in this system",
-    "match_rate": "matched / |A ∪ system|, 4 decimals",
+    "matched": "keys in both {authority} and this system",
+    "missing_in_a": "keys in this system, not in {authority}",
+    "missing_from_system": "keys in {authority}, not in this system",
+    "match_rate": "matched / |{authority} ∪ system|, 4 decimals",
 }
 MISSING_IN_A_COLUMNS = {
     "key": "normalized key",
-    "system": "system that holds the key (A does not)",
+    "system": "system that holds the key ({authority} does not)",
     "source_key": "the key as written on the first row that had it",
     "source_line": "physical line of that row (header = line 1)",
     "last_seen_at": "timestamp column of that row",
@@ -62,10 +63,10 @@ MISSING_IN_A_COLUMNS = {
 }
 MISSING_FROM_SYSTEM_COLUMNS = {
     "key": "normalized key",
-    "system": "system that lacks the key (A has it)",
-    "a_source_key": "the key as written in A",
-    "a_last_seen_at": "timestamp column of that row in A",
-    "missing_since": "first run of the current stretch in which A held the key and the "
+    "system": "system that lacks the key ({authority} has it)",
+    "a_source_key": "the key as written in {authority}",
+    "a_last_seen_at": "timestamp column of that row in {authority}",
+    "missing_since": "first run of the current stretch in which {authority} held the key and the "
     "system (as last read) lacked it",
 }
 DUPLICATES_COLUMNS = {
@@ -577,7 +578,8 @@ def _write_reconciliation_reports(
     def write(name: str, columns: dict[str, str], rows: list[Any], **header: Any) -> None:
         risky = header.pop("risky", ())
         numbers = header.pop("numbers", ())
-        report = writer.open(name, columns, **header)
+        described = {column: text.format(authority=authority) for column, text in columns.items()}
+        report = writer.open(name, described, **header)
         report.rows(rows, risky=risky, numbers=numbers)
         report.close()
         counts[name] = len(rows)
