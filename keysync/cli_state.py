@@ -566,7 +566,10 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
     ):
         _publish_killed_runs_reports(app, store)
         rekeys = plan_rekeys(
-            app.config, store.registry_entries(), store.deprecated_since_rules_changed()
+            app.config,
+            store.registry_entries(),
+            store.deprecated_since_rules_changed(),
+            store.deprecated_by_hand(),
         )
         done = 0
         if not dry_run:

@@ -13,7 +13,9 @@ it with the rules now, and where the form differs:
 - a **Deprecated** entry is left as it is (a decision someone made), unless a run
   deprecated it as unseen since the rules last changed: the change unseated it, so it
   counts as the Active entry it was. Left alone too: an entry whose new form is
-  Deprecated (a decision too), or whose key the rules now reject.
+  Deprecated by hand (a decision too), or whose key the rules now reject. A new form
+  Deprecated otherwise (a run found it unseen, or an earlier rekey superseded it: the
+  rules changed back) takes an Active entry's status: that was no one's decision.
 
 No row is deleted: the old entries stay, Deprecated, and the audit trail says which
 new entry superseded each. Planning here is pure; ``StateStore.apply_rekeys`` writes.
@@ -46,12 +48,16 @@ class Rekey:
 
 
 def plan_rekeys(
-    config: Config, entries: Iterable[RegistryEntry], unseated: Collection[str] = ()
+    config: Config,
+    entries: Iterable[RegistryEntry],
+    unseated: Collection[str] = (),
+    decided: Collection[str] = (),
 ) -> list[Rekey]:
     """One ``Rekey`` per entry whose ``source_key`` normalizes to another form now.
 
     ``unseated``: the master keys a run deprecated as unseen since the rules last
-    changed (``StateStore.deprecated_since_rules_changed``)."""
+    changed (``StateStore.deprecated_since_rules_changed``); ``decided``: those someone
+    deprecated by hand (``StateStore.deprecated_by_hand``)."""
     normalize = compile_rules(config.normalize).normalize
     limit = config.processing.max_key_length
     separator = config.provisioning.namespace_separator
@@ -71,8 +77,13 @@ def plan_rekeys(
             plan.append(Rekey(entry, name, new_key, target, "skip", "it is Deprecated"))
         elif entry.status == "Deprecated" and target is not None and target.status == "Active":
             continue  # carried already (an earlier rekey): nothing left to do
-        elif target is not None and target.status == "Deprecated":
-            plan.append(Rekey(entry, name, new_key, target, "skip", f"{name} is Deprecated"))
+        elif (
+            target is not None
+            and target.status == "Deprecated"
+            and (entry.status == "Proposed" or target.master_key in decided)
+        ):
+            reason = f"{name} is Deprecated; `keysync registry approve {name}` reinstates it"
+            plan.append(Rekey(entry, name, new_key, target, "skip", reason))
         else:
             action = "supersede" if entry.status == "Proposed" else "carry"
             plan.append(Rekey(entry, name, new_key, target, action))

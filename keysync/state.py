@@ -53,6 +53,7 @@ import functools
 import gc
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -94,6 +95,8 @@ AUDIT_COLUMNS = ("timestamp", "run_id", "seq", "event", "system", "key", "detail
 
 STATUSES = ("Proposed", "Active", "Deprecated")
 SUCCESSFUL = ("completed", "degraded")
+# How every key.approved / key.deprecated detail begins: its master key, its old status.
+_STATUS_CHANGE = re.compile(r"master key (.+?): (?:Proposed|Active|Deprecated) -> ")
 
 # Positions in a master_keys row as stored (SPEC columns first, then bookkeeping).
 MK_MASTER_KEY = 0
@@ -976,6 +979,29 @@ class StateStore:
         prefix, marker = "master key ", ": Active -> Deprecated: "
         return {detail[len(prefix) : detail.index(marker)] for (detail,) in rows}
 
+    def deprecated_by_hand(self) -> set[str]:
+        """Master keys whose latest change of status was ``registry deprecate``: a decision.
+        Any other deprecation (a run's, of a key unseen; a rekey's, of a superseded form) is
+        the machinery's, which a rekey may undo by handing an approval back."""
+        decided: dict[str, int] = {}
+        for seq, detail in self._db.execute(
+            "SELECT seq, detail FROM audit_events WHERE event = 'key.deprecated'"
+            " AND run_id LIKE 'manual-%' AND detail LIKE '%by `keysync registry deprecate`%'"
+        ):
+            if found := _STATUS_CHANGE.match(detail):
+                decided[found[1]] = max(int(seq), decided.get(found[1], 0))
+        if not decided:
+            return set()
+        later = self._db.execute(
+            "SELECT seq, detail FROM audit_events WHERE event IN ('key.approved', "
+            "'key.deprecated') AND seq > ?",
+            (min(decided.values()),),
+        )
+        for seq, detail in later:  # approved since (and perhaps deprecated again otherwise)
+            if (found := _STATUS_CHANGE.match(detail)) and decided.get(found[1], seq) < seq:
+                del decided[found[1]]
+        return set(decided)
+
     def apply_rekeys(
         self,
         rekeys: Sequence[Rekey],
@@ -1020,13 +1046,13 @@ class StateStore:
                         f"{old.master_key} in its form under the rules now, {status} as "
                         f"{old.master_key} was, {how}",
                     )
-                elif status == "Active" and target.status == "Proposed":
+                elif status == "Active" and target.status != "Active":
                     self._set_status(name, "Active", now, actor, seq)
                     event(
                         "key.approved",
                         system,
                         rekey.new_key,
-                        f"master key {name}: Proposed -> Active, carried from "
+                        f"master key {name}: {target.status} -> Active, carried from "
                         f"{old.master_key} (its form before the rules changed) {how}",
                     )
                 if old.status != "Deprecated":  # else a run deprecated it as unseen already

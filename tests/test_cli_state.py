@@ -2168,6 +2168,32 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
         "W-1: left as it is (it is Deprecated)\nZ-7: left as it is (it is Deprecated)\n"
     )
     assert again.stderr == "nothing rekeyed: the entries above are left as they are\n"
+    # The rules changed back (seen, journeys hunt: every approval was lost, rekey said the
+    # old forms "are Deprecated", and only approving each by name brought them back). The
+    # old forms were Deprecated by the first rekey, not by a person: they take it back.
+    _rules(tmp_path, write_config)
+    ok(keysync("-q", "run"))  # X-0012, Y-0003 unseen: deprecated after 1 run
+    back = ok(keysync("registry", "rekey"))
+    assert back.stdout.splitlines() == [
+        "W-0001: left as it is (W-1 is Deprecated; `keysync registry approve W-1` reinstates it)",
+        "X-0012 -> X-12: Active carried, X-0012 Deprecated (a run deprecated it as unseen "
+        "after the rules changed)",
+        "Y-0003 -> Y-3: Active carried, Y-0003 Deprecated (a run deprecated it as unseen "
+        "after the rules changed)",
+        "Z-0007: left as it is (Z-7 is Deprecated; `keysync registry approve Z-7` reinstates it)",
+    ]
+    assert {k: v for k, v in statuses(tmp_path).items() if "-0" not in k} == {
+        "W-1": "Deprecated",
+        "X-12": "Active",
+        "Y-3": "Active",
+        "Z-7": "Deprecated",  # deprecated by hand: a decision, kept
+    }
+    session = back.stderr.split("audit run id ")[1].rstrip(")\n")
+    audit = json.loads(ok(keysync("audit", "--run", session, "--json")).stdout)
+    assert audit[0]["detail"].startswith(
+        "master key X-12: Deprecated -> Active, carried from X-0012 (its form before the rules "
+        "changed) by `keysync registry rekey` (user "
+    )
 
 
 def test_rekey_before_the_first_run_under_new_rules_makes_the_new_entries(
