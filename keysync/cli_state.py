@@ -356,11 +356,11 @@ def _change(
     done = [c for c in changes if c.changed]
     past = "approved" if verb == "approve" else "deprecated"
     noun = "master key" if len(done) == 1 else "master keys"
-    if dry_run:  # what would change: the lines of a real run, and nothing recorded
+    if dry_run:  # what would change, each line marked (stdout may go to a file alone)
         if not app.quiet:
             for change in changes:
-                click.echo(_change_line(change))
-        _say(app, f"would have {past} {len(done):,} {noun} (dry run: nothing changed)")
+                click.echo(_change_line(change) + (" (dry run)" if change.changed else ""))
+        _say(app, f"would {verb} {len(done):,} {noun} (dry run: nothing changed)")
         return
     from keysync.logs import get_logger
 
@@ -602,7 +602,8 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
                 )
         if not app.quiet:
             for rekey in rekeys:
-                click.echo(visible(_rekey_line(rekey)))
+                marked = dry_run and rekey.action != "skip"  # as approve --dry-run marks them
+                click.echo(visible(_rekey_line(rekey)) + (" (dry run)" if marked else ""))
 
     _list_then_say(app, listing, summary, committed=done > 0)
 

@@ -2064,10 +2064,14 @@ def test_approve_and_deprecate_dry_run_show_the_changes_and_make_none(
     ok(keysync("-q", "run"))
     before = state_dump(tmp_path)
     shown = ok(keysync("registry", "approve", "--all", "--dry-run"))
-    assert shown.stdout.splitlines() == ["X-1: Proposed -> Active", "X-2: Proposed -> Active"]
-    assert shown.stderr == "would have approved 2 master keys (dry run: nothing changed)\n"
+    # Each line says it (journeys hunt: stdout alone, in a file, read as changes made).
+    assert shown.stdout.splitlines() == [
+        "X-1: Proposed -> Active (dry run)",
+        "X-2: Proposed -> Active (dry run)",
+    ]
+    assert shown.stderr == "would approve 2 master keys (dry run: nothing changed)\n"
     deprecating = ok(keysync("registry", "deprecate", "X-1", "--dry-run"))
-    assert deprecating.stdout == "X-1: Proposed -> Deprecated\n"
+    assert deprecating.stdout == "X-1: Proposed -> Deprecated (dry run)\n"
     assert state_dump(tmp_path) == before  # no status, no audit event
     events = [json.loads(line) for line in (tmp_path / "data/logs/keysync.jsonl").open()]
     assert not [e for e in events if e["event"] in ("key.approved", "key.deprecated")]
@@ -2119,11 +2123,11 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
     before = state_dump(tmp_path)
     planned = ok(keysync("registry", "rekey", "--dry-run"))
     assert planned.stdout.splitlines() == [
-        "W-1 -> W-0001: W-1 Deprecated (was Proposed)",
+        "W-1 -> W-0001: W-1 Deprecated (was Proposed) (dry run)",
         "X-12 -> X-0012: Active carried, X-12 Deprecated (a run deprecated it as unseen "
-        "after the rules changed)",
+        "after the rules changed) (dry run)",
         "Y-3 -> Y-0003: Active carried, Y-3 Deprecated (a run deprecated it as unseen "
-        "after the rules changed)",
+        "after the rules changed) (dry run)",
         "Z-7: left as it is (it is Deprecated)",
     ]
     assert planned.stderr == "would rekey 3 master keys (dry run: nothing changed)\n"
