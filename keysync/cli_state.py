@@ -24,7 +24,7 @@ import sys
 import tempfile
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -123,8 +123,11 @@ def registry() -> None:
     """Inspect master keys and move them through their lifecycle.
 
     \b
-    Proposed -> Active      keysync registry approve KEY... | --all
-    Active   -> Deprecated  keysync registry deprecate KEY...
+    Proposed   -> Active      keysync registry approve KEY... | --all
+    Deprecated -> Active      keysync registry approve KEY...
+    Proposed   -> Deprecated  keysync registry deprecate KEY...
+    Active     -> Deprecated  keysync registry deprecate KEY...
+    after a rule change       keysync registry rekey (carries approvals to the new forms)
 
     \b
     Example:
@@ -844,10 +847,20 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
 # ---------------------------------------------------------------------- audit
 
 
-# A day, a UTC time, or a time with its offset (as a log line or another tool gives it).
+# A day, a UTC time, or a time with its offset, as the trail, a log line (with its
+# fraction of a second) or another tool gives it.
 _WHEN = click.DateTime(
-    ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
+    [
+        "%Y-%m-%d",
+        "%Y-%m-%dT%H:%M:%SZ",
+        "%Y-%m-%dT%H:%M:%S.%fZ",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%dT%H:%M:%S.%f%z",
+    ]
 )
+_WHEN_HELP = "UTC unless it has an offset: 2026-11-01, 2026-11-01T02:00:00Z, a log line's time"
 
 
 @click.command("audit", short_help="Show audit events: registry changes, decisions, outcomes.")
@@ -855,12 +868,10 @@ _WHEN = click.DateTime(
 @click.option("--event", "events", multiple=True, help="Only this event (repeatable).")
 @click.option("--key", "keys", multiple=True, help="Only events about this key (repeatable).")
 @click.option(
-    "--since",
-    type=_WHEN,
-    help="Only events at or after this UTC day or time (or time with offset).",
+    "--since", type=_WHEN, metavar="TIME", help=f"Only events at or after TIME ({_WHEN_HELP})."
 )
 @click.option(
-    "--until", type=_WHEN, help="Only events before this UTC day or time (or time with offset)."
+    "--until", type=_WHEN, metavar="TIME", help=f"Only events before TIME ({_WHEN_HELP})."
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Only the latest N of those events.")
 @json_option
@@ -912,7 +923,7 @@ def audit(
                 (e.source_system, e.key, e.master_key) for e in named if e.strategy == "namespaced"
             ),
             since=_stamp(since),
-            until=_stamp(until),
+            until=_stamp(until, up=True),
             limit=limit,
         )
         if run_id is not None and store.run(run_id) is None and not any(store.audit_rows(run_id)):
@@ -955,12 +966,18 @@ def audit(
         print_table(list(AUDIT_COLUMNS), chain([first], rows), widths)
 
 
-def _stamp(moment: datetime | None) -> str | None:
-    """A --since / --until value as the trail writes times (UTC, ``...Z``)."""
+def _stamp(moment: datetime | None, *, up: bool = False) -> str | None:
+    """A --since / --until value as the trail writes times (UTC, ``...Z``, whole seconds).
+
+    ``up``: a fraction of a second counts as the next second, so that ``--until 13:54:46.5``
+    keeps the events of 13:54:46 (they are before it); ``--since`` drops the fraction.
+    """
     if moment is None:
         return None
     if moment.tzinfo is not None:
         moment = moment.astimezone(timezone.utc)
+    if up and moment.microsecond:
+        moment += timedelta(seconds=1)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -1854,6 +1854,13 @@ def test_audit_filters_by_event_key_time_and_keeps_the_latest_n(
     moment = datetime.strptime(first, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     ahead = moment.astimezone(timezone(timedelta(hours=5))).isoformat()
     assert len(events("--since", ahead)) == 8 and events("--until", ahead) == []
+    # A log line's time, with its fraction (seen: refused): --until keeps the events of
+    # that second (before it + 0.5 s), --since drops the fraction; a time with a space too.
+    log_time = moment.strftime("%Y-%m-%dT%H:%M:%S") + ".5Z"
+    assert events("--until", log_time) == events("--until", first.replace("Z", "") + ".9Z")
+    assert events("--until", log_time)[0] == ("key.proposed", "B", "X-1")
+    assert len(events("--since", log_time)) == 8  # a fraction is dropped going forward
+    assert len(events("--since", moment.strftime("%Y-%m-%d %H:%M:%S"))) == 8
     table = ok(keysync("audit", "--key", "X-2", "--limit", "1")).stdout.splitlines()
     assert [line.split()[3:6] for line in table] == [
         ["EVENT", "SYSTEM", "KEY"],
