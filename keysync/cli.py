@@ -526,7 +526,7 @@ def main(ctx: click.Context, config_path: str, log_format: str, quiet: bool, ver
 @click.option("--keys", type=click.IntRange(min=1), help="Keys per system (default: config).")
 @click.option("--seed", type=int, help="Random seed (default: simulation.seed).")
 @scenario_option
-@days_option("Days of history snapshots to write")
+@days_option("Days of history: with D > 1, also one snapshot a day under history/ (default 1)")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
