@@ -301,6 +301,13 @@ def _usage_error(exc: click.UsageError) -> NoReturn:
         message = message.replace(exc.param.get_error_hint(exc.ctx), exc.param.envvar, 1)
     where = f"{command.removeprefix('keysync ')}: " if names else ""
     line = f"keysync: error: {where}{message} (see `{command} --help`)"
+    if names and isinstance(exc, click.NoSuchOption) and exc.option_name in _GLOBAL_OPTIONS:
+        # `keysync run -q`: an option of keysync itself, which click takes only before.
+        shown = _GLOBAL_OPTIONS[exc.option_name]
+        line = (
+            f"keysync: error: {where}{exc.option_name} is an option of keysync itself: put it "
+            f"before the command (keysync {shown} {' '.join(reversed(names))} ...)"
+        )
     if exc.ctx is not None:
         _failed(exc.ctx, line, EXIT_USAGE)
     click.echo(line, err=True)  # a global option: before any command or config
@@ -520,6 +527,16 @@ def main(ctx: click.Context, config_path: str, log_format: str, quiet: bool, ver
       keysync registry list --status Proposed
     """
     ctx.obj = AppContext(config_path, log_format, quiet, verbose)
+
+
+# keysync's own options, each as it is written before a command (`-c PATH`, `-q`).
+_GLOBAL_OPTIONS = {
+    name: name
+    if isinstance(param, click.Option) and (param.is_flag or param.count)
+    else f"{name} {(param.name or 'value').upper()}"
+    for param in main.params
+    for name in param.opts
+}
 
 
 @main.command()

@@ -153,6 +153,23 @@ def test_bad_global_option_value_is_a_usage_error(keysync: RunKeysync) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_global_option_after_the_command_says_where_it_goes(keysync: RunKeysync) -> None:
+    """Seen (journeys hunt): `keysync run -q` said only "No such option '-q'"."""
+    quiet = keysync("run", "-q")
+    assert (quiet.returncode, quiet.stderr) == (
+        2,
+        "keysync: error: run: -q is an option of keysync itself: put it before the command "
+        "(keysync -q run ...)\n",
+    )
+    formatted = keysync("registry", "list", "--log-format", "json")
+    assert formatted.returncode == 2
+    assert "(keysync --log-format LOG_FORMAT registry list ...)" in formatted.stderr
+    other = keysync("run", "--bogus")
+    assert (
+        other.stderr == "keysync: error: run: No such option '--bogus' (see `keysync run --help`)\n"
+    )
+
+
 def test_a_bad_config_path_from_the_environment_is_blamed_on_it(
     keysync: RunKeysync, tmp_path: Path
 ) -> None:
