@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from itertools import chain, islice
@@ -784,6 +785,7 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
       tail -n +2 input/B.csv | cut -d, -f1 | keysync normalize
       keysync normalize -- -123     # a key that starts with '-' goes after --
     """
+    from keysync.logs import tell_user
     from keysync.normalization import compile_rules
     from keysync.stages.normalizer import empty_key_message, too_long_message
     from keysync.tables import MAX_CELL, print_json_list, print_table
@@ -794,12 +796,17 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
     normalizer = compile_rules(config.normalize)
     limit = config.processing.max_key_length
 
+    first_raw: dict[str, str] = {}  # each key's first raw form: later other forms merge
+    forms: Counter[str] = Counter()
+
     def result(raw: str) -> tuple[str, str, str, list[tuple[str, str]]]:
         key, rejected = normalizer.normalize(raw), ""
         if len(raw) > limit:
             key, rejected = "", f"too-long: {too_long_message(len(raw), limit)}"
         elif not key:
             rejected = f"empty-key: {empty_key_message(config.normalize)}"
+        elif first_raw.setdefault(key, raw) != raw:
+            forms[key] += 1
         return raw, key, rejected, normalizer.trace(raw) if steps else []
 
     # Streamed: a column of a million-row export piped in is never held whole.
@@ -823,6 +830,15 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
         print_table(headers, first)
     else:  # the rest streamed, the raw column as wide as a table cell may be
         print_table(headers, chain(first, rows), [MAX_CELL, 0])
+    if forms:  # what a run would count as duplicates with collision = true
+        shown = ", ".join(f"{key} ({n + 1} raw forms)" for key, n in forms.most_common(5))
+        more = f" and {len(forms) - 5:,} more" if len(forms) > 5 else ""
+        tell_user(
+            f"{len(forms):,} {'keys come' if len(forms) > 1 else 'key comes'} out of more than "
+            f"one raw form, which a run takes as one key (a collision): {shown}{more}",
+            stderr_format=app.log_format,
+            quiet=app.quiet,
+        )
 
 
 _NORMALIZE_HELD = 10_000  # rows of `normalize` held to size the columns exactly

@@ -352,6 +352,23 @@ def test_keysync_normalize_shows_each_key_as_the_configured_rules_make_it(
     ]
 
 
+def test_keysync_normalize_says_which_keys_come_out_of_several_raw_forms(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen (journeys hunt): its help says keys that come out equal are one key, but three
+    raw forms under pad_numbers 6 all showing CUST-000012 were marked nowhere."""
+    write_config(tmp_path, normalize={"pad_numbers": 6})
+    raws = ["CUST-#-12", "cust 12", "CUST-000012", "x", "x", "y_1", "Y-1"]
+    shown = keysync("normalize", *raws)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == (
+        "2 keys come out of more than one raw form, which a run takes as one key (a "
+        "collision): CUST-000012 (3 raw forms), Y-000001 (2 raw forms)\n"
+    )
+    assert keysync("-q", "normalize", *raws).stderr == ""
+    assert keysync("normalize", "x", "x", "Y").stderr == ""  # the same raw twice: no collision
+
+
 @pytest.mark.parametrize(
     ("rules", "raw", "why"),
     [
