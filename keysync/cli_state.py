@@ -313,7 +313,6 @@ def _change(
     dry_run: bool = False,
     reason: str = "",
 ) -> None:
-    from keysync.lock import RunLock
 
     app.setup_logging()
     if not keys and not all_proposed:
@@ -332,10 +331,11 @@ def _change(
     command = f"keysync registry {verb}" + (" --all" if all_proposed else "")
     with (
         store,
-        RunLock.acquire(data_dir, actor, purpose=command),
+        _writer_lock(data_dir, actor, command, dry_run),
         _saying_what_an_interruption_left(app, store, actor, command),
     ):
-        _publish_killed_runs_reports(app, store)
+        if not dry_run:
+            _publish_killed_runs_reports(app, store)
         targets: list[str] | None = None
         if not all_proposed:
             targets, unknown = [], []
@@ -381,6 +381,19 @@ def _change(
 
     where = f"audit run id {actor}" if done else "nothing changed, nothing audited"
     _list_then_say(app, listing, f"{past} {len(done):,} {noun} ({where})", bool(done))
+
+
+def _writer_lock(
+    data_dir: Path, actor: str, command: str, dry_run: bool
+) -> contextlib.AbstractContextManager[object]:
+    """The run lock for a change by hand; none for its ``--dry-run``, which writes nothing
+    and reads a committed state: held through a long listing, it would make a cron run
+    that starts meanwhile fail (registry hunt)."""
+    from keysync.lock import RunLock
+
+    if dry_run:
+        return contextlib.nullcontext()
+    return RunLock.acquire(data_dir, actor, purpose=command)
 
 
 def _publish_killed_runs_reports(app: _App, store: StateStore) -> None:
@@ -553,7 +566,6 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
       keysync registry rekey --dry-run
       keysync registry rekey
     """
-    from keysync.lock import RunLock
     from keysync.logs import get_logger
     from keysync.rekey import plan_rekeys
 
@@ -564,10 +576,11 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
     command = "keysync registry rekey"
     with (
         store,
-        RunLock.acquire(app.config.data_dir, actor, purpose=command),
+        _writer_lock(app.config.data_dir, actor, command, dry_run),
         _saying_what_an_interruption_left(app, store, actor, command),
     ):
-        _publish_killed_runs_reports(app, store)
+        if not dry_run:
+            _publish_killed_runs_reports(app, store)
         rekeys = plan_rekeys(
             app.config,
             store.registry_entries(),

@@ -1273,6 +1273,28 @@ def test_two_concurrent_runs_one_wins_the_other_exits_3(
     ok(keysync("-q", "run"))  # and the lock is free again
 
 
+def test_a_dry_run_change_by_hand_needs_no_lock_and_holds_none(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (registry hunt): `approve --all --dry-run` took the run lock: refused while a
+    run went on, and a cron run starting during its long listing failed (exit 3)."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    running = Background.held_at(tmp_path, "planning")
+    shown = ok(keysync("registry", "approve", "--all", "--dry-run"))
+    assert shown.stdout == "X-1: Proposed -> Active (dry run)\n"
+    assert ok(keysync("registry", "rekey", "--dry-run")).returncode == 0
+    assert keysync("registry", "approve", "--all").returncode == 3  # a real one waits
+    running.release()
+    assert running.process.wait(60) == 0
+    assert statuses(tmp_path) == {"X-1": "Proposed"}
+    held = Background.held_at(tmp_path, "planning", "--dry-run")  # deprecate --dry-run too
+    assert ok(keysync("registry", "deprecate", "X-1", "--dry-run")).returncode == 0
+    held.release()
+    assert held.process.wait(60) == 0
+
+
 def test_a_refused_run_keys_leaves_the_inputs_alone(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
