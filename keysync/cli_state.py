@@ -217,6 +217,13 @@ def _find_entries(
     one scan per name.
     """
     exact = store.entries_named(names)
+    namespaced = {
+        name: as_named
+        for name in names
+        if name not in exact and (as_named := _namespaced(app, name))
+    }
+    found = store.entries_named(namespaced.values())
+    exact.update((name, found[named]) for name, named in namespaced.items() if named in found)
     key_of: dict[str, str] = {}
     for name in names:
         entry = exact.get(name)
@@ -228,6 +235,26 @@ def _find_entries(
     return {
         name: by_key.get(key_of[name], []) if name in key_of else [exact[name]] for name in names
     }
+
+
+def _namespaced(app: _App, name: str) -> str:
+    """``B:cust_001`` as the namespaced master key it names (``B:CUST-001``), or "".
+
+    A raw key names its mirror entry; so a system and a raw key name that system's
+    entry: the system's part as written, the key's part normalized.
+    """
+    separator = app.config.provisioning.namespace_separator
+    system, found, raw = name.partition(separator)
+    key = _normalize(app, raw) if found and system else ""
+    return f"{system}{separator}{key}" if key else ""
+
+
+def _named_entry(app: _App, store: StateStore, name: str) -> RegistryEntry | None:
+    """The entry ``name`` names exactly, or as a system and a raw key (:func:`_namespaced`)."""
+    entry = store.registry_entry(name)
+    if entry is None and (as_named := _namespaced(app, name)):
+        entry = store.registry_entry(as_named)
+    return entry
 
 
 _NAMES_SHOWN = 10  # of a long list of unknown keys (a pasted file): the line stays a line
@@ -918,7 +945,7 @@ def audit(
         # As `registry show` and `history` take it: a namespaced master key's ":" would be
         # normalized into a delimiter (B-CUST-00146), which no event has; it names one
         # system's key (B's CUST-00146, not C's), a mirror one its key in every system.
-        named = [entry for raw in keys if (entry := store.registry_entry(raw)) is not None]
+        named = [entry for raw in keys if (entry := _named_entry(app, store, raw)) is not None]
         wanted = AuditFilter(
             run_id=run_id,
             events=events,
@@ -1029,7 +1056,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
         # A master key given as the registry lists it names its own key: a namespaced one
         # (B:CUST-00042), whose ":" would be normalized into a delimiter, or one made under
         # other rules (CUST-7, before pad_numbers made it CUST-0007).
-        entry = store.registry_entry(key)
+        entry = _named_entry(app, store, key)
         if entry is not None and entry.key != normalized:
             normalized = entry.key
             master_key = key if entry.key != key else None

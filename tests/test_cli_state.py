@@ -617,6 +617,16 @@ def test_namespaced_gives_one_master_key_per_system_and_key(
     audited = json.loads(ok(keysync("audit", "--key", "C:X-1", "--json")).stdout)
     # C's X-1 only, not B's too (review): a namespaced master key names one system's key
     assert [(e["event"], e["system"], e["key"]) for e in audited] == [("key.proposed", "C", "X-1")]
+    # A system and a raw key name that system's entry, as a raw key names a mirror one
+    # (seen, config hunt: `registry show B:cust_001` was "unknown", B:CUST-001 worked).
+    shown = json.loads(ok(keysync("registry", "show", "C:x_1", "--json")).stdout)
+    assert [e["master_key"] for e in shown] == ["C:X-1"]
+    audited = json.loads(ok(keysync("audit", "--key", "C:x 1", "--json")).stdout)
+    assert [(e["system"], e["key"]) for e in audited] == [("C", "X-1")]
+    assert ok(keysync("registry", "approve", "B:x-2", "--dry-run")).stdout == (
+        "B:X-2: Proposed -> Active (dry run)\n"
+    )
+    assert "B:X-1" in ok(keysync("history", "B:x_1")).stdout
 
 
 def test_switching_to_namespaced_keeps_mirror_entries_seen_where_they_are(
