@@ -178,6 +178,7 @@ class _RunObserver(PipelineObserver):
     ) -> None:
         self.checkpoint = checkpoint
         self.stop_requested = False
+        self.committed = False  # from then on a Ctrl-C is not heeded: the run is done
         self.resumed_at = resumed_at
         self.index = index
         self.total_bytes = total_bytes
@@ -229,9 +230,16 @@ _STOPPED_AT_ONCE = (
 
 @contextmanager
 def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
-    """First Ctrl-C / SIGTERM: stop at the next clean point. Second: exit at once."""
+    """First Ctrl-C / SIGTERM: stop at the next clean point. Second: exit at once.
+
+    Once the run has committed, neither is heeded, and they stay ignored after the block
+    (till :func:`_signals_kept` puts the caller's back): the tidying, the lock's release
+    and the freeing of the index must not end as "interrupted" a run that completed.
+    """
 
     def handle(signum: int, frame: object) -> None:
+        if observer.committed:
+            return
         if observer.stop_requested:
             # Frames on disk are whole or cut off by the loader: the checkpoint holds.
             os.write(2, _STOPPED_AT_ONCE)
@@ -245,12 +253,27 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
             os._exit(EXIT_INTERRUPTED)
         observer.stop_requested = True
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handle) for sig in _STOPS}
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if observer.committed else handler)
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _signals_kept() -> Iterator[None]:
+    """The caller's Ctrl-C / SIGTERM handlers, as they were, once ``run`` returns."""
+    previous = {sig: signal.getsignal(sig) for sig in _STOPS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(sig, handler)
 
 
 def _rules(config: Config) -> dict[str, Any]:
@@ -602,7 +625,7 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
     resume_dir = _latest_checkpoint(config) if options.resume else None
     run_id = resume_dir.name if resume_dir is not None else new_run_id(started)
     log = logs.get_logger(stage="runner")
-    with RunLock.acquire(config.data_dir, run_id):
+    with _signals_kept(), RunLock.acquire(config.data_dir, run_id):
         store = StateStore.open(config.data_dir / DB_NAME)
         try:
             publish_leftovers(config, store)
@@ -770,9 +793,9 @@ class _Run:
                 )
                 comparison = self._read_and_compare(observer)
                 result = self._report_and_commit(comparison, observer)
-                # Still under the run's handlers: a Ctrl-C now is one the run no longer
-                # heeds (it is committed), not a KeyboardInterrupt that would leave this
-                # tidying half done and say "interrupted" of a run that completed.
+                # Committed and published: a Ctrl-C from now on is not heeded, nor would a
+                # KeyboardInterrupt leave this tidying half done and say "interrupted".
+                observer.committed = True
                 pause_for_tests("tidying")
                 self.snapshots.publish()  # incremental: only after the commit
                 self.writer.close()

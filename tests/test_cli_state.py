@@ -972,6 +972,8 @@ def test_a_ctrl_c_after_the_commit_lets_the_run_end_as_completed(
     run = Background.held_at(tmp_path, "tidying", "--mode", "incremental")
     run.process.send_signal(stop)
     time.sleep(0.2)  # delivered while held
+    run.process.send_signal(stop)  # a second one neither (it would exit at once, 130)
+    time.sleep(0.2)
     run.release()
     assert run.process.wait(60) == 0, "".join(run.lines)
     assert not any("interrupted" in line for line in run.lines), run.lines
@@ -980,6 +982,21 @@ def test_a_ctrl_c_after_the_commit_lets_the_run_end_as_completed(
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.is_dir()]
     skipped = ok(keysync("-v", "run", "--mode", "incremental")).stderr
     assert skipped.count("incremental.unchanged") == 3, skipped  # the snapshots were renewed
+
+
+def test_a_run_called_in_process_gives_its_caller_s_signal_handlers_back(
+    tmp_path: Path, project: Callable[..., Path]
+) -> None:
+    """A run ignores Ctrl-C once committed, till it returns; a caller (simulate, a
+    notebook) must then have its own handlers again, not ignored signals."""
+    from keysync.config import load_config
+    from keysync.runner import run as run_reconciliation
+
+    config = load_config(project())
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    assert run_reconciliation(config).exit_code == 0
+    assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
 def test_a_dry_run_after_a_kill_leaves_the_killed_run_to_the_next_real_run(
