@@ -460,20 +460,25 @@ def _saying_what_an_interruption_left(
     try:
         yield
     except KeyboardInterrupt as stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not garble the answer
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:  # a second one must not garble the answer
             signal.signal(sig, signal.SIG_IGN)
-        if next(store.audit_rows(actor), None) is None:
-            raise KeysyncError(
-                f"{_signal_name(stop)} stopped `{command}` before it changed anything: "
-                "nothing was changed; run it again",
-                EXIT_INTERRUPTED,
-            ) from None
-        _say(
-            app,
-            f"`{command}` made every change before the {_signal_name(stop)} "
-            f"(audit run id {actor}: keysync audit --run {actor})",
-        )
-        raise click.exceptions.Exit(0) from None
+        try:
+            if not store.committed_events_of(actor):
+                raise KeysyncError(
+                    f"{_signal_name(stop)} stopped `{command}` before it changed anything: "
+                    "nothing was changed; run it again",
+                    EXIT_INTERRUPTED,
+                ) from None
+            _say(
+                app,
+                f"`{command}` made every change before the {_signal_name(stop)} "
+                f"(audit run id {actor}: keysync audit --run {actor})",
+            )
+            raise click.exceptions.Exit(0) from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _list_then_say(

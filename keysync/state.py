@@ -1380,6 +1380,13 @@ class StateStore:
 
     # ---------------------------------------------------------------- internals
 
+    def committed_events_of(self, run_id: str) -> bool:
+        """Whether ``run_id`` has committed audit events (a change by hand that was stopped:
+        a transaction it left open, by a stop inside its last step, is rolled back first)."""
+        if self._db.in_transaction:
+            self._db.rollback()
+        return next(self.audit_rows(run_id), None) is not None
+
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
