@@ -485,14 +485,10 @@ def _finished_run(config: Config, store: StateStore, folder: Path) -> RunResult 
         resumed_run_id=record.run_id,
         detail="it was killed after its commit; its reports are now in place: nothing to redo",
     )
-    systems = record.counts.get("systems")
-    if not isinstance(systems, dict):  # recorded before 2026-12-02: systems at the top
-        systems = record.counts
-    summaries = [
-        SystemSummary(**counts)
-        for counts in systems.values()
-        if isinstance(counts, dict) and "available" in counts
-    ]
+    summaries = sorted(  # as the comparison orders them (the JSON keeps them by name)
+        (SystemSummary(**counts) for counts in record.counts.get("systems", {}).values()),
+        key=lambda s: (s.system != config.authority, s.system),
+    )
     # As they were when it committed: a change by hand since must not show as this run's.
     recorded = record.counts.get("statuses")
     statuses = (

@@ -1430,6 +1430,15 @@ _RUN_COLUMNS = (
 )
 
 
+def _counts_as_now(counts: dict[str, Any]) -> dict[str, Any]:
+    """``runs.counts`` in today's shape: runs recorded before 2026-12-02 kept each system's
+    summary at the top, beside ``registry`` and ``history``; now they are under ``systems``."""
+    old = {k: v for k, v in counts.items() if isinstance(v, dict) and "available" in v}
+    if not old:
+        return counts
+    return {"systems": old, **{k: v for k, v in counts.items() if k not in old}}
+
+
 def _run_record(row: Sequence[Any]) -> RunRecord:
     return RunRecord(
         run_id=row[0],
@@ -1441,7 +1450,7 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         dry_run=bool(row[6]),
         outcome=row[7],
         exit_code=row[8],
-        counts=json.loads(row[9] or "{}"),
+        counts=_counts_as_now(json.loads(row[9] or "{}")),
         message=row[10] or "",
         pid=int(row[11]),
     )

@@ -1097,6 +1097,50 @@ def test_resuming_a_run_killed_after_its_commit_prints_that_run_s_statuses(
     assert statuses(tmp_path)["X-2"] == "Active"  # the approval itself stands
 
 
+def test_resuming_a_run_killed_after_its_commit_puts_its_authority_first(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen (review): the resumed summary came back in name order, so with C as the
+    authority it named A the authority ("missing in A") and listed A first."""
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["K-1"], "C": ["K-1", "K-2"]})
+    write_config(
+        tmp_path,
+        sources={s: {"path": f"./input/{s}.csv"} for s in ("C", "A", "B")},
+        processing={"parallel": False},
+    )
+    Background.held_at(tmp_path, "publishing").kill()
+    table = ok(keysync("run", "--resume")).stdout.splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("system"))
+    assert "missing in C" in table[header]
+    assert [line.split()[0] for line in table[header + 2 : header + 5]] == ["C", "A", "B"]
+
+
+def test_runs_recorded_before_the_systems_moved_under_counts_systems_read_as_now(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Runs recorded before 2026-12-02 kept each system's summary at the top of counts:
+    `runs --json` gives them in today's shape, and a resume of one still has its table."""
+    project(parallel=False)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    Background.held_at(tmp_path, "publishing").kill()
+    ((stored,),) = db_rows(tmp_path, "SELECT counts FROM runs")
+    counts = json.loads(stored)
+    old = {**counts.pop("systems"), **{k: v for k, v in counts.items() if k != "statuses"}}
+    connection = sqlite3.connect(tmp_path / "data" / "keysync.db")
+    with connection:
+        connection.execute("UPDATE runs SET counts = ?", (json.dumps(old),))
+    connection.close()
+    (record,) = json.loads(ok(keysync("runs", "--json")).stdout)
+    assert sorted(record["counts"]["systems"]) == ["A", "B", "C"]
+    assert record["counts"]["registry"]["proposed"] == 1 and "A" not in record["counts"]
+    table = ok(keysync("run", "--resume")).stdout.splitlines()
+    assert [line.split()[:4] for line in table if line[:2] in ("A ", "B ", "C ")] == [
+        ["A", "1", "0", "0"],
+        ["B", "0", "1", "1"],
+        ["C", "1", "0", "0"],
+    ]
+
+
 def test_a_kill_among_the_renames_of_the_reports_is_marked_and_finished_by_the_next_run(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
