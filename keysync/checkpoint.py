@@ -44,7 +44,8 @@ from keysync.errors import ResumableError, RunError
 from keysync.messages import KeyBatch
 from keysync.stages.merger import KeyIndex
 
-FORMAT_VERSION = 3  # 2: KeyBatch lines and timestamps packed; 3: whole-file CRC-32 (2026-12-01)
+FORMAT_VERSION = 4  # 2: KeyBatch lines and timestamps packed; 3: whole-file CRC-32 (2026-12-01);
+# 4: rejected rows carry the 2026-12-02 messages (empty-key, encoding), as a fresh run gives
 HEADER_FILE = "header.msgpack"
 LOG_FILE = "log.bin"
 _FRAME = struct.Struct("<II")  # payload length, crc32 of payload
