@@ -219,7 +219,12 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
         read_header("B", write(tmp_path, b""), SOURCE)
     # Seen (journeys hunt): a header alone read as "no keys", exit 0 and no warning, every
     # peer key out of authority. A failed export looks just like that.
-    for header_only in (b"key,name,last_seen_at\n", b"key,name,last_seen_at", b"key,name\r\n\n"):
+    for header_only in (
+        b"key,name,last_seen_at\n",
+        b"key,name,last_seen_at",
+        b"key,name\r\n\n",
+        b"key,name\n\n\r\n\n",  # blank lines are skipped, not rows (seen, review: 2 passed)
+    ):
         with pytest.raises(SourceUnavailable) as err:
             read_header("B", write(tmp_path, header_only), SOURCE)
         assert str(err.value) == (
@@ -227,6 +232,7 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
             "failed part way leaves it; check the export"
         )
     assert read_header("B", write(tmp_path, b"key\n\nK-1\n"), SOURCE).data_offset == 4
+    assert read_header("B", write(tmp_path, b"key\n \n"), SOURCE).data_offset == 4  # a row
 
 
 @pytest.mark.parametrize(

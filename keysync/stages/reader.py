@@ -108,6 +108,9 @@ def _delimiter_hint(system: str, columns: list[str], delimiter: str) -> str:
     return ""
 
 
+_NO_ROWS_PROBE = 64 * 1024  # read past the header to tell "only blank lines follow"
+
+
 def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     """Open the source and parse line 1; raise ``SourceUnavailable`` with a clear reason."""
     try:
@@ -122,6 +125,7 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
         with open(path, "rb") as handle:
             first = handle.readline(MAX_HEADER_BYTES)
             second = handle.readline(MAX_HEADER_BYTES)  # only to explain a header that runs on
+            after = second + handle.read(_NO_ROWS_PROBE)  # blank lines, then nothing?
     except FileNotFoundError:
         raise SourceUnavailable(
             f"{path}: file not found; put the export there, or point sources.{system}.path at it"
@@ -195,7 +199,7 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
             "rename the others in the export, or set "
             f"sources.{system}.key_column to a column named once"
         )
-    if not second.strip() and offset + len(second) >= status.st_size:
+    if not after.strip(b"\r\n") and offset + len(after) >= status.st_size:
         # Not "no keys": an export that failed after its header line looks just like this,
         # and read as empty it would make every key of the others a discrepancy.
         raise SourceUnavailable(
