@@ -389,7 +389,16 @@ def test_keysync_normalize_says_which_keys_come_out_of_several_raw_forms(
             id="blank",
         ),
         pytest.param(
-            {"strip_non_alnum": False, "trim": False}, "", "it is empty", id="empty-untrimmed"
+            {"strip_non_alnum": False, "trim": False, "ascii_fold": False},
+            "",
+            "it is empty",
+            id="empty-untrimmed",
+        ),
+        pytest.param(  # seen (review): "it is empty" of a combining accent, which folds away
+            {"strip_non_alnum": False, "trim": False},
+            "\u0301",
+            "it is empty, once folded",
+            id="folded-away-untrimmed",
         ),
     ],
 )

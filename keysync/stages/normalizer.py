@@ -33,9 +33,9 @@ def empty_key_message(rules: NormalizeConfig) -> str:
         separator = rules.collapse_delims
         joined = "" if separator is None else f" (joined by {separator!r})"
         return f"the key normalizes to nothing: the rules keep only ASCII A-Z and 0-9{joined}"
+    folded = ", once folded" if rules.ascii_fold else ""  # "´" folds to a space, "\u0301" away
     if not rules.trim:
-        return "the key normalizes to nothing: it is empty"
-    folded = ", once folded" if rules.ascii_fold else ""  # "´" folds to a space
+        return f"the key normalizes to nothing: it is empty{folded}"
     return f"the key normalizes to nothing: it is empty or only whitespace{folded}"
 
 
