@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -190,6 +191,8 @@ class KeysyncGroup(click.Group):
         # SIGTERM is taken as Ctrl-C (errors.Terminated): one line and 130, not a silent 143.
         # Put back after: called in a longer-lived process (a test runner), keysync must not
         # keep its handler.
+        if threading.current_thread() is not threading.main_thread():  # signal() would raise
+            return self._invoke_saying_errors(ctx)
         previous = signal.signal(signal.SIGTERM, raise_terminated)
         try:
             return self._invoke_saying_errors(ctx)

@@ -513,7 +513,7 @@ def load_config(path: str | Path) -> Config:
     """Read, parse and validate the YAML file at ``path`` (safe loader only)."""
     if not str(path).strip():  # Path("") is ".", which would be read as a folder
         raise ConfigError(
-            "config file path is empty (-c or KEYSYNC_CONFIG): give the path of the "
+            "config file path is empty (-c): give the path of the "
             "YAML file, e.g. -c ./keysync-config.yaml"
         )
     config_path = Path(path)

@@ -347,17 +347,16 @@ def _settings(config: Config) -> dict[str, Any]:
     }
 
 
-AUTHORITY_CHANGE = "the authority (the first source) is"
-
-
-def _settings_change(store: StateStore, run_id: str, config: Config, systems: Sequence[str]) -> str:
+def _settings_change(
+    store: StateStore, run_id: str, config: Config, systems: Sequence[str]
+) -> tuple[str, bool]:
     """What changed in ``_settings`` since the last successful run, as one line ("" if
-    nothing): the audit trail's answer to "why were these keys deprecated now".
-    ``systems`` are the ones this run reads."""
+    nothing): the audit trail's answer to "why were these keys deprecated now"; and
+    whether the authority is another system. ``systems`` are the ones this run reads."""
     new = _settings(config)
     found = _changed_flags(store, run_id, "settings", new)
     if found is None:
-        return ""
+        return "", False
     previous_run, old, changed, listed = found
     effects = []
     if "sources" in changed:
@@ -377,8 +376,9 @@ def _settings_change(store: StateStore, run_id: str, config: Config, systems: Se
                 "(--systems, or a run resumed that began without it)"
             )
         if was[0] != now[0]:
-            effects.append(f"{AUTHORITY_CHANGE} {now[0]}, was {was[0]}")
-    return f"the settings changed since run {previous_run}: " + "; ".join([listed, *effects])
+            effects.append(f"the authority (the first source) is {now[0]}, was {was[0]}")
+    line = f"the settings changed since run {previous_run}: " + "; ".join([listed, *effects])
+    return line, "sources" in changed and old["sources"].split(",")[0] != config.authority
 
 
 def _latest_checkpoint(config: Config) -> Path | None:
@@ -911,9 +911,10 @@ class _Run:
         if changed:
             self.log.warning("rules.changed", detail=changed)
             plan.change_events.insert(0, (plan.now, self.run_id, "rules.changed", "", "", changed))
-        if settings := _settings_change(store, self.run_id, config, self.systems):
+        settings, new_authority = _settings_change(store, self.run_id, config, self.systems)
+        if settings:
             self.log.info("settings.changed", detail=settings)
-            if f"{AUTHORITY_CHANGE} {config.authority}," in settings:
+            if new_authority:
                 self.log.warning(  # said on the console: the line above is long and routine
                     "authority.changed",
                     authority=config.authority,

@@ -564,7 +564,7 @@ def test_an_empty_config_path_says_so(keysync: RunKeysync, given: str) -> None:
     result = keysync("-c", given, "config", "check")
     assert_config_error(
         result,
-        "config file path is empty (-c or KEYSYNC_CONFIG): give the path of the YAML file, "
+        "config file path is empty (-c): give the path of the YAML file, "
         "e.g. -c ./keysync-config.yaml",
     )
 

@@ -39,7 +39,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # through any character): master_key, source_key, seen_in, last_seen_at.
 REGISTRY_RISKY = (0, 4, 5, 8)
 
-# Column descriptions say {authority}: the first source, whatever its name (_described).
+# Column descriptions say {authority}: the first source, whatever its name (see write()).
 SUMMARY_COLUMNS = {
     "system": "system name; the authority comes first",
     "available": "false when the source could not be read (then the counts are empty)",
@@ -578,7 +578,9 @@ def _write_reconciliation_reports(
     def write(name: str, columns: dict[str, str], rows: list[Any], **header: Any) -> None:
         risky = header.pop("risky", ())
         numbers = header.pop("numbers", ())
-        described = {column: text.format(authority=authority) for column, text in columns.items()}
+        described = {
+            column: text.replace("{authority}", authority) for column, text in columns.items()
+        }
         report = writer.open(name, described, **header)
         report.rows(rows, risky=risky, numbers=numbers)
         report.close()
