@@ -376,6 +376,23 @@ def _keysync_as_on_a_terminal(
     )
 
 
+def _stopped_at(folder: Path, phase: str, stop: int, *args: str) -> tuple[int, str]:
+    """``keysync ARGS`` held at ``phase``, sent ``stop`` there: its exit code and stderr."""
+    process = _keysync_as_on_a_terminal(folder, *args, pause_at=phase)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "paused_for_tests" in line:
+                break
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode, stderr
+
+
 def test_ctrl_c_during_generate_exits_130_with_one_line(
     write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -424,19 +441,9 @@ def test_ctrl_c_after_a_registry_change_is_committed_says_it_was_made(
     assert (
         subprocess.run([sys.executable, "-m", "keysync", "-q", "run"], cwd=tmp_path).returncode == 0
     )
-    process = _keysync_as_on_a_terminal(tmp_path, "registry", *command, pause_at="listing")
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:  # held once the changes are committed
-            if "paused_for_tests" in line:
-                break
-        process.send_signal(stop)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, stderr
+    # held once the changes are committed
+    returncode, stderr = _stopped_at(tmp_path, "listing", stop, "registry", *command)
+    assert returncode == 0, stderr
     by = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
     assert re.fullmatch(
         rf"(approved|deprecated) \d+ master keys \(audit run id manual-\S+\); {by} cut the "
@@ -475,20 +482,10 @@ def test_a_registry_change_stopped_before_its_commit_says_nothing_was_changed(
         subprocess.run([sys.executable, "-m", "keysync", "-q", "run"], cwd=tmp_path).returncode == 0
     )
     database = tmp_path / "data" / "keysync.db"
-    process = _keysync_as_on_a_terminal(tmp_path, "registry", *command, pause_at="mid-change")
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:  # held with every change written, not committed
-            if "paused_for_tests" in line:
-                break
-        process.send_signal(stop)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    # held with every change written, not committed
+    returncode, stderr = _stopped_at(tmp_path, "mid-change", stop, "registry", *command)
     by = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
-    assert process.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert stderr == (
         f"keysync: error: {by} stopped `keysync registry {command[0]}"
         f"{' --all' if '--all' in command else ''}` before it changed anything: "
