@@ -149,6 +149,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("system", "reason"),
         "a source is missing, unreadable or silent too long; without a peer the run is degraded",
     ),
+    "source.unterminated": EventSpec(
+        "warning",
+        ("system", "detail"),
+        "a source's last line has no line end, as an export cut short ends",
+    ),
     "source.stalling": EventSpec(
         "warning",
         ("system", "reason"),

@@ -52,6 +52,11 @@ from keysync.stages.reader import Header, SourceUnavailable, read_batches, read_
 
 POLL_S = 0.2
 
+UNTERMINATED = (
+    "its last line has no line end, as an export cut short ends (a copy still running, a "
+    "full disk): that last row is read as it is; check it"
+)
+
 
 class PipelineObserver:
     """Hooks the runner uses to follow the merge: checkpoints, progress, resume timing.
@@ -228,6 +233,8 @@ def reader_main(
         return
     if not _send(to_parent, SourceOpened(job.system, size, header.columns)):
         return
+    if not header.ends_with_line_end:
+        log.warning("source.unterminated", detail=UNTERMINATED)
     normalizer = compile_rules(normalize[0]) if normalize else None
     batches = 0
     try:
@@ -316,6 +323,11 @@ class Pipeline:
         for job in self.jobs:
             self._check_stop()
             if job.stall:
+                self.log.warning(
+                    "source.stalling",
+                    system=job.system,
+                    reason="simulation.failures.simulate_timeout",
+                )
                 time.sleep(processing.source_timeout_s)
                 self._unavailable(unavailable, job.system, self._timeout_reason())
                 continue
@@ -326,6 +338,8 @@ class Pipeline:
                 self._unavailable(unavailable, job.system, str(exc))
                 continue
             self.log.info("source.available", system=job.system, path=str(job.path), bytes=size)
+            if not header.ends_with_line_end:
+                self.log.warning("source.unterminated", system=job.system, detail=UNTERMINATED)
             try:
                 for raw in read_batches(
                     job.system,

@@ -145,6 +145,40 @@ def test_a_silent_peer_times_out_and_the_run_is_degraded(
     assert "no data for 5 s (processing.source_timeout_s)" in done.stdout + done.stderr
 
 
+def test_a_silent_peer_read_in_one_process_is_said_to_stall_too(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen: with parallel: false the simulated silent peer timed out without the
+    source.stalling warning the parallel pipeline gives."""
+    config = generated(
+        tmp_path,
+        keysync,
+        write_config,
+        simulation={"failures": {"simulate_timeout": True}},
+        processing={"source_timeout_s": 0.5, "parallel": False},
+    )
+    stalled = json.loads((tmp_path / "input" / "manifest.json").read_text())["stalled_system"]
+    done = keysync("-c", str(config), "run")
+    assert done.returncode == 4, done.stderr
+    (warned,) = [line for line in done.stderr.splitlines() if "source.stalling" in line]
+    assert f"system={stalled}" in warned
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_a_file_cut_short_is_read_with_a_warning(
+    parallel: bool, tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen (journeys hunt): C.csv cut mid-row (a copy still running) passed without a word;
+    its last row's cut key was read as a key, out of authority."""
+    config = generated(tmp_path, keysync, write_config, processing={"parallel": parallel})
+    c_csv = tmp_path / "input" / "C.csv"
+    c_csv.write_bytes(c_csv.read_bytes()[:-7])  # into the last row's timestamp
+    done = keysync("-c", str(config), "run")
+    assert done.returncode == 0, done.stderr
+    (warned,) = [line for line in done.stderr.splitlines() if "source.unterminated" in line]
+    assert "system=C" in warned and "its last line has no line end" in warned  # C alone
+
+
 def test_systems_option_reconciles_a_subset(
     tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
 ) -> None:

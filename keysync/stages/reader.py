@@ -58,6 +58,7 @@ class Header:
     key_index: int
     timestamp_index: int | None
     data_offset: int
+    ends_with_line_end: bool = True  # False: a cut export ends so (``source.unterminated``)
 
 
 def preview(text: str) -> str:
@@ -126,6 +127,8 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
             first = handle.readline(MAX_HEADER_BYTES)
             second = handle.readline(MAX_HEADER_BYTES)  # only to explain a header that runs on
             after = second + handle.read(_NO_ROWS_PROBE)  # blank lines, then nothing?
+            handle.seek(max(status.st_size - 1, 0))
+            last = handle.read(1)
     except FileNotFoundError:
         raise SourceUnavailable(
             f"{path}: file not found; put the export there, or point sources.{system}.path at it"
@@ -209,7 +212,7 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     ts_index = (
         columns.index(source.timestamp_column) if source.timestamp_column in columns else None
     )
-    return Header(columns, columns.index(source.key_column), ts_index, offset)
+    return Header(columns, columns.index(source.key_column), ts_index, offset, last == b"\n")
 
 
 def _next_other(whole: tuple[str, ...], start: int) -> int:
