@@ -358,7 +358,7 @@ def _settings_change(
     if found is None:
         return "", False
     previous_run, old, changed, listed = found
-    effects = []
+    effects, authority_changed = [], False
     if "sources" in changed:
         was, now = old["sources"].split(","), new["sources"].split(",")
         if gone := [name for name in was if name not in now]:
@@ -375,10 +375,10 @@ def _settings_change(
                 f"{', '.join(unread)} added to the config: not read by this run "
                 "(--systems, or a run resumed that began without it)"
             )
-        if was[0] != now[0]:
+        if authority_changed := was[0] != now[0]:
             effects.append(f"the authority (the first source) is {now[0]}, was {was[0]}")
     line = f"the settings changed since run {previous_run}: " + "; ".join([listed, *effects])
-    return line, "sources" in changed and old["sources"].split(",")[0] != config.authority
+    return line, authority_changed
 
 
 def _latest_checkpoint(config: Config) -> Path | None:
