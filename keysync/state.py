@@ -905,7 +905,7 @@ class StateStore:
             raise ValueError(target)
         stamp = as_iso(now or utc_now())
         event = "key.approved" if target == "Active" else "key.deprecated"
-        with self._transaction():
+        with self._transaction(reading=dry_run):
             if master_keys is None:
                 rows = self._db.execute(
                     "SELECT master_key, status, source_system, key FROM master_keys"
@@ -1383,8 +1383,10 @@ class StateStore:
             self._db.rollback()
         return next(self.audit_rows(run_id), None) is not None
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self, *, reading: bool = False) -> _Transaction:
+        """One transaction; ``reading``: one that only reads (a dry run), which in WAL mode
+        waits for no writer, where ``BEGIN IMMEDIATE`` waits for a run's commit to end."""
+        return _Transaction(self._db, "DEFERRED" if reading else "IMMEDIATE")
 
     def _select_many(self, sql: str, values: Sequence[str]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
@@ -1403,13 +1405,14 @@ class StateStore:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+    """``BEGIN IMMEDIATE`` (or ``DEFERRED``) ... ``COMMIT``, rolled back on any exception."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, kind: str = "IMMEDIATE") -> None:
         self._db = db
+        self._kind = kind
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute(f"BEGIN {self._kind}")
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is None:

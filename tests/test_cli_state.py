@@ -1352,8 +1352,10 @@ def test_a_dry_run_change_by_hand_needs_no_lock_and_holds_none(
     project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
     ok(keysync("-q", "run"))
-    running = Background.held_at(tmp_path, "planning")
-    shown = ok(keysync("registry", "approve", "--all", "--dry-run"))
+    # Held inside its commit's open transaction (seen, docs check: the dry run waited 30 s
+    # for SQLite's write lock, then blamed "another program")
+    running = Background.held_at(tmp_path, "mid-commit")
+    shown = ok(keysync("registry", "approve", "--all", "--dry-run", timeout=20))
     assert shown.stdout == "X-1: Proposed -> Active (dry run)\n"
     assert ok(keysync("registry", "rekey", "--dry-run")).returncode == 0
     assert keysync("registry", "approve", "--all").returncode == 3  # a real one waits
