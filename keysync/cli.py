@@ -20,7 +20,13 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from keysync import __version__
-from keysync.config import DEFAULT_CONFIG_PATH, MAX_DAYS_OF_HISTORY, Config, load_config
+from keysync.config import (
+    DEFAULT_CONFIG_PATH,
+    MAX_DAYS_OF_HISTORY,
+    Config,
+    load_config,
+    where_set,
+)
 from keysync.errors import (
     EXIT_CANNOT_RUN,
     EXIT_INTERRUPTED,
@@ -95,7 +101,8 @@ class AppContext:
         except KeysyncError as exc:  # a permission, a read-only disk: named as config errors are
             if not str(exc).startswith("logging.file: "):
                 raise
-            raise type(exc)(f"{self.config_path}: {exc}", exc.exit_code) from None
+            where = where_set(self.config_path, "logging.file")
+            raise type(exc)(f"{where}: {exc}", exc.exit_code) from None
 
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -402,7 +409,7 @@ def _location_error(
     what = "the log file" if setting == "logging.file" else "a folder"
     fix = "move what is in the way" if fault == EXIT_USAGE else "the folder"
     return KeysyncError(
-        f"{app.config_path}: {setting}: cannot use {path} as {what}: {reason}; "
+        f"{where_set(app.config_path, setting)}: {setting}: cannot use {path} as {what}: {reason}; "
         f"fix {setting} or {fix}",
         fault,
     )

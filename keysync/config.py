@@ -549,6 +549,18 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{where}: {one_line}") from None
 
 
+def where_set(config_path: str | Path, setting: str) -> str:
+    """``keysync-config.yaml:12``, the line that writes ``setting``, for an error about it
+    found after loading (a path that names a file where a folder must be); the path alone
+    when the file does not write it (a default) or cannot be read again."""
+    try:
+        text = Path(config_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return str(config_path)
+    line = _line_of(text, setting)
+    return f"{config_path}:{line}" if line else str(config_path)
+
+
 def _line_of(text: str, setting: str) -> int | None:
     """The line that writes ``setting`` (``processing.batch_size``), or the deepest part of
     it that the file gives (``sources.B`` for a missing ``sources.B.path``); None if none.

@@ -780,10 +780,10 @@ def test_config_check_refuses_the_log_file_that_run_refuses(
     "File exists" for one under a file, and without naming the config file."""
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "a-file").write_text("x\n")
-    path = write(tmp_path, f"logging: {{file: {log_file}}}\n")
+    path = write(tmp_path, f"# the log\nlogging: {{file: {log_file}}}\n")
     tmp = tmp_path.resolve()
-    line = (
-        f"{path}: logging.file: cannot use {tmp / log_file} as the log file: "
+    line = (  # with the line that sets it (seen, docs check: path errors had none)
+        f"{path}:2: logging.file: cannot use {tmp / log_file} as the log file: "
         f"{reason.format(tmp=tmp)}; fix logging.file or move what is in the way"
     )
     assert_config_error(keysync("-c", str(path), "config", "check"), line)
@@ -799,7 +799,7 @@ def test_a_run_refused_for_a_path_setting_creates_nothing(
     (tmp_path / "a-file").write_text("x\n")
     path = write(tmp_path, "paths: {output: a-file}\n")
     line = (
-        f"{path}: paths.output: cannot use {tmp_path.resolve() / 'a-file'} as a folder: "
+        f"{path}:1: paths.output: cannot use {tmp_path.resolve() / 'a-file'} as a folder: "
         "it is a file, not a folder; fix paths.output or move what is in the way"
     )
     assert_config_error(keysync("-c", str(path), "run"), line)
