@@ -1064,7 +1064,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
         entry = _named_entry(app, store, key)
         if entry is not None and entry.key != normalized:
             normalized = entry.key
-            master_key = key if entry.key != key else None
+            master_key = entry.master_key if entry.master_key != entry.key else None
         timeline = key_timeline(store, normalized)
         entries = store.entries_for_keys([normalized]).get(normalized, [])
         tried = {
