@@ -224,6 +224,7 @@ def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
         b"key,name,last_seen_at",
         b"key,name\r\n\n",
         b"key,name\n\n\r\n\n",  # blank lines are skipped, not rows (seen, review: 2 passed)
+        b"key,name\n" + b"\n" * 70_000,  # past a probe of 64 KiB (seen, incremental hunt)
     ):
         with pytest.raises(SourceUnavailable) as err:
             read_header("B", write(tmp_path, header_only), SOURCE)

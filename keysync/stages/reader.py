@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import add, itemgetter
 from pathlib import Path
+from typing import BinaryIO
 
 from keysync.config import SourceConfig
 from keysync.messages import RawBatch, RejectedRow
@@ -109,7 +110,17 @@ def _delimiter_hint(system: str, columns: list[str], delimiter: str) -> str:
     return ""
 
 
-_NO_ROWS_PROBE = 64 * 1024  # read past the header to tell "only blank lines follow"
+def _only_blank_lines_follow(handle: BinaryIO, second: bytes) -> bool:
+    """Whether nothing but line ends follows the header (``second``: the line after it).
+
+    Read a MiB at a time, and only while that holds: a file with rows stops at once.
+    """
+    chunk = second
+    while chunk:
+        if chunk.strip(b"\r\n"):
+            return False
+        chunk = handle.read(1 << 20)
+    return True
 
 
 def read_header(system: str, path: Path, source: SourceConfig) -> Header:
@@ -126,7 +137,7 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
         with open(path, "rb") as handle:
             first = handle.readline(MAX_HEADER_BYTES)
             second = handle.readline(MAX_HEADER_BYTES)  # only to explain a header that runs on
-            after = second + handle.read(_NO_ROWS_PROBE)  # blank lines, then nothing?
+            no_rows = _only_blank_lines_follow(handle, second)
             handle.seek(max(status.st_size - 1, 0))
             last = handle.read(1)
     except FileNotFoundError:
@@ -202,7 +213,7 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
             "rename the others in the export, or set "
             f"sources.{system}.key_column to a column named once"
         )
-    if not after.strip(b"\r\n") and offset + len(after) >= status.st_size:
+    if no_rows:
         # Not "no keys": an export that failed after its header line looks just like this,
         # and read as empty it would make every key of the others a discrepancy.
         raise SourceUnavailable(
