@@ -789,9 +789,8 @@ class _Run:
                 )
                 comparison = self._read_and_compare(observer)
                 result = self._report_and_commit(comparison, observer)
-                # Committed and published: a Ctrl-C from now on is not heeded, nor would a
-                # KeyboardInterrupt leave this tidying half done and say "interrupted".
-                observer.committed = True
+                # Committed and published; under the run's handlers still, so that no
+                # KeyboardInterrupt leaves this tidying half done, saying "interrupted".
                 pause_for_tests("tidying")
                 self.snapshots.publish()  # incremental: only after the commit
                 self.writer.close()
@@ -951,6 +950,9 @@ class _Run:
                 dry_run=options.dry_run,
                 message=result.message,  # a degraded run names the systems it missed
             )
+            # From here a Ctrl-C is not heeded (the run is done), nor a second one an exit
+            # that would offer to resume it: what is left is publishing and tidying.
+            observer.committed = True
         except BaseException:
             if not _committed(store, self.run_id):  # (commit_run logs after its COMMIT)
                 writer.discard()

@@ -963,16 +963,19 @@ def test_a_killed_run_its_parent_has_not_reaped_yet_is_interrupted_not_running(
         run.process.wait(30)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    ("phase", "stop"),
+    [("tidying", signal.SIGINT), ("tidying", signal.SIGTERM), ("publishing", signal.SIGINT)],
+)
 def test_a_ctrl_c_after_the_commit_lets_the_run_end_as_completed(
-    stop: int, tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+    phase: str, stop: int, tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
     """Seen (journeys hunt): a Ctrl-C just after the commit ended the command with exit 130
     and "interrupted ... run the command again", though `keysync runs` said completed:
     the user's second run would count once more towards deprecate_after_runs."""
     project(parallel=True)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
-    run = Background.held_at(tmp_path, "tidying", "--mode", "incremental")
+    run = Background.held_at(tmp_path, phase, "--mode", "incremental")
     run.process.send_signal(stop)
     time.sleep(0.2)  # delivered while held
     run.process.send_signal(stop)  # a second one neither (it would exit at once, 130)
