@@ -36,6 +36,7 @@ from keysync.errors import (
     bytes_shown,
     raise_terminated,
 )
+from keysync.testhooks import pause_for_tests
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -197,14 +198,16 @@ class KeysyncGroup(click.Group):
         _stdout_written_whole()
         # SIGTERM is taken as Ctrl-C (errors.Terminated): one line and 130, not a silent 143.
         # Put back after: called in a longer-lived process (a test runner), keysync must not
-        # keep its handler.
+        # keep its handler. (The keysync process itself ends with the command: see
+        # run_as_command.)
         if threading.current_thread() is not threading.main_thread():  # signal() would raise
             return self._invoke_saying_errors(ctx)
         previous = signal.signal(signal.SIGTERM, raise_terminated)
         try:
             return self._invoke_saying_errors(ctx)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if not _process.ends_with_command:
+                signal.signal(signal.SIGTERM, previous)
 
     def _invoke_saying_errors(self, ctx: click.Context) -> Any:
         try:
@@ -242,6 +245,34 @@ class KeysyncGroup(click.Group):
                 "run the command again to finish",
                 EXIT_INTERRUPTED,
             )
+
+
+class _Process:
+    """What keysync knows of the process it runs in."""
+
+    ends_with_command = False  # True in the keysync process itself (run_as_command)
+
+
+_process = _Process()
+
+
+def run_as_command() -> None:
+    """The ``keysync`` process (``keysync.__main__.entry``): the command, then the exit.
+
+    A command called from a longer-lived process puts back the signal handlers it set;
+    here nothing comes after the command, and a Ctrl-C or SIGTERM that came while Python
+    shuts down (a run just committed, its summary said) would end a completed command by
+    the signal, 130 or 143 and no word. So they are ignored from the end of the command on.
+    """
+    _process.ends_with_command = True
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # __main__ held them while importing
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        main(prog_name="keysync")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        pause_for_tests("exiting")
 
 
 def _failed(ctx: click.Context, line: str, exit_code: int) -> NoReturn:
@@ -690,8 +721,9 @@ def run(
         elif (last := final_line(result)) is not None:
             tell_user(last, run_id=result.run_id, exit_code=result.exit_code or None)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if not _process.ends_with_command:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     sys.exit(result.exit_code)
 
 

@@ -16,7 +16,9 @@ Phases: ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write
 snapshots and checkpoints not yet renewed); in ``generate``, ``mock-publish``
 (every new file written aside, none in place yet); in ``registry approve``, ``deprecate``
 and ``rekey``, ``mid-change`` (every change written inside the open transaction, no
-COMMIT yet) and ``listing`` (the changes committed, not yet listed).
+COMMIT yet) and ``listing`` (the changes committed, not yet listed); in the ``keysync``
+process itself, ``starting`` (before the command line is imported: ``__main__`` holds
+it, printing ``paused_for_tests starting``) and ``exiting`` (the command done).
 """
 
 from __future__ import annotations
