@@ -154,6 +154,14 @@ _SEPARATORS = string.punctuation + " "
 _NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_")
 
 
+def _codec_named(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
 def _ascii_compatible(encoding: str) -> bool:
     """Whether ``encoding`` writes every printable ASCII character as that one byte.
 
@@ -289,8 +297,13 @@ def _validate(config: Config) -> None:
         try:
             "".encode(source.encoding)
         except LookupError:
+            known = _codec_named(source.encoding)  # rot13, base64: Python knows them
             raise ConfigError(
-                f"sources.{name}.encoding: unknown encoding {source.encoding!r}"
+                f"sources.{name}.encoding: {source.encoding!r} is not a text encoding (it "
+                "turns text into text, or bytes into bytes); give the one the export is "
+                "written in: utf-8, latin-1, cp1252..."
+                if known
+                else f"sources.{name}.encoding: unknown encoding {source.encoding!r}"
             ) from None
         if not _ascii_compatible(source.encoding):
             raise ConfigError(

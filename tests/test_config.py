@@ -395,7 +395,8 @@ BAD_CONFIGS = [
     pytest.param(
         "sources:\n  A: {path: a.csv, encoding: rot13}\n  B: {path: b.csv}\n",
         2,
-        "sources.A.encoding: unknown encoding 'rot13'",
+        "sources.A.encoding: 'rot13' is not a text encoding (it turns text into text, or "
+        "bytes into bytes); give the one the export is written in: utf-8, latin-1, cp1252...",
         id="not-a-text-encoding",
     ),
     pytest.param(
