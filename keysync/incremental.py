@@ -52,8 +52,9 @@ from keysync.stages.columns import TextColumn
 from keysync.stages.merger import KeyIndex, SourcePosition, SystemKeys
 from keysync.state import StateStore
 
-# 6: empty-key rows with the message that says what the rules keep (a snapshot holds its
-# rejected rows: an older one would replay the old text, unlike a full run); 5: the state
+# 6: rejected rows with the 2026-12-02 messages (empty-key says what the rules keep, an
+# encoding error shows its bytes as 0xF8): a snapshot holds its rejected rows, and an older
+# one would replay the old text, unlike a full run; 5: the state
 # under a CRC-32 (4: timestamps as one text; 3: as a list; 2: the index; 1: per line)
 FORMAT_VERSION = 6
 FOLDER = "snapshots"
