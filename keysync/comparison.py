@@ -5,10 +5,12 @@ All set algebra between systems runs on dict key views, in C.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from keysync.stages.merger import KeyIndex
+from keysync.stages.merger import KeyIndex, SystemKeys
 
 
 @dataclass
@@ -75,16 +77,52 @@ def has_discrepancies(summaries: Iterable[SystemSummary]) -> bool:
     return bool(found_discrepancies(summaries))
 
 
-def compare(index: KeyIndex, authority: str, unavailable: dict[str, str]) -> Comparison:
-    """Compare A with every available peer; ``unavailable`` maps system -> reason."""
+def every_row_rejected(system: SystemKeys) -> bool:
+    """True for a source read to its end that gave rows but not one usable key.
+
+    Such a source is unavailable, not a system without keys: what leaves it is an
+    export or a setting gone wrong (the wrong encoding, rules that strip every
+    key), and read as empty it would make every key of the others a discrepancy:
+    a gap for each key of A, or, for A itself, a master key proposed for every
+    key of every peer.
+    """
+    return system.rows_read > 0 and not system.row_keys
+
+
+def every_row_rejected_reason(path: Path, system: SystemKeys) -> str:
+    """``B.csv: every one of its 311 rows was rejected (311 empty-key; the first, line 2: ...)``."""
+    types = Counter(row.error_type for row in system.rejected)
+    first = min(system.rejected, key=lambda row: row.line)
+    counted = ", ".join(f"{count:,} {kind}" for kind, count in sorted(types.items()))
+    read = system.rows_read
+    rows = "its one row was" if read == 1 else f"every one of its {read:,} rows was"
+    return f"{path}: {rows} rejected ({counted}; the first, line {first.line}: {first.message})"
+
+
+def compare(
+    index: KeyIndex,
+    authority: str,
+    unavailable: dict[str, str],
+    all_rejected: Iterable[str] = (),
+) -> Comparison:
+    """Compare A with every available peer; ``unavailable`` maps system -> reason.
+
+    The unavailable sources in ``all_rejected`` were read to their end and every row
+    was rejected: they keep ``rows_read`` and ``rows_rejected``, and their rejected
+    rows are reported, as those say why.
+    """
+    all_rejected = set(all_rejected)
     summaries: dict[str, SystemSummary] = {}
     result = Comparison(authority, index, summaries)
     a_keys = index[authority].keys()
     for name in sorted(index.systems, key=lambda s: (s != authority, s)):
-        if name in unavailable:
-            summaries[name] = SystemSummary(name, False, unavailable_reason=unavailable[name])
-            continue
         system = index[name]
+        if name in unavailable:
+            summary = SystemSummary(name, False, unavailable_reason=unavailable[name])
+            if name in all_rejected:
+                summary.rows_read, summary.rows_rejected = system.rows_read, len(system.rejected)
+            summaries[name] = summary
+            continue
         keys = system.keys()
         if name == authority:
             matched, only_here, only_a = len(keys), 0, 0

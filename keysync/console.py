@@ -111,7 +111,8 @@ def print_run_result(result: RunResult) -> None:
     rows = []
     for s in result.summaries:
         if not s.available:
-            rows.append([s.system, "unavailable", "", "", "", "", ""])
+            rejected = "" if s.rows_rejected is None else str(s.rows_rejected)  # all of its rows
+            rows.append([s.system, "unavailable", "", "", "", rejected, ""])
             continue
         rate = "" if s.match_rate is None else f"{s.match_rate:.2%}"
         rows.append(

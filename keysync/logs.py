@@ -147,7 +147,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "source.unavailable": EventSpec(
         "warning",
         ("system", "reason"),
-        "a source is missing, unreadable or silent too long; without a peer the run is degraded",
+        "a source is missing, unreadable, silent too long or without one usable row; "
+        "without a peer the run is degraded",
     ),
     "source.unterminated": EventSpec(
         "warning",

@@ -32,6 +32,8 @@ from keysync.comparison import (
     Comparison,
     SystemSummary,
     compare,
+    every_row_rejected,
+    every_row_rejected_reason,
     found_discrepancies,
     has_discrepancies,
 )
@@ -877,6 +879,13 @@ class _Run:
         self.writer.flush()
         self.read_s = time.monotonic() - self.clock
         unavailable = {**self.unavailable, **result.unavailable}
+        all_rejected = [
+            s for s in self.systems if s not in unavailable and every_row_rejected(self.index[s])
+        ]
+        for system in all_rejected:
+            reason = every_row_rejected_reason(config.source_path(system), self.index[system])
+            unavailable[system] = reason
+            self.log.warning("source.unavailable", system=system, reason=reason)
         authority = config.authority
         if authority in unavailable:
             raise RunError(f"the authority {authority} is unavailable: {unavailable[authority]}")
@@ -886,7 +895,7 @@ class _Run:
             raise RunError(f"no peer of {authority} is available ({reasons})")
         self.snapshots.prepare(self.index, unavailable, self.header.inputs)  # incremental
         self._phase("comparing")
-        return compare(self.index, authority, unavailable)
+        return compare(self.index, authority, unavailable, all_rejected)
 
     def _phase(self, what: str) -> None:
         if self.options.on_phase is not None:

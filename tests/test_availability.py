@@ -94,6 +94,47 @@ def test_an_export_of_just_its_header_is_unavailable_not_a_system_without_keys(
     assert gaps and "C" not in {r["system"] for r in gaps}  # no gap opened in C
 
 
+def test_an_export_whose_every_row_is_rejected_is_unavailable_not_empty(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen: an A.csv whose every key normalizes to nothing (or is in the wrong encoding)
+    ran with exit 0 and offered a master key for every key of every peer; a peer read so
+    opened a gap for every key of A, and its keys seen nowhere went on to expire."""
+    config = generated(tmp_path, keysync, write_config)
+    assert keysync("-q", "-c", str(config), "run").returncode == 0
+    registry = (tmp_path / "output" / "master_key_registry.csv").read_bytes()
+    a_csv = tmp_path / "input" / "A.csv"
+    full_a = a_csv.read_bytes()
+    a_csv.write_bytes(b"key,name,last_seen_at\n#!?,x,\n\n'--',y,\n")
+    done = keysync("-q", "-c", str(config), "run", "--auto-approve")
+    assert done.returncode == 3
+    assert done.stderr.splitlines()[-1] == (
+        f"keysync: error: the authority A is unavailable: {a_csv}: every one of its 2 rows was "
+        "rejected (2 empty-key; the first, line 2: the key normalizes to nothing: the rules "
+        "keep only ASCII A-Z and 0-9 (joined by '-'))"
+    )
+    assert (tmp_path / "output" / "master_key_registry.csv").read_bytes() == registry
+    a_csv.write_bytes(full_a)
+    c_csv = tmp_path / "input" / "C.csv"
+    c_csv.write_bytes(b"key,name,last_seen_at\nCUST-1,x\n")  # a cell short
+    done = keysync("-q", "-c", str(config), "run")
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(
+        f"keysync: degraded: C unavailable, not compared (C: {c_csv}: its one row was rejected "
+        "(1 missing-cell; the first, line 2: "
+    )
+    output = tmp_path / "output"
+    summary = {r["system"]: r for r in read_report(output / "reconciliation_summary.csv")}
+    assert list(summary["C"].values()) == ["C", "false", "1", "1", "", "", "", "", "", ""]
+    gaps = read_report(output / "diff_missing_from_system.csv")
+    assert gaps and "C" not in {r["system"] for r in gaps}  # no gap opened in C
+    rejected = [r for r in read_report(output / "rejected_rows.csv") if r["system"] == "C"]
+    assert [(r["line"], r["error_type"], r["raw"]) for r in rejected] == [
+        ("2", "missing-cell", "CUST-1,x")
+    ]
+    assert json.loads((output / "summary.json").read_text())["exit_code"] == 4
+
+
 def test_no_peer_available_exits_3(
     tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
 ) -> None:

@@ -622,9 +622,12 @@ def _write_reconciliation_reports(
         risky=(1,),
         numbers=(2, 3),
     )
+    # Every system read to its end: one whose every row was rejected is unavailable,
+    # and its rejected rows say why.
+    read = [s.system for s in summaries if s.rows_rejected is not None]
     rows = [
         [system, str(files[system]), str(row.line), row.error_type, row.message, row.raw]
-        for system in available
+        for system in read
         for row in sorted(index[system].rejected, key=lambda r: r.line)
     ]
     write(
@@ -632,7 +635,7 @@ def _write_reconciliation_reports(
         REJECTED_COLUMNS,
         rows,
         row_count=len(rows),
-        totals=per_system(lambda system: len(index[system].rejected)),
+        totals="; ".join(f"{system}={len(index[system].rejected)}" for system in read),
         description="rows that could not be used, with the reason",
         risky=(1, 4, 5),
         numbers=(2,),
