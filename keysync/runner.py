@@ -230,17 +230,29 @@ _STOPPED_AT_ONCE = (
 )
 
 
+_FINISHING = (
+    b"\nkeysync: the run has saved its state and is finishing; an interrupt now changes nothing\n"
+)
+
+
+def _say_finishing(signum: int = 0, frame: object = None) -> None:
+    """An interrupt the committed run does not heed: said, so the user is not left waiting
+    on a run that seems to ignore them (publishing and tidying take seconds at 5 x 1M)."""
+    os.write(2, _FINISHING)
+
+
 @contextmanager
 def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
     """First Ctrl-C / SIGTERM: stop at the next clean point. Second: exit at once.
 
-    Once the run has committed, neither is heeded, and they stay ignored after the block
-    (till :func:`_signals_kept` puts the caller's back): the tidying, the lock's release
-    and the freeing of the index must not end as "interrupted" a run that completed.
+    Once the run has committed, neither is heeded, only said to be, also after the block
+    (till :func:`_signals_kept` puts the caller's handlers back): the tidying, the lock's
+    release and the freeing of the index must not end as "interrupted" a run that completed.
     """
 
     def handle(signum: int, frame: object) -> None:
         if observer.committed:
+            _say_finishing()
             return
         if observer.stop_requested:
             # Frames on disk are whole or cut off by the loader: the checkpoint holds.
@@ -260,7 +272,7 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_IGN if observer.committed else handler)
+            signal.signal(sig, _say_finishing if observer.committed else handler)
 
 
 _STOPS = (signal.SIGINT, signal.SIGTERM)
@@ -962,6 +974,8 @@ class _Run:
             # From here a Ctrl-C is not heeded (the run is done), nor a second one an exit
             # that would offer to resume it: what is left is publishing and tidying.
             observer.committed = True
+            if observer.stop_requested:  # it came while the state was being saved
+                _say_finishing()
         except BaseException:
             if not _committed(store, self.run_id):  # (commit_run logs after its COMMIT)
                 writer.discard()

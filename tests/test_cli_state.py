@@ -983,11 +983,30 @@ def test_a_ctrl_c_after_the_commit_lets_the_run_end_as_completed(
     run.release()
     assert run.process.wait(60) == 0, "".join(run.lines)
     assert not any("interrupted" in line for line in run.lines), run.lines
+    said = "keysync: the run has saved its state and is finishing; an interrupt now changes nothing"
+    assert sum(line.strip() == said for line in run.lines) == 2, run.lines  # each one is told
     (outcome,) = db_rows(tmp_path, "SELECT outcome FROM runs")
     assert outcome == ("completed",)
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.is_dir()]
     skipped = ok(keysync("-v", "run", "--mode", "incremental")).stderr
     assert skipped.count("incremental.unchanged") == 3, skipped  # the snapshots were renewed
+
+
+def test_a_ctrl_c_while_the_state_is_saved_is_heeded_no_later_and_said_so(
+    tmp_path: Path, project: Callable[..., Path]
+) -> None:
+    """Seen: a Ctrl-C during the commit was taken up by nothing: the run went on and
+    completed without a word, as if the key had not been pressed."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    run = Background.held_at(tmp_path, "mid-commit")
+    run.process.send_signal(signal.SIGINT)
+    time.sleep(0.2)  # delivered while held
+    run.release()
+    assert run.process.wait(60) == 0, "".join(run.lines)
+    said = "keysync: the run has saved its state and is finishing; an interrupt now changes nothing"
+    assert [line.strip() for line in run.lines].count(said) == 1, run.lines
+    assert db_rows(tmp_path, "SELECT outcome FROM runs") == [("completed",)]
 
 
 def test_a_run_called_in_process_gives_its_caller_s_signal_handlers_back(
