@@ -439,7 +439,7 @@ def _simulate_days(
     on_day: Callable[[int, int, list[TimelineRow]], None] | None,
 ) -> SimulationResult:
     """Generate the series, then reconcile the days in order; stop early on request."""
-    _write_state_config(config, folder, days)
+    _write_state_config(config, folder, scenario, days)
     result = SimulationResult(
         scenario,
         days,
@@ -611,13 +611,16 @@ def _deliver(day_dir: Path, current: Path, systems: list[str]) -> None:
         os.replace(temporary, target)
 
 
-def _write_state_config(config: Config, folder: Path, days: int) -> None:
+def _write_state_config(config: Config, folder: Path, scenario: str, days: int) -> None:
     """``keysync-config.yaml`` in the simulation folder, so that every command can look at
     the simulation's state: ``keysync -c <folder>/keysync-config.yaml runs`` (or
-    ``registry list``, ``history KEY``, ``audit``). Its sources are the last day's files."""
+    ``registry list``, ``history KEY``, ``audit``). Its sources are the last day's files,
+    and its scenario the one simulated (``--scenario`` may differ from the config's)."""
     last = day_config(config, folder, folder / CURRENT, days, days)
     settings = msgspec.structs.replace(
-        last, paths=msgspec.structs.replace(last.paths, output=str(folder / "reports"))
+        last,
+        paths=msgspec.structs.replace(last.paths, output=str(folder / "reports")),
+        simulation=msgspec.structs.replace(last.simulation, scenario=scenario),
     )
     header = (
         "# The state of a keysync simulation (docs/simulate.md); written by `keysync simulate`.\n"

@@ -227,6 +227,7 @@ def test_the_users_registry_reports_and_log_are_untouched(
     # Every keysync command can look at the simulation's state through its config file.
     state_config = sim.folder / "keysync-config.yaml"
     assert f"state:    keysync -c {state_config} runs" in sim.done.stdout
+    assert yaml.safe_load(state_config.read_text())["simulation"]["scenario"] == "recovery"
     runs = _keysync(sim.project, "-c", str(state_config), "runs")
     assert runs.returncode == 0, runs.stderr
     listed = [line.split() for line in runs.stdout.splitlines()[1:] if line.strip()]
