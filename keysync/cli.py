@@ -32,7 +32,9 @@ from keysync.errors import (
     EXIT_INTERRUPTED,
     EXIT_PIPE_CLOSED,
     EXIT_USAGE,
+    ConfigError,
     KeysyncError,
+    RunError,
     bytes_shown,
     raise_terminated,
 )
@@ -739,7 +741,7 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
       keysync simulate --scenario recovery --days 30
     """
     from keysync.logs import setup_logging, tell_user
-    from keysync.simulate import DayProgress, simulation_log_file
+    from keysync.simulate import DayProgress, simulation_folder, simulation_log_file
     from keysync.simulate import simulate as run_simulation
 
     config = app.config
@@ -747,9 +749,19 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     _make_folders(app, ("paths.output",))
     # The simulation logs into its own folder: its runs are not the user's runs. Each
     # day's run says a few dozen things; stderr shows warnings (alerts) unless -v.
+    log_file = simulation_log_file(config, scenario)
+    try:  # the folder's fault, said as such: not logging.file's, which the user may not set
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        in_the_way = isinstance(exc, (FileExistsError, NotADirectoryError))
+        raise (ConfigError if in_the_way else RunError)(
+            f"cannot make the simulation folder {simulation_folder(config, scenario)}: "
+            f"{exc.strerror or exc}; move what is in the way under paths.output, "
+            "or fix its permissions"
+        ) from None
     setup_logging(
         level=config.logging.level,
-        log_file=simulation_log_file(config, scenario),
+        log_file=log_file,
         stderr_format=app.log_format,
         quiet=app.quiet or not app.verbose,
         verbose=app.verbose,

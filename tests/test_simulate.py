@@ -451,6 +451,23 @@ def test_a_series_the_generator_refuses_is_one_line_with_its_exit_code(tmp_path:
     assert after == before
 
 
+def test_a_file_in_the_way_of_the_simulation_folder_is_named_not_logging_file(
+    tmp_path: Path,
+) -> None:
+    """Seen (simulate hunt): "logging.file: cannot open .../simulation/drift/data/logs/
+    keysync.jsonl: Not a directory" blamed a setting the user never wrote."""
+    _config(tmp_path)
+    (tmp_path / "output" / "simulation").mkdir(parents=True)
+    (tmp_path / "output" / "simulation" / "drift").write_text("notes")
+    done = _keysync(tmp_path, "simulate", "--scenario", "drift", "--days", "2")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"keysync: error: cannot make the simulation folder {tmp_path}/output/simulation/drift: "
+        "Not a directory; move what is in the way under paths.output, or fix its permissions"
+    ]
+    assert (tmp_path / "output" / "simulation" / "drift").read_text() == "notes"
+
+
 @pytest.mark.parametrize("args", [("--days", "0"), ("--scenario", "chaos")])
 def test_bad_options_exit_2(tmp_path: Path, args: tuple[str, str]) -> None:
     done = _keysync(tmp_path, "simulate", *args)
