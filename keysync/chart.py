@@ -19,6 +19,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+# Past eight series the colours come round again, dashed (then dotted): never two alike.
+DASHES = ("", "9 5", "2 4")
 ALERT_COLOR = "#C62828"
 RECOVERED_COLOR = "#2E7D32"
 
@@ -35,6 +37,13 @@ class Series:
     values: Sequence[float | None]
     # x positions (0-based) to mark, by kind: {"alert": [...], "recovered": [...]}
     marks: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _style(position: int) -> tuple[str, str]:
+    """The colour of the ``position``-th series, and its dash attribute ("" for solid)."""
+    cycle = position // len(PALETTE)
+    dash = DASHES[cycle % len(DASHES)]
+    return PALETTE[position % len(PALETTE)], f' stroke-dasharray="{dash}"' if dash else ""
 
 
 def _fmt(value: float) -> str:
@@ -153,17 +162,19 @@ def line_chart(
             out.append(f'<text x="{x}" y="{TOP - 4}">{kind} d{escape(x_labels[index])}</text>')
         out.append("</g>")
 
-    # The lines: widest first, so coinciding series show as nested bands.
-    widths = [2.0 + 3.0 * (len(series) - 1 - i) for i in range(len(series))]
+    # The lines: widest first, so coinciding series show as nested bands; 3 px a step,
+    # less with many series, so that the widest band stays within ~14 px.
+    band = 3.0 if len(series) < 5 else 12.0 / (len(series) - 1)
+    widths = [2.0 + band * (len(series) - 1 - i) for i in range(len(series))]
     for position, (one, width) in enumerate(zip(series, widths)):
-        color = PALETTE[position % len(PALETTE)]
+        color, dash = _style(position)
         out.append(f'<g class="series" data-system={quoteattr(one.name)}>')
         for run in _segments(one.values):
             points = " ".join(f"{_fmt(x_at(i))},{_fmt(y_at(v))}" for i, v in run)
             out.append(
                 f'<polyline points="{points}" fill="none" stroke="{color}" '
-                f'stroke-width="{_fmt(width)}" stroke-linejoin="round" stroke-linecap="round">'
-                f"<title>{escape(one.name)}</title></polyline>"
+                f'stroke-width="{_fmt(width)}"{dash} stroke-linejoin="round" '
+                f'stroke-linecap="round"><title>{escape(one.name)}</title></polyline>'
             )
             if len(run) == 1:  # a lone day draws no line: show it as a dot
                 (spot, level), radius = run[0], _fmt(width / 2 + 1.5)
@@ -192,10 +203,10 @@ def line_chart(
     out.append('<g class="legend" font-size="12" fill="#222">')
     y = TOP + 8
     for position, one in enumerate(series):
-        color = PALETTE[position % len(PALETTE)]
+        color, dash = _style(position)
         out.append(
             f'<line x1="{lx}" y1="{y}" x2="{lx + 24}" y2="{y}" stroke="{color}" '
-            f'stroke-width="4" stroke-linecap="round"/>'
+            f'stroke-width="4"{dash} stroke-linecap="round"/>'
         )
         out.append(f'<text x="{lx + 32}" y="{y + 4}">{escape(one.name)}</text>')
         y += 20

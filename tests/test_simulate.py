@@ -451,6 +451,25 @@ def test_a_series_the_generator_refuses_is_one_line_with_its_exit_code(tmp_path:
     assert after == before
 
 
+def test_a_chart_of_many_systems_gives_each_its_own_look_and_keeps_the_bands_narrow() -> None:
+    """Seen (simulate hunt): with 12 peers, B and J (C and K...) had one colour in the lines
+    and the legend, and B's band was 35 px wide on a 328 px plot."""
+    from keysync.chart import Series, line_chart
+
+    names = [chr(ord("B") + i) for i in range(12)]
+    svg = line_chart([Series(n, [0.8, 0.8, 0.8]) for n in names], ["1", "2", "3"], title="t")
+    root = ET.fromstring(svg)
+    lines = [
+        next(g.iter(f"{SVG}polyline")) for g in root.iter(f"{SVG}g") if g.get("class") == "series"
+    ]
+    looks = [(line.get("stroke"), line.get("stroke-dasharray")) for line in lines]
+    assert len(set(looks)) == 12
+    assert max(float(line.get("stroke-width", "0")) for line in lines) <= 14
+    legend = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "legend")
+    keyed = [(k.get("stroke"), k.get("stroke-dasharray")) for k in legend.iter(f"{SVG}line")]
+    assert keyed == looks
+
+
 def test_a_file_in_the_way_of_the_simulation_folder_is_named_not_logging_file(
     tmp_path: Path,
 ) -> None:
