@@ -44,6 +44,7 @@ rewrite, never a wrong file.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import json
@@ -84,6 +85,21 @@ _PROBE: tuple[tuple[Any, ...], ...] = (
     ("", "", "", "", "", "", ""),
     ("t", "manual-20261127T093000Z", 123456789012, "run.completed", "", "", "=1+1 # x"),
 )
+
+
+def records_saved_events(path: Path) -> bool:
+    """Whether the audit_log.csv at ``path`` lists an event a state recorded (a seq): a
+    trace of earlier runs. A dry run on a new state lists only planned ones (no seq),
+    and those come after the recorded ones, so the first row tells."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = csv.reader(line for line in handle if not line.startswith("#"))
+            header, first = next(rows, None), next(rows, None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    if not header or not first or "seq" not in header or len(first) != len(header):
+        return False
+    return bool(first[header.index("seq")])
 
 
 def render_rows(

@@ -80,7 +80,7 @@ def _db_path(app: _App) -> Path:
 def _open(app: _App) -> StateStore | None:
     """The store, or None (after saying so on stderr) when nothing has run yet."""
     try:
-        return StateStore.open(_db_path(app), create=False)
+        return StateStore.open(_db_path(app), create=False, output_dir=app.config.output_dir)
     except NoStateError as exc:
         _say(app, f"keysync: {exc}")
         return None
@@ -95,7 +95,7 @@ def _open_listing(app: _App, as_json: bool) -> StateStore | None:
 
 
 def _open_required(app: _App) -> StateStore:
-    return StateStore.open(_db_path(app), create=False)
+    return StateStore.open(_db_path(app), create=False, output_dir=app.config.output_dir)
 
 
 def json_option(func: F) -> F:

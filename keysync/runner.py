@@ -636,7 +636,7 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
     run_id = resume_dir.name if resume_dir is not None else new_run_id(started)
     log = logs.get_logger(stage="runner")
     with _signals_kept(), RunLock.acquire(config.data_dir, run_id):
-        store = StateStore.open(config.data_dir / DB_NAME)
+        store = StateStore.open(config.data_dir / DB_NAME, output_dir=config.output_dir)
         try:
             publish_leftovers(config, store)
             finished = _finished_run(config, store, resume_dir) if resume_dir else None

@@ -192,12 +192,18 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-def lost_database_problem(path: Path) -> str | None:
+def lost_database_problem(path: Path, output_dir: Path | None = None) -> str | None:
     """A missing keysync.db beside the traces earlier runs leave is a lost state, not a
     first run: a new database would reset every decision and publish an audit_log.csv
     that forgot the old trail (a restore gone wrong, a wrong mount). The one line to
-    say, or None when nothing shows that runs happened here."""
-    from keysync.audit_report import LINK, RECORD
+    say, or None when nothing shows that runs happened here.
+
+    The published audit_log.csv in ``output_dir`` is a trace too: a ``paths.data``
+    pointed at a new folder by mistake, or a volume that did not mount, leaves the
+    data folder empty, but not the reports. Starting afresh on purpose means moving
+    aside every folder that holds a trace, so the line names each.
+    """
+    from keysync.audit_report import LINK, NAME, RECORD, records_saved_events
     from keysync.incremental import FOLDER
 
     data_dir = path.parent
@@ -206,13 +212,19 @@ def lost_database_problem(path: Path) -> str | None:
     snapshots = data_dir / FOLDER
     if snapshots.is_dir() and any(snapshots.iterdir()):
         traces.append(snapshots)
+    aside = [data_dir] if traces else []
+    remedy = ""
+    if output_dir is not None and records_saved_events(output_dir / NAME):
+        if not traces:  # the data folder as new: perhaps not the one meant
+            traces, remedy = [output_dir / NAME], "point paths.data at their state, or "
+        aside.append(output_dir)
     if not traces:
         return None
     return (
         f"{path} is {'empty' if path.exists() else 'missing'}, but earlier runs left "
-        f"{traces[0]}: put {path.name} back from a "
+        f"{traces[0]}: {remedy}put {path.name} back from a "
         "backup (a new one would start the registry and the audit trail from nothing), or "
-        f"move {data_dir} aside to start afresh on purpose"
+        f"move {' and '.join(map(str, aside))} aside to start afresh on purpose"
     )
 
 
@@ -463,14 +475,15 @@ class StateStore:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = True) -> StateStore:
+    def open(cls, path: Path, *, create: bool = True, output_dir: Path | None = None) -> StateStore:
         """Open (and migrate) the database; ``create=False`` refuses a missing file, or an
         empty one (``touch``ed: SQLite would take it, and a reading command would write
-        the schema into it, which only ``run`` may)."""
+        the schema into it, which only ``run`` may). ``output_dir``: where the reports of
+        earlier runs would be, if any (see :func:`lost_database_problem`)."""
         path = Path(path)
         empty = path.is_file() and path.stat().st_size == 0
         if not path.exists() or empty:
-            lost = lost_database_problem(path)
+            lost = lost_database_problem(path, output_dir)
             if lost is not None:
                 raise RunError(lost)
             if not create:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import RunKeysync
 
 from keysync.actor import os_user
@@ -1854,7 +1855,7 @@ def test_a_lost_database_beside_earlier_runs_traces_is_refused_not_started_afres
         f"keysync: error: {database} is missing, but earlier runs left "
         f"{tmp_path / 'data' / 'audit_log.last.json'}: put keysync.db back from a backup "
         "(a new one would start the registry and the audit trail from nothing), or move "
-        f"{tmp_path / 'data'} aside to start afresh on purpose"
+        f"{tmp_path / 'data'} and {tmp_path / 'output'} aside to start afresh on purpose"
     ]
     assert not database.exists()
     assert (tmp_path / "output" / "audit_log.csv").read_bytes() == trail
@@ -1863,8 +1864,43 @@ def test_a_lost_database_beside_earlier_runs_traces_is_refused_not_started_afres
         read = keysync("-q", *command)
         assert (read.returncode, read.stderr) == (3, refused.stderr), command
     shutil.move(tmp_path / "data", tmp_path / "old-data")  # afresh, on purpose
+    shutil.move(tmp_path / "output", tmp_path / "old-output")
     ok(keysync("-q", "run"))
     assert statuses(tmp_path) == {"X-1": "Proposed"}
+
+
+def test_a_data_folder_that_is_not_the_one_meant_is_refused_while_the_reports_show_runs(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (registry hunt): paths.data changed by a typo (or a volume that did not
+    mount, an empty folder) started a new registry: an approval and its reason were
+    gone from the published audit_log.csv and master_key_registry.csv, exit 0."""
+    config = project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "registry", "approve", "X-1", "--reason", "DQ-7"))
+    ok(keysync("-q", "run"))
+    published = {p.name: p.read_bytes() for p in (tmp_path / "output").iterdir()}
+    settings = yaml.safe_load(config.read_text())
+    settings.setdefault("paths", {})["data"] = "./state"
+    config.write_text(yaml.safe_dump(settings))
+    refused = keysync("-q", "run", "--auto-approve")
+    assert refused.returncode == 3
+    database = tmp_path / "state" / "keysync.db"
+    assert refused.stderr.splitlines() == [
+        f"keysync: error: {database} is missing, but earlier runs left "
+        f"{tmp_path / 'output' / 'audit_log.csv'}: point paths.data at their state, or put "
+        "keysync.db back from a backup (a new one would start the registry and the audit "
+        f"trail from nothing), or move {tmp_path / 'output'} aside to start afresh on purpose"
+    ]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "output").iterdir()} == published
+    assert not database.exists()
+    # A first dry run's audit_log.csv lists only planned events: no trace of a state.
+    shutil.rmtree(tmp_path / "output")
+    ok(keysync("-q", "run", "--dry-run"))
+    ok(keysync("-q", "run"))
+    registry = read_report(tmp_path / "output" / "master_key_registry.csv")
+    assert [(r["master_key"], r["status"]) for r in registry] == [("X-1", "Proposed")]
 
 
 def test_runs_counts_every_registry_change_of_a_run(
@@ -2405,7 +2441,8 @@ def test_history_shows_a_configured_system_no_run_could_read_yet(
     ok(keysync("-q", "run", "--systems", "A,B"))
     shown = json.loads(ok(keysync("history", "K-1", "--json")).stdout)["systems"]
     assert shown[-1]["note"] == "never read (no run could)"  # the first run tried C
-    shutil.rmtree(tmp_path / "data")
+    shutil.rmtree(tmp_path / "data")  # afresh: the state and the reports of it
+    shutil.rmtree(tmp_path / "output")
     ok(keysync("-q", "run", "--systems", "A,B"))
     shown = json.loads(ok(keysync("history", "K-1", "--json")).stdout)["systems"]
     assert shown[-1]["note"] == "never read (no run has tried)"
