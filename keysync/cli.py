@@ -32,10 +32,12 @@ from keysync.errors import (
     EXIT_INTERRUPTED,
     EXIT_PIPE_CLOSED,
     EXIT_USAGE,
+    STOPS,
     ConfigError,
     KeysyncError,
     RunError,
     bytes_shown,
+    process,
     raise_terminated,
 )
 from keysync.testhooks import pause_for_tests
@@ -199,17 +201,28 @@ class KeysyncGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         _stdout_written_whole()
         # SIGTERM is taken as Ctrl-C (errors.Terminated): one line and 130, not a silent 143.
-        # Put back after: called in a longer-lived process (a test runner), keysync must not
-        # keep its handler. (The keysync process itself ends with the command: see
-        # run_as_command.)
+        # In the keysync process, Ctrl-C becomes Python's KeyboardInterrupt again only now:
+        # __main__ held both till the command line was parsed (click's "Aborted!" is exit 1,
+        # "discrepancies"). A signal ignored by whoever started keysync (`cmd &` in a
+        # script) stays ignored. Put back after: called in a longer-lived process (a test
+        # runner), keysync must not keep its handlers. (The keysync process itself ends with
+        # the command: see run_as_command.)
         if threading.current_thread() is not threading.main_thread():  # signal() would raise
             return self._invoke_saying_errors(ctx)
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
+        handlers: dict[int, Any] = {signal.SIGTERM: raise_terminated}
+        if process.ends_with_command:
+            handlers[signal.SIGINT] = signal.default_int_handler
+        previous = {
+            sig: signal.signal(sig, handler)
+            for sig, handler in handlers.items()
+            if signal.getsignal(sig) is not signal.SIG_IGN
+        }
         try:
             return self._invoke_saying_errors(ctx)
         finally:
-            if not _process.ends_with_command:
-                signal.signal(signal.SIGTERM, previous)
+            if not process.ends_with_command:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     def _invoke_saying_errors(self, ctx: click.Context) -> Any:
         try:
@@ -249,15 +262,6 @@ class KeysyncGroup(click.Group):
             )
 
 
-class _Process:
-    """What keysync knows of the process it runs in."""
-
-    ends_with_command = False  # True in the keysync process itself (run_as_command)
-
-
-_process = _Process()
-
-
 def run_as_command() -> None:
     """The ``keysync`` process (``keysync.__main__.entry``): the command, then the exit.
 
@@ -266,13 +270,11 @@ def run_as_command() -> None:
     shuts down (a run just committed, its summary said) would end a completed command by
     the signal, 130 or 143 and no word. So they are ignored from the end of the command on.
     """
-    _process.ends_with_command = True
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # __main__ held them while importing
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    process.ends_with_command = True  # (__main__ holds Ctrl-C and SIGTERM till invoke)
     try:
         main(prog_name="keysync")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOPS:
             signal.signal(sig, signal.SIG_IGN)
         pause_for_tests("exiting")
 
@@ -715,15 +717,14 @@ def run(
     # The run has ended and recorded how: a Ctrl-C while its summary is said must not end
     # the command as "interrupted, run the command again" (another run would then count
     # towards deprecate_after_runs). Put back after, for a caller that lives on.
-    stops = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stops}
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOPS}
     try:
         if not app.quiet:
             print_run_result(result)
         elif (last := final_line(result)) is not None:
             tell_user(last, run_id=result.run_id, exit_code=result.exit_code or None)
     finally:
-        if not _process.ends_with_command:
+        if not process.ends_with_command:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     sys.exit(result.exit_code)

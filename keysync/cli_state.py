@@ -33,7 +33,15 @@ import click
 
 from keysync.actor import os_user
 from keysync.config import Config
-from keysync.errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_USAGE, KeysyncError, Terminated
+from keysync.errors import (
+    EXIT_CANNOT_RUN,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    STOPS,
+    KeysyncError,
+    Terminated,
+    process,
+)
 from keysync.leftovers import remove_dead_writers
 from keysync.rekey import Rekey
 from keysync.state import (
@@ -460,7 +468,7 @@ def _saying_what_an_interruption_left(
     try:
         yield
     except KeyboardInterrupt as stop:
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.getsignal(sig) for sig in STOPS}
         for sig in previous:  # a second one must not garble the answer
             signal.signal(sig, signal.SIG_IGN)
         try:
@@ -477,8 +485,7 @@ def _saying_what_an_interruption_left(
             )
             raise click.exceptions.Exit(0) from None
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            _put_back(previous)
 
 
 def _list_then_say(
@@ -492,7 +499,7 @@ def _list_then_say(
     without a word: every change is made and audited, so the summary is said all the
     same, and the command ends as done (exit 0).
     """
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig) for sig in STOPS}
     try:
         try:
             if committed:
@@ -507,8 +514,16 @@ def _list_then_say(
             signal.signal(sig, signal.SIG_IGN)
         _say(app, summary)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _put_back(previous)
+
+
+def _put_back(handlers: dict[signal.Signals, Any]) -> None:
+    """The handlers a command replaced, for a caller that lives on; the keysync process
+    ends with the command, and keeps them ignored till then (cli.run_as_command)."""
+    if not process.ends_with_command:
+        for sig, handler in handlers.items():
+            if handler is not None:  # None: not set from Python, none to put back
+                signal.signal(sig, handler)
 
 
 MAX_REASON = 1000

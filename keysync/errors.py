@@ -59,6 +59,20 @@ class Terminated(KeyboardInterrupt):
     where Python's default would end the command at once, silently, with 143."""
 
 
+STOPS = (signal.SIGINT, signal.SIGTERM)  # what stops a command: Ctrl-C, and a kill
+
+
+class _Process:
+    """What keysync knows of the process it runs in."""
+
+    # True in the keysync process itself (cli.run_as_command): nothing comes after the
+    # command, so a committed run's handlers may stay till the exit.
+    ends_with_command = False
+
+
+process = _Process()
+
+
 def raise_terminated(_signum: int, _frame: object) -> None:
     """The SIGTERM handler of every command (a run puts its own in place while it reads)."""
     raise Terminated

@@ -44,17 +44,24 @@ from keysync.errors import (
     EXIT_DIFF,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    STOPS,
     ConfigError,
     Interrupted,
     ResumableError,
     RunError,
+    process,
 )
 from keysync.history import HistoryPlan, plan_history
 from keysync.lock import RunLock
 from keysync.messages import KeyBatch
 from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
 from keysync.stages.merger import KeyIndex
-from keysync.stages.provisioner import ProvisioningPlan, plan_provisioning, warn_of_taken_names
+from keysync.stages.provisioner import (
+    ProvisioningPlan,
+    log_committed,
+    plan_provisioning,
+    warn_of_taken_names,
+)
 from keysync.stages.reporter import (
     AUDIT_MEANINGS,
     PART,
@@ -267,7 +274,7 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
             os._exit(EXIT_INTERRUPTED)
         observer.stop_requested = True
 
-    previous = {sig: signal.signal(sig, handle) for sig in _STOPS}
+    previous = {sig: signal.signal(sig, handle) for sig in STOPS}
     try:
         yield
     finally:
@@ -275,19 +282,22 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
             signal.signal(sig, _say_finishing if observer.committed else handler)
 
 
-_STOPS = (signal.SIGINT, signal.SIGTERM)
-
-
 @contextmanager
 def _signals_kept() -> Iterator[None]:
-    """The caller's Ctrl-C / SIGTERM handlers, as they were, once ``run`` returns."""
-    previous = {sig: signal.getsignal(sig) for sig in _STOPS}
+    """The caller's Ctrl-C / SIGTERM handlers, as they were, once ``run`` returns.
+
+    But for a committed run in the keysync process, which ends with the command: put
+    back, they would end as "interrupted" a run that completed, in the instant before
+    the command takes over (cli.run), so the run's handlers stay till the exit.
+    """
+    previous = {sig: signal.getsignal(sig) for sig in STOPS}
     try:
         yield
     finally:
+        committed = signal.getsignal(signal.SIGINT) is _say_finishing
         for sig, handler in previous.items():
-            if handler is not None:  # None: not set from Python, nothing to put back
-                signal.signal(sig, handler)
+            if handler is not None and not (committed and process.ends_with_command):
+                signal.signal(sig, handler)  # (None: not set from Python, none to put back)
 
 
 def _rules(config: Config) -> dict[str, Any]:
@@ -972,12 +982,14 @@ class _Run:
                 message=result.message,  # a degraded run names the systems it missed
             )
             # From here a Ctrl-C is not heeded (the run is done), nor a second one an exit
-            # that would offer to resume it: what is left is publishing and tidying.
+            # that would offer to resume it: what is left is logging what changed (a line
+            # a key: seconds after a wave of deprecations), publishing and tidying.
             observer.committed = True
             if observer.stop_requested:  # it came while the state was being saved
                 _say_finishing()
+            log_committed(plan)
         except BaseException:
-            if not _committed(store, self.run_id):  # (commit_run logs after its COMMIT)
+            if not _committed(store, self.run_id):  # (an exception after the COMMIT: kept)
                 writer.discard()
             raise
         # In a dry run nothing was recorded: show what would have been, after the real events.

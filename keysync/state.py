@@ -717,10 +717,6 @@ class StateStore:
                 " message = ?, observed_at = ? WHERE run_id = ?",
                 (ended, outcome, exit_code, _json(all_counts), message, observed, run_id),
             )
-        if plan is not None:
-            from keysync.stages.provisioner import log_committed
-
-            log_committed(plan)
 
     def end_run(
         self,

@@ -41,6 +41,11 @@ def pause(phase: str) -> None:
     from keysync import logs
 
     logs.get_logger(stage="testhooks").warning("run.paused_for_tests", phase=phase)
+    wait()
+
+
+def wait() -> None:
+    """Sleep ``KEYSYNC_TEST_PAUSE_S`` seconds, or till ``KEYSYNC_TEST_PAUSE_UNTIL`` exists."""
     until = time.monotonic() + float(os.environ.get("KEYSYNC_TEST_PAUSE_S", "3600"))
     release = os.environ.get("KEYSYNC_TEST_PAUSE_UNTIL")
     while time.monotonic() < until:

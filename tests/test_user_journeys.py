@@ -526,6 +526,38 @@ def test_a_ctrl_c_while_keysync_starts_is_one_line_not_a_traceback(
     assert not (tmp_path / "data").exists()
 
 
+def test_a_ctrl_c_that_whoever_started_keysync_ignores_stays_ignored(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Seen (review): a script's `keysync ... &` (SIGINT ignored, as a shell starts a
+    background job) ended "interrupted while starting" on a Ctrl-C meant for the script,
+    where Python itself would have gone on."""
+    write_config(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env.update(KEYSYNC_TEST_PAUSE_AT="starting", KEYSYNC_TEST_PAUSE_S="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "config", "check"],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert "paused_for_tests starting" in process.stderr.readline()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert ": valid" in stdout.splitlines()[0]
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_a_ctrl_c_as_keysync_exits_after_a_completed_run_is_ignored(
     write_config: Callable[..., Path], tmp_path: Path, stop: int

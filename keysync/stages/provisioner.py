@@ -12,6 +12,7 @@ API::
     plan.events                               # audit events this run would record
     plan.counts() -> {"proposed": ..., "approved": ..., "deprecated": ..., ...}
     store.commit_run(..., plan=plan)          # writes it (nothing with dry_run=True)
+    log_committed(plan)                       # then logs what changed (the runner does both)
 
 ``auto_approve`` is the ``--auto-approve`` flag only; ``provisioning.auto_approve``
 is read from the config here, so the audit trail can say which one approved.
