@@ -10,8 +10,7 @@ import sqlite3
 import sys
 import tempfile
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from itertools import chain, islice
 from pathlib import Path
@@ -843,7 +842,7 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
     from keysync.logs import tell_user
     from keysync.normalization import compile_rules
     from keysync.stages.normalizer import empty_key_message, too_long_message
-    from keysync.tables import MAX_CELL, print_json_list, print_table
+    from keysync.tables import print_json_list
 
     config = app.config
     if not keys and sys.stdin.isatty():
@@ -851,8 +850,11 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
     normalizer = compile_rules(config.normalize)
     limit = config.processing.max_key_length
 
-    first_raw: dict[str, str] = {}  # each key's first raw form: later other forms merge
-    forms: Counter[str] = Counter()
+    # Each key's first raw form, and the other forms of the keys that have several: for
+    # the collision note, over the first _NORMALIZE_TRACKED keys (~160 MB), so a column
+    # of ten million keys piped in is not held whole.
+    first_raw: dict[str, str] = {}
+    other_forms: dict[str, set[str]] = {}
 
     def result(raw: str) -> tuple[str, str, str, list[tuple[str, str]]]:
         key, rejected = normalizer.normalize(raw), ""
@@ -860,11 +862,14 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
             key, rejected = "", f"too-long: {too_long_message(len(raw), limit)}"
         elif not key:
             rejected = f"empty-key: {empty_key_message(config.normalize)}"
-        elif first_raw.setdefault(key, raw) != raw:
-            forms[key] += 1
+        elif (first := first_raw.get(key)) is None:
+            if len(first_raw) < _NORMALIZE_TRACKED:
+                first_raw[key] = raw
+        elif first != raw:
+            other_forms.setdefault(key, set()).add(raw)
         return raw, key, rejected, normalizer.trace(raw) if steps else []
 
-    # Streamed: a column of a million-row export piped in is never held whole.
+    # Streamed: the rows are printed as they come, never held whole.
     results = map(result, keys or _stdin_keys())
     if as_json:
         print_json_list(
@@ -872,7 +877,31 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
             | ({"steps": [{"rule": r, "key": k} for r, k in trail]} if steps else {})
             for raw, key, rejected, trail in results
         )
-        return
+    else:
+        _print_normalized(results, steps)
+    if other_forms:  # what a run would count as duplicates with collision = true
+        ranked = sorted(other_forms.items(), key=lambda item: -len(item[1]))
+        shown = ", ".join(f"{key} ({len(raws) + 1} raw forms)" for key, raws in ranked[:5])
+        more = f" and {len(ranked) - 5:,} more" if len(ranked) > 5 else ""
+        among = (
+            f" (among the first {_NORMALIZE_TRACKED:,} keys)"
+            if len(first_raw) >= _NORMALIZE_TRACKED
+            else ""
+        )
+        tell_user(
+            f"{len(ranked):,} {'keys come' if len(ranked) > 1 else 'key comes'} out of more than "
+            f"one raw form{among}, which a run takes as one key (a collision): {shown}{more}",
+            stderr_format=app.log_format,
+            quiet=app.quiet,
+        )
+
+
+def _print_normalized(
+    results: Iterable[tuple[str, str, str, list[tuple[str, str]]]], steps: bool
+) -> None:
+    """The table of ``normalize``: a row a key (and one a rule with ``--steps``)."""
+    from keysync.tables import MAX_CELL, print_table
+
     rows = (
         row
         for raw, key, rejected, trail in results
@@ -885,18 +914,10 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
         print_table(headers, first)
     else:  # the rest streamed, the raw column as wide as a table cell may be
         print_table(headers, chain(first, rows), [MAX_CELL, 0])
-    if forms:  # what a run would count as duplicates with collision = true
-        shown = ", ".join(f"{key} ({n + 1} raw forms)" for key, n in forms.most_common(5))
-        more = f" and {len(forms) - 5:,} more" if len(forms) > 5 else ""
-        tell_user(
-            f"{len(forms):,} {'keys come' if len(forms) > 1 else 'key comes'} out of more than "
-            f"one raw form, which a run takes as one key (a collision): {shown}{more}",
-            stderr_format=app.log_format,
-            quiet=app.quiet,
-        )
 
 
 _NORMALIZE_HELD = 10_000  # rows of `normalize` held to size the columns exactly
+_NORMALIZE_TRACKED = 1_000_000  # distinct keys whose raw forms `normalize` compares
 
 
 def _stdin_keys() -> Iterator[str]:

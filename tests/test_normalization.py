@@ -367,6 +367,14 @@ def test_keysync_normalize_says_which_keys_come_out_of_several_raw_forms(
     )
     assert keysync("-q", "normalize", *raws).stderr == ""
     assert keysync("normalize", "x", "x", "Y").stderr == ""  # the same raw twice: no collision
+    # Seen (review): a raw form repeated was counted again, "CUST-001 (4 raw forms)" for two;
+    # and --json left the note out.
+    repeated = keysync("normalize", "--json", "cust_001", "CUST-001", "CUST-001", "CUST-001")
+    assert repeated.stderr == (
+        "1 key comes out of more than one raw form, which a run takes as one key (a "
+        "collision): CUST-000001 (2 raw forms)\n"
+    )
+    assert [row["key"] for row in json.loads(repeated.stdout)] == ["CUST-000001"] * 4
 
 
 @pytest.mark.parametrize(
