@@ -547,6 +547,7 @@ def _check_resume_options(
     envvar="KEYSYNC_CONFIG",
     show_default=True,
     type=click.Path(dir_okay=False),
+    metavar="PATH",
     help="Configuration file (env KEYSYNC_CONFIG).",
 )
 @click.option(
@@ -575,10 +576,17 @@ def main(ctx: click.Context, config_path: str, log_format: str, quiet: bool, ver
 
 
 # keysync's own options, each as it is written before a command (`-c PATH`, `-q`).
+def _shown_with_value(param: click.Parameter) -> str:
+    """What ``keysync -c PATH`` or ``--log-format console|json`` takes, as --help shows it."""
+    if isinstance(param.type, click.Choice):
+        return "|".join(map(str, param.type.choices))
+    return param.metavar or (param.name or "value").upper()
+
+
 _GLOBAL_OPTIONS = {
     name: name
     if isinstance(param, click.Option) and (param.is_flag or param.count)
-    else f"{name} {(param.name or 'value').upper()}"
+    else f"{name} {_shown_with_value(param)}"
     for param in main.params
     for name in param.opts
 }

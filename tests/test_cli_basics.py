@@ -163,7 +163,9 @@ def test_a_global_option_after_the_command_says_where_it_goes(keysync: RunKeysyn
     )
     formatted = keysync("registry", "list", "--log-format", "json")
     assert formatted.returncode == 2
-    assert "(keysync --log-format LOG_FORMAT registry list ...)" in formatted.stderr
+    assert "(keysync --log-format console|json registry list ...)" in formatted.stderr
+    config = keysync("runs", "-c", "other.yaml")
+    assert "(keysync -c PATH runs ...)" in config.stderr  # as --help and SPEC.md write it
     other = keysync("run", "--bogus")
     assert (
         other.stderr == "keysync: error: run: No such option '--bogus' (see `keysync run --help`)\n"
