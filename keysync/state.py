@@ -791,7 +791,10 @@ class StateStore:
         Not :meth:`max_seq`: a killed run keeps its seq when it is resumed, so a key approved
         between the kill and the resume would not count the resumed run as one it went unseen.
         """
-        return max(self.successful_seqs(), default=0)
+        row = self._db.execute(
+            "SELECT MAX(seq) FROM runs WHERE outcome IN ('completed', 'degraded') AND dry_run = 0"
+        ).fetchone()
+        return int(row[0] or 0)
 
     def observed_times(self) -> dict[int, str]:
         """When each run looked at the world (its planning time), by seq."""
