@@ -11,7 +11,9 @@ explores the same examples.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,10 +35,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "default-no-deadli
 # run's forkserver). With PYTHONDONTWRITEBYTECODE set, as on the CI machines, every one of them
 # compiled all of keysync again: a fifth of the suite's time. Their bytecode goes to a cache
 # outside the source tree instead, so the tree stays as clean as the variable meant to keep it.
-if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) and "PYTHONPYCACHEPREFIX" not in os.environ:
-    os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(
-        tempfile.gettempdir(), f"keysync-tests-pycache-{os.getuid()}"
-    )
+# (A folder of this session's own: one at a fixed path in a shared /tmp could hold
+# bytecode that someone else put there.)
+if os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTHONPYCACHEPREFIX" not in os.environ:
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="keysync-tests-pycache-")
+    atexit.register(shutil.rmtree, os.environ["PYTHONPYCACHEPREFIX"], ignore_errors=True)
 
 
 class RunKeysync(Protocol):
