@@ -476,6 +476,17 @@ def _discrepancy_kinds(
     return tuple(kind for kind in DISCREPANCY_KINDS if kind in given)
 
 
+def _out_folder(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``generate --out ""`` named no folder: it wrote into the configured inputs, without
+    the run lock that writing there takes."""
+    if value == "":
+        raise click.BadParameter(
+            "an empty folder name; give a folder, or leave --out off to write at the "
+            "configured source paths"
+        )
+    return value
+
+
 def _check_resume_options(
     app: AppContext,
     *,
@@ -600,6 +611,7 @@ _GLOBAL_OPTIONS = {
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
+    callback=_out_folder,
     help="Output folder (default: the folder of source A's path).",
 )
 @pass_app
@@ -629,7 +641,7 @@ def generate(
             seed=seed,
             scenario=scenario,
             days=days,
-            out=Path(out) if out else None,
+            out=None if out is None else Path(out),
         )
     if not app.quiet:
         click.echo(result.describe())

@@ -284,3 +284,20 @@ def test_a_stopped_series_leaves_every_day_folder_of_one_series(tmp_path: Path) 
             lines = (day / system).read_bytes().count(b"\n")
             assert (lines > 100_000) == (keys == 150_000), (day.name, system, lines, keys)
     assert not [p.name for p in history.rglob(".*") if p.is_file()], "no pending file is left"
+
+
+# ------------------------------------------------- what generate writes over, or refuses
+
+
+def test_an_empty_out_is_a_usage_error(tmp_path: Path) -> None:
+    """Seen (generate hunt): `generate --out ""` wrote into the configured inputs, and
+    without the run lock that writing there takes."""
+    write_config(tmp_path)
+    result = keysync(tmp_path, "generate", "--keys", "100", "--out", "")
+    assert_one_line_error(result, 2)
+    assert result.stderr == (
+        "keysync: error: generate: Invalid value for '--out': an empty folder name; give a "
+        "folder, or leave --out off to write at the configured source paths "
+        "(see `keysync generate --help`)\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keysync-config.yaml"]
