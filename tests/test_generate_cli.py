@@ -301,3 +301,36 @@ def test_an_empty_out_is_a_usage_error(tmp_path: Path) -> None:
         "(see `keysync generate --help`)\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keysync-config.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("path", "days", "what"),
+    [("input/manifest.json", "1", "manifest.json"), ("input/history", "2", "its daily snapshots")],
+)
+def test_a_source_where_generate_writes_its_own_files_is_refused(
+    tmp_path: Path, path: str, days: str, what: str
+) -> None:
+    """Seen (generate hunt): B at input/manifest.json put half the set in place, then
+    failed with a message about something else."""
+    write_config(tmp_path, sources={"A": {"path": "input/A.csv"}, "B": {"path": path}})
+    result = keysync(tmp_path, "generate", "--keys", "100", "--days", days)
+    assert_one_line_error(result, 2)
+    assert result.stderr == (
+        f"keysync: error: sources.B.path: {tmp_path / path} is where generate writes "
+        f"{what}; give the source a path of its own\n"
+    )
+    assert not (tmp_path / "input").exists()
+
+
+def test_a_source_path_that_is_a_folder_is_a_config_error(tmp_path: Path) -> None:
+    """Seen (generate hunt): it said the folder "exists and was not written by keysync
+    generate" and exited 3, as for a real export."""
+    write_config(tmp_path, sources={"A": {"path": "input/A.csv"}, "B": {"path": "input/B.csv"}})
+    (tmp_path / "input" / "B.csv").mkdir(parents=True)
+    result = keysync(tmp_path, "generate", "--keys", "100")
+    assert_one_line_error(result, 2)
+    assert result.stderr == (
+        f"keysync: error: sources.B.path: {tmp_path / 'input' / 'B.csv'} is a folder, "
+        "not a file: point it at a file\n"
+    )
+    assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["B.csv"]

@@ -579,21 +579,7 @@ def _generate(
         out_dir = files[authority].parent
     manifest_path = out_dir / "manifest.json"
     history = out_dir / "history"
-    written: dict[str, str] = {}  # two systems on one file: one would overwrite the other
-    history_at = os.path.realpath(history)  # realpath, unlike resolve(), takes symlink loops
-    for name, file in files.items():
-        real = os.path.realpath(file)
-        if real in written:
-            raise ConfigError(
-                f"sources.{name}.path: {file} is also sources.{written[real]}.path; "
-                "generate writes one file per system: give each its own"
-            )
-        written[real] = name
-        if real.startswith(history_at + os.sep):
-            raise ConfigError(
-                f"sources.{name}.path: {file} is inside {history}, where generate writes "
-                "its daily snapshots; put the sources next to that folder, not in it"
-            )
+    _check_paths(files, out is not None, manifest_path, history, days)
     foreign = foreign_files(list(files.values()), manifest_path)
     day_sets = _day_sets(history, systems, days)
     for day_set in day_sets:  # an archive someone keeps in history/day-NN is real data too
@@ -659,6 +645,39 @@ def _generate(
             f"cannot write mock data{where}: {exc.strerror or exc}; check the output folder"
         ) from None
     return result
+
+
+def _check_paths(
+    files: dict[str, Path], out_given: bool, manifest_path: Path, history: Path, days: int
+) -> None:
+    """Refuse, before anything is written, a source path generate cannot write a CSV at:
+    another source's, its own manifest's, its history folder or inside it, a folder."""
+    written: dict[str, str] = {}  # two systems on one file: one would overwrite the other
+    history_at = os.path.realpath(history)  # realpath, unlike resolve(), takes symlink loops
+    ours = {os.path.realpath(manifest_path): "manifest.json"}
+    if days > 1:
+        ours[history_at] = "its daily snapshots"
+    for name, file in files.items():
+        where = f"--out: {file}" if out_given else f"sources.{name}.path: {file}"
+        real = os.path.realpath(file)
+        if real in written:
+            raise ConfigError(
+                f"{where} is also sources.{written[real]}.path; "
+                "generate writes one file per system: give each its own"
+            )
+        written[real] = name
+        if real in ours:
+            raise ConfigError(
+                f"{where} is where generate writes {ours[real]}; give the source a path of its own"
+            )
+        if real.startswith(history_at + os.sep):
+            raise ConfigError(
+                f"{where} is inside {history}, where generate writes "
+                "its daily snapshots; put the sources next to that folder, not in it"
+            )
+        if os.path.isdir(file):
+            fix = "move it away, or choose another --out" if out_given else "point it at a file"
+            raise ConfigError(f"{where} is a folder, not a file: {fix}")
 
 
 def _check_capacity(keys: int, days: int, scenario: str, peers: int) -> None:
