@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -286,7 +287,91 @@ def test_a_stopped_series_leaves_every_day_folder_of_one_series(tmp_path: Path) 
     assert not [p.name for p in history.rglob(".*") if p.is_file()], "no pending file is left"
 
 
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``folder``, hidden ones included."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
+
+
 # ------------------------------------------------- what generate writes over, or refuses
+
+REAL_EXPORT = b"key,name,last_seen_at\nREAL-0001,Real customer,2026-11-20T10:00:00Z\n"
+
+
+def test_the_manifest_records_the_size_and_sha256_of_each_file(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    assert keysync(tmp_path, "-q", "generate", "--keys", "100", "--days", "2").returncode == 0
+    for folder in (tmp_path / "input", tmp_path / "input" / "history" / "day-01"):
+        for section in manifest(folder)["systems"].values():
+            data = (folder / section["file"]).read_bytes()
+            assert section["size"] == len(data)
+            assert section["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("command", ["generate", "run"])
+def test_a_real_export_put_over_a_mock_file_is_not_replaced(tmp_path: Path, command: str) -> None:
+    """Seen (generate hunt): `generate --keys 100`, then a real export copied to
+    input/B.csv; the next `generate` (or `run --keys 100`) replaced it with mock data,
+    exit 0: the manifest listed the name B.csv, and only the name was checked."""
+    write_config(tmp_path)
+    assert keysync(tmp_path, "-q", "generate", "--keys", "100").returncode == 0
+    folder = tmp_path / "input"
+    (folder / "B.csv").write_bytes(REAL_EXPORT)
+    before = tree(folder)
+    result = keysync(tmp_path, "-q", command, "--keys", "100")
+    assert_one_line_error(result, 3)
+    assert result.stderr == (
+        f"keysync: error: {folder / 'B.csv'} has changed since keysync generate wrote it "
+        "(its size or content is not what the keysync manifest.json next to it records): "
+        "move it away, or write mock data elsewhere (`keysync generate --out DIR`, and "
+        "point sources there)\n"
+    )
+    assert tree(folder) == before
+
+
+def test_an_edit_that_keeps_the_size_is_seen_too(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    assert keysync(tmp_path, "-q", "generate", "--keys", "100", "--days", "2").returncode == 0
+    day = tmp_path / "input" / "history" / "day-01"
+    data = (day / "C.csv").read_bytes()
+    (day / "C.csv").write_bytes(data.replace(b"CUST-", b"CUST_", 1))  # same size
+    result = keysync(tmp_path, "-q", "generate", "--keys", "100", "--days", "2")
+    assert_one_line_error(result, 3)
+    assert result.stderr.startswith(f"keysync: error: {day / 'C.csv'} has changed since")
+    assert (day / "C.csv").read_bytes() == data.replace(b"CUST-", b"CUST_", 1)
+
+
+def test_a_shorter_series_does_not_delete_a_day_file_that_changed(tmp_path: Path) -> None:
+    """The day folders a shorter series removes are checked as those it replaces."""
+    write_config(tmp_path)
+    assert keysync(tmp_path, "-q", "generate", "--keys", "100", "--days", "4").returncode == 0
+    day = tmp_path / "input" / "history" / "day-04"
+    (day / "B.csv").write_bytes(REAL_EXPORT)
+    before = tree(tmp_path / "input")
+    result = keysync(tmp_path, "-q", "generate", "--keys", "100", "--days", "2")
+    assert_one_line_error(result, 3)
+    assert result.stderr.startswith(f"keysync: error: {day / 'B.csv'} has changed since")
+    assert tree(tmp_path / "input") == before
+
+
+def test_a_manifest_of_an_older_keysync_still_lets_generate_replace_its_files(
+    tmp_path: Path,
+) -> None:
+    """Manifests written before size and sha256 were recorded list names only: their
+    files are taken as generate's own, as they were then (docs/mock-data.md)."""
+    write_config(tmp_path)
+    assert keysync(tmp_path, "-q", "generate", "--keys", "100").returncode == 0
+    folder = tmp_path / "input"
+    old = manifest(folder)
+    for section in old["systems"].values():
+        del section["size"], section["sha256"]
+    (folder / "manifest.json").write_text(json.dumps(old), encoding="utf-8")
+    (folder / "B.csv").write_bytes(b"key,name,last_seen_at\nCUST-00001,edited,x\n")
+    assert keysync(tmp_path, "-q", "generate", "--keys", "100").returncode == 0
+    assert (folder / "B.csv").read_bytes() != b"key,name,last_seen_at\nCUST-00001,edited,x\n"
+    assert manifest(folder)["systems"]["B"]["size"] == (folder / "B.csv").stat().st_size
 
 
 def test_an_empty_out_is_a_usage_error(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -86,27 +88,104 @@ def day_folder(history: Path, day: int, days: int) -> Path:
     return history / f"day-{day:0{max(2, len(str(days)))}d}"
 
 
-def foreign_files(targets: list[Path], manifest_path: Path) -> list[Path]:
-    """The ``targets`` that exist but no keysync manifest next to them lists: real data.
+NOT_LISTED = (
+    "exists and was not written by keysync generate (no keysync manifest.json next to it lists it)"
+)
+CHANGED = (
+    "has changed since keysync generate wrote it (its size or content is not what the "
+    "keysync manifest.json next to it records)"
+)
 
-    ``generate`` writes at the configured source paths; if those hold someone's
-    exports, replacing them with mock data would lose them.
-    """
-    listed: set[str] = set()
-    ours = False
+
+def content_fields(data: bytes) -> dict[str, Any]:
+    """What a manifest records of a file it lists, so that a later ``generate`` can tell
+    its own file from one put in its place (a real export, an edit): of the content only,
+    so a seed still gives byte-identical manifests."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _unchanged(path: Path, section: dict[str, Any]) -> bool:
+    """Whether ``path`` still holds what ``section`` records: the size first (one stat),
+    the content only when the size matches. A manifest of an older keysync records
+    neither: its files count as unchanged, as they did then."""
+    size, digest = section.get("size"), section.get("sha256")
+    if not isinstance(size, int) or not isinstance(digest, str):
+        return True
+    try:
+        if os.stat(path).st_size != size:
+            return False
+        hashed = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                hashed.update(chunk)
+    except OSError:  # cannot be read: cannot be shown to be ours
+        return False
+    return hashed.hexdigest() == digest
+
+
+def _listed(manifest_path: Path) -> dict[str, dict[str, Any]] | None:
+    """The files a keysync manifest lists (normalized path -> its system section), or
+    None when ``manifest_path`` is not one of ours (missing, unreadable, someone else's)."""
     try:
         old = msgspec.json.decode(manifest_path.read_bytes())
     except (OSError, msgspec.DecodeError):
-        old = None
-    if isinstance(old, dict) and old.get("generator") == GENERATOR:
-        ours = True
-        for section in (old.get("systems") or {}).values():
-            if isinstance(section, dict) and section.get("file"):
-                listed.add(os.path.normpath(manifest_path.parent / str(section["file"])))
-    foreign = [p for p in targets if p.exists() and os.path.normpath(p) not in listed]
-    if manifest_path.exists() and not ours:
-        foreign.append(manifest_path)
+        return None
+    if not isinstance(old, dict) or old.get("generator") != GENERATOR:
+        return None
+    listed: dict[str, dict[str, Any]] = {}
+    for section in (old.get("systems") or {}).values():
+        if isinstance(section, dict) and section.get("file"):
+            listed[os.path.normpath(manifest_path.parent / str(section["file"]))] = section
+    return listed
+
+
+def foreign_files(targets: list[Path], manifest_path: Path) -> list[tuple[Path, str]]:
+    """The ``targets`` that exist but are not what a keysync manifest next to them lists
+    (real data), each with why (``NOT_LISTED`` or ``CHANGED``).
+
+    ``generate`` writes at the configured source paths; if those hold someone's
+    exports, replacing them with mock data would lose them. A file the manifest
+    lists whose content no longer matches it (an export copied over a mock file)
+    is someone's too.
+    """
+    listed = _listed(manifest_path)
+    foreign: list[tuple[Path, str]] = []
+    for path in targets:
+        if not path.exists():
+            continue
+        section = (listed or {}).get(os.path.normpath(path))
+        if section is None:
+            foreign.append((path, NOT_LISTED))
+        elif not _unchanged(path, section):
+            foreign.append((path, CHANGED))
+    if manifest_path.exists() and listed is None:
+        foreign.append((manifest_path, NOT_LISTED))
     return foreign
+
+
+def changed_in_stale_history(history: Path, days: int) -> list[tuple[Path, str]]:
+    """The files of the day folders ``remove_stale_history`` would delete that have
+    changed since keysync wrote them: deleting those would lose someone's data."""
+    changed: list[tuple[Path, str]] = []
+    for folder in _stale_day_folders(history, days):
+        manifest = folder / "manifest.json"
+        for path, section in (_listed(manifest) or {}).items():
+            inside = os.path.dirname(path) == os.path.normpath(folder)
+            if inside and os.path.exists(path) and not _unchanged(Path(path), section):
+                changed.append((Path(path), CHANGED))
+    return changed
+
+
+def _stale_day_folders(history: Path, days: int) -> list[Path]:
+    """The ``day-N`` folders under ``history`` that a series of ``days`` does not write."""
+    if not history.is_dir():
+        return []
+    keep = {day_folder(history, d, days).name for d in range(1, days + 1)} if days > 1 else set()
+    return [
+        folder
+        for folder in sorted(history.iterdir())
+        if folder.name not in keep and re.fullmatch(r"day-\d+", folder.name) and folder.is_dir()
+    ]
 
 
 def remove_stale_history(history: Path, days: int) -> None:

@@ -43,6 +43,8 @@ from keysync.errors import EXIT_USAGE, ConfigError, KeysyncError, child_died
 from keysync.mockdata.clock import REFERENCE_DATE, snapshot_at, snapshot_date
 from keysync.mockdata.files import (
     GENERATOR,
+    changed_in_stale_history,
+    content_fields,
     day_folder,
     discard_pending,
     foreign_files,
@@ -337,6 +339,7 @@ class _Run:
             source.delimiter,
             _header(self.config, system),
         )
+        snap.section.update(content_fields(snap.content))  # a later generate checks it
         days = self.plan.days
         if days > 1:  # in place once the day's set is written, as the top level
             write_pending(
@@ -584,11 +587,12 @@ def _generate(
     day_sets = _day_sets(history, systems, days)
     for day_set in day_sets:  # an archive someone keeps in history/day-NN is real data too
         foreign = foreign or foreign_files(day_set[:-1], day_set[-1])
+    foreign = foreign or changed_in_stale_history(history, days)  # it would delete those
     if foreign:
+        path, why = foreign[0]
         raise KeysyncError(
-            f"{foreign[0]} exists and was not written by keysync generate (no keysync "
-            "manifest.json next to it lists it): move it away, or write mock data "
-            "elsewhere (`keysync generate --out DIR`, and point sources there)"
+            f"{path} {why}: move it away, or write mock data elsewhere "
+            "(`keysync generate --out DIR`, and point sources there)"
         )
 
     plan = _make_plan(seed, keys, days, scenario, peers)
