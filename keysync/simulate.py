@@ -551,7 +551,7 @@ def _generate_series(
     die_with_parent(parent)
     outcome: tuple[str, int] = ("", 0)
     try:
-        generate(config, scenario=scenario, days=days, out=out)
+        generate(config, scenario=scenario, days=days, out=out, each_day=True)
     except KeysyncError as exc:
         outcome = (f"{exc}", exc.exit_code)
     except BaseException as exc:  # a bug: say what, the parent ends with one line

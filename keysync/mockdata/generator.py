@@ -341,7 +341,7 @@ class _Run:
         )
         snap.section.update(content_fields(snap.content))  # a later generate checks it
         days = self.plan.days
-        if days > 1:  # in place once the day's set is written, as the top level
+        if days > 1:  # in place once the series is written (or the day, for `simulate`)
             write_pending(
                 day_folder(self.history, day, days) / f"{system}.csv", snap.content, self.token
             )
@@ -539,17 +539,22 @@ def generate(
     scenario: str | None = None,
     days: int | None = None,
     out: Path | None = None,
+    each_day: bool = False,
 ) -> GenerateResult:
     """Write one CSV per configured source and ``manifest.json`` (see docs/mock-data.md).
 
     Defaults come from ``config.simulation``; ``days`` > 1 also writes
-    ``history/day-NN/`` snapshots, and the top-level files are the last day.
+    ``history/day-NN/`` snapshots, and the top-level files are the last day. All of
+    it goes into place at the end, so an interrupted generate changes nothing;
+    ``each_day`` puts each day folder in place as soon as it is written instead, for
+    a caller that reads the days while later ones are made (``simulate``, into a
+    folder it emptied: there is no earlier series to keep whole).
     """
     # Millions of lists and ints and no reference cycles: the cyclic GC would only rescan them.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _generate(config, keys, seed, scenario, days, out)
+        return _generate(config, keys, seed, scenario, days, out, each_day)
     finally:
         if collecting:
             gc.enable()
@@ -569,6 +574,7 @@ def _generate(
     scenario: str | None,
     days: int | None,
     out: Path | None,
+    each_day: bool,
 ) -> GenerateResult:
     keys, seed, scenario, days = _resolve(config, keys, seed, scenario, days)
     systems = list(config.sources)
@@ -583,8 +589,8 @@ def _generate(
     manifest_path = out_dir / "manifest.json"
     history = out_dir / "history"
     _check_paths(files, out is not None, manifest_path, history, days)
-    foreign = foreign_files(list(files.values()), manifest_path)
     day_sets = _day_sets(history, systems, days)
+    foreign = foreign_files(list(files.values()), manifest_path)
     for day_set in day_sets:  # an archive someone keeps in history/day-NN is real data too
         foreign = foreign or foreign_files(day_set[:-1], day_set[-1])
     foreign = foreign or changed_in_stale_history(history, days)  # it would delete those
@@ -611,37 +617,45 @@ def _generate(
     )
     result = GenerateResult(out_dir, files, manifest_path, [], seed, scenario, days, keys)
     run = _Run(config, ctx, plan, files, history)
-    # The top-level set (every source file, then the manifest) is replaced only once
-    # all of it is written: an interrupted generate leaves the previous set whole.
+    # Every set (each day folder's, then the top level's) is replaced only once all of
+    # them are written: an interrupted generate leaves the previous series whole.
+    # `simulate` reads each day as soon as it is in place, from a folder it just emptied.
     top_level = [*files.values(), manifest_path]
+    day_dirs = [day_folder(history, day, days) for day in range(1, days + 1)] if days > 1 else []
+    new_dirs = [folder for folder in [history, *day_dirs] if not folder.is_dir()]
     try:
         remove_stale_pending([*top_level, *chain.from_iterable(day_sets)])
-        remove_stale_history(history, days)
         with _builder(run) as build_day:
             for day in range(1, days + 1):
                 snapshots = build_day(day)
                 _compare(snapshots, authority)
                 base = _manifest_base(config, seed, scenario, day, days, keys, plan.targets)
                 if days > 1:
-                    day_dir = day_folder(history, day, days)
                     day_files = {name: f"{name}.csv" for name in systems}
                     day_manifest = _manifest(base, snapshots, day_files)
-                    write_pending(day_dir / "manifest.json", day_manifest, run.token)
-                    with _signals_held():  # a day folder holds one series, never two
-                        publish_pending(day_sets[day - 1], run.token)
-                    sync_folder(day_dir)
-                    result.history.append(day_dir)
+                    write_pending(day_dirs[day - 1] / "manifest.json", day_manifest, run.token)
+                    if each_day:
+                        with _signals_held():  # a day folder holds one series, never two
+                            publish_pending(day_sets[day - 1], run.token)
+                        sync_folder(day_dirs[day - 1])
+                    result.history.append(day_dirs[day - 1])
                 if day == days:
                     top_files = {name: _relative(files[name], out_dir) for name in systems}
                     write_pending(manifest_path, _manifest(base, snapshots, top_files), run.token)
                     _record(result, snapshots, authority)
             pause_for_tests("mock-publish")  # every file pending, none in place yet
-            with _signals_held():  # a signal now would leave half the set renamed
+            with _signals_held():  # a signal now would leave two series in the folder
+                if not each_day:
+                    publish_pending(list(chain.from_iterable(day_sets)), run.token)
                 publish_pending(top_level, run.token)
-        for folder in sorted({p.parent for p in top_level}):
+                remove_stale_history(history, days)
+        for folder in sorted({*(p.parent for p in top_level), *day_dirs}):
             sync_folder(folder)
     except BaseException as exc:
         discard_pending([*top_level, *chain.from_iterable(day_sets)], run.token)
+        for folder in reversed(new_dirs):  # made for this series, which is not there
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         if not isinstance(exc, OSError):
             raise
         where = f" {exc.filename}" if exc.filename else ""
