@@ -51,3 +51,15 @@ def remove_dead_writers(path: Path, suffix: str) -> None:
             if found and int(found[1]) != os.getpid() and not pid_alive(int(found[1])):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
+
+
+def remove_dead_writers_in(folder: Path, suffix: str) -> None:
+    """Remove every ``temp_path(<any name>, <pid>, suffix)`` file in ``folder`` whose process
+    no longer runs: for a folder whose files' names are not known (a stale day folder)."""
+    pattern = re.compile(rf"\.(.+?)\.(\d+)(?:\.[a-z0-9_]+)?{re.escape(suffix)}")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            found = pattern.fullmatch(entry.name)
+            if found and int(found[2]) != os.getpid() and not pid_alive(int(found[2])):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)

@@ -310,6 +310,44 @@ def test_a_stopped_series_leaves_the_previous_series_as_it_was(
     assert manifest(tmp_path / "input" / "history" / "day-01")["seed"] == 3
 
 
+def test_a_killed_series_leaves_nothing_a_shorter_one_keeps(tmp_path: Path) -> None:
+    """Seen (generate hunt): after a `kill -9` of `generate --days 6`, a later
+    `generate --days 2` left history/day-03.. with the killed run's full-size
+    `.A.csv.<pid>.pending` files, and day folders holding no manifest at all."""
+    write_config(tmp_path)
+    assert keysync(tmp_path, "-q", "generate", "--keys", "1000", "--days", "3").returncode == 0
+    history = tmp_path / "input" / "history"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env["KEYSYNC_TEST_PAUSE_AT"] = "mock-publish"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "-q", "generate", "--keys", "1000", "--days", "6"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        pending = tmp_path / "input" / f".manifest.json.{process.pid}.pending"
+        deadline = time.monotonic() + 60
+        while not pending.exists():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        process.kill()
+        process.wait()
+    assert (history / "day-06" / f".A.csv.{process.pid}.pending").is_file()
+    assert not (history / "day-06" / "manifest.json").exists()
+    assert keysync(tmp_path, "-q", "generate", "--keys", "100", "--days", "2").returncode == 0
+    assert sorted(tree(tmp_path / "input")) == [
+        *SYSTEM_FILES,
+        "history",
+        "history/day-01",
+        *(f"history/day-01/{name}" for name in [*SYSTEM_FILES, "manifest.json"]),
+        "history/day-02",
+        *(f"history/day-02/{name}" for name in [*SYSTEM_FILES, "manifest.json"]),
+        "manifest.json",
+    ]
+
+
 # ------------------------------------------------- what generate writes over, or refuses
 
 REAL_EXPORT = b"key,name,last_seen_at\nREAL-0001,Real customer,2026-11-20T10:00:00Z\n"

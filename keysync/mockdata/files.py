@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from keysync.leftovers import remove_dead_writers, temp_path
+from keysync.leftovers import remove_dead_writers, remove_dead_writers_in, temp_path
 
 GENERATOR = "keysync.mockdata"
 
@@ -191,29 +191,23 @@ def _stale_day_folders(history: Path, days: int) -> list[Path]:
 def remove_stale_history(history: Path, days: int) -> None:
     """Delete day folders of an earlier ``generate`` that this one does not rewrite.
 
-    Only folders named ``day-N`` holding one of our manifests are touched, and
-    only the files that manifest lists.
+    In each ``day-N`` folder not kept: the files one of our manifests lists (and
+    that manifest), and what a killed ``generate`` left there (``.A.csv.<pid>.pending``
+    of a process that is gone); then the folder, if nothing else is in it.
     """
-    if not history.is_dir():
-        return
-    keep = {day_folder(history, d, days).name for d in range(1, days + 1)} if days > 1 else set()
-    for folder in sorted(history.iterdir()):
-        if folder.name in keep or not re.fullmatch(r"day-\d+", folder.name):
-            continue
+    for folder in _stale_day_folders(history, days):
         manifest = folder / "manifest.json"
-        try:
-            old = msgspec.json.decode(manifest.read_bytes())
-        except (OSError, msgspec.DecodeError):
-            continue
-        if not isinstance(old, dict) or old.get("generator") != GENERATOR:
-            continue
-        for section in (old.get("systems") or {}).values():
-            name = str(section.get("file", ""))
-            if name and "/" not in name and "\\" not in name:
-                with contextlib.suppress(OSError):
-                    (folder / name).unlink()
+        listed = _listed(manifest)
+        if listed is not None:
+            for path in listed:
+                if os.path.dirname(path) == os.path.normpath(folder):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            with contextlib.suppress(OSError):
+                manifest.unlink()
+        remove_dead_writers_in(folder, ".pending")
+        remove_dead_writers_in(folder, ".tmp")
         with contextlib.suppress(OSError):
-            manifest.unlink()
-            folder.rmdir()
+            folder.rmdir()  # only if empty
     with contextlib.suppress(OSError):
         history.rmdir()  # only if empty
