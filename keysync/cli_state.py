@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from itertools import chain
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import click
 
@@ -207,22 +207,30 @@ def _entry_json(entry: RegistryEntry) -> dict[str, Any]:
     return data
 
 
-def _find_entries(
-    app: _App, store: StateStore, names: Sequence[str]
-) -> dict[str, list[RegistryEntry]]:
-    """For each name: the master key of that exact name, with the other entries of its key
-    when it is named like its key (mirror); else every entry of the key the name
-    normalizes to; else none.
+class _Found(NamedTuple):
+    """What names find: ``entries`` per name, and per exact name of a key's own (mirror)
+    entry, ``others``: that key's other entries, which the name does not reach."""
+
+    entries: dict[str, list[RegistryEntry]]
+    others: dict[str, list[RegistryEntry]]
+
+
+def _find_entries(app: _App, store: StateStore, names: Sequence[str]) -> _Found:
+    """For each name: the master key of that exact name; else every entry of the key the
+    name normalizes to; else none.
 
     A key's entries are all of them: after a strategy switch a key can have a mirror
     entry (named like the key) and namespaced ones, made under any separator and by
-    systems since taken out of the config; acting on "the key" must not quietly act on
-    some of them. A name that is a master key of another key (``B:CUST-1``) is that one.
-    The exact name comes first: after a rule change ``registry list`` shows ``X-12``
-    beside the new form ``X-012``, and ``deprecate X-12`` must reach the entry it names,
-    not the new form's (which ``X-12`` normalizes to now). The keys are looked up
-    together (a scan of the registry per 500 names, ~0.3 s on a million entries), not
-    one scan per name.
+    systems since taken out of the config; acting on "the key" (``x_1``, a raw key)
+    must not quietly act on some of them. A master key named exactly is that entry
+    alone, also when it is the mirror entry named like its key (``X-1`` beside ``B:X-1``
+    and ``C:X-1``): deprecating is for good, so a command changes only the entries
+    named, and ``others`` lists the key's other entries for the note that says how to
+    reach them. The exact name comes first: after a rule change ``registry list`` shows
+    ``X-12`` beside the new form ``X-012``, and ``deprecate X-12`` must reach the entry
+    it names, not the new form's (which ``X-12`` normalizes to now). The keys are looked
+    up together (a scan of the registry per 500 names, ~0.3 s on a million entries),
+    not one scan per name.
     """
     exact = store.entries_named(names)
     namespaced = {
@@ -237,12 +245,42 @@ def _find_entries(
         entry = exact.get(name)
         if entry is None:
             key_of[name] = _normalize(app, name)
-        elif entry.master_key == entry.key:  # the key's own name: all of the key's entries
+        elif entry.master_key == entry.key:  # the key's own name: its other entries noted
             key_of[name] = entry.key
     by_key = store.entries_for_keys({key for key in key_of.values() if key})
-    return {
-        name: by_key.get(key_of[name], []) if name in key_of else [exact[name]] for name in names
-    }
+    entries: dict[str, list[RegistryEntry]] = {}
+    others: dict[str, list[RegistryEntry]] = {}
+    for name in names:
+        if name not in exact:
+            entries[name] = by_key.get(key_of[name], [])
+            continue
+        entry = exact[name]
+        entries[name] = [entry]
+        if name in key_of:
+            rest = [e for e in by_key.get(key_of[name], []) if e.master_key != entry.master_key]
+            if rest:
+                others[name] = rest
+    return _Found(entries, others)
+
+
+def _also_the_key_of(found: _Found, target: str = "") -> list[str]:
+    """A note per exact name whose key has other entries the command leaves as they are:
+    ``X-1 is also the key of B:X-1, C:X-1: name them to change them too``. Entries named
+    in the same command, or already in ``target``, are not listed."""
+    named = {e.master_key for entries in found.entries.values() for e in entries}
+    notes = []
+    for name, others in found.others.items():
+        left = [e.master_key for e in others if e.master_key not in named and e.status != target]
+        if left:
+            listed = ", ".join(map(visible, left[:_NAMES_SHOWN]))
+            if len(left) > _NAMES_SHOWN:
+                listed += f" and {len(left) - _NAMES_SHOWN:,} more"
+            them = "it" if len(left) == 1 else "them"
+            notes.append(
+                f"{visible(found.entries[name][0].master_key)} is also the key of {listed}: "
+                f"name {them} to change {them} too"
+            )
+    return notes
 
 
 def _namespaced(app: _App, name: str) -> str:
@@ -288,7 +326,8 @@ def _unknown(*names: str, changing: bool = True) -> KeysyncError:
 def registry_show(app: _App, key: str, as_json: bool) -> None:
     """Show one master key: every column and its audit events.
 
-    KEY is a master key; a raw or normalized key finds its entries too
+    KEY is a master key (a mirror entry's is its key's name: its key's other
+    entries follow it); a raw or normalized key finds its entries too
     (namespaced: one per system).
 
     \b
@@ -297,7 +336,8 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
       keysync registry show D:CUST-00146    # with strategy: namespaced
     """
     with _open_required(app) as store:
-        entries = _find_entries(app, store, [key])[key]
+        found = _find_entries(app, store, [key])
+        entries = found.entries[key] + found.others.get(key, [])
         if not entries:
             raise _unknown(key, changing=False)
         events = {e.master_key: _entry_events(store, e) for e in entries}
@@ -372,14 +412,17 @@ def _change(
         if not dry_run:
             _publish_killed_runs_reports(app, store)
         targets: list[str] | None = None
+        notes: list[str] = []
         if not all_proposed:
             targets, unknown = [], []
-            for name, found in _find_entries(app, store, keys).items():
-                if not found:
+            found = _find_entries(app, store, keys)
+            for name, entries in found.entries.items():
+                if not entries:
                     unknown.append(name)
-                targets.extend(e.master_key for e in found)
+                targets.extend(e.master_key for e in entries)
             if unknown:
                 raise _unknown(*unknown)
+            notes = _also_the_key_of(found, target)
         user = os_user()
         changes = store.change_status(
             targets,
@@ -398,6 +441,8 @@ def _change(
         if not app.quiet:
             for change in changes:
                 click.echo(_change_line(change) + (" (dry run)" if change.changed else ""))
+        for note in notes:
+            _say(app, note)
         _say(app, f"would {verb} {len(done):,} {noun} (dry run: nothing changed)")
         return
     from keysync.logs import get_logger
@@ -413,6 +458,8 @@ def _change(
         if not app.quiet:
             for change in changes:
                 click.echo(_change_line(change))
+        for note in notes:  # after the changes: the entries of the key left as they are
+            _say(app, note)
 
     where = f"audit run id {actor}" if done else "nothing changed, nothing audited"
     _list_then_say(app, listing, f"{past} {len(done):,} {noun} ({where})", bool(done))
@@ -569,6 +616,10 @@ def registry_approve(
 ) -> None:
     """Make master keys Active (Proposed or Deprecated -> Active).
 
+    KEYS are master keys as `registry list` shows them, each that entry alone
+    (X-1 leaves B:X-1 as it is, and says so); a raw key that names no entry
+    (x_1) is every entry of the key it normalizes to.
+
     Each change is an audit event with run id manual-<time>-<4 hex>. While a run
     is in progress this exits 3: try again when it ends.
 
@@ -587,6 +638,10 @@ def registry_approve(
 @click.pass_obj
 def registry_deprecate(app: _App, keys: tuple[str, ...], reason: str, dry_run: bool) -> None:
     """Deprecate master keys (Proposed or Active -> Deprecated).
+
+    KEYS as for `approve`: a master key is that entry alone (X-1 leaves B:X-1
+    as it is, and says so); a raw key that names no entry (x_1) is every entry
+    of the key it normalizes to. A Deprecated key comes back only by approve.
 
     \b
     Example:

@@ -1837,6 +1837,66 @@ def test_a_key_with_mirror_and_namespaced_entries_is_shown_and_changed_whole(
     assert statuses(tmp_path) == {"B:X-1": "Deprecated", "C:X-1": "Active", "X-1": "Active"}
 
 
+def test_a_mirror_entry_named_exactly_is_changed_alone_and_its_key_s_others_are_named(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen: after a switch namespaced -> mirror, `registry list` showed B:X-1, C:X-1 and
+    the mirror entry X-1; `registry deprecate X-1` deprecated all three, for good (the
+    lifecycle has no way back to Proposed). A name the registry lists is that entry."""
+    config = write_config(
+        tmp_path,
+        sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+        provisioning={"strategy": "namespaced"},
+        processing={"parallel": False, "workers": 1},
+    )
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["X-1"]})
+    ok(keysync("-q", "run"))
+    config.write_text(config.read_text().replace("namespaced", "mirror"))
+    ok(keysync("-q", "run"))
+    before = state_dump(tmp_path)
+    note = "X-1 is also the key of B:X-1, C:X-1: name them to change them too"
+    dry = ok(keysync("registry", "deprecate", "X-1", "--dry-run"))
+    assert dry.stdout == "X-1: Proposed -> Deprecated (dry run)\n"
+    assert dry.stderr.splitlines() == [
+        note,
+        "would deprecate 1 master key (dry run: nothing changed)",
+    ]
+    assert state_dump(tmp_path) == before
+    done = ok(keysync("registry", "deprecate", "X-1", "--reason", "DQ-7"))
+    assert done.stdout == "X-1: Proposed -> Deprecated\n"
+    assert done.stderr.splitlines()[0] == note
+    assert statuses(tmp_path) == {"B:X-1": "Proposed", "C:X-1": "Proposed", "X-1": "Deprecated"}
+    events = db_rows(tmp_path, "SELECT detail FROM audit_events WHERE event = 'key.deprecated'")
+    assert [detail.split(" (")[0] for (detail,) in events] == [
+        "master key X-1: Proposed -> Deprecated by `keysync registry deprecate`"
+    ]
+    # Named in the same command, an entry is not in the note; the others still are.
+    approved = ok(keysync("registry", "approve", "X-1", "B:X-1"))
+    assert approved.stdout.splitlines() == [
+        "X-1: Deprecated -> Active",
+        "B:X-1: Proposed -> Active",
+    ]
+    assert approved.stderr.splitlines()[0] == (
+        "X-1 is also the key of C:X-1: name it to change it too"
+    )
+    # A raw key that is no entry's name is still the whole key, and needs no note.
+    whole = ok(keysync("registry", "approve", "x_1"))
+    assert whole.stdout.splitlines() == [
+        "B:X-1: already Active (unchanged)",
+        "C:X-1: Proposed -> Active",
+        "X-1: already Active (unchanged)",
+    ]
+    assert "also the key of" not in whole.stderr
+    # `show` names the entry first, then its key's others.
+    shown = json.loads(ok(keysync("registry", "show", "X-1", "--json")).stdout)
+    assert [entry["master_key"] for entry in shown] == ["X-1", "B:X-1", "C:X-1"]
+    # An entry already in the target status needs no naming.
+    ok(keysync("-q", "registry", "deprecate", "C:X-1"))
+    again = ok(keysync("registry", "deprecate", "X-1"))
+    assert again.stderr.splitlines()[0] == "X-1 is also the key of B:X-1: name it to change it too"
+    assert statuses(tmp_path) == {"B:X-1": "Active", "C:X-1": "Deprecated", "X-1": "Deprecated"}
+
+
 def test_a_lost_database_beside_earlier_runs_traces_is_refused_not_started_afresh(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
