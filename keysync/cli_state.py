@@ -23,7 +23,7 @@ import signal
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from itertools import chain
 from pathlib import Path
@@ -465,6 +465,26 @@ def _change(
     _list_then_say(app, listing, f"{past} {len(done):,} {noun} ({where})", bool(done))
 
 
+def _holders_at_the_last_run(
+    config: Config, store: StateStore
+) -> Callable[[set[str]], Mapping[str, Collection[str]]] | None:
+    """Where the last successful run found keys, for the entries ``registry rekey`` makes;
+    None if that run shaped keys under other rules (its history has the old forms only).
+
+    The strategy and the separator shape master keys, not keys: a change of them alone
+    leaves the history's keys in the forms they have now."""
+    from keysync.history import holders_when_last_read
+    from keysync.runner import key_rules
+
+    recorded = store.latest_flags("rules")
+    now = key_rules(config)
+    # As rules.changed compares them: a setting a run of an older keysync did not record
+    # is not a change.
+    if recorded is None or any(recorded[name] != now[name] for name in recorded.keys() & now):
+        return None
+    return lambda keys: holders_when_last_read(store.load_history_state(), keys)
+
+
 def _writer_lock(
     data_dir: Path, actor: str, command: str, dry_run: bool
 ) -> contextlib.AbstractContextManager[object]:
@@ -688,6 +708,7 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
             store.registry_entries(),
             store.deprecated_since_rules_changed(),
             store.deprecated_by_hand(),
+            _holders_at_the_last_run(app.config, store),
         )
         done = 0
         if not dry_run:

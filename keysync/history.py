@@ -379,6 +379,33 @@ def last_known_holders(
     return holders
 
 
+def holders_when_last_read(state: HistoryState, keys: set[str]) -> dict[str, list[str]]:
+    """Of ``keys``, the systems that held each when last read, by name: {key: [system, ...]}.
+
+    Every system the history keeps, the authority (its stored keys) as well as each peer
+    (``(keys(A) - gaps) | extra``): the sets a run compared, so what a run would count as
+    a key's holders had it read the same inputs again (``registry rekey`` gives a new
+    entry those). A peer not read since keeps its last known keys, as runs count it.
+    """
+    stored_a = state.authority
+    if stored_a is None or not keys:
+        return {}
+    a_then = keys.intersection(_decode_keys(stored_a.keys)) if stored_a.keys else set()
+    holders: dict[str, list[str]] = {}
+    for system in sorted(state.systems):
+        stored = state.systems[system]
+        if stored is stored_a:
+            held = a_then
+        else:
+            held = keys.intersection(_decode_keys(stored.extra)) if stored.extra else set()
+            if a_then:
+                gaps = _decode_groups(stored.gaps) if stored.gaps else {}
+                held |= a_then.difference(*gaps.values())
+        for key in held:
+            holders.setdefault(key, []).append(system)
+    return holders
+
+
 def key_timeline(store: StateStore, key: str) -> KeyTimeline:
     """Everything the history knows about ``key`` (a normalized key), per system."""
     state = store.load_history_state()

@@ -23,8 +23,8 @@ new entry superseded each. Planning here is pure; ``StateStore.apply_rekeys`` wr
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from keysync.config import Config
 from keysync.normalization import compile_rules
@@ -41,6 +41,9 @@ class Rekey:
     target: RegistryEntry | None  # the entry that has ``new_name`` already, if any
     action: str  # "carry" (Active handed on), "supersede" (Proposed), or "skip"
     reason: str = ""  # why it is skipped
+    # A new entry's (``creates``): the systems holding ``new_key`` and whether A is one.
+    seen_in: str = ""
+    in_authority: bool = False
 
     @property
     def creates(self) -> bool:
@@ -52,12 +55,16 @@ def plan_rekeys(
     entries: Iterable[RegistryEntry],
     unseated: Collection[str] = (),
     decided: Collection[str] = (),
+    holders: Callable[[set[str]], Mapping[str, Collection[str]]] | None = None,
 ) -> list[Rekey]:
     """One ``Rekey`` per entry whose ``source_key`` normalizes to another form now.
 
     ``unseated``: the master keys a run deprecated as unseen since the rules last
     changed (``StateStore.deprecated_since_rules_changed``); ``decided``: those someone
-    deprecated by hand (``StateStore.deprecated_by_hand``)."""
+    deprecated by hand (``StateStore.deprecated_by_hand``). ``holders``: given the new
+    forms, the systems that held each at the last run (``history.holders_when_last_read``),
+    when that run had the rules now; None when it had other rules (its history knows the
+    old forms only). A new entry is seen where its form was (:func:`_seen`)."""
     normalize = compile_rules(config.normalize).normalize
     limit = config.processing.max_key_length
     separator = config.provisioning.namespace_separator
@@ -89,7 +96,45 @@ def plan_rekeys(
             plan.append(Rekey(entry, name, new_key, target, action))
             if target is None:  # a second old entry of the same new form finds this one
                 made[name] = _made_for(entry, name, new_key, action)
-    return plan
+    return _seen(config, plan, holders)
+
+
+def _seen(
+    config: Config,
+    plan: list[Rekey],
+    holders: Callable[[set[str]], Mapping[str, Collection[str]]] | None,
+) -> list[Rekey]:
+    """Each new entry's ``seen_in`` and ``in_authority``, as the next run would find them
+    if no system changed: else that run records a change that did not happen (seen:
+    ``key.resolved`` "X-001 now appears in A" and ``seen_in (none) -> A;B`` for a key A and
+    B held all along, because the entry copied the old form's seen_in, empty since the
+    rules changed, and was never in the authority).
+
+    As a run counts them: the configured systems holding the key, A included (mirror:
+    any; namespaced: A and the entry's system); ``in_authority`` if A is one. Without
+    ``holders`` (no run since the rules changed) the old form's entry is the record:
+    the last run counted its holders under the old rules, when it still matched.
+    """
+    created = [rekey for rekey in plan if rekey.creates]
+    if not created:
+        return plan
+    if holders is None:
+        seen = {id(r): (r.old.seen_in, bool(r.old.in_authority)) for r in created}
+    else:
+        held = holders({rekey.new_key for rekey in created})
+        authority, configured = config.authority, set(config.sources)
+        seen = {}
+        for rekey in created:
+            systems = [s for s in held.get(rekey.new_key, ()) if s in configured]
+            if rekey.old.strategy != "mirror":
+                systems = [s for s in systems if s in (authority, rekey.old.system)]
+            seen[id(rekey)] = (";".join(sorted(systems)), authority in systems)
+    return [
+        replace(rekey, seen_in=seen[id(rekey)][0], in_authority=seen[id(rekey)][1])
+        if id(rekey) in seen
+        else rekey
+        for rekey in plan
+    ]
 
 
 def _made_for(entry: RegistryEntry, name: str, new_key: str, action: str) -> RegistryEntry:

@@ -300,11 +300,17 @@ def _signals_kept() -> Iterator[None]:
                 signal.signal(sig, handler)  # (None: not set from Python, none to put back)
 
 
-def _rules(config: Config) -> dict[str, Any]:
-    """The settings that shape keys and master keys, by their config names (``flags.rules``)."""
+def key_rules(config: Config) -> dict[str, Any]:
+    """The settings that shape keys, by their config names (of ``flags.rules``)."""
     normalize: dict[str, Any] = msgspec.to_builtins(config.normalize)
     rules = {f"normalize.{name}": value for name, value in normalize.items()}
     rules["processing.max_key_length"] = config.processing.max_key_length
+    return rules
+
+
+def _rules(config: Config) -> dict[str, Any]:
+    """The settings that shape keys and master keys, by their config names (``flags.rules``)."""
+    rules = key_rules(config)
     rules["provisioning.strategy"] = config.provisioning.strategy
     rules["provisioning.namespace_separator"] = config.provisioning.namespace_separator
     return rules

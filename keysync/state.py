@@ -612,6 +612,17 @@ class StateStore:
                 return found, recorded
         return None
 
+    def latest_flags(self, name: str) -> dict[str, Any] | None:
+        """``flags[name]`` of the last successful run that has them (as :meth:`flags_before`)."""
+        rows = self._db.execute(
+            "SELECT flags FROM runs WHERE dry_run = 0"
+            " AND (outcome = 'completed' OR outcome = 'degraded') ORDER BY seq DESC"
+        )
+        for (flags,) in rows:
+            if recorded := json.loads(flags).get(name):
+                return dict(recorded)
+        return None
+
     def resume_run(
         self,
         run_id: str,
@@ -1040,11 +1051,12 @@ class StateStore:
                     "Active" if rekey.action == "carry" else "Proposed",
                 )
                 if target is None:
-                    row = [name, status, old.strategy, system, old.source_key, old.seen_in]
+                    # Seen where its form is (rekey._seen): the next run changes nothing.
+                    row = [name, status, old.strategy, system, old.source_key, rekey.seen_in]
                     row += [now, now, old.last_seen_at, actor, actor, old.system, rekey.new_key]
                     self._db.execute(
                         f"INSERT INTO master_keys VALUES ({', '.join('?' * 16)})",
-                        (*row, seq, None, 0),
+                        (*row, seq, None, int(rekey.in_authority)),
                     )
                     event(
                         "key.rekeyed",

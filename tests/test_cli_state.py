@@ -2439,6 +2439,50 @@ def test_rekey_before_the_first_run_under_new_rules_makes_the_new_entries(
     assert [e for (e,) in events] == ["key.rekeyed"]
 
 
+@pytest.mark.parametrize("strategy", ["mirror", "namespaced"])
+def test_a_rekeyed_entry_is_seen_where_its_key_is_so_the_next_run_records_nothing(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any, strategy: str
+) -> None:
+    """Seen: X-1 (B's, then A's too: resolved), pad_numbers 0 -> 3, a run, then `registry
+    rekey`: the new X-001 said "seen in no system" and was not in the authority, though A
+    and B held it; the next run recorded a false `key.resolved` "X-001 now appears in A"
+    and `key.seen_in_changed (none) -> A;B`."""
+
+    def configure(**normalize: Any) -> None:
+        write_config(
+            tmp_path,
+            sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+            normalize=normalize,
+            provisioning={"strategy": strategy},
+            processing={"parallel": False, "workers": 1},
+        )
+
+    configure()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["K-1", "X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    write_inputs(tmp_path, {"A": ["K-1", ("X-1", "2026-01-02T00:00:00Z")]})
+    ok(keysync("-q", "run"))  # key.resolved X-1
+    configure(pad_numbers=3)
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "registry", "rekey"))
+    name = "X-001" if strategy == "mirror" else "B:X-001"
+    query = (
+        "SELECT master_key, status, source_system, source_key, seen_in, last_seen_at,"
+        f" in_authority FROM master_keys WHERE master_key = '{name}'"
+    )
+    made = [(name, "Active", "B", "X-1", "A;B", "2026-01-02T00:00:00Z", 1)]
+    assert db_rows(tmp_path, query) == made
+    shown = json.loads(ok(keysync("registry", "show", name, "--json")).stdout)[0]
+    assert (shown["seen_in"], shown["in_authority"]) == ("A;B", True)
+    history = ok(keysync("history", name)).stdout
+    assert f"master key {name}: Active (seen in A;B; " in history
+    seq = db_rows(tmp_path, "SELECT MAX(seq) FROM audit_events")[0][0]
+    ok(keysync("-q", "run"))
+    events = db_rows(tmp_path, f"SELECT event FROM audit_events WHERE seq > {seq}")
+    assert events == [("run.completed",)]  # no key.resolved, no key.seen_in_changed
+    assert db_rows(tmp_path, query) == made
+
+
 def test_generate_into_the_inputs_waits_for_no_run_it_would_pull_the_files_from(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
