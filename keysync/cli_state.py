@@ -42,7 +42,7 @@ from keysync.errors import (
     Terminated,
     process,
 )
-from keysync.leftovers import remove_dead_writers
+from keysync.leftovers import pid_alive, remove_dead_writers
 from keysync.rekey import Rekey
 from keysync.state import (
     AUDIT_COLUMNS,
@@ -1063,12 +1063,8 @@ def audit(
             limit=limit,
         )
         if run_id is not None and store.run(run_id) is None and not any(store.audit_rows(run_id)):
-            if MANUAL_ID.fullmatch(run_id):  # named by a stale lock: it never committed
-                _say(
-                    app,
-                    f"no audit events: {run_id} recorded nothing (it changed nothing, "
-                    "or was stopped before its changes were made)",
-                )
+            if MANUAL_ID.fullmatch(run_id):
+                _say(app, _session_without_events(app, store, run_id))
                 return
             raise KeysyncError(
                 f"unknown run {run_id!r}: no run or manual change has that id (see `keysync runs`)",
@@ -1100,6 +1096,62 @@ def audit(
             return
         widths = store.audit_widths(wanted, shown=visible)
         print_table(list(AUDIT_COLUMNS), chain([first], rows), widths)
+
+
+def _session_without_events(app: _App, store: StateStore, session: str) -> str:
+    """The line for ``audit --run manual-...`` when no event has that id, if the session
+    provably happened; else exit 2, as for an unknown run id.
+
+    A manual session records its id in the audit trail only with its changes. It is
+    written elsewhere only in the lock file (while it holds the lock, and after a kill
+    until the next holder clears it) and, once cleared, in the log's
+    ``lock.stale_cleared`` warning, which sends the reader here: those prove it ran.
+    Nothing else does (a session that changed nothing never shows its id), so any other
+    id is most likely mistyped, and saying "it recorded nothing" would hide the typo.
+    """
+    from keysync.lock import RunLock
+
+    left = RunLock.left_in_file(app.config.data_dir)
+    if left is not None and left.run_id == session and left.pid and pid_alive(left.pid):
+        return (
+            f"no audit events under {session} yet: it is in progress ({left.purpose}, pid "
+            f"{left.pid}, started {left.started_at}); its changes are recorded when it ends"
+        )
+    if (left is not None and left.run_id == session) or _cleared_lock_named(app, session):
+        return (
+            f"no audit events: {session} recorded nothing (it was stopped before its "
+            "changes were made: nothing was changed)"
+        )
+    near = store.run_ids_like(session[: len("manual-20261127T093000Z")] + "-%")
+    hint = (
+        f": the audit trail has {' and '.join(near)} from that second"
+        if near
+        else " against the run_id column of `keysync audit`"
+    )
+    raise KeysyncError(
+        f"unknown run {session!r}: no run or manual change has that id; check it{hint} "
+        "(a manual change that changed nothing, or was stopped before its commit, records "
+        "nothing)",
+        EXIT_USAGE,
+    )
+
+
+def _cleared_lock_named(app: _App, session: str) -> bool:
+    """Whether the log file has the ``lock.stale_cleared`` of ``session``'s lock."""
+    try:
+        with open(app.config.log_file, encoding="utf-8", errors="replace") as log:
+            for line in log:
+                if session not in line or "lock.stale_cleared" not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("stale_run_id") == session:
+                    return True
+    except OSError:  # no log file (logging.file elsewhere, rotated away): no proof
+        return False
+    return False
 
 
 def _stamp(moment: datetime | None, *, up: bool = False) -> str | None:

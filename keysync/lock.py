@@ -6,6 +6,7 @@ API::
     lock.stale          # LockHolder | None: what a dead holder had left in the file
     lock.release()      # also ``with RunLock.acquire(...) as lock: ...``
     RunLock.holder(data_dir) -> LockHolder | None   # who holds it now (None: free); read-only
+    RunLock.left_in_file(data_dir) -> LockHolder | None  # what the file names, alive or not
 
 Why ``fcntl.flock`` and not a pid file: the kernel releases a flock when the
 holding process dies, however it dies (``kill -9``, power loss, OOM). So a lock
@@ -162,6 +163,16 @@ class RunLock:
         if holder is None or not pid_alive(holder.pid):
             return None
         return holder
+
+    @staticmethod
+    def left_in_file(data_dir: Path) -> LockHolder | None:
+        """What the lock file names now, live holder or dead one (a process killed while
+        it held the lock, not yet cleared by the next holder); None if it is empty."""
+        try:
+            text = (data_dir / LOCK_NAME).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        return _parse(text.strip()) if text.strip() else None
 
     def release(self) -> None:
         """Empty the file (so the next holder sees a clean release) and unlock."""

@@ -612,6 +612,14 @@ class StateStore:
                 return found, recorded
         return None
 
+    def run_ids_like(self, pattern: str, limit: int = 3) -> list[str]:
+        """Audit run ids matching a LIKE ``pattern`` (``manual-20261127T093000Z-%``), by id."""
+        rows = self._db.execute(
+            "SELECT DISTINCT run_id FROM audit_events WHERE run_id LIKE ? ORDER BY run_id LIMIT ?",
+            (pattern, limit),
+        )
+        return [str(run_id) for (run_id,) in rows]
+
     def latest_flags(self, name: str) -> dict[str, Any] | None:
         """``flags[name]`` of the last successful run that has them (as :meth:`flags_before`)."""
         rows = self._db.execute(

@@ -1589,12 +1589,74 @@ def test_the_lock_of_a_killed_manual_change_says_where_to_see_whether_it_was_mad
     )
     shown = json.loads(ok(keysync("audit", "--run", session, "--json")).stdout)
     assert [(e["event"], e["key"]) for e in shown] == [("key.approved", "X-1")]
-    never = ok(keysync("audit", "--run", "manual-20260101T000000Z-abcd"))
-    assert never.stdout == "" and never.stderr == (
-        "no audit events: manual-20260101T000000Z-abcd recorded nothing (it changed nothing, "
-        "or was stopped before its changes were made)\n"
-    )
     assert keysync("audit", "--run", "20260101T000000Z-abcd").returncode == 2  # not a session
+
+
+def test_audit_of_a_manual_session_with_no_events_says_so_only_if_it_happened(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `audit --run` of a mistyped manual-... id (its last character changed) exited
+    0 with "recorded nothing (it changed nothing, or was stopped before ...)", while a
+    mistyped run id exits 2. A session's id is written without its events only in the
+    lock file and, once a kill's stale lock is cleared, in the log: those prove it ran."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    release = tmp_path / ".release"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env.update(KEYSYNC_TEST_PAUSE_AT="mid-change", KEYSYNC_TEST_PAUSE_UNTIL=str(release))
+    held = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "registry", "approve", "X-1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert held.stderr is not None
+        for line in held.stderr:
+            if "run.paused_for_tests" in line:
+                break
+        lock = json.loads((tmp_path / "data" / "keysync.lock").read_text())
+        session = lock["run_id"]
+        running = ok(keysync("audit", "--run", session))
+        assert running.stdout == ""
+        assert running.stderr == (
+            f"no audit events under {session} yet: it is in progress (keysync "
+            f"registry approve, pid {held.pid}, started {lock['started_at']}); its changes "
+            "are recorded when it ends\n"
+        )
+    finally:
+        held.kill()  # before its COMMIT: nothing changed, the lock file still names it
+        held.wait(30)
+    stopped = (
+        f"no audit events: {session} recorded nothing (it was stopped before its "
+        "changes were made: nothing was changed)\n"
+    )
+    assert ok(keysync("audit", "--run", session)).stderr == stopped
+    ok(keysync("-q", "run"))  # clears the stale lock: the log's lock.stale_cleared names it
+    assert (tmp_path / "data" / "keysync.lock").read_text() == ""
+    assert ok(keysync("audit", "--run", session)).stderr == stopped
+    assert statuses(tmp_path) == {"X-1": "Proposed", "X-2": "Proposed"}
+    # A mistyped id is unknown, as a mistyped run id is; a session of that second is named.
+    approved = ok(keysync("registry", "approve", "X-2"))
+    real = approved.stderr.split("audit run id ")[1].rstrip(")\n")
+    typo = real[:-1] + ("0" if real[-1] != "0" else "1")
+    wrong = keysync("audit", "--run", typo)
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr == (
+        f"keysync: error: unknown run {typo!r}: no run or manual change has that id; check "
+        f"it: the audit trail has {real} from that second (a manual change that changed "
+        "nothing, or was stopped before its commit, records nothing)\n"
+    )
+    never = keysync("audit", "--run", "manual-20260101T000000Z-abcd")
+    assert never.returncode == 2
+    assert never.stderr == (
+        "keysync: error: unknown run 'manual-20260101T000000Z-abcd': no run or manual change "
+        "has that id; check it against the run_id column of `keysync audit` (a manual change "
+        "that changed nothing, or was stopped before its commit, records nothing)\n"
+    )
 
 
 def test_history_of_a_key_without_timestamps_says_so_instead_of_an_empty_last_seen(
