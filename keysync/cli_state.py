@@ -532,6 +532,7 @@ def _saying_what_an_interruption_left(
     ``actor`` means nothing was changed (exit 130); events mean every change was made, and
     the command ends as done, as :func:`_list_then_say` ends it.
     """
+    before = store.last_event_seq()  # under the lock: the change's events come after it
     try:
         yield
     except KeyboardInterrupt as stop:
@@ -539,7 +540,7 @@ def _saying_what_an_interruption_left(
         for sig in previous:  # a second one must not garble the answer
             signal.signal(sig, signal.SIG_IGN)
         try:
-            if not store.committed_events_of(actor):
+            if not store.committed_events_of(actor, after=before):
                 raise KeysyncError(
                     f"{_signal_name(stop)} stopped `{command}` before it changed anything: "
                     "nothing was changed; run it again",
@@ -703,13 +704,15 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
     ):
         if not dry_run:
             _publish_killed_runs_reports(app, store)
-        rekeys = plan_rekeys(
-            app.config,
-            store.registry_entries(),
-            store.deprecated_since_rules_changed(),
-            store.deprecated_by_hand(),
-            _holders_at_the_last_run(app.config, store),
-        )
+        # In one committed state: without the lock (a dry run), a run may commit meanwhile.
+        with store.reading():
+            rekeys = plan_rekeys(
+                app.config,
+                store.registry_entries(),
+                store.deprecated_since_rules_changed(),
+                store.deprecated_by_hand(),
+                _holders_at_the_last_run(app.config, store),
+            )
         done = 0
         if not dry_run:
             done = store.apply_rekeys(

@@ -1408,12 +1408,26 @@ class StateStore:
 
     # ---------------------------------------------------------------- internals
 
-    def committed_events_of(self, run_id: str) -> bool:
-        """Whether ``run_id`` has committed audit events (a change by hand that was stopped:
-        a transaction it left open, by a stop inside its last step, is rolled back first)."""
+    def last_event_seq(self) -> int:
+        """The seq of the newest audit event (0 for none): later events have greater ones."""
+        return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_events").fetchone()[0])
+
+    def committed_events_of(self, run_id: str, after: int) -> bool:
+        """Whether ``run_id`` has committed audit events after seq ``after`` (a change by hand
+        that was stopped: a transaction it left open, by a stop inside its last step, is
+        rolled back first). ``after``, taken when it began, keeps this to a look at the newest
+        events, by the primary key, not a scan of a trail of millions for ``run_id``."""
         if self._db.in_transaction:
             self._db.rollback()
-        return next(self.audit_rows(run_id), None) is not None
+        row = self._db.execute(
+            "SELECT 1 FROM audit_events WHERE seq > ? AND run_id = ? LIMIT 1", (after, run_id)
+        ).fetchone()
+        return row is not None
+
+    def reading(self) -> _Transaction:
+        """One read transaction: reads within it see one committed state, though a run may
+        commit meanwhile (a dry run takes no lock)."""
+        return self._transaction(reading=True)
 
     def _transaction(self, *, reading: bool = False) -> _Transaction:
         """One transaction; ``reading``: one that only reads (a dry run), which in WAL mode
