@@ -787,6 +787,14 @@ def registry_export(app: _App, out: str | None) -> None:
             for chunk in chunks:
                 sys.stdout.write(chunk)
             return
+        if not out:
+            raise KeysyncError("--out is empty: give a file, or - for stdout", EXIT_USAGE)
+        if not Path(out).parent.is_dir():  # a typo is not a folder to make
+            raise KeysyncError(
+                f"cannot write {out}: the folder {Path(out).parent} does not exist; "
+                "create it, or choose another --out",
+                EXIT_USAGE,
+            )
         try:
             _write_atomically(Path(out), chunks)
         except OSError as exc:
@@ -797,7 +805,7 @@ def registry_export(app: _App, out: str | None) -> None:
                 f"cannot write {out}: {reason}; choose another --out (or make room)",
                 EXIT_CANNOT_RUN,
             ) from None
-    _say(app, f"wrote {written[0]:,} master keys to {out}")
+    _say(app, f"wrote {written[0]:,} master key{'' if written[0] == 1 else 's'} to {out}")
 
 
 def _export_chunks(entries: Iterator[RegistryEntry], written: list[int]) -> Iterator[str]:
@@ -837,7 +845,6 @@ def _write_atomically(path: Path, chunks: Iterable[str]) -> None:
             path = path.resolve()
         except RuntimeError:  # a loop of links, before Python 3.13 (then an OSError)
             raise OSError(errno.ELOOP, "too many levels of symbolic links", str(path)) from None
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.stat().st_mode & 0o1777
     except FileNotFoundError:

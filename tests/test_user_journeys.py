@@ -148,6 +148,16 @@ def test_registry_export_into_a_missing_folder_under_a_file_is_one_line(
     result = keysync("registry", "export", "--out", "a-file/registry.csv")
     assert result.returncode != 0
     assert "a-file" in _one_error_line(result)
+    # Seen (walkthrough): a mistyped folder was made, and the export said "wrote ...".
+    typo = keysync("registry", "export", "--out", "exprots/registry.csv")
+    assert (typo.returncode, typo.stderr) == (
+        2,
+        "keysync: error: cannot write exprots/registry.csv: the folder exprots does not "
+        "exist; create it, or choose another --out\n",
+    )
+    assert not (tmp_path / "exprots").exists()
+    empty = keysync("registry", "export", "--out", "")
+    assert empty.stderr == "keysync: error: --out is empty: give a file, or - for stdout\n"
 
 
 def test_registry_export_keeps_the_mode_of_the_file_and_takes_dash_for_stdout(
