@@ -12,6 +12,8 @@ VENV=.venv
 ensure_venv() {
     local extra=$1 stamp="$VENV/.installed$1"
     if [ ! -x "$VENV/bin/python" ]; then
+        command -v "$PYTHON" >/dev/null 2>&1 \
+            || { echo "run.sh: $PYTHON not found; install Python 3.10+, or set PYTHON" >&2; exit 2; }
         "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
             || { echo "keysync needs Python 3.10 or newer ($PYTHON is older)" >&2; exit 2; }
         "$PYTHON" -m venv "$VENV"
