@@ -215,8 +215,17 @@ def test_a_header_of_thousands_of_columns_is_listed_short(tmp_path: Path) -> Non
 def test_missing_and_empty_files_are_unavailable(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailable, match="file not found"):
         read_header("B", tmp_path / "nope.csv", SOURCE)
-    with pytest.raises(SourceUnavailable, match="empty file"):
+    with pytest.raises(SourceUnavailable) as err:
         read_header("B", write(tmp_path, b""), SOURCE)
+    assert str(err.value) == (  # what to do, as every other reason says (walkthrough)
+        f"{tmp_path / 'B.csv'}: empty file, expected a header line with 'key', as an export "
+        "that failed before writing anything leaves it; check the export"
+    )
+    with pytest.raises(SourceUnavailable) as err:
+        read_header("B", tmp_path, SOURCE)
+    assert str(err.value) == (
+        f"{tmp_path}: is a folder, expected a CSV file; point sources.B.path at the export"
+    )
     # Seen (journeys hunt): a header alone read as "no keys", exit 0 and no warning, every
     # peer key out of authority. A failed export looks just like that.
     for header_only in (

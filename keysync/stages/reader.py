@@ -145,7 +145,9 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
             f"{path}: file not found; put the export there, or point sources.{system}.path at it"
         ) from None
     except IsADirectoryError:
-        raise SourceUnavailable(f"{path}: is a directory, expected a CSV file") from None
+        raise SourceUnavailable(
+            f"{path}: is a folder, expected a CSV file; point sources.{system}.path at the export"
+        ) from None
     except OSError as exc:
         raise SourceUnavailable(f"{path}: cannot read: {exc.strerror or exc}") from None
     offset = len(first)
@@ -168,7 +170,8 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
                 f"'{source.key_column}'); remove the blank lines before the header"
             )
         raise SourceUnavailable(
-            f"{path}: empty file, expected a header line with '{source.key_column}'"
+            f"{path}: empty file, expected a header line with '{source.key_column}', as an "
+            "export that failed before writing anything leaves it; check the export"
         )
     try:
         text = first.decode(source.encoding).rstrip("\r\n")
