@@ -87,6 +87,9 @@ class CheckpointHeader(msgspec.Struct, frozen=True):
     provisioning: dict[str, Any] = {}
     # `--fail-on`'s kinds (a checkpoint written before it existed decodes to none).
     fail_on: list[str] = []
+    # The settings ``settings_hash`` covers, by name, to say which one changed (a
+    # checkpoint written before they were kept decodes to none: it says less).
+    shaping: dict[str, Any] = {}
 
 
 class Frame(msgspec.Struct, array_like=True):
@@ -103,6 +106,18 @@ def settings_hash(config: Config, systems: Iterable[str]) -> str:
         "sources": {name: config.sources[name] for name in systems},
     }
     return hashlib.sha256(msgspec.msgpack.encode(shaping)).hexdigest()[:16]
+
+
+def shaping_settings(config: Config, systems: Iterable[str]) -> dict[str, Any]:
+    """The settings :func:`settings_hash` covers, by their config names."""
+    named: dict[str, Any] = {
+        f"normalize.{name}": value for name, value in msgspec.to_builtins(config.normalize).items()
+    }
+    named["processing.max_key_length"] = config.processing.max_key_length
+    for system in systems:
+        for name, value in msgspec.to_builtins(config.sources[system]).items():
+            named[f"sources.{system}.{name}"] = value
+    return named
 
 
 def provisioning_settings(config: Config) -> dict[str, Any]:
@@ -326,9 +341,22 @@ def verify_inputs(header: CheckpointHeader, config: Config) -> None:
             f"(the first source); {start_over}"
         )
     if settings_hash(config, header.systems) != header.settings_hash:
+        now = shaping_settings(config, header.systems)
+        changed = [
+            name for name in now if name in header.shaping and header.shaping[name] != now[name]
+        ]
+        was = (
+            "; ".join(
+                f"{name} was {json.dumps(header.shaping[name])} when it started and is "
+                f"{json.dumps(now[name])} now"
+                for name in changed
+            )
+            or "the normalization or source settings changed since its checkpoint"
+        )
         raise RunError(
-            f"cannot resume run {header.run_id}: the normalization or source settings changed "
-            "since its checkpoint; run without --resume to start over"
+            f"cannot resume run {header.run_id}: {was}; the rows read so far were read and "
+            f"normalized with the settings it started with: put them back to resume, or "
+            f"{start_over}"
         )
     now = provisioning_settings(config)
     changed = [name for name in now if header.provisioning.get(name) != now[name]]

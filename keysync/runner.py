@@ -760,6 +760,7 @@ class _Run:
             fail_on=list(options.fail_on),
             inputs=[checkpoint.fingerprint(s, config.source_path(s)) for s in systems],
             provisioning=checkpoint.provisioning_settings(config),
+            shaping=checkpoint.shaping_settings(config, systems),
         )
         self.index = KeyIndex(systems)
         self.unavailable = {}

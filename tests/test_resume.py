@@ -341,6 +341,27 @@ def test_resume_refuses_provisioning_settings_changed_since_the_run_started(
     resume_and_compare(fresh, reference)
 
 
+def test_resume_refused_for_changed_rules_names_the_setting(fresh: Path, reference: Path) -> None:
+    """Seen (walkthrough): pad_numbers set to 6 after a kill gave "the normalization or
+    source settings changed since its checkpoint", where a provisioning change names
+    itself and both values."""
+    kill_at(fresh, "reading:6000")
+    config = fresh / "keysync-config.yaml"
+    started = config.read_text()
+    config.write_text(started + "normalize: {pad_numbers: 6}\n")
+    done = resume(fresh)
+    assert done.returncode == 3, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("keysync: error: cannot resume run "), error
+    assert error.endswith(
+        ": normalize.pad_numbers was 0 when it started and is 6 now; the rows read so far "
+        "were read and normalized with the settings it started with: put them back to "
+        "resume, or run without --resume to start over"
+    ), error
+    config.write_text(started)
+    resume_and_compare(fresh, reference)
+
+
 def test_a_peer_added_before_resume_is_one_settings_change_not_one_every_run(
     fresh: Path,
 ) -> None:
