@@ -382,9 +382,7 @@ def _format_validation_error(exc: msgspec.ValidationError, root: type = Config) 
             value = message.removeprefix("invalid enum value ")
             return f"{path}: expected one of {', '.join(choices)}, got {value}"
     if message.startswith("object contains unknown field "):
-        field = message.removeprefix("object contains unknown field ")
-        key = f"{path}.{field}" if path else field
-        return f"{key}: unknown key (check the spelling against `keysync config check`)"
+        return _unknown_key(root, path, message.removeprefix("object contains unknown field "))
     if message.startswith("object missing required field "):
         field = message.removeprefix("object missing required field ")
         key = f"{path}.{field}" if path else field
@@ -392,22 +390,39 @@ def _format_validation_error(exc: msgspec.ValidationError, root: type = Config) 
     return f"{path or '(top level)'}: {message}"
 
 
-def _choices(root: type, path: str) -> list[str]:
-    """The allowed values of the Literal-typed setting at ``path``, for the error message."""
+def _setting_type(root: type, path: str) -> Any:
+    """The type of the setting at ``path`` (``normalize``, ``sources.B.encoding``), or None."""
     kind: Any = root
-    for part in path.split("."):
+    for part in path.split(".") if path else []:
         if typing.get_origin(kind) is dict:  # sources.<name>: skip the system name
             kind = typing.get_args(kind)[1]
             continue
         if not (isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
-            return []
+            return None
         by_name = {field.name: field.type for field in msgspec.structs.fields(kind)}
         if part not in by_name:
-            return []
+            return None
         kind = by_name[part]
+    return kind
+
+
+def _choices(root: type, path: str) -> list[str]:
+    """The allowed values of the Literal-typed setting at ``path``, for the error message."""
+    kind = _setting_type(root, path)
     if typing.get_origin(kind) is Literal:
         return [str(choice) for choice in typing.get_args(kind)]
     return []
+
+
+def _unknown_key(root: type, path: str, field: str) -> str:
+    """``normalize.trimm: unknown key; normalize takes trim, ascii_fold, ...``."""
+    key = f"{path}.{field}" if path else field
+    kind = _setting_type(root, path)
+    if not (isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
+        return f"{key}: unknown key"
+    names = [f.name for f in msgspec.structs.fields(kind) if f.name != "base_dir"]
+    where = path or ("a source" if root is SourceConfig else "the top level")
+    return f"{key}: unknown key; {where} takes {', '.join(names)}"
 
 
 def _check_sources(sources: Any) -> None:
@@ -484,9 +499,7 @@ def parse_config(data: Any, base_dir: Path) -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
     if "base_dir" in data:
-        raise ConfigError(
-            "base_dir: unknown key (check the spelling against `keysync config check`)"
-        )
+        raise ConfigError(_unknown_key(Config, "", "base_dir"))
     config = msgspec.structs.replace(
         config, base_dir=str(base_dir), sources=_column_names_stripped(config.sources)
     )
