@@ -81,6 +81,17 @@ def _say(app: _App, line: str) -> None:
     tell_user(line, stderr_format=app.log_format, quiet=app.quiet)
 
 
+class _AnyCaseChoice(click.Choice):  # type: ignore[type-arg]  # (generic from click 8.2)
+    """A choice taken in any case, and listed as written (click lists them lowercased:
+    'proposed', where every page and table writes Proposed)."""
+
+    def __init__(self, choices: Sequence[str]) -> None:
+        super().__init__(choices, case_sensitive=False)
+
+    def get_invalid_choice_message(self, value: Any, ctx: click.Context | None) -> str:
+        return f"{value!r} is not one of {', '.join(map(repr, self.choices))}."
+
+
 def _db_path(app: _App) -> Path:
     return app.config.data_dir / DB_NAME
 
@@ -147,7 +158,7 @@ def registry() -> None:
 @registry.command("list")
 @click.option(
     "--status",
-    type=click.Choice(STATUSES, case_sensitive=False),
+    type=_AnyCaseChoice(STATUSES),
     help="Only master keys with this status.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most N master keys.")

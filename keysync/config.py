@@ -281,7 +281,7 @@ def _validate(config: Config) -> None:
         if not 0 <= rate <= 1:
             raise ConfigError(f"{path}: must be within 0-1, got {rate}")
     if not config.sources:
-        raise ConfigError("sources: at least the authority source A is required")
+        raise ConfigError("sources: none given; list the authority first, then at least one peer")
     if len(config.sources) < 2:
         raise ConfigError("sources: the authority needs at least one peer to compare with")
     for name, source in config.sources.items():

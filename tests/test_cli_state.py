@@ -2025,6 +2025,20 @@ def test_a_data_folder_that_is_not_the_one_meant_is_refused_while_the_reports_sh
     assert [(r["master_key"], r["status"]) for r in registry] == [("X-1", "Proposed")]
 
 
+def test_a_status_not_known_lists_the_statuses_as_written(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (walkthrough): `--status Bogus` listed 'proposed', 'active', 'deprecated', where
+    every page and table writes Proposed; any case is still taken."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    wrong = keysync("registry", "list", "--status", "Bogus")
+    assert wrong.returncode == 2
+    assert "'Bogus' is not one of 'Proposed', 'Active', 'Deprecated'" in wrong.stderr
+    assert "X-1" in ok(keysync("registry", "list", "--status", "proposed")).stdout
+
+
 def test_runs_counts_every_registry_change_of_a_run(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:

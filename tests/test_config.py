@@ -439,7 +439,10 @@ BAD_CONFIGS = [
         id="only-one-source",
     ),
     pytest.param(
-        "sources: {}\n", 1, "sources: at least the authority source A is required", id="no-sources"
+        "sources: {}\n",
+        1,
+        "sources: none given; list the authority first, then at least one peer",
+        id="no-sources",
     ),
     pytest.param(
         "sources:\n  A B: {path: a.csv}\n  C: {path: c.csv}\n",
@@ -692,7 +695,9 @@ def test_a_section_with_every_key_commented_out_is_an_empty_one(
 def test_a_null_sources_section_is_an_empty_one(keysync: RunKeysync, tmp_path: Path) -> None:
     # an empty `sources` replaces the default list: nothing to compare, and it says so
     result, path = check_text(keysync, tmp_path, "sources:\n  # A: {path: a.csv}\n")
-    assert_config_error(result, f"{path}:1: sources: at least the authority source A is required")
+    assert_config_error(
+        result, f"{path}:1: sources: none given; list the authority first, then at least one peer"
+    )
 
 
 def test_column_names_are_stripped_as_the_header_is(keysync: RunKeysync, tmp_path: Path) -> None:
