@@ -35,6 +35,7 @@ from keysync.errors import (
     ConfigError,
     KeysyncError,
     RunError,
+    Terminated,
     bytes_shown,
     process,
     raise_terminated,
@@ -635,14 +636,22 @@ def generate(
     # SIGTERM (systemd, docker stop, kill) stops it as Ctrl-C does (KeysyncGroup): pending
     # files removed, the previous inputs left whole, one line and exit 130.
     with _lock_if_inputs(app, out):
-        result = generate_mock_data(
-            app.config,
-            keys=keys,
-            seed=seed,
-            scenario=scenario,
-            days=days,
-            out=None if out is None else Path(out),
-        )
+        try:
+            result = generate_mock_data(
+                app.config,
+                keys=keys,
+                seed=seed,
+                scenario=scenario,
+                days=days,
+                out=None if out is None else Path(out),
+            )
+        except KeyboardInterrupt as stop:  # (one held while the files went into place is not)
+            how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+            raise KeysyncError(
+                f"{how} stopped `keysync generate` before it replaced any file: the previous "
+                "inputs and their manifest are as they were; run it again",
+                EXIT_INTERRUPTED,
+            ) from None
     if not app.quiet:
         click.echo(result.describe())
 

@@ -644,11 +644,14 @@ def _generate(
                     write_pending(manifest_path, _manifest(base, snapshots, top_files), run.token)
                     _record(result, snapshots, authority)
             pause_for_tests("mock-publish")  # every file pending, none in place yet
-            with _signals_held():  # a signal now would leave two series in the folder
-                if not each_day:
-                    publish_pending(list(chain.from_iterable(day_sets)), run.token)
-                publish_pending(top_level, run.token)
-                remove_stale_history(history, days)
+            try:
+                with _signals_held():  # a signal now would leave two series in the folder
+                    if not each_day:
+                        publish_pending(list(chain.from_iterable(day_sets)), run.token)
+                    publish_pending(top_level, run.token)
+                    remove_stale_history(history, days)
+            except KeyboardInterrupt:  # held while the set went into place: it is whole, done
+                pass
         for folder in sorted({*(p.parent for p in top_level), *day_dirs}):
             sync_folder(folder)
     except BaseException as exc:
