@@ -267,6 +267,28 @@ def _sigint_by_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _held_before_publishing(folder: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``keysync -q generate ARGS`` held with every file written aside, none in place."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env["KEYSYNC_TEST_PAUSE_AT"] = "mock-publish"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "-q", "generate", *args],
+        cwd=folder,
+        env=env,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_sigint_by_default,
+    )
+    pending = folder / "input" / f".manifest.json.{process.pid}.pending"
+    deadline = time.monotonic() + 60
+    while not pending.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError("generate was never held before publishing")
+        time.sleep(0.01)
+    return process
+
+
 @pytest.mark.parametrize(("before_days", "sig"), [(6, signal.SIGINT), (2, signal.SIGTERM)])
 def test_a_stopped_series_leaves_the_previous_series_as_it_was(
     tmp_path: Path, before_days: int, sig: signal.Signals
@@ -281,22 +303,9 @@ def test_a_stopped_series_leaves_the_previous_series_as_it_was(
     old = ("--keys", "1000", "--days", str(before_days), "--scenario", "drift")
     assert keysync(tmp_path, "-q", "generate", *old).returncode == 0
     before = tree(tmp_path / "input")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
-    env["KEYSYNC_TEST_PAUSE_AT"] = "mock-publish"  # every day written aside, none in place
     new = ("--keys", "1200", "--days", "4", "--scenario", "failure", "--seed", "3")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keysync", "-q", "generate", *new],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=_sigint_by_default,
-    )
+    process = _held_before_publishing(tmp_path, *new)
     try:
-        pending = tmp_path / "input" / f".manifest.json.{process.pid}.pending"
-        deadline = time.monotonic() + 60
-        while not pending.exists():
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
         process.send_signal(sig)
         assert process.wait(60) == 130
     finally:
@@ -317,23 +326,9 @@ def test_a_killed_series_leaves_nothing_a_shorter_one_keeps(tmp_path: Path) -> N
     write_config(tmp_path)
     assert keysync(tmp_path, "-q", "generate", "--keys", "1000", "--days", "3").returncode == 0
     history = tmp_path / "input" / "history"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
-    env["KEYSYNC_TEST_PAUSE_AT"] = "mock-publish"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keysync", "-q", "generate", "--keys", "1000", "--days", "6"],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        pending = tmp_path / "input" / f".manifest.json.{process.pid}.pending"
-        deadline = time.monotonic() + 60
-        while not pending.exists():
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
-    finally:
-        process.kill()
-        process.wait()
+    process = _held_before_publishing(tmp_path, "--keys", "1000", "--days", "6")
+    process.kill()  # kill -9, every day written aside
+    process.wait()
     assert (history / "day-06" / f".A.csv.{process.pid}.pending").is_file()
     assert not (history / "day-06" / "manifest.json").exists()
     assert keysync(tmp_path, "-q", "generate", "--keys", "100", "--days", "2").returncode == 0
