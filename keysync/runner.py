@@ -232,20 +232,26 @@ class _RunObserver(PipelineObserver):
 
 
 _STOPPED_AT_ONCE = (
-    b"\nkeysync: stopped at once (second interrupt); the last checkpoint is kept: "
+    b"keysync: stopped at once (second interrupt); the last checkpoint is kept: "
     b"`keysync run --resume` continues it\n"
 )
 
 
 _FINISHING = (
-    b"\nkeysync: the run has saved its state and is finishing; an interrupt now changes nothing\n"
+    b"keysync: the run has saved its state and is finishing; an interrupt now changes nothing\n"
 )
+
+
+def _say_now(line: bytes) -> None:
+    """``line`` on stderr from a signal handler (no logging, no locks), on a line of its
+    own: on a terminal the progress line may be half drawn, so a line break first."""
+    os.write(2, (b"\n" if os.isatty(2) else b"") + line)
 
 
 def _say_finishing(signum: int = 0, frame: object = None) -> None:
     """An interrupt the committed run does not heed: said, so the user is not left waiting
     on a run that seems to ignore them (publishing and tidying take seconds at 5 x 1M)."""
-    os.write(2, _FINISHING)
+    _say_now(_FINISHING)
 
 
 @contextmanager
@@ -263,7 +269,7 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
             return
         if observer.stop_requested:
             # Frames on disk are whole or cut off by the loader: the checkpoint holds.
-            os.write(2, _STOPPED_AT_ONCE)
+            _say_now(_STOPPED_AT_ONCE)
             with suppress(Exception):  # the file's record of the exit, if it can
                 logs.get_logger(stage="runner").error(
                     "command.failed",

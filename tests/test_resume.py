@@ -231,6 +231,7 @@ def test_a_second_ctrl_c_exits_at_once_with_one_line_and_can_be_resumed(
         "keysync: stopped at once (second interrupt); the last checkpoint is kept: "
         "`keysync run --resume` continues it"
     ), stderr
+    assert "" not in stderr.splitlines(), stderr  # no line break for a progress line: no tty
     assert "Traceback" not in stderr
     # Seen (log hunt): the log file ended at the last event before the interrupts.
     logged = (fresh / "data" / "logs" / "keysync.jsonl").read_text().splitlines()
