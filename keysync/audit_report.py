@@ -51,7 +51,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from itertools import groupby
+from itertools import chain, groupby
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -91,9 +91,14 @@ def records_saved_events(path: Path) -> bool:
     """Whether the audit_log.csv at ``path`` lists an event a state recorded (a seq): a
     trace of earlier runs. A dry run on a new state lists only planned ones (no seq),
     and those come after the recorded ones, so the first row tells."""
+    csv.field_size_limit(2**31 - 1)  # a detail may quote a long raw key (as the reader's)
     try:
         with open(path, encoding="utf-8", newline="") as handle:
-            rows = csv.reader(line for line in handle if not line.startswith("#"))
+            lines = iter(handle)
+            # Only the header block is "# " lines: a quoted cell of a row may hold a line
+            # that starts with "#" (a raw key with a line break, in a key.proposed detail).
+            line = next((line for line in lines if not line.startswith("#")), "")
+            rows = csv.reader(chain([line], lines))
             header, first = next(rows, None), next(rows, None)
     except (OSError, UnicodeDecodeError, csv.Error):
         return False

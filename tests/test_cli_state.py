@@ -2039,6 +2039,23 @@ def test_a_status_not_known_lists_the_statuses_as_written(
     assert "X-1" in ok(keysync("registry", "list", "--status", "proposed")).stdout
 
 
+def test_a_first_event_that_quotes_a_line_starting_with_a_hash_is_a_trace_too(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (oracle): the first event's detail quoted a raw key with a line break and a
+    "#" after it; the trace check dropped that line as one of the header's comments, found
+    no event, and a new registry started over the lost one."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["AB\n#1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    body = (tmp_path / "output" / "audit_log.csv").read_text().split("\ntimestamp,")[1]
+    assert body.splitlines()[1].startswith('"2026') and body.splitlines()[2].startswith("#1'")
+    shutil.move(tmp_path / "data", tmp_path / "lost")
+    refused = keysync("-q", "run")
+    assert refused.returncode == 3
+    assert "earlier runs left" in refused.stderr and "audit_log.csv" in refused.stderr
+
+
 def test_runs_counts_every_registry_change_of_a_run(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
