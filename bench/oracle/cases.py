@@ -8,6 +8,7 @@ dict. The same seed gives the same case on any machine.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -52,6 +53,9 @@ CONTROL = [
 PUNCT = list("#!?;'=+@*&%$()[]{}<>~`^")
 DELIMS = list(" \t-_./:|\\")
 CONFIG_NAME = "keysync-config.yaml"
+
+
+DOOM = float(os.environ.get("ORACLE_DOOM", "0"))
 
 
 def write_cfg(case: Path, cfg: dict[str, Any]) -> None:
@@ -186,6 +190,9 @@ def gen_single(seed: int, case: Path, control: bool = False) -> dict[str, Any]:
         sources[s] = src
         if s != "A" and rng.random() < 0.1:
             continue  # file absent: the peer is unavailable
+        # ORACLE_DOOM=p (h7): with probability p (A: p/4) every row of the source is rejected
+        doom_rng = random.Random(f"{seed}-{s}-doom")
+        doom = doom_rng.random() < DOOM * (0.25 if s == "A" else 1)
         cols = [kc, "name", ts_col]
         if rng.random() < 0.2:
             rng.shuffle(cols)
@@ -203,6 +210,8 @@ def gen_single(seed: int, case: Path, control: bool = False) -> dict[str, Any]:
             k = variant(rng, rng.choice(pool))
             if rng.random() < 0.03:
                 k = "x" * rng.randint(max_len - 1, max_len + 2)
+            if doom:
+                k = doom_rng.choice(["", "   ", "x" * (max_len + 1), "y" * (max_len + 5)])
             vals = {kc: k, "name": rng.choice(names), ts_col: rand_ts(rng), "extra": "z"}
             cells = [cell(rng, vals[c], delim) for c in cols]
             r = rng.random()
@@ -412,6 +421,10 @@ def mutate_files(rng: random.Random, case: Path, cfg: dict[str, Any]) -> list[st
             i = rng.randrange(1, len(lines))
             lines[i] = lines[i].swapcase()  # same size, other bytes
             ops.append(f"{s}:swapcase")
+        elif DOOM and r < 0.85 and rng.random() < DOOM:
+            n = max(1, len(lines) - 1)
+            lines = lines[:1] + [b"\x00bad,x,y"] * n + [b""]
+            ops.append(f"{s}:all-rejected")
         elif r < 0.85 and s != "A":
             p.unlink()
             ops.append(f"{s}:deleted")
@@ -493,6 +506,13 @@ def multirun_inputs(rng: random.Random, case: Path, cfg: dict[str, Any]) -> None
             p.unlink(missing_ok=True)
             continue
         rows = ["key,last_seen_at"]
+        if (
+            DOOM
+            and random.Random(f"{len(list(p.parent.iterdir()))}-{s}-{rng.random()}").random() < DOOM
+        ):
+            rows += [f"#!?,2026-01-0{i + 1}T00:00:00Z" for i in range(rng.randint(1, 3))]
+            p.write_text("\n".join(rows) + "\n")
+            continue
         for k in rng.sample(pool, rng.randint(0, 8)):
             for _ in range(rng.choice([1, 1, 2])):
                 raw = rng.choice([k, k.lower(), k.replace("-", "_")])

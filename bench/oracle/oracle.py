@@ -229,6 +229,10 @@ def read_source(
     ki = cols.index(key_col)
     ti = cols.index(ts_col) if ts_col in cols else None
     ncols = len(cols)
+    if all(b.rstrip(b"\r") == b"" for b in lines[1:]):
+        # README "Reading the inputs": a file holding its header line and no rows
+        # (blank lines only) is unavailable, as an export that failed part way leaves it.
+        raise Unavailable("header and no rows")
     out = SourceData()
     i = 1
     while i < len(lines):
@@ -371,18 +375,33 @@ class Expected:
     registry: dict[str, dict[str, str]] = field(default_factory=dict)  # fresh state only
     unavailable: list[str] = field(default_factory=list)
     data: dict[str, SourceData | None] = field(default_factory=dict)
+    # README "Reading the inputs": sources read to their end with every row rejected are
+    # unavailable (data[name] is None) but keep rows_read / rows_rejected and their rows.
+    all_rejected: dict[str, SourceData] = field(default_factory=dict)
 
 
-def read_all(cfg: dict[str, Any], base: Path) -> dict[str, SourceData | None]:
-    """Every configured source read (None: unavailable), in config order (first = authority)."""
+def read_all(
+    cfg: dict[str, Any], base: Path, all_rejected: dict[str, SourceData] | None = None
+) -> dict[str, SourceData | None]:
+    """Every configured source read (None: unavailable), in config order (first = authority).
+
+    README "Reading the inputs": a file read to its end whose every row is rejected is
+    unavailable too (None here); its SourceData goes to ``all_rejected`` when given."""
     rules = cfg.get("normalize", {})
     max_len = cfg.get("processing", {}).get("max_key_length", 256)
     data: dict[str, SourceData | None] = {}
     for name, src in cfg["sources"].items():
         try:
-            data[name] = read_source(base / src["path"], src, rules, max_len)
+            d = read_source(base / src["path"], src, rules, max_len)
         except Unavailable:
             data[name] = None
+            continue
+        if d.rows_read > 0 and not d.rows:
+            data[name] = None
+            if all_rejected is not None:
+                all_rejected[name] = d
+        else:
+            data[name] = d
     return data
 
 
@@ -409,17 +428,30 @@ def expected_run(cfg: dict[str, Any], base: Path, auto_approve: bool = False) ->
     sep = prov.get("namespace_separator", ":")
     names = list(cfg["sources"])
     auth = names[0]
-    data = read_all(cfg, base)
+    rejected_only: dict[str, SourceData] = {}
+    data = read_all(cfg, base, rejected_only)
     if data[auth] is None or all(data[n] is None for n in names[1:]):
-        return Expected(exit_code=3, data=data)
+        return Expected(exit_code=3, data=data, all_rejected=rejected_only)
     unavailable = [n for n in names if data[n] is None]
-    exp = Expected(exit_code=4 if unavailable else 0, unavailable=unavailable, data=data)
+    exp = Expected(
+        exit_code=4 if unavailable else 0,
+        unavailable=unavailable,
+        data=data,
+        all_rejected=rejected_only,
+    )
     idx = {n: d.index() for n, d in data.items() if d is not None}
     a_idx = idx[auth]
     status = "Active" if auto_approve or prov.get("auto_approve", False) else "Proposed"
     order = system_order(names, auth)
     for name in order:
         d = data[name]
+        if d is None and name in rejected_only:
+            # README: every row rejected: unavailable, keeps rows_read and rows_rejected,
+            # and its rows are in rejected_rows.csv
+            r = rejected_only[name]
+            exp.summary.append([name, "false", str(r.rows_read), str(len(r.rejected))] + [""] * 6)
+            exp.rejected += [[name, str(x.line), x.error_type, x.raw] for x in r.rejected]
+            continue
         if d is None:  # SPEC: available = false and empty counts
             exp.summary.append([name, "false"] + [""] * 8)
             continue
@@ -564,17 +596,16 @@ class RegistryModel:
                         "source_key": self.held[source][k].raw_key,
                         "last_seen_at": "",
                     }
-        for mk, e in self.entries.items():
+        for e in self.entries.values():
             k = e["key"]
             scope = sorted(self.held) if self.strategy == "mirror" else sorted({auth, e["system"]})
             holders = [s for s in scope if k in self.held.get(s, {})]
             e["seen_in"] = ";".join(holders)
-            # A new entry's last_seen_at comes from the systems read (accepted difference 3).
-            stamps = [
-                self.held[s][k].stamp
-                for s in holders
-                if mk not in new or exp.data.get(s) is not None
-            ]
+            # last_seen_at comes from the holders read in this run (accepted difference 3;
+            # docs/state.md: keysync keeps a system's timestamp only for keys that have an
+            # entry, so a holder not read since before the entry existed adds nothing: what
+            # it showed while the entry existed is already in the previous value below).
+            stamps = [self.held[s][k].stamp for s in holders if exp.data.get(s) is not None]
             if any(exp.data.get(s) is None for s in holders):
                 # docs/state.md: while a holder is not read, the value never goes back
                 stamps.append(e["last_seen_at"])
