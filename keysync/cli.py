@@ -733,6 +733,7 @@ def run(
         systems=chosen,
         fail_on_diff=fail_on_diff,
         fail_on=fail_on,
+        ends_the_process=process.ends_with_command,
     )
     progress = ProgressLine() if app.shows_progress() else None
     if progress is not None:

@@ -49,7 +49,6 @@ from keysync.errors import (
     Interrupted,
     ResumableError,
     RunError,
-    process,
 )
 from keysync.history import HistoryPlan, plan_history
 from keysync.lock import RunLock
@@ -113,6 +112,10 @@ class RunOptions:
     # Each step after reading, by name ("planning the registry changes"): at 5 x 1M they
     # take longer than the reading, and a progress bar stopped at 100 % looks hung.
     on_phase: Callable[[str], None] | None = None
+    # The `keysync run` command, whose process ends with the run: once the run has
+    # committed, its Ctrl-C handling stays till the exit, not the caller's put back (in
+    # that instant, the caller's would end a completed run as "interrupted").
+    ends_the_process: bool = False
 
 
 @dataclass
@@ -289,20 +292,16 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
 
 
 @contextmanager
-def _signals_kept() -> Iterator[None]:
-    """The caller's Ctrl-C / SIGTERM handlers, as they were, once ``run`` returns.
-
-    But for a committed run in the keysync process, which ends with the command: put
-    back, they would end as "interrupted" a run that completed, in the instant before
-    the command takes over (cli.run), so the run's handlers stay till the exit.
-    """
+def _signals_kept(options: RunOptions) -> Iterator[None]:
+    """The caller's Ctrl-C / SIGTERM handlers, as they were, once ``run`` returns; but
+    for a committed run that ends the process (``options.ends_the_process``)."""
     previous = {sig: signal.getsignal(sig) for sig in STOPS}
     try:
         yield
     finally:
         committed = signal.getsignal(signal.SIGINT) is _say_finishing
         for sig, handler in previous.items():
-            if handler is not None and not (committed and process.ends_with_command):
+            if handler is not None and not (committed and options.ends_the_process):
                 signal.signal(sig, handler)  # (None: not set from Python, none to put back)
 
 
@@ -657,7 +656,7 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
     resume_dir = _latest_checkpoint(config) if options.resume else None
     run_id = resume_dir.name if resume_dir is not None else new_run_id(started)
     log = logs.get_logger(stage="runner")
-    with _signals_kept(), RunLock.acquire(config.data_dir, run_id):
+    with _signals_kept(options), RunLock.acquire(config.data_dir, run_id):
         store = StateStore.open(config.data_dir / DB_NAME, output_dir=config.output_dir)
         try:
             publish_leftovers(config, store)
