@@ -744,6 +744,7 @@ def test_registry_commands(
     assert keysync("registry", "approve", "X-1", "--all").returncode == 2
 
     out = tmp_path / "exported" / "registry.csv"
+    out.parent.mkdir()  # (a folder that does not exist is refused, not made)
     ok(keysync("registry", "export", "--out", str(out)))
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert rows[0][:2] == ["master_key", "status"]
