@@ -188,6 +188,17 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (key, system, seq)
     ) WITHOUT ROWID;
     """,
+    # v2: out-of-authority keys left without a master key because another key's entry
+    # has the name theirs would take, as the last run that read their system found them:
+    # the audit trail records each one once, when it begins, not every run.
+    """
+    CREATE TABLE name_conflicts (
+        system TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        name   TEXT NOT NULL,
+        PRIMARY KEY (system, key)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -721,6 +732,7 @@ class StateStore:
             if not dry_run:
                 if plan is not None:
                     self._write_registry(plan)
+                    self._write_name_conflicts(plan)
                 if history is not None:
                     self._write_history(history)
                 registry = all_counts.get("registry", {})
@@ -825,6 +837,11 @@ class StateStore:
     def load_registry(self) -> list[RegistryRow]:
         """Every master_keys row, all columns, sorted by master_key (the primary key)."""
         return self._db.execute("SELECT * FROM master_keys ORDER BY master_key").fetchall()
+
+    def name_conflicts(self) -> dict[tuple[str, str], str]:
+        """(system, key) -> the taken name, as the runs that last read each system left them."""
+        rows = self._db.execute("SELECT system, key, name FROM name_conflicts")
+        return {(system, key): name for system, key, name in rows}
 
     def check_writable(self) -> None:
         """Raise now what the run's first write would raise later (a read-only file):
@@ -1358,6 +1375,16 @@ class StateStore:
         ):
             state.systems[row[0]] = SystemHistoryState(*row)
         return state
+
+    def _write_name_conflicts(self, plan: ProvisioningPlan) -> None:
+        """The peers read this run hold exactly the conflicts it found; the others keep theirs."""
+        self._db.executemany(
+            "DELETE FROM name_conflicts WHERE system = ?", [(p,) for p in plan.peers_read]
+        )
+        self._db.executemany(
+            "INSERT INTO name_conflicts VALUES (?, ?, ?)",
+            [(system, key, name) for (system, key), name in plan.name_taken.items()],
+        )
 
     def _write_history(self, history: HistoryPlan) -> None:
         for system in history.removed_systems():

@@ -2318,6 +2318,34 @@ def test_a_key_whose_master_key_name_another_key_has_gets_none_and_a_warning(
     assert rows[("X-1", "B")] == ("X-1", "Proposed")
     assert statuses(tmp_path) == {"B-X-1": "Proposed", "X-1": "Proposed"}
 
+    # Not proposing a master key is a provisioning decision: in the audit trail, once.
+    def taken() -> list[tuple[bool, str, str, str]]:
+        trail = read_report(tmp_path / "output" / "audit_log.csv")
+        return [
+            (r["seq"] != "", r["system"], r["key"], r["detail"])
+            for r in trail
+            if r["event"] == "key.name_taken"
+        ]
+
+    first = (
+        True,
+        "C",
+        "B-X-1",
+        "no master key for C key B-X-1: the name B-X-1 is B's namespaced entry for its key "
+        "X-1 (Proposed); see `keysync config check` on namespace_separator",
+    )
+    assert taken() == [first]
+    ok(keysync("-q", "run"))  # still taken: warned again, not recorded again
+    ok(keysync("-q", "run", "--systems", "A,B"))  # C not read: its conflict stands
+    assert taken() == [first]
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))  # gone from C
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1", "B-X-1"]})
+    ok(keysync("-q", "run", "--dry-run"))
+    assert taken() == [first, (False, *first[1:])]  # would record it; saved nothing
+    ok(keysync("-q", "run"))  # back: a new decision
+    assert taken() == [first, first]
+
 
 @pytest.mark.parametrize(
     ("keys", "command"),

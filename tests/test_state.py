@@ -31,7 +31,13 @@ from keysync.lock import RunLock
 from keysync.messages import KeyBatch
 from keysync.stages.merger import KeyIndex
 from keysync.stages.provisioner import ProvisioningPlan, plan_provisioning
-from keysync.state import _ENTRIES_PER_INSERT, SCHEMA_VERSION, StateStore, state_problem
+from keysync.state import (
+    _ENTRIES_PER_INSERT,
+    _MIGRATIONS,
+    SCHEMA_VERSION,
+    StateStore,
+    state_problem,
+)
 
 Rows = Sequence[str] | Sequence[tuple[str, str, str]]
 
@@ -133,7 +139,14 @@ def test_new_database_is_wal_versioned_and_has_the_tables(tmp_path: Path) -> Non
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"runs", "master_keys", "audit_events", "key_history", "system_state"} <= tables
+    assert {
+        "runs",
+        "master_keys",
+        "audit_events",
+        "key_history",
+        "system_state",
+        "name_conflicts",
+    } <= tables
     columns = [r[1] for r in raw.execute("PRAGMA table_info(master_keys)")]
     assert columns[:11] == [
         "master_key",
@@ -152,6 +165,24 @@ def test_new_database_is_wal_versioned_and_has_the_tables(tmp_path: Path) -> Non
     # Opening again migrates nothing and keeps the version.
     with StateStore.open(path) as again:
         assert again.schema_version == SCHEMA_VERSION
+
+
+def test_a_database_of_schema_v1_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    """Session 13 added name_conflicts (v2): a v1 registry opens, its rows intact."""
+    path = tmp_path / "keysync.db"
+    raw = sqlite3.connect(path)
+    raw.executescript(_MIGRATIONS[0])
+    raw.execute(
+        "INSERT INTO master_keys VALUES ('X-1', 'Active', 'mirror', 'B', 'x-1', 'B',"
+        " 't', 't', 't', 'r1', 'r1', '', 'X-1', 1, NULL, 0)"
+    )
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    with StateStore.open(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        assert [row[:3] for row in store.load_registry()] == [("X-1", "Active", "mirror")]
+        assert store.name_conflicts() == {}
 
 
 def test_a_database_from_a_newer_keysync_is_refused(tmp_path: Path) -> None:

@@ -103,6 +103,8 @@ class StateModel:
     last_systems: frozenset[str] | None = None  # the config's, at the last run
     manual_sessions: int = 0
     configured: set[str] = field(default_factory=set)  # the systems of the last run's config
+    # (system, key) -> the name another key's entry has, as the last run reading system found
+    name_conflicts: dict[tuple[str, str], str] = field(default_factory=dict)
 
     # -------------------------------------------------------------- manual commands
 
@@ -276,10 +278,14 @@ class StateModel:
         a_keys = self.known[self.authority]
         peers = sorted(s for s in read if s != self.authority)
         new: dict[str, Entry] = {}
+        taken: dict[tuple[str, str], str] = {}
         for s in peers:
             for k in read[s].keys() - a_keys.keys():
                 mk = k if self.strategy == "mirror" else f"{s}{self.separator}{k}"
                 if mk in self.registry or mk in new:
+                    holder = self.registry.get(mk)
+                    if holder is not None and not self._stands_for(holder, s, k):
+                        taken[(s, k)] = mk  # docs/state.md: that key gets no master key
                     continue
                 if self.strategy == "mirror":
                     read_holders = [p for p in peers if k in read[p]]
@@ -302,13 +308,28 @@ class StateModel:
                     created=seq,
                     updated=seq,
                 )
-        events: list[Event] = []
+        # docs/state.md "Audit trail": key.name_taken once, when it begins
+        events: list[Event] = [
+            ("key.name_taken", s, k)
+            for (s, k), mk in sorted(taken.items())
+            if self.name_conflicts.get((s, k)) != mk
+        ]
+        self.name_conflicts = {
+            sk: mk for sk, mk in self.name_conflicts.items() if sk[0] not in peers
+        } | taken
         for mk in sorted(new):
             e = self.registry[mk] = new[mk]
             events.append(("key.proposed", e.source_system, e.key))
             if auto_approve:
                 events.append(("key.approved", e.source_system, e.key))
         return events
+
+    def _stands_for(self, entry: Entry, system: str, key: str) -> bool:
+        """Whether ``entry`` is the master key of ``system``'s ``key`` (not another key's
+        entry that has the name, after a strategy switch with a separator keys hold)."""
+        if self.strategy == "mirror":
+            return entry.strategy == "mirror" and entry.key == key
+        return entry.strategy == "namespaced" and entry.system == system and entry.key == key
 
     # -------------------------------------------------------------- history
 

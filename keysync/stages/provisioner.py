@@ -200,8 +200,11 @@ class ProvisioningPlan:
     named_before: dict[tuple[str, str], str] = field(default_factory=dict)
     # Out-of-authority keys that get no master key because another key's entry has the
     # name theirs would take (a separator keys can hold, and a strategy switch):
-    # (system, key) -> that name. The run warns (registry.name_taken).
+    # (system, key) -> that name. Every such run warns (registry.name_taken); the audit
+    # trail records each once, when it begins (key.name_taken), from the store's
+    # name_conflicts, which the commit replaces for the peers this run read.
     name_taken: dict[tuple[str, str], str] = field(default_factory=dict)
+    peers_read: tuple[str, ...] = ()
 
     # ---------------------------------------------------------- for the reporter
 
@@ -412,6 +415,7 @@ def _plan(
     planner.successful = store.successful_seqs()
     planner.update_existing()
     planner.propose()
+    planner.record_taken_names(store.name_conflicts())
     unread = [system for system in config.sources if system not in planner.read_set]
     if plan.strategy == "mirror" and plan.new and unread:
         planner.add_unread_holders(store.load_history_state(), unread)
@@ -529,6 +533,32 @@ class _Planner:
         self.stats["proposed"] += len(fresh)
         if self.approver:
             self.stats["approved"] += len(fresh)
+
+    def record_taken_names(self, before: dict[tuple[str, str], str]) -> None:
+        """A ``key.name_taken`` event for each key newly left without a master key.
+
+        A key stays in that state as long as it is out of authority (the entry that has
+        its name is never removed), so an event every run would bury the trail; one
+        when it begins, again if it ends and begins anew, is the decision itself.
+        """
+        plan = self.plan
+        plan.peers_read = tuple(self.peers)
+        for (system, key), name in sorted(plan.name_taken.items()):
+            if before.get((system, key)) == name:
+                continue
+            holder = plan.existing[name]
+            whose = (
+                f"the mirror entry of the key {holder[MK_KEY]}"
+                if holder[MK_STRATEGY] == "mirror"
+                else f"{holder[MK_SYSTEM]}'s namespaced entry for its key {holder[MK_KEY]}"
+            )
+            self.event(
+                "key.name_taken",
+                system,
+                key,
+                f"no master key for {system} key {key}: the name {name} is {whose} "
+                f"({holder[MK_STATUS]}); see `keysync config check` on namespace_separator",
+            )
 
     def add_unread_holders(self, state: HistoryState, unread: list[str]) -> None:
         """Put the peers not read this run that held a new entry's key into its ``seen_in``.
