@@ -400,7 +400,6 @@ def _change(
     reason: str = "",
 ) -> None:
 
-    app.setup_logging()
     if not keys and not all_proposed:
         raise KeysyncError(
             f"name the master keys to {verb}, e.g. `keysync registry {verb} CUST-00042`"
@@ -411,6 +410,7 @@ def _change(
         raise KeysyncError("give master keys or --all, not both", EXIT_USAGE)
     data_dir = app.config.data_dir
     store = _open_required(app)
+    app.setup_logging()  # after: a command refused for want of a state leaves no log behind
     stamp, compact = _utc_stamp()
     # Unique like a run id: two sessions in one second are still two sessions.
     actor = f"manual-{compact}-{secrets.token_hex(2)}"
@@ -703,8 +703,8 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
     from keysync.logs import get_logger
     from keysync.rekey import plan_rekeys
 
-    app.setup_logging()
     store = _open_required(app)
+    app.setup_logging()  # after: a command refused for want of a state leaves no log behind
     stamp, compact = _utc_stamp()
     actor = f"manual-{compact}-{secrets.token_hex(2)}"
     command = "keysync registry rekey"

@@ -703,11 +703,18 @@ def test_commands_before_any_run(
         "master_key,status,strategy,source_system,source_key,seen_in,created_at,updated_at,"
         "last_seen_at,created_run,updated_run"
     ]
-    for args in (["history", "K-1"], ["registry", "approve", "K-1"]):
+    commands = (
+        ["history", "K-1"],
+        ["registry", "approve", "K-1"],
+        ["registry", "deprecate", "K-1"],
+        ["registry", "rekey"],
+    )
+    for args in commands:
         result = keysync(*args)
         assert result.returncode == 3
         assert result.stderr.strip().endswith("run `keysync run` first")
-    assert not (tmp_path / "data" / "keysync.db").exists()
+    # Refused, they leave nothing behind (the changing ones had made data/logs/).
+    assert not (tmp_path / "data").exists()
 
 
 def test_registry_commands(
