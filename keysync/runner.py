@@ -283,7 +283,9 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
             os._exit(EXIT_INTERRUPTED)
         observer.stop_requested = True
 
-    previous = {sig: signal.signal(sig, handle) for sig in STOPS}
+    # A signal ignored by whoever started keysync (`cmd &` in a script) stays ignored.
+    heeded = [sig for sig in STOPS if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, handle) for sig in heeded}
     try:
         yield
     finally:
