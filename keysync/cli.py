@@ -37,6 +37,7 @@ from keysync.errors import (
     RunError,
     Terminated,
     bytes_shown,
+    file_in_the_way,
     process,
     raise_terminated,
 )
@@ -406,13 +407,13 @@ def _check_locations(app: AppContext, settings: tuple[str, ...] = _LOCATIONS) ->
         path = _location(app.config, setting)
         is_file = setting == "logging.file"
         # os.path asks without raising (a folder that cannot be searched answers False).
-        in_the_way = [p for p in path.parents if os.path.exists(p) and not os.path.isdir(p)]
+        in_the_way = file_in_the_way(path.parent)
         if is_file and os.path.isdir(path):
             reason = "it is a folder, not a file"
         elif not is_file and os.path.exists(path) and not os.path.isdir(path):
             reason = "it is a file, not a folder"
-        elif in_the_way:
-            reason = f"{in_the_way[-1]} is a file, not a folder"
+        elif in_the_way is not None:
+            reason = f"{in_the_way} is a file, not a folder"
         else:
             continue
         raise _location_error(app, setting, path, reason)
@@ -783,11 +784,15 @@ def simulate(app: AppContext, scenario: str | None, days: int | None) -> None:
     try:  # the folder's fault, said as such: not logging.file's, which the user may not set
         log_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        in_the_way = isinstance(exc, (FileExistsError, NotADirectoryError))
-        raise (ConfigError if in_the_way else RunError)(
-            f"cannot make the simulation folder {simulation_folder(config, scenario)}: "
-            f"{exc.strerror or exc}; move what is in the way under paths.output, "
-            "or fix its permissions"
+        folder = simulation_folder(config, scenario)
+        if (in_the_way := file_in_the_way(log_file.parent)) is not None:
+            raise ConfigError(
+                f"cannot make the simulation folder {folder}: {in_the_way} is a file, not a "
+                "folder; move it away"
+            ) from None
+        raise RunError(
+            f"cannot make the simulation folder {folder}: {exc.strerror or exc}; "
+            "fix its permissions"
         ) from None
     setup_logging(
         level=config.logging.level,

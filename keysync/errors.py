@@ -6,7 +6,9 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_DIFF = 1
@@ -87,6 +89,13 @@ def child_died(child: str, exit_code: int | None) -> str:
     else:
         how = f"died (exit code {exit_code})"
     return f"{child} {how}; run again"
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The file (not a folder) nearest the root on the way to ``path``, ``path`` included:
+    what a message should name when a folder cannot be made there."""
+    in_the_way = [p for p in (path, *path.parents) if os.path.exists(p) and not os.path.isdir(p)]
+    return in_the_way[-1] if in_the_way else None
 
 
 def bytes_shown(text: str) -> str:
