@@ -40,6 +40,7 @@ from keysync.errors import (
     STOPS,
     KeysyncError,
     Terminated,
+    file_in_the_way,
     process,
 )
 from keysync.leftovers import pid_alive, remove_dead_writers
@@ -90,6 +91,9 @@ class _AnyCaseChoice(click.Choice):  # type: ignore[type-arg]  # (generic from c
 
     def get_invalid_choice_message(self, value: Any, ctx: click.Context | None) -> str:
         return f"{value!r} is not one of {', '.join(map(repr, self.choices))}."
+
+    def get_metavar(self, param: click.Parameter, ctx: Any = None) -> str:
+        return f"[{'|'.join(map(str, self.choices))}]"  # (click 8.1 passes no ctx)
 
 
 def _db_path(app: _App) -> Path:
@@ -800,12 +804,7 @@ def registry_export(app: _App, out: str | None) -> None:
             return
         if not out:
             raise KeysyncError("--out is empty: give a file, or - for stdout", EXIT_USAGE)
-        if not Path(out).parent.is_dir():  # a typo is not a folder to make
-            raise KeysyncError(
-                f"cannot write {out}: the folder {Path(out).parent} does not exist; "
-                "create it, or choose another --out",
-                EXIT_USAGE,
-            )
+        _check_export_target(out)
         try:
             _write_atomically(Path(out), chunks)
         except OSError as exc:
@@ -817,6 +816,29 @@ def registry_export(app: _App, out: str | None) -> None:
                 EXIT_CANNOT_RUN,
             ) from None
     _say(app, f"wrote {written[0]:,} master key{'' if written[0] == 1 else 's'} to {out}")
+
+
+def _check_export_target(out: str) -> None:
+    """Refuse an ``--out`` that cannot name the file to write, before writing anything."""
+    target = Path(out)
+    if out.endswith(("/", os.sep)):  # (an existing folder: click.Path refuses it)
+        raise KeysyncError(
+            f"cannot write {out}: it names a folder; give a file name, e.g. "
+            f"--out {target / 'registry.csv'}",
+            EXIT_USAGE,
+        )
+    folder = target.parent
+    if not folder.is_dir():  # a typo is not a folder to make
+        if (there := file_in_the_way(folder)) is not None:
+            raise KeysyncError(
+                f"cannot write {out}: {there} is a file, not a folder; choose another --out",
+                EXIT_USAGE,
+            )
+        raise KeysyncError(
+            f"cannot write {out}: the folder {folder} does not exist; "
+            "create it, or choose another --out",
+            EXIT_USAGE,
+        )
 
 
 def _export_chunks(entries: Iterator[RegistryEntry], written: list[int]) -> Iterator[str]:

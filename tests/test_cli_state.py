@@ -2045,6 +2045,8 @@ def test_a_status_not_known_lists_the_statuses_as_written(
     assert wrong.returncode == 2
     assert "'Bogus' is not one of 'Proposed', 'Active', 'Deprecated'" in wrong.stderr
     assert "X-1" in ok(keysync("registry", "list", "--status", "proposed")).stdout
+    # Seen (review): --help still listed them lowercased.
+    assert "--status [Proposed|Active|Deprecated]" in ok(keysync("registry", "list", "-h")).stdout
 
 
 def test_a_first_event_that_quotes_a_line_starting_with_a_hash_is_a_trace_too(

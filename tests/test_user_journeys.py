@@ -146,8 +146,20 @@ def test_registry_export_into_a_missing_folder_under_a_file_is_one_line(
     assert keysync("-q", "run").returncode == 0
     (tmp_path / "a-file").write_text("x\n")
     result = keysync("registry", "export", "--out", "a-file/registry.csv")
-    assert result.returncode != 0
-    assert "a-file" in _one_error_line(result)
+    # Seen (review): "the folder a-file does not exist; create it": it cannot be made.
+    assert (result.returncode, _one_error_line(result)) == (
+        2,
+        "keysync: error: cannot write a-file/registry.csv: a-file is a file, not a folder; "
+        "choose another --out",
+    )
+    # Seen (review): a folder that does not exist, written with its slash, became a file.
+    folder = keysync("registry", "export", "--out", "exports/")
+    assert (folder.returncode, _one_error_line(folder)) == (
+        2,
+        "keysync: error: cannot write exports/: it names a folder; give a file name, e.g. "
+        "--out exports/registry.csv",
+    )
+    assert not (tmp_path / "exports").exists()
     # Seen (walkthrough): a mistyped folder was made, and the export said "wrote ...".
     typo = keysync("registry", "export", "--out", "exprots/registry.csv")
     assert (typo.returncode, typo.stderr) == (
@@ -569,6 +581,14 @@ def test_a_ctrl_c_that_whoever_started_keysync_ignores_stays_ignored(
         tmp_path, "starting", signal.SIGINT, "config", "check", pause_s=1, ctrl_c_ignored=True
     )
     assert (returncode, stderr) == (0, ""), stderr  # (its paused_for_tests line was read)
+    # Seen (review): `run` put its own handler in, and stopped: 130, "interrupted".
+    _inputs(tmp_path)
+    write_config(tmp_path, sources=SOURCES)
+    returncode, stderr = _stopped_at(
+        tmp_path, "planning", signal.SIGINT, "-q", "run", pause_s=1, ctrl_c_ignored=True
+    )
+    assert (returncode, stderr) == (0, ""), stderr
+    assert [outcome for _, outcome in _runs(tmp_path)] == ["completed"]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
