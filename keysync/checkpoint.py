@@ -110,10 +110,7 @@ def settings_hash(config: Config, systems: Iterable[str]) -> str:
 
 def shaping_settings(config: Config, systems: Iterable[str]) -> dict[str, Any]:
     """The settings :func:`settings_hash` covers, by their config names."""
-    named: dict[str, Any] = {
-        f"normalize.{name}": value for name, value in msgspec.to_builtins(config.normalize).items()
-    }
-    named["processing.max_key_length"] = config.processing.max_key_length
+    named = config.key_rules()
     for system in systems:
         for name, value in msgspec.to_builtins(config.sources[system]).items():
             named[f"sources.{system}.{name}"] = value

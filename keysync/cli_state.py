@@ -489,10 +489,9 @@ def _holders_at_the_last_run(
     The strategy and the separator shape master keys, not keys: a change of them alone
     leaves the history's keys in the forms they have now."""
     from keysync.history import holders_when_last_read
-    from keysync.runner import key_rules
 
     recorded = store.latest_flags("rules")
-    now = key_rules(config)
+    now = config.key_rules()
     # As rules.changed compares them: a setting a run of an older keysync did not record
     # is not a change.
     if recorded is None or any(recorded[name] != now[name] for name in recorded.keys() & now):

@@ -140,6 +140,14 @@ class Config(_Section):
     def source_path(self, system: str) -> Path:
         return self.resolve(self.sources[system].path)
 
+    def key_rules(self) -> dict[str, Any]:
+        """The settings that shape keys, by their config names: what a change of makes
+        keys take other forms (``rules.changed``, a refused resume, ``registry rekey``)."""
+        normalize: dict[str, Any] = msgspec.to_builtins(self.normalize)
+        rules = {f"normalize.{name}": value for name, value in normalize.items()}
+        rules["processing.max_key_length"] = self.processing.max_key_length
+        return rules
+
     def to_yaml(self) -> str:
         """The effective configuration, every default filled in, as YAML."""
         data = msgspec.to_builtins(self)

@@ -155,11 +155,7 @@ class RunLock:
         so text naming a live process means a holder; text naming a dead one is
         what a killed run left behind, and the lock is free.
         """
-        try:
-            text = (data_dir / LOCK_NAME).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return None
-        holder = _parse(text.strip()) if text.strip() else None
+        holder = RunLock.left_in_file(data_dir)
         if holder is None or not pid_alive(holder.pid):
             return None
         return holder

@@ -22,8 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from keysync import audit_report, checkpoint, incremental, logs, testhooks
 from keysync.actor import os_user
 from keysync.checkpoint import CheckpointHeader, CheckpointWriter
@@ -307,17 +305,9 @@ def _signals_kept(options: RunOptions) -> Iterator[None]:
                 signal.signal(sig, handler)  # (None: not set from Python, none to put back)
 
 
-def key_rules(config: Config) -> dict[str, Any]:
-    """The settings that shape keys, by their config names (of ``flags.rules``)."""
-    normalize: dict[str, Any] = msgspec.to_builtins(config.normalize)
-    rules = {f"normalize.{name}": value for name, value in normalize.items()}
-    rules["processing.max_key_length"] = config.processing.max_key_length
-    return rules
-
-
 def _rules(config: Config) -> dict[str, Any]:
     """The settings that shape keys and master keys, by their config names (``flags.rules``)."""
-    rules = key_rules(config)
+    rules = config.key_rules()
     rules["provisioning.strategy"] = config.provisioning.strategy
     rules["provisioning.namespace_separator"] = config.provisioning.namespace_separator
     return rules
