@@ -41,25 +41,35 @@ def temp_path(path: Path, pid: int, suffix: str) -> Path:
     return path.with_name(f".{path.name}.{pid}{suffix}")
 
 
+def dead_writers(path: Path, suffix: str) -> list[Path]:
+    """The ``temp_path(path, <pid>, suffix)`` files whose process no longer runs."""
+    return _of_dead_writers(path.parent, re.escape(path.name), suffix)
+
+
 def remove_dead_writers(path: Path, suffix: str) -> None:
     """Remove ``temp_path(path, <pid>, suffix)`` files whose process no longer runs."""
-    # .<name>.<pid><suffix>, or .<name>.<pid>.<random><suffix> (mkstemp's)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)(?:\.[a-z0-9_]+)?{re.escape(suffix)}")
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(path.parent):
-            found = pattern.fullmatch(entry.name)
-            if found and int(found[1]) != os.getpid() and not pid_alive(int(found[1])):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+    _remove(dead_writers(path, suffix))
 
 
 def remove_dead_writers_in(folder: Path, suffix: str) -> None:
     """Remove every ``temp_path(<any name>, <pid>, suffix)`` file in ``folder`` whose process
     no longer runs: for a folder whose files' names are not known (a stale day folder)."""
-    pattern = re.compile(rf"\.(.+?)\.(\d+)(?:\.[a-z0-9_]+)?{re.escape(suffix)}")
+    _remove(_of_dead_writers(folder, ".+?", suffix))
+
+
+def _of_dead_writers(folder: Path, name_pattern: str, suffix: str) -> list[Path]:
+    # .<name>.<pid><suffix>, or .<name>.<pid>.<random><suffix> (mkstemp's)
+    pattern = re.compile(rf"\.{name_pattern}\.(\d+)(?:\.[a-z0-9_]+)?{re.escape(suffix)}")
+    found: list[Path] = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
-            found = pattern.fullmatch(entry.name)
-            if found and int(found[2]) != os.getpid() and not pid_alive(int(found[2])):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+            named = pattern.fullmatch(entry.name)
+            if named and int(named[1]) != os.getpid() and not pid_alive(int(named[1])):
+                found.append(Path(entry.path))
+    return found
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -45,8 +45,10 @@ from keysync.errors import (
     STOPS,
     ConfigError,
     Interrupted,
+    KeysyncError,
     ResumableError,
     RunError,
+    Terminated,
 )
 from keysync.history import HistoryPlan, plan_history
 from keysync.lock import RunLock
@@ -671,6 +673,13 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
                     scenario=made.scenario,
                     folder=str(made.out_dir),
                 )
+                if made.stopped_by is not None:  # came as the new inputs went into place
+                    how = "SIGTERM" if isinstance(made.stopped_by, Terminated) else "Ctrl-C"
+                    raise KeysyncError(
+                        f"{how} stopped `keysync run --keys` once the new mock inputs were in "
+                        f"place ({made.out_dir}); no run started: `keysync run` reconciles them",
+                        EXIT_INTERRUPTED,
+                    )
             if resume_dir is not None and not _usable_checkpoint(resume_dir, store):
                 resume_dir, run_id = None, new_run_id(started)
             if options.resume and resume_dir is None:

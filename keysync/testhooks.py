@@ -14,11 +14,12 @@ Phases: ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write
 ``publishing`` (state committed, reports not yet renamed into place), ``mid-publish``
 (the first report renamed into place, the others not), ``tidying`` (reports in place,
 snapshots and checkpoints not yet renewed); in ``generate``, ``mock-publish``
-(every new file written aside, none in place yet); in ``registry approve``, ``deprecate``
-and ``rekey``, ``mid-change`` (every change written inside the open transaction, no
-COMMIT yet) and ``listing`` (the changes committed, not yet listed); in the ``keysync``
-process itself, ``starting`` (before the command line is imported: ``__main__`` holds
-it, printing ``paused_for_tests starting``) and ``exiting`` (the command done).
+(every new file written aside, none in place yet) and ``mock-mid-publish`` (the first
+file renamed into place, the others and the manifest not); in ``registry approve``,
+``deprecate`` and ``rekey``, ``mid-change`` (every change written inside the open
+transaction, no COMMIT yet) and ``listing`` (the changes committed, not yet listed);
+in the ``keysync`` process itself, ``starting`` (before the command line is imported:
+``__main__`` holds it, printing ``paused_for_tests starting``) and ``exiting`` (the command done).
 """
 
 from __future__ import annotations

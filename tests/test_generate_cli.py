@@ -267,24 +267,41 @@ def _sigint_by_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _held_before_publishing(folder: Path, *args: str) -> subprocess.Popen[bytes]:
-    """``keysync -q generate ARGS`` held with every file written aside, none in place."""
+def _held_before_publishing(
+    folder: Path, *args: str, phase: str = "mock-publish", release: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``keysync -q ARGS`` (``generate`` unless they say) held at ``phase``: every file
+    written aside, none in place (``mock-publish``), or the first one renamed into place
+    (``mock-mid-publish``); until ``release`` exists, if given."""
+    command = [] if args and args[0] in ("generate", "run") else ["generate"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
-    env["KEYSYNC_TEST_PAUSE_AT"] = "mock-publish"
+    env["KEYSYNC_TEST_PAUSE_AT"] = phase
+    if release is not None:
+        env["KEYSYNC_TEST_PAUSE_UNTIL"] = str(release)
     process = subprocess.Popen(
-        [sys.executable, "-m", "keysync", "-q", "generate", *args],
+        [sys.executable, "-m", "keysync", "-q", *command, *args],
         cwd=folder,
         env=env,
         stderr=subprocess.DEVNULL,
         preexec_fn=_sigint_by_default,
     )
     pending = folder / "input" / f".manifest.json.{process.pid}.pending"
+
+    def held() -> bool:
+        if phase == "mock-publish":
+            return pending.exists()
+        # The first file of the first set renamed: a day folder's, or the top level's.
+        first = folder / "input" / "history" / "day-01"
+        first = first if first.is_dir() and "--days" in args else folder / "input"
+        renamed = not (first / f".A.csv.{process.pid}.pending").exists()
+        return pending.exists() and renamed and (first / f".B.csv.{process.pid}.pending").exists()
+
     deadline = time.monotonic() + 60
-    while not pending.exists():
+    while not held():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             process.wait()
-            raise AssertionError("generate was never held before publishing")
+            raise AssertionError(f"keysync was never held at {phase}")
         time.sleep(0.01)
     return process
 
@@ -341,6 +358,55 @@ def test_a_killed_series_leaves_nothing_a_shorter_one_keeps(tmp_path: Path) -> N
         *(f"history/day-02/{name}" for name in [*SYSTEM_FILES, "manifest.json"]),
         "manifest.json",
     ]
+
+
+@pytest.mark.parametrize(("days", "then_days"), [(1, 1), (3, 3), (3, 1)])
+def test_a_generate_killed_between_its_renames_is_replaced_by_the_next(
+    tmp_path: Path, days: int, then_days: int
+) -> None:
+    """Seen (review): `kill -9` between generate's last renames left the new A.csv beside
+    the old B..E and the old manifest (renamed last); every later generate then refused
+    "A.csv has changed since keysync generate wrote it", and the dead writer's pending
+    files stayed. Its pending manifest lists the new A.csv: the next generate takes the
+    file as its own, writes its series whole and removes what the killed one left."""
+    write_config(tmp_path)
+    old = ("--keys", "1000", "--days", str(days))
+    assert keysync(tmp_path, "-q", "generate", *old).returncode == 0
+    new = ("--keys", "1200", "--seed", "3", "--days", str(days))
+    process = _held_before_publishing(tmp_path, *new, phase="mock-mid-publish")
+    process.kill()  # kill -9 with one file renamed into place
+    process.wait()
+    then = ("--keys", "900", "--seed", "5", "--days", str(then_days))
+    again = keysync(tmp_path, "generate", *then)
+    assert again.returncode == 0, again.stderr
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    write_config(clean)
+    assert keysync(clean, "-q", "generate", *then).returncode == 0
+    assert tree(tmp_path / "input") == tree(clean / "input")  # no leftover, no old file
+
+
+def test_a_ctrl_c_as_run_keys_puts_the_inputs_in_place_stops_the_run(tmp_path: Path) -> None:
+    """Seen (review): a Ctrl-C while `run --keys N` renamed its new inputs into place
+    was held till they all were, then dropped: the run went on and ended 0. The new
+    inputs stay (they are whole), the run does not start: 130, and one line saying so."""
+    write_config(tmp_path)
+    assert keysync(tmp_path, "-q", "generate", "--keys", "1000").returncode == 0
+    release = tmp_path / "release"
+    process = _held_before_publishing(
+        tmp_path, "run", "--keys", "1200", phase="mock-mid-publish", release=release
+    )
+    process.send_signal(signal.SIGINT)  # held: generate blocks it while it renames
+    release.touch()
+    assert process.wait(60) == 130
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    write_config(clean)
+    assert keysync(clean, "-q", "generate", "--keys", "1200").returncode == 0
+    assert tree(tmp_path / "input") == tree(clean / "input")
+    runs = keysync(tmp_path, "runs")
+    assert runs.returncode == 0, runs.stderr
+    assert "no runs" in runs.stdout.lower() + runs.stderr.lower()
 
 
 # ------------------------------------------------- what generate writes over, or refuses

@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 
-from keysync.leftovers import remove_dead_writers, remove_dead_writers_in, temp_path
+from keysync.leftovers import dead_writers, remove_dead_writers, remove_dead_writers_in, temp_path
+from keysync.testhooks import pause_for_tests
 
 GENERATOR = "keysync.mockdata"
 
@@ -64,7 +65,9 @@ def write_pending(path: Path, data: bytes, token: int) -> None:
 
 def publish_pending(paths: list[Path], token: int) -> None:
     """Rename every pending file into place, one quick rename each, in ``paths`` order."""
-    for path in paths:
+    for done, path in enumerate(paths):
+        if done == 1:
+            pause_for_tests("mock-mid-publish")  # one file new, the others (and manifest) not
         os.replace(pending_path(path, token), path)
 
 
@@ -139,6 +142,32 @@ def _listed(manifest_path: Path) -> dict[str, dict[str, Any]] | None:
     return listed
 
 
+def _listings(manifest_path: Path) -> list[dict[str, dict[str, Any]]]:
+    """What keysync says it wrote beside ``manifest_path`` (``_listed``): the manifest's list,
+    if it is ours, and those of a generate killed while its set went into place (``kill -9``,
+    a power cut). That one renamed its files one at a time, the manifest last: some are
+    new, the rest and the manifest old, and its pending manifest, left beside, lists the
+    new ones. They are keysync's too, not real data to refuse to replace."""
+    pending = dead_writers(manifest_path, ".pending")
+    found = [_listed(path) for path in [manifest_path, *pending]]
+    return [listed for listed in found if listed is not None]
+
+
+def _not_ours(path: Path, listings: list[dict[str, dict[str, Any]]]) -> str | None:
+    """Why ``path`` is not what any of ``listings`` says keysync wrote there, or None."""
+    key = os.path.normpath(path)
+    sections = [listed[key] for listed in listings if key in listed]
+    if not sections:
+        return NOT_LISTED
+    return None if any(_unchanged(path, section) for section in sections) else CHANGED
+
+
+def _listed_inside(folder: Path, listings: list[dict[str, dict[str, Any]]]) -> list[Path]:
+    inside = os.path.normpath(folder)
+    paths = {name for listed in listings for name in listed if os.path.dirname(name) == inside}
+    return [Path(name) for name in sorted(paths)]
+
+
 def foreign_files(targets: list[Path], manifest_path: Path) -> list[tuple[Path, str]]:
     """The ``targets`` that exist but are not what a keysync manifest next to them lists
     (real data), each with why (``NOT_LISTED`` or ``CHANGED``).
@@ -148,17 +177,11 @@ def foreign_files(targets: list[Path], manifest_path: Path) -> list[tuple[Path, 
     lists whose content no longer matches it (an export copied over a mock file)
     is someone's too.
     """
-    listed = _listed(manifest_path)
-    foreign: list[tuple[Path, str]] = []
-    for path in targets:
-        if not path.exists():
-            continue
-        section = (listed or {}).get(os.path.normpath(path))
-        if section is None:
-            foreign.append((path, NOT_LISTED))
-        elif not _unchanged(path, section):
-            foreign.append((path, CHANGED))
-    if manifest_path.exists() and listed is None:
+    listings = _listings(manifest_path)
+    foreign = [
+        (path, why) for path in targets if path.exists() and (why := _not_ours(path, listings))
+    ]
+    if manifest_path.exists() and _listed(manifest_path) is None:
         foreign.append((manifest_path, NOT_LISTED))
     return foreign
 
@@ -168,11 +191,10 @@ def changed_in_stale_history(history: Path, days: int) -> list[tuple[Path, str]]
     changed since keysync wrote them: deleting those would lose someone's data."""
     changed: list[tuple[Path, str]] = []
     for folder in _stale_day_folders(history, days):
-        manifest = folder / "manifest.json"
-        for path, section in (_listed(manifest) or {}).items():
-            inside = os.path.dirname(path) == os.path.normpath(folder)
-            if inside and os.path.exists(path) and not _unchanged(Path(path), section):
-                changed.append((Path(path), CHANGED))
+        listings = _listings(folder / "manifest.json")
+        for path in _listed_inside(folder, listings):
+            if path.exists() and _not_ours(path, listings) is not None:
+                changed.append((path, CHANGED))
     return changed
 
 
@@ -191,18 +213,16 @@ def _stale_day_folders(history: Path, days: int) -> list[Path]:
 def remove_stale_history(history: Path, days: int) -> None:
     """Delete day folders of an earlier ``generate`` that this one does not rewrite.
 
-    In each ``day-N`` folder not kept: the files one of our manifests lists (and
-    that manifest), and what a killed ``generate`` left there (``.A.csv.<pid>.pending``
+    In each ``day-N`` folder not kept: the files keysync lists there (``_listings``) and
+    the manifest, and what a killed ``generate`` left there (``.A.csv.<pid>.pending``
     of a process that is gone); then the folder, if nothing else is in it.
     """
     for folder in _stale_day_folders(history, days):
         manifest = folder / "manifest.json"
-        listed = _listed(manifest)
-        if listed is not None:
-            for path in listed:
-                if os.path.dirname(path) == os.path.normpath(folder):
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
+        for path in _listed_inside(folder, _listings(manifest)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if _listed(manifest) is not None:
             with contextlib.suppress(OSError):
                 manifest.unlink()
         remove_dead_writers_in(folder, ".pending")

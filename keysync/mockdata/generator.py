@@ -90,6 +90,9 @@ class GenerateResult:
     rows_read: dict[str, int] = field(default_factory=dict)
     rows_rejected: dict[str, int] = field(default_factory=dict)
     match_rates: dict[str, float] = field(default_factory=dict)
+    # A Ctrl-C or SIGTERM that came while the files went into place, held till they all
+    # were: the series is whole, and a caller that would go on (``run --keys``) stops.
+    stopped_by: KeyboardInterrupt | None = None
 
     def describe(self) -> str:
         """A short human summary, as ``keysync generate`` prints it."""
@@ -650,10 +653,10 @@ def _generate(
                         publish_pending(list(chain.from_iterable(day_sets)), run.token)
                     publish_pending(top_level, run.token)
                     remove_stale_history(history, days)
-            except KeyboardInterrupt:  # held while the set went into place: it is whole, done
-                pass
-        for folder in sorted({*(p.parent for p in top_level), *day_dirs}):
-            sync_folder(folder)
+                    for folder in sorted({*(p.parent for p in top_level), *day_dirs}):
+                        sync_folder(folder)
+            except KeyboardInterrupt as stop:  # held till the series was in place: it is whole
+                result.stopped_by = stop
     except BaseException as exc:
         discard_pending([*top_level, *chain.from_iterable(day_sets)], run.token)
         for folder in reversed(new_dirs):  # made for this series, which is not there
