@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, count, islice, repeat
 from operator import add, itemgetter
@@ -586,9 +586,6 @@ def _write_reconciliation_reports(
         report.close()
         counts[name] = len(rows)
 
-    def per_system(count: Callable[[str], int]) -> str:
-        return "; ".join(f"{system}={count(system)}" for system in available)
-
     write("reconciliation_summary.csv", SUMMARY_COLUMNS, summary_rows(summaries), risky=(0,))
     rows: list[Any] = _missing_in_a_rows(comparison, registry)
     write(
@@ -596,7 +593,7 @@ def _write_reconciliation_reports(
         MISSING_IN_A_COLUMNS,
         rows,
         row_count=len(rows),
-        totals=_per_system(comparison.missing_in_a),
+        totals=_totals_of(comparison.missing_in_a),
         description=f"keys held by a peer but not by the authority {authority} (out-of-authority)",
         risky=(0, 2, 4, 5),
         numbers=(3,),
@@ -607,7 +604,7 @@ def _write_reconciliation_reports(
         MISSING_FROM_SYSTEM_COLUMNS,
         rows,
         row_count=len(rows),
-        totals=_per_system(comparison.gaps),
+        totals=_totals_of(comparison.gaps),
         description=f"keys held by the authority {authority} but not by a peer (propagation gaps)",
         risky=(0, 2, 3),
     )
@@ -617,7 +614,7 @@ def _write_reconciliation_reports(
         DUPLICATES_COLUMNS,
         rows,
         row_count=len(rows),
-        totals=per_system(lambda system: len(index[system].repeats)),
+        totals=_totals({system: len(index[system].repeats) for system in available}),
         description="normalized keys occurring more than once within one system",
         risky=(1,),
         numbers=(2, 3),
@@ -635,7 +632,7 @@ def _write_reconciliation_reports(
         REJECTED_COLUMNS,
         rows,
         row_count=len(rows),
-        totals="; ".join(f"{system}={len(index[system].rejected)}" for system in read),
+        totals=_totals({system: len(index[system].rejected) for system in read}),
         description="rows that could not be used, with the reason",
         risky=(1, 4, 5),
         numbers=(2,),
@@ -709,5 +706,10 @@ def _gap_rows(comparison: Comparison, history: GapHistory) -> list[tuple[Any, ..
     return rows
 
 
-def _per_system(keys_by_system: dict[str, set[str]]) -> str:
-    return "; ".join(f"{system}={len(keys)}" for system, keys in sorted(keys_by_system.items()))
+def _totals(counts: dict[str, int]) -> str:
+    """A report's ``totals`` header line: each system's count, ``B=3; C=0``."""
+    return "; ".join(f"{system}={count}" for system, count in counts.items())
+
+
+def _totals_of(keys_by_system: dict[str, set[str]]) -> str:
+    return _totals({system: len(keys) for system, keys in sorted(keys_by_system.items())})
