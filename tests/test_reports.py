@@ -99,6 +99,31 @@ def test_header_block_and_comment_safety(tmp_path: Path) -> None:
     assert data[1] == '"CUST-00009","B","\'=cust-#-00009",3,"\'+2026","CUST-00009","Proposed"'
 
 
+def test_each_discrepancy_report_totals_its_rows_by_system(tmp_path: Path) -> None:
+    """``# totals:`` counts each system's rows, zeros included (duplicates and rejected
+    rows of every system read, the authority's too)."""
+    config = setup(tmp_path)
+    assert keysync(config, "run").returncode == 0
+    out = tmp_path / "output"
+    totals = {
+        name: [
+            line for line in (out / name).read_text().splitlines() if line.startswith("# totals")
+        ]
+        for name in (
+            "diff_missing_in_A.csv",
+            "diff_missing_from_system.csv",
+            "duplicates.csv",
+            "rejected_rows.csv",
+        )
+    }
+    assert totals == {
+        "diff_missing_in_A.csv": ["# totals: B=1"],
+        "diff_missing_from_system.csv": ["# totals: B=2"],
+        "duplicates.csv": ["# totals: A=0; B=1"],
+        "rejected_rows.csv": ["# totals: A=0; B=1"],
+    }
+
+
 @pytest.mark.parametrize("parallel", [False, True])
 def test_fail_on_diff_exits_1(tmp_path: Path, parallel: bool) -> None:
     config = setup(tmp_path, parallel=parallel)
