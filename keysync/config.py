@@ -211,6 +211,7 @@ def _check_paths_are_text(config: Config) -> None:
 def _validate(config: Config) -> None:
     """Rules that types alone cannot express; each message names its YAML path."""
     _check_paths_are_text(config)
+    _check_one_file_per_source(config)
     try:
         CronSchedule(config.schedule)
     except CronError as exc:
@@ -320,6 +321,21 @@ def _validate(config: Config) -> None:
                 "encoding that writes ASCII as single bytes (utf-8, utf-8-sig, latin-1, "
                 f"cp1252...); convert the export, e.g. iconv -f {source.encoding} -t utf-8"
             )
+
+
+def _check_one_file_per_source(config: Config) -> None:
+    """Two systems read from one file would match each other perfectly: a copy-paste slip
+    that a run would report as a 100 % match rate, not as a mistake."""
+    first: dict[str, str] = {}
+    for name in config.sources:
+        real = os.path.realpath(config.source_path(name))
+        if real in first:
+            raise ConfigError(
+                f"sources.{name}.path: {config.sources[name].path} is also "
+                f"sources.{first[real]}.path; each system exports its own file: give "
+                f"{name} a path of its own"
+            )
+        first[real] = name
 
 
 def _check_log_file_is_a_file_name(location: str) -> None:

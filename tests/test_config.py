@@ -557,6 +557,23 @@ def test_yaml_merge_keys_may_be_overridden(keysync: RunKeysync, tmp_path: Path) 
     assert sources["B"]["path"] == "b.csv" and sources["B"]["key_column"] == "id"
 
 
+@pytest.mark.parametrize("other", ["a.csv", "./sub/../a.csv"])
+def test_two_sources_on_one_file_are_refused(
+    keysync: RunKeysync, tmp_path: Path, other: str
+) -> None:
+    """Seen (UX walkthrough): A and B both at ./A.csv ran, exit 0, B matched 100 %: a
+    copy-paste slip reported as a perfect match. Compared as resolved paths."""
+    text = TWO_SOURCES.replace("B: {path: b.csv}", f"B: {{path: {other}}}")
+    for command in (("config", "check"), ("run",)):
+        path = write(tmp_path, text)
+        result = keysync("-c", str(path), *command)
+        assert_config_error(
+            result,
+            f"{path}:3: sources.B.path: {other} is also sources.A.path; each system exports "
+            "its own file: give B a path of its own",
+        )
+
+
 def test_missing_config_file(keysync: RunKeysync, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "keysync-config.yaml"
     result = keysync("-c", str(missing), "config", "check")

@@ -675,8 +675,8 @@ def _check_paths(
     files: dict[str, Path], out_given: bool, manifest_path: Path, history: Path, days: int
 ) -> None:
     """Refuse, before anything is written, a source path generate cannot write a CSV at:
-    another source's, its own manifest's, its history folder or inside it, a folder."""
-    written: dict[str, str] = {}  # two systems on one file: one would overwrite the other
+    its own manifest's, its history folder or inside it, a folder. (Two sources on one
+    file the config refuses already: ``config._check_one_file_per_source``.)"""
     history_at = os.path.realpath(history)  # realpath, unlike resolve(), takes symlink loops
     ours = {os.path.realpath(manifest_path): "manifest.json"}
     if days > 1:
@@ -684,12 +684,6 @@ def _check_paths(
     for name, file in files.items():
         where = f"--out: {file}" if out_given else f"sources.{name}.path: {file}"
         real = os.path.realpath(file)
-        if real in written:
-            raise ConfigError(
-                f"{where} is also sources.{written[real]}.path; "
-                "generate writes one file per system: give each its own"
-            )
-        written[real] = name
         if real in ours:
             raise ConfigError(
                 f"{where} is where generate writes {ours[real]}; give the source a path of its own"
