@@ -6,8 +6,10 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 EXIT_OK = 0
@@ -68,11 +70,64 @@ class _Process:
     """What keysync knows of the process it runs in."""
 
     # True in the keysync process itself (cli.run_as_command): nothing comes after the
-    # command, so a committed run's handlers may stay till the exit.
+    # command, so a run's handlers may stay till the exit.
     ends_with_command = False
 
 
 process = _Process()
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done (where the platform can hold them);
+    one that came meanwhile arrives as the block ends.
+
+    A process started in the block inherits the mask (across fork and exec): it is born
+    deaf to both, as are the processes it forks in turn. That is what a child of the
+    command wants: a Ctrl-C reaches every process of the terminal's group, and a child
+    still importing would die of it with a traceback; the parent decides when to stop.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextlib.contextmanager
+def stops_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored in the block: a command's outcome is decided and being
+    said, and one now would only garble it (a traceback, "interrupted" for a change made).
+    Put back after for a caller that lives on; the keysync process ends with the command
+    and keeps them ignored (``cli.run_as_command``)."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOPS}
+    try:
+        yield
+    finally:
+        if not process.ends_with_command:
+            for sig, handler in previous.items():
+                if handler is not None:  # None: not set from Python, none to put back
+                    signal.signal(sig, handler)
+
+
+def stop_name(stop: BaseException) -> str:
+    """What stopped a command, as a message names it."""
+    return "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+
+
+@contextlib.contextmanager
+def children_deaf_to_stops() -> Iterator[None]:
+    """Processes started in the block by multiprocessing (spawn, forkserver) never take
+    Ctrl-C or SIGTERM: :func:`stops_held`, with multiprocessing's resource tracker started
+    first, as starting it unblocks both whatever was blocked before (CPython 3.11)."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    with stops_held():
+        yield
 
 
 def raise_terminated(_signum: int, _frame: object) -> None:

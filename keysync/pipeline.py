@@ -28,6 +28,7 @@ import fcntl
 import gc
 import multiprocessing as mp
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import pickle
 import queue
@@ -43,7 +44,7 @@ import msgspec
 
 from keysync import logs
 from keysync.config import Config, NormalizeConfig, SourceConfig
-from keysync.errors import Interrupted, RunError, child_died
+from keysync.errors import STOPS, Interrupted, RunError, child_died, children_deaf_to_stops
 from keysync.messages import KeyBatch, RawBatch, SourceFailed, SourceFinished, SourceOpened
 from keysync.normalization import compile_rules
 from keysync.stages.merger import KeyIndex, SourcePosition
@@ -174,6 +175,15 @@ def _collect_less() -> None:
     gc.set_threshold(10_000)
 
 
+def _leave_stops_to_parent() -> None:
+    """A child ignores Ctrl-C and SIGTERM: the parent decides when the run stops, and
+    then kills its children, or they see it gone (``_parent_alive``) and end. (They are
+    born with both held, ``Pipeline._context``; this keeps them out should a child
+    ever be started otherwise.)"""
+    for sig in STOPS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _yield_to_parent() -> None:
     if hasattr(os, "nice"):
         with contextlib.suppress(OSError):  # raising niceness is never refused on Linux
@@ -213,7 +223,7 @@ def reader_main(
     and sends ``KeyBatch``es straight to the parent (``to_parent``, its own pipe);
     without, it sends ``RawBatch``es to the normalizer workers (``raw_queue``).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _leave_stops_to_parent()
     _yield_to_parent()
     _collect_less()
     logs.setup_worker_logging(log_queue, level=log_level, run_id=run_id, stage="reader")
@@ -271,7 +281,7 @@ def normalizer_main(
     run_id: str | None,
 ) -> None:
     """Normalizer process: ``RawBatch`` in, ``KeyBatch`` out (its own pipe), until ``None``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _leave_stops_to_parent()
     _yield_to_parent()
     _collect_less()
     logs.setup_worker_logging(log_queue, level=log_level, run_id=run_id, stage="normalizer")
@@ -399,6 +409,11 @@ class Pipeline:
     def _context(self) -> ForkServerContext:
         context = mp.get_context("forkserver")
         context.set_forkserver_preload(["keysync.pipeline"])
+        # The server, and so every child it forks, never takes Ctrl-C or SIGTERM: they
+        # reach the whole process group, and one in the second the server spends importing
+        # ended the run with its traceback. The parent stops the children.
+        with children_deaf_to_stops():
+            multiprocessing.forkserver.ensure_running()
         return context
 
     def _run_parallel(self) -> PipelineResult:
@@ -465,7 +480,7 @@ class Pipeline:
         except BaseException:
             for process in [*readers.values(), *normalizers]:
                 if process.is_alive():
-                    process.terminate()
+                    process.kill()  # (deaf to SIGTERM: see _leave_stops_to_parent)
             raise
         finally:
             if raw_queue is not None:  # one stop message for each normalizer worker
@@ -540,7 +555,7 @@ class Pipeline:
                     done.add(system)
                     self._finished(system)
                 elif system not in expected and now - last_seen[system] > timeout_s:
-                    process.terminate()
+                    process.kill()
                     done.add(system)
                     self._unavailable(unavailable, system, self._timeout_reason())
                 elif system not in expected and system in closed:

@@ -56,10 +56,12 @@ from keysync.errors import (
     EXIT_DEGRADED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    STOPS,
     ConfigError,
     Interrupted,
     KeysyncError,
     RunError,
+    children_deaf_to_stops,
 )
 from keysync.lock import RunLock
 from keysync.runner import RunOptions, iso, new_run_id
@@ -323,9 +325,6 @@ def _keys_per_system(config: Config) -> int:
     return default_keys(config, config.simulation.seed)
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
 @contextmanager
 def _stop_requests() -> Iterator[Callable[[], bool]]:
     """Ctrl-C / SIGTERM stop the simulation after the current day; a second one at once.
@@ -353,13 +352,13 @@ def _stop_requests() -> Iterator[Callable[[], bool]]:
         nonlocal requested
         try:
             while data := reader.recv(256):
-                requested = requested or any(number in _STOP_SIGNALS for number in data)
+                requested = requested or any(number in STOPS for number in data)
         except BlockingIOError:
             pass
         return requested
 
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    previous = {number: signal.signal(number, handle) for number in _STOP_SIGNALS}
+    previous = {number: signal.signal(number, handle) for number in STOPS}
     try:
         yield stop_requested
     finally:
@@ -495,7 +494,8 @@ class _Series:
             name="keysync-simulate-generate",
             daemon=True,
         )
-        self.process.start()
+        with children_deaf_to_stops():  # a Ctrl-C while it imports: no traceback of it
+            self.process.start()
         writer.close()
 
     def __enter__(self) -> _Series:
@@ -504,7 +504,7 @@ class _Series:
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:
             if self.process.is_alive():
-                self.process.terminate()
+                self.process.kill()  # (deaf to SIGTERM)
             self.process.join()
             self.reader.close()
 
@@ -544,7 +544,8 @@ def _generate_series(
     It dies with the simulation, even after a ``kill -9`` of it: an orphan would go
     on writing day folders into the series the next simulation starts over.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    for sig in STOPS:  # the parent decides when to stop (it is born with both held, too)
+        signal.signal(sig, signal.SIG_IGN)
     from keysync.mockdata import generate
     from keysync.mockdata.generator import die_with_parent
 

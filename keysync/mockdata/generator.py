@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 import msgspec
 
 from keysync.config import Config, NormalizeConfig
-from keysync.errors import EXIT_USAGE, ConfigError, KeysyncError, child_died
+from keysync.errors import EXIT_USAGE, STOPS, ConfigError, KeysyncError, child_died, stops_held
 from keysync.mockdata.clock import REFERENCE_DATE, snapshot_at, snapshot_date
 from keysync.mockdata.files import (
     GENERATOR,
@@ -427,7 +427,8 @@ def _builder(run: _Run) -> Iterator[Callable[[int], dict[str, Snapshot]]]:
         target=_helper, args=(helper_end, helper_systems), name="generate-helper", daemon=True
     )
     try:
-        helper.start()
+        with stops_held():  # it is born deaf to Ctrl-C and SIGTERM: the main process decides
+            helper.start()
         helper_end.close()
 
         def build_day(day: int) -> dict[str, Snapshot]:
@@ -497,8 +498,8 @@ def _helper_started() -> None:
     outright, the kernel ends the helper too (Linux PR_SET_PDEATHSIG), so no
     orphan keeps building files nobody waits for.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for sig in STOPS:  # (born with both held: see _builder)
+        signal.signal(sig, signal.SIG_IGN)
     if _FORKED_RUN is not None:
         die_with_parent(_FORKED_RUN.token)
 
@@ -519,19 +520,6 @@ def die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent ended before the line above
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block is done (where the platform can hold them)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def generate(
@@ -638,7 +626,7 @@ def _generate(
                     day_manifest = _manifest(base, snapshots, day_files)
                     write_pending(day_dirs[day - 1] / "manifest.json", day_manifest, run.token)
                     if each_day:
-                        with _signals_held():  # a day folder holds one series, never two
+                        with stops_held():  # a day folder holds one series, never two
                             publish_pending(day_sets[day - 1], run.token)
                         sync_folder(day_dirs[day - 1])
                     result.history.append(day_dirs[day - 1])
@@ -648,7 +636,7 @@ def _generate(
                     _record(result, snapshots, authority)
             pause_for_tests("mock-publish")  # every file pending, none in place yet
             try:
-                with _signals_held():  # a signal now would leave two series in the folder
+                with stops_held():  # a signal now would leave two series in the folder
                     if not each_day:
                         publish_pending(list(chain.from_iterable(day_sets)), run.token)
                     publish_pending(top_level, run.token)
