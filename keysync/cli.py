@@ -35,11 +35,12 @@ from keysync.errors import (
     ConfigError,
     KeysyncError,
     RunError,
-    Terminated,
     bytes_shown,
     file_in_the_way,
     process,
     raise_terminated,
+    stop_name,
+    stops_ignored,
 )
 from keysync.testhooks import pause_for_tests
 
@@ -210,6 +211,10 @@ class KeysyncGroup(click.Group):
         # the command: see run_as_command.)
         if threading.current_thread() is not threading.main_thread():  # signal() would raise
             return self._invoke_saying_errors(ctx)
+        # The error line's module, while a Ctrl-C is still held: an import a KeyboardInterrupt
+        # cuts short is left half made, and saying "interrupted" then failed (a NameError).
+        from keysync import logs  # noqa: F401
+
         handlers: dict[int, Any] = {signal.SIGTERM: raise_terminated}
         if process.ends_with_command:
             handlers[signal.SIGINT] = signal.default_int_handler
@@ -221,7 +226,9 @@ class KeysyncGroup(click.Group):
         try:
             return self._invoke_saying_errors(ctx)
         finally:
-            if not process.ends_with_command:
+            if process.ends_with_command:
+                _stops_ignored_till_the_exit()
+            else:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
@@ -275,9 +282,13 @@ def run_as_command() -> None:
     try:
         main(prog_name="keysync")
     finally:
-        for sig in STOPS:
-            signal.signal(sig, signal.SIG_IGN)
+        _stops_ignored_till_the_exit()  # (a command invoked has done so already)
         pause_for_tests("exiting")
+
+
+def _stops_ignored_till_the_exit() -> None:
+    for sig in STOPS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _failed(ctx: click.Context, line: str, exit_code: int) -> NoReturn:
@@ -287,13 +298,14 @@ def _failed(ctx: click.Context, line: str, exit_code: int) -> NoReturn:
     app = ctx.find_object(AppContext)
     command = ctx.command_path if app is None or ctx.parent else app.command_path
     run_id = last_run_id() if command == "keysync run" else ""  # the run that failed
-    tell_user(
-        line,
-        exit_code=exit_code,
-        stderr_format=app.log_format if app else "",
-        run_id=run_id,
-        command=command,
-    )
+    with stops_ignored():  # a second Ctrl-C must not cut the line short with a traceback
+        tell_user(
+            line,
+            exit_code=exit_code,
+            stderr_format=app.log_format if app else "",
+            run_id=run_id,
+            command=command,
+        )
     ctx.exit(exit_code)
 
 
@@ -647,7 +659,7 @@ def generate(
                 out=None if out is None else Path(out),
             )
         except KeyboardInterrupt as stop:  # (one held while the files went into place is not)
-            how = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+            how = stop_name(stop)
             raise KeysyncError(
                 f"{how} stopped `keysync generate` before it replaced any file: the previous "
                 "inputs and their manifest are as they were; run it again",
@@ -746,17 +758,12 @@ def run(
             progress.clear()
     # The run has ended and recorded how: a Ctrl-C while its summary is said must not end
     # the command as "interrupted, run the command again" (another run would then count
-    # towards deprecate_after_runs). Put back after, for a caller that lives on.
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOPS}
-    try:
+    # towards deprecate_after_runs).
+    with stops_ignored():
         if not app.quiet:
             print_run_result(result)
         elif (last := final_line(result)) is not None:
             tell_user(last, run_id=result.run_id, exit_code=result.exit_code or None)
-    finally:
-        if not process.ends_with_command:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
     sys.exit(result.exit_code)
 
 

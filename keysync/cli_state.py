@@ -19,7 +19,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import sys
 import tempfile
 import unicodedata
@@ -37,11 +36,10 @@ from keysync.errors import (
     EXIT_CANNOT_RUN,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
-    STOPS,
     KeysyncError,
-    Terminated,
     file_in_the_way,
-    process,
+    stop_name,
+    stops_ignored,
 )
 from keysync.leftovers import pid_alive, remove_dead_writers
 from keysync.rekey import Rekey
@@ -532,10 +530,6 @@ def _change_line(change: StatusChange) -> str:
     return f"{visible(change.master_key)}: {state}"
 
 
-def _signal_name(stop: KeyboardInterrupt) -> str:
-    return "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
-
-
 @contextlib.contextmanager
 def _saying_what_an_interruption_left(
     app: _App, store: StateStore, actor: str, command: str
@@ -550,24 +544,19 @@ def _saying_what_an_interruption_left(
     try:
         yield
     except KeyboardInterrupt as stop:
-        previous = {sig: signal.getsignal(sig) for sig in STOPS}
-        for sig in previous:  # a second one must not garble the answer
-            signal.signal(sig, signal.SIG_IGN)
-        try:
+        with stops_ignored():  # a second one must not garble the answer
             if not store.committed_events_of(actor, after=before):
                 raise KeysyncError(
-                    f"{_signal_name(stop)} stopped `{command}` before it changed anything: "
+                    f"{stop_name(stop)} stopped `{command}` before it changed anything: "
                     "nothing was changed; run it again",
                     EXIT_INTERRUPTED,
                 ) from None
             _say(
                 app,
-                f"`{command}` made every change before the {_signal_name(stop)} "
+                f"`{command}` made every change before the {stop_name(stop)} "
                 f"(audit run id {actor}: keysync audit --run {actor})",
             )
             raise click.exceptions.Exit(0) from None
-        finally:
-            _put_back(previous)
 
 
 def _list_then_say(
@@ -581,31 +570,16 @@ def _list_then_say(
     without a word: every change is made and audited, so the summary is said all the
     same, and the command ends as done (exit 0).
     """
-    previous = {sig: signal.getsignal(sig) for sig in STOPS}
     try:
-        try:
-            if committed:
-                pause_for_tests("listing")
-            listing()
-        except KeyboardInterrupt as stop:
-            if not committed:
-                raise
-            summary += f"; {_signal_name(stop)}"
-            summary += " cut the listing short, every change was made"
-        for sig in previous:  # said with both ignored: "done" must not become "interrupted"
-            signal.signal(sig, signal.SIG_IGN)
+        if committed:
+            pause_for_tests("listing")
+        listing()
+    except KeyboardInterrupt as stop:
+        if not committed:
+            raise
+        summary += f"; {stop_name(stop)} cut the listing short, every change was made"
+    with stops_ignored():  # "done" must not become "interrupted"
         _say(app, summary)
-    finally:
-        _put_back(previous)
-
-
-def _put_back(handlers: dict[signal.Signals, Any]) -> None:
-    """The handlers a command replaced, for a caller that lives on; the keysync process
-    ends with the command, and keeps them ignored till then (cli.run_as_command)."""
-    if not process.ends_with_command:
-        for sig, handler in handlers.items():
-            if handler is not None:  # None: not set from Python, none to put back
-                signal.signal(sig, handler)
 
 
 MAX_REASON = 1000

@@ -48,7 +48,7 @@ from keysync.errors import (
     KeysyncError,
     ResumableError,
     RunError,
-    Terminated,
+    stop_name,
 )
 from keysync.history import HistoryPlan, plan_history
 from keysync.lock import RunLock
@@ -258,12 +258,15 @@ def _say_finishing(signum: int = 0, frame: object = None) -> None:
 
 
 @contextmanager
-def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
+def _stop_on_signals(observer: _RunObserver, ends_the_process: bool) -> Iterator[None]:
     """First Ctrl-C / SIGTERM: stop at the next clean point. Second: exit at once.
 
     Once the run has committed, neither is heeded, only said to be, also after the block
     (till :func:`_signals_kept` puts the caller's handlers back): the tidying, the lock's
     release and the freeing of the index must not end as "interrupted" a run that completed.
+    In the keysync process (``ends_the_process``) they stay till its end: after a first
+    one, a second one exits at once also while the run records how it ended and lets go
+    of its lock (it was a KeyboardInterrupt there, and a traceback).
     """
 
     def handle(signum: int, frame: object) -> None:
@@ -289,21 +292,21 @@ def _stop_on_signals(observer: _RunObserver) -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, _say_finishing if observer.committed else handler)
+        if not ends_the_process:
+            for sig, handler in previous.items():
+                signal.signal(sig, _say_finishing if observer.committed else handler)
 
 
 @contextmanager
 def _signals_kept(options: RunOptions) -> Iterator[None]:
     """The caller's Ctrl-C / SIGTERM handlers, as they were, once ``run`` returns; but
-    for a committed run that ends the process (``options.ends_the_process``)."""
+    in a run that ends the process (``options.ends_the_process``: see _stop_on_signals)."""
     previous = {sig: signal.getsignal(sig) for sig in STOPS}
     try:
         yield
     finally:
-        committed = signal.getsignal(signal.SIGINT) is _say_finishing
         for sig, handler in previous.items():
-            if handler is not None and not (committed and options.ends_the_process):
+            if handler is not None and not options.ends_the_process:
                 signal.signal(sig, handler)  # (None: not set from Python, none to put back)
 
 
@@ -674,10 +677,10 @@ def run(config: Config, options: RunOptions | None = None) -> RunResult:
                     folder=str(made.out_dir),
                 )
                 if made.stopped_by is not None:  # came as the new inputs went into place
-                    how = "SIGTERM" if isinstance(made.stopped_by, Terminated) else "Ctrl-C"
                     raise KeysyncError(
-                        f"{how} stopped `keysync run --keys` once the new mock inputs were in "
-                        f"place ({made.out_dir}); no run started: `keysync run` reconciles them",
+                        f"{stop_name(made.stopped_by)} stopped `keysync run --keys` once the new "
+                        f"mock inputs were in place ({made.out_dir}); no run started: "
+                        "`keysync run` reconciles them",
                         EXIT_INTERRUPTED,
                     )
             if resume_dir is not None and not _usable_checkpoint(resume_dir, store):
@@ -815,7 +818,7 @@ class _Run:
             self.options.on_progress,
         )
         try:
-            with _stop_on_signals(observer):
+            with _stop_on_signals(observer, self.options.ends_the_process):
                 self.log.info(
                     "run.started",
                     mode=self.mode,

@@ -551,8 +551,9 @@ class StateStore:
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {number}")
                 self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException:  # (a Ctrl-C may come after the COMMIT, or before BEGIN's end)
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def close(self) -> None:

@@ -241,6 +241,113 @@ def test_a_second_ctrl_c_exits_at_once_with_one_line_and_can_be_resumed(
     resume_and_compare(fresh, reference)
 
 
+def _signals_kept_out(pid: int) -> int:
+    """The signals of STOPS that process ``pid`` blocks or ignores (a mask of bits)."""
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(status["SigBlk"], 16) | int(status["SigIgn"], 16)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_ctrl_c_to_the_whole_process_group_is_taken_by_the_parent_alone(
+    fresh: Path, reference: Path
+) -> None:
+    """A terminal's Ctrl-C (and a supervisor's SIGTERM to the group) reaches every process
+    of the run. Seen: one while the fork server was still importing killed it with a
+    KeyboardInterrupt traceback, "Aborted!", exit 1, the run recorded failed (EOFError).
+    Every child must be deaf to both from birth: the parent stops them."""
+    process = subprocess.Popen(
+        [*keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "run")],
+        env=env_with(KEYSYNC_TEST_PAUSE_AT="reading:10000", KEYSYNC_TEST_PAUSE_S="2"),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for_event(fresh / "data" / "logs" / "keysync.jsonl", "run.paused_for_tests")
+    group = [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and int(entry.name) != process.pid
+        and _pgid_or_none(int(entry.name)) == process.pid
+    ]
+    stops = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    # The fork server, the resource tracker and the five readers (at the least).
+    assert len(group) >= 7, group
+    deaf = {pid: _signals_kept_out(pid) & stops == stops for pid in group}
+    assert all(deaf.values()), deaf
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines()[-1].endswith(
+        "interrupted; a checkpoint is kept: `keysync run --resume` continues it"
+    ), stderr
+    assert "Traceback" not in stderr
+    resume_and_compare(fresh, reference)
+
+
+def test_ctrl_c_at_any_moment_of_a_run_ends_it_with_one_line_never_a_traceback(
+    fresh: Path,
+) -> None:
+    """A terminal's Ctrl-C (to the whole process group), once or twice 50 ms apart, at
+    moments spread over a whole run. Seen: a traceback and "Aborted!" (exit 1) while the
+    fork server imported; a KeyboardInterrupt traceback (killed by SIGINT) when the second
+    came as the run ended; exit 3 "cannot open the state database (cannot rollback)" when
+    one came as a first run made its database; a NameError for an import it cut short."""
+    config = str(fresh / "keysync-config.yaml")
+    started = time.monotonic()
+    subprocess.run(keysync_cmd("-c", config, "run"), env=env_with(), check=True)
+    whole = time.monotonic() - started
+    endings = (
+        "keysync: error: interrupted while starting; nothing was done",
+        "keysync: error: interrupted; every file already written is complete, run the "
+        "command again to finish",
+        "interrupted; a checkpoint is kept: `keysync run --resume` continues it",
+        "keysync: stopped at once (second interrupt); the last checkpoint is kept: "
+        "`keysync run --resume` continues it",
+    )
+    # (From a tenth of a second on: before that Python itself is starting; it dies of it.)
+    trials = [(0.1 + whole * n / 8, 1) for n in range(8)] + [
+        (0.1 + whole * n / 4, 2) for n in range(4)
+    ]
+    for n, (delay, interrupts) in enumerate(trials):
+        if n % 4 == 0:  # now and then a first run: it makes the state database
+            for folder in ("data", "output", "checkpoints"):
+                shutil.rmtree(fresh / folder, ignore_errors=True)
+        process = subprocess.Popen(
+            keysync_cmd("-c", config, "run"),
+            env=env_with(),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        for _ in range(interrupts):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGINT)
+            time.sleep(0.05)
+        _, stderr = process.communicate(timeout=120)
+        said = f"after {delay:.2f} s, {interrupts} interrupt(s): exit {process.returncode}"
+        assert "Traceback" not in stderr, f"{said}\n{stderr}"
+        assert process.returncode in (0, 130), f"{said}\n{stderr}"
+        if process.returncode == 130:
+            assert stderr.splitlines()[-1].endswith(endings), f"{said}\n{stderr}"
+    runs = subprocess.run(
+        keysync_cmd("-c", config, "runs"), env=env_with(), capture_output=True, text=True
+    )
+    assert runs.returncode == 0, runs.stderr
+    assert " failed " not in runs.stdout, runs.stdout
+
+
+def _pgid_or_none(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:  # gone since the listing
+        return None
+
+
 def test_changed_input_refuses_to_resume(fresh: Path) -> None:
     kill_at(fresh, "reading:30000")
     with open(fresh / "input" / "C.csv", "a") as handle:
