@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import sys
 import tempfile
 import unicodedata
@@ -755,7 +756,8 @@ def _rekey_line(rekey: Rekey) -> str:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True),
-    help="Write to this file (atomically) instead of stdout ('-': stdout).",
+    help="Write to this file (atomically; a pipe or device is written to as it is) "
+    "instead of stdout ('-': stdout).",
 )
 @click.pass_obj
 def registry_export(app: _App, out: str | None) -> None:
@@ -777,18 +779,44 @@ def registry_export(app: _App, out: str | None) -> None:
             return
         if not out:
             raise KeysyncError("--out is empty: give a file, or - for stdout", EXIT_USAGE)
+        into_stderr = _export_to(out, chunks)
+    if not into_stderr:  # (a note written into the export itself would be a row of it)
+        _say(app, f"wrote {written[0]:,} master key{'' if written[0] == 1 else 's'} to {out}")
+
+
+def _export_to(out: str, chunks: Iterable[str]) -> bool:
+    """Write the export to ``--out``: a regular file (or a new name) atomically, a pipe
+    or a device as it is, a descriptor's name (``/dev/stdout``) into that descriptor.
+    Returns whether that was the file stderr writes to (``--out /dev/stderr``, ``2>&1``)."""
+    descriptor = _descriptor_named(out)
+    if descriptor == 1:  # --out /dev/stdout: as without --out (even into `>> file`)
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+        return _same_file(1, 2)
+    if descriptor is None:
         _check_export_target(out)
-        try:
-            _write_atomically(Path(out), chunks)
-        except OSError as exc:
-            reason = (exc.strerror or str(exc)).lower()
-            if isinstance(exc, (FileExistsError, NotADirectoryError)):
-                reason = "a part of the path is a file, not a folder"
-            raise KeysyncError(
-                f"cannot write {out}: {reason}; choose another --out (or make room)",
-                EXIT_CANNOT_RUN,
-            ) from None
-    _say(app, f"wrote {written[0]:,} master key{'' if written[0] == 1 else 's'} to {out}")
+    try:
+        if descriptor is not None:
+            return _write_to_descriptor(out, descriptor, chunks)
+        if _streamed(Path(out)):
+            return _write_through(Path(out), chunks)
+        _write_atomically(Path(out), chunks)
+        return False
+    except BrokenPipeError:
+        raise KeysyncError(
+            f"cannot write {out}: its reader closed it before the end of the export; "
+            "export again, with a reader that reads it all",
+            EXIT_CANNOT_RUN,
+        ) from None
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a part of the path is a file, not a folder"
+        raise KeysyncError(
+            f"cannot write {out}: {reason}; choose another --out (or make room)",
+            EXIT_CANNOT_RUN,
+        ) from None
 
 
 def _check_export_target(out: str) -> None:
@@ -812,6 +840,107 @@ def _check_export_target(out: str) -> None:
             "create it, or choose another --out",
             EXIT_USAGE,
         )
+
+
+# /dev/stdout, /dev/fd/N, /proc/self/fd/N: a name for a descriptor this process holds open.
+_DESCRIPTOR_NAME = re.compile(r"/(?:dev/fd|proc/(?:self|thread-self|(\d+))/fd)/(\d+)")
+_STANDARD_NAMES = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _descriptor_named(out: str) -> int | None:
+    """The descriptor ``out`` names, itself or through its links (``/dev/stdout`` ->
+    ``/proc/self/fd/1``), or None for a name of a file.
+
+    Such a name is written through the descriptor, where it is: opened again, a file
+    behind it (`> log`, `>> log`) would be written from its start, and renamed over, it
+    would be replaced whole; it may even name no file (a pipe: ``pipe:[123]``).
+    """
+    path = os.path.abspath(out)
+    for _ in range(40):  # (as the kernel follows at most 40 links)
+        if path in _STANDARD_NAMES:
+            return _STANDARD_NAMES[path]
+        if (named := _DESCRIPTOR_NAME.fullmatch(path)) is not None:
+            pid, fd = named.groups()
+            return int(fd) if pid is None or int(pid) == os.getpid() else None
+        try:
+            link = os.readlink(path)
+        except OSError:  # not a link (or no such file): a name of a file
+            return None
+        path = os.path.normpath(os.path.join(os.path.dirname(path), link))
+    return None
+
+
+def _streamed(path: Path) -> bool:
+    """Whether ``path`` (its target, for a link) exists and is no regular file: a named
+    pipe, a device. Those are written to as they are (``echo > p`` does): renamed over,
+    a pipe's reader would get nothing and the pipe would be gone. (A folder was refused.)"""
+    try:
+        return not stat.S_ISREG(path.stat().st_mode)
+    except (OSError, RuntimeError):  # no such file (a new name), a loop: as a file
+        return False
+
+
+def _write_through(path: Path, chunks: Iterable[str]) -> bool:
+    """Write ``chunks`` into the pipe or device ``path`` as it is: no temp file, no
+    rename, no mode to set, no fsync (a pipe has nothing to sync: EINVAL). Blocks until
+    a pipe has a reader, as any writer of a named pipe does. Returns whether it is the
+    file stderr writes to."""
+    # No O_CREAT: gone since _streamed looked, it is not made a plain file without a word.
+    fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # replaced by a file since: as a file
+            os.close(fd)
+            fd = -1
+            _write_atomically(path, chunks)
+            return False
+        _write_whole(fd, chunks)
+        return _same_file(fd, 2)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _write_to_descriptor(out: str, fd: int, chunks: Iterable[str]) -> bool:
+    """Write ``chunks`` into the open descriptor ``fd`` (``--out /dev/fd/3``), left open.
+    Returns whether it is the file stderr writes to.
+
+    Past the standard three, only a descriptor keysync was given (``3>file``): Python
+    opens its own files not inheritable (the state database, the log file), and
+    ``/dev/fd/3`` is not the way to write into one of those."""
+    if fd > 2 and not _given(fd):
+        raise KeysyncError(
+            f"cannot write {out}: keysync was started without a descriptor {fd} "
+            f"(as `3>file` gives one); choose another --out",
+            EXIT_USAGE,
+        )
+    if fd == 2:
+        sys.stderr.flush()
+    _write_whole(fd, chunks)
+    return _same_file(fd, 2)
+
+
+def _given(fd: int) -> bool:
+    """Whether ``fd`` is open and came from whoever started keysync (it is inheritable)."""
+    try:
+        return os.get_inheritable(fd)
+    except OSError:  # not open
+        return False
+
+
+def _write_whole(fd: int, chunks: Iterable[str]) -> None:
+    """Each chunk as UTF-8, every byte of it: a pipe may take a part of one write."""
+    for chunk in chunks:
+        view = memoryview(chunk.encode("utf-8"))
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def _same_file(fd: int, other: int) -> bool:
+    """Whether the two descriptors are open on one file (``2>&1``, ``--out /dev/stderr``)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.fstat(other))
+    except OSError:  # (stderr closed)
+        return False
 
 
 def _export_chunks(entries: Iterator[RegistryEntry], written: list[int]) -> Iterator[str]:

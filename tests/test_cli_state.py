@@ -13,13 +13,16 @@ import json
 import os
 import pwd
 import re
+import select
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
 import time
+import tty
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -765,6 +768,134 @@ def test_registry_commands(
     assert "seen_in        B;C" in shown
     assert "key.approved" in shown and "key.proposed" in shown
     assert "\nin_authority   false\n" in shown  # as the CSV and JSON write it, not Python's False
+
+
+def _exported_registry(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path], keys: int
+) -> str:
+    """A registry of ``keys`` master keys (B's X-0...), and its export on stdout."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": [f"X-{n}" for n in range(keys)], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    expected = ok(keysync("registry", "export")).stdout
+    assert len(expected.splitlines()) == keys + 1
+    return expected
+
+
+def test_registry_export_into_a_named_pipe_streams_into_it_and_leaves_the_pipe(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `mkfifo p; cat p & keysync registry export --out p` renamed its temp file
+    over the pipe: p became a regular file, and its reader got nothing (and waited on)."""
+    expected = _exported_registry(tmp_path, keysync, project, 3000)  # more than a pipe holds
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    read_all = "import sys; sys.stdout.buffer.write(open(sys.argv[1], 'rb').read())"
+    reader = subprocess.Popen([sys.executable, "-c", read_all, pipe], stdout=subprocess.PIPE)
+    try:
+        done = ok(keysync("registry", "export", "--out", str(pipe), timeout=60))
+        assert stat.S_ISFIFO(pipe.lstat().st_mode)  # still the pipe (checked before waiting)
+        got, _ = reader.communicate(timeout=30)
+    finally:
+        reader.kill()
+        reader.wait()
+    assert got.decode("utf-8") == expected
+    assert done.stderr == f"wrote 3,000 master keys to {pipe}\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # A reader that goes away before the end: one line, exit 3, and the pipe is left.
+    read_one_line = "import sys; open(sys.argv[1], 'rb').readline()"
+    reader = subprocess.Popen([sys.executable, "-c", read_one_line, pipe])
+    try:
+        cut = keysync("registry", "export", "--out", str(pipe), timeout=60)
+        assert reader.wait(30) == 0
+    finally:
+        reader.kill()
+        reader.wait()
+    assert (cut.returncode, cut.stderr) == (
+        3,
+        f"keysync: error: cannot write {pipe}: its reader closed it before the end of the "
+        "export; export again, with a reader that reads it all\n",
+    )
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)
+    # A folder is still refused, not written into.
+    folder = keysync("registry", "export", "--out", str(tmp_path / "output"))
+    assert folder.returncode == 2 and "is a directory" in folder.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/stdout").exists(), reason="needs /dev/stdout")
+def test_registry_export_out_dev_stdout_writes_stdout_as_without_out(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `keysync registry export --out /dev/stdout | ...` exited 3 "no such file or
+    directory" (it followed /dev/stdout to pipe:[...] and made its temp file there); with
+    stdout a file, it replaced that file (`>> log` lost what log held)."""
+    expected = _exported_registry(tmp_path, keysync, project, 3)
+    into_a_pipe = ok(keysync("registry", "export", "--out", "/dev/stdout"))
+    assert (into_a_pipe.stdout, into_a_pipe.stderr) == (
+        expected,
+        "wrote 3 master keys to /dev/stdout\n",  # on stderr, not in the CSV
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    command = [sys.executable, "-m", "keysync", "registry", "export", "--out", "/dev/stdout"]
+    log = tmp_path / "exports.log"
+    log.write_text("before\n")
+    inode = log.stat().st_ino
+    with log.open("a") as stdout:  # `>> exports.log`
+        appended = subprocess.run(
+            command, cwd=tmp_path, env=env, stdout=stdout, stderr=subprocess.PIPE, timeout=120
+        )
+    assert appended.returncode == 0, appended.stderr
+    assert log.read_text() == "before\n" + expected and log.stat().st_ino == inode
+    # `2>&1`: stderr is the stream the CSV goes to, and the note stays out of it.
+    mixed = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    assert (mixed.returncode, mixed.stdout) == (0, expected)
+
+
+def test_registry_export_into_a_character_device_writes_through_it(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `--out /dev/pts/N` (a terminal: a character device, as /dev/null is) exited 3
+    "permission denied": the export made its temp file in /dev/pts, to rename it over."""
+    expected = _exported_registry(tmp_path, keysync, project, 40).encode("utf-8")
+    try:
+        terminal, device = os.openpty()
+    except OSError:
+        pytest.skip("no pseudo-terminal to write to")
+    got = bytearray()
+
+    def read_terminal() -> None:
+        while len(got) < len(expected):
+            if not select.select([terminal], [], [], 30)[0]:
+                return  # (nothing came: the assertion below says so)
+            try:
+                data = os.read(terminal, 65536)
+            except OSError:  # EIO: closed
+                return
+            if not data:
+                return
+            got.extend(data)
+
+    try:
+        tty.setraw(device)  # as it is written: no "\r\n" for "\n", no echo
+        reading = threading.Thread(target=read_terminal, daemon=True)
+        reading.start()
+        name = os.ttyname(device)
+        done = ok(keysync("registry", "export", "--out", name, timeout=60))
+        reading.join(35)
+        assert bytes(got) == expected
+        assert done.stderr == f"wrote 40 master keys to {name}\n"
+        assert stat.S_ISCHR(os.stat(name).st_mode)
+    finally:
+        os.close(device)
+        os.close(terminal)
 
 
 def test_runs_and_audit(tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]) -> None:
