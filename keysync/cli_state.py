@@ -828,15 +828,22 @@ def _check_export_target(out: str) -> None:
             f"--out {target / 'registry.csv'}",
             EXIT_USAGE,
         )
+    where = f"{out}: "
+    if target.is_symlink():  # written through: its target's folder is the one to check
+        try:
+            target = target.resolve()
+        except (OSError, RuntimeError):  # a loop of links: _write_atomically says so
+            return
+        where = f"{out}: it points to {target}; "
     folder = target.parent
     if not folder.is_dir():  # a typo is not a folder to make
         if (there := file_in_the_way(folder)) is not None:
             raise KeysyncError(
-                f"cannot write {out}: {there} is a file, not a folder; choose another --out",
+                f"cannot write {where}{there} is a file, not a folder; choose another --out",
                 EXIT_USAGE,
             )
         raise KeysyncError(
-            f"cannot write {out}: the folder {folder} does not exist; "
+            f"cannot write {where}the folder {folder} does not exist; "
             "create it, or choose another --out",
             EXIT_USAGE,
         )

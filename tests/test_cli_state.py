@@ -898,6 +898,41 @@ def test_registry_export_into_a_character_device_writes_through_it(
         os.close(terminal)
 
 
+def test_registry_export_through_a_link_into_a_missing_folder_names_that_folder(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `ln -s /nonexistent/dir/x.csv link; keysync registry export --out link`
+    exited 3 "no such file or directory; choose another --out (or make room)", where a
+    plain missing folder is exit 2 naming it."""
+    expected = _exported_registry(tmp_path, keysync, project, 3)
+    real = tmp_path.resolve()
+    (tmp_path / "latest.csv").symlink_to(tmp_path / "drop" / "registry.csv")
+    (tmp_path / "relative.csv").symlink_to(Path("drop") / "registry.csv")
+    for link in ("latest.csv", "relative.csv"):
+        refused = keysync("registry", "export", "--out", link)
+        assert (refused.returncode, refused.stderr) == (
+            2,
+            f"keysync: error: cannot write {link}: it points to {real}/drop/registry.csv; "
+            f"the folder {real}/drop does not exist; create it, or choose another --out\n",
+        )
+    (tmp_path / "a-file").write_text("x\n")
+    (tmp_path / "under-a-file.csv").symlink_to(tmp_path / "a-file" / "registry.csv")
+    refused = keysync("registry", "export", "--out", "under-a-file.csv")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        f"keysync: error: cannot write under-a-file.csv: it points to {real}/a-file/"
+        f"registry.csv; {real}/a-file is a file, not a folder; choose another --out\n",
+    )
+    assert not (tmp_path / "drop").exists()
+    # The folder there, a dangling link is written through, as `echo > link` would.
+    (tmp_path / "drop").mkdir()
+    done = ok(keysync("registry", "export", "--out", "latest.csv"))
+    assert done.stderr == "wrote 3 master keys to latest.csv\n"
+    assert (tmp_path / "latest.csv").is_symlink()
+    assert (tmp_path / "drop" / "registry.csv").read_text(encoding="utf-8") == expected
+    assert [p.name for p in (tmp_path / "drop").iterdir()] == ["registry.csv"]
+
+
 def test_runs_and_audit(tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]) -> None:
     project()
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
