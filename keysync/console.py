@@ -42,16 +42,18 @@ def final_line(result: RunResult) -> str | None:
         return None
     line = f"keysync: {result.message}"
     if result.exit_code == EXIT_DEGRADED:
+        degraded, _, in_the_others = result.message.partition("; ")  # (see _outcome_message)
         reasons = "; ".join(
             f"{s.system}: {s.unavailable_reason}"
             for s in result.summaries
             if not s.available and s.unavailable_reason
         )
-        if reasons:
-            line += f" ({reasons})"
+        line = f"keysync: {degraded}" + (f" ({reasons})" if reasons else "")
         down = sum(not s.available for s in result.summaries)
         back = "it is" if down == 1 else "they are"
         line += f"; the reports in {result.output_dir} cover the others: run again once {back} back"
+        if in_the_others:
+            line += f"; {in_the_others}"
     elif result.exit_code == EXIT_DIFF:
         line += f"; see the reports in {result.output_dir}"
     return line
@@ -140,9 +142,6 @@ def print_run_result(result: RunResult) -> None:
                 for i, (c, w) in enumerate(zip(row, widths))
             )
         )
-    for s in result.summaries:
-        if not s.available:
-            click.echo(f"{s.system} unavailable: {s.unavailable_reason}")
     if result.registry:
         click.echo(registry_line(result))
     click.echo(f"reports: {result.output_dir}")

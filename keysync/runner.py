@@ -551,18 +551,22 @@ def _failing_kinds(fail_on_diff: bool, fail_on: tuple[str, ...]) -> tuple[str, .
 def _outcome_message(
     summaries: list[SystemSummary], exit_code: int, fail_on_diff: bool, fail_on: tuple[str, ...]
 ) -> str:
-    """The final line of a run that did not end with exit 0."""
-    missing = [s.system for s in summaries if not s.available]
-    if missing:
-        return f"degraded: {', '.join(missing)} unavailable, not compared"
-    if exit_code != EXIT_DIFF:
-        return ""
+    """The final line of a run that did not end with exit 0.
+
+    A degraded run (exit 4, which comes before 1) also says the discrepancies the
+    others have that ``--fail-on-diff`` / ``--fail-on`` asks about: a CI gate would
+    otherwise not learn that they failed it too."""
     found = [  # what a CI log should say without opening the reports
         f"{n:,} {DISCREPANCY_KINDS[kind][1]}{'' if n == 1 else 's'}"
         for kind, n in found_discrepancies(summaries, _failing_kinds(fail_on_diff, fail_on)).items()
     ]
     option = "--fail-on-diff" if fail_on_diff else f"--fail-on {','.join(fail_on)}"
-    return f"discrepancies found ({option}): {', '.join(found)} (per system)"
+    gated = f"discrepancies found ({option}): {', '.join(found)} (per system)"
+    missing = [s.system for s in summaries if not s.available]
+    if missing:
+        degraded = f"degraded: {', '.join(missing)} unavailable, not compared"
+        return f"{degraded}; in the others, {gated}" if found else degraded
+    return gated if exit_code == EXIT_DIFF else ""
 
 
 def _supersede_older_checkpoints(config: Config, store: StateStore, run_id: str) -> None:

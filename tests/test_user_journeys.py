@@ -873,6 +873,26 @@ def test_a_degraded_run_ends_with_a_line_that_says_why_and_what_to_do(
     assert last.startswith("keysync: degraded: B unavailable"), last
     assert "header has no column 'key'" in last and "set sources.B.key_column" in last, last
     assert last.endswith("cover the others: run again once it is back"), last
+    # Not a third time on stdout: its warning (the log's) and this line say it already.
+    assert "header has no column 'key'" not in result.stdout
+
+
+def test_a_degraded_run_with_fail_on_diff_says_the_others_failed_it_too(
+    keysync: RunKeysync, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Exit 4 comes before 1: a CI gate got "degraded" and no word that B failed it."""
+    _inputs(tmp_path)
+    (tmp_path / "in" / "C.csv").unlink()
+    write_config(tmp_path, sources=SOURCES)
+    result = keysync("-q", "run", "--fail-on-diff")
+    assert result.returncode == 4, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("keysync: degraded: C unavailable, not compared (C: "), last
+    assert last.endswith(
+        "cover the others: run again once it is back; in the others, discrepancies found "
+        "(--fail-on-diff): 5 out-of-authority keys, 5 gaps (per system)"
+    ), last
+    assert keysync("-q", "run").stderr.strip().endswith("run again once it is back")
 
 
 def test_a_run_with_two_peers_down_says_run_again_once_they_are_back(
