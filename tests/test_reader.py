@@ -195,6 +195,29 @@ def test_header_without_key_column_names_file_and_columns(tmp_path: Path) -> Non
     )
 
 
+@pytest.mark.parametrize("header", [b"Key,name", b"KEY,name", b"keys,name", b" key_,name"])
+def test_a_header_with_a_column_close_to_the_key_column_names_it_in_the_fix(
+    tmp_path: Path, header: bytes
+) -> None:
+    """UX walkthrough: an export's `Key` for the configured `key` said only "set
+    sources.B.key_column", leaving the user to spot the difference."""
+    path = write(tmp_path, header + b"\n1,a\n")
+    with pytest.raises(SourceUnavailable) as err:
+        read_header("B", path, SOURCE)
+    close = header.split(b",")[0].strip().decode()
+    assert str(err.value).endswith(f"; set sources.B.key_column: {close} (the closest column)")
+
+
+def test_a_header_not_utf8_suggests_the_encoding_a_windows_export_has(tmp_path: Path) -> None:
+    path = write(tmp_path, b"key,caf\xe9\n1,a\n")
+    with pytest.raises(SourceUnavailable) as err:
+        read_header("B", path, SOURCE)
+    assert "line 1 (header) is not valid utf-8" in str(err.value)
+    assert str(err.value).endswith(
+        "set sources.B.encoding: cp1252 for an export saved on Windows (latin-1 reads any byte)"
+    )
+
+
 def test_a_header_of_thousands_of_columns_is_listed_short(tmp_path: Path) -> None:
     """Seen (log hunt): 20,000 columns and no key column made a 189 KB line on stderr,
     in the summary and in the log."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import io
 import json
 import os
@@ -110,6 +111,17 @@ def _delimiter_hint(system: str, columns: list[str], delimiter: str) -> str:
     return ""
 
 
+def _column_hint(system: str, columns: list[str], wanted: str) -> str:
+    """``set sources.X.key_column``, with the column the export most likely means (``Key``
+    for ``key``, ``cust_id`` for ``cust_ids``) when one is close."""
+    setting = f"sources.{system}.key_column"
+    folded = {column.casefold(): column for column in columns}
+    close = folded.get(wanted.casefold()) or next(
+        iter(difflib.get_close_matches(wanted, columns, n=1, cutoff=0.75)), None
+    )
+    return f"set {setting}: {close} (the closest column)" if close else f"set {setting}"
+
+
 def _only_blank_lines_follow(handle: BinaryIO, second: bytes) -> bool:
     """Whether nothing but line ends follows the header (``second``: the line after it).
 
@@ -179,9 +191,10 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
         # (A file of CR line ends is one line: its first bad byte may be in any row.)
         shown = first.decode(source.encoding, "replace").rstrip("\r\n")
         problem = f"line 1 (header) is not valid {source.encoding}"
-        raise SourceUnavailable(
-            _header_problem(path, shown, problem, f"set sources.{system}.encoding")
-        ) from None
+        fix = f"set sources.{system}.encoding"
+        if codecs.lookup(source.encoding).name in ("utf-8", "utf-8-sig"):  # the usual other
+            fix += ": cp1252 for an export saved on Windows (latin-1 reads any byte)"
+        raise SourceUnavailable(_header_problem(path, shown, problem, fix)) from None
     if len(text) == 5 and text.startswith("sep="):  # Excel writes it before the header
         delimiter = text[4]
         setting = (
@@ -207,7 +220,7 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     if source.key_column not in columns:
         problem = f"header has no column '{source.key_column}' (columns: {_listed(columns)})"
         fix = _delimiter_hint(system, columns, source.delimiter)
-        fix = fix or f"set sources.{system}.key_column"
+        fix = fix or _column_hint(system, columns, source.key_column)
         raise SourceUnavailable(_header_problem(path, text, problem, fix))
     if columns.count(source.key_column) > 1:
         raise SourceUnavailable(
