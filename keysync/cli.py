@@ -859,6 +859,30 @@ def config_check(app: AppContext) -> None:
     click.echo("# next scheduled runs (UTC):")
     for moment in times:
         click.echo(f"#   {moment.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+    click.echo("# sources, as a run would find them now:")
+    for line in _sources_found(config):
+        click.echo(f"#   {line}")
+
+
+def _sources_found(config: Config) -> Iterator[str]:
+    """Each source's file as a run would find it: its header's columns, or why a run
+    would leave it out (the file, the line, what to do). A config can be valid and its
+    exports missing: ``config check`` still exits 0, but says so before a run does."""
+    from keysync.stages.reader import SourceUnavailable, columns_listed, read_header
+
+    for system, source in config.sources.items():
+        try:
+            header = read_header(system, config.source_path(system), source)
+        except SourceUnavailable as exc:
+            yield f"{system}: warning: {exc}"
+            continue
+        found = f"{system}: {config.source_path(system)}: columns {columns_listed(header.columns)}"
+        if header.timestamp_index is None:
+            found += (
+                f"; warning: no column '{source.timestamp_column}' "
+                f"(sources.{system}.timestamp_column): last_seen_at stays empty"
+            )
+        yield found
 
 
 @main.command("normalize", short_help="Show what the rules make of sample keys.")

@@ -652,7 +652,7 @@ def _effective(stdout: str) -> dict[str, Any]:
 def _scheduled_times(stdout: str) -> list[datetime]:
     lines = stdout.splitlines()
     start = lines.index("# next scheduled runs (UTC):")
-    times = lines[start + 1 :]
+    times = lines[start + 1 : start + 4]  # (the sources come after)
     assert len(times) == 3 and all(
         re.fullmatch(r"#   \d{4}-\d\d-\d\dT\d\d:\d\d:00Z", t) for t in times
     )
@@ -904,3 +904,29 @@ def test_commands_run_from_another_folder_use_the_config_folder(
     assert (folder / "data" / "keysync.db").is_file()
     assert (folder / "data" / "logs" / "keysync.jsonl").is_file()
     assert list(elsewhere.iterdir()) == []
+
+
+def test_config_check_says_how_a_run_would_find_each_source(
+    keysync: RunKeysync, tmp_path: Path
+) -> None:
+    """UX walkthrough: `config check` said "valid" of a config whose exports were missing
+    or had no key column; the run then left them out. It says so now (exit 0 still: the
+    config is valid), as comments, so `config check > full.yaml` stays a config."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("key,name,last_seen_at\nK1,x,t\n")
+    (tmp_path / "in" / "b.csv").write_text("Key,name\nK1,x\n")
+    path = write(
+        tmp_path,
+        "sources:\n  A: {path: in/a.csv}\n  B: {path: in/b.csv}\n  C: {path: in/c.csv}\n",
+    )
+    result = keysync("-c", str(path), "config", "check", cwd=tmp_path.parent)
+    assert result.returncode == 0, result.stderr
+    found = result.stdout.split("# sources, as a run would find them now:\n")[1]
+    assert found.splitlines() == [
+        f"#   A: {tmp_path / 'in' / 'a.csv'}: columns key, name, last_seen_at",
+        f"#   B: warning: {tmp_path / 'in' / 'b.csv'}: header has no column 'key' (columns: "
+        "Key, name); set sources.B.key_column: Key (the closest column)",
+        f"#   C: warning: {tmp_path / 'in' / 'c.csv'}: file not found; put the export there, "
+        "or point sources.C.path at it",
+    ]
+    assert yaml.safe_load(result.stdout)["sources"]["C"]["path"] == "in/c.csv"

@@ -74,7 +74,7 @@ _COLUMNS_SHOWN = 20
 in the summary and in the log (past rsyslog's 256 KB it would be cut)."""
 
 
-def _listed(columns: list[str]) -> str:
+def columns_listed(columns: list[str]) -> str:
     """The first 20 columns, and how many more; at most 500 characters of them."""
     shown = ", ".join(columns[:_COLUMNS_SHOWN])
     if len(shown) > 500:  # one huge column: a header another delimiter would split
@@ -218,14 +218,14 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
         raise SourceUnavailable(_header_problem(path, text, problem, fix)) from None
     columns = [c.strip() for c in columns]
     if source.key_column not in columns:
-        problem = f"header has no column '{source.key_column}' (columns: {_listed(columns)})"
+        problem = f"header has no column '{source.key_column}' (columns: {columns_listed(columns)})"
         fix = _delimiter_hint(system, columns, source.delimiter)
         fix = fix or _column_hint(system, columns, source.key_column)
         raise SourceUnavailable(_header_problem(path, text, problem, fix))
     if columns.count(source.key_column) > 1:
         raise SourceUnavailable(
             f"{path}: header names column '{source.key_column}' "
-            f"{columns.count(source.key_column)} times (columns: {_listed(columns)}); "
+            f"{columns.count(source.key_column)} times (columns: {columns_listed(columns)}); "
             "rename the others in the export, or set "
             f"sources.{system}.key_column to a column named once"
         )
