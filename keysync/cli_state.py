@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import errno
 import io
 import json
@@ -46,6 +47,7 @@ from keysync.leftovers import pid_alive, remove_dead_writers
 from keysync.rekey import Rekey
 from keysync.state import (
     AUDIT_COLUMNS,
+    AUDIT_EVENTS,
     DB_NAME,
     REGISTRY_COLUMNS,
     STATUSES,
@@ -1186,6 +1188,7 @@ def audit(
       keysync audit --event key.deprecated --since 2026-11-01
       keysync audit --key CUST-00146 --limit 20
     """
+    _check_event_names(app, events)
     store = _open_listing(app, as_json)
     if store is None:
         return
@@ -1248,6 +1251,34 @@ def audit(
             return
         widths = store.audit_widths(wanted, shown=visible)
         print_table(list(AUDIT_COLUMNS), chain([first], rows), widths)
+
+
+def _check_event_names(app: _App, events: Sequence[str]) -> None:
+    """Refuse an ``--event`` no audit event has (exit 2): an empty answer would pass a typo
+    off as "none of those yet". A trail may hold names of an older keysync: known too."""
+    if not set(events) - AUDIT_EVENTS:
+        return
+    try:
+        with StateStore.open(
+            _db_path(app), create=False, output_dir=app.config.output_dir
+        ) as store:
+            known = sorted(AUDIT_EVENTS | store.audit_event_names())
+    except NoStateError:
+        known = sorted(AUDIT_EVENTS)
+    unknown = [name for name in dict.fromkeys(events) if name not in known]
+    if not unknown:
+        return
+    hints = ""
+    for name in unknown:
+        if close := difflib.get_close_matches(name, known, n=1):
+            which = f" for {visible(name)}" if len(unknown) > 1 else ""
+            hints += f"; did you mean {close[0]}{which}?"
+    raise KeysyncError(
+        f"--event {', '.join(map(visible, unknown))}: no such event"
+        + ("s" if len(unknown) > 1 else "")
+        + f"{hints} (events: {', '.join(known)})",
+        EXIT_USAGE,
+    )
 
 
 def _session_without_events(app: _App, store: StateStore, session: str) -> str:

@@ -93,6 +93,28 @@ REGISTRY_COLUMNS = (
 
 AUDIT_COLUMNS = ("timestamp", "run_id", "seq", "event", "system", "key", "detail")
 
+AUDIT_EVENTS = frozenset(
+    {
+        "rules.changed",
+        "settings.changed",
+        "key.proposed",
+        "key.approved",
+        "key.deprecated",
+        "key.rekeyed",
+        "key.resolved",
+        "key.unresolved",
+        "key.seen_in_changed",
+        "key.reappeared",
+        "key.name_taken",
+        "run.completed",
+        "run.degraded",
+        "run.failed",
+        "run.interrupted",
+    }
+)
+"""Every event name the audit trail can hold (docs/state.md lists them): ``keysync audit
+--event`` refuses any other, so a typo is not taken for "no such events yet"."""
+
 STATUSES = ("Proposed", "Active", "Deprecated")
 SUCCESSFUL = ("completed", "degraded")
 # How every key.approved / key.deprecated detail begins: its master key, its old status.

@@ -2353,13 +2353,58 @@ def test_audit_filters_by_event_key_time_and_keeps_the_latest_n(
     ]
     nothing = ok(keysync("audit", "--event", "key.approved", "--key", "K-1"))
     assert nothing.stdout == "" and nothing.stderr == "no audit events match\n"
-    typo = ok(keysync("audit", "--event", "key.aproved"))
-    assert typo.stderr == (
-        "no audit events match: the trail has no key.aproved (its events: key.approved, "
+    none_yet = ok(keysync("audit", "--event", "key.rekeyed"))  # an event, not in this trail
+    assert none_yet.stderr == (
+        "no audit events match: the trail has no key.rekeyed (its events: key.approved, "
         "key.deprecated, key.proposed, key.seen_in_changed, run.completed)\n"
     )
     bad = keysync("audit", "--since", "yesterday")
     assert bad.returncode == 2 and "'--since': 'yesterday' does not match" in bad.stderr
+
+
+ALL_EVENTS = (
+    "key.approved, key.deprecated, key.name_taken, key.proposed, key.reappeared, "
+    "key.rekeyed, key.resolved, key.seen_in_changed, key.unresolved, rules.changed, "
+    "run.completed, run.degraded, run.failed, run.interrupted, settings.changed"
+)
+
+
+def test_audit_refuses_an_event_name_no_event_has_and_suggests_the_nearest(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen: `audit --event key.deprecate` (or bogus) exited 0 with no line on stdout: a
+    typo read as "nothing was deprecated". Before the first run too (no trail to ask)."""
+    project()
+    for before_a_run in True, False:
+        typo = keysync("audit", "--event", "key.deprecate")
+        assert typo.returncode == 2 and typo.stdout == "", typo.stderr
+        assert typo.stderr == (
+            "keysync: error: --event key.deprecate: no such event; did you mean "
+            f"key.deprecated? (events: {ALL_EVENTS})\n"
+        ), before_a_run
+        if before_a_run:
+            write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+            ok(keysync("-q", "run"))
+    bogus = keysync("audit", "--event", "bogus", "--json")
+    assert (bogus.returncode, bogus.stdout) == (2, "")
+    assert bogus.stderr == f"keysync: error: --event bogus: no such event (events: {ALL_EVENTS})\n"
+    two = keysync("audit", "--event", "key.proposed", "--event", "run.complete", "--event", "x")
+    assert two.returncode == 2 and two.stderr == (
+        "keysync: error: --event run.complete, x: no such events; did you mean run.completed "
+        f"for run.complete? (events: {ALL_EVENTS})\n"
+    )
+
+
+def test_the_audit_events_listed_in_the_docs_are_those_audit_accepts() -> None:
+    """docs/state.md's table of audit events is what `--event` is checked against."""
+    from keysync.state import AUDIT_EVENTS
+
+    page = (Path(__file__).parent.parent / "docs" / "state.md").read_text(encoding="utf-8")
+    section = page.split("## Audit trail", 1)[1].split("\nManual changes", 1)[0]
+    first_cells = [line.split(" | ")[0] for line in section.splitlines() if line[:3] == "| `"]
+    documented = set(re.findall(r"`([a-z_.]+)`", " ".join(first_cells)))
+    assert documented == AUDIT_EVENTS
+    assert ", ".join(sorted(AUDIT_EVENTS)) == ALL_EVENTS
 
 
 def test_registry_list_limit_says_how_many_it_left_out(
