@@ -311,6 +311,17 @@ def _namespaced(app: _App, name: str) -> str:
     return f"{system}{separator}{key}" if key else ""
 
 
+def _refuse_empty(keys: Iterable[str], what: str, give: str) -> None:
+    """Exit 2 for an empty or blank key (an unset shell variable, quoted): as a filter it
+    would match every event, and as a name it is no typo to look up."""
+    if any(not key.strip() for key in keys):
+        raise KeysyncError(f"{what} is empty: give {give}", EXIT_USAGE)
+
+
+_A_KEY = "a key (as a report shows it)"
+_A_MASTER_KEY = "a master key (as `keysync registry list` shows it)"
+
+
 def _named_entry(app: _App, store: StateStore, name: str) -> RegistryEntry | None:
     """The entry ``name`` names exactly, or as a system and a raw key (:func:`_namespaced`)."""
     entry = store.registry_entry(name)
@@ -351,6 +362,7 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
       keysync registry show CUST-00146
       keysync registry show D:CUST-00146    # with strategy: namespaced
     """
+    _refuse_empty([key], "KEY", _A_MASTER_KEY)
     with _open_required(app) as store:
         found = _find_entries(app, store, [key])
         entries = found.entries[key] + found.others.get(key, [])
@@ -413,6 +425,7 @@ def _change(
         )
     if keys and all_proposed:
         raise KeysyncError("give master keys or --all, not both", EXIT_USAGE)
+    _refuse_empty(keys, "KEY", _A_MASTER_KEY)
     data_dir = app.config.data_dir
     store = _open_required(app)
     app.setup_logging()  # after: a command refused for want of a state leaves no log behind
@@ -1188,6 +1201,7 @@ def audit(
       keysync audit --event key.deprecated --since 2026-11-01
       keysync audit --key CUST-00146 --limit 20
     """
+    _refuse_empty(keys, "--key", _A_KEY)
     _check_event_names(app, events)
     store = _open_listing(app, as_json)
     if store is None:
@@ -1373,6 +1387,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
     """
     from keysync.history import SystemTimeline, key_timeline
 
+    _refuse_empty([key], "KEY", _A_KEY)
     normalized = _normalize(app, key)
     if not normalized:
         from keysync.stages.normalizer import empty_key_message

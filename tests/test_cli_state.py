@@ -2407,6 +2407,31 @@ def test_the_audit_events_listed_in_the_docs_are_those_audit_accepts() -> None:
     assert ", ".join(sorted(AUDIT_EVENTS)) == ALL_EVENTS
 
 
+@pytest.mark.parametrize("blank", ["", " \t"])
+def test_an_empty_key_is_refused_where_a_key_is_given(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path], blank: str
+) -> None:
+    """Seen: `audit --key ""` (an unset shell variable, quoted) listed every event, as if
+    no filter were given; "  " listed none. A key named by hand is never blank."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    a_key = "give a key (as a report shows it)"
+    a_master_key = "give a master key (as `keysync registry list` shows it)"
+    for command, line in [
+        (["audit", "--key", blank], f"--key is empty: {a_key}"),
+        (["audit", "--key", "X-1", "--key", blank, "--json"], f"--key is empty: {a_key}"),
+        (["history", blank], f"KEY is empty: {a_key}"),
+        (["registry", "show", blank], f"KEY is empty: {a_master_key}"),
+        (["registry", "approve", "X-1", blank], f"KEY is empty: {a_master_key}"),
+        (["registry", "deprecate", blank, "--dry-run"], f"KEY is empty: {a_master_key}"),
+    ]:
+        done = keysync(*command)
+        assert (done.returncode, done.stdout) == (2, ""), command
+        assert done.stderr == f"keysync: error: {line}\n", command
+    assert statuses(tmp_path) == {"X-1": "Proposed"}
+
+
 def test_registry_list_limit_says_how_many_it_left_out(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
