@@ -46,13 +46,16 @@ class ProvisioningConfig(_Section):
     deprecate_after_runs: int = 3
 
 
+DEFAULT_TIMESTAMP_COLUMN = "last_seen_at"
+
+
 class SourceConfig(_Section):
     path: str
     type: Literal["csv"] = "csv"
     key_column: str = "key"
     delimiter: str = ","
     encoding: str = "utf-8"
-    timestamp_column: str = "last_seen_at"
+    timestamp_column: str = DEFAULT_TIMESTAMP_COLUMN
 
 
 class TemporalConfig(_Section):

@@ -155,6 +155,12 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("system", "detail"),
         "a source's last line has no line end, as an export cut short ends",
     ),
+    "source.timestamp_column_missing": EventSpec(
+        "warning",
+        ("system", "detail"),
+        "a source's header lacks its timestamp_column (set, or a column like it there): "
+        "last_seen_at stays empty for it",
+    ),
     "source.stalling": EventSpec(
         "warning",
         ("system", "reason"),

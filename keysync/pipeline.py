@@ -245,6 +245,8 @@ def reader_main(
         return
     if not header.ends_with_line_end:
         log.warning("source.unterminated", detail=UNTERMINATED)
+    if header.timestamp_missing:
+        log.warning("source.timestamp_column_missing", detail=header.timestamp_missing)
     normalizer = compile_rules(normalize[0]) if normalize else None
     batches = 0
     try:
@@ -350,6 +352,12 @@ class Pipeline:
             self.log.info("source.available", system=job.system, path=str(job.path), bytes=size)
             if not header.ends_with_line_end:
                 self.log.warning("source.unterminated", system=job.system, detail=UNTERMINATED)
+            if header.timestamp_missing:
+                self.log.warning(
+                    "source.timestamp_column_missing",
+                    system=job.system,
+                    detail=header.timestamp_missing,
+                )
             try:
                 for raw in read_batches(
                     job.system,

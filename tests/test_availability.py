@@ -220,6 +220,45 @@ def test_a_file_cut_short_is_read_with_a_warning(
     assert "system=C" in warned and "its last line has no line end" in warned  # C alone
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_a_timestamp_column_the_header_lacks_is_a_warning_once_per_source(
+    parallel: bool, tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen: `timestamp_column: last_seen` where B.csv's header says last_seen_at ran
+    without a word, and every last_seen_at of B in the reports was empty."""
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    headers = {"A": "key,name,last_seen_at", "B": "key,name,last_seen_at", "C": "key,name"}
+    for system, header in headers.items():
+        rows = f"K-1,x,2026-01-01T00:00:00Z\n{system}-1,x,2026-01-02T00:00:00Z\n"
+        if header == "key,name":
+            rows = rows.replace(",2026-01-01T00:00:00Z", "").replace(",2026-01-02T00:00:00Z", "")
+        (inputs / f"{system}.csv").write_text(f"{header}\n{rows}", encoding="utf-8")
+    config = write_config(
+        tmp_path,
+        sources={
+            "A": {"path": "./input/A.csv"},
+            "B": {"path": "./input/B.csv", "timestamp_column": "last_seen"},
+            "C": {"path": "./input/C.csv"},  # an export without timestamps: nothing to say
+        },
+        processing={"parallel": parallel, "workers": 1},
+    )
+    done = keysync("-q", "-c", str(config), "run")
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "timestamp_column_missing" in line]
+    assert len(warned) == 1 and " system=B " in warned[0], done.stderr
+    assert warned[0].endswith(
+        f"detail=\"{inputs / 'B.csv'}: header has no column 'last_seen' (timestamp_column; "
+        "columns: key, name, last_seen_at): last_seen_at stays empty for B; did you mean "
+        "'last_seen_at'? set sources.B.timestamp_column\""
+    )
+    in_a = read_report(tmp_path / "output" / "diff_missing_in_A.csv")
+    assert [(r["system"], r["key"], r["last_seen_at"]) for r in in_a] == [
+        ("B", "B-1", ""),
+        ("C", "C-1", ""),
+    ]
+
+
 def test_systems_option_reconciles_a_subset(
     tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
 ) -> None:

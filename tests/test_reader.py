@@ -330,6 +330,46 @@ def test_bom_and_other_delimiter(tmp_path: Path) -> None:
     assert rejected == []
 
 
+@pytest.mark.parametrize(
+    ("timestamp_column", "header", "said"),
+    [
+        (
+            "last_seen",
+            "key,name,last_seen_at",
+            "did you mean 'last_seen_at'? set sources.B.timestamp_column",
+        ),
+        (
+            "last_seen_at",
+            "key,LastSeenAt,name",
+            "did you mean 'LastSeenAt'? set sources.B.timestamp_column",
+        ),
+        (
+            "updated",
+            "key,name,last_seen_at",
+            "set sources.B.timestamp_column to the column of its timestamps, or leave it "
+            "out if the export has none",
+        ),
+        ("last_seen_at", "key,first_name,last_name", ""),  # no timestamps: fine, and quiet
+        ("last_seen_at", "key,name", ""),
+        ("seen", "key,seen", ""),
+    ],
+)
+def test_a_header_without_the_timestamp_column_says_why_where_one_is_likely_meant(
+    tmp_path: Path, timestamp_column: str, header: str, said: str
+) -> None:
+    """Seen: `timestamp_column: last_seen` with a header of last_seen_at left every
+    last_seen_at of the source empty, without a word."""
+    path = write(tmp_path, f"{header}\nK-1,x,y\n".encode())
+    found = read_header("B", path, SourceConfig(path="x", timestamp_column=timestamp_column))
+    columns = ", ".join(header.split(","))
+    assert found.timestamp_missing == (
+        said
+        and f"{path}: header has no column '{timestamp_column}' (timestamp_column; columns: "
+        f"{columns}): last_seen_at stays empty for B; {said}"
+    )
+    assert (found.timestamp_index is None) == (timestamp_column not in header.split(","))
+
+
 def test_a_quoted_record_longer_than_a_batch(tmp_path: Path) -> None:
     name = "\n".join(f"part {i}" for i in range(30))
     data = f'key,name,last_seen_at\nA1,x,t\n"A2","{name}",t\nA3,x,t\n'.encode()

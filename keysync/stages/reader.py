@@ -27,7 +27,7 @@ from operator import add, itemgetter
 from pathlib import Path
 from typing import BinaryIO
 
-from keysync.config import SourceConfig
+from keysync.config import DEFAULT_TIMESTAMP_COLUMN, SourceConfig
 from keysync.messages import RawBatch, RejectedRow
 
 # A quoted field may span this many physical lines, as CSV says. Past
@@ -61,6 +61,9 @@ class Header:
     timestamp_index: int | None
     data_offset: int
     ends_with_line_end: bool = True  # False: a cut export ends so (``source.unterminated``)
+    # Why no timestamp column was found where one is likely meant, or "" (``source.
+    # timestamp_column_missing``): a misspelt name left last_seen_at empty without a word.
+    timestamp_missing: str = ""
 
 
 def preview(text: str) -> str:
@@ -236,10 +239,48 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
             f"{path}: holds the header line and no rows, as an export that failed part way "
             "leaves it; check the export"
         )
-    ts_index = (
-        columns.index(source.timestamp_column) if source.timestamp_column in columns else None
+    if source.timestamp_column in columns:
+        ts_index, ts_missing = columns.index(source.timestamp_column), ""
+    else:
+        ts_index, ts_missing = None, _timestamp_missing(system, path, source, columns)
+    return Header(
+        columns, columns.index(source.key_column), ts_index, offset, last == b"\n", ts_missing
     )
-    return Header(columns, columns.index(source.key_column), ts_index, offset, last == b"\n")
+
+
+def _folded(name: str) -> str:
+    """A column name as compared for "did you mean": ``Last-Seen At`` is ``lastseenat``."""
+    return re.sub(r"[\W_]+", "", name.lower())
+
+
+def _timestamp_missing(system: str, path: Path, source: SourceConfig, columns: list[str]) -> str:
+    """What to say of a header without the ``timestamp_column``, or "" to say nothing.
+
+    The column is optional (an export without timestamps is fine, and the default name
+    absent is how it looks), so the default missing is quiet unless the header has a
+    column of nearly its name (``last_seen``, ``LastSeenAt``; not ``last_name``, which a
+    warning every run could not be silenced for); a name set to another value is one
+    the user expects to be there.
+    """
+    wanted = source.timestamp_column
+    default = wanted == DEFAULT_TIMESTAMP_COLUMN
+    others = [c for c in columns if c != source.key_column]
+    by_folded = {_folded(c): c for c in reversed(others)}  # the first of a folded name wins
+    close = difflib.get_close_matches(
+        _folded(wanted), list(by_folded), n=1, cutoff=0.8 if default else 0.6
+    )
+    if not close and default:
+        return ""
+    said = (
+        f"{path}: header has no column '{wanted}' (timestamp_column; columns: "
+        f"{_listed(columns)}): last_seen_at stays empty for {system}; "
+    )
+    if close:
+        return said + f"did you mean '{by_folded[close[0]]}'? set sources.{system}.timestamp_column"
+    return (
+        said + f"set sources.{system}.timestamp_column to the column of its timestamps, or "
+        "leave it out if the export has none"
+    )
 
 
 def _next_other(whole: tuple[str, ...], start: int) -> int:
