@@ -573,9 +573,7 @@ def load_config(path: str | Path) -> Config:
     try:
         text = config_path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            f"config file not found: {config_path} (pass -c PATH or set KEYSYNC_CONFIG)"
-        ) from None
+        raise ConfigError(_not_found(config_path)) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"cannot read config file {config_path}: {exc} (save it as UTF-8 text)"
@@ -600,6 +598,23 @@ def load_config(path: str | Path) -> Config:
         # One line whatever the YAML held: a key with a line break is shown escaped.
         one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
         raise ConfigError(f"{where}: {one_line}") from None
+
+
+def _not_found(config_path: Path) -> str:
+    """Where the config file was looked for, as an absolute path (``keysync-config.yaml``
+    alone does not say which folder a cron job or a container ran in), and what to do."""
+    absolute = Path(os.path.abspath(config_path))
+    if not absolute.parent.is_dir():
+        return (
+            f"config file not found: {bytes_shown(str(absolute))} (the folder "
+            f"{bytes_shown(str(absolute.parent))} does not exist); name the config file "
+            "with -c PATH or KEYSYNC_CONFIG"
+        )
+    return (
+        f"config file not found: {bytes_shown(str(absolute))}; create it (an empty file "
+        "takes every default, which `keysync config check` then prints), or name another "
+        "with -c PATH or KEYSYNC_CONFIG"
+    )
 
 
 def where_set(config_path: str | Path, setting: str) -> str:

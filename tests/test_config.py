@@ -574,20 +574,42 @@ def test_two_sources_on_one_file_are_refused(
         )
 
 
+CREATE_IT = (
+    "create it (an empty file takes every default, which `keysync config check` then "
+    "prints), or name another with -c PATH or KEYSYNC_CONFIG"
+)
+
+
 def test_missing_config_file(keysync: RunKeysync, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "keysync-config.yaml"
     result = keysync("-c", str(missing), "config", "check")
     assert_config_error(
-        result, f"config file not found: {missing} (pass -c PATH or set KEYSYNC_CONFIG)"
+        result,
+        f"config file not found: {missing} (the folder {missing.parent} does not exist); "
+        "name the config file with -c PATH or KEYSYNC_CONFIG",
     )
 
 
 def test_missing_default_config_file(keysync: RunKeysync, tmp_path: Path) -> None:
     result = keysync("config", "check", cwd=tmp_path)
     assert_config_error(
-        result,
-        "config file not found: keysync-config.yaml (pass -c PATH or set KEYSYNC_CONFIG)",
+        result, f"config file not found: {tmp_path.resolve() / 'keysync-config.yaml'}; {CREATE_IT}"
     )
+
+
+@pytest.mark.parametrize("given", [[], ["-c", "nothere.yaml"], ["-c", "sub/../nothere.yaml"]])
+def test_a_missing_config_file_is_named_by_its_folder_and_an_empty_one_will_do(
+    keysync: RunKeysync, tmp_path: Path, given: list[str]
+) -> None:
+    """Seen: `keysync run` in an empty folder said `config file not found:
+    keysync-config.yaml (pass -c PATH ...)`: which folder (cron's? the container's?),
+    and what to put in the file, it did not say. An empty file does take every default."""
+    (tmp_path / "sub").mkdir()
+    done = keysync(*given, "run", cwd=tmp_path)
+    name = given[-1].split("/")[-1] if given else "keysync-config.yaml"
+    assert_config_error(done, f"config file not found: {tmp_path.resolve() / name}; {CREATE_IT}")
+    (tmp_path / name).touch()
+    assert keysync(*given, "config", "check", cwd=tmp_path).returncode == 0
 
 
 @pytest.mark.parametrize("given", ["", " "])
@@ -792,9 +814,7 @@ def test_config_option_wins_over_env_var(keysync: RunKeysync, tmp_path: Path) ->
 def test_env_var_naming_a_missing_file(keysync: RunKeysync, tmp_path: Path) -> None:
     missing = tmp_path / "gone.yaml"
     result = keysync("config", "check", env={"KEYSYNC_CONFIG": str(missing)})
-    assert_config_error(
-        result, f"config file not found: {missing} (pass -c PATH or set KEYSYNC_CONFIG)"
-    )
+    assert_config_error(result, f"config file not found: {missing}; {CREATE_IT}")
 
 
 # --- places keysync writes ----------------------------------------------------------------
