@@ -61,6 +61,7 @@ from keysync.stages.provisioner import (
     plan_provisioning,
     warn_of_taken_names,
 )
+from keysync.stages.reader import no_source_file
 from keysync.stages.reporter import (
     AUDIT_MEANINGS,
     PART,
@@ -930,7 +931,9 @@ class _Run:
             self.log.warning("source.unavailable", system=system, reason=reason)
         authority = config.authority
         if authority in unavailable:
-            raise RunError(f"the authority {authority} is unavailable: {unavailable[authority]}")
+            reason = no_source_file({s: config.source_path(s) for s in self.systems})
+            reason = reason or unavailable[authority]
+            raise RunError(f"the authority {authority} is unavailable: {reason}")
         peers = [s for s in self.systems if s != authority]
         if all(p in unavailable for p in peers):
             reasons = "; ".join(f"{p}: {unavailable[p]}" for p in peers)

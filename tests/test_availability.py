@@ -50,6 +50,35 @@ def test_missing_authority_exits_3_with_one_line(
     assert not (tmp_path / "output" / "reconciliation_summary.csv").exists()
 
 
+def test_a_first_run_without_any_input_file_says_so_once_and_how_to_make_some(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen (first session): `keysync run` before `keysync generate` ended on A's file not
+    found, after five such warnings: nothing said that no input exists at all, nor that
+    generate makes mock ones. The exit code stays 3 (A unavailable)."""
+    config = write_config(tmp_path)  # every default: ./input/A.csv..E.csv
+    for given, names in (
+        ([], "A.csv, B.csv, C.csv, D.csv, E.csv"),
+        (["--systems", "C"], "A.csv, C.csv"),
+    ):
+        done = keysync("-c", str(config), "run", *given)
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.splitlines()[-1] == (
+            f"keysync: error: the authority A is unavailable: no source file exists ({names}: "
+            f"not in {tmp_path / 'input'}); run `keysync generate` to write mock ones there, "
+            "or point each sources.<system>.path at its export"
+        )
+        assert done.stderr.count("keysync generate") == 1
+        assert not (tmp_path / "output" / "reconciliation_summary.csv").exists()
+    (tmp_path / "input").mkdir()
+    (tmp_path / "input" / "E.csv").write_text("key\nK-1\n", encoding="utf-8")  # one is there
+    done = keysync("-c", str(config), "run")
+    assert done.returncode == 3 and done.stderr.splitlines()[-1] == (
+        f"keysync: error: the authority A is unavailable: {tmp_path / 'input' / 'A.csv'}: "
+        "file not found; put the export there, or point sources.A.path at it"
+    )
+
+
 def test_authority_without_key_column_exits_3(
     tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
 ) -> None:

@@ -125,6 +125,21 @@ def _column_hint(system: str, columns: list[str], wanted: str) -> str:
     return f"set {setting}: {close} (the closest column)" if close else f"set {setting}"
 
 
+def no_source_file(paths: dict[str, Path]) -> str:
+    """Why the authority is unavailable when not one of ``paths`` (system -> file) exists,
+    or "": a first run before any export is in place (or before ``keysync generate``) is
+    told so once, not with a file-not-found line per system."""
+    if not paths or any(path.exists() for path in paths.values()):
+        return ""
+    folders = {path.parent for path in paths.values()}
+    names = ", ".join(path.name for path in paths.values())
+    where = f"not in {next(iter(folders))}" if len(folders) == 1 else "not at their paths"
+    return (
+        f"no source file exists ({names}: {where}); run `keysync generate` to write mock "
+        "ones there, or point each sources.<system>.path at its export"
+    )
+
+
 def _only_blank_lines_follow(handle: BinaryIO, second: bytes) -> bool:
     """Whether nothing but line ends follows the header (``second``: the line after it).
 
@@ -273,7 +288,7 @@ def _timestamp_missing(system: str, path: Path, source: SourceConfig, columns: l
         return ""
     said = (
         f"{path}: header has no column '{wanted}' (timestamp_column; columns: "
-        f"{_listed(columns)}): last_seen_at stays empty for {system}; "
+        f"{columns_listed(columns)}): last_seen_at stays empty for {system}; "
     )
     if close:
         return said + f"did you mean '{by_folded[close[0]]}'? set sources.{system}.timestamp_column"
