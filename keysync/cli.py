@@ -876,13 +876,9 @@ def _sources_found(config: Config) -> Iterator[str]:
         except SourceUnavailable as exc:
             yield f"{system}: warning: {exc}"
             continue
-        found = f"{system}: {config.source_path(system)}: columns {columns_listed(header.columns)}"
-        if header.timestamp_index is None:
-            found += (
-                f"; warning: no column '{source.timestamp_column}' "
-                f"(sources.{system}.timestamp_column): last_seen_at stays empty"
-            )
-        yield found
+        yield f"{system}: {config.source_path(system)}: columns {columns_listed(header.columns)}"
+        if header.timestamp_missing:  # (a run warns of it too: source.timestamp_column_missing)
+            yield f"{system}: warning: {header.timestamp_missing}"
 
 
 @main.command("normalize", short_help="Show what the rules make of sample keys.")

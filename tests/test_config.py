@@ -933,7 +933,7 @@ def test_config_check_says_how_a_run_would_find_each_source(
     or had no key column; the run then left them out. It says so now (exit 0 still: the
     config is valid), as comments, so `config check > full.yaml` stays a config."""
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.csv").write_text("key,name,last_seen_at\nK1,x,t\n")
+    (tmp_path / "in" / "a.csv").write_text("key,name,last_seen\nK1,x,t\n")
     (tmp_path / "in" / "b.csv").write_text("Key,name\nK1,x\n")
     path = write(
         tmp_path,
@@ -943,7 +943,10 @@ def test_config_check_says_how_a_run_would_find_each_source(
     assert result.returncode == 0, result.stderr
     found = result.stdout.split("# sources, as a run would find them now:\n")[1]
     assert found.splitlines() == [
-        f"#   A: {tmp_path / 'in' / 'a.csv'}: columns key, name, last_seen_at",
+        f"#   A: {tmp_path / 'in' / 'a.csv'}: columns key, name, last_seen",
+        f"#   A: warning: {tmp_path / 'in' / 'a.csv'}: header has no column 'last_seen_at' "
+        "(timestamp_column; columns: key, name, last_seen): last_seen_at stays empty for A; "
+        "did you mean 'last_seen'? set sources.A.timestamp_column",
         f"#   B: warning: {tmp_path / 'in' / 'b.csv'}: header has no column 'key' (columns: "
         "Key, name); set sources.B.key_column: Key (the closest column)",
         f"#   C: warning: {tmp_path / 'in' / 'c.csv'}: file not found; put the export there, "
