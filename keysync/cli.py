@@ -719,12 +719,14 @@ def run(
     """
     from keysync.console import ProgressLine, final_line, print_run_result
     from keysync.logs import tell_user
-    from keysync.runner import RunOptions
+    from keysync.runner import RunOptions, refuse_without_inputs
     from keysync.runner import run as run_reconciliation
 
     chosen = _split_systems(systems)
     with app.failures_logged(creating_nothing=True):
         _check_locations(app)
+        if keys is None:  # (--keys writes them)
+            refuse_without_inputs(app.config, chosen)
     with app.failures_logged():
         _make_folders(app, ("paths.output", "paths.data", "paths.checkpoints"))
         if resume:

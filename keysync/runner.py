@@ -151,6 +151,15 @@ def new_run_id(moment: datetime) -> str:
     return moment.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
+def refuse_without_inputs(config: Config, requested: list[str] | None) -> None:
+    """Refuse a run of which not one source file exists (a first run before ``keysync
+    generate``; paths that point elsewhere): said once, before a folder is made or a
+    warning given for each file, with the two ways out (exit 3, as for A missing)."""
+    systems = select_systems(config, requested)
+    if none := no_source_file({s: config.source_path(s) for s in systems}):
+        raise KeysyncError(f"the authority {config.authority} is unavailable: {none}")
+
+
 def select_systems(config: Config, requested: list[str] | None) -> list[str]:
     """The systems of this run: all configured, or ``--systems`` (the authority always)."""
     configured = list(config.sources)
@@ -931,9 +940,7 @@ class _Run:
             self.log.warning("source.unavailable", system=system, reason=reason)
         authority = config.authority
         if authority in unavailable:
-            reason = no_source_file({s: config.source_path(s) for s in self.systems})
-            reason = reason or unavailable[authority]
-            raise RunError(f"the authority {authority} is unavailable: {reason}")
+            raise RunError(f"the authority {authority} is unavailable: {unavailable[authority]}")
         peers = [s for s in self.systems if s != authority]
         if all(p in unavailable for p in peers):
             reasons = "; ".join(f"{p}: {unavailable[p]}" for p in peers)
