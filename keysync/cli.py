@@ -283,7 +283,16 @@ def run_as_command() -> None:
         main(prog_name="keysync")
     finally:
         _stops_ignored_till_the_exit()  # (a command invoked has done so already)
+        _forget_a_caught_interrupt()
         pause_for_tests("exiting")
+
+
+def _forget_a_caught_interrupt() -> None:
+    """CPython remembers a KeyboardInterrupt that left an ``exec``/``eval`` of a string
+    (a dataclass or a namedtuple being made while a module imports), even one keysync
+    then caught, and ``python -m keysync`` ends killed by SIGINT (-2) instead of with its
+    exit code (bpo-41602's flag is never reset). An exec that completes resets it."""
+    exec("")  # noqa: S102
 
 
 def _stops_ignored_till_the_exit() -> None:
