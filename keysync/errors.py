@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,7 +103,12 @@ def stops_ignored() -> Iterator[None]:
     """Ctrl-C and SIGTERM ignored in the block: a command's outcome is decided and being
     said, and one now would only garble it (a traceback, "interrupted" for a change made).
     Put back after for a caller that lives on; the keysync process ends with the command
-    and keeps them ignored (``cli.run_as_command``)."""
+    and keeps them ignored (``cli.run_as_command``). Outside the main thread (a command
+    called from a worker thread) nothing to do: signals reach the main thread only, and
+    ``signal.signal`` would raise."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOPS}
     try:
         yield
