@@ -218,13 +218,15 @@ class KeysyncGroup(click.Group):
         handlers: dict[int, Any] = {signal.SIGTERM: raise_terminated}
         if process.ends_with_command:
             handlers[signal.SIGINT] = signal.default_int_handler
-        previous = {
-            sig: signal.signal(sig, handler)
-            for sig, handler in handlers.items()
-            if signal.getsignal(sig) is not signal.SIG_IGN
-        }
+        previous: dict[int, Any] = {}
+
+        def take_signals() -> None:  # in the try of the errors: a Ctrl-C at once is said too
+            for sig, handler in handlers.items():
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    previous[sig] = signal.signal(sig, handler)
+
         try:
-            return self._invoke_saying_errors(ctx)
+            return self._invoke_saying_errors(ctx, take_signals)
         finally:
             if process.ends_with_command:
                 _stops_ignored_till_the_exit()
@@ -232,8 +234,11 @@ class KeysyncGroup(click.Group):
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    def _invoke_saying_errors(self, ctx: click.Context) -> Any:
+    def _invoke_saying_errors(
+        self, ctx: click.Context, take_signals: Callable[[], None] = lambda: None
+    ) -> Any:
         try:
+            take_signals()
             return super().invoke(ctx)
         except click.exceptions.NoArgsIsHelpError:
             raise  # `keysync registry`: its help, as click shows it
@@ -292,7 +297,7 @@ def _forget_a_caught_interrupt() -> None:
     (a dataclass or a namedtuple being made while a module imports), even one keysync
     then caught, and ``python -m keysync`` ends killed by SIGINT (-2) instead of with its
     exit code (bpo-41602's flag is never reset). An exec that completes resets it."""
-    exec("")  # noqa: S102
+    exec("")
 
 
 def _stops_ignored_till_the_exit() -> None:

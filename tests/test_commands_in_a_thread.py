@@ -21,9 +21,7 @@ def test_a_command_failing_in_a_worker_thread_says_its_line(
     monkeypatch.chdir(tmp_path)  # type: ignore[attr-defined]
     results: list[Result] = []
     worker = threading.Thread(
-        target=lambda: results.append(
-            CliRunner().invoke(main, ["registry", "export", "--out", ""])
-        )
+        target=lambda: results.append(CliRunner().invoke(main, ["registry", "export", "--out", ""]))
     )
     worker.start()
     worker.join(60)

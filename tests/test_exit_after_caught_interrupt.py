@@ -13,12 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-SITECUSTOMIZE = '''
+SITECUSTOMIZE = """
 import click
 def _invoke(self, ctx):  # a Ctrl-C that lands in an exec() of a string, as in a dataclass
     exec("raise KeyboardInterrupt")
 click.Group.invoke = _invoke
-'''
+"""
 
 
 def test_a_ctrl_c_caught_out_of_an_exec_still_ends_with_130(tmp_path: Path) -> None:
