@@ -117,6 +117,9 @@ class RunOptions:
     # committed, its Ctrl-C handling stays till the exit, not the caller's put back (in
     # that instant, the caller's would end a completed run as "interrupted").
     ends_the_process: bool = False
+    # What a second Ctrl-C says as it ends the process at once: the way on from there
+    # (`simulate` starts over; `run --resume` there would reconcile the user's own inputs).
+    stopped_at_once: str = "the last checkpoint is kept: `keysync run --resume` continues it"
 
 
 @dataclass
@@ -244,10 +247,7 @@ class _RunObserver(PipelineObserver):
         return self.stop_requested
 
 
-_STOPPED_AT_ONCE = (
-    b"keysync: stopped at once (second interrupt); the last checkpoint is kept: "
-    b"`keysync run --resume` continues it\n"
-)
+STOPPED_AT_ONCE = "keysync: stopped at once (second interrupt)"
 
 
 _FINISHING = (
@@ -268,16 +268,18 @@ def _say_finishing(signum: int = 0, frame: object = None) -> None:
 
 
 @contextmanager
-def _stop_on_signals(observer: _RunObserver, ends_the_process: bool) -> Iterator[None]:
+def _stop_on_signals(observer: _RunObserver, options: RunOptions) -> Iterator[None]:
     """First Ctrl-C / SIGTERM: stop at the next clean point. Second: exit at once.
 
     Once the run has committed, neither is heeded, only said to be, also after the block
     (till :func:`_signals_kept` puts the caller's handlers back): the tidying, the lock's
     release and the freeing of the index must not end as "interrupted" a run that completed.
-    In the keysync process (``ends_the_process``) they stay till its end: after a first
+    In the keysync process (``options.ends_the_process``) they stay till its end: after a first
     one, a second one exits at once also while the run records how it ended and lets go
     of its lock (it was a KeyboardInterrupt there, and a traceback).
     """
+
+    line = f"{STOPPED_AT_ONCE}; {options.stopped_at_once}"
 
     def handle(signum: int, frame: object) -> None:
         if observer.committed:
@@ -285,13 +287,13 @@ def _stop_on_signals(observer: _RunObserver, ends_the_process: bool) -> Iterator
             return
         if observer.stop_requested:
             # Frames on disk are whole or cut off by the loader: the checkpoint holds.
-            _say_now(_STOPPED_AT_ONCE)
+            _say_now(f"{line}\n".encode())
             with suppress(Exception):  # the file's record of the exit, if it can
                 logs.get_logger(stage="runner").error(
                     "command.failed",
                     command="keysync run",
                     exit_code=EXIT_INTERRUPTED,
-                    message=_STOPPED_AT_ONCE.decode().strip().removeprefix("keysync: "),
+                    message=line.removeprefix("keysync: "),
                 )
             os._exit(EXIT_INTERRUPTED)
         observer.stop_requested = True
@@ -302,7 +304,7 @@ def _stop_on_signals(observer: _RunObserver, ends_the_process: bool) -> Iterator
     try:
         yield
     finally:
-        if not ends_the_process:
+        if not options.ends_the_process:
             for sig, handler in previous.items():
                 signal.signal(sig, _say_finishing if observer.committed else handler)
 
@@ -832,7 +834,7 @@ class _Run:
             self.options.on_progress,
         )
         try:
-            with _stop_on_signals(observer, self.options.ends_the_process):
+            with _stop_on_signals(observer, self.options):
                 self.log.info(
                     "run.started",
                     mode=self.mode,

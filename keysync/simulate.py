@@ -64,12 +64,13 @@ from keysync.errors import (
     children_deaf_to_stops,
 )
 from keysync.lock import RunLock
-from keysync.runner import RunOptions, iso, new_run_id
+from keysync.runner import STOPPED_AT_ONCE, RunOptions, iso, new_run_id
 from keysync.runner import run as run_reconciliation
 from keysync.stages.reporter import ReportWriter
 from keysync.state import DB_NAME
 
 SIMULATION_FOLDER = "simulation"
+STARTS_OVER = "`keysync simulate` starts it over"  # what a stopped simulation leaves to do
 TIMELINE = "timeline.csv"
 CHART = "timeline.svg"
 STATE_CONFIG = "keysync-config.yaml"
@@ -344,8 +345,9 @@ def _stop_requests() -> Iterator[Callable[[], bool]]:
 
     def handle(signum: int, frame: object) -> None:
         nonlocal requested
-        if requested:
-            os._exit(EXIT_INTERRUPTED)  # between days: nothing half-written to protect
+        if requested:  # between days: nothing half-written to protect
+            os.write(2, f"{STOPPED_AT_ONCE}; {STARTS_OVER}\n".encode())
+            os._exit(EXIT_INTERRUPTED)
         requested = True
 
     def stop_requested() -> bool:
@@ -455,10 +457,7 @@ def _simulate_days(
         for day in range(1, days + 1):
             day_dir = series.wait_for(day, stop_requested)
             if stop_requested():
-                raise Interrupted(
-                    f"simulation stopped before day {day} of {days}; "
-                    "`keysync simulate` starts it over"
-                )
+                raise Interrupted(f"simulation stopped before day {day} of {days}; {STARTS_OVER}")
             today = _run_day(config, result, tracker, day, day_dir)
             if on_day is not None:
                 on_day(day, days, today)
@@ -575,11 +574,9 @@ def _run_day(
     _deliver(day_dir, folder / CURRENT, list(config.sources))
     run_config = day_config(config, folder, folder / CURRENT, day, days)
     try:
-        outcome = run_reconciliation(run_config, RunOptions())
+        outcome = run_reconciliation(run_config, RunOptions(stopped_at_once=STARTS_OVER))
     except Interrupted:
-        raise Interrupted(
-            f"simulation interrupted on day {day} of {days}; `keysync simulate` starts it over"
-        ) from None
+        raise Interrupted(f"simulation interrupted on day {day} of {days}; {STARTS_OVER}") from None
     except RunError as exc:
         raise RunError(f"simulation day {day} of {days} ({date}): {exc}") from None
     result.run_ids.append(outcome.run_id)

@@ -11,6 +11,7 @@ ceil(10/2) = 5; ``recovery`` drops on day 10//3 + 1 = 4 and is back to 80 % on d
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -550,3 +551,40 @@ def test_recovery_30_days_at_the_default_size_within_15_seconds(tmp_path: Path) 
     assert sim.flags("alert") == [(11, peer) for peer in PEERS]  # 30//3 + 1
     assert len(sim.rows) == 30 * len(SYSTEMS)
     assert "3,888 keys per system" in done.stdout  # the size seed 42 draws
+
+
+def test_a_second_ctrl_c_in_a_day_says_the_simulation_starts_over_not_run_resume(
+    tmp_path: Path,
+) -> None:
+    """Review sweep: a second Ctrl-C while a day was reconciled said the runner's own
+    "`keysync run --resume` continues it", which in the user's folder would reconcile
+    their own inputs; a second one between days said nothing at all."""
+    _config(tmp_path)
+    log = tmp_path / "output" / "simulation" / "normal" / "data" / "logs" / "keysync.jsonl"
+    running = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "simulate", "--days", "3"],
+        cwd=tmp_path,
+        env={**_env(), "KEYSYNC_TEST_PAUSE_AT": "reading:1", "KEYSYNC_TEST_PAUSE_S": "60"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and running.poll() is None:
+        if log.exists() and b'"run.paused_for_tests"' in log.read_bytes():
+            break
+        time.sleep(0.02)
+    running.send_signal(signal.SIGINT)  # stop at the day's next clean point (after the pause)
+    time.sleep(0.3)
+    deadline = time.monotonic() + 10  # (two SIGINTs before the handler ran are one)
+    while running.poll() is None and time.monotonic() < deadline:
+        running.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            running.wait(0.5)
+    _, stderr = running.communicate(timeout=10)
+    assert running.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "keysync: stopped at once (second interrupt); `keysync simulate` starts it over"
+    ), stderr
+    assert "Traceback" not in stderr
