@@ -828,9 +828,12 @@ def _export_to(out: str, chunks: Iterable[str]) -> bool:
         reason = (exc.strerror or str(exc)).lower()
         if isinstance(exc, (FileExistsError, NotADirectoryError)):
             reason = "a part of the path is a file, not a folder"
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise KeysyncError(
-            f"cannot write {out}: {reason}; choose another --out (or make room)",
-            EXIT_CANNOT_RUN,
+            f"cannot write {out}: {reason}; "
+            + ("make room, or choose another --out" if full else "choose another --out"),
+            # A loop of links is a mistake in the path given, as a missing folder is.
+            EXIT_USAGE if exc.errno == errno.ELOOP else EXIT_CANNOT_RUN,
         ) from None
 
 
@@ -910,16 +913,10 @@ def _write_through(path: Path, chunks: Iterable[str]) -> bool:
     # No O_CREAT: gone since _streamed looked, it is not made a plain file without a word.
     fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):  # replaced by a file since: as a file
-            os.close(fd)
-            fd = -1
-            _write_atomically(path, chunks)
-            return False
         _write_whole(fd, chunks)
         return _same_file(fd, 2)
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
 
 
 def _write_to_descriptor(out: str, fd: int, chunks: Iterable[str]) -> bool:
@@ -929,6 +926,11 @@ def _write_to_descriptor(out: str, fd: int, chunks: Iterable[str]) -> bool:
     Past the standard three, only a descriptor keysync was given (``3>file``): Python
     opens its own files not inheritable (the state database, the log file), and
     ``/dev/fd/3`` is not the way to write into one of those."""
+    if fd == 0:
+        raise KeysyncError(
+            f"cannot write {out}: it is keysync's input (stdin); give a file, or - for stdout",
+            EXIT_USAGE,
+        )
     if fd > 2 and not _given(fd):
         raise KeysyncError(
             f"cannot write {out}: keysync was started without a descriptor {fd} "
@@ -950,11 +952,10 @@ def _given(fd: int) -> bool:
 
 
 def _write_whole(fd: int, chunks: Iterable[str]) -> None:
-    """Each chunk as UTF-8, every byte of it: a pipe may take a part of one write."""
-    for chunk in chunks:
-        view = memoryview(chunk.encode("utf-8"))
-        while view:
-            view = view[os.write(fd, view) :]
+    """Each chunk as UTF-8 into ``fd``, left open (a buffered file writes all of each:
+    a pipe may take a part of one write)."""
+    with open(fd, "w", encoding="utf-8", newline="", closefd=False) as handle:
+        handle.writelines(chunks)
 
 
 def _same_file(fd: int, other: int) -> bool:

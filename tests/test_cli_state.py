@@ -933,6 +933,29 @@ def test_registry_export_through_a_link_into_a_missing_folder_names_that_folder(
     assert [p.name for p in (tmp_path / "drop").iterdir()] == ["registry.csv"]
 
 
+def test_registry_export_refuses_a_loop_of_links_and_stdin_as_mistakes_of_the_path(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Review: a loop of links was exit 3 "...; choose another --out (or make room)", and
+    `--out /dev/stdin` exit 3 "bad file descriptor ... (or make room)": both are the
+    path given, exit 2, and neither has anything to do with room."""
+    _exported_registry(tmp_path, keysync, project, 3)
+    (tmp_path / "loop.csv").symlink_to(tmp_path / "loop.csv")
+    refused = keysync("registry", "export", "--out", "loop.csv")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        "keysync: error: cannot write loop.csv: too many levels of symbolic links; "
+        "choose another --out\n",
+    )
+    refused = keysync("registry", "export", "--out", "/dev/stdin")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        "keysync: error: cannot write /dev/stdin: it is keysync's input (stdin); give a "
+        "file, or - for stdout\n",
+    )
+    assert (tmp_path / "loop.csv").is_symlink()
+
+
 def test_runs_and_audit(tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]) -> None:
     project()
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
