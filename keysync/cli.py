@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import signal
@@ -327,6 +328,11 @@ def _os_error_line(exc: OSError) -> str:
     """``/out/duplicates.csv: is a directory; ...``: the file, the reason, what to do."""
     where = exc.filename2 if exc.filename2 is not None else exc.filename
     reason = (exc.strerror or str(exc)).lower()
+    if exc.errno == errno.EMFILE:  # the process's limit, not a file's: the file is no clue
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return f"{reason}; raise the limit of open files (ulimit -n, now {limit}) and run again"
     place = f"{os.fsdecode(where)}: " if where is not None else ""
     return (
         f"{place}{reason}; make room, fix the permissions or move what is in the way, "

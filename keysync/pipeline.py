@@ -476,14 +476,16 @@ class Pipeline:
             )
             for n in range(workers)
         ]
-        for process in [*readers.values(), *normalizers]:
-            process.start()
         inboxes = {}
-        for name, (receiving, sending) in pipes.items():
-            sending.close()  # the child's copy is the only writer left: its death is EOF
-            _widen(receiving)
-            inboxes[receiving] = name
         try:
+            # In the try: children started before one that cannot be (out of descriptors)
+            # are killed, not left to multiprocessing's exit, whose SIGTERM they ignore.
+            for process in [*readers.values(), *normalizers]:
+                process.start()
+            for name, (receiving, sending) in pipes.items():
+                sending.close()  # the child's copy is the only writer left: its death is EOF
+                _widen(receiving)
+                inboxes[receiving] = name
             result = self._merge(readers, normalizers, inboxes)
         except BaseException:
             for process in [*readers.values(), *normalizers]:
@@ -498,6 +500,8 @@ class Pipeline:
                     except queue.Full:
                         break
             for process in [*readers.values(), *normalizers]:
+                if process.pid is None:  # never started
+                    continue
                 process.join(timeout=5)
                 if process.is_alive():
                     process.kill()

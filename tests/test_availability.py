@@ -427,3 +427,50 @@ def test_a_reader_that_finished_while_the_parent_lagged_is_not_taken_for_dead(
     for system in systems:
         got = index[system]
         assert (got.rows_read, got.as_dicts()) == (want[system].rows_read, want[system].as_dicts())
+
+
+def test_too_few_open_files_for_the_readers_says_to_raise_the_limit_and_leaves_no_child(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    """Review (`ulimit -n 30`): exit 3 "too many open files; make room, fix the permissions
+    or move what is in the way" (or the path of multiprocessing's module as the file), where
+    the limit is what to change; readers started before the one that could not be must
+    not be left for multiprocessing's exit (it terminates them: they ignore SIGTERM)."""
+    import resource
+
+    config = write_config(tmp_path)
+    (tmp_path / "input").mkdir()
+    for system in "ABCDE":
+        (tmp_path / "input" / f"{system}.csv").write_text("key\nK-1\nK-2\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    running = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "-q", "-c", str(config), "run"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (30, 30)),
+    )
+    _, stderr = running.communicate(timeout=120)
+    assert running.returncode == 3, stderr
+    assert stderr.splitlines()[-1] == (
+        "keysync: error: too many open files; raise the limit of open files (ulimit -n, now "
+        "30) and run again"
+    ), stderr
+    deadline = time.monotonic() + 10  # (the fork server and the tracker see it gone soon)
+    while (left := _in_group(running.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], left
+
+
+def _in_group(group: int) -> list[int]:
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [pid for pid in pids if _pgid(pid) == group]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
