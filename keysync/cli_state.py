@@ -959,9 +959,10 @@ def _write_whole(fd: int, chunks: Iterable[str]) -> None:
 
 
 def _same_file(fd: int, other: int) -> bool:
-    """Whether the two descriptors are open on one file (``2>&1``, ``--out /dev/stderr``)."""
+    """Whether the two descriptors are open on one file (``2>&1``, ``--out /dev/stderr``),
+    a terminal aside: the note after the rows there is for the eyes, not in a file."""
     try:
-        return os.path.samestat(os.fstat(fd), os.fstat(other))
+        return os.path.samestat(os.fstat(fd), os.fstat(other)) and not os.isatty(fd)
     except OSError:  # (stderr closed)
         return False
 

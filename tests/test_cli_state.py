@@ -898,6 +898,39 @@ def test_registry_export_into_a_character_device_writes_through_it(
         os.close(terminal)
 
 
+def test_registry_export_to_stdout_at_a_terminal_still_says_what_it_wrote(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Review: `--out /dev/stdout` at a terminal left out "wrote N master keys" (stdout
+    and stderr are the one terminal), which is kept out of a file only (`2>&1`)."""
+    expected = _exported_registry(tmp_path, keysync, project, 3)
+    try:
+        terminal, device = os.openpty()
+    except OSError:
+        pytest.skip("no pseudo-terminal to write to")
+    try:
+        tty.setraw(device)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "keysync", "registry", "export", "--out", "/dev/stdout"],
+            cwd=tmp_path,
+            env=env,
+            stdout=device,
+            stderr=device,
+            timeout=60,
+        )
+        got = bytearray()
+        while select.select([terminal], [], [], 1)[0]:
+            got.extend(os.read(terminal, 65536))
+    finally:
+        os.close(device)
+        os.close(terminal)
+    assert done.returncode == 0
+    said = got.decode("utf-8")
+    assert said.startswith(expected), said
+    assert "wrote 3 master keys to /dev/stdout" in said[len(expected) :], said
+
+
 def test_registry_export_through_a_link_into_a_missing_folder_names_that_folder(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
