@@ -679,10 +679,9 @@ def generate(
                 out=None if out is None else Path(out),
             )
         except KeyboardInterrupt as stop:  # (one held while the files went into place is not)
-            how = stop_name(stop)
             raise KeysyncError(
-                f"{how} stopped `keysync generate` before it replaced any file: the previous "
-                "inputs and their manifest are as they were; run it again",
+                f"{stop_name(stop)} stopped `keysync generate` before it replaced any file: "
+                "the previous inputs and their manifest are as they were; run it again",
                 EXIT_INTERRUPTED,
             ) from None
     if not app.quiet:
@@ -893,12 +892,13 @@ def _sources_found(config: Config) -> Iterator[str]:
     from keysync.stages.reader import SourceUnavailable, columns_listed, read_header
 
     for system, source in config.sources.items():
+        path = config.source_path(system)
         try:
-            header = read_header(system, config.source_path(system), source)
+            header = read_header(system, path, source)
         except SourceUnavailable as exc:
             yield f"{system}: warning: {exc}"
             continue
-        yield f"{system}: {config.source_path(system)}: columns {columns_listed(header.columns)}"
+        yield f"{system}: {path}: columns {columns_listed(header.columns)}"
         if header.timestamp_missing:  # (a run warns of it too: source.timestamp_column_missing)
             yield f"{system}: warning: {header.timestamp_missing}"
 
