@@ -52,6 +52,11 @@ from keysync.stages.normalizer import normalize_batch
 from keysync.stages.reader import Header, SourceUnavailable, read_batches, read_header
 
 POLL_S = 0.2
+# Open files the parent holds per child while they start (its pipe's two ends, its
+# sentinel, the fork server's connection), and a margin for the run's own files:
+# measured, the fewest a run needs is about 18 + 4 per source (README, "Exit codes").
+DESCRIPTORS_PER_CHILD = 4
+DESCRIPTORS_SPARE = 8
 
 UNTERMINATED = (
     "its last line has no line end, as an export cut short ends (a copy still running, a "
@@ -188,6 +193,31 @@ def _yield_to_parent() -> None:
     if hasattr(os, "nice"):
         with contextlib.suppress(OSError):  # raising niceness is never refused on Linux
             os.nice(CHILD_NICENESS)
+
+
+def _make_room_for(children: int) -> None:
+    """Raise the soft limit of open files to what starting ``children`` needs, or refuse.
+
+    Out of descriptors half-way through starting them, the fork server printed its own
+    traceback (EOFError) before keysync's line. The soft limit is raised within the hard
+    one, as the shell's ``ulimit -n`` would; past the hard one, nothing is started.
+    """
+    import resource
+
+    try:
+        held = len(os.listdir("/dev/fd"))
+    except OSError:  # no /dev/fd to count them: the start says it, if it comes to that
+        return
+    need = held + DESCRIPTORS_PER_CHILD * children + DESCRIPTORS_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise RunError(
+            f"too many open files: {children} processes to start need about {need} "
+            f"open files, and the limit is {soft}; raise it (ulimit -n {need}) and run again"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def _start_positions(job: SourceJob, header: Header) -> dict[str, int]:
@@ -426,11 +456,12 @@ class Pipeline:
 
     def _run_parallel(self) -> PipelineResult:
         processing = self.config.processing
-        context = self._context()
         # workers: null (the default) lets each reader normalize its own batches: one
         # process and one queue hop per batch fewer, measured faster on 2 cores
         # (docs/performance.md). An explicit number starts that many normalizer workers.
         workers = processing.workers or 0
+        _make_room_for(len(self.jobs) + workers)
+        context = self._context()  # (after: the fork server takes the limit it starts with)
         normalize = None if workers else (self.config.normalize, processing.max_key_length)
         # Only normalizer workers need a queue (its semaphores would otherwise be reported
         # "leaked" by multiprocessing when a second Ctrl-C ends the run at once).
