@@ -349,6 +349,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ),
         "the timeline and chart of a simulation are in place",
     ),
+    "simulation.restored": EventSpec(
+        "info",
+        ("folder", "reason"),
+        "the previous complete simulation is back in its folder: the new one did not complete",
+    ),
 }
 """The event catalogue (docs/logging.md lists it). Fields are the ones each event carries
 at least, besides ``timestamp``, ``level``, ``event``, ``run_id``, ``pid`` and ``stage``."""

@@ -19,6 +19,11 @@ Why it is built this way:
   at every size measured, 4,000 to 500,000 keys per system, as worker start-up and
   queues cost more than they share (docs/performance.md). The output is identical.
 - The timeline and the chart are written like every report: staged, fsynced, renamed.
+- The previous complete simulation stays until the new one completes: it is moved aside
+  into ``.previous/`` in the same folder (renames, so nothing is copied and the paths
+  stored inside its state stay right once it is back), dropped when the new one has
+  published its timeline, and put back if anything ends the new one first. After a
+  ``kill -9`` (nothing could put it back) the next simulation does so before it starts.
 
 API::
 
@@ -62,15 +67,23 @@ from keysync.errors import (
     KeysyncError,
     RunError,
     children_deaf_to_stops,
+    stop_name,
+    stops_held,
+    stops_ignored,
 )
-from keysync.lock import RunLock
+from keysync.lock import LOCK_NAME, RunLock
 from keysync.runner import STOPPED_AT_ONCE, RunOptions, iso, new_run_id
 from keysync.runner import run as run_reconciliation
 from keysync.stages.reporter import ReportWriter
 from keysync.state import DB_NAME
 
 SIMULATION_FOLDER = "simulation"
-STARTS_OVER = "`keysync simulate` starts it over"  # what a stopped simulation leaves to do
+# What a stopped simulation leaves to do: with no complete one before it; with one, put
+# back in its place; and after a second Ctrl-C, when nothing could be put back yet.
+STARTS_OVER = "`keysync simulate` starts it over"
+PREVIOUS_KEPT = "the previous simulation is kept"
+KEPT = f"{PREVIOUS_KEPT}; `keysync simulate` starts a new one"
+KEPT_ASIDE = "the previous simulation is kept aside; the next `keysync simulate` puts it back"
 TIMELINE = "timeline.csv"
 CHART = "timeline.svg"
 STATE_CONFIG = "keysync-config.yaml"
@@ -78,6 +91,9 @@ CURRENT = "current"  # where each day's exports are placed for that day's run
 CUMULATIVE_REPORTS = ("audit_log.csv", "master_key_registry.csv")
 # What a simulation remakes from scratch in its folder (data/ too, except data/logs/).
 _REMADE = ("input", CURRENT, "checkpoints", "days", "reports", TIMELINE, CHART, STATE_CONFIG)
+_KEPT_IN_DATA = ("logs", LOCK_NAME)  # the log is append-only; a lock file is never moved
+ASIDE = ".previous"  # the last complete simulation, while a new one runs
+MOVING = ".previous.moving"  # one being moved, either way: it and the folder's entries are it
 
 TIMELINE_COLUMNS = {
     "day": "simulated day, 1-based",
@@ -272,26 +288,114 @@ def _day_name(day: int, days: int) -> str:
     return f"day-{day:0{max(2, len(str(days)))}d}"
 
 
-def _clear(folder: Path) -> None:
-    """Remove the previous simulation's state and outputs; its log stays (append-only)."""
-    for name in _REMADE:
-        target = folder / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+def _remade_entries(folder: Path) -> list[Path]:
+    """What a simulation remakes, relative to ``folder``: the ``_REMADE`` entries and
+    ``data/*`` but its log (append-only) and its lock file (keysync/lock.py: were it moved
+    or deleted, a process holding it would hold a lock the next one does not see). The
+    state database and its ``-wal``/``-journal`` files are among them: they go together."""
+    entries = [Path(name) for name in _REMADE if os.path.lexists(folder / name)]
     data = folder / "data"
     if data.is_dir():
-        for entry in data.iterdir():
-            if entry.name == "logs":
-                continue
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        names = sorted(e.name for e in data.iterdir() if e.name not in _KEPT_IN_DATA)
+        entries += [Path("data", name) for name in names]
+    return entries
+
+
+def _clear(folder: Path) -> None:
+    """Remove the simulation in ``folder`` and what a stopped one left staged; its log stays."""
+    for entry in _remade_entries(folder):
+        target = folder / entry
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
     for staging in folder.glob(".staging-*"):
         shutil.rmtree(staging, ignore_errors=True)
     (folder / f".{STATE_CONFIG}.tmp").unlink(missing_ok=True)
+
+
+def _complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole simulation: the timeline and the chart are published
+    after the last day, so one that was stopped or killed has not both."""
+    return (folder / TIMELINE).is_file() and (folder / CHART).is_file()
+
+
+def _move_entries(source: Path, target: Path) -> None:
+    """Rename each remade entry of ``source`` to the same place under ``target``. One
+    filesystem: every entry moves whole, and a move cut short is finished by ``_put_back``
+    (``MOVING`` says one is under way)."""
+    for entry in _remade_entries(source):
+        (target / entry).parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source / entry, target / entry)
+
+
+def _set_aside(folder: Path) -> bool:
+    """Move the previous simulation into ``ASIDE`` if it is complete (True), else clear it:
+    a stopped one is not worth keeping. First whatever a killed simulation left half done
+    is finished, so the last complete simulation is the one set aside."""
+    _recover(folder)
+    if not _complete(folder):
+        _clear(folder)
+        return False
+    moving = folder / MOVING
+    moving.mkdir()
+    _move_entries(folder, moving)
+    os.rename(moving, folder / ASIDE)  # from here on, what the folder holds is the new one's
+    _clear(folder)  # what was staged and never published
+    return True
+
+
+def _recover(folder: Path) -> None:
+    """After a ``kill -9``: drop the simulation set aside if the new one had completed (it
+    was killed while dropping it), else put it back in place of the new one's remains."""
+    if (folder / ASIDE).is_dir() and _complete(folder):
+        shutil.rmtree(folder / ASIDE)
+    elif (folder / ASIDE).is_dir() or (folder / MOVING).is_dir():
+        _put_back(folder, "a simulation was killed before it completed")
+
+
+def _put_back(folder: Path, reason: str) -> None:
+    """Replace what the new simulation left with the one set aside, if there is one. Renames
+    only, into the folder whose paths its state holds, so it works as it did."""
+    aside, moving = folder / ASIDE, folder / MOVING
+    if not aside.is_dir() and not moving.is_dir():
+        return
+    if aside.is_dir():
+        _clear(folder)
+        os.rename(aside, moving)  # from here on, the folder's entries are the previous one's
+    _move_entries(moving, folder)
+    shutil.rmtree(moving)  # empty folders now
+    logs.get_logger(stage="simulate").info("simulation.restored", folder=str(folder), reason=reason)
+
+
+@contextmanager
+def _previous_kept(folder: Path, simulation_id: str) -> Iterator[bool]:
+    """The previous complete simulation stays until the new one completes: set aside at the
+    start (yields True if there was one), put back if anything ends the block early (a day
+    that fails, Ctrl-C, SIGTERM, a bug), dropped once the block is done. The moves hold
+    Ctrl-C and SIGTERM, so a second one cannot leave a simulation half moved; setting aside
+    holds the state's lock too, so no change by hand (``registry approve``) is cut in two."""
+    kept = False
+    try:
+        with stops_held(), RunLock.acquire(folder / "data", simulation_id, purpose="simulate"):
+            kept = _set_aside(folder)
+        yield kept
+    except BaseException as exc:
+        with stops_ignored():  # the outcome is decided: the folder as it was, and one line
+            _put_back(folder, f"the new simulation did not complete ({type(exc).__name__})")
+        if isinstance(exc, KeyboardInterrupt):  # outside the days (which say their own)
+            raise Interrupted(
+                f"simulation stopped by {stop_name(exc)}; {_what_next(kept)}"
+            ) from None
+        raise
+    shutil.rmtree(folder / ASIDE, ignore_errors=True)  # (what is left: the next one drops it)
+
+
+def _what_next(kept: bool, *, at_once: bool = False) -> str:
+    """What a stopped simulation tells the user: whether the previous one is in place."""
+    if not kept:
+        return STARTS_OVER
+    return KEPT_ASIDE if at_once else KEPT
 
 
 def day_config(config: Config, folder: Path, inputs: Path, day: int, days: int) -> Config:
@@ -327,13 +431,14 @@ def _keys_per_system(config: Config) -> int:
 
 
 @contextmanager
-def _stop_requests() -> Iterator[Callable[[], bool]]:
+def _stop_requests(kept: bool) -> Iterator[Callable[[], bool]]:
     """Ctrl-C / SIGTERM stop the simulation after the current day; a second one at once.
 
     During a day the runner's own handlers take the signal: it stops at a clean point
     (``Interrupted``), or, past its last check, finishes the day and forgets it. The
     process-wide wake-up fd sees every handled signal whoever handles it, so a signal the
-    runner swallowed still stops the simulation before the next day.
+    runner swallowed still stops the simulation before the next day. ``kept``: a previous
+    simulation is set aside (an exit at once leaves it there, for the next one to put back).
     """
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False  # signals reach the main thread only; nothing to watch here
@@ -346,7 +451,7 @@ def _stop_requests() -> Iterator[Callable[[], bool]]:
     def handle(signum: int, frame: object) -> None:
         nonlocal requested
         if requested:  # between days: nothing half-written to protect
-            os.write(2, f"{STOPPED_AT_ONCE}; {STARTS_OVER}\n".encode())
+            os.write(2, f"{STOPPED_AT_ONCE}; {_what_next(kept, at_once=True)}\n".encode())
             os._exit(EXIT_INTERRUPTED)
         requested = True
 
@@ -383,7 +488,9 @@ def simulate(
     ``scenario`` defaults to ``simulation.scenario``, ``days`` to
     ``simulation.temporal.days_of_history``. ``on_day(day, days, rows)`` is called
     after each day. Raises ``RunError`` (exit 3) when a day cannot be reconciled and
-    ``Interrupted`` (exit 130) on Ctrl-C; a new ``keysync simulate`` starts over.
+    ``Interrupted`` (exit 130) on Ctrl-C; a new ``keysync simulate`` starts over. The
+    previous complete simulation of the scenario stays in its folder until this one
+    completes (``_previous_kept``).
     """
     clock = time.monotonic()
     scenario = resolve_scenario(config, scenario)
@@ -400,21 +507,23 @@ def simulate(
     with RunLock.acquire(
         folder, simulation_id, db_path=folder / "data" / DB_NAME, purpose="simulate"
     ):
-        _clear(folder)
-        keys = _keys_per_system(config)
-        seed = config.simulation.seed
-        log.info(
-            "simulation.started",
-            simulation_id=simulation_id,  # the run_id in timeline.csv's header block
-            scenario=scenario,
-            days=days,
-            keys_per_system=keys,
-            seed=seed,
-            folder=str(folder),
-        )
-        with _stop_requests() as stop_requested:
-            result = _simulate_days(config, scenario, days, keys, folder, stop_requested, on_day)
-        _write_outputs(result, simulation_id, started)
+        with _previous_kept(folder, simulation_id) as kept:
+            keys = _keys_per_system(config)
+            seed = config.simulation.seed
+            log.info(
+                "simulation.started",
+                simulation_id=simulation_id,  # the run_id in timeline.csv's header block
+                scenario=scenario,
+                days=days,
+                keys_per_system=keys,
+                seed=seed,
+                folder=str(folder),
+            )
+            with _stop_requests(kept) as stop_requested:
+                result = _simulate_days(
+                    config, scenario, days, keys, folder, stop_requested, on_day, kept
+                )
+            _write_outputs(result, simulation_id, started)
         result.duration_s = round(time.monotonic() - clock, 3)
         log.info(
             "simulation.completed",
@@ -438,8 +547,10 @@ def _simulate_days(
     folder: Path,
     stop_requested: Callable[[], bool],
     on_day: Callable[[int, int, list[TimelineRow]], None] | None,
+    kept: bool,
 ) -> SimulationResult:
-    """Generate the series, then reconcile the days in order; stop early on request."""
+    """Generate the series, then reconcile the days in order; stop early on request.
+    ``kept``: a previous simulation is set aside (what a stop then says)."""
     _write_state_config(config, folder, scenario, days)
     result = SimulationResult(
         scenario,
@@ -457,8 +568,10 @@ def _simulate_days(
         for day in range(1, days + 1):
             day_dir = series.wait_for(day, stop_requested)
             if stop_requested():
-                raise Interrupted(f"simulation stopped before day {day} of {days}; {STARTS_OVER}")
-            today = _run_day(config, result, tracker, day, day_dir)
+                raise Interrupted(
+                    f"simulation stopped before day {day} of {days}; {_what_next(kept)}"
+                )
+            today = _run_day(config, result, tracker, day, day_dir, kept)
             if on_day is not None:
                 on_day(day, days, today)
     result.message = _degraded_message(result.rows)
@@ -564,21 +677,31 @@ def _generate_series(
 
 
 def _run_day(
-    config: Config, result: SimulationResult, tracker: AlertTracker, day: int, day_dir: Path
+    config: Config,
+    result: SimulationResult,
+    tracker: AlertTracker,
+    day: int,
+    day_dir: Path,
+    kept: bool,
 ) -> list[TimelineRow]:
-    """Reconcile one day's snapshot against the simulation's state; its timeline rows."""
+    """Reconcile one day's snapshot against the simulation's state; its timeline rows.
+    ``kept``: a previous simulation is set aside, put back if the day fails."""
     from keysync.mockdata.clock import snapshot_date
 
     days, folder = result.days, result.folder
     date = snapshot_date(day).isoformat()
     _deliver(day_dir, folder / CURRENT, list(config.sources))
     run_config = day_config(config, folder, folder / CURRENT, day, days)
+    options = RunOptions(stopped_at_once=_what_next(kept, at_once=True))
     try:
-        outcome = run_reconciliation(run_config, RunOptions(stopped_at_once=STARTS_OVER))
+        outcome = run_reconciliation(run_config, options)
     except Interrupted:
-        raise Interrupted(f"simulation interrupted on day {day} of {days}; {STARTS_OVER}") from None
+        raise Interrupted(
+            f"simulation interrupted on day {day} of {days}; {_what_next(kept)}"
+        ) from None
     except RunError as exc:
-        raise RunError(f"simulation day {day} of {days} ({date}): {exc}") from None
+        kept_too = f"; {PREVIOUS_KEPT}" if kept else ""
+        raise RunError(f"simulation day {day} of {days} ({date}): {exc}{kept_too}") from None
     result.run_ids.append(outcome.run_id)
     if outcome.exit_code == EXIT_DEGRADED:
         result.exit_code = EXIT_DEGRADED
