@@ -18,6 +18,7 @@ import io
 import itertools
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -553,14 +554,187 @@ def test_recovery_30_days_at_the_default_size_within_15_seconds(tmp_path: Path) 
     assert "3,888 keys per system" in done.stdout  # the size seed 42 draws
 
 
-def test_a_second_ctrl_c_in_a_day_says_the_simulation_starts_over_not_run_resume(
+# ----------------------------------------------------- the previous simulation is kept
+
+SMALL = {"keys_per_system": 200}  # fast: what is tested is where the files end up
+
+
+def _kept_by_the_user(folder: Path) -> dict[str, bytes]:
+    """Every file a user has of a simulation, by path: the log (appended to) aside."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and "logs" not in p.parts and p.name != "keysync.lock"
+    }
+
+
+def _state_listed(project: Path, folder: Path) -> tuple[str, str]:
+    """What ``runs`` and ``registry list`` say of the simulation's state, via its config."""
+    state = str(folder / "keysync-config.yaml")
+    runs = _keysync(project, "-c", state, "runs")
+    listed = _keysync(project, "-c", state, "registry", "list")
+    assert (runs.returncode, listed.returncode) == (0, 0), runs.stderr + listed.stderr
+    return runs.stdout, listed.stdout
+
+
+def _held_after_day_1(project: Path, days: int, release: Path) -> subprocess.Popen[str]:
+    """``keysync simulate`` held once its day 1 has committed (till ``release`` exists)."""
+    log = project / "output" / "simulation" / "normal" / "data" / "logs" / "keysync.jsonl"
+    before = log.read_bytes().count(b'"run.paused_for_tests"') if log.exists() else 0
+    running = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "simulate", "--days", str(days)],
+        cwd=project,
+        env={
+            **_env(),
+            "KEYSYNC_TEST_PAUSE_AT": "tidying",
+            "KEYSYNC_TEST_PAUSE_UNTIL": str(release),
+            "KEYSYNC_TEST_PAUSE_S": "60",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and running.poll() is None:
+        if log.exists() and log.read_bytes().count(b'"run.paused_for_tests"') > before:
+            return running
+        time.sleep(0.02)
+    running.kill()
+    raise AssertionError(f"the simulation never reached its pause: {running.communicate()}")
+
+
+def _read_until(running: subprocess.Popen[str], text: str, timeout: float = 30) -> str:
+    """What ``running`` wrote on stderr up to ``text`` (the rest is left to read)."""
+    assert running.stderr is not None
+    fd, said = running.stderr.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in said and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            said += os.read(fd, 65536)
+    assert text.encode() in said, said
+    return said.decode()
+
+
+def test_a_simulation_that_fails_on_a_later_day_leaves_the_previous_one_in_place(
     tmp_path: Path,
+) -> None:
+    """Seen (review): a simulation started by deleting the previous one, so a day that
+    could not be reconciled left the user with neither."""
+    _config(tmp_path, simulation=SMALL)
+    assert _keysync(tmp_path, "-q", "simulate", "--days", "2").returncode == 0
+    folder = tmp_path / "output" / "simulation" / "normal"
+    first, first_state = _kept_by_the_user(folder), _state_listed(tmp_path, folder)
+    release = tmp_path / "release"
+    running = _held_after_day_1(tmp_path, 3, release)
+    # Day 1 of the new simulation is committed; its day 2 export is one A cannot be read from.
+    day_2 = folder / "input" / "history" / "day-02"
+    deadline = time.monotonic() + 30
+    while not (day_2 / "manifest.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (day_2 / "A.tmp").write_text("garbage\n", encoding="utf-8")
+    os.replace(day_2 / "A.tmp", day_2 / "A.csv")
+    release.touch()
+    stdout, stderr = running.communicate(timeout=60)
+    assert running.returncode == 3, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "keysync: error: simulation day 2 of 3 (2026-11-02): the authority A is unavailable: "
+        f"{folder}/current/A.csv: header has no column 'key' (columns: garbage); set "
+        "sources.A.key_column; the previous simulation is kept"
+    )
+    assert stdout == "" and "Traceback" not in stderr
+    assert _kept_by_the_user(folder) == first  # timeline.csv, chart, days, registry: all
+    assert _state_listed(tmp_path, folder) == first_state
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+
+def test_after_a_kill_9_the_next_simulation_puts_the_previous_one_back_first(
+    tmp_path: Path,
+) -> None:
+    """Nothing can put the previous simulation back when a new one is killed: it waits
+    aside, and the next simulation puts it back before it starts (here: one stopped
+    by Ctrl-C, which leaves the previous one in place)."""
+    _config(tmp_path, simulation=SMALL)
+    assert _keysync(tmp_path, "-q", "simulate", "--days", "2").returncode == 0
+    folder = tmp_path / "output" / "simulation" / "normal"
+    first, first_state = _kept_by_the_user(folder), _state_listed(tmp_path, folder)
+    killed = _held_after_day_1(tmp_path, 3, tmp_path / "never")
+    killed.kill()
+    killed.communicate(timeout=30)
+    # What the user finds: the killed simulation's remains, and the previous one kept aside.
+    assert not (folder / "timeline.csv").exists()
+    assert _kept_by_the_user(folder / ".previous") == first
+    release = tmp_path / "release"
+    stopped = _held_after_day_1(tmp_path, 3, release)
+    stopped.send_signal(signal.SIGINT)
+    said = _read_until(stopped, "is finishing")  # the committed day goes on, then it stops
+    release.touch()
+    _, stderr = stopped.communicate(timeout=60)
+    stderr = said + stderr
+    assert stopped.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "keysync: error: simulation stopped before day 2 of 3; the previous simulation is "
+        "kept; `keysync simulate` starts a new one"
+    )
+    assert _kept_by_the_user(folder) == first
+    assert _state_listed(tmp_path, folder) == first_state
+    # And one that completes replaces it, leaving nothing aside.
+    done = _keysync(tmp_path, "-q", "simulate", "--days", "1")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+    assert len(Simulated(tmp_path, "normal", done).rows) == len(SYSTEMS)
+    restored = Simulated(tmp_path, "normal", done).events("simulation.restored")
+    assert [e["reason"] for e in restored] == [
+        "a simulation was killed before it completed",
+        "the new simulation did not complete (Interrupted)",
+    ]
+
+
+def test_a_change_by_hand_in_the_simulations_state_holds_off_a_new_simulation(
+    tmp_path: Path,
+) -> None:
+    """The previous simulation's state is moved aside only when no `registry approve`
+    (`-c <folder>/keysync-config.yaml`) is writing to it: one line, nothing moved."""
+    _config(tmp_path, simulation=SMALL)
+    assert _keysync(tmp_path, "-q", "simulate", "--days", "2").returncode == 0
+    folder = tmp_path / "output" / "simulation" / "normal"
+    first = _kept_by_the_user(folder)
+    with RunLock.acquire(folder / "data", "manual-test", purpose="registry approve"):
+        done = _keysync(tmp_path, "simulate", "--days", "2")
+    assert done.returncode == 3, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "keysync: error: another keysync command (registry approve manual-test, pid "
+        f"{os.getpid()}, started "
+    )
+    assert line.endswith(
+        f"holds the lock on {folder}/data/keysync.db; wait for it to finish "
+        f"or stop it with `kill {os.getpid()}`"
+    )
+    assert _kept_by_the_user(folder) == first
+
+
+@pytest.mark.parametrize(
+    ("previous", "then"),
+    [
+        (False, "`keysync simulate` starts it over"),
+        (True, "the previous simulation is kept aside; the next `keysync simulate` puts it back"),
+    ],
+    ids=["first", "after-another"],
+)
+def test_a_second_ctrl_c_in_a_day_says_the_simulation_starts_over_not_run_resume(
+    tmp_path: Path, previous: bool, then: str
 ) -> None:
     """Review sweep: a second Ctrl-C while a day was reconciled said the runner's own
     "`keysync run --resume` continues it", which in the user's folder would reconcile
-    their own inputs; a second one between days said nothing at all."""
-    _config(tmp_path)
-    log = tmp_path / "output" / "simulation" / "normal" / "data" / "logs" / "keysync.jsonl"
+    their own inputs; a second one between days said nothing at all. It exits at once,
+    so a previous simulation set aside stays there, for the next one to put back."""
+    _config(tmp_path, simulation=SMALL)
+    folder = tmp_path / "output" / "simulation" / "normal"
+    if previous:
+        assert _keysync(tmp_path, "-q", "simulate", "--days", "2").returncode == 0
+        first = _kept_by_the_user(folder)
+    log = folder / "data" / "logs" / "keysync.jsonl"
     running = subprocess.Popen(
         [sys.executable, "-m", "keysync", "simulate", "--days", "3"],
         cwd=tmp_path,
@@ -585,6 +759,8 @@ def test_a_second_ctrl_c_in_a_day_says_the_simulation_starts_over_not_run_resume
     _, stderr = running.communicate(timeout=10)
     assert running.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == (
-        "keysync: stopped at once (second interrupt); `keysync simulate` starts it over"
+        f"keysync: stopped at once (second interrupt); {then}"
     ), stderr
     assert "Traceback" not in stderr
+    if previous:
+        assert _kept_by_the_user(folder / ".previous") == first
