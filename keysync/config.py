@@ -519,6 +519,7 @@ def parse_config(data: Any, base_dir: Path) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"(top level): expected a mapping of settings, got {type(data).__name__}")
+    _refuse_yaml11_numbers(data, "")
     data = _null_sections_as_empty(data, Config)
     _check_sources(data.get("sources"))
     try:
@@ -532,6 +533,55 @@ def parse_config(data: Any, base_dir: Path) -> Config:
     )
     _validate(config)
     return config
+
+
+class _Yaml11Number(str):
+    """A plain scalar that YAML 1.1 reads as another number than its digits say.
+
+    ``010`` is octal (8) and ``1:30`` base 60 (90) in YAML 1.1, which PyYAML follows,
+    while YAML 1.2 and every reader reads them as 10 and text: ``pad_numbers: 010``
+    padded to 8 digits and ``seed: 0042`` generated the data of seed 34, silently. The
+    loader keeps the text and the value it would have taken, so the error can say both.
+    """
+
+    value: int | float
+
+
+def _yaml11_number(text: str, value: int | float) -> _Yaml11Number:
+    number = _Yaml11Number(text)
+    number.value = value
+    return number
+
+
+def _refuse_yaml11_numbers(data: Any, path: str) -> None:
+    """Exit 2 naming the setting for any ``_Yaml11Number`` (a value or a mapping's key)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, _Yaml11Number):
+                raise ConfigError(_yaml11_message(path or "(top level)", key, "the name "))
+            _refuse_yaml11_numbers(value, where)
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            _refuse_yaml11_numbers(item, f"{path}[{i}]")
+    elif isinstance(data, _Yaml11Number):
+        raise ConfigError(_yaml11_message(path, data))
+
+
+def _yaml11_message(path: str, number: _Yaml11Number, what: str = "") -> str:
+    """``pad_numbers: 010`` -> what YAML made of it and what to write instead."""
+    text = str(number)
+    if ":" in text:
+        how, instead = f"the base-60 number {number.value}", f"{number.value}"
+    else:
+        sign = text[0] if text[0] in "+-" else ""
+        decimal = sign + (text.lstrip("+-").replace("_", "").lstrip("0") or "0")
+        how = f"the octal number {number.value} (a leading 0 makes it octal)"
+        instead = decimal
+    return (
+        f"{path}: YAML reads {what}{text} as {how}: write {instead}, "
+        f"or quote it ('{text}') if it is text"
+    )
 
 
 class _SafeLoaderNoDuplicates(yaml.SafeLoader):
@@ -560,6 +610,27 @@ class _SafeLoaderNoDuplicates(yaml.SafeLoader):
                     key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml11_int(self, node: yaml.ScalarNode) -> int | _Yaml11Number:
+        """An int, or a ``_Yaml11Number`` for octal (``010``) and base 60 (``1:30``)."""
+        value: int = super().construct_yaml_int(node)
+        digits = str(node.value).replace("_", "").lstrip("+-")
+        if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits[1] not in "bx"):
+            return _yaml11_number(str(node.value), value)
+        return value
+
+    def construct_yaml11_float(self, node: yaml.ScalarNode) -> float | _Yaml11Number:
+        """A float, or a ``_Yaml11Number`` for base 60 (``1:30.5``)."""
+        value: float = super().construct_yaml_float(node)
+        return _yaml11_number(str(node.value), value) if ":" in str(node.value) else value
+
+
+_SafeLoaderNoDuplicates.add_constructor(
+    "tag:yaml.org,2002:int", _SafeLoaderNoDuplicates.construct_yaml11_int
+)
+_SafeLoaderNoDuplicates.add_constructor(
+    "tag:yaml.org,2002:float", _SafeLoaderNoDuplicates.construct_yaml11_float
+)
 
 
 def load_config(path: str | Path) -> Config:

@@ -557,6 +557,58 @@ def test_yaml_merge_keys_may_be_overridden(keysync: RunKeysync, tmp_path: Path) 
     assert sources["B"]["path"] == "b.csv" and sources["B"]["key_column"] == "id"
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        pytest.param(
+            "normalize:\n  pad_numbers: 010\n",
+            2,
+            "normalize.pad_numbers: YAML reads 010 as the octal number 8 (a leading 0 makes "
+            "it octal): write 10, or quote it ('010') if it is text",
+            id="octal-pad-width",
+        ),
+        pytest.param(
+            "simulation:\n  seed: 0042\n",
+            2,
+            "simulation.seed: YAML reads 0042 as the octal number 34 (a leading 0 makes it "
+            "octal): write 42, or quote it ('0042') if it is text",
+            id="octal-seed",
+        ),
+        pytest.param(
+            "processing:\n  batch_size: 1:30\n",
+            2,
+            "processing.batch_size: YAML reads 1:30 as the base-60 number 90: write 90, or "
+            "quote it ('1:30') if it is text",
+            id="base-60",
+        ),
+        pytest.param(
+            "sources:\n  A: {path: a.csv}\n  010: {path: b.csv}\n",
+            1,
+            "sources: YAML reads the name 010 as the octal number 8 (a leading 0 makes it "
+            "octal): write 10, or quote it ('010') if it is text",
+            id="octal-system-name",
+        ),
+    ],
+)
+def test_a_number_yaml_1_1_reads_otherwise_is_refused(
+    keysync: RunKeysync, tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    """Seen (architect hunt): `pad_numbers: 010` padded every number to 8 digits and
+    `seed: 0042` generated seed 34's data, silently: YAML 1.1 (PyYAML) reads a leading 0
+    as octal and 1:30 as base 60, where the digits, and YAML 1.2, say 10, 42 and text."""
+    result, path = check_text(keysync, tmp_path, text)
+    assert_config_error(result, f"{path}:{line}: {message}")
+    ran = keysync("-c", str(path), "run")
+    assert_config_error(ran, f"{path}:{line}: {message}")
+    # What YAML 1.1 and 1.2 read alike stays as it was: 0, hex, 1_000, 1.5, a quoted text.
+    same = "processing:\n  batch_size: 0x10\n  checkpoint_interval: 1_000\n"
+    result, _ = check_text(keysync, tmp_path, same + "  source_timeout_s: 01.5\n")
+    assert result.returncode == 0, result.stderr
+    processing = _effective(result.stdout)["processing"]
+    assert (processing["batch_size"], processing["checkpoint_interval"]) == (16, 1000)
+    assert processing["source_timeout_s"] == 1.5
+
+
 @pytest.mark.parametrize("other", ["a.csv", "./sub/../a.csv"])
 def test_two_sources_on_one_file_are_refused(
     keysync: RunKeysync, tmp_path: Path, other: str
