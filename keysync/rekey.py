@@ -80,10 +80,12 @@ def plan_rekeys(
             continue
         name = new_key if entry.strategy == "mirror" else f"{entry.system}{separator}{new_key}"
         target = by_name.get(name) or made.get(name)
+        if entry.status == "Deprecated" and target is not None and target.status == "Active":
+            # Carried already (an earlier rekey), or its new form approved: nothing to do.
+            # Listed as "left as it is", a carried approval read as one that was not.
+            continue
         if entry.status == "Deprecated" and entry.master_key not in unseated:
             plan.append(Rekey(entry, name, new_key, target, "skip", "it is Deprecated"))
-        elif entry.status == "Deprecated" and target is not None and target.status == "Active":
-            continue  # carried already (an earlier rekey): nothing left to do
         elif (
             target is not None
             and target.status == "Deprecated"

@@ -2862,6 +2862,36 @@ def test_rekey_before_the_first_run_under_new_rules_makes_the_new_entries(
     assert [e for (e,) in events] == ["key.rekeyed"]
 
 
+def test_a_second_rekey_does_not_list_carried_approvals_as_left_alone(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (audit hunt): rules changed, `registry rekey` before any run under them, then
+    `registry rekey` again (or after the next run): every entry whose approval the first
+    one carried was listed as "X-12: left as it is (it is Deprecated)", as if its approval
+    had not been carried; 1,525 such lines for the README's first session."""
+    _rules(tmp_path, write_config)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12", "Y-3"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    ok(keysync("-q", "registry", "deprecate", "Y-3"))  # a decision: still said, each time
+    _rules(tmp_path, write_config, pad_numbers=4)
+    done = ok(keysync("registry", "rekey"))
+    assert done.stdout == (
+        "X-12 -> X-0012 (made): Active carried, X-12 Deprecated\n"
+        "Y-3: left as it is (it is Deprecated)\n"
+    )
+    for _ in range(2):
+        again = ok(keysync("registry", "rekey"))
+        assert again.stdout == "Y-3: left as it is (it is Deprecated)\n"
+        assert again.stderr == "nothing rekeyed: the entries above are left as they are\n"
+        ok(keysync("-q", "run"))
+    assert statuses(tmp_path) == {
+        "X-0012": "Active",
+        "X-12": "Deprecated",
+        "Y-0003": "Proposed",
+        "Y-3": "Deprecated",
+    }
+
+
 @pytest.mark.parametrize("strategy", ["mirror", "namespaced"])
 def test_a_rekeyed_entry_is_seen_where_its_key_is_so_the_next_run_records_nothing(
     tmp_path: Path, keysync: RunKeysync, write_config: Any, strategy: str
