@@ -152,10 +152,17 @@ class Config(_Section):
         return rules
 
     def to_yaml(self) -> str:
-        """The effective configuration, every default filled in, as YAML."""
+        """The effective configuration, every default filled in, as YAML.
+
+        Characters as they are where that reads back the same; else every non-ASCII one
+        escaped: PyYAML writes U+0085 (NEL) bare inside quotes, where reading folds it
+        into a space, so `config check > full.yaml` changed ``delimiters``."""
         data = msgspec.to_builtins(self)
         data.pop("base_dir", None)
-        return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        text = str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        if yaml.safe_load(text) != data:
+            text = str(yaml.safe_dump(data, sort_keys=False, allow_unicode=False))
+        return text
 
 
 _SYSTEM_NAME = re.compile(r"[A-Za-z0-9_]+")

@@ -978,6 +978,29 @@ def test_commands_run_from_another_folder_use_the_config_folder(
     assert list(elsewhere.iterdir()) == []
 
 
+def test_config_check_output_reads_back_as_the_same_config(
+    keysync: RunKeysync, tmp_path: Path
+) -> None:
+    """Seen (architect hunt): with U+0085 (NEL, a Latin-1 export's line end) among the
+    delimiters, `config check > full.yaml` wrote it bare inside quotes, where YAML reads
+    it as a space: full.yaml had other delimiters than the config it was printed from."""
+    path = write(
+        tmp_path,
+        'normalize: {delimiters: "-\\u0085\u00b7", collapse_delims: "~"}\n'
+        "sources: {A: {path: \u00e9.csv}, B: {path: b.csv}}\n",
+    )
+    printed = keysync("-c", str(path), "config", "check")
+    assert printed.returncode == 0, printed.stderr
+    full = write(tmp_path, printed.stdout, "full.yaml")
+    again = keysync("-c", str(full), "config", "check")
+    assert again.returncode == 0, again.stderr
+    for result in (printed, again):
+        effective = _effective(result.stdout)
+        assert effective["normalize"]["delimiters"] == "-\u0085\u00b7"
+        assert effective["sources"]["A"]["path"] == "\u00e9.csv"
+    assert again.stdout.replace(str(full), str(path)) == printed.stdout
+
+
 def test_config_check_says_how_a_run_would_find_each_source(
     keysync: RunKeysync, tmp_path: Path
 ) -> None:
