@@ -665,7 +665,8 @@ def load_config(path: str | Path) -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = "; ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
         problem = " ".join(problem.split())
-        raise ConfigError(f"{config_path}: invalid YAML at {where}: {problem}") from None
+        hint = _quote_hint(text, mark, problem) if mark else ""
+        raise ConfigError(f"{config_path}: invalid YAML at {where}: {problem}{hint}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_path}: invalid YAML: {' '.join(str(exc).split())}") from None
     try:
@@ -676,6 +677,38 @@ def load_config(path: str | Path) -> Config:
         # One line whatever the YAML held: a key with a line break is shown escaped.
         one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
         raise ConfigError(f"{where}: {one_line}") from None
+
+
+# Characters that YAML reads as syntax at the start of a plain value (an alias, an anchor,
+# a tag, a directive, reserved ones, block scalars): `schedule: */5 * * * *` is not text.
+_VALUE_STARTS_AS_SYNTAX = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*:[ \t]+([*&!%@`|>])")
+
+
+def _quote_hint(text: str, mark: Any, problem: str) -> str:
+    """``; a value that starts with '*' is YAML syntax: ...: schedule: "*/5 * * * *"`` for
+    a YAML error at a value that starts with a character YAML reads as syntax, else "".
+
+    PyYAML says "while scanning an alias; expected alphabetic or numeric character, but
+    found '/'" of an unquoted cron expression, naming neither the setting nor the remedy.
+    """
+    if "constructor" in problem:  # a tag YAML knows the syntax of (!!python/...): no typo
+        return ""
+    lines = re.split("\r\n|[\n\r\x85\u2028\u2029]", text)  # YAML's line breaks, as the mark counts
+    if not 0 <= mark.line < len(lines):
+        return ""
+    line = lines[mark.line]
+    found = [m for m in _VALUE_STARTS_AS_SYNTAX.finditer(line) if m.start(2) <= mark.column]
+    if not found:
+        return ""
+    key, start = found[-1][1], found[-1].start(2)
+    value = line[start:].split(" #")[0]
+    if "{" in line[:start]:  # a flow mapping: the value ends at the next , or }
+        value = re.split(r"[,}]", value)[0]
+    value = value.strip().replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        f"; a value that starts with {found[-1][2]!r} is YAML syntax: to give it as text, "
+        f'quote it: {key}: "{value}"'
+    )
 
 
 def _not_found(config_path: Path) -> str:

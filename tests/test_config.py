@@ -518,6 +518,46 @@ def test_invalid_yaml_names_line_and_column(
     assert_config_error(result, f"{path}: invalid YAML at {where}: {problem}")
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        pytest.param(
+            "processing: {batch_size: 10}\nschedule: */5 * * * *   # every 5 minutes\n",
+            "line 2, column 12",
+            "while scanning an alias; expected alphabetic or numeric character, but found '/'; "
+            "a value that starts with '*' is YAML syntax: to give it as text, quote it: "
+            'schedule: "*/5 * * * *"',
+            id="cron-unquoted",
+        ),
+        pytest.param(
+            "normalize: {trim: true, collapse_delims: @, pad_numbers: 3}\n",
+            "line 1, column 42",
+            "while scanning for the next token; found character '@' that cannot start any "
+            "token; a value that starts with '@' is YAML syntax: to give it as text, quote it: "
+            'collapse_delims: "@"',
+            id="flow-mapping",
+        ),
+        pytest.param(
+            "normalize:\n  collapse_delims: |\n  trim: true\n",
+            None,
+            None,
+            id="block-scalar-is-valid-yaml",
+        ),
+    ],
+)
+def test_a_value_yaml_reads_as_syntax_is_named_with_how_to_quote_it(
+    keysync: RunKeysync, tmp_path: Path, text: str, where: str | None, problem: str | None
+) -> None:
+    """Seen (architect hunt): an unquoted cron expression (or a rule character such as @
+    or *) ended in PyYAML's "while scanning an alias; expected alphabetic or numeric
+    character, but found '/'": neither the setting nor what to do."""
+    result, path = check_text(keysync, tmp_path, text)
+    if where is None:  # not a YAML error: the value is checked as a setting
+        assert result.returncode == 2 and "YAML syntax" not in result.stderr
+        return
+    assert_config_error(result, f"{path}: invalid YAML at {where}: {problem}")
+
+
 def test_the_line_is_that_of_the_setting_or_of_the_part_the_file_gives(
     keysync: RunKeysync, tmp_path: Path
 ) -> None:
