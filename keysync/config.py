@@ -670,7 +670,10 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_path}: invalid YAML: {' '.join(str(exc).split())}") from None
     try:
-        return parse_config(data, config_path.resolve().parent)
+        config = parse_config(data, config_path.resolve().parent)
+        if config.normalize.collapse_delims is None:
+            _check_null_is_written(text, "normalize.collapse_delims")
+        return config
     except ConfigError as exc:
         line = _line_of(text, str(exc).partition(": ")[0])
         where = f"{config_path}:{line}" if line else str(config_path)
@@ -709,6 +712,30 @@ def _quote_hint(text: str, mark: Any, problem: str) -> str:
         f"; a value that starts with {found[-1][2]!r} is YAML syntax: to give it as text, "
         f'quote it: {key}: "{value}"'
     )
+
+
+def _check_null_is_written(text: str, setting: str) -> None:
+    """Refuse a ``setting`` that is null because nothing was written after its colon.
+
+    ``collapse_delims: #`` (``#`` starts a comment) and ``{collapse_delims: ,}`` (``,``
+    ends the value) read as null, which turns the step off and gives every key another
+    form, silently; null is not the default here. Written ``null`` (or ``~``), it is meant.
+    """
+    try:
+        node: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+    for part in setting.split("."):
+        entry = _entry(node, part)
+        if entry is None:
+            return
+        node = entry[1]
+    if isinstance(node, yaml.ScalarNode) and node.style is None and node.value == "":
+        raise ConfigError(
+            f"{setting}: no value is written (YAML reads a # after the colon as a comment, "
+            "and a , in {...} as the end of the value): write null to turn the step off, or "
+            "the character in quotes ('#', ',')"
+        )
 
 
 def _not_found(config_path: Path) -> str:

@@ -558,6 +558,35 @@ def test_a_value_yaml_reads_as_syntax_is_named_with_how_to_quote_it(
     assert_config_error(result, f"{path}: invalid YAML at {where}: {problem}")
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        pytest.param("normalize:\n  trim: true\n  collapse_delims: #\n", 3, id="comment"),
+        pytest.param("normalize: {collapse_delims: , trim: true}\n", 1, id="flow-comma"),
+        pytest.param("normalize:\n  collapse_delims:\n", 2, id="blank"),
+    ],
+)
+def test_a_collapse_delims_with_nothing_written_is_refused(
+    keysync: RunKeysync, tmp_path: Path, text: str, line: int
+) -> None:
+    """Seen (architect hunt): `collapse_delims: #` meant '#', but YAML read a comment, so
+    null: the step was off and every key took another form (CUST-00123 -> CUST00123),
+    with no word; so did `{collapse_delims: ,}`. Null is meant where it is written."""
+    result, path = check_text(keysync, tmp_path, text)
+    assert_config_error(
+        result,
+        f"{path}:{line}: normalize.collapse_delims: no value is written (YAML reads a # after "
+        "the colon as a comment, and a , in {...} as the end of the value): write null to "
+        "turn the step off, or the character in quotes ('#', ',')",
+    )
+    for written in ("null", "~"):
+        result, _ = check_text(keysync, tmp_path, f"normalize:\n  collapse_delims: {written}\n")
+        assert result.returncode == 0, result.stderr
+        assert _effective(result.stdout)["normalize"]["collapse_delims"] is None
+    result, _ = check_text(keysync, tmp_path, "normalize: {collapse_delims: '#'}\n")
+    assert _effective(result.stdout)["normalize"]["collapse_delims"] == "#"
+
+
 def test_the_line_is_that_of_the_setting_or_of_the_part_the_file_gives(
     keysync: RunKeysync, tmp_path: Path
 ) -> None:
