@@ -678,8 +678,8 @@ def load_config(path: str | Path) -> Config:
         line = _line_of(text, str(exc).partition(": ")[0])
         where = f"{config_path}:{line}" if line else str(config_path)
         # One line whatever the YAML held: a key with a line break is shown escaped.
-        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
-        raise ConfigError(f"{where}: {one_line}") from None
+        one_line = (str(exc) + _text_hint(text, str(exc))).replace("\r", "\\r")
+        raise ConfigError(f"{where}: {one_line.replace(chr(10), chr(92) + 'n')}") from None
 
 
 # Characters that YAML reads as syntax at the start of a plain value (an alias, an anchor,
@@ -712,6 +712,35 @@ def _quote_hint(text: str, mark: Any, problem: str) -> str:
         f"; a value that starts with {found[-1][2]!r} is YAML syntax: to give it as text, "
         f'quote it: {key}: "{value}"'
     )
+
+
+_TEXT_EXPECTED = re.compile(r"(\S+): expected str(?: \| null)?, got (?:bool|int|float)")
+
+
+def _text_hint(text: str, message: str) -> str:
+    """`` (YAML reads no as false: quote it, 'no', if it is text)`` for a text setting
+    written as a plain word YAML takes for something else, else "".
+
+    ``key_column: no`` or ``path: 2024`` said "expected str, got bool": true, but a
+    column named ``no`` is text to its writer, and the remedy (quotes) was left unsaid.
+    """
+    found = _TEXT_EXPECTED.fullmatch(message)
+    if not found:
+        return ""
+    try:
+        node: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return ""
+    for part in found[1].split("."):
+        entry = _entry(node, part)
+        if entry is None:
+            return ""
+        node = entry[1]
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None or not node.value:
+        return ""  # quoted already, or nothing written (null: a value is missing)
+    value = yaml.safe_load(node.value)
+    read = str(value).lower() if isinstance(value, bool) else f"the number {value}"
+    return f" (YAML reads {node.value} as {read}: quote it, '{node.value}', if it is text)"
 
 
 def _check_null_is_written(text: str, setting: str) -> None:

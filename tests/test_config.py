@@ -161,7 +161,30 @@ BAD_CONFIGS = [
         "processing.workers: expected int | null, got float",
         id="optional-int",
     ),
-    pytest.param("schedule: 5\n", 1, "schedule: expected str, got int", id="int-for-str"),
+    # A text setting written as a word YAML reads otherwise says how to give it as text
+    # (seen, architect hunt: `key_column: no` said "expected str, got bool", no remedy).
+    pytest.param(
+        "schedule: 5\n",
+        1,
+        "schedule: expected str, got int (YAML reads 5 as the number 5: quote it, '5', if it "
+        "is text)",
+        id="int-for-str",
+    ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv, key_column: no}\n  B: {path: b.csv}\n",
+        2,
+        "sources.A.key_column: expected str, got bool (YAML reads no as false: quote it, "
+        "'no', if it is text)",
+        id="bool-for-str",
+    ),
+    pytest.param(
+        "normalize:\n  collapse_delims: 0x2D\n",
+        2,
+        "normalize.collapse_delims: expected str | null, got int (YAML reads 0x2D as the "
+        "number 45: quote it, '0x2D', if it is text)",
+        id="hex-for-optional-str",
+    ),
+    pytest.param("paths: {output: null}\n", 1, "paths.output: expected str, got null", id="null"),
     pytest.param("processing: 5\n", 1, "processing: expected mapping, got int", id="section-int"),
     pytest.param("sources: [a, b]\n", 1, "sources: expected mapping, got list", id="sources-list"),
     pytest.param(
