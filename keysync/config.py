@@ -714,7 +714,9 @@ def _quote_hint(text: str, mark: Any, problem: str) -> str:
     )
 
 
-_TEXT_EXPECTED = re.compile(r"(\S+): expected str(?: \| null)?, got (?:bool|int|float)")
+_TEXT_EXPECTED = re.compile(
+    r"(\S+): expected str(?: \| null)?, got (?:bool|int|float|date|datetime)"
+)
 
 
 def _text_hint(text: str, message: str) -> str:
@@ -739,7 +741,12 @@ def _text_hint(text: str, message: str) -> str:
     if not isinstance(node, yaml.ScalarNode) or node.style is not None or not node.value:
         return ""  # quoted already, or nothing written (null: a value is missing)
     value = yaml.safe_load(node.value)
-    read = str(value).lower() if isinstance(value, bool) else f"the number {value}"
+    if isinstance(value, bool):
+        read = str(value).lower()
+    elif isinstance(value, (int, float)):
+        read = f"the number {value}"
+    else:
+        read = "a date"
     return f" (YAML reads {node.value} as {read}: quote it, '{node.value}', if it is text)"
 
 

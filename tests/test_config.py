@@ -184,6 +184,13 @@ BAD_CONFIGS = [
         "number 45: quote it, '0x2D', if it is text)",
         id="hex-for-optional-str",
     ),
+    pytest.param(
+        "sources:\n  A: {path: a.csv, key_column: 2026-01-01}\n  B: {path: b.csv}\n",
+        2,
+        "sources.A.key_column: expected str, got date (YAML reads 2026-01-01 as a date: quote "
+        "it, '2026-01-01', if it is text)",
+        id="date-for-str",
+    ),
     pytest.param("paths: {output: null}\n", 1, "paths.output: expected str, got null", id="null"),
     pytest.param("processing: 5\n", 1, "processing: expected mapping, got int", id="section-int"),
     pytest.param("sources: [a, b]\n", 1, "sources: expected mapping, got list", id="sources-list"),
