@@ -1247,7 +1247,8 @@ def audit(
             return
         first = next(rows, None)
         if first is None:
-            narrowed = run_id is not None or events or keys or since or until
+            narrowed_more = events or keys or since or until
+            narrowed = run_id is not None or narrowed_more
             record = store.run(run_id) if run_id is not None else None
             if record is not None and record.dry_run:  # it recorded none, by design
                 _say(
@@ -1256,6 +1257,8 @@ def audit(
                     "that finishes lists the registry events it would record in its "
                     "audit_log.csv, with an empty seq)",
                 )
+            elif record is not None and record.outcome == "running" and not narrowed_more:
+                _say(app, _running_without_events(record.run_id))
             elif unknown := sorted(set(events) - store.audit_event_names()):
                 _say(
                     app,
@@ -1267,6 +1270,20 @@ def audit(
             return
         widths = store.audit_widths(wanted, shown=visible)
         print_table(list(AUDIT_COLUMNS), chain([first], rows), widths)
+
+
+def _running_without_events(run_id: str) -> str:
+    """What ``audit --run`` says of a run recorded as running that has no events yet.
+
+    "no audit events match" read as a run that decided nothing; the run records its
+    events when it commits, and one killed outright gets its ``run.interrupted`` only
+    when the next run (or its ``--resume``) finds it."""
+    return (
+        f"run {run_id} has recorded no audit events yet: it is still running, or it was "
+        "killed before its commit (`keysync runs` says which); a run records its events "
+        "when it commits, and a killed one gets its run.interrupted event when the next "
+        "run, or its --resume, finds it"
+    )
 
 
 def _check_event_names(app: _App, events: Sequence[str]) -> None:

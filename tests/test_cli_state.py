@@ -1111,6 +1111,36 @@ class Background:
         return run
 
 
+def test_audit_of_a_run_that_has_recorded_nothing_yet_says_why(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (audit hunt): `keysync audit --run ID` of a run still running, or killed and
+    not yet found, said only "no audit events match", as of a run that decided nothing."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    run = Background.held_at(tmp_path, "planning")
+    try:
+        run_id = json.loads(ok(keysync("runs", "--json")).stdout)[-1]["run_id"]
+        said = (
+            f"run {run_id} has recorded no audit events yet: it is still running, or it was "
+            "killed before its commit (`keysync runs` says which); a run records its events "
+            "when it commits, and a killed one gets its run.interrupted event when the next "
+            "run, or its --resume, finds it\n"
+        )
+        for _ in ("running", "killed"):
+            shown = ok(keysync("audit", "--run", run_id))
+            assert (shown.stdout, shown.stderr) == ("", said)
+            run.kill()
+    finally:
+        run.kill()
+    narrowed = ok(keysync("audit", "--run", run_id, "--event", "key.proposed"))
+    assert narrowed.stderr == "no audit events match\n"
+    ok(keysync("-q", "run"))
+    found = json.loads(ok(keysync("audit", "--run", run_id, "--json")).stdout)
+    assert [e["event"] for e in found] == ["run.interrupted"]
+
+
 PHASES = ["reading", "planning", "reporting", "committing", "mid-commit"]
 
 
