@@ -622,7 +622,7 @@ class _SafeLoaderNoDuplicates(yaml.SafeLoader):
         """An int, or a ``_Yaml11Number`` for octal (``010``) and base 60 (``1:30``)."""
         value: int = super().construct_yaml_int(node)
         digits = str(node.value).replace("_", "").lstrip("+-")
-        if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits[1] not in "bx"):
+        if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits.isdigit()):
             return _yaml11_number(str(node.value), value)
         return value
 

@@ -699,13 +699,16 @@ def test_a_number_yaml_1_1_reads_otherwise_is_refused(
     assert_config_error(result, f"{path}:{line}: {message}")
     ran = keysync("-c", str(path), "run")
     assert_config_error(ran, f"{path}:{line}: {message}")
-    # What YAML 1.1 and 1.2 read alike stays as it was: 0, hex, 1_000, 1.5, a quoted text.
+    # What YAML 1.1 and 1.2 read alike stays as it was: 0, hex, 1_000, 1.5, a quoted text;
+    # so does an octal written as one (!!int 0o10: no leading 0 to mistake).
     same = "processing:\n  batch_size: 0x10\n  checkpoint_interval: 1_000\n"
-    result, _ = check_text(keysync, tmp_path, same + "  source_timeout_s: 01.5\n")
+    same += "  source_timeout_s: 01.5\nnormalize: {pad_numbers: !!int 0o10}\n"
+    result, _ = check_text(keysync, tmp_path, same)
     assert result.returncode == 0, result.stderr
     processing = _effective(result.stdout)["processing"]
     assert (processing["batch_size"], processing["checkpoint_interval"]) == (16, 1000)
     assert processing["source_timeout_s"] == 1.5
+    assert _effective(result.stdout)["normalize"]["pad_numbers"] == 8
 
 
 @pytest.mark.parametrize("other", ["a.csv", "./sub/../a.csv"])
