@@ -197,6 +197,7 @@ def registry_list(app: _App, status: str | None, limit: int | None, as_json: boo
                 for e in chain([first], entries)
             ),
             widths,
+            whole=("master_key", "source_key"),
         )
         total = store.registry_count(status) if limit is not None else 0
     if limit is not None and total > limit:
@@ -1269,7 +1270,7 @@ def audit(
                 _say(app, "no audit events" + (" match" if narrowed else ""))
             return
         widths = store.audit_widths(wanted, shown=visible)
-        print_table(list(AUDIT_COLUMNS), chain([first], rows), widths)
+        print_table(list(AUDIT_COLUMNS), chain([first], rows), widths, whole=("key",))
 
 
 def _running_without_events(run_id: str) -> str:

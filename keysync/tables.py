@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from itertools import islice
 from typing import Any
 
@@ -19,27 +19,32 @@ JSON_CHUNK = 10_000  # items encoded at once by print_json_list
 
 
 def print_table(
-    headers: Sequence[str], rows: Iterable[Sequence[Any]], widths: Sequence[int] | None = None
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    widths: Sequence[int] | None = None,
+    whole: Collection[str] = (),
 ) -> None:
-    """Print aligned columns; long cells (except the last column) are shortened with '…'.
+    """Print aligned columns; long cells are shortened with '…', except in the last
+    column and in the columns named in ``whole``: names a user copies into the next
+    command (a master key shortened could not be passed to ``registry approve``).
 
     With ``widths`` (the longest cell of each column as ``visible`` shows it: from the
     database, or a bound such as ``MAX_CELL``) the rows are printed as they come, never
     all held: the audit trail can have millions.
     """
-    last = len(headers) - 1
+    kept = [i == len(headers) - 1 or header in whole for i, header in enumerate(headers)]
     if widths is None:
-        shown = [[_short(str(c), last=i == last) for i, c in enumerate(row)] for row in rows]
+        shown = [[_short(str(c), kept=kept[i]) for i, c in enumerate(row)] for row in rows]
         rows, widths = shown, [max(map(len, column), default=0) for column in zip(*shown)]
     widths = [
-        max(len(header), width if i == last else min(width, MAX_CELL))
+        max(len(header), width if kept[i] else min(width, MAX_CELL))
         for i, (header, width) in enumerate(zip(headers, [*widths, *[0] * len(headers)]))
     ]
     out = io.StringIO()
     line = "  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers))
     out.write(line.rstrip() + "\n")
     for n, row in enumerate(rows, start=1):
-        cells = (_short(str(c), last=i == last) for i, c in enumerate(row))
+        cells = (_short(str(c), kept=kept[i]) for i, c in enumerate(row))
         out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip() + "\n")
         if n % 10_000 == 0:
             click.echo(out.getvalue(), nl=False)
@@ -59,9 +64,9 @@ def visible(text: str) -> str:
     return text.translate(_VISIBLE)
 
 
-def _short(text: str, *, last: bool) -> str:
+def _short(text: str, *, kept: bool) -> str:
     text = visible(text)
-    if last or len(text) <= MAX_CELL:
+    if kept or len(text) <= MAX_CELL:
         return text
     return text[: MAX_CELL - 1] + "…"
 

@@ -2530,6 +2530,25 @@ def test_registry_list_limit_says_how_many_it_left_out(
     assert ok(keysync("registry", "list", "--limit", "5")).stderr == ""
 
 
+def test_a_long_key_is_listed_whole_so_it_can_be_approved_as_copied(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (hunt): `registry list` and `audit` cut cells at 60 characters with '…', so a
+    long master key copied from the listing named no entry in `registry approve`."""
+    project()
+    long_key = "ORDER-" + "7" * 90
+    write_inputs(tmp_path, {"A": ["K-1"], "B": [long_key], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+
+    listed = ok(keysync("registry", "list")).stdout.splitlines()
+    copied = listed[1].split()[0]
+    assert copied == long_key and listed[1].split()[4] == long_key  # master_key, source_key
+    ok(keysync("registry", "approve", copied))
+    assert statuses(tmp_path) == {long_key: "Active"}
+    trail = ok(keysync("audit", "--key", long_key)).stdout
+    assert f"  {long_key}  " in trail
+
+
 def test_a_new_namespace_separator_keeps_reports_on_the_entries_that_stand_for_the_keys(
     tmp_path: Path, keysync: RunKeysync, write_config: Any
 ) -> None:
