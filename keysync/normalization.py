@@ -277,11 +277,12 @@ def rule_warnings(rules: NormalizeConfig) -> list[str]:
 
     ``strip_non_alnum`` keeps A-Z and 0-9 only (SPEC.md), so without ``uppercase``
     every lower-case letter goes, and without ``ascii_fold`` every accented one.
-    Each warning shows the effect on an example, computed with the rules themselves."""
+    Each warning shows the effect on an example, computed with the rules themselves.
+    Then the delimiters the steps before them change (``_unreachable_delimiters``)."""
+    warnings = _unreachable_delimiters(rules)
     if not rules.strip_non_alnum:
-        return []
+        return warnings
     normalizer = KeyNormalizer(rules)
-    warnings = []
     for off, example, letters in (
         ("uppercase", "Cust_12", "lower-case"),
         ("ascii_fold", "CAFÉ-12", "accented"),
@@ -293,6 +294,30 @@ def rule_warnings(rules: NormalizeConfig) -> list[str]:
                 f"{letters} letter is deleted ({example!r} becomes {becomes!r}); "
                 "try keys with `keysync normalize`"
             )
+    return warnings
+
+
+def _unreachable_delimiters(rules: NormalizeConfig) -> list[str]:
+    """Delimiters that ``ascii_fold`` or ``uppercase`` turn into another character before
+    the delimiter step (SPEC.md's order): as written, they never match. A fullwidth
+    ``／`` folds to ``/``, which then is no delimiter unless it is listed too."""
+    if not rules.collapse_delims:
+        return []  # no delimiter step: the list changes nothing
+    warnings = []
+    for char in dict.fromkeys(rules.delimiters):
+        folded = _fold_to_ascii(char) if rules.ascii_fold else char
+        before = folded.upper() if rules.uppercase else folded
+        if before == char or (before and all(c in rules.delimiters for c in before)):
+            continue  # as written, or made into delimiters listed too: as meant
+        changed = {"ascii_fold": folded != char, "uppercase": before != folded}
+        steps = " and ".join(step for step, did in changed.items() if did)
+        if before:
+            missing = "".join(c for c in before if c not in rules.delimiters)
+            effect = f"makes it {before!r} first; add {missing!r} to the delimiters"
+        else:  # a combining mark on its own
+            effect = "deletes it first; take it out of the delimiters"
+        named = f"{char!r} (U+{ord(char):04X})"
+        warnings.append(f"normalize.delimiters: {named} never matches: {steps} {effect}")
     return warnings
 
 

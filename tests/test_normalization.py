@@ -461,6 +461,33 @@ def test_keysync_normalize_steps_names_each_rule_of_the_config(
     ]
 
 
+def test_config_check_warns_of_a_delimiter_the_steps_before_it_change(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen (hunt): `delimiters: " -／"` passed `config check`, and `A／B` became `AB`:
+    ascii_fold makes the fullwidth slash '/' before the delimiter step sees it."""
+
+    def warnings() -> list[str]:
+        checked = keysync("config", "check")
+        assert checked.returncode == 0, checked.stderr
+        return [line for line in checked.stdout.splitlines() if line.startswith("# warning")]
+
+    write_config(tmp_path, normalize={"delimiters": " -\uff0f\u0301"})
+    assert warnings() == [
+        "# warning: normalize.delimiters: '\uff0f' (U+FF0F) never matches: ascii_fold makes "
+        "it '/' first; add '/' to the delimiters",
+        "# warning: normalize.delimiters: '\u0301' (U+0301) never matches: ascii_fold deletes "
+        "it first; take it out of the delimiters",
+    ]
+    assert keysync("normalize", "A\uff0fB").stdout.split()[-1] == "AB"
+    write_config(tmp_path, normalize={"delimiters": " -\uff0f/\u00b4"})  # as advised
+    assert warnings() == []
+    assert keysync("normalize", "A\uff0fB").stdout.split()[-1] == "A-B"
+    write_config(tmp_path, normalize={"delimiters": " -\uff0f", "ascii_fold": False})
+    assert not [w for w in warnings() if "delimiters" in w]  # matched as written
+    assert keysync("normalize", "A\uff0fB").stdout.split()[-1] == "A-B"
+
+
 def test_config_check_warns_of_rules_that_delete_letters(
     tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
 ) -> None:
