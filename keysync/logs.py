@@ -279,8 +279,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "settings.changed": EventSpec(
         "info",
         ("detail",),
-        "the configured systems or the lifecycle settings differ from the last successful "
-        "run's (an audit event too)",
+        "the configured systems, a key column or the lifecycle settings differ from the "
+        "last successful run's (an audit event too)",
     ),
     "authority.changed": EventSpec(
         "warning",

@@ -382,10 +382,15 @@ def _rules_change(store: StateStore, run_id: str, config: Config) -> str:
 
 def _settings(config: Config) -> dict[str, Any]:
     """The other settings that decide registry changes (``flags.settings``): which systems
-    are configured (one taken out holds nothing in the registry) and the lifecycle's."""
+    are configured (one taken out holds nothing in the registry), the column each one's
+    keys are read from (another gives every key of it another value) and the lifecycle's."""
     return {
         # The authority first, then the peers by name: their order in the file means nothing.
         "sources": ",".join([config.authority, *sorted(set(config.sources) - {config.authority})]),
+        **{
+            f"sources.{name}.key_column": source.key_column
+            for name, source in sorted(config.sources.items())
+        },
         "provisioning.auto_approve": config.provisioning.auto_approve,
         "provisioning.deprecate_after_runs": config.provisioning.deprecate_after_runs,
     }
@@ -421,6 +426,12 @@ def _settings_change(
             )
         if authority_changed := was[0] != now[0]:
             effects.append(f"the authority (the first source) is {now[0]}, was {was[0]}")
+    if columns := [n.split(".")[1] for n in changed if n.endswith(".key_column")]:
+        effects.append(
+            f"{', '.join(columns)} read from another key column: its keys are those of the "
+            "new column, and a master key of the old column's keys seen in no other system "
+            "counts towards provisioning.deprecate_after_runs"
+        )
     line = f"the settings changed since run {previous_run}: " + "; ".join([listed, *effects])
     return line, authority_changed
 

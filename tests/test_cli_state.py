@@ -355,6 +355,35 @@ def test_a_change_of_the_configured_systems_or_the_lifecycle_is_an_audit_event(
     )
 
 
+def test_a_change_of_a_key_column_is_an_audit_event(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (hunt): `sources.B.key_column: key -> id` gave every key of B another value,
+    proposed each as a master key, and nothing in the trail said why."""
+
+    def configure(column: str) -> None:
+        sources: dict[str, Any] = {s: {"path": f"./input/{s}.csv"} for s in SYSTEMS}
+        sources["B"]["key_column"] = column
+        write_config(tmp_path, sources=sources, processing={"parallel": False, "workers": 1})
+
+    write_inputs(tmp_path, {s: ["K-1"] for s in SYSTEMS})
+    configure("key")
+    ok(keysync("-q", "run"))
+    configure("name")  # write_inputs' second column: "name of K-1"
+    ok(keysync("-q", "run"))
+    runs = [r["run_id"] for r in json.loads(ok(keysync("runs", "--json")).stdout)]
+    query = "SELECT run_id, detail FROM audit_events WHERE event = 'settings.changed'"
+    assert db_rows(tmp_path, query) == [
+        (
+            runs[1],
+            f'the settings changed since run {runs[0]}: sources.B.key_column "key" -> "name"; '
+            "B read from another key column: its keys are those of the new column, and a "
+            "master key of the old column's keys seen in no other system counts towards "
+            "provisioning.deprecate_after_runs",
+        )
+    ]
+
+
 def test_dry_run_leaves_the_database_unchanged_but_the_run_record(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
@@ -1757,6 +1786,7 @@ def test_runs_record_whether_a_run_approved_what_it_proposed_and_whether_it_resu
     assert rules["normalize.pad_numbers"] == 0 and rules["provisioning.strategy"] == "mirror"
     assert recorded.pop("settings") == {
         "sources": "A,B,C",
+        **{f"sources.{s}.key_column": "key" for s in "ABC"},
         "provisioning.auto_approve": True,
         "provisioning.deprecate_after_runs": 3,
     }
