@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -364,21 +365,8 @@ def test_ctrl_c_stops_the_simulation_with_one_line_and_the_next_one_starts_over(
 ) -> None:
     _config(tmp_path)
     log = tmp_path / "output" / "simulation" / "normal" / "data" / "logs" / "keysync.jsonl"
-    running = subprocess.Popen(
-        [sys.executable, "-m", "keysync", "simulate", "--days", "30"],
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # A non-interactive shell may start us with SIGINT ignored; a user's terminal does not.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and running.poll() is None:
-        if log.exists() and b'"simulation.day"' in log.read_bytes():
-            break
-        time.sleep(0.02)
+    running = _simulating(tmp_path, 30)
+    _wait_for_log(running, log, lambda text: b'"simulation.day"' in text)
     running.send_signal(signal.SIGINT)
     stdout, stderr = running.communicate(timeout=60)
     assert running.returncode == 130, stderr
@@ -581,27 +569,42 @@ def _held_after_day_1(project: Path, days: int, release: Path) -> subprocess.Pop
     """``keysync simulate`` held once its day 1 has committed (till ``release`` exists)."""
     log = project / "output" / "simulation" / "normal" / "data" / "logs" / "keysync.jsonl"
     before = log.read_bytes().count(b'"run.paused_for_tests"') if log.exists() else 0
-    running = subprocess.Popen(
+    pause = {
+        "KEYSYNC_TEST_PAUSE_AT": "tidying",
+        "KEYSYNC_TEST_PAUSE_UNTIL": str(release),
+        "KEYSYNC_TEST_PAUSE_S": "60",
+    }
+    running = _simulating(project, days, pause)
+    if _wait_for_log(running, log, lambda text: text.count(b'"run.paused_for_tests"') > before):
+        return running
+    running.kill()
+    raise AssertionError(f"the simulation never reached its pause: {running.communicate()}")
+
+
+def _simulating(
+    project: Path, days: int, env: dict[str, str] | None = None, stdout: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """``keysync simulate --days DAYS`` started in ``project``, Ctrl-C taken as from a
+    terminal (a non-interactive shell may start us with SIGINT ignored; a terminal does not)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "keysync", "simulate", "--days", str(days)],
         cwd=project,
-        env={
-            **_env(),
-            "KEYSYNC_TEST_PAUSE_AT": "tidying",
-            "KEYSYNC_TEST_PAUSE_UNTIL": str(release),
-            "KEYSYNC_TEST_PAUSE_S": "60",
-        },
-        stdout=subprocess.PIPE,
+        env={**_env(), **(env or {})},
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def _wait_for_log(running: subprocess.Popen[str], log: Path, seen: Callable[[bytes], bool]) -> bool:
+    """Wait (up to 60 s, while ``running`` lives) till the log's bytes satisfy ``seen``."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and running.poll() is None:
-        if log.exists() and log.read_bytes().count(b'"run.paused_for_tests"') > before:
-            return running
+        if log.exists() and seen(log.read_bytes()):
+            return True
         time.sleep(0.02)
-    running.kill()
-    raise AssertionError(f"the simulation never reached its pause: {running.communicate()}")
+    return False
 
 
 def _read_until(running: subprocess.Popen[str], text: str, timeout: float = 30) -> str:
@@ -735,20 +738,9 @@ def test_a_second_ctrl_c_in_a_day_says_the_simulation_starts_over_not_run_resume
         assert _keysync(tmp_path, "-q", "simulate", "--days", "2").returncode == 0
         first = _kept_by_the_user(folder)
     log = folder / "data" / "logs" / "keysync.jsonl"
-    running = subprocess.Popen(
-        [sys.executable, "-m", "keysync", "simulate", "--days", "3"],
-        cwd=tmp_path,
-        env={**_env(), "KEYSYNC_TEST_PAUSE_AT": "reading:1", "KEYSYNC_TEST_PAUSE_S": "60"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and running.poll() is None:
-        if log.exists() and b'"run.paused_for_tests"' in log.read_bytes():
-            break
-        time.sleep(0.02)
+    pause = {"KEYSYNC_TEST_PAUSE_AT": "reading:1", "KEYSYNC_TEST_PAUSE_S": "60"}
+    running = _simulating(tmp_path, 3, pause, stdout=subprocess.DEVNULL)
+    _wait_for_log(running, log, lambda text: b'"run.paused_for_tests"' in text)
     running.send_signal(signal.SIGINT)  # stop at the day's next clean point (after the pause)
     time.sleep(0.3)
     deadline = time.monotonic() + 10  # (two SIGINTs before the handler ran are one)
