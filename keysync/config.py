@@ -25,7 +25,7 @@ from keysync.config_yaml import (
     line_of,
     quote_hint,
     refuse_yaml11_numbers,
-    text_hint,
+    type_hint,
 )
 from keysync.cron import CronError, CronSchedule
 from keysync.errors import ConfigError, bytes_shown
@@ -588,7 +588,7 @@ def load_config(path: str | Path) -> Config:
         line = line_of(text, str(exc).partition(": ")[0])
         where = f"{config_path}:{line}" if line else str(config_path)
         # One line whatever the YAML held: a key with a line break is shown escaped.
-        one_line = (str(exc) + text_hint(text, str(exc))).replace("\r", "\\r")
+        one_line = (str(exc) + type_hint(text, str(exc))).replace("\r", "\\r")
         raise ConfigError(f"{where}: {one_line.replace(chr(10), chr(92) + 'n')}") from None
 
 

@@ -152,7 +152,39 @@ _TEXT_EXPECTED = re.compile(
 )
 
 
-def text_hint(text: str, message: str) -> str:
+_NUMBER_EXPECTED = re.compile(r"(\S+): expected int(?: \| null)?, got str")
+_NOT_OCTAL = re.compile(r"[-+]?0[0-9_]*[89][0-9_]*")  # a leading 0 and an 8 or 9: text
+
+
+def type_hint(text: str, message: str) -> str:
+    """What YAML made of a plain value that is not the type its setting wants, and what to
+    write instead (a ``_text_hint`` or a ``_not_octal_hint``), else ""."""
+    return _text_hint(text, message) or _not_octal_hint(text, message)
+
+
+def _not_octal_hint(text: str, message: str) -> str:
+    """`` (YAML reads 08 as text: a leading 0 makes a number octal, and 8 and 9 are no
+    octal digits: write 8)`` for a number setting written with a leading 0, else "".
+
+    ``pad_numbers: 08`` said "expected int, got str" of what reads as a number to anyone
+    but YAML 1.1 (``010`` is refused with its octal value, see ``_yaml11_message``).
+    """
+    found = _NUMBER_EXPECTED.fullmatch(message)
+    node = _value_node(text, found[1]) if found else None
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        return ""
+    if not _NOT_OCTAL.fullmatch(node.value):
+        return ""
+    digits = node.value.replace("_", "")
+    sign = "-" if digits.startswith("-") else ""
+    instead = sign + (digits.lstrip("+-").lstrip("0") or "0")
+    return (
+        f" (YAML reads {node.value} as text: a leading 0 makes a number octal, and 8 and 9 "
+        f"are no octal digits: write {instead})"
+    )
+
+
+def _text_hint(text: str, message: str) -> str:
     """`` (YAML reads no as false: quote it, 'no', if it is text)`` for a text setting
     written as a plain word YAML takes for something else, else "".
 

@@ -191,6 +191,27 @@ BAD_CONFIGS = [
         "it, '2026-01-01', if it is text)",
         id="date-for-str",
     ),
+    # A number with a leading 0 and an 8 or 9 is text in YAML 1.1 (010 is octal 8, refused).
+    pytest.param(
+        "normalize:\n  pad_numbers: 08\n",
+        2,
+        "normalize.pad_numbers: expected int, got str (YAML reads 08 as text: a leading 0 "
+        "makes a number octal, and 8 and 9 are no octal digits: write 8)",
+        id="not-octal-for-int",
+    ),
+    pytest.param(
+        "processing:\n  workers: 009\n",
+        2,
+        "processing.workers: expected int | null, got str (YAML reads 009 as text: a leading "
+        "0 makes a number octal, and 8 and 9 are no octal digits: write 9)",
+        id="not-octal-for-optional-int",
+    ),
+    pytest.param(
+        "normalize:\n  pad_numbers: '08'\n",
+        2,
+        "normalize.pad_numbers: expected int, got str",
+        id="quoted-digits-for-int",
+    ),
     pytest.param("paths: {output: null}\n", 1, "paths.output: expected str, got null", id="null"),
     pytest.param("processing: 5\n", 1, "processing: expected mapping, got int", id="section-int"),
     pytest.param("sources: [a, b]\n", 1, "sources: expected mapping, got list", id="sources-list"),
