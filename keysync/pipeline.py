@@ -64,6 +64,24 @@ UNTERMINATED = (
 )
 
 
+CHANGED_WHILE_READ = "the file changed while it was read (is an export still writing it?)"
+
+
+def file_state(path: Path) -> tuple[int, int, int, int] | None:
+    """What writing to or replacing a file changes: its inode, size, modification and
+    status-change times (ns; no one can set the latter). None if it cannot be seen.
+
+    A source rewritten in place while it is read (an export that runs while keysync does)
+    gave rows of two versions, or a file cut short, and a run that said nothing: a third
+    of B's keys reported as propagation gaps, committed, counting towards deprecation.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 class PipelineObserver:
     """Hooks the runner uses to follow the merge: checkpoints, progress, resume timing.
 
@@ -350,8 +368,10 @@ class Pipeline:
         self.run_id = run_id
         self.observer = observer or PipelineObserver()
         self.log = logs.get_logger(stage="pipeline")
+        self._file_states: dict[str, tuple[int, int, int, int] | None] = {}
 
     def run(self) -> PipelineResult:
+        self._file_states = {job.system: file_state(job.path) for job in self.jobs}
         if self.config.processing.parallel:
             return self._run_parallel()
         return self._run_sequential()
@@ -373,6 +393,7 @@ class Pipeline:
                 time.sleep(processing.source_timeout_s)
                 self._unavailable(unavailable, job.system, self._timeout_reason())
                 continue
+            self._file_states[job.system] = file_state(job.path)  # read now, not at the start
             try:
                 header = read_header(job.system, job.path, job.source)
                 size = job.path.stat().st_size
@@ -402,7 +423,7 @@ class Pipeline:
             except OSError as exc:
                 self._unavailable(unavailable, job.system, f"{job.path}: read failed: {exc}")
                 continue
-            self._finished(job.system)
+            self._finished(unavailable, job.system)
         return PipelineResult(self.index, unavailable)
 
     def _apply(self, batch: KeyBatch) -> None:
@@ -418,7 +439,12 @@ class Pipeline:
         if self.observer.should_stop():
             raise Interrupted("interrupted")
 
-    def _finished(self, system: str) -> None:
+    def _finished(self, unavailable: dict[str, str], system: str) -> None:
+        """A source read to its end; unavailable if its file changed while it was read."""
+        path = next(job.path for job in self.jobs if job.system == system)
+        if file_state(path) != self._file_states[system]:
+            self._unavailable(unavailable, system, f"{path}: {CHANGED_WHILE_READ}")
+            return
         keys = self.index.finish(system)
         self.log.info(
             "source.finished",
@@ -596,7 +622,7 @@ class Pipeline:
                     continue
                 if system in expected and self.index[system].position.seq >= expected[system]:
                     done.add(system)
-                    self._finished(system)
+                    self._finished(unavailable, system)
                 elif system not in expected and now - last_seen[system] > timeout_s:
                     process.kill()
                     done.add(system)

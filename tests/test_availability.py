@@ -501,3 +501,94 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def _rewritten_while_read(
+    tmp_path: Path, config: Path, system: str, *, rows_first: int
+) -> subprocess.CompletedProcess[str]:
+    """A run held after ``rows_first`` rows are merged, ``system``'s file cut in place at
+    the line end after half its bytes (as an export that starts again writes it), then
+    let go."""
+    log_file = tmp_path / "data" / "logs" / "keysync.jsonl"
+    log_file.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")} | {
+        "KEYSYNC_TEST_PAUSE_AT": f"reading:{rows_first}",
+        "KEYSYNC_TEST_PAUSE_UNTIL": str(tmp_path / "rewritten"),
+    }
+    command = [sys.executable, "-m", "keysync", "-q", "-c", str(config), "run"]
+    run = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while b"run.paused_for_tests" not in (log_file.read_bytes() if log_file.exists() else b""):
+            assert run.poll() is None and time.monotonic() < deadline, "the run did not pause"
+            time.sleep(0.05)
+        path = tmp_path / "input" / f"{system}.csv"
+        data = path.read_bytes()
+        with open(path, "r+b") as handle:  # in place: the same file, another content
+            handle.truncate(data.index(b"\n", len(data) // 2) + 1)
+        (tmp_path / "rewritten").touch()
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return subprocess.CompletedProcess(command, run.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_a_peer_written_while_it_is_read_is_unavailable_not_half_compared(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path], parallel: bool
+) -> None:
+    """Seen: B cut short in place while a run read it gave a run that exited 0 with a
+    third of B's keys as propagation gaps, committed (towards deprecate_after_runs)."""
+    config = write_config(tmp_path, processing={"parallel": parallel, "batch_size": 500})
+    assert keysync("-q", "-c", str(config), "generate", "--keys", "20000").returncode == 0
+    done = _rewritten_while_read(tmp_path, config, "B", rows_first=21_000)  # A, then some of B
+    path = tmp_path / "input" / "B.csv"
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"keysync: degraded: B unavailable, not compared (B: {path}: the file changed while "
+        f"it was read (is an export still writing it?)); the reports in {tmp_path / 'output'} "
+        "cover the others: run again once it is back"
+    )
+    output = tmp_path / "output"
+    summary = {row["system"]: row for row in read_report(output / "reconciliation_summary.csv")}
+    assert summary["B"]["available"] == "false"
+    assert all(summary[s]["available"] == "true" for s in "ACDE")
+    gaps = read_report(output / "diff_missing_from_system.csv")
+    assert gaps and not [row for row in gaps if row["system"] == "B"]
+
+
+def test_the_authority_written_while_it_is_read_fails_the_run_and_commits_nothing(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    config = write_config(tmp_path, processing={"batch_size": 500})
+    assert keysync("-q", "-c", str(config), "generate", "--keys", "20000").returncode == 0
+    done = _rewritten_while_read(tmp_path, config, "A", rows_first=2_000)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"keysync: error: the authority A is unavailable: {tmp_path / 'input' / 'A.csv'}: the "
+        "file changed while it was read (is an export still writing it?)"
+    )
+    assert not (tmp_path / "output" / "reconciliation_summary.csv").exists()
+    listed = keysync("-c", str(config), "registry", "list")
+    assert (listed.returncode, listed.stdout, listed.stderr) == (0, "", "no master keys\n")
+
+
+def test_one_process_reads_a_peer_changed_before_its_turn_as_it_is_then(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """With ``parallel: false`` C is read after A and B: cut (at a line end) while A is
+    read, it is read whole as it is then, and compared."""
+    config = write_config(tmp_path, processing={"parallel": False, "batch_size": 500})
+    assert keysync("-q", "-c", str(config), "generate", "--keys", "20000").returncode == 0
+    path = tmp_path / "input" / "C.csv"
+    lines = path.read_bytes().splitlines(keepends=True)
+    done = _rewritten_while_read(tmp_path, config, "C", rows_first=2_000)
+    assert done.returncode == 0, done.stderr  # no source missing
+    rows = read_report(tmp_path / "output" / "reconciliation_summary.csv")
+    summary = {row["system"]: row for row in rows}
+    assert summary["C"]["available"] == "true"
+    assert int(summary["C"]["rows_read"]) < len(lines) * 0.6
