@@ -608,7 +608,10 @@ def read_batches(
         # or re-counting the rest of a chunk for every batch cost more than parsing it).
         pending: list[bytes] = []  # complete physical lines, not yet in a batch from ``pos``
         pos = 0
-        partial = b""  # the start of a line whose end is in the next chunk
+        # The start of a line whose end is in a later chunk, in pieces: a line of hundreds
+        # of MB (a binary file, a runaway cell) is joined once, not once per chunk (that
+        # copied it chunk after chunk: 300 MB took over 30 s, so a run called it a timeout).
+        partial: list[bytes] = []
         eof = False
         want = batch_size
         while True:
@@ -617,11 +620,15 @@ def read_batches(
                 if not chunk:
                     eof = True
                     if partial:  # a last line without a newline
-                        pending.append(partial)
-                        partial = b""
+                        pending.append(b"".join(partial))
+                        partial = []
                     break
-                lines = (partial + chunk).split(b"\n") if partial else chunk.split(b"\n")
-                partial = lines.pop()
+                if b"\n" not in chunk:
+                    partial.append(chunk)
+                    continue
+                lines = (b"".join(partial) + chunk if partial else chunk).split(b"\n")
+                tail = lines.pop()
+                partial = [tail] if tail else []
                 if pos:
                     del pending[:pos]
                     pos = 0
