@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import itertools
+import lzma
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -507,3 +511,58 @@ def test_a_line_of_many_chunks_is_read_in_time_proportional_to_it(
         ("K3", 4, "2026-01-03T00:00:00Z"),
     ]
     assert (rejected, rows_read) == ([], 3)
+
+
+def _zipped(data: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("B.csv", data)
+    return out.getvalue()
+
+
+_CSV = b"key,name,last_seen_at\n" + b"".join(b"K-%d,x,t\n" % n for n in range(200))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (gzip.compress(_CSV), "the file is gzip-compressed, not CSV text, which keysync does "
+         "not read; decompress it first: gunzip -c B.csv > new.csv"),
+        (bz2.compress(_CSV), "the file is bzip2-compressed, not CSV text, which keysync does "
+         "not read; decompress it first: bunzip2 -c B.csv > new.csv"),
+        (bz2.compress(b""), "the file is bzip2-compressed, not CSV text, which keysync does "
+         "not read; decompress it first: bunzip2 -c B.csv > new.csv"),
+        (lzma.compress(_CSV), "the file is xz-compressed, not CSV text, which keysync does "
+         "not read; decompress it first: xz -dc B.csv > new.csv"),
+        # (zstd is not in the standard library before 3.14: a frame's magic number and header)
+        (b"\x28\xb5\x2f\xfd\x24\x04\x21\x00", "the file is zstd-compressed, not CSV text, which "
+         "keysync does not read; decompress it first: zstd -dc B.csv > new.csv"),
+        (_zipped(_CSV), "the file is a zip archive (an .xlsx workbook is one), not CSV text, "
+         "which keysync does not read; unzip the CSV from it, or save the sheet as CSV (UTF-8)"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504), "the file is an Office document "
+         "(an .xls workbook), not CSV text, which keysync does not read; save the sheet as "
+         "CSV (UTF-8)"),
+        (b"PAR1\x15\x04\x15\x10\x15\x14L\x15\x02", "the file is a Parquet file, not CSV text, "
+         "which keysync does not read; export the table as CSV"),
+    ],
+    ids=["gzip", "bzip2", "bzip2-empty", "xz", "zstd", "zip", "xls", "parquet"],
+)  # fmt: skip
+def test_a_compressed_or_binary_file_is_named_for_what_it_is(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    """Seen: a gzipped export was "a file of CR line ends" (with a tr command to run on
+    it) and a zipped one "not valid utf-8: set the encoding to cp1252 (latin-1 reads any
+    byte)", which would have read its bytes as keys."""
+    path = write(tmp_path, content)
+    with pytest.raises(SourceUnavailable) as err:
+        read_header("B", path, SOURCE)
+    assert str(err.value) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize("header", [b"PAR1,name", b"BZh1,name", b"PK,name"])
+def test_a_header_that_starts_like_a_format_s_magic_is_read_as_text(
+    tmp_path: Path, header: bytes
+) -> None:
+    source = SourceConfig(path="unused", key_column=header.split(b",")[0].decode())
+    rows, rejected, _, _ = read_all(write(tmp_path, header + b"\nK-1,a\n"), source=source)
+    assert [raw for raw, _, _ in rows] == ["K-1"] and rejected == []

@@ -153,6 +153,44 @@ def _only_blank_lines_follow(handle: BinaryIO, second: bytes) -> bool:
     return True
 
 
+# The first bytes of files that are not CSV text but are often handed over as an export:
+# read as text they were called a file of CR line ends (gzip), or a header that is not
+# utf-8 with the advice to read it as cp1252 (zip, xlsx), which would make keys of bytes.
+_PACKED_FORMATS: tuple[tuple[re.Pattern[bytes], str, str], ...] = tuple(
+    (re.compile(magic), kind, how)
+    for magic, kind, how in (
+        (rb"\x1f\x8b", "gzip-compressed", "decompress it first: gunzip -c {name} > new.csv"),
+        (
+            rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)",  # a first block, or an empty stream
+            "bzip2-compressed",
+            "decompress it first: bunzip2 -c {name} > new.csv",
+        ),
+        (rb"\xfd7zXZ\x00", "xz-compressed", "decompress it first: xz -dc {name} > new.csv"),
+        (rb"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it first: zstd -dc {name} > new.csv"),
+        (
+            rb"PK\x03\x04",
+            "a zip archive (an .xlsx workbook is one)",
+            "unzip the CSV from it, or save the sheet as CSV (UTF-8)",
+        ),
+        (
+            rb"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+            "an Office document (an .xls workbook)",
+            "save the sheet as CSV (UTF-8)",
+        ),
+        # A header may start with the text PAR1; Parquet's next byte is binary.
+        (rb"PAR1[\x00-\x08\x0b\x0c\x0e-\x1f]", "a Parquet file", "export the table as CSV"),
+    )
+)
+
+
+def _packed_format(first: bytes) -> tuple[str, str] | None:
+    """(what the file is, what to do) if its first bytes are a compressed or binary format."""
+    for magic, kind, how in _PACKED_FORMATS:
+        if magic.match(first):
+            return kind, how
+    return None
+
+
 def read_header(system: str, path: Path, source: SourceConfig) -> Header:
     """Open the source and parse line 1; raise ``SourceUnavailable`` with a clear reason."""
     try:
@@ -185,6 +223,13 @@ def read_header(system: str, path: Path, source: SourceConfig) -> Header:
         raise SourceUnavailable(
             f"{path}: line 1 (header) is longer than {MAX_HEADER_BYTES:,} bytes, which no "
             "header of key columns needs; check the export (its line ends, its delimiter)"
+        )
+    packed = _packed_format(first)
+    if packed:
+        kind, how = packed
+        raise SourceUnavailable(
+            f"{path}: the file is {kind}, not CSV text, which keysync does not read; "
+            + how.format(name=path.name)
         )
     if first.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text", for one
         raise SourceUnavailable(
