@@ -79,7 +79,7 @@ def plan_rekeys(
             plan.append(Rekey(entry, "", "", None, "skip", "its key is rejected by the rules now"))
             continue
         name = new_key if entry.strategy == "mirror" else f"{entry.system}{separator}{new_key}"
-        target = by_name.get(name) or made.get(name)
+        target = made.get(name) or by_name.get(name)
         if entry.status == "Deprecated" and target is not None and target.status == "Active":
             # Carried already (an earlier rekey), or its new form approved: nothing to do.
             # Listed as "left as it is", a carried approval read as one that was not.
@@ -96,8 +96,13 @@ def plan_rekeys(
         else:
             action = "supersede" if entry.status == "Proposed" else "carry"
             plan.append(Rekey(entry, name, new_key, target, action))
-            if target is None:  # a second old entry of the same new form finds this one
+            # A second old entry of the same new form finds it as this leaves it (seen:
+            # rules changed twice, X-12's approval carried to X-0012 then X-000012, and X-12
+            # was then listed as "left as it is", its new form still taken as Proposed).
+            if target is None:
                 made[name] = _made_for(entry, name, new_key, action)
+            elif action == "carry":
+                made[name] = replace(target, status="Active")
     return _seen(config, plan, holders)
 
 

@@ -2971,6 +2971,33 @@ def test_a_second_rekey_does_not_list_carried_approvals_as_left_alone(
     }
 
 
+def test_after_two_rule_changes_rekey_lists_no_carried_approval_as_left_alone(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (lifecycle hunt): pad_numbers 0 -> 4, a run, rekey (X-12's approval to X-0012),
+    then 4 -> 6 and a run that proposed X-000012: rekey carried X-0012's approval to
+    X-000012 and listed "X-12: left as it is (it is Deprecated)", as if an approval had
+    been left behind: it took X-000012 as the run left it, Proposed."""
+    _rules(tmp_path, write_config)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    _rules(tmp_path, write_config, pad_numbers=4)
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "registry", "rekey"))
+    _rules(tmp_path, write_config, pad_numbers=6)
+    ok(keysync("-q", "run"))
+    done = ok(keysync("registry", "rekey"))
+    assert done.stdout == (
+        "X-0012 -> X-000012: Active carried, X-0012 Deprecated (a run deprecated it as "
+        "unseen after the rules changed)\n"
+    )
+    assert statuses(tmp_path) == {
+        "X-000012": "Active",
+        "X-0012": "Deprecated",
+        "X-12": "Deprecated",
+    }
+
+
 @pytest.mark.parametrize("strategy", ["mirror", "namespaced"])
 def test_a_rekeyed_entry_is_seen_where_its_key_is_so_the_next_run_records_nothing(
     tmp_path: Path, keysync: RunKeysync, write_config: Any, strategy: str
