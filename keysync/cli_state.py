@@ -686,7 +686,8 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
     An Active entry hands its status to the entry of the new form (made if there is
     none) and is Deprecated as superseded by it, and so does one that a run deprecated
     as unseen since the rules changed; a Proposed one is superseded by the new form's
-    entry; one deprecated by hand is left alone. Nothing is deleted, and each change
+    entry; one deprecated by hand hands that decision on (the new form is Deprecated,
+    unless it is Active by a decision). Nothing is deleted, and each change
     is an audit event (run id manual-<time>-<4 hex>).
 
     \b
@@ -717,6 +718,7 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
                 store.deprecated_since_rules_changed(),
                 store.deprecated_by_hand(),
                 _holders_at_the_last_run(app.config, store),
+                store.approved_by_runs,
             )
         done = 0
         if not dry_run:
@@ -732,7 +734,10 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
     elif rekeys:
         summary = "nothing rekeyed: the entries above are left as they are"
     else:
-        summary = "no master key to rekey: every key has the form the rules give it now"
+        summary = (  # said also when every old form has handed over (a second rekey)
+            "no master key to rekey: each has its key's form under the rules now, or "
+            "has handed over to that form's entry"
+        )
 
     def listing() -> None:
         if done:  # each change in the log too, as approve and deprecate log theirs
@@ -748,7 +753,7 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
                     **given,
                 )
         if not app.quiet:
-            for rekey in rekeys:
+            for rekey in sorted(rekeys, key=lambda r: r.old.master_key):
                 marked = dry_run and rekey.action != "skip"  # as approve --dry-run marks them
                 click.echo(visible(_rekey_line(rekey)) + (" (dry run)" if marked else ""))
 
@@ -765,6 +770,8 @@ def _rekey_line(rekey: Rekey) -> str:
         return f"{moved}: Active carried, {old.master_key} Deprecated" + (
             was if old.status == "Deprecated" else ""
         )
+    if rekey.action == "deprecate":
+        return f"{moved}: Deprecated carried (a decision: deprecated by hand)"
     return f"{moved}: {old.master_key} Deprecated (was Proposed)"
 
 

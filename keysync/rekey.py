@@ -10,9 +10,14 @@ it with the rules now, and where the form differs:
   is none, approved if it is Proposed), then is Deprecated as superseded by it;
 - a **Proposed** entry is Deprecated as superseded (the new form's own entry, made
   if there is none, is the one to review);
-- a **Deprecated** entry is left as it is (a decision someone made), unless a run
-  deprecated it as unseen since the rules last changed: the change unseated it, so it
-  counts as the Active entry it was. Left alone too: an entry whose new form is
+- a **Deprecated** entry deprecated by hand (``registry deprecate``, or a deprecation a
+  rekey carried) hands that decision on, as an Active one hands on its approval: the
+  new form's entry is made Deprecated, or Deprecated if it is Proposed or Active by a
+  run's auto-approval (no one's decision); a new form Active otherwise (approved by
+  hand, or carried from another key the rules now merge with it) is left as it is;
+- a Deprecated entry a run deprecated as unseen since the rules last changed: the
+  change unseated it, so it counts as the Active entry it was. Any other Deprecated
+  entry is left as it is. Left alone too: an entry whose new form is
   Deprecated by hand (a decision too), or whose key the rules now reject. A new form
   Deprecated otherwise (a run found it unseen, or an earlier rekey superseded it: the
   rules changed back) takes an Active entry's status: that was no one's decision.
@@ -39,7 +44,9 @@ class Rekey:
     new_name: str  # the master key of the new form ("" when skipped for a rejected form)
     new_key: str
     target: RegistryEntry | None  # the entry that has ``new_name`` already, if any
-    action: str  # "carry" (Active handed on), "supersede" (Proposed), or "skip"
+    # "carry" (Active handed on), "supersede" (Proposed), "deprecate" (a deprecation by
+    # hand handed on), or "skip"
+    action: str
     reason: str = ""  # why it is skipped
     # A new entry's (``creates``): the systems holding ``new_key`` and whether A is one.
     seen_in: str = ""
@@ -56,6 +63,7 @@ def plan_rekeys(
     unseated: Collection[str] = (),
     decided: Collection[str] = (),
     holders: Callable[[set[str]], Mapping[str, Collection[str]]] | None = None,
+    auto_approved: Callable[[set[str]], Collection[str]] | None = None,
 ) -> list[Rekey]:
     """One ``Rekey`` per entry whose ``source_key`` normalizes to another form now.
 
@@ -64,13 +72,22 @@ def plan_rekeys(
     deprecated by hand (``StateStore.deprecated_by_hand``). ``holders``: given the new
     forms, the systems that held each at the last run (``history.holders_when_last_read``),
     when that run had the rules now; None when it had other rules (its history knows the
-    old forms only). A new entry is seen where its form was (:func:`_seen`)."""
+    old forms only). A new entry is seen where its form was (:func:`_seen`).
+    ``auto_approved``: of the master keys given, those Active by a run's auto-approval
+    (``StateStore.approved_by_runs``): no one's decision, so a deprecation by hand of the
+    same key in its old form outweighs it.
+
+    Entries deprecated by hand are planned last: when the rules merge two keys into one
+    form, an approval of the other is carried first and the deprecation is then left as
+    it is (listed, with how to carry it), whatever the entries' names."""
     normalize = compile_rules(config.normalize).normalize
     limit = config.processing.max_key_length
     separator = config.provisioning.namespace_separator
     by_name = {entry.master_key: entry for entry in entries}
     made: dict[str, RegistryEntry] = {}  # new entries of this plan, as later ones see them
     plan: list[Rekey] = []
+    deciding: list[tuple[RegistryEntry, str, str]] = []  # deprecated by hand, new form
+    approving: dict[str, str] = {}  # new forms an approval goes to: the first giver
     for entry in sorted(by_name.values(), key=lambda e: e.master_key):
         new_key = normalize(entry.source_key) if len(entry.source_key) <= limit else ""
         if new_key == entry.key:
@@ -79,7 +96,12 @@ def plan_rekeys(
             plan.append(Rekey(entry, "", "", None, "skip", "its key is rejected by the rules now"))
             continue
         name = new_key if entry.strategy == "mirror" else f"{entry.system}{separator}{new_key}"
+        if entry.status == "Deprecated" and entry.master_key in decided:
+            deciding.append((entry, name, new_key))
+            continue
         target = made.get(name) or by_name.get(name)
+        if entry.status == "Active" or entry.master_key in unseated:
+            approving.setdefault(name, entry.master_key)
         if entry.status == "Deprecated" and target is not None and target.status == "Active":
             # Carried already (an earlier rekey), or its new form approved: nothing to do.
             # Listed as "left as it is", a carried approval read as one that was not.
@@ -103,7 +125,49 @@ def plan_rekeys(
                 made[name] = _made_for(entry, name, new_key, action)
             elif action == "carry":
                 made[name] = replace(target, status="Active")
+    plan += _carry_deprecations(deciding, by_name, made, approving, auto_approved)
     return _seen(config, plan, holders)
+
+
+def _carry_deprecations(
+    deciding: list[tuple[RegistryEntry, str, str]],
+    by_name: Mapping[str, RegistryEntry],
+    made: dict[str, RegistryEntry],
+    approving: Mapping[str, str],
+    auto_approved: Callable[[set[str]], Collection[str]] | None,
+) -> list[Rekey]:
+    """A deprecation by hand is a decision about the key, as an approval is: its new form
+    takes it ("deprecate"), made Deprecated if there is none, Deprecated if it is
+    Proposed or Active by a run's auto-approval. A new form Deprecated already has it;
+    one Active otherwise (approved by hand, or carried from another key of that form: the
+    rules merged an approved key and a deprecated one) is a decision too: left as it is,
+    the line says how to deprecate it."""
+    actives = {
+        name
+        for _, name, _ in deciding
+        if (found := made.get(name) or by_name.get(name)) is not None and found.status == "Active"
+    }
+    machine = set(auto_approved(actives)) if auto_approved is not None and actives else set()
+    plan: list[Rekey] = []
+    for entry, name, new_key in deciding:
+        target = made.get(name) or by_name.get(name)
+        if target is not None and target.status == "Deprecated":
+            continue  # carried already (an earlier rekey), or deprecated there too
+        if name in approving or (
+            target is not None and target.status == "Active" and name not in machine
+        ):
+            why = f", carried from {approving[name]}" if name in approving else ""
+            reason = f"{name} is Active{why}; `keysync registry deprecate {name}` deprecates it too"
+            plan.append(Rekey(entry, name, new_key, target, "skip", reason))
+            continue
+        plan.append(Rekey(entry, name, new_key, target, "deprecate"))
+        # A second entry of the same form, deprecated by hand too, finds it done.
+        made[name] = (
+            _made_for(entry, name, new_key, "deprecate")
+            if target is None
+            else replace(target, status="Deprecated")
+        )
+    return plan
 
 
 def _seen(
@@ -145,5 +209,5 @@ def _seen(
 
 
 def _made_for(entry: RegistryEntry, name: str, new_key: str, action: str) -> RegistryEntry:
-    status = "Active" if action == "carry" else "Proposed"
+    status = {"carry": "Active", "deprecate": "Deprecated"}.get(action, "Proposed")
     return RegistryEntry(**{**entry.__dict__, "master_key": name, "key": new_key, "status": status})

@@ -119,6 +119,14 @@ STATUSES = ("Proposed", "Active", "Deprecated")
 SUCCESSFUL = ("completed", "degraded")
 # How every key.approved / key.deprecated detail begins: its master key, its old status.
 _STATUS_CHANGE = re.compile(r"master key (.+?): (?:Proposed|Active|Deprecated) -> ")
+# A deprecation that was a decision: by `registry deprecate`, or carried by a rekey.
+_DEPRECATED_BY_HAND = re.compile(
+    r"master key (.+?): (?:Proposed|Active) -> Deprecated(?: by `keysync registry deprecate`"
+    r"|, carried from )"
+)
+# A key.rekeyed event: the entry a rekey made (and, below, one it made Deprecated).
+_MADE_FOR = re.compile(r"master key (.+?) \((?:mirror|namespaced)\) made for the key of ")
+_MADE_DEPRECATED = re.compile(_MADE_FOR.pattern + r".*?, Deprecated as ")
 
 # Positions in a master_keys row as stored (SPEC columns first, then bookkeeping).
 MK_MASTER_KEY = 0
@@ -1047,15 +1055,20 @@ class StateStore:
         return {detail[len(prefix) : detail.index(marker)] for (detail,) in rows}
 
     def deprecated_by_hand(self) -> set[str]:
-        """Master keys whose latest change of status was ``registry deprecate``: a decision.
-        Any other deprecation (a run's, of a key unseen; a rekey's, of a superseded form) is
-        the machinery's, which a rekey may undo by handing an approval back."""
+        """Master keys whose latest change of status was a decision to deprecate them:
+        ``registry deprecate``, or such a decision a ``registry rekey`` carried to the key's
+        new form (so a second change of the rules carries it on). Any other deprecation
+        (a run's, of a key unseen; a rekey's, of a superseded form) is the machinery's,
+        which a rekey may undo by handing an approval back."""
         decided: dict[str, int] = {}
-        for seq, detail in self._db.execute(
-            "SELECT seq, detail FROM audit_events WHERE event = 'key.deprecated'"
-            " AND run_id LIKE 'manual-%' AND detail LIKE '%by `keysync registry deprecate`%'"
+        for seq, event, detail in self._db.execute(
+            "SELECT seq, event, detail FROM audit_events WHERE run_id LIKE 'manual-%' AND ("
+            "(event = 'key.deprecated' AND (detail LIKE '%by `keysync registry deprecate`%'"
+            " OR detail LIKE '%-> Deprecated, carried from %'))"
+            " OR (event = 'key.rekeyed' AND detail LIKE '%, Deprecated as %'))"
         ):
-            if found := _STATUS_CHANGE.match(detail):
+            pattern = _MADE_DEPRECATED if event == "key.rekeyed" else _DEPRECATED_BY_HAND
+            if found := pattern.match(detail):
                 decided[found[1]] = max(int(seq), decided.get(found[1], 0))
         if not decided:
             return set()
@@ -1068,6 +1081,25 @@ class StateStore:
             if (found := _STATUS_CHANGE.match(detail)) and decided.get(found[1], seq) < seq:
                 del decided[found[1]]
         return set(decided)
+
+    def approved_by_runs(self, master_keys: Iterable[str]) -> set[str]:
+        """Of ``master_keys``, the Active ones whose latest change of status was a run's
+        auto-approval (``--auto-approve``, ``provisioning.auto_approve``) of a key it
+        proposed: no one looked at that key, so a decision about it outweighs this."""
+        wanted = set(master_keys)
+        if not wanted:
+            return set()
+        latest: dict[str, tuple[int, bool]] = {}
+        for seq, event, run_id, detail in self._db.execute(
+            "SELECT seq, event, run_id, detail FROM audit_events"
+            " WHERE event IN ('key.approved', 'key.deprecated', 'key.rekeyed')"
+        ):
+            found = _STATUS_CHANGE.match(detail) or _MADE_FOR.match(detail)
+            if found and found[1] in wanted and latest.get(found[1], (0, False))[0] < seq:
+                # A run approves only what it proposes, and only by auto-approval.
+                by_run = event == "key.approved" and not run_id.startswith("manual-")
+                latest[found[1]] = (int(seq), by_run)
+        return {name for name, (_, by_run) in latest.items() if by_run}
 
     def apply_rekeys(
         self,
@@ -1094,9 +1126,9 @@ class StateStore:
                 if rekey.action == "skip":
                     continue
                 old, name, target = rekey.old, rekey.new_name, rekey.target
-                system, status = (
-                    old.source_system,
-                    "Active" if rekey.action == "carry" else "Proposed",
+                system = old.source_system
+                status = {"carry": "Active", "deprecate": "Deprecated"}.get(
+                    rekey.action, "Proposed"
                 )
                 if target is None:
                     # Seen where its form is (rekey._seen): the next run changes nothing.
@@ -1112,7 +1144,19 @@ class StateStore:
                         rekey.new_key,
                         f"master key {name} ({old.strategy}) made for the key of "
                         f"{old.master_key} in its form under the rules now, {status} as "
-                        f"{old.master_key} was, {how}",
+                        f"{old.master_key} was"
+                        + (" (deprecated there by hand)" if status == "Deprecated" else "")
+                        + f", {how}",
+                    )
+                elif status == "Deprecated":  # a decision carried: the old stays as it is
+                    self._set_status(name, "Deprecated", now, actor, seq)
+                    event(
+                        "key.deprecated",
+                        system,
+                        rekey.new_key,
+                        f"master key {name}: {target.status} -> Deprecated, carried from "
+                        f"{old.master_key} (its form before the rules changed, deprecated "
+                        f"there by hand) {how}",
                     )
                 elif status == "Active" and target.status != "Active":
                     self._set_status(name, "Active", now, actor, seq)

@@ -2802,6 +2802,12 @@ def test_approve_and_deprecate_dry_run_show_the_changes_and_make_none(
     assert not [e for e in events if e["event"] in ("key.approved", "key.deprecated")]
 
 
+NOTHING_TO_REKEY = (
+    "no master key to rekey: each has its key's form under the rules now, or has handed "
+    "over to that form's entry\n"
+)
+
+
 def _rules(tmp_path: Path, write_config: Any, **normalize: Any) -> None:
     write_config(
         tmp_path,
@@ -2837,12 +2843,12 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
 ) -> None:
     """Seen (UX review): pad_numbers 0 -> 6 proposed every key again in its new form and
     deprecated every approved one a few runs later; nothing linked old and new. rekey
-    carries each approval over; a deprecation someone made stays."""
+    carries each approval over, and each deprecation someone made."""
     _rules(tmp_path, write_config)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12", "Y-3", "Z-7", "W-1"], "C": ["K-1"]})
     ok(keysync("-q", "run"))
     ok(keysync("-q", "registry", "approve", "X-12", "Y-3", "Z-7"))
-    ok(keysync("-q", "registry", "deprecate", "Z-7"))  # a decision: it stays
+    ok(keysync("-q", "registry", "deprecate", "Z-7"))  # a decision: it carries too
     _rules(tmp_path, write_config, pad_numbers=4)
     ok(keysync("-q", "run"))  # X-0012 ... proposed; X-12, Y-3 deprecated as unseen (1 run)
     before = state_dump(tmp_path)
@@ -2853,12 +2859,12 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
         "after the rules changed) (dry run)",
         "Y-3 -> Y-0003: Active carried, Y-3 Deprecated (a run deprecated it as unseen "
         "after the rules changed) (dry run)",
-        "Z-7: left as it is (it is Deprecated)",
+        "Z-7 -> Z-0007: Deprecated carried (a decision: deprecated by hand) (dry run)",
     ]
-    assert planned.stderr == "would rekey 3 master keys (dry run: nothing changed)\n"
+    assert planned.stderr == "would rekey 4 master keys (dry run: nothing changed)\n"
     assert state_dump(tmp_path) == before
     done = ok(keysync("registry", "rekey", "--reason", "DQ-7: pad_numbers"))
-    assert done.stderr.startswith("rekeyed 3 master keys (audit run id manual-")
+    assert done.stderr.startswith("rekeyed 4 master keys (audit run id manual-")
     logged = [json.loads(line) for line in (tmp_path / "data/logs/keysync.jsonl").open()]
     assert [
         (e["master_key"], e["new_master_key"], e["user_reason"])
@@ -2868,6 +2874,7 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
         ("W-1", "W-0001", "DQ-7: pad_numbers"),
         ("X-12", "X-0012", "DQ-7: pad_numbers"),
         ("Y-3", "Y-0003", "DQ-7: pad_numbers"),
+        ("Z-7", "Z-0007", "DQ-7: pad_numbers"),
     ]
     assert statuses(tmp_path) == {
         "W-0001": "Proposed",
@@ -2876,7 +2883,7 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
         "X-12": "Deprecated",
         "Y-0003": "Active",
         "Y-3": "Deprecated",
-        "Z-0007": "Proposed",
+        "Z-0007": "Deprecated",
         "Z-7": "Deprecated",
     }
     session = done.stderr.split("audit run id ")[1].rstrip(")\n")
@@ -2885,7 +2892,12 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
         ("key.deprecated", "W-1"),
         ("key.approved", "X-0012"),
         ("key.approved", "Y-0003"),
+        ("key.deprecated", "Z-0007"),
     ]
+    assert audit[3]["detail"].startswith(
+        "master key Z-0007: Proposed -> Deprecated, carried from Z-7 (its form before the "
+        "rules changed, deprecated there by hand) by `keysync registry rekey` (user "
+    )
     assert audit[1]["detail"].startswith(
         "master key X-0012: Proposed -> Active, carried from X-12 (its form before the rules "
         "changed) by `keysync registry rekey` (user "
@@ -2893,9 +2905,7 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
     ok(keysync("-q", "run"))  # the carried keys are seen in their new forms: nothing moves
     assert statuses(tmp_path)["X-0012"] == "Active"
     again = ok(keysync("registry", "rekey"))  # Deprecated old forms are left as they are
-    assert again.stdout == (
-        "W-1: left as it is (it is Deprecated)\nZ-7: left as it is (it is Deprecated)\n"
-    )
+    assert again.stdout == "W-1: left as it is (it is Deprecated)\n"  # Z-7's is carried
     assert again.stderr == "nothing rekeyed: the entries above are left as they are\n"
     # The rules changed back (seen, journeys hunt: every approval was lost, rekey said the
     # old forms "are Deprecated", and only approving each by name brought them back). The
@@ -2909,14 +2919,14 @@ def test_rekey_after_a_rule_change_carries_approvals_to_the_new_forms(
         "after the rules changed)",
         "Y-0003 -> Y-3: Active carried, Y-0003 Deprecated (a run deprecated it as unseen "
         "after the rules changed)",
-        "Z-0007: left as it is (Z-7 is Deprecated; `keysync registry approve Z-7` reinstates it)",
-    ]
+    ]  # Z-0007's deprecation, carried from Z-7, is Z-7's still: nothing to do
     assert {k: v for k, v in statuses(tmp_path).items() if "-0" not in k} == {
         "W-1": "Deprecated",
         "X-12": "Active",
         "Y-3": "Active",
         "Z-7": "Deprecated",  # deprecated by hand: a decision, kept
     }
+    assert statuses(tmp_path)["Z-0007"] == "Deprecated"
     session = back.stderr.split("audit run id ")[1].rstrip(")\n")
     audit = json.loads(ok(keysync("audit", "--run", session, "--json")).stdout)
     assert audit[0]["detail"].startswith(
@@ -2951,24 +2961,86 @@ def test_a_second_rekey_does_not_list_carried_approvals_as_left_alone(
     _rules(tmp_path, write_config)
     write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12", "Y-3"], "C": ["K-1"]})
     ok(keysync("-q", "run", "--auto-approve"))
-    ok(keysync("-q", "registry", "deprecate", "Y-3"))  # a decision: still said, each time
+    ok(keysync("-q", "registry", "deprecate", "Y-3"))  # a decision: carried, once
     _rules(tmp_path, write_config, pad_numbers=4)
     done = ok(keysync("registry", "rekey"))
     assert done.stdout == (
         "X-12 -> X-0012 (made): Active carried, X-12 Deprecated\n"
-        "Y-3: left as it is (it is Deprecated)\n"
+        "Y-3 -> Y-0003 (made): Deprecated carried (a decision: deprecated by hand)\n"
     )
     for _ in range(2):
         again = ok(keysync("registry", "rekey"))
-        assert again.stdout == "Y-3: left as it is (it is Deprecated)\n"
-        assert again.stderr == "nothing rekeyed: the entries above are left as they are\n"
+        assert again.stdout == ""
+        assert again.stderr == NOTHING_TO_REKEY
         ok(keysync("-q", "run"))
     assert statuses(tmp_path) == {
         "X-0012": "Active",
         "X-12": "Deprecated",
-        "Y-0003": "Proposed",
+        "Y-0003": "Deprecated",
         "Y-3": "Deprecated",
     }
+
+
+def test_rekey_carries_a_deprecation_by_hand_to_the_new_form_as_it_carries_approvals(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (lifecycle hunt): Y-3 deprecated by hand (a duplicate), pad_numbers 0 -> 4 and
+    `registry rekey`: Y-0003 was proposed again, as if never decided ("Y-3: left as it is");
+    with --auto-approve it was Active, matched again. A deprecation is a decision about
+    the key, as an approval is: rekey carries it, with an audit event. A decision on the
+    new form stays (V-0005 approved by hand), and where the rules merge an approved key
+    and a deprecated one (M-01, M-1 -> M-0001) the approval is carried and the line says
+    how to deprecate it."""
+    _rules(tmp_path, write_config)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["Y-3", "V-5", "M-01", "M-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    ok(keysync("-q", "registry", "deprecate", "Y-3", "V-5", "M-1", "--reason", "duplicates"))
+    _rules(tmp_path, write_config, pad_numbers=4)
+    ok(keysync("-q", "run", "--auto-approve"))  # Y-0003, V-0005, M-0001 new: approved
+    ok(keysync("-q", "registry", "deprecate", "V-0005"))
+    ok(keysync("-q", "registry", "approve", "V-0005", "--reason", "V-5 was a mistake"))
+    done = ok(keysync("registry", "rekey"))
+    assert done.stdout.splitlines() == [
+        "M-1: left as it is (M-0001 is Active, carried from M-01; `keysync registry "
+        "deprecate M-0001` deprecates it too)",
+        "V-5: left as it is (V-0005 is Active; `keysync registry deprecate V-0005` "
+        "deprecates it too)",
+        "Y-3 -> Y-0003: Deprecated carried (a decision: deprecated by hand)",
+    ]
+    assert done.stderr.startswith("rekeyed 1 master key (audit run id manual-")
+    assert statuses(tmp_path) == {
+        "M-0001": "Active",
+        "M-01": "Deprecated",
+        "M-1": "Deprecated",
+        "V-0005": "Active",
+        "V-5": "Deprecated",
+        "Y-0003": "Deprecated",
+        "Y-3": "Deprecated",
+    }
+    session = done.stderr.split("audit run id ")[1].rstrip(")\n")
+    (carried,) = json.loads(ok(keysync("audit", "--run", session, "--json")).stdout)
+    assert (carried["event"], carried["key"]) == ("key.deprecated", "Y-0003")
+    assert carried["detail"] == (
+        "master key Y-0003: Active -> Deprecated, carried from Y-3 (its form before the "
+        f"rules changed, deprecated there by hand) by `keysync registry rekey` (user {os_user()})"
+    )
+    # The next run keeps it (a Deprecated key seen again stays Deprecated), and a second
+    # change of the rules carries the decision on: a carried deprecation is one too.
+    ok(keysync("-q", "run", "--auto-approve"))
+    assert statuses(tmp_path)["Y-0003"] == "Deprecated"
+    _rules(tmp_path, write_config, pad_numbers=6)
+    ok(keysync("-q", "registry", "rekey"))
+    assert statuses(tmp_path)["Y-000003"] == "Deprecated"
+    made = db_rows(tmp_path, "SELECT detail FROM audit_events WHERE key = 'Y-000003'")
+    assert made == [
+        (
+            "master key Y-000003 (mirror) made for the key of Y-0003 in its form under the "
+            "rules now, Deprecated as Y-0003 was (deprecated there by hand), by `keysync "
+            f"registry rekey` (user {os_user()})",
+        )
+    ]
+    again = ok(keysync("registry", "rekey"))
+    assert "Y-" not in again.stdout  # carried: nothing left to say of Y-3 or Y-0003
 
 
 def test_after_two_rule_changes_rekey_lists_no_carried_approval_as_left_alone(
