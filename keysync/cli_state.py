@@ -719,6 +719,7 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
                 store.deprecated_by_hand(),
                 _holders_at_the_last_run(app.config, store),
                 store.approved_by_runs,
+                store.unread_since_rules_changed(),
             )
         done = 0
         if not dry_run:
@@ -764,6 +765,14 @@ def _rekey_line(rekey: Rekey) -> str:
     old = rekey.old
     if rekey.action == "skip":
         return f"{old.master_key}: left as it is ({rekey.reason})"
+    if rekey.target is not None and rekey.target_seen_in:
+        was = rekey.target.seen_in or "(none)"
+        return f"{_rekey_change(rekey)}; seen_in {was} -> {rekey.target_seen_in}"
+    return _rekey_change(rekey)
+
+
+def _rekey_change(rekey: Rekey) -> str:
+    old = rekey.old
     moved = f"{old.master_key} -> {rekey.new_name}{' (made)' if rekey.creates else ''}"
     if rekey.action == "carry":
         was = " (a run deprecated it as unseen after the rules changed)"

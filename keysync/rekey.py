@@ -51,6 +51,8 @@ class Rekey:
     # A new entry's (``creates``): the systems holding ``new_key`` and whether A is one.
     seen_in: str = ""
     in_authority: bool = False
+    # The target's seen_in where its holders not read since the rules changed add to it.
+    target_seen_in: str = ""
 
     @property
     def creates(self) -> bool:
@@ -64,6 +66,7 @@ def plan_rekeys(
     decided: Collection[str] = (),
     holders: Callable[[set[str]], Mapping[str, Collection[str]]] | None = None,
     auto_approved: Callable[[set[str]], Collection[str]] | None = None,
+    stale: Collection[str] = (),
 ) -> list[Rekey]:
     """One ``Rekey`` per entry whose ``source_key`` normalizes to another form now.
 
@@ -72,7 +75,8 @@ def plan_rekeys(
     deprecated by hand (``StateStore.deprecated_by_hand``). ``holders``: given the new
     forms, the systems that held each at the last run (``history.holders_when_last_read``),
     when that run had the rules now; None when it had other rules (its history knows the
-    old forms only). A new entry is seen where its form was (:func:`_seen`).
+    old forms only). A new entry is seen where its form was (:func:`_seen`); ``stale``:
+    the systems no run has read since the rules changed.
     ``auto_approved``: of the master keys given, those Active by a run's auto-approval
     (``StateStore.approved_by_runs``): no one's decision, so a deprecation by hand of the
     same key in its old form outweighs it.
@@ -126,7 +130,7 @@ def plan_rekeys(
             elif action == "carry":
                 made[name] = replace(target, status="Active")
     plan += _carry_deprecations(deciding, by_name, made, approving, auto_approved)
-    return _seen(config, plan, holders)
+    return _seen(config, plan, holders, stale)
 
 
 def _carry_deprecations(
@@ -174,6 +178,7 @@ def _seen(
     config: Config,
     plan: list[Rekey],
     holders: Callable[[set[str]], Mapping[str, Collection[str]]] | None,
+    stale: Collection[str] = (),
 ) -> list[Rekey]:
     """Each new entry's ``seen_in`` and ``in_authority``, as the next run would find them
     if no system changed: else that run records a change that did not happen (seen:
@@ -185,27 +190,50 @@ def _seen(
     any; namespaced: A and the entry's system); ``in_authority`` if A is one. Without
     ``holders`` (no run since the rules changed) the old form's entry is the record:
     the last run counted its holders under the old rules, when it still matched.
+
+    ``stale``: the systems no run has read since the rules changed (a peer down then).
+    Their history knows the old forms only, and the runs since kept what each held last
+    in the old form's ``seen_in``: that is the record of them, for a new entry and for
+    the new form's entry that exists already (``target_seen_in``; seen: C down in the run
+    after the change, X-12 seen in C, and X-0012 then said seen in B alone, and Z-0005,
+    C's alone, in no system, until C came back and a run recorded a change of seen_in
+    that did not happen).
     """
     created = [rekey for rekey in plan if rekey.creates]
-    if not created:
-        return plan
+    made = {rekey.new_name for rekey in created}
+    staled: dict[str, set[str]] = {}  # new form -> the stale systems its old forms were seen in
+    for rekey in plan:
+        if rekey.new_name and stale:
+            held_then = set(rekey.old.seen_in.split(";")) & set(stale)
+            staled.setdefault(rekey.new_name, set()).update(held_then)
+    seen: dict[int, tuple[str, bool]] = {}
     if holders is None:
         seen = {id(r): (r.old.seen_in, bool(r.old.in_authority)) for r in created}
-    else:
+    elif created:
         held = holders({rekey.new_key for rekey in created})
         authority, configured = config.authority, set(config.sources)
-        seen = {}
         for rekey in created:
-            systems = [s for s in held.get(rekey.new_key, ()) if s in configured]
+            systems = {s for s in held.get(rekey.new_key, ()) if s in configured}
+            systems = (systems - set(stale)) | staled.get(rekey.new_name, set())
             if rekey.old.strategy != "mirror":
-                systems = [s for s in systems if s in (authority, rekey.old.system)]
+                systems = {s for s in systems if s in (authority, rekey.old.system)}
             seen[id(rekey)] = (";".join(sorted(systems)), authority in systems)
-    return [
-        replace(rekey, seen_in=seen[id(rekey)][0], in_authority=seen[id(rekey)][1])
-        if id(rekey) in seen
-        else rekey
-        for rekey in plan
-    ]
+    result = []
+    for rekey in plan:
+        if id(rekey) in seen:
+            rekey = replace(rekey, seen_in=seen[id(rekey)][0], in_authority=seen[id(rekey)][1])
+        elif (
+            holders is not None
+            and rekey.action != "skip"
+            and rekey.target is not None
+            and rekey.new_name not in made
+        ):
+            now = set(filter(None, rekey.target.seen_in.split(";")))
+            if not now >= staled.get(rekey.new_name, set()):
+                shown = ";".join(sorted(now | staled[rekey.new_name]))
+                rekey = replace(rekey, target_seen_in=shown)
+        result.append(rekey)
+    return result
 
 
 def _made_for(entry: RegistryEntry, name: str, new_key: str, action: str) -> RegistryEntry:

@@ -1054,6 +1054,19 @@ class StateStore:
         prefix, marker = "master key ", ": Active -> Deprecated: "
         return {detail[len(prefix) : detail.index(marker)] for (detail,) in rows}
 
+    def unread_since_rules_changed(self) -> set[str]:
+        """The systems the history keeps that no run has read since the latest
+        ``rules.changed`` (a peer unavailable, or left out with ``--systems``, since then):
+        their last known keys are in the forms of the old rules."""
+        row = self._db.execute(
+            "SELECT runs.seq FROM audit_events JOIN runs ON runs.run_id = audit_events.run_id"
+            " WHERE audit_events.event = 'rules.changed' ORDER BY audit_events.seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return set()
+        rows = self._db.execute("SELECT system FROM system_state WHERE last_read_seq < ?", row)
+        return {system for (system,) in rows}
+
     def deprecated_by_hand(self) -> set[str]:
         """Master keys whose latest change of status was a decision to deprecate them:
         ``registry deprecate``, or such a decision a ``registry rekey`` carried to the key's
@@ -1130,6 +1143,22 @@ class StateStore:
                 status = {"carry": "Active", "deprecate": "Deprecated"}.get(
                     rekey.action, "Proposed"
                 )
+                if target is not None and rekey.target_seen_in:
+                    self._db.execute(
+                        "UPDATE master_keys SET seen_in = ?, updated_at = ?, updated_run = ?"
+                        " WHERE master_key = ?",
+                        (rekey.target_seen_in, now, actor, name),
+                    )
+                    added = set(rekey.target_seen_in.split(";")) - set(target.seen_in.split(";"))
+                    event(
+                        "key.seen_in_changed",
+                        system,
+                        rekey.new_key,
+                        f"master key {name}: seen_in {target.seen_in or '(none)'} -> "
+                        f"{rekey.target_seen_in}: {';'.join(sorted(added))}, not read since "
+                        f"the rules changed, held {old.master_key} (its form before) when "
+                        f"last read, {how}",
+                    )
                 if target is None:
                     # Seen where its form is (rekey._seen): the next run changes nothing.
                     row = [name, status, old.strategy, system, old.source_key, rekey.seen_in]

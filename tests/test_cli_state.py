@@ -3114,6 +3114,56 @@ def test_a_rekeyed_entry_is_seen_where_its_key_is_so_the_next_run_records_nothin
     assert db_rows(tmp_path, query) == made
 
 
+@pytest.mark.parametrize("unread", ["unavailable", "left out"])
+def test_a_rekeyed_entry_is_seen_in_a_peer_not_read_since_the_rules_changed(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any, unread: str
+) -> None:
+    """Seen (lifecycle hunt): C down (its file missing: a degraded run, exit 4) in the
+    first run after pad_numbers 0 -> 4, then `registry rekey`: X-0012 was seen in B alone,
+    though C held X-12 when last read, and Z-0005 (C's only) in no system; the next run
+    still without C deprecated Z-0005 as unseen, and the one with C back recorded
+    `seen_in B -> B;C` for a key whose holders never changed. C's history knows the old
+    forms only: what it held is the old entry's seen_in, as runs keep it."""
+    inputs: Inputs = {"A": ["K-1"], "B": ["X-12"], "C": ["K-1", "X-12", "Z-5"]}
+    write_inputs(tmp_path, inputs)
+    _rules(tmp_path, write_config)
+    ok(keysync("-q", "run", "--auto-approve"))
+    _rules(tmp_path, write_config, pad_numbers=4)
+    if unread == "unavailable":
+        (tmp_path / "input" / "C.csv").unlink()
+        assert keysync("-q", "run").returncode == 4
+    else:
+        ok(keysync("-q", "run", "--systems", "A,B"))
+    done = ok(keysync("registry", "rekey"))
+    assert done.stdout.splitlines() == [
+        "X-12 -> X-0012: Active carried, X-12 Deprecated; seen_in B -> B;C",
+        "Z-5 -> Z-0005 (made): Active carried, Z-5 Deprecated",
+    ]
+    query = "SELECT master_key, status, seen_in FROM master_keys WHERE key != source_key"
+    made = [("X-0012", "Active", "B;C"), ("Z-0005", "Active", "C")]
+    assert db_rows(tmp_path, query) == made
+    session = done.stderr.split("audit run id ")[1].rstrip(")\n")
+    audit = json.loads(ok(keysync("audit", "--run", session, "--json")).stdout)
+    assert audit[0]["event"] == "key.seen_in_changed"
+    assert audit[0]["detail"] == (
+        "master key X-0012: seen_in B -> B;C: C, not read since the rules changed, held X-12 "
+        f"(its form before) when last read, by `keysync registry rekey` (user {os_user()})"
+    )
+    seq = db_rows(tmp_path, "SELECT MAX(seq) FROM audit_events")[0][0]
+    if unread == "unavailable":  # still down: C keeps what it held, nothing is unseen
+        assert keysync("-q", "run").returncode == 4
+        assert db_rows(tmp_path, query) == made
+    write_inputs(tmp_path, inputs)
+    ok(keysync("-q", "run"))  # C back: it holds what the registry says
+    assert db_rows(tmp_path, query) == made
+    events = db_rows(tmp_path, f"SELECT event, key FROM audit_events WHERE seq > {seq}")
+    # The old forms' entries lose C (it holds the new forms now); the new ones: nothing.
+    assert [(e, k) for e, k in events if e.startswith("key.")] == [
+        ("key.seen_in_changed", "X-12"),
+        ("key.seen_in_changed", "Z-5"),
+    ]
+
+
 def test_generate_into_the_inputs_waits_for_no_run_it_would_pull_the_files_from(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
