@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
 import sys
 import tempfile
@@ -51,6 +52,7 @@ from keysync.state import (
     DB_NAME,
     REGISTRY_COLUMNS,
     STATUSES,
+    SUCCESSFUL,
     AuditFilter,
     NoStateError,
     RegistryEntry,
@@ -1069,8 +1071,31 @@ def _run_status(app: _App, records: list[RunRecord]) -> list[str]:
     return shown
 
 
-def _flags_text(flags: dict[str, Any]) -> str:
-    parts = []
+def _changes_of_rules(records: Sequence[RunRecord]) -> dict[str, list[str]]:
+    """Each committed run's ``rules.changed`` / ``settings.changed``, by run id: the flags
+    ``rules`` and ``settings`` that differ from those of the last successful run before
+    it, as the run compared them when it recorded the event (``runner._changed_flags``).
+    A dry run records no event: it is not marked (the next real run is)."""
+    changed: dict[str, list[str]] = {}
+    before: dict[str, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: r.seq):
+        if record.dry_run or record.outcome not in SUCCESSFUL:
+            continue
+        for name in ("rules", "settings"):
+            now = record.flags.get(name)
+            if not isinstance(now, dict) or not now:
+                continue
+            old = before.get(name)
+            if old is not None and any(old[k] != now[k] for k in old.keys() & now.keys()):
+                changed.setdefault(record.run_id, []).append(name)
+            before[name] = now
+    return changed
+
+
+def _flags_text(flags: dict[str, Any], changed: Sequence[str] = ()) -> str:
+    """A run's flags as the table shows them; ``changed``: ``rules``, ``settings`` if it
+    recorded ``rules.changed``, ``settings.changed`` (``rules-changed``, first)."""
+    parts = [f"{name}-changed" for name in changed]
     for name, value in sorted(flags.items()):
         if value is True:
             parts.append(name.replace("_", "-"))
@@ -1140,8 +1165,20 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
         for position, (record, outcome) in enumerate(zip(records, outcomes))
         if position >= first
     ]
+    changes = _changes_of_rules(records)
     if as_json:
-        print_json([{**r.__dict__, "outcome": status, "note": note} for r, status, note in shown])
+        print_json(
+            [
+                {
+                    **r.__dict__,
+                    "outcome": status,
+                    "note": note,
+                    "rules_changed": "rules" in changes.get(r.run_id, ()),
+                    "settings_changed": "settings" in changes.get(r.run_id, ()),
+                }
+                for r, status, note in shown
+            ]
+        )
         return
     if not shown:
         _say(app, "no runs recorded yet")
@@ -1154,15 +1191,20 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
                 record.started_at,
                 record.ended_at or "-",
                 record.mode + (" (dry run)" if record.dry_run else ""),
-                _flags_text(record.flags),
+                _flags_text(record.flags, changes.get(record.run_id, ())),
                 outcome,
                 "-" if record.exit_code is None else record.exit_code,
                 _counts_text(record.counts),
                 note,
             ]
         )
-    print_table(
-        ["run_id", "started", "ended", "mode", "flags", "outcome", "exit", "counts", "note"], rows
+    print_table(  # flags and counts whole: one cut with '…' hid what the run did
+        ["run_id", "started", "ended", "mode", "flags", "outcome", "exit", "counts", "note"],
+        rows,
+        whole=("flags", "counts"),
+        # At a terminal narrower than the rows (~260 columns with a long note): the note
+        # under its row. Into a pipe or a file, one line a run, as before.
+        fit=shutil.get_terminal_size().columns if sys.stdout.isatty() else None,
     )
 
 

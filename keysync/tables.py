@@ -23,6 +23,7 @@ def print_table(
     rows: Iterable[Sequence[Any]],
     widths: Sequence[int] | None = None,
     whole: Collection[str] = (),
+    fit: int | None = None,
 ) -> None:
     """Print aligned columns; long cells are shortened with '…', except in the last
     column and in the columns named in ``whole``: names a user copies into the next
@@ -31,6 +32,10 @@ def print_table(
     With ``widths`` (the longest cell of each column as ``visible`` shows it: from the
     database, or a bound such as ``MAX_CELL``) the rows are printed as they come, never
     all held: the audit trail can have millions.
+
+    ``fit`` (a terminal's width): a table wider than that prints its last column under
+    each row instead, indented (``    note: ...``), where it holds something: a long
+    last cell (a run's note) no longer wraps every row across the screen.
     """
     kept = [i == len(headers) - 1 or header in whole for i, header in enumerate(headers)]
     if widths is None:
@@ -40,12 +45,19 @@ def print_table(
         max(len(header), width if kept[i] else min(width, MAX_CELL))
         for i, (header, width) in enumerate(zip(headers, [*widths, *[0] * len(headers)]))
     ]
+    under = ""
+    if fit is not None and sum(widths) + 2 * (len(widths) - 1) > fit and len(headers) > 1:
+        under, headers, widths = headers[-1], headers[:-1], widths[:-1]
     out = io.StringIO()
     line = "  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers))
     out.write(line.rstrip() + "\n")
     for n, row in enumerate(rows, start=1):
-        cells = (_short(str(c), kept=kept[i]) for i, c in enumerate(row))
+        cells = [_short(str(c), kept=kept[i]) for i, c in enumerate(row)]
+        if under:
+            *cells, last = cells
         out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip() + "\n")
+        if under and last:
+            out.write(f"    {under}: {last}\n")
         if n % 10_000 == 0:
             click.echo(out.getvalue(), nl=False)
             out = io.StringIO()

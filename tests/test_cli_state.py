@@ -3164,6 +3164,106 @@ def test_a_rekeyed_entry_is_seen_in_a_peer_not_read_since_the_rules_changed(
     ]
 
 
+def test_runs_marks_the_run_in_which_the_rules_or_settings_changed_and_cuts_no_flag(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (lifecycle hunt): `keysync runs` gave no sign of the run that met new rules
+    (its rules.changed event was in `audit` only), so a compliance officer scanning it
+    for why keys were proposed again saw a run like any other; and a flags cell over 60
+    characters was cut with '…' (the --fail-on kinds, the user): what the run was told
+    to do, lost."""
+
+    def configure(after: int = 1, **normalize: Any) -> None:
+        write_config(
+            tmp_path,
+            sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+            normalize=normalize,
+            provisioning={"deprecate_after_runs": after},
+            processing={"parallel": False, "workers": 1},
+        )
+
+    configure()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    configure(pad_numbers=4)
+    ok(keysync("-q", "run", "--dry-run"))  # records no event: the next real run does
+    kinds = "missing-in-a,missing-from-system,duplicates,rejected"
+    assert keysync("-q", "run", "--fail-on", kinds).returncode == 1
+    ok(keysync("-q", "run"))
+    configure(after=2, pad_numbers=4)
+    ok(keysync("-q", "run"))
+    records = json.loads(ok(keysync("runs", "--json")).stdout)
+    assert [(r["rules_changed"], r["settings_changed"]) for r in records] == [
+        (False, False),
+        (False, False),
+        (True, False),
+        (False, False),
+        (False, True),
+    ]
+    query = "SELECT run_id, event FROM audit_events WHERE event LIKE '%s.changed' ORDER BY seq"
+    assert db_rows(tmp_path, query) == [
+        (records[2]["run_id"], "rules.changed"),
+        (records[4]["run_id"], "settings.changed"),
+    ]
+    table = ok(keysync("runs")).stdout.splitlines()
+    user = os_user()
+    assert [row.split("  ")[0] for row in table[1:]] == [r["run_id"] for r in records]
+    flags = [re.split(r"\s{2,}", row)[4] for row in table[1:]]
+    assert flags == [
+        f"systems=A,B,C user={user}",
+        f"dry-run systems=A,B,C user={user}",
+        "rules-changed fail-on=missing-in-a,missing-from-system,duplicates,rejected "
+        f"systems=A,B,C user={user}",
+        f"systems=A,B,C user={user}",
+        f"settings-changed systems=A,B,C user={user}",
+    ]
+
+
+def test_runs_at_a_narrow_terminal_puts_each_note_under_its_run(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (lifecycle hunt): a run's note (a degraded run's, an interrupted one's with
+    how to resume) made `keysync runs` rows ~260 characters wide, each wrapped across a
+    terminal. At a terminal narrower than the table, the note goes under its row, whole;
+    into a pipe or a file, one line a run, as before."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    (tmp_path / "input" / "C.csv").unlink()
+    assert keysync("-q", "run").returncode == 4
+    piped = ok(keysync("runs")).stdout.splitlines()
+    assert len(piped) == 3 and piped[2].endswith("  degraded: C unavailable, not compared")
+    try:
+        terminal, device = os.openpty()
+    except OSError:
+        pytest.skip("no pseudo-terminal to write to")
+    try:
+        tty.setraw(device)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "keysync", "runs"],
+            cwd=tmp_path,
+            env={**env, "COLUMNS": "120"},
+            stdout=device,
+            stderr=device,
+            timeout=60,
+        )
+        got = bytearray()
+        while select.select([terminal], [], [], 1)[0]:
+            got.extend(os.read(terminal, 65536))
+    finally:
+        os.close(device)
+        os.close(terminal)
+    assert done.returncode == 0
+    shown = got.decode("utf-8").replace("\r\n", "\n").splitlines()
+    assert [line.rstrip() for line in shown[:3]] == [
+        piped[0].removesuffix("NOTE").rstrip(),
+        piped[1],
+        piped[2].removesuffix("degraded: C unavailable, not compared").rstrip(),
+    ]
+    assert shown[3:] == ["    note: degraded: C unavailable, not compared"]
+
+
 def test_generate_into_the_inputs_waits_for_no_run_it_would_pull_the_files_from(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
