@@ -1263,6 +1263,8 @@ def audit(
       keysync audit --key CUST-00146 --limit 20
     """
     _refuse_empty(keys, "--key", _A_KEY)
+    for raw in keys:
+        _refuse_key_of_nothing(app, raw, "--key ")
     _check_event_names(app, events)
     store = _open_listing(app, as_json)
     if store is None:
@@ -1466,15 +1468,8 @@ def history(app: _App, key: str, as_json: bool) -> None:
     from keysync.history import SystemTimeline, key_timeline
 
     _refuse_empty([key], "KEY", _A_KEY)
+    _refuse_key_of_nothing(app, key)
     normalized = _normalize(app, key)
-    if not normalized:
-        from keysync.stages.normalizer import empty_key_message
-
-        raise KeysyncError(
-            f"{key!r}: {empty_key_message(app.config.normalize)}, so it names no key "
-            "(empty-key); give a key as a system exports it or a report shows it",
-            EXIT_USAGE,
-        )
     master_key = None
     with _open_required(app) as store:
         # A master key given as the registry lists it names its own key: a namespaced one
@@ -1561,6 +1556,21 @@ def history(app: _App, key: str, as_json: bool) -> None:
             + (f"last_seen_at {entry.last_seen_at})" if entry.last_seen_at else "no last_seen_at)")
         )
         click.echo("\n" + visible(line))
+
+
+def _refuse_key_of_nothing(app: _App, key: str, option: str = "") -> None:
+    """Exit 2 for a key the rules normalize to nothing, in `history` and `audit --key`
+    alike: no event or history is about it (seen: `audit --key "#!?"` said "no audit
+    events match", exit 0, where `history "#!?"` said why it names no key, exit 2)."""
+    if _normalize(app, key):
+        return
+    from keysync.stages.normalizer import empty_key_message
+
+    raise KeysyncError(
+        f"{option}{visible(repr(key))}: {empty_key_message(app.config.normalize)}, so it "
+        "names no key (empty-key); give a key as a system exports it or a report shows it",
+        EXIT_USAGE,
+    )
 
 
 def _when(at: str, run_id: str) -> str:

@@ -3264,6 +3264,29 @@ def test_runs_at_a_narrow_terminal_puts_each_note_under_its_run(
     assert shown[3:] == ["    note: degraded: C unavailable, not compared"]
 
 
+def test_a_key_that_normalizes_to_nothing_is_refused_alike_by_audit_and_history(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (lifecycle hunt): `audit --key "#!?"` said "no audit events match", exit 0, as
+    if the key had a clean record, where `history "#!?"` said it names no key, exit 2."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "#!?"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    why = (
+        "'#!?': the key normalizes to nothing: the rules keep only ASCII A-Z and 0-9 (joined "
+        "by '-'), so it names no key (empty-key); give a key as a system exports it or a "
+        "report shows it\n"
+    )
+    history = keysync("history", "#!?")
+    assert (history.returncode, history.stdout) == (2, "")
+    assert history.stderr == "keysync: error: " + why
+    for args in (["--key", "#!?"], ["--key", "X-1", "--key", "#!?", "--json"]):
+        audit = keysync("audit", *args)
+        assert (audit.returncode, audit.stdout) == (2, "")
+        assert audit.stderr == "keysync: error: --key " + why
+    assert ok(keysync("audit", "--key", "x_1")).stdout.count("key.proposed") == 1
+
+
 def test_generate_into_the_inputs_waits_for_no_run_it_would_pull_the_files_from(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
