@@ -1479,6 +1479,9 @@ def history(app: _App, key: str, as_json: bool) -> None:
         if entry is not None and entry.key != normalized:
             normalized = entry.key
             master_key = entry.master_key if entry.master_key != entry.key else None
+        # An entry of a form the rules no longer give its key (X-12 after pad_numbers: 4)
+        # is that form's story; `audit --key X-12` adds the events of X-0012, its form now.
+        form_now = _normalize(app, entry.source_key) if entry is not None else normalized
         timeline = key_timeline(store, normalized)
         entries = store.entries_for_keys([normalized]).get(normalized, [])
         tried = {
@@ -1514,6 +1517,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
         print_json(
             {
                 "key": normalized,
+                "key_now": form_now or None,  # the key's form under the rules now
                 "systems": [
                     {**s.__dict__, "configured": s.system in configured} for s in timeline.systems
                 ],
@@ -1531,6 +1535,13 @@ def history(app: _App, key: str, as_json: bool) -> None:
     elif normalized != key:
         title += f" (normalized from {key!r})"
     click.echo(visible(title))
+    if form_now and form_now != normalized:
+        click.echo(
+            visible(
+                f"{normalized} is its key's form before the rules changed; under the rules "
+                f"now it is {form_now}: `keysync history {form_now}`"
+            )
+        )
     print_table(
         ["system", "status", "first_seen", "last_seen", "missing_since"],
         (

@@ -3287,6 +3287,34 @@ def test_a_key_that_normalizes_to_nothing_is_refused_alike_by_audit_and_history(
     assert ok(keysync("audit", "--key", "x_1")).stdout.count("key.proposed") == 1
 
 
+def test_history_of_a_key_s_old_form_after_rekey_names_its_form_now(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (lifecycle hunt): after pad_numbers 0 -> 4 and `registry rekey`, `audit --key
+    X-12` told the key's story in both forms (X-12's approval, then X-0012's carried one)
+    and `history X-12` the old form's only, ending "master key X-12: Deprecated (seen in
+    no system)", as if the key had gone: nothing said where its story went on."""
+    _rules(tmp_path, write_config)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12"], "C": ["K-1"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    _rules(tmp_path, write_config, pad_numbers=4)
+    ok(keysync("-q", "run"))
+    ok(keysync("-q", "registry", "rekey"))
+    audit = json.loads(ok(keysync("audit", "--key", "X-12", "--json")).stdout)
+    assert {e["key"] for e in audit} == {"X-12", "X-0012"}
+    shown = ok(keysync("history", "X-12")).stdout.splitlines()
+    assert shown[:2] == [
+        "history of X-12",
+        "X-12 is its key's form before the rules changed; under the rules now it is X-0012: "
+        "`keysync history X-0012`",
+    ]
+    assert shown[-1].startswith("master key X-12: Deprecated (seen in no system; ")
+    assert json.loads(ok(keysync("history", "X-12", "--json")).stdout)["key_now"] == "X-0012"
+    now = ok(keysync("history", "x_12")).stdout.splitlines()
+    assert now[0] == "history of X-0012 (normalized from 'x_12')"
+    assert now[-1].startswith("master key X-0012: Active (seen in B; ")
+
+
 def test_generate_into_the_inputs_waits_for_no_run_it_would_pull_the_files_from(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
