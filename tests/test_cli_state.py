@@ -2017,7 +2017,13 @@ def test_changed_rules_are_warned_audited_and_old_master_keys_stay_findable(
     assert next(d for e, d in events if e == "rules.changed").startswith(detail)
     assert statuses(tmp_path) == {"CUST-7": "Active", "CUST-0007": "Proposed"}
     shown = ok(keysync("history", "CUST-7")).stdout
-    assert "master key CUST-7: Active" in shown and "CUST-0007" not in shown
+    title, pointer, *rest = shown.splitlines()  # CUST-7's own, and where the key went on
+    assert (title, pointer) == (
+        "history of CUST-7",
+        "CUST-7 is its key's form before the rules changed; under the rules now it is "
+        "CUST-0007: `keysync history CUST-0007`",
+    )
+    assert "master key CUST-7: Active" in shown and "CUST-0007" not in "\n".join(rest)
     third = keysync("-q", "run")  # the same rules again: nothing to say
     assert third.returncode == 0 and "rules.changed" not in third.stderr
 
