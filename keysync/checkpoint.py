@@ -181,9 +181,21 @@ class CheckpointWriter:
         self._unavailable: dict[str, str] = {}
         self.frames = frames
         directory.mkdir(parents=True, exist_ok=True)
-        if header is not None:
-            _write_atomically(directory / HEADER_FILE, msgspec.msgpack.encode(header))
-        self._log = open(directory / LOG_FILE, "ab")  # noqa: SIM115 - closed by close()
+        try:
+            if header is not None:
+                _write_atomically(directory / HEADER_FILE, msgspec.msgpack.encode(header))
+            self._log = open(directory / LOG_FILE, "ab")  # noqa: SIM115 - closed by close()
+        except OSError as exc:  # a full disk before the first frame: say where, leave nothing
+            problem = f"cannot write checkpoint in {directory}: {exc.strerror or exc}"
+            if header is None:  # a resumed run's checkpoint is what --resume needs
+                raise ResumableError(
+                    f"{problem}; make room (or fix the permissions), then `keysync run "
+                    "--resume` continues from the last checkpoint"
+                ) from None
+            shutil.rmtree(directory, ignore_errors=True)  # a new run: nothing of it to keep
+            raise RunError(
+                f"{problem}; make room (or fix the permissions), then run again"
+            ) from None
         self._queue: queue.Queue[tuple[bytes, int, int] | None] = queue.Queue(maxsize=8)
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._write_frames, name="checkpoint", daemon=True)

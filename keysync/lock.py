@@ -125,6 +125,9 @@ class RunLock:
             text = json.dumps(holder.__dict__).encode()
             os.ftruncate(fd, 0)
             os.pwrite(fd, text, 0)
+        except OSError as exc:  # a full disk: the file it could not write, not a bare reason
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         except BaseException:
             os.close(fd)
             raise

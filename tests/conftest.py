@@ -12,12 +12,13 @@ explores the same examples.
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -111,3 +112,55 @@ def _write_config(
 def write_config() -> Callable[..., Path]:
     """``write_config(tmp_path, processing={"batch_size": 10}, ...) -> Path`` of the YAML file."""
     return _write_config
+
+
+class FullDisk:
+    """A small tmpfs mounted on a folder for one test: ``fill()`` leaves no room in it,
+    ``make_room()`` gives the room back. For the writes a symlink to /dev/full cannot
+    stand in for: a lock file is read as well as written (/dev/full reads zeros without
+    end), a checkpoint folder is named after a run id not known in advance."""
+
+    def __init__(self, folder: Path, size_kb: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("needs `mount -t tmpfs` (root)")
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if mounted.returncode != 0:  # a container without CAP_SYS_ADMIN, most CI machines
+            pytest.skip(f"needs `mount -t tmpfs`: {mounted.stderr.strip()}")
+        self.folder = folder
+        self.filler = folder / ".filler"
+
+    def fill(self) -> None:
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            while os.write(fd, b"\0" * 65536):
+                pass
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+
+    def make_room(self) -> None:
+        self.filler.unlink()
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.folder)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def full_disk() -> Iterator[Callable[[Path, int], FullDisk]]:
+    """``full_disk(folder, size_kb)``: a :class:`FullDisk` there, unmounted after the test."""
+    mounted: list[FullDisk] = []
+
+    def make(folder: Path, size_kb: int) -> FullDisk:
+        mounted.append(FullDisk(folder, size_kb))
+        return mounted[-1]
+
+    yield make
+    for disk in reversed(mounted):
+        disk.unmount()

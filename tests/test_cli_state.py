@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import RunKeysync
+from conftest import FullDisk, RunKeysync
 
 from keysync.actor import os_user
 
@@ -1634,6 +1634,60 @@ def test_a_full_disk_failure_superseded_by_a_later_run_no_longer_offers_resume(
     assert " failed " in failed and failed.endswith(
         "; its checkpoint was superseded by a later run"
     )
+
+
+def test_a_full_data_folder_names_the_lock_file_it_could_not_write(
+    tmp_path: Path,
+    keysync: RunKeysync,
+    project: Callable[..., Path],
+    full_disk: Callable[[Path, int], FullDisk],
+) -> None:
+    """Seen (full-disk hunt, tmpfs): ``keysync: error: no space left on device; make room,
+    ...`` named no file: the run lock's write, whose error carries no file name."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    data = full_disk(tmp_path / "data", 4096)
+    ok(keysync("-q", "run"))
+    before = state_dump(tmp_path, with_runs=True)
+    data.fill()
+    done = keysync("run")
+    assert done.returncode == 3
+    assert done.stderr.splitlines()[-1] == (
+        f"keysync: error: {tmp_path / 'data' / 'keysync.lock'}: no space left on device; "
+        "make room, fix the permissions or move what is in the way, then run again"
+    )
+    assert "Traceback" not in done.stderr
+    data.make_room()
+    assert state_dump(tmp_path, with_runs=True) == before
+    ok(keysync("-q", "run"))
+
+
+def test_a_full_checkpoint_folder_at_the_start_says_where_and_leaves_nothing(
+    tmp_path: Path,
+    keysync: RunKeysync,
+    project: Callable[..., Path],
+    full_disk: Callable[[Path, int], FullDisk],
+) -> None:
+    """Seen (full-disk hunt, tmpfs): the checkpoint's header, its first write, failed with
+    ``keysync: error: no space left on device; ...`` (no folder named) and left
+    ``checkpoints/<run>/header.msgpack.tmp`` behind."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    checkpoints = full_disk(tmp_path / "checkpoints", 64)
+    checkpoints.fill()
+    done = keysync("run")
+    assert done.returncode == 3
+    assert re.fullmatch(
+        f"keysync: error: cannot write checkpoint in {re.escape(str(checkpoints.folder))}/"
+        r"\d{8}T\d{6}Z-\w+: No space left on device; make room \(or fix the permissions\), "
+        "then run again",
+        done.stderr.splitlines()[-1],
+    ), done.stderr
+    assert os.listdir(checkpoints.folder) == [".filler"]  # no run folder, no temp file
+    assert db_rows(tmp_path, "SELECT outcome FROM runs") == [("completed",)]
+    checkpoints.make_room()
+    ok(keysync("-q", "run"))
 
 
 def test_two_concurrent_runs_one_wins_the_other_exits_3(
