@@ -333,3 +333,4 @@ class AuditLog:
             os.replace(staged, self.state_dir / RECORD)
         except OSError:  # a record is only an offer to save work: never fail a run for it
             (self.state_dir / RECORD).unlink(missing_ok=True)
+            (self.state_dir / f".{RECORD}.tmp").unlink(missing_ok=True)  # a full disk: no debris

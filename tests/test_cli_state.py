@@ -1690,6 +1690,23 @@ def test_a_full_checkpoint_folder_at_the_start_says_where_and_leaves_nothing(
     ok(keysync("-q", "run"))
 
 
+def test_a_full_disk_under_the_audit_log_record_leaves_no_temp_file(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Seen (full-disk hunt, tmpfs): a run that filled paths.data while it wrote
+    ``audit_log.last.json`` (an optional record) ended fine but left its temp file."""
+    project()
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    staged = tmp_path / "data" / ".audit_log.last.json.tmp"
+    staged.parent.mkdir()
+    staged.symlink_to("/dev/full")  # every write to it: ENOSPC
+    ok(keysync("-q", "run"))
+    assert not os.path.lexists(staged)
+    assert not (tmp_path / "data" / "audit_log.last.json").exists()
+    registry = read_report(tmp_path / "output" / "master_key_registry.csv")
+    assert [r["master_key"] for r in registry] == ["X-1"]
+
+
 def test_two_concurrent_runs_one_wins_the_other_exits_3(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
