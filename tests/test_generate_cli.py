@@ -533,3 +533,36 @@ def test_a_source_path_that_is_a_folder_is_a_config_error(tmp_path: Path) -> Non
         "not a file: point it at a file\n"
     )
     assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["B.csv"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_names_the_file_generate_could_not_write(tmp_path: Path) -> None:
+    """Seen (full-disk hunt, tmpfs): ``cannot write mock data: No space left on device;
+    check the output folder``: no file named (a write's error carries none), and "the
+    output folder" is paths.output, not where generate writes."""
+    write_config(tmp_path)
+    assert keysync(tmp_path, "-q", "generate", "--keys", "1000").returncode == 0
+    before = tree(tmp_path / "input")
+    release = tmp_path / "release"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+    env.update(KEYSYNC_TEST_PAUSE_AT="starting", KEYSYNC_TEST_PAUSE_UNTIL=str(release))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "-q", "generate", "--keys", "1000", "--seed", "7"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    assert "paused_for_tests starting" in process.stderr.readline()  # its pid is the token
+    pending = tmp_path / "input" / f".C.csv.{process.pid}.pending"
+    pending.symlink_to("/dev/full")  # C's new content goes there: ENOSPC
+    release.touch()
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 3
+    assert stderr.splitlines()[-1] == (
+        f"keysync: error: cannot write mock data {tmp_path / 'input' / 'C.csv'}: No space "
+        "left on device; make room there (or fix the permissions) and run the command again"
+    )
+    assert not os.path.lexists(pending)
+    assert tree(tmp_path / "input") == before  # the previous files, whole, and nothing else

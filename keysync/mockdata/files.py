@@ -57,9 +57,11 @@ def write_pending(path: Path, data: bytes, token: int) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             pending.unlink()
+        if isinstance(exc, OSError) and exc.filename is None:  # a write's ENOSPC names no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 

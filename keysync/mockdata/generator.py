@@ -654,7 +654,8 @@ def _generate(
             raise
         where = f" {exc.filename}" if exc.filename else ""
         raise KeysyncError(
-            f"cannot write mock data{where}: {exc.strerror or exc}; check the output folder"
+            f"cannot write mock data{where}: {exc.strerror or exc}; make room there (or fix "
+            "the permissions) and run the command again"
         ) from None
     return result
 
