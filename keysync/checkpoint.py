@@ -162,6 +162,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+MEND = (
+    "make room (or fix the permissions), then `keysync run --resume` continues from the "
+    "last checkpoint"
+)
+
+
 class CheckpointWriter:
     """Takes a checkpoint every ``interval`` rows without holding up the merge.
 
@@ -188,10 +194,7 @@ class CheckpointWriter:
         except OSError as exc:  # a full disk before the first frame: say where, leave nothing
             problem = f"cannot write checkpoint in {directory}: {exc.strerror or exc}"
             if header is None:  # a resumed run's checkpoint is what --resume needs
-                raise ResumableError(
-                    f"{problem}; make room (or fix the permissions), then `keysync run "
-                    "--resume` continues from the last checkpoint"
-                ) from None
+                raise ResumableError(problem, MEND) from None
             shutil.rmtree(directory, ignore_errors=True)  # a new run: nothing of it to keep
             raise RunError(
                 f"{problem}; make room (or fix the permissions), then run again"
@@ -247,10 +250,7 @@ class CheckpointWriter:
 
     def _failure(self) -> ResumableError:
         reason = getattr(self._error, "strerror", None) or self._error
-        return ResumableError(
-            f"cannot write checkpoint in {self.directory}: {reason}; make room (or fix the "
-            "permissions), then `keysync run --resume` continues from the last checkpoint"
-        )
+        return ResumableError(f"cannot write checkpoint in {self.directory}: {reason}", MEND)
 
     def flush(self) -> None:
         """Checkpoint everything applied so far and wait until it is on disk."""

@@ -52,6 +52,10 @@ class ResumableError(RunError):
     last checkpoint once the cause is gone.
     """
 
+    def __init__(self, problem: str, mend: str) -> None:
+        super().__init__(f"{problem}; {mend}")
+        self.problem = problem  # what and where, without what to do: `simulate` says its own
+
 
 class Interrupted(KeysyncError):
     """Ctrl-C or SIGTERM: the run stopped at a clean point and kept a checkpoint (exit 130)."""

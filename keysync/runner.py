@@ -508,8 +508,8 @@ def publish_leftovers(config: Config, store: StateStore) -> None:
 def _unpublished(run_id: str, config: Config, exc: OSError) -> ResumableError:
     return ResumableError(
         f"run {run_id} is committed, but its reports could not all be put in place in "
-        f"{config.output_dir}: {exc.strerror or exc}; make room, then `keysync run --resume` "
-        "puts them in place"
+        f"{config.output_dir}: {exc.strerror or exc}",
+        "make room, then `keysync run --resume` puts them in place",
     )
 
 
@@ -1091,9 +1091,8 @@ class _Run:
         except OSError as exc:  # a write() error names no file: say where
             where = f" ({exc.filename})" if exc.filename else ""
             raise ResumableError(
-                f"cannot write the reports in {config.output_dir}{where}: {exc.strerror or exc}; "
-                "make room (or fix the permissions), then `keysync run --resume` continues "
-                "from the last checkpoint"
+                f"cannot write the reports in {config.output_dir}{where}: {exc.strerror or exc}",
+                checkpoint.MEND,
             ) from None
         writer.check_targets([*writer.written, audit_report.NAME])
         return result

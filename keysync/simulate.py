@@ -41,6 +41,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -65,6 +66,7 @@ from keysync.errors import (
     ConfigError,
     Interrupted,
     KeysyncError,
+    ResumableError,
     RunError,
     children_deaf_to_stops,
     stop_name,
@@ -75,7 +77,7 @@ from keysync.lock import LOCK_NAME, RunLock
 from keysync.runner import STOPPED_AT_ONCE, RunOptions, iso, new_run_id
 from keysync.runner import run as run_reconciliation
 from keysync.stages.reporter import ReportWriter
-from keysync.state import DB_NAME
+from keysync.state import DB_NAME, state_problem
 
 SIMULATION_FOLDER = "simulation"
 # What a stopped simulation leaves to do: with no complete one before it; with one, put
@@ -699,9 +701,21 @@ def _run_day(
         raise Interrupted(
             f"simulation interrupted on day {day} of {days}; {_what_next(kept)}"
         ) from None
-    except RunError as exc:
+    except (RunError, OSError, sqlite3.DatabaseError) as exc:
         kept_too = f"; {PREVIOUS_KEPT}" if kept else ""
-        raise RunError(f"simulation day {day} of {days} ({date}): {exc}{kept_too}") from None
+        if isinstance(exc, ResumableError):  # its checkpoint is the day's, dropped with it
+            problem = f"{exc.problem}; make room (or fix the permissions), then simulate again"
+        elif isinstance(exc, sqlite3.DatabaseError):  # the simulation's state, not the user's
+            problem = state_problem(exc, run_config.data_dir / DB_NAME) or ""
+            if not problem:
+                raise  # an SQL error is a bug: its traceback helps more than a guess
+        elif isinstance(exc, OSError):  # a full disk, a permission: what and where
+            where = exc.filename2 if exc.filename2 is not None else exc.filename
+            place = f"{os.fsdecode(where)}: " if where is not None else ""
+            problem = f"{place}{exc.strerror or exc}; make room (or fix the permissions)"
+        else:
+            problem = str(exc)
+        raise RunError(f"simulation day {day} of {days} ({date}): {problem}{kept_too}") from None
     result.run_ids.append(outcome.run_id)
     if outcome.exit_code == EXIT_DEGRADED:
         result.exit_code = EXIT_DEGRADED

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import FullDisk
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -756,3 +757,76 @@ def test_a_second_ctrl_c_in_a_day_says_the_simulation_starts_over_not_run_resume
     assert "Traceback" not in stderr
     if previous:
         assert _kept_by_the_user(folder / ".previous") == first
+
+
+def _held_in_day_1(project: Path, phase: str, release: Path) -> tuple[subprocess.Popen[str], str]:
+    """``keysync simulate --days 2`` held at ``phase`` of its day 1's run; and its run id."""
+    log = project / "output" / "simulation" / "normal" / "data" / "logs" / "keysync.jsonl"
+    before = log.read_bytes().count(b'"run.paused_for_tests"') if log.exists() else 0
+    pause = {
+        "KEYSYNC_TEST_PAUSE_AT": phase,
+        "KEYSYNC_TEST_PAUSE_UNTIL": str(release),
+        "KEYSYNC_TEST_PAUSE_S": "60",
+    }
+    running = _simulating(project, 2, pause)
+    if not _wait_for_log(running, log, lambda t: t.count(b'"run.paused_for_tests"') > before):
+        running.kill()
+        raise AssertionError(f"the simulation never reached its pause: {running.communicate()}")
+    events = [json.loads(line) for line in log.read_bytes().splitlines()]
+    return running, [e for e in events if e["event"] == "run.paused_for_tests"][-1]["run_id"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_on_a_day_says_simulate_again_not_run_resume(tmp_path: Path) -> None:
+    """Seen (full-disk hunt, tmpfs): a day whose reports could not be written ended
+    "then `keysync run --resume` continues from the last checkpoint": that resumes the
+    user's own run, and the simulation drops its day's checkpoint with the rest of it."""
+    _config(tmp_path, simulation=SMALL)
+    assert _keysync(tmp_path, "-q", "simulate", "--days", "2").returncode == 0
+    folder = tmp_path / "output" / "simulation" / "normal"
+    first = _kept_by_the_user(folder)
+    release = tmp_path / "release"
+    running, run_id = _held_in_day_1(tmp_path, "planning", release)
+    staging = folder / "days" / "day-01" / f".staging-{run_id}"
+    staging.mkdir(parents=True)
+    (staging / "diff_missing_in_A.csv.part").symlink_to("/dev/full")  # ENOSPC as it is written
+    release.touch()
+    stdout, stderr = running.communicate(timeout=60)
+    assert running.returncode == 3, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "keysync: error: simulation day 1 of 2 (2026-11-01): cannot write the reports in "
+        f"{folder}/days/day-01: No space left on device; make room (or fix the permissions), "
+        "then simulate again; the previous simulation is kept"
+    )
+    assert stdout == "" and "Traceback" not in stderr
+    assert _kept_by_the_user(folder) == first
+
+
+def test_a_full_disk_under_the_simulations_state_names_its_database(
+    tmp_path: Path, full_disk: Callable[[Path, int], FullDisk]
+) -> None:
+    """Seen (full-disk hunt, tmpfs): a day whose commit found the disk full said
+    ``cannot use the state database <paths.data>/keysync.db``, the user's own, untouched
+    one, and not which day, nor that the previous simulation is kept."""
+    _config(tmp_path, simulation=SMALL)
+    disk = full_disk(tmp_path / "output", 32768)
+    assert _keysync(tmp_path, "-q", "simulate", "--days", "2").returncode == 0
+    folder = tmp_path / "output" / "simulation" / "normal"
+    first = _kept_by_the_user(folder)
+    release = tmp_path / "release"
+    running, _ = _held_in_day_1(tmp_path, "committing", release)
+    disk.fill()
+    release.touch()
+    stdout, stderr = running.communicate(timeout=60)
+    assert running.returncode == 3, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "keysync: error: simulation day 1 of 2 (2026-11-01): cannot use the state database "
+        f"{folder}/data/keysync.db (database or disk is full); make paths.data and keysync.db "
+        "in it writable by this user (SQLite keeps keysync.db-wal and -shm files next to it, "
+        "even to read) and make room on the disk, then run again; the previous simulation "
+        "is kept"
+    )
+    assert stdout == "" and "Traceback" not in stderr
+    disk.make_room()
+    assert _kept_by_the_user(folder) == first
+    assert _keysync(tmp_path, "-q", "simulate", "--days", "2").returncode == 0
