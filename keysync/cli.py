@@ -157,9 +157,26 @@ class _WholeWrites(io.RawIOBase):
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         done = 0
-        while done < len(view):
-            done += os.write(self._fd, view[done:])
+        try:
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # `keysync runs > file` on a full disk: the error names no file
+            raise StdoutFailed(exc.errno, exc.strerror, _where_stdout_goes(self._fd)) from None
         return done
+
+
+class StdoutFailed(OSError):
+    """A write to stdout failed (a full disk under a redirect); its ``filename`` says where."""
+
+
+def _where_stdout_goes(fd: int) -> str:
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc (macOS)
+        return "standard output"
+    return f"standard output ({target})" if target.startswith("/") else "standard output"
 
 
 def _stdout_written_whole() -> None:
@@ -240,7 +257,15 @@ class KeysyncGroup(click.Group):
     ) -> Any:
         try:
             take_signals()
-            return super().invoke(ctx)
+            try:
+                result = super().invoke(ctx)
+            except click.exceptions.Exit:  # (`ctx.exit(1)`: discrepancies found)
+                sys.stdout.flush()
+                raise
+            # What is still buffered, written now: a full disk under a redirected stdout is
+            # said in one line here, not as a traceback and exit 120 when Python exits.
+            sys.stdout.flush()
+            return result
         except click.exceptions.NoArgsIsHelpError:
             raise  # `keysync registry`: its help, as click shows it
         except click.UsageError as exc:
@@ -255,6 +280,9 @@ class KeysyncGroup(click.Group):
         except OSError as exc:
             # A full disk, a permission, a folder in the way of a file: foreseeable, and
             # the run has logged its traceback (run.failed) in the log file already.
+            if isinstance(exc, StdoutFailed):  # what is left to flush at the exit: nowhere
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                _failed(ctx, f"keysync: error: {_stdout_failed_line(ctx, exc)}", EXIT_CANNOT_RUN)
             _failed(ctx, f"keysync: error: {_os_error_line(exc)}", EXIT_CANNOT_RUN)
         except sqlite3.DatabaseError as exc:
             # The same for the state database: a read-only file, a full disk, a lock, damage.
@@ -322,6 +350,22 @@ def _failed(ctx: click.Context, line: str, exit_code: int) -> NoReturn:
             command=command,
         )
     ctx.exit(exit_code)
+
+
+def _stdout_failed_line(ctx: click.Context, exc: StdoutFailed) -> str:
+    """What a command whose stdout filled the disk says: a run has printed its summary only
+    once it was done, and running it again would be another run."""
+    app = ctx.find_object(AppContext)
+    command = ctx.command_path if app is None or ctx.parent else app.command_path
+    done = (
+        "; the run itself is done (`keysync runs` shows it)"
+        if command == "keysync run"
+        else ", then run the command again"
+    )
+    return (
+        f"cannot write {exc.filename}: {(exc.strerror or str(exc)).lower()}; what it printed "
+        f"is cut short: make room there{done}"
+    )
 
 
 def _os_error_line(exc: OSError) -> str:

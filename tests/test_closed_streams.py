@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 
 def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``command`` in sh, where ``keysync`` is ``python -m keysync``."""
@@ -65,3 +67,29 @@ def test_every_command_refuses_a_closed_stdout_with_one_line_and_does_nothing(
         ), command
     assert not (tmp_path / "data").exists()
     assert not (tmp_path / "output").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_stdout_on_a_full_disk_is_one_line_not_a_traceback_and_exit_120(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    """Seen (full-disk hunt): `keysync runs > file` on a full disk (here /dev/full) printed
+    Python's "Exception ignored ... No space left on device" traceback at exit, code 120;
+    `audit`, whose output fills the buffer, said "no space left on device" naming nothing;
+    `run` printed its traceback after its commit."""
+    write_config(tmp_path)
+    _inputs(tmp_path, "ABCDE")
+    for command, advice in [
+        ("run", "; the run itself is done (`keysync runs` shows it)"),
+        ("runs", ", then run the command again"),
+        ("config check", ", then run the command again"),
+    ]:
+        done = _shell(f"$KEYSYNC {command} > /dev/full", tmp_path)
+        assert (done.returncode, done.stderr.splitlines()[-1]) == (
+            3,
+            "keysync: error: cannot write standard output (/dev/full): no space left on "
+            f"device; what it printed is cut short: make room there{advice}",
+        ), command
+        assert "Traceback" not in done.stderr, command
+    with sqlite3.connect(tmp_path / "data" / "keysync.db") as db:
+        assert db.execute("SELECT outcome FROM runs").fetchall() == [("completed",)]
