@@ -803,7 +803,13 @@ class _Run:
         self.writer = CheckpointWriter(
             config.checkpoint_dir / run_id, self.header, config.processing.checkpoint_interval
         )
-        store.begin_run(run_id, started, self.mode, self._flags(), dry_run=options.dry_run)
+        try:
+            pause_for_tests("recording")  # the checkpoint begun, the run not yet recorded
+            store.begin_run(run_id, started, self.mode, self._flags(), dry_run=options.dry_run)
+        except BaseException:  # a full disk under the state: no run, so no checkpoint of one
+            self.writer.close()
+            checkpoint.remove(self.writer.directory)
+            raise
 
     @property
     def systems(self) -> list[str]:

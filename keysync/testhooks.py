@@ -7,7 +7,8 @@ file exists: a test that must act while the run is held releases it when done, s
 no step of the test has to beat a timer on a slow machine. Off unless the variables
 are set; documented in README.md ("Development").
 
-Phases: ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write:<frame>``
+Phases: ``recording`` (a new run's checkpoint begun, the run not yet recorded in the
+state), ``reading:<rows>`` (after that many rows are merged), ``checkpoint-write:<frame>``
 (half of that checkpoint frame written, the rest not), ``planning``, ``reporting``
 (reports staged, state not committed), ``committing`` (just before the commit),
 ``mid-commit`` (every row written inside the open transaction, no COMMIT yet),

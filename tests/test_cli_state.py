@@ -1690,6 +1690,34 @@ def test_a_full_checkpoint_folder_at_the_start_says_where_and_leaves_nothing(
     ok(keysync("-q", "run"))
 
 
+def test_a_run_the_state_cannot_record_leaves_no_checkpoint_behind(
+    tmp_path: Path,
+    keysync: RunKeysync,
+    project: Callable[..., Path],
+    full_disk: Callable[[Path, int], FullDisk],
+) -> None:
+    """Seen (full-disk hunt, tmpfs): paths.data full as a run recorded itself: exit 3 and
+    the state database named, but checkpoints/<run>/ stayed, of a run in no table, which
+    no later run removed or resumed."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    data = full_disk(tmp_path / "data", 4096)
+    ok(keysync("-q", "run"))
+    run = Background.held_at(tmp_path, "recording")
+    data.fill()
+    run.release()
+    assert run.process.wait(60) == 3
+    database = tmp_path / "data" / "keysync.db"
+    assert run.lines[-1].startswith(
+        f"keysync: error: cannot use the state database {database} (database or disk is full)"
+    )
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+    data.make_room()
+    assert db_rows(tmp_path, "SELECT outcome FROM runs") == [("completed",)]
+    done = ok(keysync("run", "--resume"))
+    assert "no interrupted run to resume; running normally" in done.stderr
+
+
 def test_a_full_disk_under_the_audit_log_record_leaves_no_temp_file(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:
