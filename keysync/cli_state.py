@@ -516,6 +516,26 @@ def _holders_at_the_last_run(
     return lambda keys: holders_when_last_read(store.load_history_state(), keys)
 
 
+def _normalized_before(config: Config, store: StateStore) -> Callable[[str], str] | None:
+    """The normalization of the rules before the latest change of them, as the runs then
+    recorded them (``flags.rules``): to find the keys a change split (``rekey._splits``)."""
+    import msgspec
+
+    from keysync.normalization import compile_rules
+
+    before = store.rules_before_change()
+    if not before:
+        return None
+    prefix = "normalize."
+    fields = {k.removeprefix(prefix): v for k, v in before.items() if k.startswith(prefix)}
+    now = msgspec.to_builtins(config.normalize)
+    try:
+        rules = msgspec.convert({**now, **fields}, type(config.normalize))
+    except msgspec.ValidationError:  # recorded by another keysync: no split is found
+        return None
+    return compile_rules(rules).normalize
+
+
 def _writer_lock(
     data_dir: Path, actor: str, command: str, dry_run: bool
 ) -> contextlib.AbstractContextManager[object]:
@@ -722,6 +742,7 @@ def registry_rekey(app: _App, reason: str, dry_run: bool) -> None:
                 _holders_at_the_last_run(app.config, store),
                 store.approved_by_runs,
                 store.unread_since_rules_changed(),
+                _normalized_before(app.config, store),
             )
         done = 0
         if not dry_run:
@@ -775,6 +796,14 @@ def _rekey_line(rekey: Rekey) -> str:
 
 def _rekey_change(rekey: Rekey) -> str:
     old = rekey.old
+    if rekey.action.startswith("split") and rekey.target is not None:
+        status = "Active" if rekey.action == "split" else "Deprecated"
+        target = rekey.target
+        return (
+            f"{old.master_key} -> {rekey.new_name}: {status} carried (the rules split "
+            f"{old.master_key}'s key: {target.source_system}'s {target.source_key} is "
+            f"{rekey.new_name} now)"
+        )
     moved = f"{old.master_key} -> {rekey.new_name}{' (made)' if rekey.creates else ''}"
     if rekey.action == "carry":
         was = " (a run deprecated it as unseen after the rules changed)"

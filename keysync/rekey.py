@@ -22,6 +22,10 @@ it with the rules now, and where the form differs:
   Deprecated otherwise (a run found it unseen, or an earlier rekey superseded it: the
   rules changed back) takes an Active entry's status: that was no one's decision.
 
+A change that splits a key (two raw keys one form under the old rules, two now) hands
+the old entry's decision to every part: its ``source_key``'s form as above, and each
+Proposed entry whose ``source_key`` the rules before the change gave the old form.
+
 No row is deleted: the old entries stay, Deprecated, and the audit trail says which
 new entry superseded each. Planning here is pure; ``StateStore.apply_rekeys`` writes.
 """
@@ -45,7 +49,8 @@ class Rekey:
     new_key: str
     target: RegistryEntry | None  # the entry that has ``new_name`` already, if any
     # "carry" (Active handed on), "supersede" (Proposed), "deprecate" (a deprecation by
-    # hand handed on), or "skip"
+    # hand handed on), "split"/"split-deprecate" (either, to a key split off the old form:
+    # the target only; the old entry has its own rekey), or "skip"
     action: str
     reason: str = ""  # why it is skipped
     # A new entry's (``creates``): the systems holding ``new_key`` and whether A is one.
@@ -67,6 +72,7 @@ def plan_rekeys(
     holders: Callable[[set[str]], Mapping[str, Collection[str]]] | None = None,
     auto_approved: Callable[[set[str]], Collection[str]] | None = None,
     stale: Collection[str] = (),
+    normalized_before: Callable[[str], str] | None = None,
 ) -> list[Rekey]:
     """One ``Rekey`` per entry whose ``source_key`` normalizes to another form now.
 
@@ -76,7 +82,8 @@ def plan_rekeys(
     forms, the systems that held each at the last run (``history.holders_when_last_read``),
     when that run had the rules now; None when it had other rules (its history knows the
     old forms only). A new entry is seen where its form was (:func:`_seen`); ``stale``:
-    the systems no run has read since the rules changed.
+    the systems no run has read since the rules changed. ``normalized_before``: the
+    rules before the latest change, to find the keys they split (:func:`_splits`).
     ``auto_approved``: of the master keys given, those Active by a run's auto-approval
     (``StateStore.approved_by_runs``): no one's decision, so a deprecation by hand of the
     same key in its old form outweighs it.
@@ -130,7 +137,56 @@ def plan_rekeys(
             elif action == "carry":
                 made[name] = replace(target, status="Active")
     plan += _carry_deprecations(deciding, by_name, made, approving, auto_approved)
+    if normalized_before is not None:
+        plan += _splits(
+            config, by_name, plan, normalize, normalized_before, unseated, decided, auto_approved
+        )
     return _seen(config, plan, holders, stale)
+
+
+def _splits(
+    config: Config,
+    by_name: Mapping[str, RegistryEntry],
+    plan: list[Rekey],
+    normalize: Callable[[str], str],
+    normalized_before: Callable[[str], str],
+    unseated: Collection[str],
+    decided: Collection[str],
+    auto_approved: Callable[[set[str]], Collection[str]] | None,
+) -> list[Rekey]:
+    """The decision on an old form goes to each key the rules now split it into, not to
+    its ``source_key``'s form alone (seen: pad_numbers 4 -> 0, X-0001 Active, B's X-1 and
+    C's X-01: X-1 took the approval and X-01 was proposed again, silently). A Proposed
+    entry of a form now (or one Active by a run's auto-approval, for a deprecation) whose
+    ``source_key`` the rules before the change gave an old entry's form takes that old
+    entry's approval, or its deprecation by hand (``split``, ``split-deprecate``)."""
+    separator = config.provisioning.namespace_separator
+    planned = {rekey.new_name for rekey in plan} | {rekey.old.master_key for rekey in plan}
+    found: list[tuple[RegistryEntry, RegistryEntry, str]] = []
+    for entry in sorted(by_name.values(), key=lambda e: e.master_key):
+        if entry.master_key in planned or entry.status == "Deprecated":
+            continue
+        if normalize(entry.source_key) != entry.key:
+            continue  # an old form itself
+        before = normalized_before(entry.source_key)
+        if not before or before == entry.key:
+            continue
+        name = before if entry.strategy == "mirror" else f"{entry.system}{separator}{before}"
+        old = by_name.get(name)
+        if old is None or old.strategy != entry.strategy or normalize(old.source_key) == entry.key:
+            continue  # no old form, or this is the form its own rekey goes to
+        if old.status == "Active" or (old.status == "Deprecated" and name in unseated):
+            if entry.status == "Proposed":
+                found.append((old, entry, "split"))
+        elif old.status == "Deprecated" and name in decided:
+            found.append((old, entry, "split-deprecate"))
+    actives = {e.master_key for _, e, a in found if a == "split-deprecate" and e.status == "Active"}
+    machine = set(auto_approved(actives)) if auto_approved is not None and actives else set()
+    return [
+        Rekey(old, entry.master_key, entry.key, entry, action)
+        for old, entry, action in found
+        if entry.status == "Proposed" or entry.master_key in machine
+    ]
 
 
 def _carry_deprecations(
@@ -203,7 +259,7 @@ def _seen(
     made = {rekey.new_name for rekey in created}
     staled: dict[str, set[str]] = {}  # new form -> the stale systems its old forms were seen in
     for rekey in plan:
-        if rekey.new_name and stale:
+        if rekey.new_name and stale and not rekey.action.startswith("split"):
             held_then = set(rekey.old.seen_in.split(";")) & set(stale)
             staled.setdefault(rekey.new_name, set()).update(held_then)
     seen: dict[int, tuple[str, bool]] = {}
@@ -224,7 +280,7 @@ def _seen(
             rekey = replace(rekey, seen_in=seen[id(rekey)][0], in_authority=seen[id(rekey)][1])
         elif (
             holders is not None
-            and rekey.action != "skip"
+            and rekey.action in ("carry", "supersede", "deprecate")
             and rekey.target is not None
             and rekey.new_name not in made
         ):

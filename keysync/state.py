@@ -1054,6 +1054,18 @@ class StateStore:
         prefix, marker = "master key ", ": Active -> Deprecated: "
         return {detail[len(prefix) : detail.index(marker)] for (detail,) in rows}
 
+    def rules_before_change(self) -> dict[str, Any] | None:
+        """``flags.rules`` of the last successful run before the one that recorded the
+        latest ``rules.changed``: the rules the registry's old forms were made under."""
+        row = self._db.execute(
+            "SELECT run_id FROM audit_events WHERE event = 'rules.changed'"
+            " ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        found = self.flags_before(row[0], "rules")
+        return None if found is None else dict(found[1])
+
     def unread_since_rules_changed(self) -> set[str]:
         """The systems the history keeps that no run has read since the latest
         ``rules.changed`` (a peer unavailable, or left out with ``--systems``, since then):
@@ -1139,6 +1151,21 @@ class StateStore:
                 if rekey.action == "skip":
                     continue
                 old, name, target = rekey.old, rekey.new_name, rekey.target
+                if rekey.action.startswith("split") and target is not None:
+                    status = "Active" if rekey.action == "split" else "Deprecated"
+                    self._set_status(name, status, now, actor, seq)
+                    decision = "" if status == "Active" else ", deprecated there by hand"
+                    event(
+                        "key.approved" if status == "Active" else "key.deprecated",
+                        target.source_system,
+                        rekey.new_key,
+                        f"master key {name}: {target.status} -> {status}, carried from "
+                        f"{old.master_key} (its form before the rules changed{decision}; "
+                        f"the rules split it: {target.source_system}'s {target.source_key} "
+                        f"is {name} now) {how}",
+                    )
+                    done += 1
+                    continue
                 system = old.source_system
                 status = {"carry": "Active", "deprecate": "Deprecated"}.get(
                     rekey.action, "Proposed"

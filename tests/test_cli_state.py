@@ -3148,6 +3148,48 @@ def test_rekey_carries_a_deprecation_by_hand_to_the_new_form_as_it_carries_appro
     assert "Y-" not in again.stdout  # carried: nothing left to say of Y-3 or Y-0003
 
 
+def test_rekey_carries_a_decision_to_each_key_a_rule_change_splits_the_old_form_into(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (lifecycle hunt): pad_numbers 4 -> 0 split X-0001 (B's X-1 and C's X-01, one
+    key under the old rules, Active) into X-1 and X-01: rekey carried the approval to
+    X-1, the form of its source_key, and X-01 was left Proposed, silently, as if never
+    approved; a deprecation by hand (Y-0002) was lost on Y-02 the same way."""
+    _rules(tmp_path, write_config, pad_numbers=4)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "Y-2"], "C": ["K-1", "X-01", "Y-02"]})
+    ok(keysync("-q", "run", "--auto-approve"))
+    ok(keysync("-q", "registry", "deprecate", "Y-0002"))
+    _rules(tmp_path, write_config)
+    ok(keysync("-q", "run"))
+    done = ok(keysync("registry", "rekey"))
+    assert done.stdout.splitlines() == [
+        "X-0001 -> X-1: Active carried, X-0001 Deprecated (a run deprecated it as unseen "
+        "after the rules changed)",
+        "X-0001 -> X-01: Active carried (the rules split X-0001's key: C's X-01 is X-01 now)",
+        "Y-0002 -> Y-2: Deprecated carried (a decision: deprecated by hand)",
+        "Y-0002 -> Y-02: Deprecated carried (the rules split Y-0002's key: C's Y-02 is Y-02 now)",
+    ]
+    assert statuses(tmp_path) == {
+        "X-0001": "Deprecated",
+        "X-01": "Active",
+        "X-1": "Active",
+        "Y-0002": "Deprecated",
+        "Y-02": "Deprecated",
+        "Y-2": "Deprecated",
+    }
+    query = "SELECT event, detail FROM audit_events WHERE key = 'X-01' AND run_id LIKE 'manual-%'"
+    assert db_rows(tmp_path, query) == [
+        (
+            "key.approved",
+            "master key X-01: Proposed -> Active, carried from X-0001 (its form before the "
+            "rules changed; the rules split it: C's X-01 is X-01 now) by `keysync registry "
+            f"rekey` (user {os_user()})",
+        )
+    ]
+    again = ok(keysync("registry", "rekey"))
+    assert (again.stdout, again.stderr) == ("", NOTHING_TO_REKEY)
+
+
 def test_after_two_rule_changes_rekey_lists_no_carried_approval_as_left_alone(
     tmp_path: Path, keysync: RunKeysync, write_config: Any
 ) -> None:
