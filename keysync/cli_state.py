@@ -336,7 +336,30 @@ def _named_entry(app: _App, store: StateStore, name: str) -> RegistryEntry | Non
 _NAMES_SHOWN = 10  # of a long list of unknown keys (a pasted file): the line stays a line
 
 
-def _unknown(*names: str, changing: bool = True) -> KeysyncError:
+def _named_before(app: _App, store: StateStore, names: Sequence[str]) -> str:
+    """After a rule change and before ``registry rekey``, a key's entries still have its
+    old form (seen: `registry approve x_12` with pad_numbers newly 4 said "unknown master
+    key 'x_12': no registry entry has it", though X-12 was its entry): the hint that
+    names them, or ""."""
+    before = _normalized_before(app.config, store)
+    if before is None:
+        return ""
+    forms = {name: form for name in names[:_NAMES_SHOWN] if (form := before(name))}
+    by_key = store.entries_for_keys(set(forms.values()))
+    hints = []
+    for name, form in forms.items():
+        if entries := by_key.get(form):
+            named = ", ".join(visible(e.master_key) for e in entries[:_NAMES_SHOWN])
+            hints.append(f"{visible(repr(name))} is {named} under the rules before they changed")
+    if not hints:
+        return ""
+    return (
+        f"; {'; '.join(hints)}: an entry keeps its old form's name until `keysync registry "
+        "rekey` carries it to the form now (name it, or rekey first)"
+    )
+
+
+def _unknown(*names: str, changing: bool = True, hint: str = "") -> KeysyncError:
     """Every name the registry lacks, in one line: a list of keys fails once, not one by one."""
     if len(names) == 1:
         what = f"unknown master key {names[0]!r}: no registry entry has it"
@@ -346,7 +369,7 @@ def _unknown(*names: str, changing: bool = True) -> KeysyncError:
             listed += f" and {len(names) - _NAMES_SHOWN:,} more"
         what = f"{len(names):,} unknown master keys ({listed}): no registry entry has them"
     done = "; nothing changed" if changing else ""
-    return KeysyncError(f"{what} (see `keysync registry list`){done}", EXIT_USAGE)
+    return KeysyncError(f"{what} (see `keysync registry list`){hint}{done}", EXIT_USAGE)
 
 
 @registry.command("show")
@@ -370,7 +393,7 @@ def registry_show(app: _App, key: str, as_json: bool) -> None:
         found = _find_entries(app, store, [key])
         entries = found.entries[key] + found.others.get(key, [])
         if not entries:
-            raise _unknown(key, changing=False)
+            raise _unknown(key, changing=False, hint=_named_before(app, store, [key]))
         events = {e.master_key: _entry_events(store, e) for e in entries}
     if as_json:
         print_json(
@@ -453,7 +476,7 @@ def _change(
                     unknown.append(name)
                 targets.extend(e.master_key for e in entries)
             if unknown:
-                raise _unknown(*unknown)
+                raise _unknown(*unknown, hint=_named_before(app, store, unknown))
             notes = _also_the_key_of(found, target)
         user = os_user()
         changes = store.change_status(
@@ -518,12 +541,16 @@ def _holders_at_the_last_run(
 
 def _normalized_before(config: Config, store: StateStore) -> Callable[[str], str] | None:
     """The normalization of the rules before the latest change of them, as the runs then
-    recorded them (``flags.rules``): to find the keys a change split (``rekey._splits``)."""
+    recorded them (``flags.rules``; the last run's, if the rules changed since): to find
+    the keys a change split (``rekey._splits``), and an entry of a key's old form."""
     import msgspec
 
     from keysync.normalization import compile_rules
 
-    before = store.rules_before_change()
+    before = store.latest_flags("rules")  # other rules than now: no run has met the change
+    now_rules = config.key_rules()
+    if before is None or all(before[k] == now_rules[k] for k in before.keys() & now_rules):
+        before = store.rules_before_change()
     if not before:
         return None
     prefix = "normalize."

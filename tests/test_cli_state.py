@@ -3190,6 +3190,34 @@ def test_rekey_carries_a_decision_to_each_key_a_rule_change_splits_the_old_form_
     assert (again.stdout, again.stderr) == ("", NOTHING_TO_REKEY)
 
 
+def test_a_raw_key_approved_after_a_rule_change_before_rekey_names_its_old_entry(
+    tmp_path: Path, keysync: RunKeysync, write_config: Any
+) -> None:
+    """Seen (lifecycle hunt): pad_numbers 0 -> 4 in the config, then `registry approve
+    x_12`: "unknown master key 'x_12': no registry entry has it", though X-12 was that
+    key's entry; x_12 is X-0012 under the rules now, which no entry has before a run or
+    a rekey. The line names the entry of its old form, before and after the next run."""
+    _rules(tmp_path, write_config)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-12"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    _rules(tmp_path, write_config, pad_numbers=4)
+    hint = (
+        "; 'x_12' is X-12 under the rules before they changed: an entry keeps its old "
+        "form's name until `keysync registry rekey` carries it to the form now (name it, "
+        "or rekey first)"
+    )
+    refused = keysync("registry", "approve", "x_12")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == (
+        "keysync: error: unknown master key 'x_12': no registry entry has it (see "
+        f"`keysync registry list`){hint}; nothing changed\n"
+    )
+    shown = keysync("registry", "show", "x_12")
+    assert shown.returncode == 2 and shown.stderr.endswith(f"list`){hint}\n")
+    assert statuses(tmp_path) == {"X-12": "Proposed"}
+    assert ok(keysync("registry", "approve", "X-12")).stdout == "X-12: Proposed -> Active\n"
+
+
 def test_after_two_rule_changes_rekey_lists_no_carried_approval_as_left_alone(
     tmp_path: Path, keysync: RunKeysync, write_config: Any
 ) -> None:
