@@ -505,6 +505,17 @@ def publish_leftovers(config: Config, store: StateStore) -> None:
     (output_dir / PUBLISHING).unlink(missing_ok=True)
 
 
+def _out_of_room(exc: BaseException) -> bool:
+    """SQLite's FULL or IOERR inside a run: the disk under the state filled up (an IOERR
+    is what a full disk gives when SQLite cannot grow its -shm file)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # from Python 3.11 on
+    if isinstance(code, int):
+        return code & 0xFF in (10, 13)
+    return any(words in str(exc).lower() for words in ("disk is full", "disk i/o error"))
+
+
 def _unpublished(run_id: str, config: Config, exc: OSError) -> ResumableError:
     return ResumableError(
         f"run {run_id} is committed, but its reports could not all be put in place in "
@@ -904,6 +915,13 @@ class _Run:
             # cannot be written.
             self.writer.close()
             self.log.exception("run.failed", reason=repr(exc))
+            if _out_of_room(exc):  # the checkpoint is kept: say so, as for a full output/
+                resumable = ResumableError(
+                    f"cannot write the state database {self.store.path} ({exc})",
+                    checkpoint.MEND,
+                )
+                self._record_failure(str(resumable), EXIT_CANNOT_RUN)
+                raise resumable from None
             foreseen = isinstance(exc, OSError) or (  # the CLI says these in one line, exit 3
                 isinstance(exc, sqlite3.DatabaseError) and state_problem(exc) is not None
             )

@@ -1718,6 +1718,45 @@ def test_a_run_the_state_cannot_record_leaves_no_checkpoint_behind(
     assert "no interrupted run to resume; running normally" in done.stderr
 
 
+def test_a_full_disk_at_the_commit_keeps_the_checkpoint_and_says_resume(
+    tmp_path: Path,
+    keysync: RunKeysync,
+    project: Callable[..., Path],
+    full_disk: Callable[[Path, int], FullDisk],
+) -> None:
+    """Seen (full-disk hunt, tmpfs): paths.data full at the commit kept the checkpoint, but
+    said "... then run again", which reads every row again (a full output/ says
+    `--resume`), and `keysync runs` noted a failure it recorded as "OperationalError:
+    database or disk is full"."""
+    project(parallel=True)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1"], "C": ["K-1"]})
+    data = full_disk(tmp_path / "data", 4096)
+    ok(keysync("-q", "run"))
+    before = state_dump(tmp_path)
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1", "X-2"], "C": ["K-1"]})
+    run = Background.held_at(tmp_path, "committing")
+    run_id = re.search(r"run_id=(\S+)", "".join(run.lines))[1]  # type: ignore[index]
+    data.fill()
+    run.release()
+    assert run.process.wait(60) == 3
+    told = (
+        f"cannot write the state database {tmp_path / 'data' / 'keysync.db'} (database or "
+        "disk is full); make room (or fix the permissions), then `keysync run --resume` "
+        "continues from the last checkpoint"
+    )
+    assert run.lines[-1] == f"keysync: error: {told}\n"
+    assert (tmp_path / "checkpoints" / run_id).is_dir()
+    data.make_room()
+    assert state_dump(tmp_path) == before  # the registry as it was
+    # No room even to record the failure: the run is found interrupted, to resume too.
+    noted = [line for line in ok(keysync("runs")).stdout.splitlines() if run_id in line]
+    assert len(noted) == 1 and noted[0].endswith("resume with: keysync run --resume"), noted
+    done = ok(keysync("run", "--resume"))
+    assert done.stdout.startswith(f"run {run_id} ")
+    assert statuses(tmp_path) == {"X-1": "Proposed", "X-2": "Proposed"}
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
 def test_a_full_disk_under_the_audit_log_record_leaves_no_temp_file(
     tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
 ) -> None:

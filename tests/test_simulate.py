@@ -820,11 +820,9 @@ def test_a_full_disk_under_the_simulations_state_names_its_database(
     stdout, stderr = running.communicate(timeout=60)
     assert running.returncode == 3, stderr
     assert stderr.strip().splitlines()[-1] == (
-        "keysync: error: simulation day 1 of 2 (2026-11-01): cannot use the state database "
-        f"{folder}/data/keysync.db (database or disk is full); make paths.data and keysync.db "
-        "in it writable by this user (SQLite keeps keysync.db-wal and -shm files next to it, "
-        "even to read) and make room on the disk, then run again; the previous simulation "
-        "is kept"
+        "keysync: error: simulation day 1 of 2 (2026-11-01): cannot write the state "
+        f"database {folder}/data/keysync.db (database or disk is full); make room (or fix "
+        "the permissions), then simulate again; the previous simulation is kept"
     )
     assert stdout == "" and "Traceback" not in stderr
     disk.make_room()
