@@ -927,23 +927,20 @@ def test_registry_export_into_a_character_device_writes_through_it(
         os.close(terminal)
 
 
-def test_registry_export_to_stdout_at_a_terminal_still_says_what_it_wrote(
-    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
-) -> None:
-    """Review: `--out /dev/stdout` at a terminal left out "wrote N master keys" (stdout
-    and stderr are the one terminal), which is kept out of a file only (`2>&1`)."""
-    expected = _exported_registry(tmp_path, keysync, project, 3)
+def _at_a_terminal(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:
+    """``keysync ARGS`` with stdout and stderr on one pseudo-terminal (raw: as written):
+    its exit code and what it showed. Skips where no pseudo-terminal can be opened."""
     try:
         terminal, device = os.openpty()
     except OSError:
         pytest.skip("no pseudo-terminal to write to")
     try:
         tty.setraw(device)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
         done = subprocess.run(
-            [sys.executable, "-m", "keysync", "registry", "export", "--out", "/dev/stdout"],
+            [sys.executable, "-m", "keysync", *args],
             cwd=tmp_path,
-            env=env,
+            env={**inherited, **env},
             stdout=device,
             stderr=device,
             timeout=60,
@@ -954,8 +951,17 @@ def test_registry_export_to_stdout_at_a_terminal_still_says_what_it_wrote(
     finally:
         os.close(device)
         os.close(terminal)
-    assert done.returncode == 0
-    said = got.decode("utf-8")
+    return done.returncode, got.decode("utf-8")
+
+
+def test_registry_export_to_stdout_at_a_terminal_still_says_what_it_wrote(
+    tmp_path: Path, keysync: RunKeysync, project: Callable[..., Path]
+) -> None:
+    """Review: `--out /dev/stdout` at a terminal left out "wrote N master keys" (stdout
+    and stderr are the one terminal), which is kept out of a file only (`2>&1`)."""
+    expected = _exported_registry(tmp_path, keysync, project, 3)
+    exit_code, said = _at_a_terminal(tmp_path, "registry", "export", "--out", "/dev/stdout")
+    assert exit_code == 0
     assert said.startswith(expected), said
     assert "wrote 3 master keys to /dev/stdout" in said[len(expected) :], said
 
@@ -3447,29 +3453,9 @@ def test_runs_at_a_narrow_terminal_puts_each_note_under_its_run(
     assert keysync("-q", "run").returncode == 4
     piped = ok(keysync("runs")).stdout.splitlines()
     assert len(piped) == 3 and piped[2].endswith("  degraded: C unavailable, not compared")
-    try:
-        terminal, device = os.openpty()
-    except OSError:
-        pytest.skip("no pseudo-terminal to write to")
-    try:
-        tty.setraw(device)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSYNC_")}
-        done = subprocess.run(
-            [sys.executable, "-m", "keysync", "runs"],
-            cwd=tmp_path,
-            env={**env, "COLUMNS": "120"},
-            stdout=device,
-            stderr=device,
-            timeout=60,
-        )
-        got = bytearray()
-        while select.select([terminal], [], [], 1)[0]:
-            got.extend(os.read(terminal, 65536))
-    finally:
-        os.close(device)
-        os.close(terminal)
-    assert done.returncode == 0
-    shown = got.decode("utf-8").replace("\r\n", "\n").splitlines()
+    exit_code, said = _at_a_terminal(tmp_path, "runs", COLUMNS="120")
+    assert exit_code == 0
+    shown = said.replace("\r\n", "\n").splitlines()
     assert [line.rstrip() for line in shown[:3]] == [
         piped[0].removesuffix("NOTE").rstrip(),
         piped[1],
