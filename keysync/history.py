@@ -7,6 +7,7 @@ API::
     history.missing_since_all(system, keys) -> the same for many keys
     history.counts() -> {"appeared": ..., "disappeared": ..., "gaps_opened": ..., ...}
     store.commit_run(..., history=history)                  # writes it, with the run
+    plan_unchanged(store, run_id, now, systems)             # a run that read the same files
     key_timeline(store, key) -> KeyTimeline                  # `keysync history KEY`
 
 What is stored, and why (a run must cost what changed, not what exists):
@@ -158,6 +159,24 @@ def plan_history(
     return plan
 
 
+_STATS = ("appeared", "disappeared", "gaps_opened", "gaps_closed", "systems_baselined")
+
+
+def plan_unchanged(
+    store: StateStore, run_id: str, now: object, systems: Iterable[str]
+) -> HistoryPlan:
+    """The history of a run that read what the last successful run read (keysync/replay.py):
+    no transition, no blob changed; only that every system was read again in this run."""
+    seq = store.run_seq(run_id)
+    stamp = as_iso(now)  # type: ignore[arg-type]
+    plan = HistoryPlan(run_id, seq, stamp, {seq: stamp}, stats=dict.fromkeys(_STATS, 0))
+    heads = store.system_heads()
+    for system in systems:
+        role, baseline_seq, key_count = heads[system]
+        plan.updates.append(SystemUpdate(system, role, baseline_seq, seq, key_count))
+    return plan
+
+
 class _Planner:
     def __init__(self, plan: HistoryPlan, state: HistoryState, comparison: Comparison) -> None:
         self.plan = plan
@@ -168,13 +187,7 @@ class _Planner:
         self.a_keys = comparison.index[self.authority].first_row
         self.added: set[str] = set()
         self.removed: set[str] = set()
-        self.stats = {
-            "appeared": 0,
-            "disappeared": 0,
-            "gaps_opened": 0,
-            "gaps_closed": 0,
-            "systems_baselined": 0,
-        }
+        self.stats = dict.fromkeys(_STATS, 0)
 
     def run(self) -> None:
         read = [s for s, row in self.comparison.summaries.items() if row.available]

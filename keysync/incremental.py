@@ -178,6 +178,7 @@ class _Restored:
     keys: SystemKeys
     seconds: float
     from_run: str
+    digest: tuple[int, str]
 
 
 @dataclass
@@ -198,7 +199,8 @@ class Snapshots:
         default_factory=queue.Queue
     )
     _thread: threading.Thread | None = None
-    _ready: dict[str, Path] = field(default_factory=dict)
+    _ready: dict[str, tuple[Path, tuple[int, str]]] = field(default_factory=dict)
+    _published: dict[str, tuple[int, str]] = field(default_factory=dict)
     _skipped: dict[str, str] = field(default_factory=dict)
     _unusable: str = ""  # why the folder cannot take snapshots (a file in its place)
 
@@ -298,7 +300,7 @@ class Snapshots:
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise Fallback(f"snapshot {where} is unreadable") from None
         keys = state.system_keys(system, size)
-        return _Restored(keys, time.monotonic() - started, stored.run_id)
+        return _Restored(keys, time.monotonic() - started, stored.run_id, (size, sha256))
 
     # ------------------------------------------------------------------------ save
 
@@ -357,12 +359,13 @@ class Snapshots:
                 if isinstance(snapshot, str):
                     self._skipped[system] = snapshot
                     continue
+                digest = (snapshot.size, snapshot.sha256)
                 with open(temp, "wb") as handle:
                     _write_stored(handle, snapshot)
                     del snapshot
                     handle.flush()
                     os.fsync(handle.fileno())
-                self._ready[system] = temp
+                self._ready[system] = (temp, digest)
             except Exception as exc:  # a snapshot is a cache: it never fails the run
                 self._skipped[system] = (
                     f"cannot write {temp}: {exc.strerror or exc}"  # a full disk: what and where
@@ -382,7 +385,7 @@ class Snapshots:
         """After the commit: put this run's snapshots in place (each rename is atomic)."""
         self._finish()
         log = logs.get_logger(stage="incremental")
-        for system, temp in sorted(self._ready.items()):
+        for system, (temp, digest) in sorted(self._ready.items()):
             target = snapshot_path(self.config, system)
             try:
                 os.replace(temp, target)
@@ -391,6 +394,7 @@ class Snapshots:
                 with contextlib.suppress(OSError):  # after the commit: never an error
                     temp.unlink(missing_ok=True)
                 continue
+            self._published[system] = digest
             log.info("incremental.snapshot_saved", system=system, path=str(target))
         if self._ready:
             try:  # the run is committed: a snapshot problem is a warning, never a failure
@@ -411,10 +415,21 @@ class Snapshots:
         self._ready.clear()
         self._skipped.clear()
 
+    def digests(self, systems: Iterable[str]) -> dict[str, tuple[int, str]] | None:
+        """After ``publish``: the size and SHA-256 of what this run read of each of
+        ``systems``, as its snapshots in place describe it; None if one has none."""
+        described = {
+            **{system: restored.digest for system, restored in self.restored.items()},
+            **self._published,
+        }
+        if any(system not in described for system in systems):
+            return None
+        return {system: described[system] for system in systems}
+
     def discard(self) -> None:
         """The run did not commit: keep the previous snapshots, drop this run's."""
         self._finish()
-        for temp in self._ready.values():
+        for temp, _ in self._ready.values():
             temp.unlink(missing_ok=True)
         self._ready.clear()
         self._skipped.clear()

@@ -152,6 +152,23 @@ EVENTS: Final[dict[str, EventSpec]] = {
         ("system", "reason"),
         "no snapshot could be kept: the next incremental run reads this source in full",
     ),
+    "incremental.reused": EventSpec(
+        "info",
+        ("run", "systems", "detail"),
+        "nothing changed since the last run (sources, settings, registry): its reports are "
+        "this run's, nothing is read or compared",
+    ),
+    "incremental.not_reused": EventSpec(
+        "debug",
+        ("reason",),
+        "why an incremental run compares rather than reuse the last run's reports",
+    ),
+    "incremental.record_skipped": EventSpec(
+        "warning",
+        ("reason",),
+        "the record of this run's reports could not be kept: the next incremental run "
+        "compares, even if nothing changed",
+    ),
     "checkpoint.unusable": EventSpec(
         "warning",
         ("path", "reason"),

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from keysync import audit_report, checkpoint, incremental, logs, testhooks
+from keysync import audit_report, checkpoint, incremental, logs, replay, testhooks
 from keysync.actor import os_user
 from keysync.checkpoint import CheckpointHeader, CheckpointWriter
 from keysync.comparison import (
@@ -50,7 +50,7 @@ from keysync.errors import (
     RunError,
     stop_name,
 )
-from keysync.history import HistoryPlan, plan_history
+from keysync.history import HistoryPlan, plan_history, plan_unchanged
 from keysync.lock import RunLock
 from keysync.messages import KeyBatch
 from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
@@ -59,6 +59,7 @@ from keysync.stages.provisioner import (
     ProvisioningPlan,
     log_committed,
     plan_provisioning,
+    unchanged_counts,
     warn_of_taken_names,
 )
 from keysync.stages.reader import no_source_file
@@ -77,6 +78,7 @@ from keysync.state import (
     DB_NAME,
     STATUSES,
     SUCCESSFUL,
+    RunRecord,
     StateStore,
     paused_gc,
     state_problem,
@@ -138,6 +140,8 @@ class RunResult:
     durations: dict[str, float] = field(default_factory=dict)
     registry: dict[str, int] = field(default_factory=dict)  # ProvisioningPlan.counts()
     statuses: dict[str, int] = field(default_factory=dict)  # master keys by status, after
+    # Size and SHA-256 of each report as staged, for keysync/replay.py (None: not known).
+    report_digests: dict[str, tuple[int, str]] | None = None
 
 
 def utc_now() -> datetime:
@@ -307,6 +311,19 @@ def _stop_on_signals(observer: _RunObserver, options: RunOptions) -> Iterator[No
         if not options.ends_the_process:
             for sig, handler in previous.items():
                 signal.signal(sig, _say_finishing if observer.committed else handler)
+
+
+@contextmanager
+def _staging_errors(config: Config) -> Iterator[None]:
+    """A write() error names no file: say where, and that the run can be resumed."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ResumableError(
+            f"cannot write the reports in {config.output_dir}{where}: {exc.strerror or exc}",
+            checkpoint.MEND,
+        ) from None
 
 
 @contextmanager
@@ -871,12 +888,17 @@ class _Run:
                     auto_approve=self._flags()["auto_approve"],
                     resumed=self.resumed,
                 )
-                comparison = self._read_and_compare(observer)
-                result = self._report_and_commit(comparison, observer)
+                last = self._last_run_reusable()
+                if last is not None:
+                    result = self._reuse_reports(last, observer)
+                else:
+                    comparison = self._read_and_compare(observer)
+                    result = self._report_and_commit(comparison, observer)
                 # Committed and published; under the run's handlers still, so that no
                 # KeyboardInterrupt leaves this tidying half done, saying "interrupted".
                 pause_for_tests("tidying")
                 self.snapshots.publish()  # incremental: only after the commit
+                self._record_reports(result, last)
                 self.writer.close()
                 checkpoint.remove(self.writer.directory)
                 if not self.options.dry_run:
@@ -1023,11 +1045,32 @@ class _Run:
                 0, (plan.now, self.run_id, "settings.changed", "", "", settings)
             )
         history = plan_history(store, comparison, self.run_id, now)
-        config.output_dir.mkdir(parents=True, exist_ok=True)
-        writer = ReportWriter(config.output_dir, self.run_id, iso(now))
+        writer = self._report_writer(now)
+        return self._commit_and_publish(
+            writer,
+            lambda: self._stage_reports(writer, comparison, plan, history, now),
+            observer,
+            plan,
+            history,
+        )
+
+    def _report_writer(self, now: datetime) -> ReportWriter:
+        self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        return ReportWriter(self.config.output_dir, self.run_id, iso(now))
+
+    def _commit_and_publish(
+        self,
+        writer: ReportWriter,
+        stage_reports: Callable[[], RunResult],
+        observer: _RunObserver,
+        plan: ProvisioningPlan | None,
+        history: HistoryPlan,
+    ) -> RunResult:
+        """Stage the reports, commit the run's state, write the audit log, publish."""
+        config, options, store = self.config, self.options, self.store
         try:  # until the commit, staged reports describe nothing: none is left behind
             self._phase("writing the reports")
-            result = self._stage_reports(writer, comparison, plan, history, now)
+            result = stage_reports()
             writer.sync()  # their names too: after a power cut, a committed run's are whole
             pause_for_tests("reporting")
             if observer.should_stop():
@@ -1042,6 +1085,7 @@ class _Run:
                 counts={
                     "systems": {s.system: dataclasses.asdict(s) for s in result.summaries},
                     "statuses": result.statuses,
+                    "registry": result.registry,  # a plan's own counts take its place
                 },
                 plan=plan,
                 history=history,
@@ -1054,7 +1098,8 @@ class _Run:
             observer.committed = True
             if observer.stop_requested:  # it came while the state was being saved
                 _say_finishing()
-            log_committed(plan)
+            if plan is not None:
+                log_committed(plan)
         except BaseException:
             if not _committed(store, self.run_id):  # (an exception after the COMMIT: kept)
                 writer.discard()
@@ -1062,12 +1107,14 @@ class _Run:
         # In a dry run nothing was recorded: show what would have been, after the real events.
         # (Only then: building these rows costs ~0.17 s at 5 x 1M.)
         planned = None
-        if options.dry_run:
+        if options.dry_run and plan is not None:
             planned = [(t, r, "", e, s, k, d) for t, r, e, s, k, d in plan.events]
         try:
             self._phase("writing the audit log")
             _write_audit_log(writer, store, planned)
             writer.sync()
+            if not options.dry_run:  # what the next incremental run may reuse
+                result.report_digests = replay.digests(writer.staging, writer.written)
             pause_for_tests("publishing")
             result.reports = writer.publish()
         except OSError as exc:
@@ -1092,7 +1139,7 @@ class _Run:
     ) -> RunResult:
         """Write every report but the audit log into the staging folder; the run's result."""
         config = self.config
-        try:
+        with _staging_errors(config):
             files = {s: config.source_path(s) for s in self.systems}
             write_reconciliation_reports(writer, comparison, files, plan, history)
             registry_rows = list(plan.registry_rows())
@@ -1109,21 +1156,75 @@ class _Run:
             )
             registry.rows(registry_rows, risky=REGISTRY_RISKY)
             registry.close()
-            result = self._outcome(comparison)
+            result = self._outcome(list(comparison.summaries.values()))
             result.registry, result.statuses = plan.counts(), plan.status_counts()
             writer.write_json("summary.json", self._summary_json(result, now))
-        except OSError as exc:  # a write() error names no file: say where
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise ResumableError(
-                f"cannot write the reports in {config.output_dir}{where}: {exc.strerror or exc}",
-                checkpoint.MEND,
-            ) from None
         writer.check_targets([*writer.written, audit_report.NAME])
         return result
 
-    def _outcome(self, comparison: Comparison) -> RunResult:
-        summaries = list(comparison.summaries.values())
-        discrepancies = comparison.has_discrepancies()
+    # ------------------------------------------------ nothing changed (keysync/replay.py)
+
+    def _last_run_reusable(self) -> replay.LastRun | None:
+        """The last run's record, when this run would decide nothing it did not."""
+        if self.mode != "incremental" or self.resumed or self.options.dry_run:
+            return None
+        if self.unavailable or _stalled_system(self.config, self.systems) is not None:
+            return None
+        flags = self._flags()
+
+        def same_flags(previous: RunRecord) -> bool:
+            return all(previous.flags.get(name) == flags[name] for name in ("rules", "settings"))
+
+        last = replay.reusable(self.config, self.store, self.systems, same_flags)
+        if isinstance(last, str):
+            self.log.debug("incremental.not_reused", reason=last)
+            return None
+        return last
+
+    def _reuse_reports(self, last: replay.LastRun, observer: _RunObserver) -> RunResult:
+        """Record this run as one that found what run ``last`` found, with its reports."""
+        previous = self.store.run(last.run_id)
+        assert previous is not None  # replay.reusable found it
+        self.log.info(
+            "incremental.reused",
+            run=last.run_id,
+            systems=self.systems,
+            detail=f"no source, setting or registry entry changed since run {last.run_id}: "
+            "its reports are this run's, nothing is compared",
+        )
+        self.read_s = time.monotonic() - self.clock
+        now = utc_now()
+        summaries = [SystemSummary(**row) for row in previous.counts["systems"].values()]
+        history = plan_unchanged(self.store, self.run_id, now, self.systems)
+        writer = self._report_writer(now)
+
+        def stage_reports() -> RunResult:
+            result = self._outcome(summaries)
+            result.registry = unchanged_counts(previous.counts["registry"]["registry_total"])
+            result.statuses = {status: previous.counts["statuses"][status] for status in STATUSES}
+            with _staging_errors(self.config):
+                for name in last.reports:
+                    writer.restage(name, self.config.output_dir / name, last.run_id)
+                writer.write_json("summary.json", self._summary_json(result, now))
+            writer.check_targets([*writer.written, audit_report.NAME])
+            return result
+
+        return self._commit_and_publish(writer, stage_reports, observer, None, history)
+
+    def _record_reports(self, result: RunResult, reused: replay.LastRun | None) -> None:
+        """Leave what the next incremental run needs to reuse these reports (a cache)."""
+        if self.options.dry_run:
+            return
+        inputs = reused.inputs if reused else self.snapshots.digests(self.systems)
+        reports = result.report_digests
+        if result.exit_code == EXIT_DEGRADED or inputs is None or reports is None:
+            replay.forget(self.config)
+            return
+        if why := replay.record(self.config, self.run_id, inputs, reports):
+            self.log.warning("incremental.record_skipped", reason=why)
+
+    def _outcome(self, summaries: list[SystemSummary]) -> RunResult:
+        discrepancies = has_discrepancies(summaries)
         options = self.options
         gate = _failing_kinds(options.fail_on_diff, options.fail_on)
         if not all(s.available for s in summaries):

@@ -858,6 +858,28 @@ class StateStore:
         ).fetchone()
         return int(row[0] or 0)
 
+    def newest_event_by(self, run_id: str) -> bool:
+        """Whether the newest audit event is ``run_id``'s: nothing changed the registry since
+        that run committed (a registry command, another run, would have recorded one)."""
+        row = self._db.execute(
+            "SELECT run_id FROM audit_events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return row is not None and row[0] == run_id
+
+    def has_unseen_active(self) -> bool:
+        """Whether an Active master key is seen in no system: each run counts towards its
+        deprecation (provisioning.deprecate_after_runs), even one that reads the same files."""
+        row = self._db.execute(
+            "SELECT 1 FROM master_keys WHERE status = 'Active' AND unseen_since_seq IS NOT NULL"
+            " LIMIT 1"
+        ).fetchone()
+        return row is not None
+
+    def system_heads(self) -> dict[str, tuple[str, int, int]]:
+        """Each system's role, baseline seq and key count (``system_state`` without its keys)."""
+        rows = self._db.execute("SELECT system, role, baseline_seq, key_count FROM system_state")
+        return {str(s): (str(role), int(base), int(count)) for s, role, base, count in rows}
+
     def observed_times(self) -> dict[int, str]:
         """When each run looked at the world (its planning time), by seq."""
         rows = self._db.execute("SELECT seq, COALESCE(observed_at, started_at) FROM runs")

@@ -1284,6 +1284,9 @@ def test_a_ctrl_c_after_the_commit_lets_the_run_end_as_completed(
     (outcome,) = db_rows(tmp_path, "SELECT outcome FROM runs")
     assert outcome == ("completed",)
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.is_dir()]
+    reused = ok(keysync("-v", "run", "--mode", "incremental")).stderr
+    assert "incremental.reused" in reused, reused  # the record of its reports was left
+    (tmp_path / "data/snapshots/last_run.msgpack").unlink()
     skipped = ok(keysync("-v", "run", "--mode", "incremental")).stderr
     assert skipped.count("incremental.unchanged") == 3, skipped  # the snapshots were renewed
 

@@ -34,7 +34,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keysync import incremental
+from keysync import incremental, replay
 from keysync.checkpoint import fingerprint
 from keysync.config import Config, load_config
 from keysync.pipeline import Pipeline, SourceJob
@@ -395,6 +395,12 @@ def keysync(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def forget_reports(folder: Path) -> None:
+    """Drop the record of the last run's reports: an incremental run on unchanged sources
+    then takes them from their snapshots, not the reports from that run (tests/test_reuse.py)."""
+    (folder / "data/snapshots" / replay.NAME).unlink()
+
+
 @pytest.fixture
 def small(tmp_path: Path) -> Iterator[Path]:
     """A folder with 300 keys per system and one successful full run behind it."""
@@ -402,6 +408,7 @@ def small(tmp_path: Path) -> Iterator[Path]:
     assert keysync(tmp_path, "-q", "generate", "--keys", "300").returncode == 0
     first = keysync(tmp_path, "-q", "run")
     assert first.returncode == 0, first.stderr
+    forget_reports(tmp_path)
     yield tmp_path
 
 
@@ -413,7 +420,8 @@ def test_no_previous_run_falls_back_to_full_and_says_so(tmp_path: Path) -> None:
     assert "incremental.fallback" in result.stderr
     assert "no previous successful run: this run reads every source in full" in result.stderr
     assert sorted(p.name for p in (tmp_path / "data/snapshots").iterdir()) == [
-        f"{s}.msgpack" for s in SYSTEMS
+        *(f"{s}.msgpack" for s in SYSTEMS),
+        replay.NAME,
     ]
 
 
@@ -470,6 +478,7 @@ def test_missing_or_unreadable_snapshot_falls_back(small: Path) -> None:
     assert "is unreadable" in fallbacks["D"]
     assert f"has format {incremental.FORMAT_VERSION + 1}" in fallbacks["E"]
     # The run left new snapshots: the next incremental run needs no fallback.
+    forget_reports(small)
     again = keysync(small, "-q", "run", "--mode", "incremental")
     assert "incremental.fallback" not in again.stderr
 
@@ -496,6 +505,7 @@ def test_a_damaged_snapshot_that_still_decodes_is_not_trusted(small: Path) -> No
     """One key changed inside B's snapshot (same length, still valid msgpack): read B again."""
     full = keysync(small, "-q", "run")  # the reference: what B's file really holds
     assert full.returncode == 0, full.stderr
+    forget_reports(small)
     expected = (small / "output" / "diff_missing_in_A.csv").read_text().split("# rows:")[1]
     rows = report_rows(small / "output")["diff_missing_in_A.csv"]
     key = next(row[0] for row in rows[1:] if row[1] == "B")  # a key only B's snapshot holds

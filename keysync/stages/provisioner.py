@@ -365,6 +365,23 @@ class ProvisioningPlan:
         return dict(self.stats)
 
 
+# What a run counts of its registry changes (``ProvisioningPlan.counts``), in this order.
+CHANGES = (
+    "proposed",
+    "approved",
+    "deprecated",
+    "resolved",
+    "unresolved",
+    "reappeared",
+    "seen_in_changed",
+)
+
+
+def unchanged_counts(registry_total: int) -> dict[str, int]:
+    """``ProvisioningPlan.counts`` of a run that changed no master key (keysync/replay.py)."""
+    return {**dict.fromkeys(CHANGES, 0), "registry_total": registry_total}
+
+
 def plan_provisioning(
     store: StateStore,
     config: Config,
@@ -451,15 +468,7 @@ class _Planner:
         self.seen_of = self._seen_in_by_key() if mirror_rows else {}
         self.namespaced_keys: dict[str, set[str]] = {}
         self.namespaced_names: set[str] = set()  # a mirror key named like one is taken
-        self.stats = {
-            "proposed": 0,
-            "approved": 0,
-            "deprecated": 0,
-            "resolved": 0,
-            "unresolved": 0,
-            "reappeared": 0,
-            "seen_in_changed": 0,
-        }
+        self.stats = dict.fromkeys(CHANGES, 0)
 
     def event(self, event: str, system: str, key: str, detail: str) -> None:
         self.plan.change_events.append(

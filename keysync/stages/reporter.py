@@ -419,6 +419,7 @@ class ReportWriter:
         self.staging = output_dir / f".staging-{run_id}"
         self.written: list[str] = []
         self.files: dict[str, ReportFile] = {}
+        self.restaged: dict[str, int | None] = {}  # rows of the reports copied, by name
 
     def open(
         self,
@@ -449,6 +450,28 @@ class ReportWriter:
         self.written.append(name)
         self.files[name] = ReportFile(path, handle, writer)
         return self.files[name]
+
+    def restage(self, name: str, previous: Path, previous_run_id: str) -> None:
+        """Stage the previous run's report ``name`` as this run's (keysync/replay.py): the
+        same bytes but for the header's ``run_id`` and ``generated_at`` lines."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        path = self.staging / (name + PART)
+        renewed = f"# run_id: {self.run_id}\n# generated_at: {self.generated_at}\n"
+        with open(previous, "rb") as source, open(path, "wb") as target:
+            head = source.read(1 << 16)  # the header block, and then some rows
+            lines = f"\n# run_id: {previous_run_id}\n# generated_at: ".encode()
+            start = head.find(lines) + 1  # where the run_id line begins
+            if start:  # (reconciliation_summary.csv has no header block: nothing to renew)
+                end = head.index(b"\n", start + len(lines) - 1) + 1  # after generated_at's
+                rows = re.match(rb"# rows: (\d+)\n", head[end:])
+                self.restaged[name] = int(rows.group(1)) if rows else None
+                head = head[:start] + renewed.encode() + head[end:]
+            target.write(head)
+            shutil.copyfileobj(source, target, 1 << 20)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(path, self.staging / name)
+        self.written.append(name)
 
     def write_json(self, name: str, data: Any) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -511,7 +534,7 @@ class ReportWriter:
                 "report.written",
                 report=target.name,
                 path=str(target),
-                rows=report.count if report else None,
+                rows=report.count if report else self.restaged.get(target.name),
             )
         shutil.rmtree(self.staging, ignore_errors=True)
         return published
