@@ -9,9 +9,12 @@ ends. The reports (all but ``audit_log.csv``, which lists the killed runs too) m
 the reference's byte for byte, run ids, today's timestamps and the folder name aside.
 ``--mode incremental`` first runs a full run, then drops every 25th line of B and C and
 adds 300 keys to each, so the killed incremental run has changed and unchanged sources.
+``--mode unchanged`` runs the full run and changes nothing: the killed run is an
+incremental one that reuses the full run's reports (keysync/replay.py).
 
     python bench/kill_soak.py --workdir /tmp/soak --keys 50000 --rounds 40 --mode full
     python bench/kill_soak.py --workdir /tmp/soak --keys 50000 --rounds 40 --mode incremental
+    python bench/kill_soak.py --workdir /tmp/soak --keys 50000 --rounds 40 --mode unchanged
 
 A failed round's folder is kept as ``fail<round>`` for a look; the exit code is the number
 of failed rounds (at most 100).
@@ -82,6 +85,13 @@ def prepare(folder: Path, keys: int, mode: str) -> None:
         change_inputs(folder)
 
 
+def settle(folder: Path, mode: str) -> None:
+    """For ``--mode unchanged``, the full run whose reports the killed run reuses: in the
+    folder itself, as reports name their folder (a copied folder's run compares)."""
+    if mode == "unchanged":
+        must(keysync(folder, "run", "--auto-approve"), 0, 1)
+
+
 def killed_until_done(
     folder: Path, mode: str, seconds: float, rng: random.Random, max_kills: int
 ) -> list[int]:
@@ -113,10 +123,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--keys", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--mode", choices=["full", "incremental"], default="full")
+    parser.add_argument("--mode", choices=["full", "incremental", "unchanged"], default="full")
     parser.add_argument("--max-kills", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     options = parser.parse_args()
+    mode = "full" if options.mode == "full" else "incremental"  # how the killed run runs
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode()
     base = options.workdir / f"{options.mode}-{options.keys}"
     start = base / "start"
@@ -124,8 +135,9 @@ def main() -> int:
     reference = base / "reference"
     shutil.rmtree(reference, ignore_errors=True)
     shutil.copytree(start, reference)
+    settle(reference, options.mode)
     began = time.monotonic()
-    must(keysync(reference, "run", "--auto-approve", "--mode", options.mode), 0, 1)
+    must(keysync(reference, "run", "--auto-approve", "--mode", mode), 0, 1)
     seconds = time.monotonic() - began
     expected = reports(reference, since)
     print(f"reference run: {seconds:.1f} s", flush=True)
@@ -134,7 +146,8 @@ def main() -> int:
         work = base / "work"
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(start, work)
-        codes = killed_until_done(work, options.mode, seconds, rng, options.max_kills)
+        settle(work, options.mode)
+        codes = killed_until_done(work, mode, seconds, rng, options.max_kills)
         got = reports(work, since)
         names = expected.keys() | got.keys()
         differ = sorted(name for name in names if got.get(name) != expected.get(name))

@@ -24,14 +24,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import msgspec
 
 from keysync.config import Config, LoggingConfig
 from keysync.incremental import FOLDER, Fallback, file_digest
-from keysync.state import RunRecord, StateStore
+from keysync.state import StateStore
 
 FORMAT_VERSION = 1
 NAME = "last_run.msgpack"
@@ -108,16 +108,11 @@ def forget(config: Config) -> None:
         path_of(config).unlink(missing_ok=True)
 
 
-def reusable(
-    config: Config,
-    store: StateStore,
-    systems: Sequence[str],
-    same_flags: Callable[[RunRecord], bool],
-) -> LastRun | str:
+def reusable(config: Config, store: StateStore, systems: Sequence[str]) -> LastRun | str:
     """The record of the last run when this run may reuse its reports; else why not.
 
-    ``same_flags`` says whether that run was asked for the same rules and settings
-    (its ``flags``) as this one. The cheap checks come first; the hashes last.
+    The cheap checks come first, the hashes last. (The rules and settings a run records
+    in its flags come from its configuration: the same hash, the same flags.)
     """
     try:
         last = msgspec.msgpack.decode(path_of(config).read_bytes(), type=LastRun)
@@ -136,8 +131,6 @@ def reusable(
         return f"run {last.run_id} is not the last successful run"
     if previous.outcome != "completed" or previous.dry_run:
         return f"run {last.run_id} did not complete with every source read"
-    if not same_flags(previous):
-        return f"the rules or settings changed since run {last.run_id}"
     if not store.newest_event_by(last.run_id):
         return (
             f"the audit trail has events after run {last.run_id}'s own (a registry command, "

@@ -78,7 +78,6 @@ from keysync.state import (
     DB_NAME,
     STATUSES,
     SUCCESSFUL,
-    RunRecord,
     StateStore,
     paused_gc,
     state_problem,
@@ -1170,12 +1169,7 @@ class _Run:
             return None
         if self.unavailable or _stalled_system(self.config, self.systems) is not None:
             return None
-        flags = self._flags()
-
-        def same_flags(previous: RunRecord) -> bool:
-            return all(previous.flags.get(name) == flags[name] for name in ("rules", "settings"))
-
-        last = replay.reusable(self.config, self.store, self.systems, same_flags)
+        last = replay.reusable(self.config, self.store, self.systems)
         if isinstance(last, str):
             self.log.debug("incremental.not_reused", reason=last)
             return None
