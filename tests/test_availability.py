@@ -503,6 +503,13 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
+def _lengthen(path: Path) -> None:
+    """Far more rows than a reader can send ahead of a held parent (a 1 MiB pipe): with
+    20,000 rows a reader had, once, read all of B before the parent paused (CI, session 18)."""
+    with open(path, "a", encoding="utf-8") as more:
+        more.writelines(f"CUST-{n:07d},More {n},2026-11-30T02:00:00Z\n" for n in range(200_000))
+
+
 def _rewritten_while_read(
     tmp_path: Path, config: Path, system: str, *, rows_first: int
 ) -> subprocess.CompletedProcess[str]:
@@ -545,8 +552,11 @@ def test_a_peer_written_while_it_is_read_is_unavailable_not_half_compared(
     third of B's keys as propagation gaps, committed (towards deprecate_after_runs)."""
     config = write_config(tmp_path, processing={"parallel": parallel, "batch_size": 500})
     assert keysync("-q", "-c", str(config), "generate", "--keys", "20000").returncode == 0
-    done = _rewritten_while_read(tmp_path, config, "B", rows_first=21_000)  # A, then some of B
     path = tmp_path / "input" / "B.csv"
+    _lengthen(path)
+    # Held after 1,000 rows (parallel: of all sources, B far from its end), or after A
+    # and some of B (one process reads A first).
+    done = _rewritten_while_read(tmp_path, config, "B", rows_first=1_000 if parallel else 21_000)
     assert done.returncode == 4, done.stderr
     assert done.stderr.splitlines()[-1] == (
         f"keysync: degraded: B unavailable, not compared (B: {path}: the file changed while "
@@ -566,6 +576,7 @@ def test_the_authority_written_while_it_is_read_fails_the_run_and_commits_nothin
 ) -> None:
     config = write_config(tmp_path, processing={"batch_size": 500})
     assert keysync("-q", "-c", str(config), "generate", "--keys", "20000").returncode == 0
+    _lengthen(tmp_path / "input" / "A.csv")
     done = _rewritten_while_read(tmp_path, config, "A", rows_first=2_000)
     assert done.returncode == 3, done.stderr
     assert done.stderr.splitlines()[-1] == (
