@@ -1084,7 +1084,7 @@ class _Run:
                 counts={
                     "systems": {s.system: dataclasses.asdict(s) for s in result.summaries},
                     "statuses": result.statuses,
-                    "registry": result.registry,  # a plan's own counts take its place
+                    "registry": result.registry,  # (with a plan, commit_run takes its counts)
                 },
                 plan=plan,
                 history=history,

@@ -23,21 +23,14 @@ from typing import Any
 import pytest
 import yaml
 from conftest import RunKeysync
+from test_incremental import REPORTS as TABLES
 from test_incremental import report_rows
 
 from keysync import replay
 from keysync.config import NormalizeConfig
 from keysync.normalization import compile_rules
 
-REPORTS = (
-    "reconciliation_summary.csv",
-    "diff_missing_in_A.csv",
-    "diff_missing_from_system.csv",
-    "duplicates.csv",
-    "rejected_rows.csv",
-    "master_key_registry.csv",
-    "audit_log.csv",
-)
+REPORTS = (*TABLES, "audit_log.csv")
 REUSED = "incremental.reused"
 
 
