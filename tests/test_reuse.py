@@ -107,8 +107,12 @@ def test_nothing_changed_reuses_the_reports_and_ends_as_a_comparing_run(
     folder: Path, keysync: RunKeysync
 ) -> None:
     twin = twin_without_record(folder)
+    full = folder.parent / "full"
+    shutil.copytree(folder, full)
     reused = keysync("run", "--mode", "incremental", cwd=folder)
     compared = keysync("run", "--mode", "incremental", cwd=twin)
+    assert keysync("-q", "run", cwd=full).returncode == 0
+    assert report_rows(folder / "output") == report_rows(full / "output")  # SPEC: a full run's
     assert reused.returncode == compared.returncode == 0, reused.stderr + compared.stderr
     first_run = json.loads(keysync("runs", "--json", cwd=folder).stdout)[0]["run_id"]
     assert f"{REUSED} " in reused.stderr and f"run={first_run}" in reused.stderr
