@@ -40,9 +40,6 @@ class Comparison:
     missing_in_a: dict[str, set[str]] = field(default_factory=dict)
     gaps: dict[str, set[str]] = field(default_factory=dict)
 
-    def has_discrepancies(self) -> bool:
-        return has_discrepancies(self.summaries.values())
-
 
 # The kinds of discrepancy by their ``--fail-on`` names (the summary table's headings):
 # the summary column that counts each, and what one of it is called in a final line.
