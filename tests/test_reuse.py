@@ -132,6 +132,9 @@ def test_nothing_changed_reuses_the_reports_and_ends_as_a_comparing_run(
     assert again.returncode == 0
     header = (folder / "output/diff_missing_in_A.csv").read_text().splitlines()[:5]
     assert f"# run_id: {last_run(folder)[0]}" in header
+    # The exit code is this run's: --fail-on-diff fails on the discrepancies reused.
+    gated = keysync("run", "--mode", "incremental", "--fail-on-diff", cwd=folder)
+    assert gated.returncode == 1 and REUSED in gated.stderr, gated.stderr
 
 
 def test_an_active_key_seen_nowhere_is_deprecated_on_time_by_unchanged_runs(
