@@ -40,6 +40,7 @@ import msgspec
 
 from keysync import logs, testhooks
 from keysync.config import Config
+from keysync.durable import replace_atomically, sync_folder
 from keysync.errors import ResumableError, RunError
 from keysync.messages import KeyBatch
 from keysync.stages.merger import KeyIndex
@@ -47,6 +48,7 @@ from keysync.stages.merger import KeyIndex
 FORMAT_VERSION = 4  # 2: KeyBatch lines and timestamps packed; 3: whole-file CRC-32 (2026-12-01);
 # 4: rejected rows carry the 2026-12-02 messages (empty-key, encoding), as a fresh run gives
 HEADER_FILE = "header.msgpack"
+HEADER_TEMP = HEADER_FILE + ".tmp"  # the header on its way to its name
 LOG_FILE = "log.bin"
 _FRAME = struct.Struct("<II")  # payload length, crc32 of payload
 _SAMPLE = 64 * 1024  # hashed at each end of an input
@@ -148,20 +150,6 @@ def fingerprint(system: str, path: Path) -> InputFingerprint:
     return InputFingerprint(system, str(path), size, crc, digest.hexdigest())
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 MEND = (
     "make room (or fix the permissions), then `keysync run --resume` continues from the "
     "last checkpoint"
@@ -189,7 +177,9 @@ class CheckpointWriter:
         directory.mkdir(parents=True, exist_ok=True)
         try:
             if header is not None:
-                _write_atomically(directory / HEADER_FILE, msgspec.msgpack.encode(header))
+                encoded = msgspec.msgpack.encode(header)
+                replace_atomically(directory / HEADER_FILE, encoded, directory / HEADER_TEMP)
+                sync_folder(directory)
             self._log = open(directory / LOG_FILE, "ab")  # noqa: SIM115 - closed by close()
         except OSError as exc:  # a full disk before the first frame: say where, leave nothing
             problem = f"cannot write checkpoint in {directory}: {exc.strerror or exc}"
@@ -417,7 +407,7 @@ def never_begun(root: Path) -> list[Path]:
     """
     if not root.is_dir():
         return []
-    debris = {HEADER_FILE + ".tmp", LOG_FILE}
+    debris = {HEADER_TEMP, LOG_FILE}
     return [
         folder
         for folder in root.iterdir()

@@ -47,6 +47,7 @@ import msgspec
 from keysync import logs
 from keysync.checkpoint import InputFingerprint, fingerprint, settings_hash
 from keysync.config import Config
+from keysync.durable import sync_folder
 from keysync.messages import RejectedRow
 from keysync.stages.columns import TextColumn
 from keysync.stages.merger import KeyIndex, SourcePosition, SystemKeys
@@ -398,11 +399,7 @@ class Snapshots:
             log.info("incremental.snapshot_saved", system=system, path=str(target))
         if self._ready:
             try:  # the run is committed: a snapshot problem is a warning, never a failure
-                fd = os.open(self.folder, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                sync_folder(self.folder)
             except OSError as exc:
                 self._skipped["*"] = f"cannot sync {self.folder}: {exc.strerror or exc}"
         for system, reason in sorted(self._skipped.items()):

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import msgspec
 
 from keysync.config import Config, LoggingConfig
+from keysync.durable import replace_atomically
 from keysync.incremental import FOLDER, Fallback, file_digest
 from keysync.state import StateStore
 
@@ -89,15 +89,9 @@ def record(
     last = LastRun(FORMAT_VERSION, run_id, config_hash(config), dict(inputs), dict(reports))
     temp = target.with_name(f"{NAME}.{run_id}.tmp")
     try:
-        with open(temp, "wb") as handle:
-            handle.write(msgspec.msgpack.encode(last))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
+        replace_atomically(target, msgspec.msgpack.encode(last), temp)
     except OSError as exc:
         forget(config)
-        with contextlib.suppress(OSError):
-            temp.unlink(missing_ok=True)
         return f"cannot write {target}: {exc.strerror or exc}"
     return ""
 

@@ -58,6 +58,7 @@ from keysync import logs
 from keysync.chart import Series, line_chart
 from keysync.comparison import SystemSummary
 from keysync.config import Config, PathsConfig
+from keysync.durable import replace_atomically, write_synced
 from keysync.errors import (
     EXIT_DEGRADED,
     EXIT_INTERRUPTED,
@@ -761,12 +762,8 @@ def _write_state_config(config: Config, folder: Path, scenario: str, days: int) 
         "# The state of a keysync simulation (docs/simulate.md); written by `keysync simulate`.\n"
         f"# Inspect it with: keysync -c {folder / STATE_CONFIG} runs\n"
     )
-    temporary = folder / f".{STATE_CONFIG}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(header + settings.to_yaml())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, folder / STATE_CONFIG)
+    text = header + settings.to_yaml()
+    replace_atomically(folder / STATE_CONFIG, text.encode(), folder / f".{STATE_CONFIG}.tmp")
 
 
 def _day_rows(
@@ -857,11 +854,7 @@ def _write_outputs(result: SimulationResult, simulation_id: str, started: dateti
     report.rows([row.cells() for row in rows], risky=(2,))
     report.close()
     svg = _chart(result)
-    path = writer.staging / CHART
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(svg)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_synced(writer.staging / CHART, svg.encode())
     writer.written.append(CHART)
     writer.publish()
 

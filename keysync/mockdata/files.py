@@ -11,27 +11,11 @@ from typing import Any
 
 import msgspec
 
+from keysync import durable
 from keysync.leftovers import dead_writers, remove_dead_writers, remove_dead_writers_in, temp_path
 from keysync.testhooks import pause_for_tests
 
 GENERATOR = "keysync.mockdata"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path(path, os.getpid(), ".tmp")
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
 
 
 def pending_path(path: Path, token: int) -> Path:
@@ -50,17 +34,10 @@ def remove_stale_pending(paths: list[Path]) -> None:
 def write_pending(path: Path, data: bytes, token: int) -> None:
     """Write ``data`` durably next to ``path`` (``pending_path``), not yet in its place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pending = pending_path(path, token)
     try:
-        fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            pending.unlink()
-        if isinstance(exc, OSError) and exc.filename is None:  # a write's ENOSPC names no file
+        durable.write_synced(pending_path(path, token), data)
+    except OSError as exc:
+        if exc.filename is None:  # a write's ENOSPC names no file
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
@@ -82,11 +59,7 @@ def discard_pending(paths: list[Path], token: int) -> None:
 def sync_folder(folder: Path) -> None:
     """Make the renames in ``folder`` durable (no-op where folders cannot be opened)."""
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.sync_folder(folder)
 
 
 def day_folder(history: Path, day: int, days: int) -> Path:

@@ -29,6 +29,7 @@ import msgspec
 
 from keysync import logs
 from keysync.comparison import Comparison, SystemSummary
+from keysync.durable import replace_atomically, sync_folder
 from keysync.errors import RunError
 from keysync.stages.merger import KeyIndex
 from keysync.state import paused_gc
@@ -165,14 +166,6 @@ def _rows_with_cr(rows: Sequence[Sequence[Any]]) -> list[int]:
     if "\r" not in "".join(map(str, chain.from_iterable(rows))):
         return []
     return [i for i, row in enumerate(rows) if any("\r" in str(cell) for cell in row)]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # Finds, in cells each preceded by \x1f, a "#" anywhere or a formula character at a cell
@@ -475,17 +468,13 @@ class ReportWriter:
 
     def write_json(self, name: str, data: Any) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
-        path = self.staging / (name + PART)
-        with open(path, "wb") as handle:
-            handle.write(msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(path, self.staging / name)
+        encoded = msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n"
+        replace_atomically(self.staging / name, encoded, self.staging / (name + PART))
         self.written.append(name)
 
     def sync(self) -> None:
         """fsync the staging folder: the renames of whole files to their names are durable."""
-        _fsync_dir(self.staging)
+        sync_folder(self.staging)
 
     def check_targets(self, names: Iterable[str]) -> None:
         """Refuse now what would stop a report from being renamed into place later.
@@ -516,7 +505,7 @@ class ReportWriter:
         except OSError:
             marker.unlink(missing_ok=True)  # a full disk: no marker that names no run
             raise
-        _fsync_dir(self.output_dir)
+        sync_folder(self.output_dir)
         published = []
         for number, name in enumerate(self.written):
             target = self.output_dir / name
@@ -524,9 +513,9 @@ class ReportWriter:
             published.append(target)
             if number == 0:
                 pause_for_tests("mid-publish")
-        _fsync_dir(self.output_dir)
+        sync_folder(self.output_dir)
         marker.unlink()
-        _fsync_dir(self.output_dir)
+        sync_folder(self.output_dir)
         log = logs.get_logger(stage="reporter")
         for target in published:
             report = self.files.get(target.name)
