@@ -595,7 +595,7 @@ def test_default_size_is_drawn_from_the_seed(tmp_path: Path) -> None:
 # --- scenarios ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("keys", [1000, 10_000, 100_000])
+@pytest.mark.parametrize("keys", [1000, 10_000, pytest.param(100_000, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("scenario", ["normal", "drift", "failure", "recovery"])
 def test_scenario_rates_are_within_5_percent_of_the_spec(
     tmp_path: Path, scenario: str, keys: int
