@@ -1171,9 +1171,11 @@ def _counts_text(counts: dict[str, Any]) -> str:
     return " ".join(parts) or "-"
 
 
-def _run_note(record: RunRecord, outcome: str, *, superseded: bool) -> str:
+def _run_note(record: RunRecord, outcome: str, *, superseded: bool, resumable: str | None) -> str:
     """What a run's message means now: a later committed run removes the checkpoint
-    that an interrupted or failed run kept, and ``--resume`` would then start anew."""
+    that an interrupted or failed run kept, and ``--resume`` would then start anew.
+    ``resumable``: the run whose checkpoint ``--resume`` continues (the newest), if any;
+    another run's offer to resume is not ``--resume``'s to keep."""
     from keysync import checkpoint
 
     note = record.message
@@ -1184,9 +1186,23 @@ def _run_note(record: RunRecord, outcome: str, *, superseded: bool) -> str:
                 note += f"; {checkpoint.SUPERSEDED}"
         elif outcome == "interrupted":  # killed (kill -9, power cut): its checkpoint went too
             note = f"{note}; {checkpoint.SUPERSEDED}" if note else checkpoint.SUPERSEDED
-    elif outcome == "interrupted" and "--resume" not in note:
+        return note
+    if outcome == "interrupted" and "--resume" not in note:
         note = f"{note}; {RESUME_HINT}" if note else RESUME_HINT
+    if "--resume" in note and resumable is not None and resumable != record.run_id:
+        other = f"`keysync run --resume` continues run {resumable}, not this one"
+        note = note.replace(checkpoint.KEPT, other).replace(RESUME_HINT, other)
+        if other not in note:  # a resumable failure's own words (a full disk)
+            note += f"; {other}"
     return note
+
+
+def _resumable_run(app: _App) -> str | None:
+    """The run ``keysync run --resume`` would continue: the newest checkpoint's."""
+    from keysync import checkpoint
+
+    folders = checkpoint.interrupted_runs(app.config.checkpoint_dir)
+    return folders[0].name if folders else None
 
 
 @click.command("runs", short_help="List past runs: flags, outcome and counts.")
@@ -1216,8 +1232,13 @@ def runs(app: _App, limit: int | None, as_json: bool) -> None:
         default=-1,
     )
     first = max(len(records) - limit if limit else 0, 0)
+    resumable = _resumable_run(app)
     shown = [
-        (record, outcome, _run_note(record, outcome, superseded=position < last_success))
+        (
+            record,
+            outcome,
+            _run_note(record, outcome, superseded=position < last_success, resumable=resumable),
+        )
         for position, (record, outcome) in enumerate(zip(records, outcomes))
         if position >= first
     ]

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -615,6 +616,43 @@ def test_runs_no_longer_offers_to_resume_a_ctrl_c_run_a_later_run_superseded(
     )
     assert "--resume" in first["message"]  # what the run said when it stopped
     assert last["note"] == last["message"]
+
+
+def runs_listed(folder: Path) -> list[dict[str, Any]]:
+    listed = subprocess.run(
+        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "runs", "--json"),
+        capture_output=True,
+        text=True,
+        env=env_with(),
+        check=True,
+    )
+    return list(json.loads(listed.stdout))
+
+
+def test_runs_offers_to_resume_only_the_run_that_resume_continues(fresh: Path) -> None:
+    """Seen (a new user's walkthrough): after two interrupted runs, `keysync runs` told
+    both that `keysync run --resume` continues them. It continues the newest checkpoint
+    only, and the other's is dropped once that run completes."""
+    stopped = run_paused_while_reading(fresh, 2)
+    stopped.send_signal(signal.SIGINT)
+    assert stopped.wait(60) == 130
+    log = fresh / "data" / "logs" / "keysync.jsonl"
+    log.rename(log.with_name("stopped.jsonl"))  # the next pause is waited for in a new log
+    kill_at(fresh, "reading:40000")
+    older, newer = runs_listed(fresh)
+    assert older["note"] == (
+        f"run {older['run_id']} interrupted; `keysync run --resume` continues run "
+        f"{newer['run_id']}, not this one"
+    )
+    assert newer["note"] == "resume with: keysync run --resume"
+    done = resume(fresh)
+    assert done.returncode == 0, done.stderr
+    older, resumed = runs_listed(fresh)
+    assert resumed["run_id"] == newer["run_id"] and resumed["outcome"] == "completed"
+    assert older["note"] == (
+        f"run {older['run_id']} interrupted; its checkpoint was superseded by a later run"
+    )
+    assert not any((fresh / "checkpoints").iterdir())
 
 
 def test_a_superseded_checkpoint_is_not_resumed_over_newer_state(fresh: Path) -> None:
