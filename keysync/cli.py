@@ -572,14 +572,14 @@ def _check_resume_options(
     auto_approve: bool,
     mode: str | None,
     systems: list[str] | None,
-    keys: int | None,
 ) -> None:
     """Refuse ``--resume`` with options that the interrupted run was not started with.
 
     A resumed run continues exactly as it started (its mode, systems, dry run,
     auto-approve): ``--resume --dry-run`` on an interrupted real run would
     otherwise change the registry although the user asked for a dry run. With
-    nothing to resume, the options apply to the normal run as usual.
+    nothing to resume, the options apply to the normal run as usual (``--keys``, which
+    would rewrite the inputs, is refused before this, whatever there is to resume).
     """
     from keysync import checkpoint
     from keysync.runner import select_systems
@@ -612,8 +612,6 @@ def _check_resume_options(
         conflicts.append(f"--mode {mode}")
     if systems is not None and select_systems(config, systems) != list(header.systems):
         conflicts.append(f"--systems {','.join(systems)}")
-    if keys is not None:
-        conflicts.append(f"--keys {keys}")
     if conflicts:
         as_started = ", ".join(
             [f"mode {header.mode}", f"systems {','.join(header.systems)}"]
@@ -787,6 +785,11 @@ def run(
 
     chosen = _split_systems(systems)
     with app.failures_logged(creating_nothing=True):
+        if resume and keys is not None:  # even with nothing to resume: a slip rewrites nothing
+            fail(
+                f"--resume continues an interrupted run on the inputs it read, which --keys "
+                f"{keys} would regenerate first: drop --keys, or run without --resume"
+            )
         _check_locations(app)
         if keys is None:  # (--keys writes them)
             refuse_without_inputs(app.config, chosen)
@@ -799,7 +802,6 @@ def run(
                 auto_approve=auto_approve,
                 mode=mode,
                 systems=chosen,
-                keys=keys,
             )
     app.setup_logging()
     options = RunOptions(

@@ -655,6 +655,44 @@ def test_runs_offers_to_resume_only_the_run_that_resume_continues(fresh: Path) -
     assert not any((fresh / "checkpoints").iterdir())
 
 
+def resume_with(folder: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "run", "--resume", *options),
+        env=env_with(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_resume_with_keys_is_refused_even_with_nothing_to_resume(fresh: Path) -> None:
+    """Seen (a new user's walkthrough): with no checkpoint, `run --resume --keys 50` said
+    there was nothing to resume and regenerated the inputs. --keys with --resume is
+    always a slip: it is refused before anything is written."""
+    inputs = {p.name: p.read_bytes() for p in (fresh / "input").iterdir()}
+    refused = resume_with(fresh, "--keys", "50")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "keysync: error: --resume continues an interrupted run on the inputs it read, which "
+        "--keys 50 would regenerate first: drop --keys, or run without --resume"
+    ]
+    assert {p.name: p.read_bytes() for p in (fresh / "input").iterdir()} == inputs
+    assert not (fresh / "data").exists() and not (fresh / "output").exists()
+    kill_at(fresh, "reading:40000")  # and with a run to resume, the same
+    (killed,) = (fresh / "checkpoints").iterdir()
+    refused = resume_with(fresh, "--keys", "50")
+    assert refused.returncode == 2 and "--keys 50 would regenerate" in refused.stderr
+    assert {p.name: p.read_bytes() for p in (fresh / "input").iterdir()} == inputs
+    contradicted = resume_with(fresh, "--dry-run")
+    assert contradicted.returncode == 2
+    assert contradicted.stderr.strip().splitlines()[-1] == (
+        f"keysync: error: --resume continues run {killed.name} as it was started (mode full, "
+        "systems A,B,C,D,E), so --dry-run would be ignored: drop it, or run without --resume "
+        "to start a new run"
+    )
+    assert resume(fresh).returncode == 0
+
+
 def test_a_superseded_checkpoint_is_not_resumed_over_newer_state(fresh: Path) -> None:
     """A checkpoint left next to a later completed run (by an older keysync) is dropped."""
     kill_at(fresh, "reading:30000")
