@@ -998,7 +998,16 @@ class _Run:
             self.log.warning("source.unavailable", system=system, reason=reason)
         authority = config.authority
         if authority in unavailable:
-            raise RunError(f"the authority {authority} is unavailable: {unavailable[authority]}")
+            # Other reasons say what to do; this one's rows reach no report (nothing is).
+            mend = (
+                f"; fix sources.{authority} (encoding, key_column) or the normalize rules "
+                "(`keysync normalize KEY` shows what they make of a key), then run again"
+                if authority in all_rejected
+                else ""
+            )
+            raise RunError(
+                f"the authority {authority} is unavailable: {unavailable[authority]}{mend}"
+            )
         peers = [s for s in self.systems if s != authority]
         if all(p in unavailable for p in peers):
             reasons = "; ".join(f"{p}: {unavailable[p]}" for p in peers)

@@ -141,7 +141,9 @@ def test_an_export_whose_every_row_is_rejected_is_unavailable_not_empty(
     assert done.stderr.splitlines()[-1] == (
         f"keysync: error: the authority A is unavailable: {a_csv}: every one of its 2 rows was "
         "rejected (2 empty-key; the first, line 2: the key normalizes to nothing: the rules "
-        "keep only ASCII A-Z and 0-9 (joined by '-'))"
+        "keep only ASCII A-Z and 0-9 (joined by '-')); fix sources.A (encoding, key_column) "
+        "or the normalize rules (`keysync normalize KEY` shows what they make of a key), then "
+        "run again"
     )
     assert (tmp_path / "output" / "master_key_registry.csv").read_bytes() == registry
     a_csv.write_bytes(full_a)
