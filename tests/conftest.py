@@ -148,6 +148,9 @@ class FullDisk:
     def make_room(self) -> None:
         self.filler.unlink()
 
+    def make_read_only(self) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(self.folder)], check=True)
+
     def unmount(self) -> None:
         subprocess.run(["umount", "-l", str(self.folder)], capture_output=True, check=False)
 

@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import FullDisk
 
 SYSTEM_FILES = ["A.csv", "B.csv", "C.csv", "D.csv", "E.csv"]
 
@@ -562,7 +564,24 @@ def test_a_full_disk_names_the_file_generate_could_not_write(tmp_path: Path) -> 
     assert process.returncode == 3
     assert stderr.splitlines()[-1] == (
         f"keysync: error: cannot write mock data {tmp_path / 'input' / 'C.csv'}: No space "
-        "left on device; make room there (or fix the permissions) and run the command again"
+        "left on device; make room there, and run the command again"
     )
     assert not os.path.lexists(pending)
     assert tree(tmp_path / "input") == before  # the previous files, whole, and nothing else
+
+
+def test_a_read_only_folder_is_named_by_the_file_with_what_to_do(
+    tmp_path: Path, full_disk: Callable[[Path, int], FullDisk]
+) -> None:
+    """Seen (a new user's walkthrough): ``cannot write mock data /ro/.A.csv.15906.pending:
+    Read-only file system; make room there (or fix the permissions)``: a hidden temp file
+    named, and room is not what a read-only file system lacks."""
+    write_config(tmp_path)
+    disk = full_disk(tmp_path / "ro", 256)
+    disk.make_read_only()
+    result = keysync(tmp_path, "-q", "generate", "--keys", "100", "--out", str(disk.folder))
+    assert_one_line_error(result, 3)
+    assert result.stderr == (
+        f"keysync: error: cannot write mock data {disk.folder / 'A.csv'}: Read-only file "
+        "system; choose another folder (--out), and run the command again\n"
+    )

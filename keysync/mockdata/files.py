@@ -36,10 +36,8 @@ def write_pending(path: Path, data: bytes, token: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         durable.write_synced(pending_path(path, token), data)
-    except OSError as exc:
-        if exc.filename is None:  # a write's ENOSPC names no file
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        raise
+    except OSError as exc:  # named by the file it is for, not its hidden temp (or none: ENOSPC)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def publish_pending(paths: list[Path], token: int) -> None:

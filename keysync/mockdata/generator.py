@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import gc
 import multiprocessing
 import os
@@ -653,9 +654,15 @@ def _generate(
         if not isinstance(exc, OSError):
             raise
         where = f" {exc.filename}" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            mend = "make room there"
+        elif exc.errno == errno.EROFS:
+            mend = "choose another folder (--out)"
+        else:
+            mend = "fix the permissions, or choose another folder (--out)"
         raise KeysyncError(
-            f"cannot write mock data{where}: {exc.strerror or exc}; make room there (or fix "
-            "the permissions) and run the command again"
+            f"cannot write mock data{where}: {exc.strerror or exc}; {mend}, and run the "
+            "command again"
         ) from None
     return result
 
