@@ -706,7 +706,11 @@ def generate(
       keysync generate --keys 10000 --seed 7 --scenario drift --days 10 --out ./input
     """
     from keysync.mockdata import generate as generate_mock_data
+    from keysync.mockdata.generator import check_generate, check_targets
 
+    with app.failures_logged(creating_nothing=True):  # a refusal makes no folder or file
+        check_generate(app.config, keys=keys, seed=seed, scenario=scenario, days=days)
+        check_targets(app.config, None if out is None else Path(out), days)
     app.setup_logging()
     # SIGTERM (systemd, docker stop, kill) stops it as Ctrl-C does (KeysyncGroup): pending
     # files removed, the previous inputs left whole, one line and exit 130.

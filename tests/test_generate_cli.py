@@ -585,3 +585,32 @@ def test_a_read_only_folder_is_named_by_the_file_with_what_to_do(
         f"keysync: error: cannot write mock data {disk.folder / 'A.csv'}: Read-only file "
         "system; choose another folder (--out), and run the command again\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("sources", "options", "said"),
+    [
+        (
+            {"A": {"path": "input/A.csv"}, "B": {"path": "input/B.csv", "encoding": "latin-1"}},
+            (),
+            "sources.B.encoding: mock data is written in UTF-8, not 'latin-1'; set it to utf-8 "
+            "to generate",
+        ),
+        (None, ("--keys", "50000000"), "50,000,000 keys per system is too many"),
+        (None, ("--out", "input"), "--out: input/B.csv is a folder, not a file"),
+    ],
+)
+def test_a_refused_generate_makes_no_folder_and_no_file(
+    tmp_path: Path, sources: dict[str, Any] | None, options: tuple[str, ...], said: str
+) -> None:
+    """Seen (a new user's walkthrough): a generate refused for its config (exit 2) left
+    data/keysync.lock and data/logs/ behind, where a refused run leaves nothing."""
+    write_config(tmp_path, **({"sources": sources} if sources else {}))
+    (tmp_path / "input" / "B.csv").mkdir(parents=True)
+    result = keysync(tmp_path, "generate", *options)
+    assert said in assert_one_line_error(result, 2)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "input",
+        "input/B.csv",
+        "keysync-config.yaml",
+    ]

@@ -552,11 +552,37 @@ def generate(
             gc.enable()
 
 
-def check_generate(config: Config, *, scenario: str | None = None, days: int = 1) -> None:
-    """Raise what ``generate`` would refuse before writing anything (its sources, its
-    capacity), for a caller that must not clear earlier results first (``simulate``)."""
-    keys, _, scenario, days = _resolve(config, None, None, scenario, days)
+def check_generate(
+    config: Config,
+    *,
+    keys: int | None = None,
+    seed: int | None = None,
+    scenario: str | None = None,
+    days: int | None = None,
+) -> None:
+    """Raise what ``generate`` would refuse of its options before writing anything (its
+    sources, its capacity), for a caller that must not clear earlier results or make
+    its folders first (``simulate``, the ``generate`` command)."""
+    keys, _, scenario, days = _resolve(config, keys, seed, scenario, days)
     _check_capacity(keys, days, scenario, len(config.sources) - 1)
+
+
+def check_targets(config: Config, out: Path | None, days: int | None) -> None:
+    """Raise what ``generate`` would refuse of the files it writes (``_check_paths``)."""
+    _targets(config, out, 1 if days is None else days)
+
+
+def _targets(config: Config, out: Path | None, days: int) -> tuple[dict[str, Path], Path]:
+    """Each system's CSV, and the folder of manifest.json and history/, once checked."""
+    systems = list(config.sources)
+    if out is not None:
+        out_dir = Path(out)
+        files = {name: out_dir / f"{name}.csv" for name in systems}
+    else:
+        files = {name: config.source_path(name) for name in systems}
+        out_dir = files[systems[0]].parent
+    _check_paths(files, out is not None, out_dir / "manifest.json", out_dir / "history", days)
+    return files, out_dir
 
 
 def _generate(
@@ -572,15 +598,9 @@ def _generate(
     systems = list(config.sources)
     authority, peers = systems[0], systems[1:]
     _check_capacity(keys, days, scenario, len(peers))
-    if out is not None:
-        out_dir = Path(out)
-        files = {name: out_dir / f"{name}.csv" for name in systems}
-    else:
-        files = {name: config.source_path(name) for name in systems}
-        out_dir = files[authority].parent
+    files, out_dir = _targets(config, out, days)
     manifest_path = out_dir / "manifest.json"
     history = out_dir / "history"
-    _check_paths(files, out is not None, manifest_path, history, days)
     day_sets = _day_sets(history, systems, days)
     foreign = foreign_files(list(files.values()), manifest_path)
     for day_set in day_sets:  # an archive someone keeps in history/day-NN is real data too
