@@ -223,7 +223,8 @@ class SimulationResult:
     def describe(self) -> str:
         """The table ``keysync simulate`` prints: one line per day, then the paths."""
         lines = [
-            f"Simulated scenario {self.scenario}: {self.days} days, seed {self.seed}, "
+            f"Simulated scenario {self.scenario}: {self.days} day{'s' if self.days != 1 else ''}, "
+            f"seed {self.seed}, "
             f"{self.keys_per_system:,} keys per system ({self.duration_s:.1f} s)",
             f"{'day':>4}  {'date':<10}  {'mean match rate':>15}  flags",
         ]

@@ -683,8 +683,9 @@ def test_after_a_kill_9_the_next_simulation_puts_the_previous_one_back_first(
     assert _kept_by_the_user(folder) == first
     assert _state_listed(tmp_path, folder) == first_state
     # And one that completes replaces it, leaving nothing aside.
-    done = _keysync(tmp_path, "-q", "simulate", "--days", "1")
+    done = _keysync(tmp_path, "simulate", "--days", "1")
     assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Simulated scenario normal: 1 day, seed 42, 200 keys")
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
     assert len(Simulated(tmp_path, "normal", done).rows) == len(SYSTEMS)
     restored = Simulated(tmp_path, "normal", done).events("simulation.restored")
