@@ -154,12 +154,45 @@ _TEXT_EXPECTED = re.compile(
 
 _NUMBER_EXPECTED = re.compile(r"(\S+): expected int(?: \| null)?, got str")
 _NOT_OCTAL = re.compile(r"[-+]?0[0-9_]*[89][0-9_]*")  # a leading 0 and an 8 or 9: text
+_FLOAT_EXPECTED = re.compile(r"(\S+): expected (float|int)(?: \| null)?, got str")
+# What Python takes for a number with an exponent; YAML 1.1 only with a dot and a sign.
+_EXPONENT = re.compile(r"([-+]?)([0-9]*)\.?([0-9]*)[eE]([-+]?)([0-9]+)")
 
 
 def type_hint(text: str, message: str) -> str:
     """What YAML made of a plain value that is not the type its setting wants, and what to
-    write instead (a ``_text_hint`` or a ``_not_octal_hint``), else ""."""
-    return _text_hint(text, message) or _not_octal_hint(text, message)
+    write instead (a ``_text_hint``, ``_not_octal_hint`` or ``_exponent_hint``), else ""."""
+    return (
+        _text_hint(text, message) or _not_octal_hint(text, message) or _exponent_hint(text, message)
+    )
+
+
+def _exponent_hint(text: str, message: str) -> str:
+    """`` (YAML reads 1e3 as text: a number with an exponent needs a dot and a sign, as
+    in 1.0e+3)`` for a number setting written so, else "".
+
+    ``source_timeout_s: 1e3`` said "expected float, got str" of what every language but
+    YAML 1.1 reads as 1000 (``1.0e3`` too is text there; ``1.0e+3`` is a float). For a
+    whole-number setting the hint is the number itself (``batch_size: 1e3``: write 1000).
+    """
+    found = _FLOAT_EXPECTED.fullmatch(message)
+    node = _value_node(text, found[1]) if found else None
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        return ""
+    number = _EXPONENT.fullmatch(node.value)
+    if number is None or not (number[2] or number[3]):
+        return ""
+    if found is not None and found[2] == "int":
+        value = float(node.value)
+        if not value.is_integer() or abs(value) > 1e18:
+            return ""
+        return f" (YAML reads {node.value} as text: write {int(value)})"
+    sign, whole, fraction, exponent_sign, exponent = number.groups()
+    instead = f"{sign}{whole or '0'}.{fraction or '0'}e{exponent_sign or '+'}{exponent}"
+    return (
+        f" (YAML reads {node.value} as text: a number with an exponent needs a dot and a "
+        f"sign, as in {instead})"
+    )
 
 
 def _not_octal_hint(text: str, message: str) -> str:

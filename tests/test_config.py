@@ -191,6 +191,27 @@ BAD_CONFIGS = [
         "it, '2026-01-01', if it is text)",
         id="date-for-str",
     ),
+    # A number with an exponent is text in YAML 1.1 without a dot and a sign in it.
+    pytest.param(
+        "processing:\n  source_timeout_s: 1e3\n",
+        2,
+        "processing.source_timeout_s: expected float, got str (YAML reads 1e3 as text: a "
+        "number with an exponent needs a dot and a sign, as in 1.0e+3)",
+        id="exponent-for-float",
+    ),
+    pytest.param(
+        "processing:\n  source_timeout_s: 1.5E2\n",
+        2,
+        "processing.source_timeout_s: expected float, got str (YAML reads 1.5E2 as text: a "
+        "number with an exponent needs a dot and a sign, as in 1.5e+2)",
+        id="exponent-without-sign-for-float",
+    ),
+    pytest.param(
+        "processing:\n  batch_size: 5e3\n",
+        2,
+        "processing.batch_size: expected int, got str (YAML reads 5e3 as text: write 5000)",
+        id="exponent-for-int",
+    ),
     # A number with a leading 0 and an 8 or 9 is text in YAML 1.1 (010 is octal 8, refused).
     pytest.param(
         "normalize:\n  pad_numbers: 08\n",
