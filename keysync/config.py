@@ -478,9 +478,14 @@ def _check_sources(sources: Any) -> None:
                 if isinstance(name, bool)
                 else f"quote it: '{name}'"
             )
-            raise ConfigError(f"sources: system name {name!r} must be text ({hint})")
+            raise ConfigError(
+                f"sources: system name {name!r} must be text ({hint})", at=f"sources.{name}"
+            )
         if not _SYSTEM_NAME.fullmatch(name):
-            raise ConfigError(f"sources: system name {name!r} may use only letters, digits and _")
+            raise ConfigError(
+                f"sources: system name {name!r} may use only letters, digits and _",
+                at=f"sources.{name}",
+            )
         try:
             msgspec.convert(source, SourceConfig, strict=True)
         except msgspec.ValidationError as exc:
@@ -585,7 +590,7 @@ def load_config(path: str | Path) -> Config:
             check_null_is_written(text, "normalize.collapse_delims")
         return config
     except ConfigError as exc:
-        line = line_of(text, str(exc).partition(": ")[0])
+        line = line_of(text, exc.at or str(exc).partition(": ")[0])
         where = f"{config_path}:{line}" if line else str(config_path)
         # One line whatever the YAML held: a key with a line break is shown escaped.
         one_line = (str(exc) + type_hint(text, str(exc))).replace("\r", "\\r")

@@ -34,9 +34,16 @@ class KeysyncError(Exception):
 
 
 class ConfigError(KeysyncError):
-    """The configuration file is missing, malformed or invalid (exit 2)."""
+    """The configuration file is missing, malformed or invalid (exit 2).
+
+    ``at``: the setting whose line the error is shown at, where the message begins with
+    another (``sources: system name 'B-x' ...`` is at the line of ``B-x``)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, exit_code: int | None = None, *, at: str = "") -> None:
+        super().__init__(message, exit_code)
+        self.at = at
 
 
 class RunError(KeysyncError):

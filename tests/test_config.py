@@ -518,21 +518,27 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         "sources:\n  A B: {path: a.csv}\n  C: {path: c.csv}\n",
-        1,
+        2,
         "sources: system name 'A B' may use only letters, digits and _",
         id="system-name-space",
     ),
     pytest.param(
         "sources:\n  1: {path: a.csv}\n  B: {path: b.csv}\n",
-        1,
+        2,
         "sources: system name 1 must be text (quote it: '1')",
         id="system-name-number",
     ),
     pytest.param(
         'sources:\n  "A\\nB": {path: a.csv, colour: red}\n  B: {path: b.csv}\n',
-        1,
+        2,
         "sources: system name 'A\\nB' may use only letters, digits and _",
         id="system-name-line-break",
+    ),
+    pytest.param(  # seen: shown at the line of `sources:`, not at the name's
+        "sources:\n  A: {path: a.csv}\n  B-x: {path: b.csv}\n",
+        3,
+        "sources: system name 'B-x' may use only letters, digits and _",
+        id="system-name-at-its-line",
     ),
     pytest.param('"a\\nb": 1\n', 1, f"a\\nb: {UNKNOWN}", id="key-with-line-break-stays-one-line"),
 ]
