@@ -84,7 +84,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
     ),
     "source.unterminated": EventSpec(
         "warning",
-        ("system", "detail"),
+        ("system", "path", "detail"),
         "a source's last line has no line end, as an export cut short ends",
     ),
     "source.timestamp_column_missing": EventSpec(

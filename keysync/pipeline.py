@@ -292,7 +292,7 @@ def reader_main(
     if not _send(to_parent, SourceOpened(job.system, size, header.columns)):
         return
     if not header.ends_with_line_end:
-        log.warning("source.unterminated", detail=UNTERMINATED)
+        log.warning("source.unterminated", path=str(job.path), detail=UNTERMINATED)
     if header.timestamp_missing:
         log.warning("source.timestamp_column_missing", detail=header.timestamp_missing)
     normalizer = compile_rules(normalize[0]) if normalize else None
@@ -402,7 +402,12 @@ class Pipeline:
                 continue
             self.log.info("source.available", system=job.system, path=str(job.path), bytes=size)
             if not header.ends_with_line_end:
-                self.log.warning("source.unterminated", system=job.system, detail=UNTERMINATED)
+                self.log.warning(
+                    "source.unterminated",
+                    system=job.system,
+                    path=str(job.path),
+                    detail=UNTERMINATED,
+                )
             if header.timestamp_missing:
                 self.log.warning(
                     "source.timestamp_column_missing",

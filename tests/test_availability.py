@@ -250,6 +250,7 @@ def test_a_file_cut_short_is_read_with_a_warning(
     assert done.returncode == 0, done.stderr
     (warned,) = [line for line in done.stderr.splitlines() if "source.unterminated" in line]
     assert "system=C" in warned and "its last line has no line end" in warned  # C alone
+    assert f"path={c_csv}" in warned  # which file to check
 
 
 @pytest.mark.parametrize("parallel", [True, False])
