@@ -3488,6 +3488,16 @@ def test_a_key_that_normalizes_to_nothing_is_refused_alike_by_audit_and_history(
         assert (audit.returncode, audit.stdout) == (2, "")
         assert audit.stderr == "keysync: error: --key " + why
     assert ok(keysync("audit", "--key", "x_1")).stdout.count("key.proposed") == 1
+    # Seen (a new user's walkthrough): a key over the limit was echoed whole as "never seen".
+    too_long = "k" * 2000
+    why = (
+        "key has 2000 characters, the limit is 256 (processing.max_key_length): a row with "
+        "such a key is rejected (too-long, in rejected_rows.csv), so it names no key\n"
+    )
+    history = keysync("history", too_long)
+    assert (history.returncode, history.stderr) == (2, "keysync: error: " + why)
+    audit = keysync("audit", "--key", too_long)
+    assert (audit.returncode, audit.stderr) == (2, "keysync: error: --key " + why)
 
 
 def test_history_of_a_key_s_old_form_after_rekey_names_its_form_now(
