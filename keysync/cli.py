@@ -295,11 +295,12 @@ class KeysyncGroup(click.Group):
             _failed(ctx, f"keysync: error: {problem}", EXIT_CANNOT_RUN)
         except KeyboardInterrupt:
             # Outside a run (which stops at a checkpoint itself): click would print
-            # "Aborted!" and exit 1, the code for "discrepancies found".
+            # "Aborted!" and exit 1, the code for "discrepancies found". Said of reading
+            # commands too (`runs`, `audit`), which "every file written" puzzled.
             _failed(
                 ctx,
-                "keysync: error: interrupted; every file already written is complete, "
-                "run the command again to finish",
+                "keysync: error: interrupted; nothing is left half-written: run the command "
+                "again",
                 EXIT_INTERRUPTED,
             )
 

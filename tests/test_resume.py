@@ -304,8 +304,7 @@ def test_ctrl_c_at_any_moment_of_a_run_ends_it_with_one_line_never_a_traceback(
     whole = time.monotonic() - started
     endings = (
         "keysync: error: interrupted while starting; nothing was done",
-        "keysync: error: interrupted; every file already written is complete, run the "
-        "command again to finish",
+        "keysync: error: interrupted; nothing is left half-written: run the command again",
         "interrupted; a checkpoint is kept: `keysync run --resume` continues it",
         "keysync: stopped at once (second interrupt); the last checkpoint is kept: "
         "`keysync run --resume` continues it",

@@ -1059,3 +1059,36 @@ def test_on_a_terminal_the_steps_after_reading_are_shown(
         b"saving the state",
         b"writing the audit log",
     ]
+
+
+def test_a_reading_command_stopped_while_it_waits_says_so_in_words_that_fit(
+    tmp_path: Path,
+) -> None:
+    """Seen (a new user's walkthrough): `keysync -c fifo.yaml runs`, its config a pipe no
+    one wrote, stopped by SIGTERM said "every file already written is complete, run the
+    command again to finish", of a command that writes no file."""
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysync", "-c", str(fifo), "runs"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:  # a writer's end opens once keysync has the pipe open to read its config
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:  # ENXIO: no reader yet
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+    try:
+        process.send_signal(signal.SIGTERM)  # while it waits for the config's first byte
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        os.close(writer)
+    assert process.returncode == 130
+    assert stderr == (
+        "keysync: error: interrupted; nothing is left half-written: run the command again\n"
+    )
