@@ -964,8 +964,10 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
 
     Nothing is read from the sources and nothing is written: a way to try a rule
     change on sample keys before a run (keys that come out equal are one key). The
-    key rules and the length limit only: the reader's checks of a row (encoding,
-    NUL bytes, quoting) are not made, and blank lines of stdin are skipped.
+    key rules and the length limit only: stdin is read as UTF-8 (a line that is not
+    is rejected, encoding, as a run would), the reader's other checks of a row (a
+    source's own encoding, NUL bytes, quoting) are not made, and blank lines of
+    stdin are skipped.
 
     \b
     Example:
@@ -992,6 +994,8 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
     other_forms: dict[str, set[str]] = {}
 
     def result(raw: str) -> tuple[str, str, str, list[tuple[str, str]]]:
+        if (shown := bytes_shown(raw)) != raw:  # stdin's bytes that are not UTF-8
+            return shown, "", f"encoding: {_not_utf8(raw)}", []
         key, rejected = normalizer.normalize(raw), ""
         if len(raw) > limit:
             key, rejected = "", f"too-long: {too_long_message(len(raw), limit)}"
@@ -1055,9 +1059,21 @@ _NORMALIZE_HELD = 10_000  # rows of `normalize` held to size the columns exactly
 _NORMALIZE_TRACKED = 1_000_000  # distinct keys whose raw forms `normalize` compares
 
 
+def _not_utf8(raw: str) -> str:
+    """The first byte of a line of stdin that is not UTF-8 (read with surrogateescape, it
+    is a U+DC80-U+DCFF), as a run's ``encoding`` rejection names it."""
+    first = next(i for i, char in enumerate(raw) if "\udc80" <= char <= "\udcff")
+    at = len(raw[:first].encode("utf-8", "surrogateescape")) + 1
+    return f"byte 0x{ord(raw[first]) - 0xDC00:02X} at byte {at} is not valid UTF-8"
+
+
 def _stdin_keys() -> Iterator[str]:
-    """One key per non-blank line of stdin, without a BOM at its start (as a file read)."""
-    for number, line in enumerate(sys.stdin):
+    """One key per non-blank line of stdin, without a BOM at its start (as a file read).
+
+    Read as UTF-8 whatever the locale, a byte that is not UTF-8 kept (surrogateescape)
+    for ``_not_utf8`` to name: a strict locale's stdin raised it mid-table instead."""
+    lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+    for number, line in enumerate(lines):
         key = line.rstrip("\r\n")
         if number == 0:
             key = key.removeprefix("\ufeff")

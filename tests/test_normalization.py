@@ -10,8 +10,11 @@ configuration.
 from __future__ import annotations
 
 import json
+import os
 import re
 import string
+import subprocess
+import sys
 import time
 import unicodedata
 from collections.abc import Callable
@@ -443,6 +446,32 @@ def test_keysync_normalize_streams_a_long_stdin_and_drops_its_bom(
     assert shown[-1].startswith("'" + "x" * 58 + "…  X")
     piped = keysync("normalize", "--json", input="\ufeffa\n")
     assert json.loads(piped.stdout) == [{"raw": "a", "key": "A", "rejected": None}]
+
+
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_keysync_normalize_rejects_a_line_of_stdin_that_is_not_utf8_as_a_run_would(
+    tmp_path: Path, write_config: Callable[..., Path], locale: str
+) -> None:
+    """Seen (a new user's walkthrough): `ab\\xffc` piped in showed 'ab\\udcffc' -> ABC
+    without a word, where a run rejects the row (encoding) and an argument so is refused."""
+    write_config(tmp_path)
+    env = {**os.environ, "LC_ALL": locale, "PYTHONUTF8": "0"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "keysync", "normalize", "--json"],
+        cwd=tmp_path,
+        env={k: v for k, v in env.items() if not k.startswith("KEYSYNC_")},
+        input=b"ab\xffc\nok\n",
+        capture_output=True,
+        check=True,
+    )
+    assert json.loads(shown.stdout) == [
+        {
+            "raw": "ab\\xffc",
+            "key": None,
+            "rejected": "encoding: byte 0xFF at byte 3 is not valid UTF-8",
+        },
+        {"raw": "ok", "key": "OK", "rejected": None},
+    ]
 
 
 def test_keysync_normalize_steps_names_each_rule_of_the_config(
