@@ -299,8 +299,7 @@ class KeysyncGroup(click.Group):
             # commands too (`runs`, `audit`), which "every file written" puzzled.
             _failed(
                 ctx,
-                "keysync: error: interrupted; nothing is left half-written: run the command "
-                "again",
+                "keysync: error: interrupted; nothing is left half-written: run the command again",
                 EXIT_INTERRUPTED,
             )
 

@@ -36,5 +36,7 @@ def test_a_ctrl_c_caught_out_of_an_exec_still_ends_with_130(tmp_path: Path) -> N
         timeout=60,
     )
     assert done.returncode == 130, (done.returncode, done.stderr)
-    assert done.stderr.strip().endswith("run the command again to finish"), done.stderr
+    assert done.stderr.strip().endswith("nothing is left half-written: run the command again"), (
+        done.stderr
+    )
     assert "Traceback" not in done.stderr

@@ -113,9 +113,9 @@ def kill_at(folder: Path, pause_at: str | None, after_event: str = "") -> None:
     assert process.returncode == -signal.SIGKILL
 
 
-def resume(folder: Path) -> subprocess.CompletedProcess[str]:
+def resume(folder: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "run", "--resume"),
+        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "run", "--resume", *options),
         env=env_with(),
         capture_output=True,
         text=True,
@@ -583,6 +583,17 @@ def test_a_run_that_completes_removes_the_checkpoints_it_supersedes(fresh: Path)
     assert "nothing_to_resume" in (fresh / "data" / "logs" / "keysync.jsonl").read_text()
 
 
+def runs_listed(folder: Path) -> list[dict[str, Any]]:
+    listed = subprocess.run(
+        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "runs", "--json"),
+        capture_output=True,
+        text=True,
+        env=env_with(),
+        check=True,
+    )
+    return list(json.loads(listed.stdout))
+
+
 def test_runs_no_longer_offers_to_resume_a_ctrl_c_run_a_later_run_superseded(
     fresh: Path,
 ) -> None:
@@ -602,30 +613,12 @@ def test_runs_no_longer_offers_to_resume_a_ctrl_c_run_a_later_run_superseded(
     interrupted, completed = shown[-2:]
     assert interrupted.endswith(" interrupted; its checkpoint was superseded by a later run")
     assert "--resume" not in interrupted and " completed " in completed
-    as_json = subprocess.run(
-        keysync_cmd("-c", str(fresh / "keysync-config.yaml"), "runs", "--json"),
-        capture_output=True,
-        text=True,
-        env=env_with(),
-        check=True,
-    ).stdout
-    first, last = json.loads(as_json)
+    first, last = runs_listed(fresh)
     assert first["note"] == (
         f"run {first['run_id']} interrupted; its checkpoint was superseded by a later run"
     )
     assert "--resume" in first["message"]  # what the run said when it stopped
     assert last["note"] == last["message"]
-
-
-def runs_listed(folder: Path) -> list[dict[str, Any]]:
-    listed = subprocess.run(
-        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "runs", "--json"),
-        capture_output=True,
-        text=True,
-        env=env_with(),
-        check=True,
-    )
-    return list(json.loads(listed.stdout))
 
 
 def test_runs_offers_to_resume_only_the_run_that_resume_continues(fresh: Path) -> None:
@@ -654,22 +647,12 @@ def test_runs_offers_to_resume_only_the_run_that_resume_continues(fresh: Path) -
     assert not any((fresh / "checkpoints").iterdir())
 
 
-def resume_with(folder: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        keysync_cmd("-c", str(folder / "keysync-config.yaml"), "run", "--resume", *options),
-        env=env_with(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_resume_with_keys_is_refused_even_with_nothing_to_resume(fresh: Path) -> None:
     """Seen (a new user's walkthrough): with no checkpoint, `run --resume --keys 50` said
     there was nothing to resume and regenerated the inputs. --keys with --resume is
     always a slip: it is refused before anything is written."""
     inputs = {p.name: p.read_bytes() for p in (fresh / "input").iterdir()}
-    refused = resume_with(fresh, "--keys", "50")
+    refused = resume(fresh, "--keys", "50")
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.strip().splitlines() == [
         "keysync: error: --resume continues an interrupted run on the inputs it read, which "
@@ -679,10 +662,10 @@ def test_resume_with_keys_is_refused_even_with_nothing_to_resume(fresh: Path) ->
     assert not (fresh / "data").exists() and not (fresh / "output").exists()
     kill_at(fresh, "reading:40000")  # and with a run to resume, the same
     (killed,) = (fresh / "checkpoints").iterdir()
-    refused = resume_with(fresh, "--keys", "50")
+    refused = resume(fresh, "--keys", "50")
     assert refused.returncode == 2 and "--keys 50 would regenerate" in refused.stderr
     assert {p.name: p.read_bytes() for p in (fresh / "input").iterdir()} == inputs
-    contradicted = resume_with(fresh, "--dry-run")
+    contradicted = resume(fresh, "--dry-run")
     assert contradicted.returncode == 2
     assert contradicted.stderr.strip().splitlines()[-1] == (
         f"keysync: error: --resume continues run {killed.name} as it was started (mode full, "
