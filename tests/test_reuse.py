@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import RunKeysync
+from test_accuracy import read_report
 from test_incremental import REPORTS as TABLES
 from test_incremental import report_rows
 
@@ -236,6 +237,52 @@ def test_anything_changed_makes_the_run_compare(
     (line,) = [line for line in compared.stderr.splitlines() if "incremental.not_reused" in line]
     assert reason in line
     assert report_rows(folder / "output") == report_rows(twin / "output")
+
+
+def test_a_source_path_under_home_is_the_file_of_this_run_s_home(
+    tmp_path: Path, keysync: RunKeysync
+) -> None:
+    """Seen (reuse hunt): with sources at ~/exp/*.csv, a run under another HOME (the same
+    bytes there) reused reports whose rejected_rows.csv named the files of the first."""
+    root, first, second = tmp_path / "project", tmp_path / "home1", tmp_path / "home2"
+    root.mkdir()
+    sources = {name: {"path": f"~/exp/{name}.csv"} for name in "ABCDE"}
+    (root / "keysync-config.yaml").write_text(
+        yaml.safe_dump({"processing": {"parallel": False}, "sources": sources})
+    )
+    assert (
+        keysync("-q", "generate", "--keys", "300", cwd=root, env={"HOME": str(first)}).returncode
+        == 0
+    )
+    assert keysync("-q", "run", cwd=root, env={"HOME": str(first)}).returncode == 0
+    shutil.copytree(first, second)
+    moved = keysync("-v", "run", "--mode", "incremental", cwd=root, env={"HOME": str(second)})
+    assert moved.returncode == 0, moved.stderr
+    assert REUSED not in moved.stderr
+    assert "the configuration changed since the last run" in moved.stderr
+    named = {row["file"] for row in read_report(root / "output/rejected_rows.csv")}
+    assert named and all(name.startswith(str(second / "exp")) for name in named), named
+
+
+def test_reports_another_keysync_wrote_are_not_passed_on(
+    tmp_path: Path, folder: Path, keysync: RunKeysync
+) -> None:
+    """Seen (reuse hunt): after an upgrade that words a rejected row otherwise, each
+    unchanged run passed on the old wording, forever. Any change of keysync's code makes
+    the run compare; the run after that reuses what the new code wrote."""
+    import keysync as package
+
+    other = tmp_path / "other"
+    shutil.copytree(Path(package.__file__).parent, other / "keysync")
+    with open(other / "keysync" / "replay.py", "a", encoding="utf-8") as code:
+        code.write("# another keysync\n")
+    env = {"PYTHONPATH": str(other)}
+    upgraded = keysync("-v", "run", "--mode", "incremental", cwd=folder, env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert REUSED not in upgraded.stderr
+    assert "keysync's code changed since the last run" in upgraded.stderr
+    assert REUSED in keysync("run", "--mode", "incremental", cwd=folder, env=env).stderr
+    assert REUSED not in keysync("run", "--mode", "incremental", cwd=folder).stderr
 
 
 def test_a_record_that_cannot_be_written_is_a_warning_and_the_next_run_compares(
