@@ -1341,7 +1341,7 @@ def audit(
     """
     _refuse_empty(keys, "--key", _A_KEY)
     for raw in keys:
-        _refuse_key_no_system_has(app, raw, "--key ")
+        _refuse_key_of_nothing(app, raw, "--key ")
     _check_event_names(app, events)
     store = _open_listing(app, as_json)
     if store is None:
@@ -1545,7 +1545,7 @@ def history(app: _App, key: str, as_json: bool) -> None:
     from keysync.history import SystemTimeline, key_timeline
 
     _refuse_empty([key], "KEY", _A_KEY)
-    _refuse_key_no_system_has(app, key)
+    _refuse_key_of_nothing(app, key)
     normalized = _normalize(app, key)
     master_key = None
     with _open_required(app) as store:
@@ -1571,6 +1571,15 @@ def history(app: _App, key: str, as_json: bool) -> None:
     # known keys, gaps opening as A grows); say so rather than show it as current.
     configured = set(app.config.sources)
     known = any(s.first_seen or s.missing_since for s in timeline.systems) or entries
+    limit = app.config.processing.max_key_length
+    if not known and len(key) > limit:  # said so, not echoed whole (seen: KBs on one line)
+        from keysync.stages.normalizer import too_long_message
+
+        raise KeysyncError(
+            f"{too_long_message(len(key), limit)}: no system has it (a run rejects a row with "
+            "such a key: too-long, in rejected_rows.csv)",
+            EXIT_USAGE,
+        )
     if not known:
         raise KeysyncError(
             f"key {normalized!r} was never seen in any system"
@@ -1646,22 +1655,14 @@ def history(app: _App, key: str, as_json: bool) -> None:
         click.echo("\n" + visible(line))
 
 
-def _refuse_key_no_system_has(app: _App, key: str, option: str = "") -> None:
-    """Exit 2 for a key no run can have read, in `history` and `audit --key` alike: one
-    the rules normalize to nothing (seen: `audit --key "#!?"` said "no audit events
-    match", exit 0, where `history "#!?"` said why it names no key, exit 2), or one over
-    the length limit (seen: echoed whole, KBs on one line, as "never seen")."""
-    from keysync.stages.normalizer import empty_key_message, too_long_message
-
-    limit = app.config.processing.max_key_length
-    if len(key) > limit:
-        raise KeysyncError(
-            f"{option}{too_long_message(len(key), limit)}: a row with such a key is "
-            "rejected (too-long, in rejected_rows.csv), so it names no key",
-            EXIT_USAGE,
-        )
+def _refuse_key_of_nothing(app: _App, key: str, option: str = "") -> None:
+    """Exit 2 for a key the rules normalize to nothing, in `history` and `audit --key`
+    alike: no event or history is about it (seen: `audit --key "#!?"` said "no audit
+    events match", exit 0, where `history "#!?"` said why it names no key, exit 2)."""
     if _normalize(app, key):
         return
+    from keysync.stages.normalizer import empty_key_message
+
     raise KeysyncError(
         f"{option}{visible(repr(key))}: {empty_key_message(app.config.normalize)}, so it "
         "names no key (empty-key); give a key as a system exports it or a report shows it",

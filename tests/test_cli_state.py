@@ -3489,15 +3489,33 @@ def test_a_key_that_normalizes_to_nothing_is_refused_alike_by_audit_and_history(
         assert audit.stderr == "keysync: error: --key " + why
     assert ok(keysync("audit", "--key", "x_1")).stdout.count("key.proposed") == 1
     # Seen (a new user's walkthrough): a key over the limit was echoed whole as "never seen".
-    too_long = "k" * 2000
-    why = (
-        "key has 2000 characters, the limit is 256 (processing.max_key_length): a row with "
-        "such a key is rejected (too-long, in rejected_rows.csv), so it names no key\n"
+    history = keysync("history", "k" * 2000)
+    assert (history.returncode, history.stderr) == (
+        2,
+        "keysync: error: key has 2000 characters, the limit is 256 "
+        "(processing.max_key_length): no system has it (a run rejects a row with such a key: "
+        "too-long, in rejected_rows.csv)\n",
     )
-    history = keysync("history", too_long)
-    assert (history.returncode, history.stderr) == (2, "keysync: error: " + why)
-    audit = keysync("audit", "--key", too_long)
-    assert (audit.returncode, audit.stderr) == (2, "keysync: error: --key " + why)
+
+
+def test_history_finds_a_master_key_longer_than_the_limit_of_raw_keys(
+    tmp_path: Path, keysync: RunKeysync, write_config: Callable[..., Path]
+) -> None:
+    """Seen (review): the limit is on raw keys; a namespaced master key, or one padded
+    (pad_numbers), is longer, and `history` of it was refused as too long."""
+    write_config(
+        tmp_path,
+        sources={s: {"path": f"./input/{s}.csv"} for s in SYSTEMS},
+        normalize={"pad_numbers": 6},
+        processing={"parallel": False, "max_key_length": 10},
+        provisioning={"strategy": "namespaced"},
+    )
+    write_inputs(tmp_path, {"A": ["K-1"], "B": ["X-1-2"], "C": ["K-1"]})
+    ok(keysync("-q", "run"))
+    for name in ("B:X-000001-000002", "X-000001-000002", "X-1-2"):
+        shown = keysync("history", name)
+        assert shown.returncode == 0, (name, shown.stderr)
+        assert "X-000001-000002" in shown.stdout, name
 
 
 def test_history_of_a_key_s_old_form_after_rekey_names_its_form_now(
