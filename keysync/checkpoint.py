@@ -150,10 +150,8 @@ def fingerprint(system: str, path: Path) -> InputFingerprint:
     return InputFingerprint(system, str(path), size, crc, digest.hexdigest())
 
 
-MEND = (
-    "make room (or fix the permissions), then `keysync run --resume` continues from the "
-    "last checkpoint"
-)
+RESUME_FROM_LAST = "then `keysync run --resume` continues from the last checkpoint"
+MEND = f"make room (or fix the permissions), {RESUME_FROM_LAST}"
 
 
 class CheckpointWriter:

@@ -1191,8 +1191,9 @@ def _run_note(record: RunRecord, outcome: str, *, superseded: bool, resumable: s
         note = f"{note}; {RESUME_HINT}" if note else RESUME_HINT
     if "--resume" in note and resumable is not None and resumable != record.run_id:
         other = f"`keysync run --resume` continues run {resumable}, not this one"
-        note = note.replace(checkpoint.KEPT, other).replace(RESUME_HINT, other)
-        if other not in note:  # a resumable failure's own words (a full disk)
+        for offer in (checkpoint.KEPT, RESUME_HINT, checkpoint.RESUME_FROM_LAST):
+            note = note.replace(offer, other)
+        if other not in note:
             note += f"; {other}"
     return note
 
@@ -1201,7 +1202,10 @@ def _resumable_run(app: _App) -> str | None:
     """The run ``keysync run --resume`` would continue: the newest checkpoint's."""
     from keysync import checkpoint
 
-    folders = checkpoint.interrupted_runs(app.config.checkpoint_dir)
+    try:
+        folders = checkpoint.interrupted_runs(app.config.checkpoint_dir)
+    except OSError:  # a folder it cannot list: the notes as the runs left them
+        return None
     return folders[0].name if folders else None
 
 
