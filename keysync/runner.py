@@ -15,6 +15,7 @@ import secrets
 import signal
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ from keysync.history import HistoryPlan, plan_history, plan_unchanged
 from keysync.lock import RunLock
 from keysync.messages import KeyBatch
 from keysync.pipeline import Pipeline, PipelineObserver, SourceJob
-from keysync.stages.merger import KeyIndex
+from keysync.stages.merger import KeyIndex, SystemKeys
 from keysync.stages.provisioner import (
     ProvisioningPlan,
     log_committed,
@@ -450,6 +451,25 @@ def _settings_change(
         )
     line = f"the settings changed since run {previous_run}: " + "; ".join([listed, *effects])
     return line, authority_changed
+
+
+# What to fix for a source whose every row was rejected, by its commonest error_type.
+_MENDS = {
+    "empty-key": "fix sources.{0}.key_column or the normalize rules (`keysync normalize KEY` "
+    "shows what they make of a key)",
+    "encoding": "set sources.{0}.encoding to the export's encoding",
+    "too-long": "raise processing.max_key_length, or fix sources.{0}.key_column",
+    "extra-cell": "fix the export, or sources.{0}.delimiter",
+    "missing-cell": "fix the export, or sources.{0}.delimiter",
+    "bad-quoting": "fix the export's quoting",
+    "nul-byte": "fix the export",
+}
+
+
+def _mend_for_rejected(keys: SystemKeys, system: str) -> str:
+    """What to fix, for the kind of rejection most of ``system``'s rows had."""
+    commonest = Counter(row.error_type for row in keys.rejected).most_common(1)[0][0]
+    return _MENDS.get(commonest, "fix the export").format(system)
 
 
 def _latest_checkpoint(config: Config) -> Path | None:
@@ -1000,8 +1020,7 @@ class _Run:
         if authority in unavailable:
             # Other reasons say what to do; this one's rows reach no report (nothing is).
             mend = (
-                f"; fix sources.{authority} (encoding, key_column) or the normalize rules "
-                "(`keysync normalize KEY` shows what they make of a key), then run again"
+                f"; {_mend_for_rejected(self.index[authority], authority)}, then run again"
                 if authority in all_rejected
                 else ""
             )

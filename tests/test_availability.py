@@ -141,9 +141,8 @@ def test_an_export_whose_every_row_is_rejected_is_unavailable_not_empty(
     assert done.stderr.splitlines()[-1] == (
         f"keysync: error: the authority A is unavailable: {a_csv}: every one of its 2 rows was "
         "rejected (2 empty-key; the first, line 2: the key normalizes to nothing: the rules "
-        "keep only ASCII A-Z and 0-9 (joined by '-')); fix sources.A (encoding, key_column) "
-        "or the normalize rules (`keysync normalize KEY` shows what they make of a key), then "
-        "run again"
+        "keep only ASCII A-Z and 0-9 (joined by '-')); fix sources.A.key_column or the "
+        "normalize rules (`keysync normalize KEY` shows what they make of a key), then run again"
     )
     assert (tmp_path / "output" / "master_key_registry.csv").read_bytes() == registry
     a_csv.write_bytes(full_a)
@@ -165,6 +164,38 @@ def test_an_export_whose_every_row_is_rejected_is_unavailable_not_empty(
         ("2", "missing-cell", "CUST-1,x")
     ]
     assert json.loads((output / "summary.json").read_text())["exit_code"] == 4
+
+
+@pytest.mark.parametrize(
+    ("rows", "mend"),
+    [
+        (
+            b"CUST-000001,x\nCUST-000002,y\n",
+            "raise processing.max_key_length, or fix sources.A.key_column",
+        ),
+        (b"CUST-\xff1,x\nCUST-\xfe2,y\n", "set sources.A.encoding to the export's encoding"),
+        (b"CUST-1,x,y\nCUST-2,x,y\n", "fix the export, or sources.A.delimiter"),
+    ],
+)
+def test_an_authority_every_row_of_which_is_rejected_is_told_what_to_fix(
+    tmp_path: Path,
+    keysync: RunKeysync,
+    write_config: Callable[..., Path],
+    rows: bytes,
+    mend: str,
+) -> None:
+    """Seen (review): one remedy (encoding, key_column, rules) for every kind of rejection;
+    keys too long want the limit raised, cells too many the export or the delimiter."""
+    config = write_config(
+        tmp_path,
+        sources={"A": {"path": "A.csv"}, "B": {"path": "B.csv"}},
+        processing={"parallel": False, "max_key_length": 8},
+    )
+    (tmp_path / "A.csv").write_bytes(b"key,name\n" + rows)
+    (tmp_path / "B.csv").write_bytes(b"key,name\nK-1,x\n")
+    done = keysync("-q", "-c", str(config), "run")
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.splitlines()[-1].endswith(f"; {mend}, then run again"), done.stderr
 
 
 def test_no_peer_available_exits_3(
