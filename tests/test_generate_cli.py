@@ -583,7 +583,8 @@ def test_a_read_only_folder_is_named_by_the_file_with_what_to_do(
     assert_one_line_error(result, 3)
     assert result.stderr == (
         f"keysync: error: cannot write mock data {disk.folder / 'A.csv'}: Read-only file "
-        "system; choose another folder (--out), and run the command again\n"
+        "system; write the mock data to a folder on a writable file system, and run the "
+        "command again\n"
     )
 
 

@@ -45,7 +45,10 @@ def publish_pending(paths: list[Path], token: int) -> None:
     for done, path in enumerate(paths):
         if done == 1:
             pause_for_tests("mock-mid-publish")  # one file new, the others (and manifest) not
-        os.replace(pending_path(path, token), path)
+        try:
+            os.replace(pending_path(path, token), path)
+        except OSError as exc:  # named by the file it is for, as write_pending's are
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def discard_pending(paths: list[Path], token: int) -> None:

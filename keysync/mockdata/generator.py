@@ -674,12 +674,13 @@ def _generate(
         if not isinstance(exc, OSError):
             raise
         where = f" {exc.filename}" if exc.filename else ""
+        # (generate, run --keys and simulate all come here: no option of one is named)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             mend = "make room there"
         elif exc.errno == errno.EROFS:
-            mend = "choose another folder (--out)"
+            mend = "write the mock data to a folder on a writable file system"
         else:
-            mend = "fix the permissions, or choose another folder (--out)"
+            mend = "fix the permissions, or write the mock data to another folder"
         raise KeysyncError(
             f"cannot write mock data{where}: {exc.strerror or exc}; {mend}, and run the "
             "command again"
