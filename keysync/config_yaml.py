@@ -9,7 +9,9 @@ for the error that names it, is found here too.
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -156,7 +158,7 @@ _NUMBER_EXPECTED = re.compile(r"(\S+): expected int(?: \| null)?, got str")
 _NOT_OCTAL = re.compile(r"[-+]?0[0-9_]*[89][0-9_]*")  # a leading 0 and an 8 or 9: text
 _FLOAT_EXPECTED = re.compile(r"(\S+): expected (float|int)(?: \| null)?, got str")
 # What Python takes for a number with an exponent; YAML 1.1 only with a dot and a sign.
-_EXPONENT = re.compile(r"([-+]?)([0-9]*)\.?([0-9]*)[eE]([-+]?)([0-9]+)")
+_EXPONENT = re.compile(r"([-+]?)([0-9]*)(?:\.([0-9]*))?[eE]([-+]?)([0-9]+)")  # no backtracking
 
 
 def type_hint(text: str, message: str) -> str:
@@ -180,13 +182,15 @@ def _exponent_hint(text: str, message: str) -> str:
     if not isinstance(node, yaml.ScalarNode) or node.style is not None:
         return ""
     number = _EXPONENT.fullmatch(node.value)
-    if number is None or not (number[2] or number[3]):
-        return ""
+    if number is None or not (number[2] or number[3]) or len(number[5]) > 3:
+        return ""  # (an exponent of 4 digits or more is no number a setting can take)
     if found is not None and found[2] == "int":
-        value = float(node.value)
-        if not value.is_integer() or abs(value) > 1e18:
+        value = Decimal(node.value)  # exactly: a float of 17 digits is not the number written
+        if value != value.to_integral_value() or abs(value) > 10**18:
             return ""
         return f" (YAML reads {node.value} as text: write {int(value)})"
+    if not math.isfinite(float(node.value)):  # 1e999: YAML would read 1.0e+999 as .inf
+        return ""
     sign, whole, fraction, exponent_sign, exponent = number.groups()
     instead = f"{sign}{whole or '0'}.{fraction or '0'}e{exponent_sign or '+'}{exponent}"
     return (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,6 +212,19 @@ BAD_CONFIGS = [
         2,
         "processing.batch_size: expected int, got str (YAML reads 5e3 as text: write 5000)",
         id="exponent-for-int",
+    ),
+    pytest.param(  # a float would say 123456789012345664
+        "processing:\n  batch_size: 12345678901234567e1\n",
+        2,
+        "processing.batch_size: expected int, got str (YAML reads 12345678901234567e1 as "
+        "text: write 123456789012345670)",
+        id="exponent-for-int-exactly",
+    ),
+    pytest.param(  # 1.0e+999 would be read as .inf: no hint
+        "processing:\n  source_timeout_s: 1e999\n",
+        2,
+        "processing.source_timeout_s: expected float, got str",
+        id="exponent-out-of-range",
     ),
     # A number with a leading 0 and an 8 or 9 is text in YAML 1.1 (010 is octal 8, refused).
     pytest.param(
@@ -1178,3 +1192,14 @@ def test_config_check_says_how_a_run_would_find_each_source(
         "or point sources.C.path at it",
     ]
     assert yaml.safe_load(result.stdout)["sources"]["C"]["path"] == "in/c.csv"
+
+
+def test_a_long_run_of_digits_is_refused_at_once(keysync: RunKeysync, tmp_path: Path) -> None:
+    """Seen (review): the exponent hint's pattern backtracked on a long run of digits:
+    `source_timeout_s: 111...1x` (40,000 digits) took 18 s to refuse."""
+    started = time.monotonic()
+    result, path = check_text(
+        keysync, tmp_path, f"processing:\n  source_timeout_s: {'1' * 40_000}x\n"
+    )
+    assert time.monotonic() - started < 10
+    assert_config_error(result, f"{path}:2: processing.source_timeout_s: expected float, got str")
