@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -79,14 +80,17 @@ def config_hash(config: Config) -> str:
 
 @functools.cache
 def code_fingerprint() -> str:
-    """SHA-256 of keysync's version and source files ("" if one cannot be read).
+    """SHA-256 of keysync's version and source files, and of the Python and msgspec
+    versions ("" if a file cannot be read).
 
     Another keysync may write the same decisions in other words (a message of
     rejected_rows.csv reworded, a column added): its reports must be its own, not
-    passed on from the one before. A few ms: ~50 files, under 1 MB.
+    passed on from the one before. A few ms: ~50 files, under 1 MB. Taken once, as
+    this module loads (below): the code this process runs, not what an upgrade made
+    while it ran leaves on disk.
     """
     package = Path(__file__).resolve().parent
-    digest = hashlib.sha256(__version__.encode())
+    digest = hashlib.sha256(f"{__version__}\0{sys.version}\0{msgspec.__version__}".encode())
     try:
         for path in sorted(package.rglob("*.py")):
             name = path.relative_to(package).as_posix().encode()
@@ -146,7 +150,9 @@ def reusable(config: Config, store: StateStore, systems: Sequence[str]) -> LastR
         return f"the record {path_of(config)} is unreadable"
     if last.format != FORMAT_VERSION:
         return f"the record {path_of(config)} has another format"
-    if not last.code or last.code != code_fingerprint():
+    if not code_fingerprint():
+        return "keysync's own files could not be read to tell whether it is the last run's"
+    if last.code != code_fingerprint():
         return "keysync's code changed since the last run (an upgrade may word reports otherwise)"
     if last.config_hash != config_hash(config):
         return "the configuration changed since the last run"
@@ -181,3 +187,6 @@ def _differs(path: Path, digest: Digest) -> str | None:
         return None if file_digest(path) == digest else ""
     except (OSError, Fallback) as exc:
         return f": {getattr(exc, 'strerror', None) or exc}"
+
+
+code_fingerprint()  # now, as the process starts (see its docstring)
