@@ -993,8 +993,8 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
     other_forms: dict[str, set[str]] = {}
 
     def result(raw: str) -> tuple[str, str, str, list[tuple[str, str]]]:
-        if (shown := bytes_shown(raw)) != raw:  # stdin's bytes that are not UTF-8
-            return shown, "", f"encoding: {_not_utf8(raw)}", []
+        if bytes_shown(raw) != raw:  # stdin's bytes that are not UTF-8
+            return raw, "", f"encoding: {_not_utf8(raw)}", []
         key, rejected = normalizer.normalize(raw), ""
         if len(raw) > limit:
             key, rejected = "", f"too-long: {too_long_message(len(raw), limit)}"
@@ -1011,7 +1011,7 @@ def normalize(app: AppContext, keys: tuple[str, ...], steps: bool, as_json: bool
     results = map(result, keys or _stdin_keys())
     if as_json:
         print_json_list(
-            {"raw": raw, "key": key or None, "rejected": rejected or None}
+            {"raw": bytes_shown(raw), "key": key or None, "rejected": rejected or None}
             | ({"steps": [{"rule": r, "key": k} for r, k in trail]} if steps else {})
             for raw, key, rejected, trail in results
         )
@@ -1043,7 +1043,7 @@ def _print_normalized(
     rows = (
         row
         for raw, key, rejected, trail in results
-        for row in [[repr(raw), key or f"rejected, {rejected}"]]
+        for row in [[_raw_shown(raw), key or f"rejected, {rejected}"]]
         + [[f"  {rule}", repr(text)] for rule, text in trail]
     )
     headers = ["raw / rule" if steps else "raw", "key"]
@@ -1056,6 +1056,14 @@ def _print_normalized(
 
 _NORMALIZE_HELD = 10_000  # rows of `normalize` held to size the columns exactly
 _NORMALIZE_TRACKED = 1_000_000  # distinct keys whose raw forms `normalize` compares
+
+
+def _raw_shown(raw: str) -> str:
+    """A raw key as the table shows it: quoted, escapes as Python writes them; a byte of
+    stdin that is not UTF-8 as ``\\xff``, as in a bytes literal ('ab\\xffc')."""
+    if bytes_shown(raw) == raw:
+        return repr(raw)
+    return repr(raw.encode("utf-8", "surrogateescape"))[1:]
 
 
 def _not_utf8(raw: str) -> str:
@@ -1071,8 +1079,9 @@ def _stdin_keys() -> Iterator[str]:
 
     Read as UTF-8 whatever the locale, a byte that is not UTF-8 kept (surrogateescape)
     for ``_not_utf8`` to name: a strict locale's stdin raised it mid-table instead."""
-    lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
-    for number, line in enumerate(lines):
+    if isinstance(sys.stdin, io.TextIOWrapper):  # (not when a caller replaced it)
+        sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
+    for number, line in enumerate(sys.stdin):
         key = line.rstrip("\r\n")
         if number == 0:
             key = key.removeprefix("\ufeff")

@@ -472,6 +472,18 @@ def test_keysync_normalize_rejects_a_line_of_stdin_that_is_not_utf8_as_a_run_wou
         },
         {"raw": "ok", "key": "OK", "rejected": None},
     ]
+    table = subprocess.run(
+        [sys.executable, "-m", "keysync", "normalize"],
+        cwd=tmp_path,
+        env={k: v for k, v in env.items() if not k.startswith("KEYSYNC_")},
+        input=b"ab\xffc\n",
+        capture_output=True,
+        check=True,
+    )
+    assert table.stdout.decode().splitlines()[1].split("  ", 1) == [
+        "'ab\\xffc'",
+        "rejected, encoding: byte 0xFF at byte 3 is not valid UTF-8",
+    ]
 
 
 def test_keysync_normalize_steps_names_each_rule_of_the_config(
