@@ -473,13 +473,16 @@ def _check_sources(sources: Any) -> None:
         return
     for name, source in sources.items():
         if not isinstance(name, str):
-            hint = (
-                "YAML reads yes/no/on/off/true/false as a boolean: quote the name"
-                if isinstance(name, bool)
-                else f"quote it: '{name}'"
-            )
+            if isinstance(name, bool):
+                hint = "YAML reads yes/no/on/off/true/false as a boolean: quote the name"
+            elif name is None:
+                hint = "YAML reads null and ~ as no value: quote the name"
+            else:
+                hint = f"quote it: '{name}'"
             raise ConfigError(
-                f"sources: system name {name!r} must be text ({hint})", at=f"sources.{name}"
+                f"sources: system name {'null' if name is None else repr(name)} must be text "
+                f"({hint})",
+                at=f"sources.{name}",
             )
         if not _SYSTEM_NAME.fullmatch(name):
             raise ConfigError(

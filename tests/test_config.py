@@ -542,6 +542,13 @@ BAD_CONFIGS = [
         "sources: system name 1 must be text (quote it: '1')",
         id="system-name-number",
     ),
+    pytest.param(  # seen (review): "quote it: 'None'"
+        "sources:\n  A: {path: a.csv}\n  null: {path: b.csv}\n",
+        1,
+        "sources: system name null must be text (YAML reads null and ~ as no value: quote the "
+        "name)",
+        id="system-name-null",
+    ),
     pytest.param(
         'sources:\n  "A\\nB": {path: a.csv, colour: red}\n  B: {path: b.csv}\n',
         2,
