@@ -11,10 +11,13 @@ the reference's byte for byte, run ids, today's timestamps and the folder name a
 adds 300 keys to each, so the killed incremental run has changed and unchanged sources.
 ``--mode unchanged`` runs the full run and changes nothing: the killed run is an
 incremental one that reuses the full run's reports (keysync/replay.py).
+``--set SETTING=VALUE`` (repeatable; VALUE read as YAML) changes the config of every
+folder, the reference's too: ``--set processing.workers=2`` soaks the normalizer workers.
 
     python bench/kill_soak.py --workdir /tmp/soak --keys 50000 --rounds 40 --mode full
     python bench/kill_soak.py --workdir /tmp/soak --keys 50000 --rounds 40 --mode incremental
     python bench/kill_soak.py --workdir /tmp/soak --keys 50000 --rounds 40 --mode unchanged
+    python bench/kill_soak.py --workdir /tmp/soak --rounds 40 --set processing.workers=2
 
 A failed round's folder is kept as ``fail<round>`` for a look; the exit code is the number
 of failed rounds (at most 100).
@@ -32,6 +35,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 RUN_ID = re.compile(rb"\d{8}T\d{6}Z-[0-9a-f]{4}")
 TODAY = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
@@ -74,11 +79,26 @@ def change_inputs(folder: Path) -> None:
         path.write_bytes(b"\n".join(kept) + b"\n")
 
 
-def prepare(folder: Path, keys: int, mode: str) -> None:
+def write_config(folder: Path, settings: list[str]) -> None:
+    """The repository's config with each ``SETTING=VALUE`` of ``--set`` applied."""
+    config = yaml.safe_load(CONFIG.read_text())
+    for setting in settings:
+        name, equals, value = setting.partition("=")
+        if not equals:
+            raise SystemExit(f"--set {setting}: not SETTING=VALUE")
+        *parents, last = name.split(".")
+        section = config
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[last] = yaml.safe_load(value)
+    (folder / "keysync-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def prepare(folder: Path, keys: int, mode: str, settings: list[str]) -> None:
     """Inputs, and for an incremental soak the full run before the changes."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    shutil.copy(CONFIG, folder / "keysync-config.yaml")
+    write_config(folder, settings)
     must(keysync(folder, "generate", "--keys", str(keys)), 0)
     if mode == "incremental":
         must(keysync(folder, "run", "--auto-approve"), 0, 1)
@@ -126,12 +146,20 @@ def main() -> int:
     parser.add_argument("--mode", choices=["full", "incremental", "unchanged"], default="full")
     parser.add_argument("--max-kills", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        dest="settings",
+        help="a config setting for every folder, e.g. processing.workers=2 (repeatable)",
+    )
     options = parser.parse_args()
     mode = "full" if options.mode == "full" else "incremental"  # how the killed run runs
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode()
     base = options.workdir / f"{options.mode}-{options.keys}"
     start = base / "start"
-    prepare(start, options.keys, options.mode)
+    prepare(start, options.keys, options.mode, options.settings)
     reference = base / "reference"
     shutil.rmtree(reference, ignore_errors=True)
     shutil.copytree(start, reference)
